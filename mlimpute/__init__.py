@@ -1,0 +1,35 @@
+"""mlimpute: multilevel multiple imputation with a joint latent-normal model, plus analysis
+and pooling of the completed datasets.
+
+Public API (see DESIGN §3)::
+
+    import mlimpute as mi
+    model = mi.ImputationModel(cluster="school", variables={...}, covariates=[...])
+    res = mi.impute(df, model, n_imputations=20, burn=1000, between=100, chains=4, seed=1)
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from .errors import ConvergenceError, ConvergenceWarning, DataError, MlimputeError, SpecError
+from .spec import CovariancePrior, ImputationModel, Variable
+
+try:
+    __version__ = _version("mlimpute")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0+unknown"
+
+__all__ = [
+    "__version__",
+    # errors
+    "MlimputeError",
+    "SpecError",
+    "DataError",
+    "ConvergenceError",
+    "ConvergenceWarning",
+    # specification
+    "ImputationModel",
+    "Variable",
+    "CovariancePrior",
+]

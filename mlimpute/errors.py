@@ -1,0 +1,36 @@
+"""The one exception tree of mlimpute.
+
+Every error the package raises on purpose derives from :class:`MlimputeError`, so a caller can
+catch them all; the subclasses also derive from the matching built-in (``ValueError`` /
+``RuntimeError``) so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MlimputeError",
+    "SpecError",
+    "DataError",
+    "ConvergenceError",
+    "ConvergenceWarning",
+]
+
+
+class MlimputeError(Exception):
+    """Base class of every error raised by mlimpute."""
+
+
+class SpecError(MlimputeError, ValueError):
+    """The model specification (or a configuration) is invalid on its own terms."""
+
+
+class DataError(MlimputeError, ValueError):
+    """The data do not fit the specification (unknown column, wrong type, bad values)."""
+
+
+class ConvergenceError(MlimputeError, RuntimeError):
+    """An estimation or sampling procedure failed in a way that makes its result unusable."""
+
+
+class ConvergenceWarning(UserWarning):
+    """R-hat, effective sample size or an optimiser suggests the result needs a closer look."""
