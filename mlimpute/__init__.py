@@ -13,6 +13,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from .errors import ConvergenceError, ConvergenceWarning, DataError, MlimputeError, SpecError
+from .impute import ImputationResult, impute
 from .spec import CovariancePrior, ImputationModel, Variable
 
 try:
@@ -32,4 +33,7 @@ __all__ = [
     "ImputationModel",
     "Variable",
     "CovariancePrior",
+    # imputation
+    "impute",
+    "ImputationResult",
 ]

@@ -1,0 +1,269 @@
+"""Data + parsed formula -> response, fixed-effect matrix, random-term matrices and grouping codes.
+
+All checks that need the data live here: unknown columns, missing values (grouping factors must
+be complete; other columns follow ``na_action``), non-finite values made by transforms, rank
+deficient fixed effects, grouping factors with one level, and the response's type for the family.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from formulaic import Formula
+from formulaic.errors import FormulaicError
+from scipy.linalg import qr
+
+from ..errors import DataError, SpecError
+from .formula import ParsedFormula, RandomTerm
+
+__all__ = ["TermDesign", "FactorDesign", "Design", "build_design"]
+
+ResponseKind = Literal["gaussian", "binomial", "poisson"]
+
+
+@dataclass(frozen=True)
+class TermDesign:
+    """One random term: its grouping factor, column names and raw model matrix ``(N, q)``."""
+
+    group: str
+    names: tuple[str, ...]
+    Z: np.ndarray
+    text: str
+
+
+@dataclass(frozen=True)
+class FactorDesign:
+    """One grouping factor: integer level codes ``0..levels-1`` per row."""
+
+    label: str
+    codes: np.ndarray
+    levels: int
+
+
+@dataclass(frozen=True)
+class Design:
+    """Everything a mixed-model fit needs from the data, as arrays."""
+
+    response: str
+    y: np.ndarray
+    X: np.ndarray
+    x_names: tuple[str, ...]
+    terms: tuple[TermDesign, ...]
+    factors: tuple[FactorDesign, ...]
+    rows: np.ndarray
+
+    @property
+    def nobs(self) -> int:
+        return int(self.y.shape[0])
+
+
+def _formula(rhs: str, what: str) -> Formula:
+    try:
+        return Formula(rhs)
+    except FormulaicError as exc:
+        raise SpecError(f"cannot read the {what} {rhs!r}: {exc}; fix the formula") from exc
+
+
+def _matrix(rhs: str, df: pd.DataFrame, what: str) -> pd.DataFrame:
+    try:
+        mm = _formula(rhs, what).get_model_matrix(df, na_action="ignore")
+    except FormulaicError as exc:
+        raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula") from exc
+    values = np.asarray(mm, dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        col = mm.columns[np.flatnonzero(bad.any(axis=0))[0]]
+        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise DataError(
+            f"the {what} {rhs!r} gives a non-finite value in column {col!r} (first at used row {row}); "
+            "a transform is undefined there (log of 0 or a negative?): transform the data first"
+        )
+    return mm
+
+
+def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
+    columns = [str(c) for c in data.columns]
+    for name in sorted(names):
+        if name not in data.columns:
+            close = difflib.get_close_matches(name, columns, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the data have {', '.join(columns[:12])}{' ...' if len(columns) > 12 else ''}"
+            raise DataError(f"column {name!r} in formula {formula!r} is not in the data; {hint} Fix the formula or the data.")
+
+
+def _missing_rows(data: pd.DataFrame, parsed: ParsedFormula, used: set[str], na_action: str) -> np.ndarray:
+    """Boolean mask of the rows to keep; raises on missing grouping values."""
+    groups = sorted({c for term in parsed.random for c in term.group})
+    for col in groups:
+        miss = data[col].isna().to_numpy()
+        if miss.any():
+            rows = ", ".join(str(r) for r in np.flatnonzero(miss)[:5])
+            raise DataError(
+                f"grouping factor {col!r} has {int(miss.sum())} missing values (rows {rows}{', ...' if miss.sum() > 5 else ''}); "
+                "a row without a group cannot be placed in the multilevel structure: drop those rows or fill in their group"
+            )
+    keep = np.ones(len(data), dtype=bool)
+    report = []
+    for col in sorted(used - set(groups)):
+        miss = data[col].isna().to_numpy()
+        if miss.any():
+            keep &= ~miss
+            report.append(f"{col!r} ({int(miss.sum())})")
+    if report and na_action == "raise":
+        raise DataError(
+            f"columns {', '.join(report)} have missing values (counts in brackets); a mixed model needs complete data: "
+            "impute first (mlimpute.impute), or pass na_action='drop' to fit the complete cases like lme4's na.omit"
+        )
+    if not keep.any():
+        raise DataError("no row is complete in the columns the formula uses; there is nothing to fit")
+    return keep
+
+
+def _response(series: pd.Series, kind: ResponseKind, name: str) -> np.ndarray:
+    values = series.to_numpy()
+    if kind == "binomial":
+        if isinstance(series.dtype, pd.CategoricalDtype) or not (
+            pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)
+        ):
+            cats = list(series.cat.categories) if isinstance(series.dtype, pd.CategoricalDtype) else sorted(series.unique())
+            if len(cats) != 2:
+                raise DataError(
+                    f"response {name!r} has {len(cats)} categories ({', '.join(map(str, cats[:6]))}); family='binomial' needs "
+                    "two (the second is coded 1, as R factors): recode it to two categories or 0/1"
+                )
+            return (series == cats[1]).to_numpy(dtype=float)
+        y = values.astype(float)
+        bad = (y != 0) & (y != 1)
+        if bad.any():
+            found = ", ".join(map(str, np.unique(y[bad])[:5]))
+            raise DataError(
+                f"response {name!r} has values other than 0 and 1 ({found}; first at used row {int(np.flatnonzero(bad)[0])}); "
+                "family='binomial' needs a 0/1, bool or two-level outcome: recode it, or use family='poisson' for counts"
+            )
+        return y
+    if not (pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)):
+        raise DataError(
+            f"response {name!r} is not numeric (dtype {series.dtype}); a {kind} model needs numbers: "
+            "convert it, or use glmm(family='binomial') for a two-category outcome"
+        )
+    y = values.astype(float)
+    if kind == "poisson":
+        bad = (y < 0) | (y != np.round(y))
+        if bad.any():
+            raise DataError(
+                f"response {name!r} has values that are not non-negative integers ({y[bad][0]:g} at used row "
+                f"{int(np.flatnonzero(bad)[0])}); family='poisson' models counts: fix the data or use lmm"
+            )
+    return y
+
+
+def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
+    if X.shape[1] == 0:
+        return
+    _, r, piv = qr(X, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(r))
+    rank = int(np.sum(diag > max(X.shape) * np.finfo(float).eps * diag[0])) if diag[0] > 0 else 0
+    if rank < X.shape[1]:
+        dropped = ", ".join(repr(names[i]) for i in sorted(piv[rank:]))
+        raise DataError(
+            f"the fixed-effect columns are linearly dependent (rank {rank} of {X.shape[1]}): {dropped} "
+            "are combinations of the others in these data; remove them from the formula"
+        )
+
+
+def _factor(df: pd.DataFrame, columns: tuple[str, ...], label: str) -> FactorDesign:
+    codes = df.groupby(list(columns), sort=True, observed=True).ngroup().to_numpy(dtype=np.int64)
+    levels = int(codes.max()) + 1
+    if levels < 2:
+        raise DataError(
+            f"grouping factor {label!r} has only one level in the data used; a random effect needs at least two "
+            "groups: drop the term or check the column"
+        )
+    return FactorDesign(label=label, codes=codes, levels=levels)
+
+
+def _random_terms(df: pd.DataFrame, term: RandomTerm) -> list[TermDesign]:
+    mm = _matrix(term.expr, df, f"random term {term.text}")
+    if mm.shape[1] == 0:
+        raise SpecError(f"random term {term.text!r} has no columns; write at least (1 | {term.group_label})")
+    names = tuple(str(c) for c in mm.columns)
+    Z = np.asarray(mm, dtype=float)
+    if term.correlated:
+        return [TermDesign(group=term.group_label, names=names, Z=Z, text=term.text)]
+    return [TermDesign(group=term.group_label, names=(n,), Z=Z[:, [k]], text=term.text) for k, n in enumerate(names)]
+
+
+def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKind, na_action: str = "raise") -> Design:
+    """Build the arrays of a mixed model from a data frame.
+
+    Parameters
+    ----------
+    parsed : ParsedFormula
+    data : pandas.DataFrame
+    kind : {"gaussian", "binomial", "poisson"}
+        Decides how the response is checked and coded (binomial: 0/1, bool, or two categories
+        with the second coded 1, as R's factors).
+    na_action : {"raise", "drop"}
+        What to do with missing values outside the grouping factors (those always raise).
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if na_action not in ("raise", "drop"):
+        raise SpecError(f"na_action={na_action!r} is not 'raise' or 'drop'")
+    if not parsed.random:
+        raise SpecError(f"formula {parsed.text!r} has no random term; add one like '+ (1 | school)'")
+    bare = parsed.response.strip("` ")
+    response_vars = {bare} if bare in data.columns else set(_formula(parsed.response, "response").required_variables)
+    used = set(response_vars) | set(_formula(parsed.fixed, "fixed part").required_variables)
+    for term in parsed.random:
+        used |= set(_formula(term.expr, f"random term {term.text}").required_variables) | set(term.group)
+    used = {str(v) for v in used}
+    _check_columns(used, data, parsed.text)
+    keep = _missing_rows(data, parsed, used, na_action)
+    rows = np.flatnonzero(keep)
+    df = data.iloc[rows][sorted(used)].reset_index(drop=True)
+
+    if bare in data.columns:
+        y = _response(df[bare], kind, bare)
+    else:
+        lhs = _matrix(f"0 + {parsed.response}", df, "response")
+        if lhs.shape[1] != 1:
+            raise SpecError(f"response {parsed.response!r} makes {lhs.shape[1]} columns; it must be one numeric column")
+        y = _response(pd.Series(np.asarray(lhs, dtype=float)[:, 0]), kind, parsed.response)
+
+    xm = _matrix(parsed.fixed, df, "fixed part")
+    x_names = tuple(str(c) for c in xm.columns)
+    X = np.ascontiguousarray(np.asarray(xm, dtype=float))
+    _check_rank(X, x_names)
+
+    terms: list[TermDesign] = []
+    factors: dict[str, FactorDesign] = {}
+    for term in parsed.random:
+        label = term.group_label
+        if label not in factors:
+            factors[label] = _factor(df, term.group, label)
+        for t in _random_terms(df, term):
+            seen = {n for other in terms if other.group == label for n in other.names}
+            dup = seen.intersection(t.names)
+            if dup:
+                raise SpecError(
+                    f"random effect {sorted(dup)[0]!r} for group {label!r} is declared twice (again in {term.text!r}); "
+                    "declare each random coefficient once per grouping factor"
+                )
+            terms.append(t)
+    n = len(y)
+    if kind == "gaussian":
+        for label, f in factors.items():
+            q = sum(len(t.names) for t in terms if t.group == label)
+            if q * f.levels >= n:
+                raise DataError(
+                    f"grouping factor {label!r} has {f.levels} levels x {q} random effects = {q * f.levels} >= {n} "
+                    "observations; they cannot be told apart from the residual: use fewer random coefficients"
+                )
+    return Design(
+        response=parsed.response, y=y, X=X, x_names=x_names, terms=tuple(terms),
+        factors=tuple(factors.values()), rows=rows,
+    )

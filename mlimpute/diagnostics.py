@@ -1,0 +1,132 @@
+"""Convergence diagnostics: rank-normalised split R-hat, bulk and tail ESS, autocorrelation.
+
+References
+----------
+Vehtari, A., Gelman, A., Simpson, D., Carpenter, B., & Bürkner, P.-C. (2021). Rank-normalization,
+folding, and localization: an improved R-hat for assessing convergence of MCMC. Bayesian
+Analysis, 16(2), 667-718.
+Geyer, C. J. (1992). Practical Markov chain Monte Carlo. Statistical Science, 7(4), 473-483.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtri
+from scipy.stats import rankdata
+
+__all__ = ["rhat", "ess_bulk", "ess_tail", "autocorrelation", "summarise"]
+
+
+def _split(x: np.ndarray) -> np.ndarray:
+    """(chains, draws) → (2·chains, draws//2): the first and second half of every chain."""
+    half = x.shape[1] // 2
+    return np.concatenate([x[:, :half], x[:, x.shape[1] - half:]], axis=0)
+
+
+def _z_scale(x: np.ndarray) -> np.ndarray:
+    """Rank-normalise: normal scores of the pooled ranks (average ranks for ties)."""
+    r = rankdata(x, axis=None).reshape(x.shape)
+    return ndtri((r - 0.375) / (x.size + 0.25))
+
+
+def _rhat_basic(x: np.ndarray) -> float:
+    n = x.shape[1]
+    within = np.mean(np.var(x, axis=1, ddof=1))
+    if not np.isfinite(within) or within <= 0:
+        return np.nan
+    between = n * np.var(np.mean(x, axis=1), ddof=1)
+    return float(np.sqrt((between / within + n - 1) / n))
+
+
+def autocorrelation(x: np.ndarray) -> np.ndarray:
+    """Autocorrelation of each chain along the last axis (FFT, biased estimator as in Stan)."""
+    x = np.asarray(x, dtype=float)
+    n = x.shape[-1]
+    xc = x - x.mean(axis=-1, keepdims=True)
+    m = 1 << int(np.ceil(np.log2(2 * n)))
+    f = np.fft.rfft(xc, n=m, axis=-1)
+    acov = np.fft.irfft(f * np.conj(f), n=m, axis=-1)[..., :n] / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return acov / acov[..., :1]
+
+
+def _ess_basic(x: np.ndarray) -> float:
+    """Effective sample size of (chains, draws) with Geyer's initial monotone sequence."""
+    m, n = x.shape
+    if n < 4 or not np.all(np.isfinite(x)):
+        return np.nan
+    xc = x - x.mean(axis=1, keepdims=True)
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    f = np.fft.rfft(xc, n=size, axis=1)
+    acov = np.fft.irfft(f * np.conj(f), n=size, axis=1)[:, :n] / n
+    mean_var = np.mean(acov[:, 0]) * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    if m > 1:
+        var_plus += np.var(np.mean(x, axis=1), ddof=1)
+    if var_plus <= 0:
+        return np.nan
+    rho = 1.0 - (mean_var - np.mean(acov, axis=0)) / var_plus
+    rho[0] = 1.0
+    rho_t = np.zeros(n)
+    rho_t[0] = 1.0
+    rho_t[1] = rho[1]
+    even, odd = 1.0, rho[1]
+    t = 1
+    while t < n - 3 and even + odd > 0.0:
+        even, odd = rho[t + 1], rho[t + 2]
+        if even + odd >= 0:
+            rho_t[t + 1], rho_t[t + 2] = even, odd
+        t += 2
+    max_t = t - 2
+    if even > 0:
+        rho_t[max_t + 1] = even
+    t = 1
+    while t <= max_t - 2:  # initial monotone sequence
+        if rho_t[t + 1] + rho_t[t + 2] > rho_t[t - 1] + rho_t[t]:
+            rho_t[t + 1] = rho_t[t + 2] = (rho_t[t - 1] + rho_t[t]) / 2.0
+        t += 2
+    total = m * n
+    tau = -1.0 + 2.0 * np.sum(rho_t[: max_t + 1]) + np.sum(rho_t[max_t + 1: max_t + 2])
+    tau = max(tau, 1.0 / np.log10(total))
+    return float(total / tau)
+
+
+def rhat(x: np.ndarray) -> float:
+    """Rank-normalised split R-hat: the max of the bulk and the folded (tail) versions."""
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    if np.ptp(x) == 0:
+        return np.nan
+    s = _split(x)
+    bulk = _rhat_basic(_z_scale(s))
+    tail = _rhat_basic(_z_scale(np.abs(s - np.median(s))))
+    return float(np.nanmax([bulk, tail]))
+
+
+def ess_bulk(x: np.ndarray) -> float:
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    if np.ptp(x) == 0:
+        return np.nan
+    return _ess_basic(_z_scale(_split(x)))
+
+
+def ess_tail(x: np.ndarray) -> float:
+    """Minimum of the ESS of the indicators I(x ≤ q05) and I(x ≤ q95)."""
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    if np.ptp(x) == 0:
+        return np.nan
+    s = _split(x)
+    q05, q95 = np.quantile(s, [0.05, 0.95])
+    return float(np.nanmin([_ess_basic((s <= q05).astype(float)), _ess_basic((s <= q95).astype(float))]))
+
+
+def summarise(draws: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Diagnostics table from draws of shape (chains, draws, parameters)."""
+    rows = []
+    if draws.shape[1] < 4:  # split halves of < 2 draws: nothing to estimate
+        return pd.DataFrame({"parameter": list(names), "rhat": np.nan, "ess_bulk": np.nan,
+                             "ess_tail": np.nan})
+    for k, name in enumerate(names):
+        x = draws[:, :, k]
+        rows.append((name, rhat(x), ess_bulk(x), ess_tail(x)))
+    return pd.DataFrame(rows, columns=["parameter", "rhat", "ess_bulk", "ess_tail"])

@@ -1,0 +1,136 @@
+"""The sampler's state, its static inputs, and the starting values of a chain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from ..design import ModelData
+
+__all__ = ["State", "Static", "Patterns", "prepare_static", "initial_state"]
+
+
+class State(NamedTuple):
+    """One draw of every unknown of the joint model (rows sorted by cluster).
+
+    y1 : (N, p1) completed level-1 variables      b1 : (f1, p1) level-1 fixed effects
+    y2 : (J, p2) completed level-2 variables      b2 : (f2, p2) level-2 fixed effects
+    u1 : (J, p1*q) level-1 random effects, variable-major: ``u1[j, l*q + k]`` is the
+         coefficient of random-effect column k for variable l in cluster j
+    omega1 : (p1, p1) level-1 covariance          omega2 : (d, d), d = p1*q + p2, ordered
+         (u1 variable-major, then the level-2 variables' random effects u2 = y2 - X2 b2)
+    """
+
+    y1: np.ndarray
+    y2: np.ndarray
+    b1: np.ndarray
+    b2: np.ndarray
+    u1: np.ndarray
+    omega1: np.ndarray
+    omega2: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Patterns:
+    """Rows grouped by missingness pattern: ``masks[g]`` (p,) bool, ``rows[g]`` row indices."""
+
+    masks: tuple[np.ndarray, ...]
+    rows: tuple[np.ndarray, ...]
+
+    @staticmethod
+    def of(y: np.ndarray) -> "Patterns":
+        miss = np.isnan(y)
+        any_miss = np.flatnonzero(miss.any(axis=1))
+        if any_miss.size == 0:
+            return Patterns((), ())
+        keys = np.packbits(miss[any_miss], axis=1, bitorder="little")
+        keys = keys.view(np.dtype((np.void, keys.shape[1]))).ravel()
+        uniq, inv = np.unique(keys, return_inverse=True)
+        groups = np.argsort(inv, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(inv, minlength=uniq.size))]
+        rows = tuple(any_miss[groups[bounds[g]:bounds[g + 1]]] for g in range(uniq.size))
+        masks = tuple(miss[r[0]].copy() for r in rows)
+        return Patterns(masks, rows)
+
+
+@dataclass(frozen=True, eq=False)
+class Static:
+    """Everything a sweep needs that does not change between sweeps."""
+
+    data: ModelData
+    p1: int
+    p2: int
+    q: int
+    x1_chol: np.ndarray        # chol(X1'X1), lower
+    x1_pinv: np.ndarray        # (X1'X1)⁻¹ X1', for B̂1 (f1, N)
+    x2_chol: np.ndarray        # chol(X2'X2)
+    x2_pinv: np.ndarray        # (X2'X2)⁻¹ X2' (f2, J)
+    ztz: np.ndarray            # (J, q, q) per-cluster Z_j'Z_j
+    patterns1: Patterns
+    patterns2: Patterns
+    prior1: tuple[np.ndarray, float]   # (scale, df) of Ω1
+    prior2: tuple[np.ndarray, float]   # (scale, df) of Ω2
+
+    @property
+    def d(self) -> int:
+        return self.p1 * self.q + self.p2
+
+
+def prepare_static(data: ModelData) -> Static:
+    p1, p2, q = data.y1.shape[1], data.y2.shape[1], data.z.shape[1]
+    x1tx1 = data.x1.T @ data.x1
+    x2tx2 = data.x2.T @ data.x2
+    zz = data.z[:, :, None] * data.z[:, None, :]
+    ztz = np.add.reduceat(zz, data.starts, axis=0)
+    model = data.model
+    prior1 = model.prior_l1.resolve(p1, "level-1") if p1 else (np.zeros((0, 0)), 0.0)
+    prior2 = model.prior_l2.resolve(p1 * q + p2, "level-2")
+    return Static(
+        data=data, p1=p1, p2=p2, q=q,
+        x1_chol=np.linalg.cholesky(x1tx1), x1_pinv=np.linalg.solve(x1tx1, data.x1.T),
+        x2_chol=np.linalg.cholesky(x2tx2), x2_pinv=np.linalg.solve(x2tx2, data.x2.T),
+        ztz=ztz, patterns1=Patterns.of(data.y1), patterns2=Patterns.of(data.y2),
+        prior1=prior1, prior2=prior2,
+    )
+
+
+def _hot_deck(rng: np.random.Generator, y: np.ndarray) -> np.ndarray:
+    """Fill each column's missing cells with random observed values (dispersed chain starts)."""
+    y = y.copy()
+    for k in range(y.shape[1]):
+        miss = np.isnan(y[:, k])
+        if miss.any():
+            pool = y[~miss, k]
+            y[miss, k] = pool[rng.integers(pool.size, size=int(miss.sum()))]
+    return y
+
+
+def initial_state(static: Static, rng: np.random.Generator) -> State:
+    """Starting values: hot-deck fills, least-squares B, moment-based covariances.
+
+    Different chains start from different hot-deck fills, which disperses the starts of the
+    fixed effects and covariances enough for R-hat to see a chain that has not mixed.
+    """
+    data = static.data
+    p1, p2, q = static.p1, static.p2, static.q
+    y1 = _hot_deck(rng, data.y1)
+    y2 = _hot_deck(rng, data.y2)
+    b1 = static.x1_pinv @ y1
+    b2 = static.x2_pinv @ y2
+    r1 = y1 - data.x1 @ b1
+    # Cluster means of the residuals: a moment estimate of the random-intercept variances.
+    means = np.add.reduceat(r1, data.starts, axis=0) / data.sizes[:, None]
+    u_var = np.concatenate([
+        np.concatenate([[means[:, l].var()], np.full(q - 1, 0.1 * means[:, l].var())])
+        for l in range(p1)
+    ]) if p1 else np.empty(0)
+    r2 = y2 - data.x2 @ b2
+    d = p1 * q + p2
+    omega2 = np.diag(np.concatenate([u_var, r2.var(axis=0)]) + 1e-6 * (1 + np.ones(d)))
+    resid1 = r1 - means[data.cluster]
+    omega1 = np.atleast_2d(np.cov(resid1, rowvar=False)) if p1 else np.zeros((0, 0))
+    omega1 = omega1 + 1e-6 * np.trace(omega1) / max(p1, 1) * np.eye(p1)
+    u1 = np.zeros((data.n_clusters, p1 * q))
+    return State(y1=y1, y2=y2, b1=b1, b2=b2, u1=u1, omega1=omega1, omega2=omega2)

@@ -1,0 +1,135 @@
+"""Invariants every imputation run must satisfy, whatever the random draws."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from _sim import simulate
+
+import mlimpute as mi
+
+MODEL = mi.ImputationModel(
+    cluster="g",
+    variables={"y1": "continuous", "y2": "continuous", "w": mi.Variable("continuous", level=2)},
+    covariates=["x"],
+)
+RUN = dict(n_imputations=4, burn=30, between=5, chains=2)
+
+
+@pytest.fixture(scope="module")
+def small():
+    data, _, _ = simulate(np.random.default_rng(11), J=30, n=8)
+    data["label"] = [f"r{i}" for i in range(len(data))]  # a column outside the model
+    data.index = data.index * 10 + 3                        # a non-default index
+    return data
+
+
+def run(df, seed=1, model=MODEL, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mi.ConvergenceWarning)
+        return mi.impute(df, model, seed=seed, **{**RUN, **kw})
+
+
+@pytest.fixture(scope="module")
+def result(small):
+    return run(small)
+
+
+def test_long_table_shape_and_columns(small, result):
+    d = result.data
+    assert list(d.columns) == [*small.columns, "imputation"]
+    assert len(d) == 4 * len(small)
+    assert d["imputation"].tolist() == np.repeat([1, 2, 3, 4], len(small)).tolist()
+    for c in small.columns:
+        assert d[c].dtype == small[c].dtype, c
+
+
+def test_observed_cells_never_change(small, result):
+    for k in range(1, 5):
+        comp = result.completed(k)
+        assert comp.index.equals(small.index)
+        assert list(comp.columns) == list(small.columns)
+        obs = small.notna()
+        pd.testing.assert_frame_equal(comp.where(obs), small.where(obs))
+        assert not comp[["y1", "y2", "w"]].isna().any().any()
+
+
+def test_imputations_differ_between_imputations(result, small):
+    miss = small["y1"].isna().to_numpy()
+    a = result.completed(1)["y1"].to_numpy()[miss]
+    b = result.completed(2)["y1"].to_numpy()[miss]
+    assert np.all(a != b)
+
+
+def test_level2_values_constant_within_cluster(result):
+    spread = result.data.groupby(["imputation", "g"])["w"].agg(lambda s: s.max() - s.min())
+    assert (spread == 0).all()
+
+
+def test_same_seed_same_imputations_different_seed_different(small, result):
+    again = run(small, seed=1)
+    pd.testing.assert_frame_equal(again.data, result.data)
+    other = run(small, seed=2)
+    miss = small["y1"].isna().to_numpy()
+    assert not np.allclose(other.completed(1)["y1"].to_numpy()[miss], result.completed(1)["y1"].to_numpy()[miss])
+
+
+def test_seed_entropy_reproduces_run(small, result):
+    assert result.seed_entropy == 1
+    gen = run(small, seed=np.random.default_rng(5))
+    again = run(small, seed=np.random.SeedSequence(gen.seed_entropy))
+    pd.testing.assert_frame_equal(gen.data, again.data)
+
+
+def test_shuffled_rows_give_same_imputations_in_shuffled_order(small, result):
+    perm = np.random.default_rng(3).permutation(len(small))
+    shuffled = small.iloc[perm]
+    res2 = run(shuffled)
+    for k in (1, 4):
+        pd.testing.assert_frame_equal(res2.completed(k), result.completed(k).iloc[perm])
+
+
+def test_chains_split_imputations_and_trace(result):
+    assert result.chains == 2 and result.n_imputations == 4
+    assert [t.shape[0] for t in result.traces] == [10, 10]  # 2 imputations x between=5 per chain
+    tr = result.trace()
+    assert set(tr.columns) == {"chain", "iteration", "parameter", "value"}
+    assert tr["iteration"].min() == 31
+    diag = result.diagnostics()
+    assert list(diag.columns) == ["parameter", "rhat", "ess_bulk", "ess_tail"]
+    assert diag["parameter"].tolist() == result.parameter_names
+    assert "omega2[w,y1:Intercept]" in result.parameter_names
+
+
+def test_completed_out_of_range(result):
+    with pytest.raises(IndexError, match="imputation 5 out of range 1..4"):
+        result.completed(5)
+
+
+def test_convergence_warning_names_parameters(small):
+    with pytest.warns(mi.ConvergenceWarning, match=r"ESS < 100 for \d+ parameter\(s\), worst: \w+\["):
+        mi.impute(small, MODEL, n_imputations=4, burn=5, between=3, chains=2, seed=0)
+    with pytest.warns(mi.ConvergenceWarning, match="only 3 post-burn-in draws per chain: too few"):
+        mi.impute(small, MODEL, n_imputations=2, burn=5, between=3, chains=2, seed=0)
+
+
+def test_only_level1_and_only_level2_variables(small):
+    m1 = mi.ImputationModel(cluster="g", variables={"y1": "continuous"}, covariates=["x"], random_slopes=["x"])
+    r1 = run(small, model=m1)
+    assert not r1.data["y1"].isna().any()
+    assert r1.data["w"].isna().sum() == 4 * small["w"].isna().sum()  # not in the model: untouched
+    m2 = mi.ImputationModel(cluster="g", variables={"w": mi.Variable("continuous", level=2)})
+    r2 = run(small, model=m2)
+    assert not r2.data["w"].isna().any()
+    assert (r2.data.groupby(["imputation", "g"])["w"].nunique() == 1).all()
+
+
+def test_float32_and_nullable_columns_come_back_as_floats(small):
+    df = small.copy()
+    df["y1"] = df["y1"].astype("float32")
+    df["y2"] = df["y2"].astype("Float64")
+    res = run(df)
+    assert res.data["y1"].dtype == np.float32
+    assert res.data["y2"].dtype == np.float64
+    assert not res.data["y2"].isna().any()
