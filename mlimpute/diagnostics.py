@@ -92,6 +92,11 @@ def _ess_basic(x: np.ndarray) -> float:
     return float(total / tau)
 
 
+def _nan_reduce(fn, values: list[float]) -> float:
+    values = [v for v in values if np.isfinite(v)]
+    return float(fn(values)) if values else np.nan
+
+
 def rhat(x: np.ndarray) -> float:
     """Rank-normalised split R-hat: the max of the bulk and the folded (tail) versions."""
     x = np.atleast_2d(np.asarray(x, dtype=float))
@@ -100,7 +105,7 @@ def rhat(x: np.ndarray) -> float:
     s = _split(x)
     bulk = _rhat_basic(_z_scale(s))
     tail = _rhat_basic(_z_scale(np.abs(s - np.median(s))))
-    return float(np.nanmax([bulk, tail]))
+    return _nan_reduce(np.nanmax, [bulk, tail])
 
 
 def ess_bulk(x: np.ndarray) -> float:
@@ -116,8 +121,8 @@ def ess_tail(x: np.ndarray) -> float:
     if np.ptp(x) == 0:
         return np.nan
     s = _split(x)
-    q05, q95 = np.quantile(s, [0.05, 0.95])
-    return float(np.nanmin([_ess_basic((s <= q05).astype(float)), _ess_basic((s <= q95).astype(float))]))
+    q05, q95 = np.quantile(x, [0.05, 0.95])  # quantiles of all draws, as Vehtari et al.
+    return _nan_reduce(np.nanmin, [_ess_basic((s <= q05).astype(float)), _ess_basic((s <= q95).astype(float))])
 
 
 def summarise(draws: np.ndarray, names: list[str]) -> pd.DataFrame:

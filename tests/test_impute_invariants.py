@@ -108,7 +108,7 @@ def test_completed_out_of_range(result):
 
 
 def test_convergence_warning_names_parameters(small):
-    with pytest.warns(mi.ConvergenceWarning, match=r"ESS < 100 for \d+ parameter\(s\), worst: \w+\["):
+    with pytest.warns(mi.ConvergenceWarning, match=r"(R-hat > 1.05|ESS < 100) for \d+ parameter\(s\), worst: \w+\["):
         mi.impute(small, MODEL, n_imputations=4, burn=5, between=3, chains=2, seed=0)
     with pytest.warns(mi.ConvergenceWarning, match="only 3 post-burn-in draws per chain: too few"):
         mi.impute(small, MODEL, n_imputations=2, burn=5, between=3, chains=2, seed=0)
