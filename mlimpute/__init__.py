@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from .errors import ConvergenceError, ConvergenceWarning, DataError, MlimputeError, SpecError
 from .impute import ImputationResult, impute
+from .pooling import ModelTestResult, PooledResult, PoolingWarning, analyse, pool, test_models
 from .spec import CovariancePrior, ImputationModel, Variable
 
 try:
@@ -36,4 +37,11 @@ __all__ = [
     # imputation
     "impute",
     "ImputationResult",
+    # pooling
+    "pool",
+    "test_models",
+    "analyse",
+    "PooledResult",
+    "ModelTestResult",
+    "PoolingWarning",
 ]

@@ -7,10 +7,12 @@ import warnings
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from ..errors import DataError, SpecError
 from ._extract import Estimates, extract, is_fit
 from ._result import ModelTestResult, PooledResult, f_pvalue
+from ._rubin import between_cov
 from ._warnings import PoolingWarning
 
 __all__ = ["test_models", "MIN_M"]
@@ -146,18 +148,17 @@ def test_models(
     if df_com is not None and not (df_com > 0):
         raise SpecError(f"df_com = {df_com!r} must be positive")
     full_items, null_items = _items(full, "full"), _items(null, "null")
-    if len(full_items) != len(null_items):
-        raise SpecError(
-            f"the full model has {len(full_items)} fits and the null model {len(null_items)}; "
-            "fit both on the same m imputed datasets"
-        )
-    m = len(full_items)
-    if method == "D3":
-        return _d3(full_items, null_items, ariv)
-    if method == "D2" and use == "likelihood":
+    if method == "D3" or (method == "D2" and use == "likelihood"):
+        if isinstance(full_items, pd.DataFrame) or isinstance(null_items, pd.DataFrame):
+            raise SpecError(f"{method} with likelihoods needs fit results, not tables of estimates")
+        _same_m(len(full_items), len(null_items))
+        if method == "D3":
+            return _d3(full_items, null_items, ariv)
         d, k, refit = _lr_statistics(full_items, null_items)
-        return _d2(d, k, m, ariv, "likelihood", refit, ())
+        return _d2(d, k, len(full_items), ariv, "likelihood", refit, ())
     est_f, est_n = extract(full_items), extract(null_items)
+    _same_m(est_f.m, est_n.m)
+    m = est_f.m
     terms = _tested_terms(est_f, est_n)
     idx = [est_f.terms.index(t) for t in terms]
     q = est_f.q[:, idx]
@@ -180,7 +181,7 @@ def _d1(q: np.ndarray, u: np.ndarray, terms: tuple[str, ...], df_com: float | No
     _warn_small_m("D1", m, k)
     q_bar = q.mean(axis=0)
     u_bar = u.mean(axis=0)
-    b = np.atleast_2d(np.cov(q, rowvar=False, ddof=1))
+    b = between_cov(q)
     riv = float((1.0 + 1.0 / m) * np.trace(_solve(u_bar, b, terms, "Ū")) / k)
     stat = float(q_bar @ _solve((1.0 + riv) * u_bar, q_bar, terms, "Ū") / k)
     t = k * (m - 1)
@@ -233,7 +234,7 @@ def _d2(
     d: np.ndarray, k: int, m: int, ariv: str, use: str, refit: bool, terms: tuple[str, ...]
 ) -> ModelTestResult:
     _warn_small_m("D2", m, k)
-    riv = float((1.0 + 1.0 / m) * np.var(np.sqrt(d), ddof=1))
+    riv = float((1.0 + 1.0 / m) * between_cov(np.sqrt(d)[:, None])[0, 0])
     stat = float((d.mean() / k - (m + 1.0) / (m - 1.0) * riv) / (1.0 + riv))
     with np.errstate(divide="ignore"):
         df2 = float(k ** (-3.0 / m) * (m - 1.0) * (1.0 + np.float64(1.0) / riv) ** 2)
@@ -289,14 +290,19 @@ def _user_loglik(fits: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
     covariance matrix and the residual variance over imputations, then evaluate every
     imputation's likelihood there.
     """
-    for f in fits:
-        if not (callable(getattr(f, "covariance_parameters", None))
-                and callable(getattr(f, "loglik_at", None))):
-            raise SpecError(
-                f"D3 needs fits with covariance_parameters() and loglik_at() (linear mixed "
-                f"models from mlimpute.lmm); a {type(f).__name__} has not both. Use D1 or D2"
-            )
+    unsupported = SpecError(
+        f"D3 needs fits with covariance_parameters() and loglik_at() (linear mixed models "
+        f"from mlimpute.lmm); a {type(fits[0]).__name__} does not provide them. Use D1 or D2"
+    )
+    if not all(
+        callable(getattr(f, "covariance_parameters", None))
+        and callable(getattr(f, "loglik_at", None))
+        for f in fits
+    ):
+        raise unsupported
     pars = [f.covariance_parameters() for f in fits]
+    if any(p is None for p in pars):
+        raise unsupported
     beta = np.mean([np.asarray(p["beta"], dtype=float) for p in pars], axis=0)
     n_tau = len(pars[0]["tau"])
     tau = [np.mean([np.asarray(p["tau"][j], dtype=float) for p in pars], axis=0)
@@ -304,12 +310,26 @@ def _user_loglik(fits: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
     sig = [p.get("sigma2") for p in pars]
     sigma2 = None if sig[0] is None else float(np.mean(np.asarray(sig, dtype=float)))
     ll = np.array([f.loglik for f in fits], dtype=float)
-    ll_pooled = np.array([f.loglik_at(beta, tau, sigma2) for f in fits], dtype=float)
+    try:
+        ll_pooled = np.array([f.loglik_at(beta, tau, sigma2) for f in fits], dtype=float)
+    except NotImplementedError as err:  # e.g. a GLMM whose likelihood is not evaluable here
+        raise unsupported from err
     return ll, ll_pooled, _n_par(fits[0])
 
 
 # ---- shared helpers ---------------------------------------------------------------------
-def _items(x: Any, which: str) -> list[Any]:
+def _same_m(m_full: int, m_null: int) -> None:
+    if m_full != m_null:
+        raise SpecError(
+            f"the full model has {m_full} fits and the null model {m_null}; "
+            "fit both on the same m imputed datasets"
+        )
+
+
+def _items(x: Any, which: str) -> Any:
+    """The fits (or pairs, or a per-imputation table) behind ``x``."""
+    if isinstance(x, pd.DataFrame):
+        return x
     if isinstance(x, PooledResult):
         if x.fits is None:
             raise SpecError(
@@ -325,9 +345,9 @@ def _items(x: Any, which: str) -> list[Any]:
     return items
 
 
-def _ml_fits(fits: list[Any], what: str) -> tuple[list[Any], bool]:
+def _ml_fits(fits: Any, what: str) -> tuple[list[Any], bool]:
     """ML versions of the fits: REML fits are refitted by ML, as mitml's ``.updateML``."""
-    if not all(is_fit(f) for f in fits):
+    if isinstance(fits, pd.DataFrame) or not all(is_fit(f) for f in fits):
         raise SpecError(f"{what} needs fit results (with loglik), not tables of estimates")
     out, refit = [], False
     for f in fits:

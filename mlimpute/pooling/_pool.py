@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import DataError, SpecError
 from ._extract import Estimates, extract
 from ._result import PooledResult, _level
-from ._rubin import rubin
+from ._rubin import between_cov, rubin
 from ._varcomp import pool_varcomp
 from ._warnings import PoolingWarning
 
@@ -134,7 +134,7 @@ def pool(fits: Any, df_com: Any = None, *, conf_level: float = 0.95) -> PooledRe
     u_var = np.diagonal(est.u, axis1=1, axis2=2)
     pooled = rubin(est.q, u_var, dfc)
     u_bar = est.u.mean(axis=0)
-    b = np.atleast_2d(np.cov(est.q, rowvar=False, ddof=1))
+    b = between_cov(est.q)
     if not est.full_cov:
         b = np.diag(np.diag(b))
     _warn_fmi(est.terms, pooled.fmi)

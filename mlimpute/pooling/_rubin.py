@@ -12,7 +12,14 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-__all__ = ["RubinPooled", "rubin", "barnard_rubin_df", "fraction_missing_info", "t_inference"]
+__all__ = [
+    "RubinPooled",
+    "rubin",
+    "between_cov",
+    "barnard_rubin_df",
+    "fraction_missing_info",
+    "t_inference",
+]
 
 
 class RubinPooled(NamedTuple):
@@ -25,6 +32,16 @@ class RubinPooled(NamedTuple):
     riv: np.ndarray  # relative increase in variance  (1 + 1/m) B / U
     df: np.ndarray  # Barnard–Rubin (finite df_com) or Rubin (df_com = inf) degrees of freedom
     fmi: np.ndarray  # fraction of missing information, mitml's definition
+
+
+def between_cov(q: np.ndarray) -> np.ndarray:
+    """Between-imputation covariance ``B`` of the rows of ``q`` (m, p), shape (p, p).
+
+    Computed from deviations to the first imputation: the same matrix, but exactly 0 when the
+    imputations agree (a plain ``np.cov`` leaves ~1e-32 rounding from the mean).
+    """
+    d = np.asarray(q, dtype=float) - np.asarray(q, dtype=float)[0]
+    return np.atleast_2d(np.cov(d, rowvar=False, ddof=1))
 
 
 def barnard_rubin_df(riv: np.ndarray, m: int, df_com: np.ndarray | float) -> np.ndarray:
@@ -72,7 +89,7 @@ def rubin(q: np.ndarray, u: np.ndarray, df_com: np.ndarray | float) -> RubinPool
     m = q.shape[0]
     q_bar = q.mean(axis=0)
     u_bar = u.mean(axis=0)
-    b = q.var(axis=0, ddof=1)
+    b = np.diag(between_cov(q)).copy()
     t = u_bar + (1.0 + 1.0 / m) * b
     riv = (1.0 + 1.0 / m) * b / u_bar
     df = barnard_rubin_df(riv, m, df_com)

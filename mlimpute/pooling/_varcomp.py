@@ -55,9 +55,10 @@ class VarcompPooled:
                 arr[i] = _BACK[meth](arr[i])
         return pd.DataFrame(
             {
-                "group": [k[0] for k in self.keys],
-                "term1": [k[1] for k in self.keys],
-                "term2": [k[2] for k in self.keys],
+                # object dtype: a missing label stays None, as in the fits' varcomp()
+                "group": pd.Series([k[0] for k in self.keys], dtype=object),
+                "term1": pd.Series([k[1] for k in self.keys], dtype=object),
+                "term2": pd.Series([k[2] for k in self.keys], dtype=object),
                 "estimate": est,
                 "mean": self.mean,
                 "conf_low": lo,
@@ -102,6 +103,8 @@ def pool_varcomp(fits: tuple[Any, ...]) -> VarcompPooled | None:
     if not all(callable(getattr(f, "varcomp", None)) for f in fits):
         return None
     tables = [f.varcomp() for f in fits]
+    if any(vc is None or len(vc) == 0 for vc in tables):  # e.g. a model without random terms
+        return None
     keys = _keys(tables[0], 1)
     for k, vc in enumerate(tables[1:], 2):
         other = _keys(vc, k)
