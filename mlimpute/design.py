@@ -121,16 +121,21 @@ def _continuous(df: pd.DataFrame, name: str) -> np.ndarray:
     return v
 
 
-def _covariate_block(df: pd.DataFrame, name: str) -> tuple[np.ndarray, list[str]]:
-    """Numeric covariate → one column; categorical → treatment dummies (first level dropped)."""
+def _require_complete(df: pd.DataFrame, name: str, what: str, fix: str) -> pd.Series:
     s = df[name]
     miss = s.isna().to_numpy()
     if miss.any():
         raise DataError(
-            f"covariate {name!r} has {int(miss.sum())} missing value(s) (rows "
-            f"{_example_rows(miss, df.index)}); covariates must be fully observed: impute it by "
-            "declaring it under variables=, or drop those rows"
+            f"{what} {name!r} has {int(miss.sum())} missing value(s) (rows "
+            f"{_example_rows(miss, df.index)}); {fix}"
         )
+    return s
+
+
+def _covariate_block(df: pd.DataFrame, name: str) -> tuple[np.ndarray, list[str]]:
+    """Numeric covariate → one column; categorical → treatment dummies (first level dropped)."""
+    s = _require_complete(df, name, "covariate", "covariates must be fully observed: impute it "
+                          "by declaring it under variables=, or drop those rows")
     if pd.api.types.is_bool_dtype(s.dtype):
         return s.to_numpy(dtype=float)[:, None], [name]
     if pd.api.types.is_numeric_dtype(s.dtype):
@@ -172,13 +177,8 @@ def _check_full_rank(x: np.ndarray, names: list[str], what: str) -> None:
 
 
 def _cluster_codes(df: pd.DataFrame, cluster: str) -> tuple[np.ndarray, np.ndarray]:
-    s = df[cluster]
-    miss = s.isna().to_numpy()
-    if miss.any():
-        raise DataError(
-            f"cluster id column {cluster!r} has {int(miss.sum())} missing value(s) (rows "
-            f"{_example_rows(miss, df.index)}); every row needs a cluster: fill or drop those rows"
-        )
+    s = _require_complete(df, cluster, "cluster id column",
+                          "every row needs a cluster: fill or drop those rows")
     try:
         codes, labels = pd.factorize(s, sort=True)
     except TypeError:  # mixed, unorderable labels: order clusters by a hash of their label

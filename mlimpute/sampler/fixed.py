@@ -14,7 +14,6 @@ Level 2: given u1_j the level-2 residual ``u2_j = y2_j − X2_j B2`` is normal w
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from .linalg import cond_normal
 from .state import Static
@@ -22,14 +21,15 @@ from .state import Static
 __all__ = ["draw_b1", "draw_b2", "level2_given_u1"]
 
 
-def _matrix_normal(rng, mean, x_chol, cov_chol):
+def _matrix_normal(rng, mean, row_factor, cov_chol):
+    """``mean + F W C'`` with F F' the row covariance and C C' the column covariance."""
     w = rng.standard_normal(mean.shape)
-    return mean + solve_triangular(x_chol, w, lower=True, trans="T") @ cov_chol.T
+    return mean + row_factor @ w @ cov_chol.T
 
 
 def draw_b1(rng: np.random.Generator, st: Static, r1: np.ndarray, omega1: np.ndarray) -> np.ndarray:
     """Draw B1 given ``r1 = Y1 − Z U1`` (N, p1) and Ω1."""
-    return _matrix_normal(rng, st.x1_pinv @ r1, st.x1_chol, np.linalg.cholesky(omega1))
+    return _matrix_normal(rng, st.x1_pinv @ r1, st.x1_factor, np.linalg.cholesky(omega1))
 
 
 def level2_given_u1(st: Static, omega2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,4 +45,4 @@ def draw_b2(
     """Draw B2 given the completed level-2 variables, the level-1 random effects and Ω2."""
     K, C = level2_given_u1(st, omega2)
     target = y2 - u1 @ K.T if K.shape[1] else y2
-    return _matrix_normal(rng, st.x2_pinv @ target, st.x2_chol, C)
+    return _matrix_normal(rng, st.x2_pinv @ target, st.x2_factor, C)

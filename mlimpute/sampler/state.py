@@ -9,7 +9,7 @@ import numpy as np
 
 from ..design import ModelData
 
-__all__ = ["State", "Static", "Patterns", "prepare_static", "initial_state"]
+__all__ = ["State", "Static", "Pattern", "Patterns", "prepare_static", "initial_state"]
 
 
 class State(NamedTuple):
@@ -33,26 +33,59 @@ class State(NamedTuple):
 
 
 @dataclass(frozen=True, eq=False)
-class Patterns:
-    """Rows grouped by missingness pattern: ``masks[g]`` (p,) bool, ``rows[g]`` row indices."""
+class Pattern:
+    """Rows sharing one missingness pattern, with precomputed indices.
 
-    masks: tuple[np.ndarray, ...]
-    rows: tuple[np.ndarray, ...]
+    ``miss``/``obs``: column indices; ``flat_miss``/``flat_obs``: indices into the raveled
+    (C-order) array of the missing/observed cells of these rows, row by row; ``ix_*``:
+    ``np.ix_`` tuples of the covariance blocks.
+    """
+
+    rows: np.ndarray
+    miss: np.ndarray
+    obs: np.ndarray
+    flat_miss: np.ndarray
+    flat_obs: np.ndarray
+    ix_mm: tuple
+    ix_mo: tuple
+    ix_oo: tuple
+
+
+@dataclass(frozen=True, eq=False)
+class Patterns:
+    """Rows grouped by missingness pattern (computed once per dataset)."""
+
+    groups: tuple[Pattern, ...]
+    n_cells: int  # missing cells in all
 
     @staticmethod
     def of(y: np.ndarray) -> "Patterns":
         miss = np.isnan(y)
+        p = y.shape[1]
         any_miss = np.flatnonzero(miss.any(axis=1))
         if any_miss.size == 0:
-            return Patterns((), ())
+            return Patterns((), 0)
         keys = np.packbits(miss[any_miss], axis=1, bitorder="little")
         keys = keys.view(np.dtype((np.void, keys.shape[1]))).ravel()
         uniq, inv = np.unique(keys, return_inverse=True)
         groups = np.argsort(inv, kind="stable")
         bounds = np.r_[0, np.cumsum(np.bincount(inv, minlength=uniq.size))]
-        rows = tuple(any_miss[groups[bounds[g]:bounds[g + 1]]] for g in range(uniq.size))
-        masks = tuple(miss[r[0]].copy() for r in rows)
-        return Patterns(masks, rows)
+        out = []
+        for g in range(uniq.size):
+            rows = any_miss[groups[bounds[g]:bounds[g + 1]]]
+            m = np.flatnonzero(miss[rows[0]])
+            o = np.flatnonzero(~miss[rows[0]])
+            out.append(Pattern(
+                rows=rows, miss=m, obs=o,
+                flat_miss=(rows[:, None] * p + m[None, :]).ravel(),
+                flat_obs=(rows[:, None] * p + o[None, :]).ravel(),
+                ix_mm=np.ix_(m, m), ix_mo=np.ix_(m, o), ix_oo=np.ix_(o, o),
+            ))
+        return Patterns(tuple(out), int(miss.sum()))
+
+    @property
+    def rows(self) -> tuple[np.ndarray, ...]:
+        return tuple(g.rows for g in self.groups)
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,9 +96,9 @@ class Static:
     p1: int
     p2: int
     q: int
-    x1_chol: np.ndarray        # chol(X1'X1), lower
+    x1_factor: np.ndarray      # F with F F' = (X1'X1)⁻¹: L'⁻¹ for X1'X1 = L L'
     x1_pinv: np.ndarray        # (X1'X1)⁻¹ X1', for B̂1 (f1, N)
-    x2_chol: np.ndarray        # chol(X2'X2)
+    x2_factor: np.ndarray      # likewise for X2'X2
     x2_pinv: np.ndarray        # (X2'X2)⁻¹ X2' (f2, J)
     ztz: np.ndarray            # (J, q, q) per-cluster Z_j'Z_j
     patterns1: Patterns
@@ -89,8 +122,10 @@ def prepare_static(data: ModelData) -> Static:
     prior2 = model.prior_l2.resolve(p1 * q + p2, "level-2")
     return Static(
         data=data, p1=p1, p2=p2, q=q,
-        x1_chol=np.linalg.cholesky(x1tx1), x1_pinv=np.linalg.solve(x1tx1, data.x1.T),
-        x2_chol=np.linalg.cholesky(x2tx2), x2_pinv=np.linalg.solve(x2tx2, data.x2.T),
+        x1_factor=np.linalg.inv(np.linalg.cholesky(x1tx1)).T,
+        x1_pinv=np.linalg.solve(x1tx1, data.x1.T),
+        x2_factor=np.linalg.inv(np.linalg.cholesky(x2tx2)).T,
+        x2_pinv=np.linalg.solve(x2tx2, data.x2.T),
         ztz=ztz, patterns1=Patterns.of(data.y1), patterns2=Patterns.of(data.y2),
         prior1=prior1, prior2=prior2,
     )

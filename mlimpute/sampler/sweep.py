@@ -35,9 +35,9 @@ def sweep(rng: np.random.Generator, st: Static, s: State) -> State:
         fitted1 = data.x1 @ b1
         fitted1 += zu1
         omega1 = draw_omega1(rng, st, y1 - fitted1)
-        if st.patterns1.rows:
+        if st.patterns1.groups:
             y1 = draw_missing(rng, y1.copy(), fitted1, omega1, st.patterns1)
-    if st.p2 and st.patterns2.rows:
+    if st.p2 and st.patterns2.groups:
         K, C = level2_given_u1(st, omega2)
         mean2 = data.x2 @ b2 + (u1 @ K.T if K.shape[1] else 0.0)
         y2 = draw_missing(rng, y2.copy(), mean2, C @ C.T, st.patterns2)
