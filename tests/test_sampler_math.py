@@ -69,3 +69,70 @@ def test_cond_normal_against_direct_formula():
     # all missing: the marginal
     K2, C2 = cond_normal(S, np.ones(4, bool))
     assert K2.shape == (4, 0) and np.allclose(C2 @ C2.T, S)
+
+
+class _FixedNormals:
+    """Stands in for a Generator: standard_normal returns preset values (the draw is linear in them)."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values, dtype=float)
+
+    def standard_normal(self, size):
+        return self.values[: int(np.prod(size))].reshape(size)
+
+
+def test_block_draw_of_b1_and_u1_is_the_exact_joint_conditional():
+    """Mean and covariance of (vec B1, u_1..u_J) against a dense joint-Gaussian computation."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from _sim import simulate
+
+    import mlimpute as mi
+    from mlimpute.impute import prepare
+    from mlimpute.sampler import prepare_static
+    from mlimpute.sampler.random import draw_b1_u1
+
+    data_df, _, _ = simulate(np.random.default_rng(7), J=4, n=5, slope=True, missing=0.0)
+    model = mi.ImputationModel(cluster="g", variables={"y1": "continuous", "y2": "continuous",
+                                                       "w": mi.Variable("continuous", level=2)},
+                               covariates=["x"], random_slopes=["x"])
+    st = prepare_static(prepare(data_df, model))
+    rng = np.random.default_rng(8)
+    J, p1, q, f1 = 4, 2, 2, 2
+    d1, fb = p1 * q, f1 * p1
+    om1 = _spd(rng, p1)
+    om2 = _spd(rng, d1 + 1)
+    b2 = np.array([[0.3]])
+    u2 = st.data.y2 - st.data.x2 @ b2
+    oinv = np.linalg.inv(om1)
+
+    # Dense joint precision of θ = (β variable-major, u_1..u_J variable-major) and linear term.
+    lam = np.linalg.inv(om2)
+    n = fb + J * d1
+    Q = np.zeros((n, n))
+    lin = np.zeros(n)
+    X, Z, Y, cl = st.data.x1, st.data.z, st.data.y1, st.data.cluster
+    for i in range(X.shape[0]):
+        D = np.zeros((p1, n))  # y_i = D θ + e_i
+        for l in range(p1):
+            D[l, l * f1:(l + 1) * f1] = X[i]
+            off = fb + cl[i] * d1 + l * q
+            D[l, off:off + q] = Z[i]
+        Q += D.T @ oinv @ D
+        lin += D.T @ oinv @ Y[i]
+    for j in range(J):
+        sl = slice(fb + j * d1, fb + (j + 1) * d1)
+        Q[sl, sl] += lam[:d1, :d1]
+        lin[sl] -= lam[:d1, d1:] @ u2[j]
+    cov = np.linalg.inv(Q)
+    mean = cov @ lin
+
+    def draw(z):
+        b1, u1 = draw_b1_u1(_FixedNormals(z), st, Y, u2, oinv, om2)
+        return np.concatenate([b1.T.ravel(), u1.ravel()])
+
+    got_mean = draw(np.zeros(n))
+    assert np.allclose(got_mean, mean, atol=1e-9)
+    M = np.column_stack([draw(np.eye(n)[k]) - got_mean for k in range(n)])  # θ = mean + M z
+    assert np.allclose(M @ M.T, cov, atol=1e-9)

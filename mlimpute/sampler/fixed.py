@@ -1,12 +1,10 @@
-"""Full conditionals of the fixed effects B1 (level 1) and B2 (level 2), flat priors.
+"""Full conditional of the level-2 fixed effects B2 (flat prior).
+
+(B1 is drawn jointly with the level-1 random effects: see ``random``.)
 
 Notes
 -----
-Level 1: with R = Y1 − Z U1 (rows) and e_ij ~ N(0, Ω1), the conditional is matrix normal,
-``B1 | · ~ MN(B̂1, (X1'X1)⁻¹, Ω1)`` with ``B̂1 = (X1'X1)⁻¹ X1' R``. A draw is
-``B̂1 + L'⁻¹ W chol(Ω1)'`` with ``X1'X1 = L L'`` and W standard normal (f1 × p1).
-
-Level 2: given u1_j the level-2 residual ``u2_j = y2_j − X2_j B2`` is normal with mean
+Given u1_j the level-2 residual ``u2_j = y2_j − X2_j B2`` is normal with mean
 ``K u1_j`` and covariance ``Σ22·1`` (the conditional of Ω2's u2 block given its u1 block), so
 ``B2 | · ~ MN((X2'X2)⁻¹ X2'(Y2 − U1 K'), (X2'X2)⁻¹, Σ22·1)``.
 """
@@ -18,18 +16,7 @@ import numpy as np
 from .linalg import cond_normal
 from .state import Static
 
-__all__ = ["draw_b1", "draw_b2", "level2_given_u1"]
-
-
-def _matrix_normal(rng, mean, row_factor, cov_chol):
-    """``mean + F W C'`` with F F' the row covariance and C C' the column covariance."""
-    w = rng.standard_normal(mean.shape)
-    return mean + row_factor @ w @ cov_chol.T
-
-
-def draw_b1(rng: np.random.Generator, st: Static, r1: np.ndarray, omega1: np.ndarray) -> np.ndarray:
-    """Draw B1 given ``r1 = Y1 − Z U1`` (N, p1) and Ω1."""
-    return _matrix_normal(rng, st.x1_pinv @ r1, st.x1_factor, np.linalg.cholesky(omega1))
+__all__ = ["draw_b2", "level2_given_u1"]
 
 
 def level2_given_u1(st: Static, omega2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,4 +32,5 @@ def draw_b2(
     """Draw B2 given the completed level-2 variables, the level-1 random effects and Ω2."""
     K, C = level2_given_u1(st, omega2)
     target = y2 - u1 @ K.T if K.shape[1] else y2
-    return _matrix_normal(rng, st.x2_pinv @ target, st.x2_factor, C)
+    w = rng.standard_normal((st.x2_factor.shape[0], st.p2))
+    return st.x2_pinv @ target + st.x2_factor @ w @ C.T

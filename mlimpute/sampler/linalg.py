@@ -38,17 +38,22 @@ def cholesky(P: np.ndarray) -> np.ndarray:
 
 
 def forward_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve ``L x = b`` for lower-triangular ``L`` of shape (..., d, d), ``b`` of shape (..., d)."""
+    """Solve ``L x = b`` for lower-triangular ``L`` (..., d, d); ``b`` is (..., d) or (..., d, k)."""
     d = L.shape[-1]
+    mat = b.ndim == L.ndim
     x = np.empty_like(b)
     for i in range(d):
-        acc = b[..., i] - (L[..., i, :i] * x[..., :i]).sum(-1) if i else b[..., i]
-        x[..., i] = acc / L[..., i, i]
+        if mat:
+            acc = b[..., i, :] - np.einsum("...m,...mk->...k", L[..., i, :i], x[..., :i, :]) if i else b[..., i, :]
+            x[..., i, :] = acc / L[..., i, i, None]
+        else:
+            acc = b[..., i] - (L[..., i, :i] * x[..., :i]).sum(-1) if i else b[..., i]
+            x[..., i] = acc / L[..., i, i]
     return x
 
 
 def back_solve_t(L: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Solve ``L' x = b`` for lower-triangular ``L`` of shape (..., d, d)."""
+    """Solve ``L' x = b`` for lower-triangular ``L`` of shape (..., d, d), ``b`` of shape (..., d)."""
     d = L.shape[-1]
     x = np.empty_like(b)
     for i in range(d - 1, -1, -1):

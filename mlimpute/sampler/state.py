@@ -96,11 +96,12 @@ class Static:
     p1: int
     p2: int
     q: int
-    x1_factor: np.ndarray      # F with F F' = (X1'X1)⁻¹: L'⁻¹ for X1'X1 = L L'
-    x1_pinv: np.ndarray        # (X1'X1)⁻¹ X1', for B̂1 (f1, N)
-    x2_factor: np.ndarray      # likewise for X2'X2
+    x1_pinv: np.ndarray        # (X1'X1)⁻¹ X1' (f1, N): least-squares starts
+    x2_factor: np.ndarray      # F with F F' = (X2'X2)⁻¹: L'⁻¹ for X2'X2 = L L'
     x2_pinv: np.ndarray        # (X2'X2)⁻¹ X2' (f2, J)
     ztz: np.ndarray            # (J, q, q) per-cluster Z_j'Z_j
+    ztx: np.ndarray            # (J, q, f1) per-cluster Z_j'X1_j
+    xtx: np.ndarray            # (f1, f1) X1'X1
     patterns1: Patterns
     patterns2: Patterns
     prior1: tuple[np.ndarray, float]   # (scale, df) of Ω1
@@ -115,18 +116,17 @@ def prepare_static(data: ModelData) -> Static:
     p1, p2, q = data.y1.shape[1], data.y2.shape[1], data.z.shape[1]
     x1tx1 = data.x1.T @ data.x1
     x2tx2 = data.x2.T @ data.x2
-    zz = data.z[:, :, None] * data.z[:, None, :]
-    ztz = np.add.reduceat(zz, data.starts, axis=0)
+    ztz = np.add.reduceat(data.z[:, :, None] * data.z[:, None, :], data.starts, axis=0)
+    ztx = np.add.reduceat(data.z[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
     model = data.model
     prior1 = model.prior_l1.resolve(p1, "level-1") if p1 else (np.zeros((0, 0)), 0.0)
     prior2 = model.prior_l2.resolve(p1 * q + p2, "level-2")
     return Static(
         data=data, p1=p1, p2=p2, q=q,
-        x1_factor=np.linalg.inv(np.linalg.cholesky(x1tx1)).T,
         x1_pinv=np.linalg.solve(x1tx1, data.x1.T),
         x2_factor=np.linalg.inv(np.linalg.cholesky(x2tx2)).T,
         x2_pinv=np.linalg.solve(x2tx2, data.x2.T),
-        ztz=ztz, patterns1=Patterns.of(data.y1), patterns2=Patterns.of(data.y2),
+        ztz=ztz, ztx=ztx, xtx=x1tx1, patterns1=Patterns.of(data.y1), patterns2=Patterns.of(data.y2),
         prior1=prior1, prior2=prior2,
     )
 

@@ -1,8 +1,9 @@
 """One Gibbs sweep of the joint model, composed from the full conditionals.
 
-Order: U1 → B1, B2 → Ω2 → Ω1 → missing cells (DESIGN §1 lists B first; drawing U1 first lets
-one ``Z U1`` product serve both B1 and the residuals of Ω1, and any fixed scan order of exact
-full conditionals leaves the joint posterior of parameters and missing cells invariant).
+Order: (B1, U1) as one block → B2 → Ω2 → Ω1 → missing cells. DESIGN §1 lists B1 | rest and
+U | rest as separate steps; drawing B1 with U1 integrated out and then U1 | B1 is an exact draw
+from the same joint conditional and mixes far better (see ``random``). Any fixed scan order of
+exact (block) conditionals leaves the joint posterior of parameters and missing cells invariant.
 Imputations are the missing cells of states taken ``between`` sweeps apart.
 """
 
@@ -11,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from .covariance import draw_omega1, draw_omega2
-from .fixed import draw_b1, draw_b2, level2_given_u1
+from .fixed import draw_b2, level2_given_u1
 from .missing import draw_missing
-from .random import draw_u1, zu
+from .random import draw_b1_u1, zu
 from .state import State, Static
 
 __all__ = ["sweep", "trace_vector", "trace_names"]
@@ -24,10 +25,8 @@ def sweep(rng: np.random.Generator, st: Static, s: State) -> State:
     y1, y2, b1, b2, u1, omega1, omega2 = s
     if st.p1:
         omega1_inv = np.linalg.inv(omega1)
-        u1 = draw_u1(rng, st, y1 - data.x1 @ b1, y2 - data.x2 @ b2,
-                     0.5 * (omega1_inv + omega1_inv.T), omega2)
+        b1, u1 = draw_b1_u1(rng, st, y1, y2 - data.x2 @ b2, 0.5 * (omega1_inv + omega1_inv.T), omega2)
         zu1 = zu(st, u1)
-        b1 = draw_b1(rng, st, y1 - zu1, omega1)
     if st.p2:
         b2 = draw_b2(rng, st, y2, u1, omega2)
     omega2 = draw_omega2(rng, st, np.concatenate([u1, y2 - data.x2 @ b2], axis=1))
