@@ -65,12 +65,15 @@ def mitml_estimates(name: str) -> pd.DataFrame:
     return ref.set_index("term")
 
 
-def assert_estimates_equal(ours: pd.DataFrame, ref: pd.DataFrame, rtol: float) -> None:
+def assert_estimates_equal(
+    ours: pd.DataFrame, ref: pd.DataFrame, rtol: float, p_rtol: float | None = None
+) -> None:
     ours = ours.set_index("term").loc[ref.index]
     for col in EST_COLS.values():
         # mitml computes p as 1 - pt(), which rounds p < 1e-16 to 0: compare those absolutely
         atol = 1e-14 if col == "p_value" else 0.0
-        np.testing.assert_allclose(ours[col], ref[col], rtol=rtol, atol=atol, err_msg=col)
+        tol = p_rtol if col == "p_value" and p_rtol is not None else rtol
+        np.testing.assert_allclose(ours[col], ref[col], rtol=tol, atol=atol, err_msg=col)
 
 
 def assert_test_equal(res: mi.ModelTestResult, method: str, ref: pd.DataFrame, rtol: float) -> None:
@@ -205,8 +208,10 @@ def exam_ml() -> tuple[mi.PooledResult, mi.PooledResult]:
 
 def test_analyse_with_lmm_equals_mitml_estimates(exam_reml) -> None:
     assert exam_reml.m == 10  # jomo's Imputation 0 (the original data) is skipped
-    # 1e-4: lme4's and our optimiser stop at slightly different points of the same REML optimum
-    assert_estimates_equal(exam_reml.tidy(), mitml_estimates("pool_exam_estimates.csv"), rtol=1e-4)
+    # 1e-4: lme4's and our optimiser stop at slightly different points of the same REML optimum.
+    # p-values 1e-3: a tail probability amplifies that (d log p / d t is about -3.5 at t = 3)
+    assert_estimates_equal(exam_reml.tidy(), mitml_estimates("pool_exam_estimates.csv"),
+                           rtol=1e-4, p_rtol=1e-3)
 
 
 def test_analyse_with_lmm_varcomp_equals_mitml_and_has_intervals(exam_reml) -> None:
@@ -254,6 +259,7 @@ def test_analyse_jsp_with_a_categorical_predictor_equals_mitml() -> None:
     with pytest.warns(PoolingWarning, match=r"above 0.5 for fluent\[T.1\] \(0.53\), fluent\[T.2\]"):
         res = mi.analyse(data, "english ~ ravens + fluent + sex + behaviour + (1 | clus)",
                          reml=True, df_com=float("inf"))
-    assert_estimates_equal(res.tidy(), mitml_estimates("pool_jsp_estimates.csv"), rtol=1e-4)
+    assert_estimates_equal(res.tidy(), mitml_estimates("pool_jsp_estimates.csv"), rtol=1e-4,
+                           p_rtol=1e-3)
     icc = res.varcomp().set_index("term1").loc["ICC", "mean"]
     assert icc == pytest.approx(read("pool_jsp_varcomp.csv").iloc[2]["Estimate"], rel=1e-3)

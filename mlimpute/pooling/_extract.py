@@ -104,7 +104,7 @@ def extract(source: Any) -> Estimates:
 
 def _as_series(est: Any, k: Any) -> pd.Series:
     if isinstance(est, pd.Series):
-        s = est.astype(float)
+        s = pd.Series(est.to_numpy(dtype=float), index=_str_index(est.index))
     else:
         arr = np.asarray(est, dtype=float)
         if arr.ndim == 0:
@@ -115,7 +115,6 @@ def _as_series(est: Any, k: Any) -> pd.Series:
                 "pandas Series indexed by term"
             )
         s = pd.Series(arr, index=[f"Parameter.{j}" for j in range(1, arr.size + 1)])
-    s.index = s.index.map(str)
     if s.index.has_duplicates:
         dup = sorted(set(s.index[s.index.duplicated()]))
         raise DataError(f"imputation {k} lists term(s) {dup} more than once; terms must be unique")
@@ -128,16 +127,18 @@ def _as_cov(
     """Covariance of imputation ``k`` reordered to ``terms``; flag says whether it is full."""
     p = len(own_terms)
     if isinstance(cov, pd.DataFrame):
-        cov = cov.rename(index=str, columns=str)
-        missing = [t for t in terms if t not in cov.index or t not in cov.columns]
+        rows = _str_index(cov.index).get_indexer(terms)
+        cols = _str_index(cov.columns).get_indexer(terms)
+        missing = [t for t, i, j in zip(terms, rows, cols, strict=True) if i < 0 or j < 0]
         if missing:
             raise DataError(
                 f"the covariance matrix of imputation {k} has no row/column for term(s) "
                 f"{missing}; it must be labelled by the same terms as the estimates"
             )
-        return cov.loc[list(terms), list(terms)].to_numpy(dtype=float), True
+        return cov.to_numpy(dtype=float)[np.ix_(rows, cols)], True
     if isinstance(cov, pd.Series):
-        var = cov.rename(index=str).reindex(list(terms)).to_numpy(dtype=float)
+        pos = _str_index(cov.index).get_indexer(terms)
+        var = np.where(pos >= 0, cov.to_numpy(dtype=float)[pos], np.nan)
         return np.diag(var), False
     arr = np.asarray(cov, dtype=float)
     if arr.ndim == 0:
@@ -151,6 +152,11 @@ def _as_cov(
         f"the covariance of imputation {k} has shape {arr.shape} for {p} estimates; pass a "
         f"({p}, {p}) matrix or {p} variances"
     )
+
+
+def _str_index(idx: pd.Index) -> pd.Index:
+    """Labels as str (a cheap no-op when they already are)."""
+    return idx if all(isinstance(x, str) for x in idx) else idx.map(str)
 
 
 def _common_terms(indexes: list[pd.Index], labels: tuple[Any, ...]) -> tuple[str, ...]:

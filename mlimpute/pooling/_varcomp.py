@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -50,9 +50,10 @@ class VarcompPooled:
         half = stats.t.ppf(0.5 + conf_level / 2.0, self.df) * np.sqrt(self.t)
         lo, hi = self.q_bar - half, self.q_bar + half
         est = self.q_bar.copy()
-        for arr in (est, lo, hi):
-            for i, meth in enumerate(self.method):
-                arr[i] = _BACK[meth](arr[i])
+        with np.errstate(over="ignore"):  # exp() of a huge upper limit is rightly inf
+            for arr in (est, lo, hi):
+                for i, meth in enumerate(self.method):
+                    arr[i] = _BACK[meth](arr[i])
         return pd.DataFrame(
             {
                 # object dtype: a missing label stays None, as in the fits' varcomp()
@@ -98,6 +99,16 @@ def _keys(vc: pd.DataFrame, k: Any) -> list[Key]:
     ]
 
 
+class _Row(NamedTuple):
+    """One output row before pooling: raw values, transformed values and their gradient."""
+
+    key: Key
+    method: str  # rubin_log | rubin_identity | rubin_logit
+    raw: np.ndarray  # (m,) value on the natural scale
+    z: np.ndarray  # (m,) value on the pooling scale
+    grad: np.ndarray  # (m, K) derivative of z in the K variance components
+
+
 def pool_varcomp(fits: tuple[Any, ...]) -> VarcompPooled | None:
     """Pool ``fit.varcomp()`` over the fits; ``None`` if the fits carry no variance components."""
     if not all(callable(getattr(f, "varcomp", None)) for f in fits):
@@ -105,141 +116,110 @@ def pool_varcomp(fits: tuple[Any, ...]) -> VarcompPooled | None:
     tables = [f.varcomp() for f in fits]
     if any(vc is None or len(vc) == 0 for vc in tables):  # e.g. a model without random terms
         return None
-    keys = _keys(tables[0], 1)
-    for k, vc in enumerate(tables[1:], 2):
-        other = _keys(vc, k)
+    keys, theta, cov = _components(fits, tables)
+    rows = _component_rows(keys, theta) + _icc_rows(keys, theta, fits)
+    z = np.stack([r.z for r in rows], axis=1)  # (m, R)
+    grad = np.stack([r.grad for r in rows], axis=1)  # (m, R, K)
+    with np.errstate(invalid="ignore"):
+        var_z = np.einsum("irk,ikl,irl->ir", grad, cov, grad)  # delta method
+    ok = np.isfinite(z).all(axis=0) & np.isfinite(var_z).all(axis=0) & (var_z > 0).all(axis=0)
+    ok &= np.array([r.method != "rubin_log" or (r.raw > 0).all() for r in rows])
+    raw_mean = np.array([r.raw.mean() for r in rows])
+    q_bar, t, df, riv, fmi = (np.full(len(rows), np.nan) for _ in range(5))
+    q_bar[~ok] = raw_mean[~ok]
+    if ok.any():
+        pooled = rubin(z[:, ok], var_z[:, ok], np.inf)
+        q_bar[ok], t[ok], df[ok], riv[ok], fmi[ok] = (
+            pooled.q_bar, pooled.t, pooled.df, pooled.riv, pooled.fmi)
+    if not ok.all():
+        warnings.warn(
+            f"variance component(s) {[r.key for r, k in zip(rows, ok) if not k]} are on the "
+            "boundary (zero variance), or their asymptotic variance is not available, in at "
+            "least one imputation; they are averaged without an interval (method 'mean_only')",
+            PoolingWarning,
+            stacklevel=3,
+        )
+    methods = tuple(r.method if k else "mean_only" for r, k in zip(rows, ok, strict=True))
+    return VarcompPooled(tuple(r.key for r in rows), methods, q_bar, t, df, riv, fmi, raw_mean)
+
+
+def _components(
+    fits: tuple[Any, ...], tables: list[pd.DataFrame]
+) -> tuple[list[Key], np.ndarray, np.ndarray]:
+    """Keys, estimates ``(m, K)`` and asymptotic covariances ``(m, K, K)`` (NaN if unknown)."""
+    all_keys = [_keys(vc, k) for k, vc in enumerate(tables, 1)]
+    keys = all_keys[0]
+    for k, other in enumerate(all_keys[1:], 2):
         if set(other) != set(keys):
             diff = sorted(set(keys) ^ set(other), key=str)
             raise DataError(
                 f"variance components differ between imputation 1 and {k}: {diff}; every "
                 "analysis must use the same random-effects structure"
             )
-    m = len(fits)
-    theta = np.empty((m, len(keys)))
-    cov = np.full((m, len(keys), len(keys)), np.nan)
+    m, n_k = len(fits), len(keys)
+    theta = np.empty((m, n_k))
+    cov = np.full((m, n_k, n_k), np.nan)
     for i, (f, vc) in enumerate(zip(fits, tables, strict=True)):
-        order = [_keys(vc, i + 1).index(key) for key in keys]
+        order = [all_keys[i].index(key) for key in keys]
         theta[i] = vc["estimate"].to_numpy(dtype=float)[order]
         vcov = getattr(f, "varcomp_cov", None)
         if callable(vcov):
             c = np.asarray(vcov(), dtype=float)
-            if c.shape == (len(keys), len(keys)):
+            if c.shape == (n_k, n_k):
                 cov[i] = c[np.ix_(order, order)]
-    rows, grads = _rows(keys, theta, fits)
-    out_keys, methods, q_bar, t, df, riv, fmi, mean = [], [], [], [], [], [], [], []
-    boundary = []
-    for key, meth, (z, grad) in zip(keys + [r[0] for r in rows], _methods(keys, rows), grads):
-        out_keys.append(key)
-        val_raw = _raw_value(key, keys, theta, rows)
-        mean.append(val_raw.mean())
-        var_z = np.einsum("ik,ikl,il->i", grad, cov, grad)
-        ok = np.isfinite(z).all() and np.isfinite(var_z).all() and (var_z > 0).all()
-        if meth == "rubin_log" and (val_raw <= 0).any():
-            ok = False
-        if not ok:
-            boundary.append(key)
-            methods.append("mean_only")
-            q_bar.append(val_raw.mean())
-            t.append(np.nan)
-            df.append(np.nan)
-            riv.append(np.nan)
-            fmi.append(np.nan)
-            continue
-        pooled = rubin(z[:, None], var_z[:, None], np.inf)
-        methods.append(meth)
-        q_bar.append(pooled.q_bar[0])
-        t.append(pooled.t[0])
-        df.append(pooled.df[0])
-        riv.append(pooled.riv[0])
-        fmi.append(pooled.fmi[0])
-    if boundary:
-        warnings.warn(
-            f"variance component(s) {boundary} are on the boundary (zero variance), or their "
-            "asymptotic variance is not available, in at least one imputation; they are "
-            "averaged without an interval (method 'mean_only')",
-            PoolingWarning,
-            stacklevel=3,
-        )
-    return VarcompPooled(
-        tuple(out_keys),
-        tuple(methods),
-        np.asarray(q_bar),
-        np.asarray(t),
-        np.asarray(df),
-        np.asarray(riv),
-        np.asarray(fmi),
-        np.asarray(mean),
-    )
+    return keys, theta, cov
 
 
-def _rows(
-    keys: list[Key], theta: np.ndarray, fits: tuple[Any, ...]
-) -> tuple[list[tuple[Key, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
-    """ICC rows and the (transformed value, gradient) of every output row, per imputation.
-
-    Returns ``rows`` = [(key, icc values (m,))] and, for every component then every ICC row,
-    ``(z (m,), grad (m, K))`` with ``grad`` the derivative of ``z`` in the components.
-    """
+def _component_rows(keys: list[Key], theta: np.ndarray) -> list[_Row]:
+    """Variances on the log scale, covariances on their own."""
     m, n_k = theta.shape
-    grads: list[tuple[np.ndarray, np.ndarray]] = []
+    rows = []
     for j, key in enumerate(keys):
         grad = np.zeros((m, n_k))
-        if key[2] is None:  # a variance: log scale
+        if key[2] is None:  # a variance
             with np.errstate(divide="ignore", invalid="ignore"):
                 z = np.log(theta[:, j])
                 grad[:, j] = 1.0 / theta[:, j]
-        else:  # a covariance: identity
-            z = theta[:, j].copy()
+            rows.append(_Row(key, "rubin_log", theta[:, j], z, grad))
+        else:  # a covariance
             grad[:, j] = 1.0
-        grads.append((z, grad))
-    rows: list[tuple[Key, np.ndarray]] = []
+            rows.append(_Row(key, "rubin_identity", theta[:, j], theta[:, j].copy(), grad))
+    return rows
+
+
+def _icc_rows(keys: list[Key], theta: np.ndarray, fits: tuple[Any, ...]) -> list[_Row]:
+    """ICC (variance partition coefficient) rows on the logit scale."""
+    m, n_k = theta.shape
     intercepts = {
         key[0]: j
         for j, key in enumerate(keys)
         if key[0] != "Residual" and key[1] in _INTERCEPT and key[2] is None
     }
     resid = [j for j, key in enumerate(keys) if key[0] == "Residual"]
+    rows = []
     if resid:
-        # variance partition coefficient of each grouping factor at covariates 0:
-        # tau_g / (sum of intercept variances + sigma^2); for one grouping factor, mitml's ICC
-        others_all = list(intercepts.values()) + resid
+        # tau_g / (sum of intercept variances + sigma^2), the VPC at covariates 0;
+        # for a single grouping factor mitml's ICC. logit = log tau_g - log(rest)
         for g, j in intercepts.items():
-            rest = [c for c in others_all if c != j]
+            rest = [c for c in [*intercepts.values(), *resid] if c != j]
             s_rest = theta[:, rest].sum(axis=1)
-            icc = theta[:, j] / (theta[:, j] + s_rest)
             grad = np.zeros((m, n_k))
             with np.errstate(divide="ignore", invalid="ignore"):
-                z = np.log(theta[:, j]) - np.log(s_rest)  # logit(icc)
+                z = np.log(theta[:, j]) - np.log(s_rest)
                 grad[:, j] = 1.0 / theta[:, j]
-                for c in rest:
-                    grad[:, c] = -1.0 / s_rest
-            rows.append(((g, "ICC", None), icc))
-            grads.append((z, grad))
+                grad[:, rest] = -1.0 / s_rest[:, None]
+            icc = theta[:, j] / (theta[:, j] + s_rest)
+            rows.append(_Row((g, "ICC", None), "rubin_logit", icc, z, grad))
     elif len(intercepts) == 1:
-        # no residual variance (e.g. a binomial GLMM): latent-scale ICC from the fit's own icc,
-        # whose fixed level-1 variance c (pi^2/3 for logit) is recovered as tau (1 - icc) / icc
+        # no residual variance (e.g. a binomial GLMM): the latent-scale ICC the fit reports,
+        # whose fixed level-1 variance c (pi^2/3 for logit) makes logit(icc) = log tau - log c
         g, j = next(iter(intercepts.items()))
         icc = np.array([_icc_of(f) for f in fits], dtype=float)
         if np.isfinite(icc).all() and ((icc > 0) & (icc < 1)).all():
             grad = np.zeros((m, n_k))
             grad[:, j] = 1.0 / theta[:, j]
-            z = np.log(icc / (1.0 - icc))
-            rows.append(((g, "ICC", None), icc))
-            grads.append((z, grad))
-    return rows, grads
-
-
-def _methods(keys: list[Key], rows: list[tuple[Key, np.ndarray]]) -> list[str]:
-    meth = ["rubin_log" if k[2] is None else "rubin_identity" for k in keys]
-    return meth + ["rubin_logit"] * len(rows)
-
-
-def _raw_value(
-    key: Key, keys: list[Key], theta: np.ndarray, rows: list[tuple[Key, np.ndarray]]
-) -> np.ndarray:
-    if key in keys:
-        return theta[:, keys.index(key)]
-    return dict(rows)[key]
+            rows.append(_Row((g, "ICC", None), "rubin_logit", icc, np.log(icc / (1 - icc)), grad))
+    return rows
 
 
 def _icc_of(fit: Any) -> float:
