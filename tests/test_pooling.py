@@ -387,6 +387,10 @@ def test_test_models_errors() -> None:
         mi.test_models(null, full)
     with pytest.raises(SpecError, match="method = 'D4' is not one of"):
         mi.test_models(full, null, method="D4")
+    with pytest.raises(SpecError, match="use = 'likelihood' applies to D2 only"):
+        mi.test_models(full, null, method="D1", use="likelihood")
+    with pytest.raises(SpecError, match="ariv = 'positive' applies to D2 and D3 only"):
+        mi.test_models(full, null, method="D1", ariv="positive")
     with pytest.raises(SpecError, match="df_com is only used by D1"):
         mi.test_models(full, null, method="D2", df_com=10)
     with pytest.raises(SpecError, match="same fixed effects; nothing to test"):

@@ -263,3 +263,19 @@ def test_analyse_jsp_with_a_categorical_predictor_equals_mitml() -> None:
                            p_rtol=1e-3)
     icc = res.varcomp().set_index("term1").loc["ICC", "mean"]
     assert icc == pytest.approx(read("pool_jsp_varcomp.csv").iloc[2]["Estimate"], rel=1e-3)
+
+
+def test_analyse_an_imputation_result_of_our_sampler() -> None:
+    """impute() -> analyse(): the ImputationResult route (ExamScores, the original data)."""
+    data = exam_imputations().query("Imputation == 0")[["clus", "normexam", "standlrt", "sex"]]
+    model = mi.ImputationModel(cluster="clus",
+                               variables={"normexam": "continuous", "standlrt": "continuous"})
+    res = mi.impute(data, model, n_imputations=5, burn=200, between=20, chains=1, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PoolingWarning)  # m = 5: FMI may exceed 0.5
+        pooled = mi.analyse(res, "normexam ~ standlrt + sex + (1 | clus)")
+    assert pooled.m == 5 and pooled.terms == ("Intercept", "standlrt", "sex[T.girl]")
+    tidy = pooled.tidy().set_index("term")
+    assert np.isfinite(tidy.to_numpy(dtype=float)).all()
+    # the slope of standlrt is estimated near 0.56 in every analysis of these data (mitml: 0.557)
+    assert tidy.loc["standlrt", "conf_low"] < 0.56 < tidy.loc["standlrt", "conf_high"]

@@ -139,6 +139,8 @@ def test_models(
         raise SpecError(f"use = {use!r} is not one of 'wald', 'likelihood'")
     if ariv not in ("default", "positive"):
         raise SpecError(f"ariv = {ariv!r} is not one of 'default', 'positive'")
+    if use == "likelihood" and method != "D2":
+        raise SpecError(f"use = 'likelihood' applies to D2 only ({method} fixes what it combines)")
     if ariv == "positive" and method == "D1":
         raise SpecError("ariv = 'positive' applies to D2 and D3 only; D1's RIV is never negative")
     if df_com is not None and method != "D1":
@@ -176,7 +178,9 @@ def test_models(
 
 
 # ---- D1 -------------------------------------------------------------------------------------
-def _d1(q: np.ndarray, u: np.ndarray, terms: tuple[str, ...], df_com: float | None) -> ModelTestResult:
+def _d1(
+    q: np.ndarray, u: np.ndarray, terms: tuple[str, ...], df_com: float | None
+) -> ModelTestResult:
     m, k = q.shape
     _warn_small_m("D1", m, k)
     q_bar = q.mean(axis=0)
@@ -242,7 +246,9 @@ def _d2(
         riv = max(0.0, riv)  # mitml truncates the reported r only; D2's r is never negative
     _warn_riv("D2", riv)
     p_value = f_pvalue(stat, k, df2) if stat > 0 else 1.0
-    return ModelTestResult("D2", stat, float(k), df2, p_value, riv, m, use, ariv, None, refit, terms)
+    return ModelTestResult(
+        "D2", stat, float(k), df2, p_value, riv, m, use, ariv, None, refit, terms
+    )
 
 
 def _lr_statistics(full: list[Any], null: list[Any]) -> tuple[np.ndarray, int, bool]:
@@ -353,7 +359,9 @@ def _ml_fits(fits: Any, what: str) -> tuple[list[Any], bool]:
     for f in fits:
         if getattr(f, "reml", False):
             if not callable(getattr(f, "refit", None)):
-                raise SpecError(f"{what} needs ML fits, and this REML fit has no refit(); refit by ML")
+                raise SpecError(
+                    f"{what} needs ML fits, and this REML fit has no refit(); fit by ML"
+                )
             f = f.refit(reml=False)
             refit = True
         out.append(f)

@@ -86,7 +86,7 @@ class PooledResult:
         return pd.Series(np.sqrt(np.diag(self.total_cov)), index=list(self.terms), name="std_error")
 
     def cov_params(self) -> pd.DataFrame:
-        """Total covariance ``T`` (mitml's ``vcov()``); off-diagonal NaN without full covariances."""
+        """Total covariance ``T`` (mitml's ``vcov()``); off-diagonals NaN for tables of SEs."""
         t = self.total_cov.copy()
         if not self.full_covariance:
             t[~np.eye(len(self.terms), dtype=bool)] = np.nan
@@ -162,7 +162,8 @@ class PooledResult:
                 "this pooled result has no variance components: they come from fit results "
                 "with varcomp() (e.g. mlimpute.lmm), not from tables of estimates; pool the fits"
             )
-        return self.varcomp_pooled.table(self.conf_level if conf_level is None else _level(conf_level))
+        level = self.conf_level if conf_level is None else _level(conf_level)
+        return self.varcomp_pooled.table(level)
 
     # ---- display -------------------------------------------------------------------------
     def summary(self) -> str:
