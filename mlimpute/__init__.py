@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
+from .analysis import glmm, lmm
 from .errors import ConvergenceError, ConvergenceWarning, DataError, MlimputeError, SpecError
 from .impute import ImputationResult, impute
 from .pooling import ModelTestResult, PooledResult, PoolingWarning, analyse, pool, test_models
@@ -30,6 +31,8 @@ __all__ = [
     "DataError",
     "ConvergenceError",
     "ConvergenceWarning",
+    "lmm",
+    "glmm",
     # specification
     "ImputationModel",
     "Variable",

@@ -60,6 +60,15 @@ class Design:
     def nobs(self) -> int:
         return int(self.y.shape[0])
 
+    def take(self, order: np.ndarray) -> "Design":
+        """The same design with its rows in ``order``."""
+        return Design(
+            response=self.response, y=self.y[order], X=np.ascontiguousarray(self.X[order]), x_names=self.x_names,
+            terms=tuple(TermDesign(t.group, t.names, np.ascontiguousarray(t.Z[order]), t.text) for t in self.terms),
+            factors=tuple(FactorDesign(f.label, f.codes[order], f.levels) for f in self.factors),
+            rows=self.rows[order],
+        )
+
 
 def _formula(rhs: str, what: str) -> Formula:
     try:
