@@ -16,7 +16,7 @@ import pandas as pd
 from .errors import DataError
 from .spec import ImputationModel
 
-__all__ = ["ModelData", "ColumnCodec", "build", "MAX_NOMINAL_CATEGORIES"]
+__all__ = ["ModelData", "ColumnCodec", "build", "MAX_NOMINAL_CATEGORIES", "latent_names"]
 
 MAX_NOMINAL_CATEGORIES = 50
 
@@ -25,8 +25,12 @@ MAX_NOMINAL_CATEGORIES = 50
 class ColumnCodec:
     """How one imputed variable maps between its DataFrame column and the model's columns.
 
-    ``cols`` are the indices of its columns in ``y1`` (level 1) or ``y2`` (level 2); a
-    continuous variable has one. ``dtype`` is the dtype the output column gets back.
+    ``cols`` are the indices of its (latent) columns in ``y1`` (level 1) or ``y2`` (level 2):
+    one for continuous, binary and ordinal variables, K−1 for a nominal variable with K
+    categories. ``dtype`` is the dtype the output column gets back. Categorical variables also
+    carry their ``categories`` (in model order: the binary "1" and the ordinal order last) and
+    ``codes``, the observed category index of each sorted row (level 1) or cluster (level 2),
+    −1 where missing. The nominal reference category (all latents < 0) is the last, as in jomo.
     """
 
     name: str
@@ -34,6 +38,12 @@ class ColumnCodec:
     level: int
     cols: tuple[int, ...]
     dtype: object
+    categories: tuple | None = None
+    codes: np.ndarray | None = None
+
+    @property
+    def n_categories(self) -> int:
+        return 0 if self.categories is None else len(self.categories)
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,9 +59,13 @@ class ModelData:
     starts, sizes : (J,) int
         First sorted row and number of rows of each cluster (for ``np.add.reduceat``).
     y1 : (N, p1) float
-        Level-1 variables, NaN where missing.
+        Level-1 (latent) columns: observed continuous values, NaN elsewhere (missing cells and
+        the latent columns of categorical variables, which the sampler fills).
     y2 : (J, p2) float
-        Level-2 variables, one row per cluster, NaN where missing.
+        Level-2 (latent) columns, one row per cluster, likewise.
+    miss1, miss2 : bool arrays shaped like y1, y2
+        The cells to impute (all latent columns of a categorical variable whose value is
+        missing).
     x1 : (N, f1), x2 : (J, f2), z : (N, q) float
         Fixed-effect designs of the level-1 and level-2 variables and the random-effect design
         of the level-1 variables (first column of each is the intercept).
@@ -65,6 +79,8 @@ class ModelData:
     cluster_labels: np.ndarray
     y1: np.ndarray
     y2: np.ndarray
+    miss1: np.ndarray
+    miss2: np.ndarray
     y1_names: tuple[str, ...]
     y2_names: tuple[str, ...]
     x1: np.ndarray
@@ -82,6 +98,14 @@ class ModelData:
     @property
     def n_clusters(self) -> int:
         return int(self.sizes.shape[0])
+
+    @property
+    def categorical1(self) -> tuple[ColumnCodec, ...]:
+        return tuple(c for c in self.codecs if c.level == 1 and c.kind != "continuous")
+
+    @property
+    def categorical2(self) -> tuple[ColumnCodec, ...]:
+        return tuple(c for c in self.codecs if c.level == 2 and c.kind != "continuous")
 
     def describe_cluster(self, j: int) -> str:
         return f"{self.model.cluster!r}={_py(self.cluster_labels[j])!r}"
@@ -192,7 +216,8 @@ def _cluster_codes(df: pd.DataFrame, cluster: str) -> tuple[np.ndarray, np.ndarr
 
 
 def _level2_reduce(
-    v: np.ndarray, starts: np.ndarray, labels: np.ndarray, name: str, cluster: str, what: str
+    v: np.ndarray, starts: np.ndarray, labels: np.ndarray, name: str, cluster: str, what: str,
+    show=lambda x: f"{x:g}",
 ) -> np.ndarray:
     """One value per cluster from a sorted column; error if observed values differ in a cluster."""
     with np.errstate(invalid="ignore"):
@@ -202,10 +227,10 @@ def _level2_reduce(
     if bad.size:
         j = bad[0]
         stop = starts[j + 1] if j + 1 < starts.size else v.size
-        vals = pd.unique(v[starts[j]:stop][~np.isnan(v[starts[j]:stop])])[:5]
+        vals = np.unique(v[starts[j]:stop][~np.isnan(v[starts[j]:stop])])[:5]
         raise DataError(
             f"column {name!r} is declared level-2 ({what}) but varies within cluster "
-            f"{cluster!r}={_py(labels[j])!r} (values {', '.join(f'{x:g}' for x in vals)}); declare it "
+            f"{cluster!r}={_py(labels[j])!r} (values {', '.join(show(x) for x in vals)}); declare it "
             f"level 1 or fix the data ({bad.size} cluster(s) affected)"
         )
     return lo
@@ -242,13 +267,6 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         )
     if len(df) == 0:
         raise DataError("data has no rows")
-    for name, var in model.variables.items():
-        if var.kind != "continuous":
-            raise DataError(
-                f"variable {name!r} is declared {var.kind!r}; this version imputes continuous "
-                "variables only (categorical variables arrive with the latent-normal extension)"
-            )
-
     codes, labels = _cluster_codes(df, model.cluster)
     n_clusters = labels.shape[0]
     if n_clusters < 2:
@@ -265,22 +283,14 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     sizes = np.diff(np.r_[starts, cluster.size])
     sdf = df.iloc[order]
 
-    y1_names = model.level1_variables
-    y2_names = model.level2_variables
-    y1 = np.column_stack([_continuous(sdf, n) for n in y1_names]) if y1_names else np.empty((len(df), 0))
-    y2_cols = []
-    for n in y2_names:
-        y2_cols.append(_level2_reduce(_continuous(sdf, n), starts, labels, n, model.cluster, "variable"))
-    y2 = np.column_stack(y2_cols) if y2_cols else np.empty((n_clusters, 0))
-
-    for names, arr in ((y1_names, y1), (y2_names, y2)):
-        for k, n in enumerate(names):
-            n_obs = int(np.isfinite(arr[:, k]).sum())
-            if n_obs == 0:
-                raise DataError(
-                    f"variable {n!r} has no observed value; nothing to learn its distribution "
-                    "from: drop it from variables"
-                )
+    blocks1, codecs1 = _variable_columns(df, sdf, model, 1, starts, labels)
+    blocks2, codecs2 = _variable_columns(df, sdf, model, 2, starts, labels)
+    y1 = np.column_stack(blocks1) if blocks1 else np.empty((len(df), 0))
+    y2 = np.column_stack(blocks2) if blocks2 else np.empty((n_clusters, 0))
+    miss1 = _missing_mask(y1, codecs1)
+    miss2 = _missing_mask(y2, codecs2)
+    y1_names = latent_names(codecs1)
+    y2_names = latent_names(codecs2)
 
     # Fixed-effect designs: X1 = [1, covariates, level-2 covariates], X2 = [1, level-2 covariates].
     x1_blocks, x1_names = [np.ones((len(df), 1))], ["Intercept"]
@@ -304,9 +314,9 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         x2_names.extend(names)
     x1 = np.column_stack(x1_blocks)
     x2 = np.column_stack(x2_blocks)
-    if y1_names:
+    if y1.shape[1]:
         _check_full_rank(x1, x1_names, "level-1 design")
-    if y2_names:
+    if y2.shape[1]:
         _check_full_rank(x2, x2_names, "level-2 design")
         if n_clusters <= x2.shape[1]:
             raise DataError(
@@ -317,15 +327,11 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     z = np.ascontiguousarray(x1[:, z_idx])
     z_names = tuple(x1_names[k] for k in z_idx)
 
-    codecs = []
-    for k, n in enumerate(y1_names):
-        codecs.append(ColumnCodec(n, "continuous", 1, (k,), _float_dtype(df[n].dtype)))
-    for k, n in enumerate(y2_names):
-        codecs.append(ColumnCodec(n, "continuous", 2, (k,), _float_dtype(df[n].dtype)))
-
+    codecs = [*codecs1, *codecs2]
     return ModelData(
         model=model, order=order, cluster=cluster, starts=starts, sizes=sizes,
         cluster_labels=labels, y1=np.ascontiguousarray(y1), y2=np.ascontiguousarray(y2),
+        miss1=miss1, miss2=miss2,
         y1_names=tuple(y1_names), y2_names=tuple(y2_names),
         x1=x1, x1_names=tuple(x1_names), x2=x2, x2_names=tuple(x2_names), z=z, z_names=z_names,
         codecs=tuple(codecs),
@@ -337,3 +343,116 @@ def _float_dtype(dtype: object) -> object:
     if dtype == np.float32:
         return np.dtype(np.float32)
     return np.dtype(np.float64)
+
+
+def latent_names(codecs: list[ColumnCodec] | tuple[ColumnCodec, ...]) -> tuple[str, ...]:
+    """Names of the latent columns: the variable's name, or ``name[category]`` for nominal."""
+    out: list[str] = []
+    for c in codecs:
+        if c.kind == "nominal":
+            out.extend(f"{c.name}[{_py(k)}]" for k in c.categories[:-1])
+        else:
+            out.append(c.name)
+    return tuple(out)
+
+
+def _missing_mask(y: np.ndarray, codecs: list[ColumnCodec]) -> np.ndarray:
+    miss = np.zeros(y.shape, dtype=bool)
+    for c in codecs:
+        rows = np.isnan(y[:, c.cols[0]]) if c.codes is None else c.codes < 0
+        miss[:, list(c.cols)] = rows[:, None]
+    return miss
+
+
+def _variable_columns(
+    df: pd.DataFrame, sdf: pd.DataFrame, model: ImputationModel, level: int,
+    starts: np.ndarray, labels: np.ndarray,
+) -> tuple[list[np.ndarray], list[ColumnCodec]]:
+    """The (latent) columns and codecs of the level-``level`` variables, in declaration order."""
+    blocks: list[np.ndarray] = []
+    codecs: list[ColumnCodec] = []
+    col = 0
+    for name, var in model.variables.items():
+        if var.level != level:
+            continue
+        if var.kind == "continuous":
+            v = _continuous(sdf, name)
+            if level == 2:
+                v = _level2_reduce(v, starts, labels, name, model.cluster, "variable")
+            n_obs = int(np.isfinite(v).sum())
+            blocks.append(v[:, None])
+            codecs.append(ColumnCodec(name, "continuous", level, (col,), _float_dtype(df[name].dtype)))
+            col += 1
+        else:
+            codes, cats = _categorical(sdf, name, var)
+            if level == 2:
+                fcodes = np.where(codes < 0, np.nan, codes.astype(float))
+                fcodes = _level2_reduce(fcodes, starts, labels, name, model.cluster, "variable",
+                                        show=lambda x: repr(_py(cats[int(x)])))
+                codes = np.where(np.isnan(fcodes), -1, fcodes).astype(np.int64)
+            n_obs = int((codes >= 0).sum())
+            width = len(cats) - 1 if var.kind == "nominal" else 1
+            blocks.append(np.full((codes.size, width), np.nan))
+            codecs.append(ColumnCodec(name, var.kind, level, tuple(range(col, col + width)),
+                                      df[name].dtype, cats, codes))
+            col += width
+        if n_obs == 0:
+            raise DataError(
+                f"variable {name!r} has no observed value; nothing to learn its distribution "
+                "from: drop it from variables"
+            )
+    return blocks, codecs
+
+
+def _categorical(sdf: pd.DataFrame, name: str, var) -> tuple[np.ndarray, tuple]:
+    """Category codes (−1 missing) and the categories of a categorical variable."""
+    s = sdf[name]
+    observed = s.dropna()
+    if observed.empty:
+        raise DataError(
+            f"variable {name!r} has no observed value; nothing to learn its distribution "
+            "from: drop it from variables"
+        )
+    if var.categories is not None:
+        cats = tuple(var.categories)
+        unknown = [v for v in pd.unique(observed.to_numpy(dtype=object)) if v not in set(cats)]
+        if unknown:
+            raise DataError(
+                f"column {name!r} holds value {_py(unknown[0])!r}, which is not among its declared "
+                f"categories {list(cats)}; add it to categories= or fix the data"
+            )
+    elif isinstance(s.dtype, pd.CategoricalDtype):
+        cats = tuple(s.cat.categories)
+    else:
+        uniq = pd.unique(observed.to_numpy(dtype=object))
+        try:
+            cats = tuple(sorted(uniq))
+        except TypeError:
+            cats = tuple(sorted(uniq, key=lambda v: (type(v).__name__, str(v))))
+    seen = [c for c in cats if (observed == c).any()] if len(cats) <= 1000 else list(cats)
+    if var.kind == "binary" and len(cats) != 2:
+        shown = ", ".join(repr(_py(c)) for c in cats[:5])
+        raise DataError(
+            f"column {name!r} is declared binary but has {len(cats)} distinct value(s) ({shown}); "
+            + ("declare it ordinal or nominal, or recode it to two values" if len(cats) > 2 else
+               "a binary variable needs both categories: pass categories=(a, b) if one is never "
+               "observed, or drop it")
+        )
+    if var.kind in ("ordinal", "nominal") and len(seen) < 2:
+        raise DataError(
+            f"column {name!r} is declared {var.kind} but only one category "
+            f"({_py(seen[0]) if seen else None!r}) is observed; there is nothing to model: drop it "
+            "from variables or treat it as a covariate"
+        )
+    if var.kind == "nominal" and len(cats) > MAX_NOMINAL_CATEGORIES:
+        raise DataError(
+            f"column {name!r} is declared nominal with {len(cats)} categories; the latent-normal "
+            f"model supports at most {MAX_NOMINAL_CATEGORIES} (it needs K−1 latent columns): "
+            "group rare categories, or declare it continuous/ordinal if that fits"
+        )
+    lookup = {c: k for k, c in enumerate(cats)}
+    vals = s.to_numpy(dtype=object)
+    isna = s.isna().to_numpy()
+    codes = np.fromiter((-1 if m else lookup[v] for v, m in zip(vals, isna)), dtype=np.int64,
+                        count=len(vals))
+    return codes, cats

@@ -22,6 +22,7 @@ from . import diagnostics as diag
 from .design import ModelData, build
 from .errors import ConvergenceWarning, DataError, SpecError
 from .sampler import initial_state, prepare_static, sweep, trace_names, trace_vector
+from .sampler.latent import latents_to_codes
 from .spec import ImputationModel
 
 __all__ = ["impute", "prepare", "run_chain", "assemble", "ImputationResult", "ChainResult",
@@ -73,18 +74,22 @@ def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class ChainResult:
-    """Output of one chain: the missing cells at each imputation and the parameter trace.
+    """Output of one chain: the imputed values at each imputation and the parameter trace.
 
-    ``y1`` is (M_c, n_missing_level1), the missing cells of ``ModelData.y1`` in C order of
-    ``np.isnan(data.y1)``; ``y2`` likewise for the level-2 variables. ``trace`` is
-    (draws, parameters): every sweep after burn-in.
+    ``imputed[name]`` is (M_c, n_missing) for each variable with missing values: the values
+    (continuous) or category codes (categorical) at its missing rows (level 1, sorted order) or
+    clusters (level 2), as listed by :func:`missing_units`. ``trace`` is (draws, parameters):
+    every sweep after burn-in.
     """
 
     chain: int
-    y1: np.ndarray
-    y2: np.ndarray
+    imputed: dict[str, np.ndarray]
     trace: np.ndarray
     seconds: float
+
+    @property
+    def n_imputations(self) -> int:
+        return next(iter(self.imputed.values())).shape[0] if self.imputed else self.trace.shape[0]
 
 
 class _Progress:
@@ -133,24 +138,51 @@ def run_chain(
     st = prepare_static(data)
     total = burn + n_imputations * between
     bar = _Progress(progress if total >= 2000 or progress else False, total, f"chain {chain + 1}")
-    miss1, miss2 = np.isnan(data.y1), np.isnan(data.y2)
-    out1 = np.empty((n_imputations, int(miss1.sum())))
-    out2 = np.empty((n_imputations, int(miss2.sum())))
+    units = missing_units(data)
+    imputed = {
+        c.name: np.empty((n_imputations, units[c.name].size), dtype=float if c.kind == "continuous" else np.int64)
+        for c in data.codecs if units[c.name].size
+    }
     n_par = len(trace_names(st))
     trace = np.empty((n_imputations * between, n_par))
     with threadpool_limits(limits=1, user_api="blas"):
         state = initial_state(st, rng)
         for it in range(total):
-            state = sweep(rng, st, state)
+            state = sweep(rng, st, state, adapt_at=it if it < burn else None)
             k = it - burn
             if k >= 0:
-                trace[k] = trace_vector(state)
+                trace[k] = trace_vector(st, state)
                 if (k + 1) % between == 0:
                     m = (k + 1) // between - 1
-                    out1[m] = state.y1[miss1]
-                    out2[m] = state.y2[miss2]
+                    for name, values in _current_imputations(st, state, units).items():
+                        imputed[name][m] = values
             bar.update(it + 1)
-    return ChainResult(chain=chain, y1=out1, y2=out2, trace=trace, seconds=time.perf_counter() - t0)
+    return ChainResult(chain=chain, imputed=imputed, trace=trace, seconds=time.perf_counter() - t0)
+
+
+def missing_units(data: ModelData) -> dict[str, np.ndarray]:
+    """Per variable: the sorted rows (level 1) or clusters (level 2) where it is missing."""
+    out = {}
+    for c in data.codecs:
+        miss = data.miss1 if c.level == 1 else data.miss2
+        out[c.name] = np.flatnonzero(miss[:, c.cols[0]])
+    return out
+
+
+def _current_imputations(st, state, units: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The imputed values/categories of the current state at every variable's missing units."""
+    out = {}
+    ordinal = {c.name: cuts for c, cuts in zip((*st.ordinal1, *st.ordinal2), (*state.cuts1, *state.cuts2))}
+    for c in st.data.codecs:
+        rows = units[c.name]
+        if not rows.size:
+            continue
+        y = state.y1 if c.level == 1 else state.y2
+        if c.kind == "continuous":
+            out[c.name] = y[rows, c.cols[0]]
+        else:
+            out[c.name] = latents_to_codes(c, y[rows][:, list(c.cols)], ordinal.get(c.name))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,40 +262,54 @@ class ImputationResult:
 
 def _long_table(df: pd.DataFrame, data: ModelData, chains: list[ChainResult]) -> pd.DataFrame:
     n = len(df)
-    y1 = np.concatenate([c.y1 for c in chains], axis=0)
-    y2 = np.concatenate([c.y2 for c in chains], axis=0)
-    m = y1.shape[0]
+    m = sum(c.n_imputations for c in chains)
     inv = np.empty_like(data.order)
     inv[data.order] = np.arange(n)
     cluster_of_row = data.cluster[inv]               # cluster index of each input row
+    units = missing_units(data)
     long = pd.concat([df] * m, ignore_index=True)
     offsets = (np.arange(m) * n)[:, None]
-    miss1 = np.isnan(data.y1)
-    miss2 = np.isnan(data.y2)
     for codec in data.codecs:
-        col = codec.cols[0]
-        base = df[codec.name].to_numpy(dtype=float, na_value=np.nan)
-        if not np.isnan(base).any():
+        base = df[codec.name]
+        holes = np.flatnonzero(base.isna().to_numpy())
+        if not holes.size:
             continue  # nothing imputed: keep the column exactly as it came
-        values = np.tile(base, m).astype(codec.dtype)
+        imp = (np.concatenate([c.imputed[codec.name] for c in chains], axis=0)
+               if units[codec.name].size else np.empty((m, 0)))
         if codec.level == 1:
-            # the missing cells of y1, C order, restricted to this column
-            flat_pos = np.flatnonzero(miss1)
-            rows, cols = np.divmod(flat_pos, miss1.shape[1])
-            sel = cols == col
-            target = data.order[rows[sel]]
-            values[(offsets + target[None, :]).ravel()] = y1[:, sel].ravel()
+            target = data.order[units[codec.name]]
+            fill = imp
         else:
-            complete = np.repeat(data.y2[None, :, col], m, axis=0)
-            flat_pos = np.flatnonzero(miss2)
-            rows, cols = np.divmod(flat_pos, miss2.shape[1])
-            sel = cols == col
-            complete[:, rows[sel]] = y2[:, sel]
-            holes = np.flatnonzero(np.isnan(base))
-            values[(offsets + holes[None, :]).ravel()] = complete[:, cluster_of_row[holes]].ravel()
-        long[codec.name] = values
+            # cluster values per imputation, observed or imputed, then spread to the rows
+            per_cluster = np.repeat((data.y2[:, codec.cols[0]] if codec.kind == "continuous"
+                                     else codec.codes)[None, :], m, axis=0)
+            per_cluster = per_cluster.astype(imp.dtype)
+            per_cluster[:, units[codec.name]] = imp
+            target = holes
+            fill = per_cluster[:, cluster_of_row[holes]]
+        pos = (offsets + target[None, :]).ravel()
+        if codec.kind == "continuous":
+            values = np.tile(base.to_numpy(dtype=float, na_value=np.nan), m).astype(codec.dtype)
+            values[pos] = fill.ravel()
+            long[codec.name] = values
+        else:
+            values = np.tile(base.to_numpy(dtype=object), m)
+            cats = np.empty(len(codec.categories), dtype=object)
+            cats[:] = list(codec.categories)
+            values[pos] = cats[fill.ravel()]
+            long[codec.name] = _restore_dtype(values, base.dtype, long.index)
     long["imputation"] = np.repeat(np.arange(1, m + 1), n)
     return long
+
+
+def _restore_dtype(values: np.ndarray, dtype, index: pd.Index) -> object:
+    """Categorical outputs in the input's dtype (Categorical, strings, integers, bool)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return pd.Series(pd.Categorical(values, dtype=dtype), index=index)
+    try:  # a Series keeps object dtype (pandas 3 would otherwise infer its string dtype)
+        return pd.Series(values, dtype=dtype, index=index)
+    except (TypeError, ValueError):
+        return pd.Series(values, dtype=object, index=index)
 
 
 def prepare(df: pd.DataFrame, model: ImputationModel) -> ModelData:
@@ -298,7 +344,7 @@ def assemble(
         _warn_convergence(table, n)
     return ImputationResult(
         data=_long_table(df, data, chains), model=data.model,
-        n_imputations=sum(c.y1.shape[0] for c in chains), burn=burn, between=between,
+        n_imputations=sum(c.n_imputations for c in chains), burn=burn, between=between,
         chains=len(chains), seed_entropy=seed_entropy, parameter_names=names,
         traces=[c.trace for c in chains], chain_seconds=[c.seconds for c in chains],
         index=df.index, _diagnostics=table,

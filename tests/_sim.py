@@ -63,3 +63,68 @@ def simulate(
     mw = rng.random(J) < missing
     data.loc[mw[cl], "w"] = np.nan
     return data, full, truth
+
+
+@dataclass
+class MixedTruth:
+    b1: np.ndarray       # (2, 5): rows Intercept, x; columns y, b, o, f[A], f[B]
+    b2: np.ndarray       # (1, 2): w, v
+    omega1: np.ndarray   # (5, 5) latent level-1 covariance (constrained elements fixed)
+    omega2: np.ndarray   # (7, 7): random intercepts of y, b, o, f[A], f[B], then w, v
+    cuts: np.ndarray     # ordinal thresholds [-inf, 0, γ2, γ3, inf]
+
+
+ORD_LABELS = ["low", "mid", "high", "top"]
+NOM_LABELS = ["A", "B", "C"]  # C, the last, is the reference category
+
+
+def mixed_truth() -> MixedTruth:
+    b1 = np.array([[0.5, -0.3, 0.4, -0.8, -0.5],
+                   [0.6, 0.5, -0.4, 0.3, -0.2]])
+    b2 = np.array([[1.0, 0.3]])
+    sd1 = np.array([1.2, 1.0, 1.0, 1.0, 1.0])
+    r1 = np.eye(5)
+    r1[3, 4] = r1[4, 3] = 0.5            # nominal block ½(I + 11')
+    for (i, j, r) in [(0, 1, 0.4), (0, 2, -0.3), (0, 3, 0.3), (0, 4, 0.1), (1, 2, 0.2), (1, 3, -0.2), (2, 4, 0.25)]:
+        r1[i, j] = r1[j, i] = r
+    omega1 = r1 * np.outer(sd1, sd1)
+    sd2 = np.array([0.6, 0.5, 0.45, 0.4, 0.35, 0.5, 1.0])
+    r2 = np.eye(7)
+    for (i, j, r) in [(0, 1, 0.4), (0, 2, 0.3), (0, 5, 0.5), (1, 6, 0.3), (2, 3, -0.2), (5, 6, 0.4), (0, 6, 0.2)]:
+        r2[i, j] = r2[j, i] = r
+    omega2 = r2 * np.outer(sd2, sd2)
+    cuts = np.array([-np.inf, 0.0, 0.8, 1.5, np.inf])
+    return MixedTruth(b1, b2, omega1, omega2, cuts)
+
+
+def simulate_mixed(rng: np.random.Generator, J: int = 300, n: int = 20, missing: float = 0.2):
+    """Level 1: y continuous, b binary (0/1 ints), o ordinal (ordered Categorical), f nominal
+    (strings, reference 'C'); level 2: w continuous, v binary (bool). Covariate x."""
+    t = mixed_truth()
+    N = J * n
+    g = np.repeat(np.arange(J), n)
+    x = rng.normal(size=N)
+    U = rng.multivariate_normal(np.zeros(7), t.omega2, size=J)
+    X1 = np.column_stack([np.ones(N), x])
+    Y = X1 @ t.b1 + U[g, :5] + rng.multivariate_normal(np.zeros(5), t.omega1, size=N)
+    b = (Y[:, 1] > 0).astype(np.int64)
+    o = np.searchsorted(t.cuts, Y[:, 2], side="left") - 1
+    w2 = Y[:, 3:5]
+    f = np.where(w2.max(1) > 0, w2.argmax(1), 2)
+    w = t.b2[0, 0] + U[:, 5]
+    v = (t.b2[0, 1] + U[:, 6]) > 0
+    full = pd.DataFrame({
+        "g": g, "x": x, "y": Y[:, 0], "b": b,
+        "o": pd.Categorical(np.array(ORD_LABELS)[o], categories=ORD_LABELS, ordered=True),
+        "f": np.array(NOM_LABELS, dtype=object)[f], "w": w[g], "v": v[g],
+    })
+    data = full.copy()
+    data["b"] = data["b"].astype("Int64")
+    data["v"] = data["v"].astype("boolean")
+    data["f"] = data["f"].astype(object)
+    for c in ("y", "b", "o", "f"):
+        data.loc[rng.random(N) < missing, c] = np.nan if c == "y" else None
+    for c in ("w", "v"):
+        holes = rng.random(J) < missing
+        data.loc[holes[g], c] = None
+    return data, full, t

@@ -44,7 +44,7 @@ def forward_solve(L: np.ndarray, b: np.ndarray) -> np.ndarray:
     x = np.empty_like(b)
     for i in range(d):
         if mat:
-            acc = b[..., i, :] - np.einsum("...m,...mk->...k", L[..., i, :i], x[..., :i, :]) if i else b[..., i, :]
+            acc = b[..., i, :] - (L[..., i, :i, None] * x[..., :i, :]).sum(-2) if i else b[..., i, :]
             x[..., i, :] = acc / L[..., i, i, None]
         else:
             acc = b[..., i] - (L[..., i, :i] * x[..., :i]).sum(-1) if i else b[..., i]

@@ -77,8 +77,9 @@ def draw_b1_u1(
     T = (om[None, :, None, :, None] * st.ztx[:, None, :, None, :]).reshape(J, d1, fb)
     LT = forward_solve(L, T)                                   # L_j⁻¹ T_j   (J, d1, fb)
     Lh = forward_solve(L, h)                                   # L_j⁻¹ h_j   (J, d1)
-    H = np.kron(om, st.xtx) - np.einsum("jdi,jdk->ik", LT, LT)
-    g = (om @ (st.data.x1.T @ y1).T).reshape(fb) - np.einsum("jdi,jd->i", LT, Lh)
+    LT2 = LT.reshape(J * d1, fb)   # Σ_j T_j' P_j⁻¹ T_j as one BLAS product, not an einsum
+    H = np.kron(om, st.xtx) - LT2.T @ LT2
+    g = (om @ (st.data.x1.T @ y1).T).reshape(fb) - LT2.T @ Lh.reshape(J * d1)
     LH = np.linalg.cholesky(0.5 * (H + H.T))
     z = rng.standard_normal(fb + J * d1)
     beta = back_solve_t(LH, forward_solve(LH, g) + z[:fb])

@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from scipy.special import ndtri
 
-from ..design import ModelData
+from ..design import ColumnCodec, ModelData
+from .covariance import Constraint
+from .latent import initial_latent
 
 __all__ = ["State", "Static", "Pattern", "Patterns", "prepare_static", "initial_state"]
 
@@ -21,6 +24,12 @@ class State(NamedTuple):
          coefficient of random-effect column k for variable l in cluster j
     omega1 : (p1, p1) level-1 covariance          omega2 : (d, d), d = p1*q + p2, ordered
          (u1 variable-major, then the level-2 variables' random effects u2 = y2 - X2 b2)
+    cuts1, cuts2 : thresholds of the level-1 / level-2 ordinal variables, one array
+         ``[-inf, 0, γ_2, …, γ_{K-1}, inf]`` per variable
+    steps : Metropolis–Hastings step sizes (tuned during burn-in only): free elements of the
+         constrained blocks of Ω1 and Ω2, then the threshold proposals (see Static.step_slices)
+
+    y1 and y2 hold latent values in the columns of categorical variables.
     """
 
     y1: np.ndarray
@@ -30,6 +39,9 @@ class State(NamedTuple):
     u1: np.ndarray
     omega1: np.ndarray
     omega2: np.ndarray
+    cuts1: tuple = ()
+    cuts2: tuple = ()
+    steps: np.ndarray = np.zeros(0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,10 +118,31 @@ class Static:
     patterns2: Patterns
     prior1: tuple[np.ndarray, float]   # (scale, df) of Ω1
     prior2: tuple[np.ndarray, float]   # (scale, df) of Ω2
+    cat1: tuple[ColumnCodec, ...]      # categorical variables at level 1 (codecs)
+    cat2: tuple[ColumnCodec, ...]
+    obs_rows1: tuple[np.ndarray, ...]  # rows with an observed category, per cat1 codec
+    obs_rows2: tuple[np.ndarray, ...]  # clusters with an observed category, per cat2 codec
+    con1: Constraint | None            # fixed elements of Ω1 (categorical latent columns)
+    con2: Constraint | None            # fixed elements of Ω2 (level-2 categorical latents)
+    step_slices: tuple[slice, slice, slice, slice]  # of State.steps: Ω1, Ω2, cuts1, cuts2
 
     @property
     def d(self) -> int:
         return self.p1 * self.q + self.p2
+
+    @property
+    def ordinal1(self) -> tuple[ColumnCodec, ...]:
+        return tuple(c for c in self.cat1 if c.kind == "ordinal")
+
+    @property
+    def ordinal2(self) -> tuple[ColumnCodec, ...]:
+        return tuple(c for c in self.cat2 if c.kind == "ordinal")
+
+
+def _fixed_block(codec: ColumnCodec) -> np.ndarray:
+    """The fixed latent covariance of one categorical variable: 1, or ½(I + 11') if nominal."""
+    w = len(codec.cols)
+    return 0.5 * (np.eye(w) + np.ones((w, w)))
 
 
 def prepare_static(data: ModelData) -> Static:
@@ -121,24 +154,60 @@ def prepare_static(data: ModelData) -> Static:
     model = data.model
     prior1 = model.prior_l1.resolve(p1, "level-1") if p1 else (np.zeros((0, 0)), 0.0)
     prior2 = model.prior_l2.resolve(p1 * q + p2, "level-2")
+    cat1, cat2 = data.categorical1, data.categorical2
+    con1 = Constraint.build(p1, [(list(c.cols), _fixed_block(c)) for c in cat1])
+    con2 = Constraint.build(p1 * q + p2, [([p1 * q + k for k in c.cols], _fixed_block(c)) for c in cat2])
+    n_steps = [0 if con is None else con.n_free for con in (con1, con2)]
+    n_steps += [sum(c.n_categories - 2 for c in cs if c.kind == "ordinal") for cs in (cat1, cat2)]
+    bounds = np.cumsum([0, *n_steps])
+    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(4))
     return Static(
         data=data, p1=p1, p2=p2, q=q,
         x1_pinv=np.linalg.solve(x1tx1, data.x1.T),
         x2_factor=np.linalg.inv(np.linalg.cholesky(x2tx2)).T,
         x2_pinv=np.linalg.solve(x2tx2, data.x2.T),
-        ztz=ztz, ztx=ztx, xtx=x1tx1, patterns1=Patterns.of(data.y1), patterns2=Patterns.of(data.y2),
-        prior1=prior1, prior2=prior2,
+        ztz=ztz, ztx=ztx, xtx=x1tx1,
+        patterns1=Patterns.of(np.where(data.miss1, np.nan, 0.0)),
+        patterns2=Patterns.of(np.where(data.miss2, np.nan, 0.0)),
+        prior1=prior1, prior2=prior2, cat1=cat1, cat2=cat2,
+        obs_rows1=tuple(np.flatnonzero(c.codes >= 0) for c in cat1),
+        obs_rows2=tuple(np.flatnonzero(c.codes >= 0) for c in cat2),
+        con1=con1, con2=con2, step_slices=step_slices,
     )
 
 
-def _hot_deck(rng: np.random.Generator, y: np.ndarray) -> np.ndarray:
-    """Fill each column's missing cells with random observed values (dispersed chain starts)."""
+def _hot_deck(rng: np.random.Generator, y: np.ndarray, miss: np.ndarray) -> np.ndarray:
+    """Fill each continuous column's missing cells with random observed values."""
     y = y.copy()
     for k in range(y.shape[1]):
-        miss = np.isnan(y[:, k])
-        if miss.any():
-            pool = y[~miss, k]
-            y[miss, k] = pool[rng.integers(pool.size, size=int(miss.sum()))]
+        m = miss[:, k] & np.isnan(y[:, k])
+        if m.any() and (~miss[:, k]).any() and not np.isnan(y[~miss[:, k], k]).all():
+            pool = y[~miss[:, k], k]
+            y[m, k] = pool[rng.integers(pool.size, size=int(m.sum()))]
+    return y
+
+
+def _initial_cuts(codec: ColumnCodec) -> np.ndarray:
+    """Thresholds from the observed cumulative proportions, shifted so that γ_1 = 0."""
+    K = codec.n_categories
+    counts = np.bincount(codec.codes[codec.codes >= 0], minlength=K).astype(float) + 0.5
+    q = ndtri(np.cumsum(counts)[:-1] / counts.sum())
+    q = np.maximum.accumulate(q - q[0] + np.arange(K - 1) * 1e-3)
+    return np.concatenate([[-np.inf], q, [np.inf]])
+
+
+def _fill_categorical(rng, y, codecs, cuts) -> np.ndarray:
+    """Latent starting values: consistent with observed categories, hot-deck for missing ones."""
+    o = 0
+    for codec in codecs:
+        codes = codec.codes.copy()
+        miss = codes < 0
+        pool = codes[~miss]
+        codes[miss] = pool[rng.integers(pool.size, size=int(miss.sum()))]
+        c = None
+        if codec.kind == "ordinal":
+            c, o = cuts[o], o + 1
+        y[:, list(codec.cols)] = initial_latent(codec, codes, c)
     return y
 
 
@@ -147,11 +216,14 @@ def initial_state(static: Static, rng: np.random.Generator) -> State:
 
     Different chains start from different hot-deck fills, which disperses the starts of the
     fixed effects and covariances enough for R-hat to see a chain that has not mixed.
+    Constrained covariance elements start at their fixed values.
     """
     data = static.data
     p1, p2, q = static.p1, static.p2, static.q
-    y1 = _hot_deck(rng, data.y1)
-    y2 = _hot_deck(rng, data.y2)
+    cuts1 = tuple(_initial_cuts(c) for c in static.ordinal1)
+    cuts2 = tuple(_initial_cuts(c) for c in static.ordinal2)
+    y1 = _fill_categorical(rng, _hot_deck(rng, data.y1, data.miss1), static.cat1, cuts1)
+    y2 = _fill_categorical(rng, _hot_deck(rng, data.y2, data.miss2), static.cat2, cuts2)
     b1 = static.x1_pinv @ y1
     b2 = static.x2_pinv @ y2
     r1 = y1 - data.x1 @ b1
@@ -167,5 +239,22 @@ def initial_state(static: Static, rng: np.random.Generator) -> State:
     resid1 = r1 - means[data.cluster]
     omega1 = np.atleast_2d(np.cov(resid1, rowvar=False)) if p1 else np.zeros((0, 0))
     omega1 = omega1 + 1e-6 * np.trace(omega1) / max(p1, 1) * np.eye(p1)
+    omega1 = _constrain_start(omega1, static.con1)
+    omega2 = _constrain_start(omega2, static.con2)
     u1 = np.zeros((data.n_clusters, p1 * q))
-    return State(y1=y1, y2=y2, b1=b1, b2=b2, u1=u1, omega1=omega1, omega2=omega2)
+    n_steps = static.step_slices[-1].stop
+    steps = np.concatenate([np.full(static.step_slices[1].stop, 0.1),
+                            np.full(n_steps - static.step_slices[1].stop, 0.05)])
+    return State(y1=y1, y2=y2, b1=b1, b2=b2, u1=u1, omega1=omega1, omega2=omega2,
+                 cuts1=cuts1, cuts2=cuts2, steps=steps)
+
+
+def _constrain_start(omega: np.ndarray, con: Constraint | None) -> np.ndarray:
+    """Start constrained blocks at their fixed values (free ones at 0), uncorrelated with the rest."""
+    if con is None:
+        return omega
+    out = np.diag(np.diag(omega)).astype(float)
+    keep = con.rest
+    out[np.ix_(keep, keep)] = omega[np.ix_(keep, keep)]
+    out[np.ix_(con.cat, con.cat)] = con.fill(np.zeros((con.cat.size, con.cat.size)))
+    return out

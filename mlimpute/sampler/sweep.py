@@ -1,64 +1,117 @@
 """One Gibbs sweep of the joint model, composed from the full conditionals.
 
-Order: (B1, U1) as one block → B2 → Ω2 → Ω1 → missing cells. DESIGN §1 lists B1 | rest and
-U | rest as separate steps; drawing B1 with U1 integrated out and then U1 | B1 is an exact draw
-from the same joint conditional and mixes far better (see ``random``). Any fixed scan order of
-exact (block) conditionals leaves the joint posterior of parameters and missing cells invariant.
-Imputations are the missing cells of states taken ``between`` sweeps apart.
+Order: latents of observed categorical cells (with ordinal thresholds) → (B1, U1) as one block
+→ B2 → Ω2 → Ω1 → missing cells. DESIGN §1 lists B1 | rest and U | rest as separate steps;
+drawing B1 with U1 integrated out and then U1 | B1 is an exact draw from the same joint
+conditional and mixes far better (see ``random``). Any fixed scan order of exact (block)
+conditionals and MH steps that leave them invariant keeps the joint posterior of parameters,
+latents and missing cells invariant. Imputations are the missing cells of states taken
+``between`` sweeps apart.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .covariance import draw_omega1, draw_omega2
+from .covariance import draw_covariance
 from .fixed import draw_b2, level2_given_u1
+from .latent import update_latents
 from .missing import draw_missing
 from .random import draw_b1_u1, zu
 from .state import State, Static
 
 __all__ = ["sweep", "trace_vector", "trace_names"]
 
+TARGET_ACCEPT = 0.35
 
-def sweep(rng: np.random.Generator, st: Static, s: State) -> State:
+
+def _adapt(steps: np.ndarray, accepted: np.ndarray, it: int) -> np.ndarray:
+    """Robbins–Monro step-size tuning toward TARGET_ACCEPT (used during burn-in only)."""
+    gain = min(0.5, 3.0 / np.sqrt(it + 1.0))
+    return steps * np.exp(gain * (accepted - TARGET_ACCEPT))
+
+
+def _level2_moments(st: Static, b2, u1, omega2):
+    K, C = level2_given_u1(st, omega2)
+    mean2 = st.data.x2 @ b2 + (u1 @ K.T if K.shape[1] else 0.0)
+    return mean2, C @ C.T
+
+
+def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None = None) -> State:
+    """One sweep; ``adapt_at`` = the burn-in iteration number to tune MH steps, else None."""
     data = st.data
-    y1, y2, b1, b2, u1, omega1, omega2 = s
+    y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps = s
+    sl1, sl2, slc1, slc2 = st.step_slices
+    steps = steps.copy()
+    if st.cat1:
+        fitted1 = data.x1 @ b1 + zu(st, u1)
+        y1, cuts1, acc = update_latents(rng, y1.copy(), fitted1, omega1, st.cat1, st.obs_rows1,
+                                        cuts1, steps[slc1])
+        if adapt_at is not None and acc.size:
+            steps[slc1] = _adapt(steps[slc1], acc, adapt_at)
+    if st.cat2:
+        mean2, cov2 = _level2_moments(st, b2, u1, omega2)
+        y2, cuts2, acc = update_latents(rng, y2.copy(), mean2, cov2, st.cat2, st.obs_rows2,
+                                        cuts2, steps[slc2])
+        if adapt_at is not None and acc.size:
+            steps[slc2] = _adapt(steps[slc2], acc, adapt_at)
     if st.p1:
         omega1_inv = np.linalg.inv(omega1)
         b1, u1 = draw_b1_u1(rng, st, y1, y2 - data.x2 @ b2, 0.5 * (omega1_inv + omega1_inv.T), omega2)
         zu1 = zu(st, u1)
     if st.p2:
         b2 = draw_b2(rng, st, y2, u1, omega2)
-    omega2 = draw_omega2(rng, st, np.concatenate([u1, y2 - data.x2 @ b2], axis=1))
+    u = np.concatenate([u1, y2 - data.x2 @ b2], axis=1)
+    scale2, df2 = st.prior2
+    omega2, acc = draw_covariance(rng, df2 + u.shape[0], scale2 + u.T @ u, st.con2, omega2, steps[sl2])
+    if adapt_at is not None and acc.size:
+        steps[sl2] = _adapt(steps[sl2], acc, adapt_at)
     if st.p1:
         fitted1 = data.x1 @ b1
         fitted1 += zu1
-        omega1 = draw_omega1(rng, st, y1 - fitted1)
+        resid1 = y1 - fitted1
+        scale1, df1 = st.prior1
+        omega1, acc = draw_covariance(rng, df1 + resid1.shape[0], scale1 + resid1.T @ resid1,
+                                      st.con1, omega1, steps[sl1])
+        if adapt_at is not None and acc.size:
+            steps[sl1] = _adapt(steps[sl1], acc, adapt_at)
         if st.patterns1.groups:
             y1 = draw_missing(rng, y1.copy(), fitted1, omega1, st.patterns1)
     if st.p2 and st.patterns2.groups:
-        K, C = level2_given_u1(st, omega2)
-        mean2 = data.x2 @ b2 + (u1 @ K.T if K.shape[1] else 0.0)
-        y2 = draw_missing(rng, y2.copy(), mean2, C @ C.T, st.patterns2)
-    return State(y1, y2, b1, b2, u1, omega1, omega2)
+        mean2, cov2 = _level2_moments(st, b2, u1, omega2)
+        y2 = draw_missing(rng, y2.copy(), mean2, cov2, st.patterns2)
+    return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps)
 
 
-def _lower(m: np.ndarray) -> np.ndarray:
-    return m[np.tril_indices(m.shape[0])]
+def _free_lower(dim: int, con) -> tuple[np.ndarray, np.ndarray]:
+    """Lower-triangle positions of a covariance that are not fixed by ``con``."""
+    i, j = np.tril_indices(dim)
+    if con is None:
+        return i, j
+    fixed = np.zeros((dim, dim), dtype=bool)
+    blk = ~np.isnan(con.target)
+    fixed[np.ix_(con.cat, con.cat)] = blk
+    keep = ~fixed[i, j]
+    return i[keep], j[keep]
 
 
-def trace_vector(s: State) -> np.ndarray:
-    """The monitored parameters: B1, B2, lower triangles of Ω1 and Ω2."""
-    return np.concatenate([s.b1.T.ravel(), s.b2.T.ravel(), _lower(s.omega1), _lower(s.omega2)])
+def trace_vector(st: Static, s: State) -> np.ndarray:
+    """The monitored parameters: B1, B2, free elements of Ω1 and Ω2, free thresholds."""
+    i1, j1 = _free_lower(st.p1, st.con1)
+    i2, j2 = _free_lower(st.d, st.con2)
+    cuts = [c[2:-1] for c in (*s.cuts1, *s.cuts2)]
+    return np.concatenate([s.b1.T.ravel(), s.b2.T.ravel(), s.omega1[i1, j1], s.omega2[i2, j2], *cuts])
 
 
 def trace_names(st: Static) -> list[str]:
     data = st.data
     names = [f"beta1[{v}:{x}]" for v in data.y1_names for x in data.x1_names]
     names += [f"beta2[{v}:{x}]" for v in data.y2_names for x in data.x2_names]
-    i1, j1 = np.tril_indices(st.p1)
+    i1, j1 = _free_lower(st.p1, st.con1)
     names += [f"omega1[{data.y1_names[a]},{data.y1_names[b]}]" for a, b in zip(i1, j1)]
     u_names = [f"{v}:{z}" for v in data.y1_names for z in data.z_names] + list(data.y2_names)
-    i2, j2 = np.tril_indices(st.d)
+    i2, j2 = _free_lower(st.d, st.con2)
     names += [f"omega2[{u_names[a]},{u_names[b]}]" for a, b in zip(i2, j2)]
+    for c in (*st.ordinal1, *st.ordinal2):
+        names += [f"cut[{c.name}:{k}]" for k in range(2, c.n_categories)]
     return names
