@@ -71,15 +71,16 @@ def nesting_chain(design: Design) -> list[int] | None:
 
 
 def sort_design(design: Design) -> Design:
-    """The design with its rows sorted by the nesting chain (coarsest factor first), if any.
+    """The design with its rows sorted by the finest factor of the nesting chain, if any.
 
     The likelihood does not depend on the row order; sorted rows let the nested solver sum
-    within groups by ``np.add.reduceat`` without gathering.
+    within the finest groups by ``np.add.reduceat`` without gathering (coarser levels are
+    summed through their parent maps and need no order).
     """
     chain = nesting_chain(design)
     if chain is None:
         return design
-    order = np.lexsort([design.factors[f].codes for f in chain])
+    order = np.argsort(design.factors[chain[0]].codes, kind="stable")
     if np.all(order[1:] > order[:-1]):
         return design
     return design.take(order)

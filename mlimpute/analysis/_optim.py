@@ -90,10 +90,15 @@ def fd_hessian(f: Fun, x: np.ndarray, rel: float = 1e-4, f0: float | None = None
     return H
 
 
-def _free(x: np.ndarray, g: np.ndarray, lower: np.ndarray) -> np.ndarray:
-    """Parameters not held at their lower bound by a gradient that pushes outwards."""
+def _free(x: np.ndarray, g: np.ndarray, lower: np.ndarray, fx: float) -> np.ndarray:
+    """Parameters not held at their lower bound by a gradient that pushes outwards.
+
+    A deviance that is even in a Cholesky diagonal has zero slope at the bound 0; its
+    finite-difference gradient there is rounding noise (~1e-11 |f|), which must not count as
+    pulling inwards.
+    """
     at_bound = (x - lower) <= 1e-6 * np.maximum(1.0, np.abs(x))
-    return ~(at_bound & (g >= 0))
+    return ~(at_bound & (g >= -1e-8 * max(1.0, abs(fx))))
 
 
 def _probe_bounds(f: Fun, x: np.ndarray, fx: float, lower: np.ndarray) -> np.ndarray | None:
@@ -114,7 +119,8 @@ def free_hessian(f: Fun, x: np.ndarray, lower: np.ndarray, g: np.ndarray | None 
     The stencil shrinks next to a bound so that it stays (almost) inside it.
     """
     g = fd_gradient(f, x, lower) if g is None else g
-    idx = np.flatnonzero(_free(x, g, lower))
+    f0 = f(x) if f0 is None else f0
+    idx = np.flatnonzero(_free(x, g, lower, f0))
     if idx.size == 0:
         return idx, np.zeros((0, 0))
 
@@ -200,7 +206,7 @@ def _newton(fc: Fun, x: np.ndarray, fx: float, lower: np.ndarray, steps: int, he
         g_old, idx_old = g[idx], idx
         x, fx = trial, ft
         g = fd_gradient(fc, x, lower)
-        idx = np.flatnonzero(_free(x, g, lower))
+        idx = np.flatnonzero(_free(x, g, lower, fx))
         yv = g[idx] - g_old if np.array_equal(idx, idx_old) else None
         if shrink == 1.0 and yv is not None and float(s_step @ yv) > 0:
             Hs = H @ s_step
@@ -242,7 +248,7 @@ def minimize_bounded(f: Fun, x0: np.ndarray, lower: np.ndarray, maxiter: int = 1
 
     x = np.maximum(np.asarray(x0, float), lower)
     if newton_first:
-        x, fx, scaled, hess_ok, done, idx, H = _newton(fc, x, fc(x), lower, polish + 4, hess_rel)
+        x, fx, scaled, hess_ok, done, idx, H = _newton(fc, x, fc(x), lower, min(polish + 4, maxiter), hess_rel)
         if done and hess_ok:
             return OptimResult(x=x, fun=fx, converged=scaled < 2e-3, message="Newton steps converged",
                                scaled_gradient=scaled, hessian_ok=True, nfev=count[0], free=idx, hessian=H)

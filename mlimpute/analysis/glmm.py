@@ -35,13 +35,12 @@ Goldstein, H. (2011). *Multilevel Statistical Models*, 4th ed. Wiley.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 from numpy.polynomial.hermite_e import hermegauss
 
-from ..errors import ConvergenceWarning, SpecError
+from ..errors import SpecError
 from ._algebra import factor_columns, make_algebra, sort_design
 from ._design import Design, build_design
 from ._family import Family, get_family
@@ -49,7 +48,8 @@ from ._optim import fd_hessian, minimize_bounded, one_blas_thread
 from ._pirls import Mode, Pirls
 from ._structure import Structure
 from .formula import parse_formula
-from .lmm import fit_options, warn_fit
+from ._warn import warn, warn_fit
+from .lmm import fit_options
 from .result import MixedResult
 
 __all__ = ["glmm", "GlmmEngine"]
@@ -111,8 +111,8 @@ class GlmmEngine:
     def varcomp_cov(self, result: MixedResult) -> np.ndarray:
         psi, k = np.array(result.psi), result.psi.size
         if result.singular:
-            warnings.warn("varcomp_cov: boundary (singular) fit, the variance components have no regular "
-                          "asymptotic covariance; returning NaN", ConvergenceWarning, stacklevel=3)
+            warn("varcomp_cov: boundary (singular) fit, the variance components have no regular "
+                 "asymptotic covariance; returning NaN")
             return np.full((k, k), np.nan)
         s = self.structure
         C = np.linalg.cholesky(np.array(result.beta_cov))
@@ -130,8 +130,8 @@ class GlmmEngine:
         try:
             V = 2.0 * np.linalg.inv(fd_hessian(dev, x0, h=h))
         except (np.linalg.LinAlgError, SpecError):
-            warnings.warn("varcomp_cov: the information matrix of the variance components is singular or the "
-                          "finite-difference stencil left the parameter space; returning NaN", ConvergenceWarning, stacklevel=3)
+            warn("varcomp_cov: the information matrix of the variance components is singular or the "
+                 "finite-difference stencil left the parameter space; returning NaN")
             return np.full((k, k), np.nan)
         return V[:k, :k]
 
@@ -187,8 +187,8 @@ def fit_glmm(formula: str, design: Design, family: Family, nagq: int, options: d
         if np.any(np.linalg.eigvalsh(beta_cov) <= 0):
             raise np.linalg.LinAlgError
     except np.linalg.LinAlgError:
-        warnings.warn(f"the Hessian of {formula!r} is not positive definite; fixed-effect covariance from the "
-                      "PIRLS system (conditional on theta) instead", ConvergenceWarning, stacklevel=3)
+        warn(f"the Hessian of {formula!r} is not positive definite; fixed-effect covariance from the "
+             "PIRLS system (conditional on theta) instead")
         beta_cov = np.linalg.inv(engine.pirls.joint(theta).F[:p, :p])
 
     covs = s.term_covariances(theta, 1.0)

@@ -27,22 +27,22 @@ Goldstein, H. (2011). *Multilevel Statistical Models*, 4th ed. Wiley.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.linalg import cho_solve, solve_triangular
 
-from ..errors import ConvergenceWarning, SpecError
+from ..errors import SpecError
 from ._algebra import make_algebra, sort_design
 from ._design import Design, build_design
 from ._optim import fd_hessian, minimize_bounded, one_blas_thread
 from ._structure import Structure
+from ._warn import warn, warn_fit
 from .formula import parse_formula
 from .result import MixedResult
 
-__all__ = ["lmm", "LmmEngine", "fit_options", "warn_fit"]
+__all__ = ["lmm", "LmmEngine", "fit_options"]
 
 _LOG2PI = math.log(2 * math.pi)
 
@@ -53,24 +53,6 @@ def fit_options(opts: dict, allowed: dict, who: str) -> dict:
     if unknown:
         raise SpecError(f"{who}() got unknown option {unknown[0]!r}; known options: {', '.join(sorted(allowed))}")
     return {**allowed, **opts}
-
-
-def warn_fit(formula: str, converged: bool, singular: bool, message: str, scaled: float) -> None:
-    """ConvergenceWarning for a fit that did not converge or sits on the boundary."""
-    if not converged:
-        warnings.warn(
-            f"model {formula!r} did not converge (Newton-scaled gradient {scaled:.2g}, lme4's tolerance 0.002; "
-            f"optimiser: {message}); the estimates may be wrong: rescale predictors, simplify the random part "
-            "or raise maxiter",
-            ConvergenceWarning, stacklevel=3,
-        )
-    if singular:
-        warnings.warn(
-            f"boundary (singular) fit for {formula!r}: a random-effect covariance matrix is singular (a variance "
-            "estimated as 0 or a correlation of ±1); the model is over-parameterised for these data: consider "
-            "simplifying the random part",
-            ConvergenceWarning, stacklevel=3,
-        )
 
 
 @dataclass(frozen=True)
@@ -139,8 +121,8 @@ class LmmEngine:
         k = psi.size
         nan = np.full((k, k), np.nan)
         if result.singular:
-            warnings.warn("varcomp_cov: boundary (singular) fit, the variance components have no regular "
-                          "asymptotic covariance; returning NaN", ConvergenceWarning, stacklevel=3)
+            warn("varcomp_cov: boundary (singular) fit, the variance components have no regular "
+                 "asymptotic covariance; returning NaN")
             return nan
         s = self.structure
 
@@ -153,8 +135,8 @@ class LmmEngine:
             H = fd_hessian(dev, psi, h=1e-4 * np.maximum(np.abs(psi), 1e-3 * np.abs(psi).max()))
             return np.linalg.inv(0.5 * H)
         except (np.linalg.LinAlgError, SpecError):
-            warnings.warn("varcomp_cov: the information matrix of the variance components is singular or the "
-                          "finite-difference stencil left the parameter space; returning NaN", ConvergenceWarning, stacklevel=3)
+            warn("varcomp_cov: the information matrix of the variance components is singular or the "
+                 "finite-difference stencil left the parameter space; returning NaN")
             return nan
 
     def refit(self, reml: bool) -> MixedResult:

@@ -1,0 +1,74 @@
+"""lme4 bar syntax: the outer layer of the right-hand side is split off, the rest is formulaic's."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlimpute import SpecError
+from mlimpute.analysis.formula import RandomTerm, parse_formula
+
+
+def test_fixed_and_random_parts():
+    p = parse_formula("y ~ x + C(g) + x:z + (1 + x | school) + (1 | class)")
+    assert p.response == "y"
+    assert p.fixed == "x + C(g) + x:z"
+    assert p.random == (
+        RandomTerm("1 + x", ("school",), True, "(1 + x | school)"),
+        RandomTerm("1", ("class",), True, "(1 | class)"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("formula", "fixed"),
+    [
+        ("y ~ (1 | g)", "1"),
+        ("y ~ 0 + x + (1 | g)", "0 + x"),
+        ("y ~ x - 1 + (1|g)", "x - 1"),
+        ("y ~ (1|g) - 1", "1 - 1"),
+        ("y ~ I(a | b) + (1 | g)", "I(a | b)"),
+        ("y ~ np.log(x) + (x + 1e-3) + (1 | g)", "np.log(x) + (x + 1e-3)"),
+    ],
+)
+def test_fixed_part_is_left_to_formulaic(formula, fixed):
+    assert parse_formula(formula).fixed == fixed
+
+
+def test_uncorrelated_slope_only_interaction_and_nesting():
+    p = parse_formula("y ~ x + (1 + x || g) + (0 + x | h) + (1 | a:b) + (1 | s/c)")
+    assert [(t.expr, t.group, t.correlated) for t in p.random] == [
+        ("1 + x", ("g",), False),
+        ("0 + x", ("h",), True),
+        ("1", ("a", "b"), True),
+        ("1", ("s",), True),
+        ("1", ("s", "c"), True),
+    ]
+    assert p.random[2].group_label == "a:b"
+
+
+@pytest.mark.parametrize(
+    ("formula", "message"),
+    [
+        ("x + (1 | g)", "exactly one '~'"),
+        ("y ~ x ~ z + (1|g)", "exactly one '~'"),
+        ("~ x + (1 | g)", "no response"),
+        ("y ~ ", "empty right-hand side"),
+        ("y ~ x + 1 | g", "not inside parentheses"),
+        ("y ~ x * (1 | g)", "random terms must stand alone"),
+        ("y ~ x - (1 | g)", "subtracts the random term"),
+        ("y ~ x + ( | g)", "needs an expression and a grouping factor"),
+        ("y ~ x + (1 | )", "needs an expression and a grouping factor"),
+        ("y ~ x + (1 | log(g))", "grouping factor 'log\\(g\\)' .* is not a column name"),
+        ("y ~ x + (1 | g | h)", "more than one bar"),
+        ("y ~ x + (1 | g", "unclosed '\\('"),
+        ("y ~ x) + (1 | g)", "unmatched"),
+        ("y ~ x + + (1 | g)", "empty term"),
+    ],
+)
+def test_malformed_formulas(formula, message):
+    with pytest.raises(SpecError, match=message):
+        parse_formula(formula)
+
+
+def test_not_a_string():
+    with pytest.raises(SpecError, match="formula must be a string"):
+        parse_formula(None)

@@ -1,0 +1,107 @@
+"""GLMMs against lme4 1.1-31 (fixtures and R scripts in tests/fixtures/lme4).
+
+The shared JSPmiss references were made with glmer's defaults (PIRLS tolerance 1e-7, Nelder-Mead in
+the second stage), which leave glmer's own Laplace optimum off by ~4e-4 relative in the fixed
+effects and ~3e-3 in the SEs: refitting them in R with tight tolerances (extra_jsp_logit_laplace_tight,
+see make_extra.R) moves lme4 to our values within 1e-5 and raises its logLik by 3.5e-4. The
+default-tolerance Laplace reference is therefore compared at rtol 1e-3 (estimates) / 5e-3 (SEs), and
+the tight one at the issue's tolerances. The nAGQ=10 reference is not affected (its optimum is flat
+in the same way but lme4's AGQ iteration converges to our values) and keeps the issue's tolerances.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import gammaln
+
+import mlimpute as mi
+
+JSP = "behaviour ~ english + sex + (1 | school)"
+
+
+@pytest.fixture(scope="module")
+def jsp(lme4_data):
+    return lme4_data("JSPmiss")[["behaviour", "english", "sex", "school"]].dropna()
+
+
+def test_jsp_laplace_default_lme4(jsp, lme4_ref, lme4_compare):
+    fit = mi.glmm(JSP, jsp, family="binomial", link="logit", nagq=1)
+    # loosened: lme4's defaults stop early, see the module docstring
+    lme4_compare(fit, lme4_ref("glmm_jsp_logit_agq1"), rtol_beta=1e-3, rtol_se=5e-3)
+    assert fit.converged and fit.nagq == 1 and fit.family == "binomial" and fit.link == "logit"
+
+
+def test_jsp_laplace_tight_lme4(jsp, lme4_ref, lme4_compare):
+    fit = mi.glmm(JSP, jsp)
+    lme4_compare(fit, lme4_ref("extra_jsp_logit_laplace_tight"), atol_ll=1e-6)
+
+
+def test_jsp_agq10(jsp, lme4_ref, lme4_compare):
+    fit = mi.glmm(JSP, jsp, nagq=10)
+    lme4_compare(fit, lme4_ref("glmm_jsp_logit_agq10"), atol_ll=1e-6)
+    assert fit.nagq == 10
+
+
+def test_jsp_agq_likelihood_is_lme4s_at_lme4s_estimates(jsp, lme4_ref):
+    # the AGQ deviance itself, independent of either optimiser: evaluated at lme4's reported
+    # estimates it reproduces lme4's logLik to rounding
+    ref = lme4_ref("glmm_jsp_logit_agq10")
+    fit = mi.glmm(JSP, jsp, nagq=10)
+    tau = [np.array([[ref.vc["vcov"][0]]])]
+    assert fit.loglik_at(ref.coef["estimate"].to_numpy(), tau) == pytest.approx(ref.info["logLik"], abs=1e-7)
+
+
+@pytest.mark.parametrize("nagq", [1, 10])
+def test_jsp_probit(jsp, lme4_ref, lme4_compare, nagq):
+    fit = mi.glmm(JSP, jsp, link="probit", nagq=nagq)
+    lme4_compare(fit, lme4_ref(f"extra_jsp_probit_agq{nagq}"), atol_ll=1e-6)
+    assert fit.icc == pytest.approx(fit.varcomp().estimate[0] / (fit.varcomp().estimate[0] + 1.0))
+
+
+@pytest.mark.parametrize("nagq", [1, 7])
+def test_poisson(lme4_data, lme4_ref, lme4_compare, nagq):
+    data = lme4_data("poisson")
+    fit = mi.glmm("count ~ x + (1 | g)", data, family="poisson", nagq=nagq)
+    ref = lme4_ref(f"extra_poisson_agq{nagq}")
+    if nagq > 1:
+        # glmer's AGQ sums deviance residuals, so for nAGQ > 1 its logLik omits the saturated
+        # log-likelihood Σ log p(y | μ = y); ours is the full log-likelihood at every nagq
+        y = data["count"].to_numpy(float)
+        saturated = float(np.sum(np.where(y > 0, y * np.log(np.where(y > 0, y, 1)), 0) - y - gammaln(y + 1)))
+        ref.info["logLik"] += saturated
+    lme4_compare(fit, ref, atol_ll=1e-6)
+    assert fit.link == "log" and fit.icc is None
+
+
+def test_logistic_random_slope(lme4_data, lme4_ref, lme4_compare):
+    fit = mi.glmm("yb ~ x + (1 + x | g)", lme4_data("logit_slope"))
+    lme4_compare(fit, lme4_ref("extra_logit_slope"), atol_ll=1e-6)
+    assert fit.icc is None
+
+
+def test_logistic_crossed(lme4_data, lme4_ref, lme4_compare):
+    fit = mi.glmm("yb ~ x + (1 | a) + (1 | b)", lme4_data("logit_crossed"))
+    lme4_compare(fit, lme4_ref("extra_logit_crossed"), atol_ll=1e-6)
+
+
+def test_icc_logit(jsp):
+    fit = mi.glmm(JSP, jsp)
+    tau = fit.varcomp().estimate[0]
+    assert fit.icc == pytest.approx(tau / (tau + math.pi**2 / 3), rel=1e-12)
+    assert 0.0 < fit.icc < 0.1
+
+
+def test_string_response_second_level_is_one(jsp):
+    # "upper" > "lowerquarter" alphabetically, as R's factor levels: same fit as the 0/1 coding
+    coded = jsp.assign(behaviour=(jsp["behaviour"] == "upper").astype(int))
+    as_bool = jsp.assign(behaviour=jsp["behaviour"] == "upper")
+    as_cat = jsp.assign(behaviour=pd.Categorical(jsp["behaviour"], categories=["lowerquarter", "upper"]))
+    ref = mi.glmm(JSP, coded)
+    for data in (jsp, as_bool, as_cat):
+        assert mi.glmm(JSP, data).loglik == pytest.approx(ref.loglik, abs=1e-9)
+    flipped = jsp.assign(behaviour=pd.Categorical(jsp["behaviour"], categories=["upper", "lowerquarter"]))
+    assert mi.glmm(JSP, flipped).params["english"] == pytest.approx(-ref.params["english"], rel=1e-5)

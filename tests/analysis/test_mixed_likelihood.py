@@ -1,0 +1,166 @@
+"""Log-likelihoods at given parameters (for D3), variance-component covariances, refits, solvers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import mlimpute as mi
+from conftest import FIXTURES
+
+SLEEP = "Reaction ~ Days + (Days | Subject)"
+
+
+def dense_loglik(data: pd.DataFrame, beta, tau, sigma2) -> float:
+    """ML log-likelihood of the sleepstudy random-slope model from the dense N x N covariance."""
+    tau = tau[0] if isinstance(tau, list) else tau
+    y = data["Reaction"].to_numpy()
+    X = np.column_stack([np.ones(len(y)), data["Days"].to_numpy()])
+    V = sigma2 * np.eye(len(y))
+    for s in data["Subject"].unique():
+        i = np.flatnonzero(data["Subject"].to_numpy() == s)
+        V[np.ix_(i, i)] += X[i] @ tau @ X[i].T
+    return float(stats.multivariate_normal(mean=X @ beta, cov=V).logpdf(y))
+
+
+@pytest.fixture(scope="module")
+def sleep(lme4_data):
+    return lme4_data("sleepstudy")
+
+
+@pytest.fixture(scope="module")
+def sleep_ml(sleep):
+    return mi.lmm(SLEEP, sleep, reml=False)
+
+
+def test_loglik_at_own_ml_estimates_is_loglik(sleep_ml, sleep):
+    p = sleep_ml.covariance_parameters()
+    assert set(p) == {"beta", "tau", "sigma2"} and len(p["tau"]) == 1 and p["tau"][0].shape == (2, 2)
+    assert sleep_ml.loglik_at(**p) == pytest.approx(sleep_ml.loglik, abs=1e-9)
+    assert sleep_ml.loglik_at(**p) == pytest.approx(dense_loglik(sleep, **p), abs=1e-8)
+
+
+def test_loglik_at_other_values_matches_dense_and_mitml(sleep_ml, sleep):
+    ref = pd.read_csv(FIXTURES / "extra_sleep_userll.csv").iloc[0]
+    beta = np.array([ref.beta1, ref.beta2])
+    tau = [np.array([[ref.tau11, ref.tau21], [ref.tau21, ref.tau22]])]
+    ll = sleep_ml.loglik_at(beta, tau, ref.sigma2)
+    assert ll == pytest.approx(dense_loglik(sleep, beta, tau[0], ref.sigma2), abs=1e-8)
+    # mitml's .getUserLL.lmerMod (lme4's devfun2 with the fixed part as offset)
+    assert ll == pytest.approx(ref.loglik, abs=1e-6)
+    assert ll < sleep_ml.loglik
+
+
+def test_loglik_at_of_reml_fit_is_the_ml_likelihood(sleep):
+    fit = mi.lmm(SLEEP, sleep, reml=True)
+    p = fit.covariance_parameters()
+    assert fit.loglik_at(**p) == pytest.approx(dense_loglik(sleep, **p), abs=1e-8)
+    assert fit.loglik_at(**p) != pytest.approx(fit.loglik, abs=1e-3)  # fit.loglik is the REML criterion
+
+
+def test_loglik_at_singular_tau(sleep_ml, sleep):
+    # a zero slope variance (a boundary value, e.g. after pooling) is a valid argument
+    tau = np.array([[600.0, 0.0], [0.0, 0.0]])
+    beta = np.array([250.0, 10.0])
+    assert sleep_ml.loglik_at(beta, [tau], 700.0) == pytest.approx(dense_loglik(sleep, beta, tau, 700.0), abs=1e-8)
+
+
+def test_loglik_at_rejects_bad_arguments(sleep_ml):
+    p = sleep_ml.covariance_parameters()
+    with pytest.raises(mi.SpecError, match="beta must have 2 entries"):
+        sleep_ml.loglik_at(p["beta"][:1], p["tau"], p["sigma2"])
+    with pytest.raises(mi.SpecError, match="symmetric 2x2"):
+        sleep_ml.loglik_at(p["beta"], [np.eye(3)], p["sigma2"])
+    with pytest.raises(mi.SpecError, match="not positive semi-definite"):
+        sleep_ml.loglik_at(p["beta"], [np.array([[1.0, 2.0], [2.0, 1.0]])], p["sigma2"])
+    with pytest.raises(mi.SpecError, match="positive residual variance"):
+        sleep_ml.loglik_at(p["beta"], p["tau"], None)
+
+
+def test_glmm_loglik_at_own_estimates(lme4_data):
+    js = lme4_data("JSPmiss")[["behaviour", "english", "sex", "school"]].dropna()
+    fit = mi.glmm("behaviour ~ english + sex + (1 | school)", js)
+    p = fit.covariance_parameters()
+    assert p["sigma2"] is None
+    assert fit.loglik_at(**p) == pytest.approx(fit.loglik, abs=1e-8)
+    assert fit.loglik_at(p["beta"] + 0.01, p["tau"]) < fit.loglik
+    with pytest.raises(mi.SpecError, match="no residual variance"):
+        fit.loglik_at(p["beta"], p["tau"], 2.0)
+
+
+def test_refit_by_ml(sleep, sleep_ml):
+    reml = mi.lmm(SLEEP, sleep)
+    again = reml.refit(reml=False)
+    assert not again.reml and again.loglik == pytest.approx(sleep_ml.loglik, abs=1e-8)
+    np.testing.assert_allclose(again.params, sleep_ml.params, rtol=1e-8)
+    assert again.refit(reml=True).loglik == pytest.approx(reml.loglik, abs=1e-8)
+
+
+def test_varcomp_cov_balanced_one_way_closed_form():
+    # Balanced one-way model: REML = ANOVA, with λ1 = σ²_e + nσ²_u and λ2 = σ²_e estimated by
+    # SSB/(J-1) and SSW/(N-J); the inverse observed REML information is then exactly
+    # var(λ1) = 2λ1²/(J-1), var(λ2) = 2λ2²/(N-J), mapped to (σ²_u, σ²_e) linearly.
+    rng = np.random.default_rng(11)
+    J, n = 30, 8
+    g = np.repeat(np.arange(J), n)
+    y = 3.0 + rng.normal(0, 0.8, J)[g] + rng.normal(0, 1.0, J * n)
+    fit = mi.lmm("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g}))
+    means = y.reshape(J, n).mean(axis=1)
+    l1 = n * np.sum((means - y.mean()) ** 2) / (J - 1)
+    l2 = np.sum((y.reshape(J, n) - means[:, None]) ** 2) / (J * n - J)
+    np.testing.assert_allclose(fit.varcomp().estimate, [(l1 - l2) / n, l2], rtol=1e-6)
+    v1, v2 = 2 * l1**2 / (J - 1), 2 * l2**2 / (J * n - J)
+    expected = np.array([[(v1 + v2) / n**2, -v2 / n], [-v2 / n, v2]])
+    cov = fit.varcomp_cov()
+    assert list(cov.index) == ["Intercept~~Intercept|g", "Residual~~Residual"]
+    np.testing.assert_allclose(cov.to_numpy(), expected, rtol=1e-4)  # finite-difference Hessian
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_varcomp_cov_matches_lmertest(sleep, reml):
+    # lmerTest's vcov_varpar (numDeriv Hessian in (theta, sigma)) mapped to psi by the delta method
+    ref = pd.read_csv(FIXTURES / f"extra_sleep_varcompcov_{'reml' if reml else 'ml'}.csv").to_numpy()
+    cov = mi.lmm(SLEEP, sleep, reml=reml).varcomp_cov()
+    assert list(cov.index) == ["Intercept~~Intercept|Subject", "Days~~Days|Subject",
+                               "Intercept~~Days|Subject", "Residual~~Residual"]
+    # both sides are finite-difference Hessians at slightly different optima
+    np.testing.assert_allclose(cov.to_numpy(), ref, rtol=2e-3, atol=1e-3 * np.abs(ref).max())
+
+
+def test_glmm_varcomp_cov_matches_lme4_hessian(lme4_data):
+    js = lme4_data("JSPmiss")[["behaviour", "english", "sex", "school"]].dropna()
+    ref = pd.read_csv(FIXTURES / "extra_jsp_logit_laplace_tight_vartau.csv")["var_tau00"][0]
+    cov = mi.glmm("behaviour ~ english + sex + (1 | school)", js).varcomp_cov()
+    assert cov.shape == (1, 1) and cov.index[0] == "Intercept~~Intercept|school"
+    assert cov.iloc[0, 0] == pytest.approx(ref, rel=2e-3)  # lme4's Hessian uses steps of 1e-4
+
+
+def test_nested_and_sparse_solvers_agree(lme4_data):
+    data = lme4_data("nested3")
+    f = "y ~ x + z + (1 + x | school) + (1 | class)"
+    a, b = mi.lmm(f, data, algebra="nested"), mi.lmm(f, data, algebra="sparse")
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-7)
+    np.testing.assert_allclose(a.tidy().std_error, b.tidy().std_error, rtol=1e-6)
+    np.testing.assert_allclose(a.varcomp().estimate, b.varcomp().estimate, rtol=1e-5)
+    p = a.covariance_parameters()
+    assert a.loglik_at(**p) == pytest.approx(b.loglik_at(**p), abs=1e-8)
+
+
+def test_row_order_does_not_matter(lme4_data):
+    data = lme4_data("nested3")
+    f = "y ~ x + z + (1 + x | school) + (1 | class)"
+    shuffled = data.sample(frac=1.0, random_state=3)
+    a, b = mi.lmm(f, data), mi.lmm(f, shuffled)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-8)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-7)
+
+
+def test_glmm_nested_and_sparse_solvers_agree(lme4_data):
+    data = lme4_data("logit_slope")
+    a = mi.glmm("yb ~ x + (1 + x | g)", data, algebra="nested")
+    b = mi.glmm("yb ~ x + (1 + x | g)", data, algebra="sparse")
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-7)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-5)
