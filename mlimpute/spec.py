@@ -146,7 +146,9 @@ class ImputationModel:
         always random).
     covariance : {"common", "cluster"}
         One level-1 covariance matrix, or cluster-specific ones drawn around a common
-        inverse-Wishart mean (jomo's ``meth="random"``).
+        inverse-Wishart mean (jomo's ``meth="random"``; continuous level-1 variables only).
+        With "cluster", ``prior_l1`` gives the scale Γ of the Wishart prior of the common
+        scale matrix A and its df γ − 1 (defaults: I and p1, as jomo).
     prior_l1, prior_l2 : CovariancePrior
         Inverse-Wishart priors of the level-1 covariance Ω1 and the level-2 covariance Ω2.
 
@@ -217,6 +219,21 @@ class ImputationModel:
                 raise SpecError(
                     f"random slope {s!r} is not among the level-1 covariates {list(cov)}; "
                     "add it to covariates= (random slopes are coefficients of fully observed covariates)"
+                )
+        if self.covariance == "cluster":
+            if not any(v.level == 1 for v in norm.values()):
+                raise SpecError(
+                    "covariance='cluster' makes the level-1 covariance cluster-specific, but no "
+                    "variable is at level 1; use covariance='common'"
+                )
+            cats = [n for n, v in norm.items() if v.level == 1 and v.is_categorical]
+            if cats:
+                raise SpecError(
+                    f"covariance='cluster' is not available with categorical level-1 variables "
+                    f"({', '.join(map(repr, cats))}): their latent variances are fixed, and an "
+                    "inverse-Wishart prior restricted to such matrices has no tractable normalising "
+                    "constant, so the hierarchical update would be approximate (jomo ignores this); "
+                    "use covariance='common' or declare them at level 2"
                 )
         if not isinstance(self.prior_l1, CovariancePrior) or not isinstance(self.prior_l2, CovariancePrior):
             raise SpecError("prior_l1 and prior_l2 must be mlimpute.CovariancePrior instances")

@@ -18,7 +18,7 @@ import numpy as np
 
 from .state import Pattern, Patterns
 
-__all__ = ["draw_missing", "conditional"]
+__all__ = ["draw_missing", "draw_missing_clustered", "conditional"]
 
 
 def conditional(cov: np.ndarray, pat: Pattern) -> tuple[np.ndarray, np.ndarray]:
@@ -50,5 +50,38 @@ def draw_missing(
         draw = mf[pat.flat_miss].reshape(n_rows, n_miss) + (noise * C[0, 0] if n_miss == 1 else noise @ C.T)
         if pat.obs.size:
             draw += (yf[pat.flat_obs] - mf[pat.flat_obs]).reshape(n_rows, pat.obs.size) @ K.T
+        yf[pat.flat_miss] = draw.reshape(-1)
+    return y
+
+
+def draw_missing_clustered(
+    rng: np.random.Generator, y: np.ndarray, mean: np.ndarray, covs: np.ndarray,
+    cluster: np.ndarray, patterns: Patterns,
+) -> np.ndarray:
+    """As :func:`draw_missing` with a covariance per cluster, ``covs`` (J, p, p).
+
+    Each pattern's conditional (regression matrix and Cholesky factor) is computed for all J
+    clusters as one stack, then gathered by each row's cluster.
+    """
+    z = rng.standard_normal(patterns.n_cells)
+    yf = y.reshape(-1)
+    mf = mean.reshape(-1)
+    pos = 0
+    for pat in patterns.groups:
+        n_rows, n_miss, n_obs = pat.rows.size, pat.miss.size, pat.obs.size
+        s_mm = covs[:, pat.miss[:, None], pat.miss[None, :]]
+        cl = cluster[pat.rows]
+        noise = z[pos:pos + n_rows * n_miss].reshape(n_rows, n_miss)
+        pos += n_rows * n_miss
+        draw = mf[pat.flat_miss].reshape(n_rows, n_miss)
+        if n_obs:
+            s_mo = covs[:, pat.miss[:, None], pat.obs[None, :]]
+            s_oo = covs[:, pat.obs[:, None], pat.obs[None, :]]
+            K = np.swapaxes(np.linalg.solve(s_oo, np.swapaxes(s_mo, 1, 2)), 1, 2)   # (J, m, o)
+            s_mm = s_mm - K @ np.swapaxes(s_mo, 1, 2)
+            e_o = (yf[pat.flat_obs] - mf[pat.flat_obs]).reshape(n_rows, n_obs)
+            draw += np.einsum("imo,io->im", K[cl], e_o)
+        C = np.linalg.cholesky(0.5 * (s_mm + np.swapaxes(s_mm, 1, 2)))
+        draw += np.einsum("imk,ik->im", C[cl], noise)
         yf[pat.flat_miss] = draw.reshape(-1)
     return y

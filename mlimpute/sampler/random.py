@@ -11,6 +11,9 @@ pair (β, u_1..u_J) is jointly normal with precision and linear term::
     [ T_j       P_j  (block)  ]      h_j = vec(Ω Y1_j'Z_j) − Λ12 u2_j
     P_j = Λ11 + Ω ⊗ Z_j'Z_j,    T_j = Ω ⊗ Z_j'X1_j
 
+(with cluster-specific covariances Ω becomes Ω_j in P_j, T_j, h_j and the first block is
+``Σ_j Ω_j ⊗ X1_j'X1_j``, ``h_β = Σ_j vec(Ω_j Y1_j'X1_j)``)
+
 so β | · (u integrated out) ~ N(H⁻¹ g, H⁻¹) with the Schur complement
 ``H = Ω ⊗ X'X − Σ_j T_j' P_j⁻¹ T_j`` and ``g = h_β − Σ_j T_j' P_j⁻¹ h_j``, and then
 ``u_j | β, · ~ N(P_j⁻¹ (h_j − T_j β), P_j⁻¹)``. Drawing the block removes the slow
@@ -68,18 +71,27 @@ def draw_b1_u1(
     lam = np.linalg.inv(omega2)
     lam = 0.5 * (lam + lam.T)
     om = omega1_inv
+    per_cluster = om.ndim == 3           # cluster-specific Ω1_j⁻¹ (covariance="cluster")
+    omj = om if per_cluster else om[None]
     # Per-cluster precision of u_j and its Cholesky factor.
-    P = (om[None, :, None, :, None] * st.ztz[:, None, :, None, :]).reshape(J, d1, d1) + lam[:d1, :d1]
+    P = (omj[:, :, None, :, None] * st.ztz[:, None, :, None, :]).reshape(J, d1, d1) + lam[:d1, :d1]
     L = cholesky(P)
-    h = np.einsum("lm,jmk->jlk", om, cluster_crossprod(st, y1)).reshape(J, d1)
+    h = np.einsum("jlm,jmk->jlk", np.broadcast_to(omj, (J, p1, p1)), cluster_crossprod(st, y1)).reshape(J, d1)
     if st.p2:
         h -= u2 @ lam[:d1, d1:].T
-    T = (om[None, :, None, :, None] * st.ztx[:, None, :, None, :]).reshape(J, d1, fb)
+    T = (omj[:, :, None, :, None] * st.ztx[:, None, :, None, :]).reshape(J, d1, fb)
     LT = forward_solve(L, T)                                   # L_j⁻¹ T_j   (J, d1, fb)
     Lh = forward_solve(L, h)                                   # L_j⁻¹ h_j   (J, d1)
     LT2 = LT.reshape(J * d1, fb)   # Σ_j T_j' P_j⁻¹ T_j as one BLAS product, not an einsum
-    H = np.kron(om, st.xtx) - LT2.T @ LT2
-    g = (om @ (st.data.x1.T @ y1).T).reshape(fb) - LT2.T @ Lh.reshape(J * d1)
+    if per_cluster:  # Σ_j Ω_j ⊗ X_j'X_j and Σ_j vec(Ω_j Y_j'X_j), from per-cluster statistics
+        H = np.einsum("jlm,jab->lamb", om, st.xtx_j).reshape(fb, fb)
+        yx = np.add.reduceat(y1[:, :, None] * st.data.x1[:, None, :], st.data.starts, axis=0)
+        hb = np.einsum("jlm,jma->la", om, yx).reshape(fb)
+    else:
+        H = np.kron(om, st.xtx)
+        hb = (om @ (st.data.x1.T @ y1).T).reshape(fb)
+    H = H - LT2.T @ LT2
+    g = hb - LT2.T @ Lh.reshape(J * d1)
     LH = np.linalg.cholesky(0.5 * (H + H.T))
     z = rng.standard_normal(fb + J * d1)
     beta = back_solve_t(LH, forward_solve(LH, g) + z[:fb])

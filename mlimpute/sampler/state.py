@@ -27,7 +27,10 @@ class State(NamedTuple):
     cuts1, cuts2 : thresholds of the level-1 / level-2 ordinal variables, one array
          ``[-inf, 0, γ_2, …, γ_{K-1}, inf]`` per variable
     steps : Metropolis–Hastings step sizes (tuned during burn-in only): free elements of the
-         constrained blocks of Ω1 and Ω2, then the threshold proposals (see Static.step_slices)
+         constrained blocks of Ω1 and Ω2, the threshold proposals, then (covariance="cluster")
+         the df of the Ω1_j prior (see Static.step_slices)
+    omega1 is (J, p1, p1) with covariance="cluster"; l1_df, l1_scale are then the a and A of
+         Ω1_j ~ IW(a, A).
 
     y1 and y2 hold latent values in the columns of categorical variables.
     """
@@ -42,6 +45,8 @@ class State(NamedTuple):
     cuts1: tuple = ()
     cuts2: tuple = ()
     steps: np.ndarray = np.zeros(0)
+    l1_df: float = np.nan                 # covariance="cluster": Ω1_j ~ IW(l1_df, l1_scale)
+    l1_scale: np.ndarray = np.zeros((0, 0))
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,7 +129,9 @@ class Static:
     obs_rows2: tuple[np.ndarray, ...]  # clusters with an observed category, per cat2 codec
     con1: Constraint | None            # fixed elements of Ω1 (categorical latent columns)
     con2: Constraint | None            # fixed elements of Ω2 (level-2 categorical latents)
-    step_slices: tuple[slice, slice, slice, slice]  # of State.steps: Ω1, Ω2, cuts1, cuts2
+    step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster)
+    cluster_cov: bool = False          # covariance="cluster"
+    xtx_j: np.ndarray | None = None    # (J, f1, f1) per-cluster X1_j'X1_j (cluster covariance)
 
     @property
     def d(self) -> int:
@@ -159,8 +166,12 @@ def prepare_static(data: ModelData) -> Static:
     con2 = Constraint.build(p1 * q + p2, [([p1 * q + k for k in c.cols], _fixed_block(c)) for c in cat2])
     n_steps = [0 if con is None else con.n_free for con in (con1, con2)]
     n_steps += [sum(c.n_categories - 2 for c in cs if c.kind == "ordinal") for cs in (cat1, cat2)]
+    cluster_cov = model.covariance == "cluster"
+    n_steps.append(1 if cluster_cov else 0)
     bounds = np.cumsum([0, *n_steps])
-    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(4))
+    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(5))
+    xtx_j = (np.add.reduceat(data.x1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
+             if cluster_cov else None)
     return Static(
         data=data, p1=p1, p2=p2, q=q,
         x1_pinv=np.linalg.solve(x1tx1, data.x1.T),
@@ -172,7 +183,7 @@ def prepare_static(data: ModelData) -> Static:
         prior1=prior1, prior2=prior2, cat1=cat1, cat2=cat2,
         obs_rows1=tuple(np.flatnonzero(c.codes >= 0) for c in cat1),
         obs_rows2=tuple(np.flatnonzero(c.codes >= 0) for c in cat2),
-        con1=con1, con2=con2, step_slices=step_slices,
+        con1=con1, con2=con2, step_slices=step_slices, cluster_cov=cluster_cov, xtx_j=xtx_j,
     )
 
 
@@ -245,8 +256,15 @@ def initial_state(static: Static, rng: np.random.Generator) -> State:
     n_steps = static.step_slices[-1].stop
     steps = np.concatenate([np.full(static.step_slices[1].stop, 0.1),
                             np.full(n_steps - static.step_slices[1].stop, 0.05)])
+    l1_df, l1_scale = np.nan, np.zeros((0, 0))
+    if static.cluster_cov:
+        # jomo's start: a = p1 + 50, every Ω1_j at the pooled estimate, A matching its mean
+        l1_df = p1 + 50.0
+        l1_scale = (l1_df - p1 - 1) * omega1
+        omega1 = np.repeat(omega1[None], data.n_clusters, axis=0)
+        steps[static.step_slices[4]] = 0.3
     return State(y1=y1, y2=y2, b1=b1, b2=b2, u1=u1, omega1=omega1, omega2=omega2,
-                 cuts1=cuts1, cuts2=cuts2, steps=steps)
+                 cuts1=cuts1, cuts2=cuts2, steps=steps, l1_df=l1_df, l1_scale=l1_scale)
 
 
 def _constrain_start(omega: np.ndarray, con: Constraint | None) -> np.ndarray:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .clustercov import draw_cluster_omegas, draw_hyper
 from .covariance import draw_covariance
 from .fixed import draw_b2, level2_given_u1
 from .latent import update_latents
-from .missing import draw_missing
+from .missing import draw_missing, draw_missing_clustered
 from .random import draw_b1_u1, zu
 from .state import State, Static
 
@@ -40,8 +41,8 @@ def _level2_moments(st: Static, b2, u1, omega2):
 def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None = None) -> State:
     """One sweep; ``adapt_at`` = the burn-in iteration number to tune MH steps, else None."""
     data = st.data
-    y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps = s
-    sl1, sl2, slc1, slc2 = st.step_slices
+    y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale = s
+    sl1, sl2, slc1, slc2, sla = st.step_slices
     steps = steps.copy()
     if st.cat1:
         fitted1 = data.x1 @ b1 + zu(st, u1)
@@ -57,7 +58,8 @@ def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None =
             steps[slc2] = _adapt(steps[slc2], acc, adapt_at)
     if st.p1:
         omega1_inv = np.linalg.inv(omega1)
-        b1, u1 = draw_b1_u1(rng, st, y1, y2 - data.x2 @ b2, 0.5 * (omega1_inv + omega1_inv.T), omega2)
+        omega1_inv = 0.5 * (omega1_inv + np.swapaxes(omega1_inv, -1, -2))
+        b1, u1 = draw_b1_u1(rng, st, y1, y2 - data.x2 @ b2, omega1_inv, omega2)
         zu1 = zu(st, u1)
     if st.p2:
         b2 = draw_b2(rng, st, y2, u1, omega2)
@@ -71,16 +73,26 @@ def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None =
         fitted1 += zu1
         resid1 = y1 - fitted1
         scale1, df1 = st.prior1
-        omega1, acc = draw_covariance(rng, df1 + resid1.shape[0], scale1 + resid1.T @ resid1,
-                                      st.con1, omega1, steps[sl1])
-        if adapt_at is not None and acc.size:
-            steps[sl1] = _adapt(steps[sl1], acc, adapt_at)
+        if st.cluster_cov:
+            omega1 = draw_cluster_omegas(rng, resid1, data.starts, data.sizes, l1_df, l1_scale)
+            l1_df, l1_scale, acc = draw_hyper(rng, omega1, l1_df, np.linalg.inv(scale1), df1 + 1.0,
+                                              float(st.p1), steps[sla][0])
+            if adapt_at is not None:
+                steps[sla] = _adapt(steps[sla], np.array([float(acc)]), adapt_at)
+        else:
+            omega1, acc = draw_covariance(rng, df1 + resid1.shape[0], scale1 + resid1.T @ resid1,
+                                          st.con1, omega1, steps[sl1])
+            if adapt_at is not None and acc.size:
+                steps[sl1] = _adapt(steps[sl1], acc, adapt_at)
         if st.patterns1.groups:
-            y1 = draw_missing(rng, y1.copy(), fitted1, omega1, st.patterns1)
+            if st.cluster_cov:
+                y1 = draw_missing_clustered(rng, y1.copy(), fitted1, omega1, data.cluster, st.patterns1)
+            else:
+                y1 = draw_missing(rng, y1.copy(), fitted1, omega1, st.patterns1)
     if st.p2 and st.patterns2.groups:
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
         y2 = draw_missing(rng, y2.copy(), mean2, cov2, st.patterns2)
-    return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps)
+    return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale)
 
 
 def _free_lower(dim: int, con) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +112,8 @@ def trace_vector(st: Static, s: State) -> np.ndarray:
     i1, j1 = _free_lower(st.p1, st.con1)
     i2, j2 = _free_lower(st.d, st.con2)
     cuts = [c[2:-1] for c in (*s.cuts1, *s.cuts2)]
-    return np.concatenate([s.b1.T.ravel(), s.b2.T.ravel(), s.omega1[i1, j1], s.omega2[i2, j2], *cuts])
+    level1 = [s.l1_scale[i1, j1], [s.l1_df]] if st.cluster_cov else [s.omega1[i1, j1]]
+    return np.concatenate([s.b1.T.ravel(), s.b2.T.ravel(), *level1, s.omega2[i2, j2], *cuts])
 
 
 def trace_names(st: Static) -> list[str]:
@@ -108,7 +121,11 @@ def trace_names(st: Static) -> list[str]:
     names = [f"beta1[{v}:{x}]" for v in data.y1_names for x in data.x1_names]
     names += [f"beta2[{v}:{x}]" for v in data.y2_names for x in data.x2_names]
     i1, j1 = _free_lower(st.p1, st.con1)
-    names += [f"omega1[{data.y1_names[a]},{data.y1_names[b]}]" for a, b in zip(i1, j1)]
+    if st.cluster_cov:  # Ω1_j ~ IW(df, scale): monitor the scale and df
+        names += [f"omega1_scale[{data.y1_names[a]},{data.y1_names[b]}]" for a, b in zip(i1, j1)]
+        names.append("omega1_df")
+    else:
+        names += [f"omega1[{data.y1_names[a]},{data.y1_names[b]}]" for a, b in zip(i1, j1)]
     u_names = [f"{v}:{z}" for v in data.y1_names for z in data.z_names] + list(data.y2_names)
     i2, j2 = _free_lower(st.d, st.con2)
     names += [f"omega2[{u_names[a]},{u_names[b]}]" for a, b in zip(i2, j2)]
