@@ -43,8 +43,14 @@ class Family:
     def evaluate(self, y: np.ndarray, eta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """``Σ log p(y | η)``, IRLS weights ``w`` and scores ``s`` in one pass (see the module notes)."""
         if self.link == "logit":
-            mu = expit(eta)
-            return float(log_expit((2 * y - 1) * eta).sum()), mu * (1 - mu), y - mu
+            # one exp: with e = exp(-|η|), log p = min((2y-1)η, 0) - log(1 + e) and
+            # μ(1 - μ) = e / (1 + e)²; log(1 + e) is accurate in absolute terms, which is what
+            # a sum of log-likelihoods needs
+            e = np.exp(-np.abs(eta))
+            onep = 1.0 + e
+            ll = float(np.minimum((2 * y - 1) * eta, 0.0).sum() - np.log(onep).sum())
+            mu = np.where(eta >= 0, 1.0, e) / onep
+            return ll, e / (onep * onep), y - mu
         if self.link == "probit":
             log_phi = -0.5 * eta**2 - _LOG_SQRT_2PI
             lp, lq = log_ndtr(eta), log_ndtr(-eta)

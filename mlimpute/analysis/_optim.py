@@ -191,8 +191,9 @@ def _newton(fc: Fun, x: np.ndarray, fx: float, lower: np.ndarray, steps: int, he
             continue
         step = -np.linalg.solve(H, g[idx])
         # stop when the Newton decrement (the predicted decrease) is at rounding level
-        if -0.5 * float(step @ g[idx]) < 1e-12 * max(1.0, abs(fx)) or it == steps:
-            done = it < steps or -0.5 * float(step @ g[idx]) < 1e-12 * max(1.0, abs(fx))
+        small = -0.5 * float(step @ g[idx]) < 1e-14 * max(1.0, abs(fx))
+        if small or it == steps:
+            done = small
             break
         for shrink in (1.0, 0.5, 0.25, 0.125):
             trial = x.copy()
@@ -231,13 +232,14 @@ def minimize_bounded(f: Fun, x0: np.ndarray, lower: np.ndarray, maxiter: int = 1
                      newton_first: bool = False) -> OptimResult:
     """Minimise ``f`` subject to ``x >= lower`` (use ``-inf`` for free parameters).
 
-    L-BFGS-B with forward-difference gradients brings ``x`` close; then up to ``polish``
-    Newton steps with central differences make it exact, and the Hessian at the final point
-    (``OptimResult.hessian``, over the free parameters ``OptimResult.free``) gives lme4's
-    convergence check (Newton-scaled gradient < 0.002, positive definite Hessian).
-    ``polish=0`` skips the Newton phase (a rough optimum, e.g. for starting values).
-    ``newton_first`` tries Newton alone from a start known to be close, and falls back to
-    L-BFGS-B when that does not converge.
+    L-BFGS-B with forward-difference gradients brings ``x`` close (stopping early, at a
+    relative change of 1e-9, because forward differences cannot do much better); then up to
+    ``polish`` quasi-Newton steps with central differences make it exact, and the Hessian at
+    the final point (``OptimResult.hessian``, over the free parameters ``OptimResult.free``)
+    gives lme4's convergence check (Newton-scaled gradient < 0.002, positive definite
+    Hessian). If the Newton phase does not converge, L-BFGS-B runs again to ``ftol``/``gtol``
+    and Newton once more. ``polish=0`` skips the Newton phase (a rough optimum, e.g. for
+    starting values); ``newton_first`` starts with Newton from a start known to be close.
     """
     count = [0]
 
@@ -246,17 +248,23 @@ def minimize_bounded(f: Fun, x0: np.ndarray, lower: np.ndarray, maxiter: int = 1
         val = float(f(x))
         return val if np.isfinite(val) else 1e300
 
+    def result(x, fx, converged, message, scaled=np.nan, hess_ok=False, idx=None, H=None):
+        return OptimResult(x=x, fun=fx, converged=bool(converged), message=message, scaled_gradient=float(scaled),
+                           hessian_ok=bool(hess_ok), nfev=count[0],
+                           free=np.zeros(0, dtype=int) if idx is None else idx,
+                           hessian=np.zeros((0, 0)) if H is None else H)
+
     x = np.maximum(np.asarray(x0, float), lower)
     if newton_first:
         x, fx, scaled, hess_ok, done, idx, H = _newton(fc, x, fc(x), lower, min(polish + 4, maxiter), hess_rel)
         if done and hess_ok:
-            return OptimResult(x=x, fun=fx, converged=scaled < 2e-3, message="Newton steps converged",
-                               scaled_gradient=scaled, hessian_ok=True, nfev=count[0], free=idx, hessian=H)
-    x, fx, ok, message = _lbfgs(fc, x, lower, maxiter, gtol, ftol)
+            return result(x, fx, scaled < 2e-3, "Newton steps converged", scaled, True, idx, H)
     if polish == 0:
-        return OptimResult(x=x, fun=fx, converged=ok, message=message, scaled_gradient=np.nan, hessian_ok=False,
-                           nfev=count[0], free=np.zeros(0, dtype=int), hessian=np.zeros((0, 0)))
-    x, fx, scaled, hess_ok, _, idx, H = _newton(fc, x, fx, lower, polish, hess_rel)
-    converged = ok and scaled < 2e-3 and hess_ok
-    return OptimResult(x=x, fun=fx, converged=bool(converged), message=message, scaled_gradient=float(scaled),
-                       hessian_ok=bool(hess_ok), nfev=count[0], free=idx, hessian=H)
+        x, fx, ok, message = _lbfgs(fc, x, lower, maxiter, gtol, ftol)
+        return result(x, fx, ok, message)
+    x, fx, ok, message = _lbfgs(fc, x, lower, maxiter, max(gtol, 1e-4), max(ftol, 1e-9))
+    x, fx, scaled, hess_ok, done, idx, H = _newton(fc, x, fx, lower, polish, hess_rel)
+    if not (done and hess_ok) and ok:
+        x, fx, ok, message = _lbfgs(fc, x, lower, maxiter, gtol, ftol)
+        x, fx, scaled, hess_ok, done, idx, H = _newton(fc, x, fx, lower, polish, hess_rel)
+    return result(x, fx, ok and scaled < 2e-3 and hess_ok, message, scaled, hess_ok, idx, H)

@@ -29,9 +29,9 @@ __all__ = ["Mode", "Pirls"]
 
 _W_FLOOR = 1e-10  # keeps s/w finite; the fixed point u = ΛᵀZᵀs does not depend on w
 # Stop when a step is below TOL, after taking it. For canonical links (logit, log) Fisher
-# scoring is Newton's method, so the error after that step is ~TOL² and 1e-8 is plenty;
-# the probit link converges only linearly, hence the smaller tolerance there.
-_TOL = {"logit": 1e-8, "log": 1e-8, "probit": 1e-11}
+# scoring is Newton's method, so the error after that step is ~TOL² (1e-12 for 1e-6); the
+# probit link converges only linearly, hence the much smaller tolerance there.
+_TOL = {"logit": 1e-6, "log": 1e-6, "probit": 1e-11}
 
 
 @dataclass(frozen=True)

@@ -87,13 +87,16 @@ class LmmEngine:
 
     def profiled_deviance(self, theta: np.ndarray, reml: bool) -> float:
         try:
-            pc = self.pieces(theta)
+            sol = self.algebra.solve(theta)
+            d = np.diag(np.linalg.cholesky(sol.F))  # R_X's diagonal on the first p, sqrt(r²) last
         except np.linalg.LinAlgError:
             return np.inf
+        ldL2 = sol.ldL2
+        r2 = float(d[-1] ** 2)
         if reml:
             dof = self.n - self.p
-            return pc.ldL2 + pc.ldRX2 + dof * (1 + _LOG2PI + math.log(pc.r2 / dof))
-        return pc.ldL2 + self.n * (1 + _LOG2PI + math.log(pc.r2 / self.n))
+            return ldL2 + 2.0 * float(np.log(d[:-1]).sum()) + dof * (1 + _LOG2PI + math.log(r2 / dof))
+        return ldL2 + self.n * (1 + _LOG2PI + math.log(r2 / self.n))
 
     def deviance(self, theta: np.ndarray, sigma2: float, reml: bool) -> float:
         """−2 × (RE)ML log-likelihood at theta and σ² (β profiled out)."""
@@ -132,7 +135,8 @@ class LmmEngine:
             return self.deviance(theta, v[-1], result.reml)
 
         try:
-            H = fd_hessian(dev, psi, h=1e-4 * np.maximum(np.abs(psi), 1e-3 * np.abs(psi).max()))
+            # steps of 1e-3 relative: truncation error ~1e-6, rounding error well below it
+            H = fd_hessian(dev, psi, h=1e-3 * np.maximum(np.abs(psi), 1e-3 * np.abs(psi).max()))
             return np.linalg.inv(0.5 * H)
         except (np.linalg.LinAlgError, SpecError):
             warn("varcomp_cov: the information matrix of the variance components is singular or the "
