@@ -5,7 +5,7 @@ import pytest
 from scipy import integrate, stats
 
 from mlimpute.sampler.covariance import Constraint, complete_given_block, draw_covariance, log_iw_kernel
-from mlimpute.sampler.latent import cuts_to_codes, log_interval_prob, truncated_normal
+from mlimpute.sampler.latent import cuts_to_codes, log_interval_prob, one_sided_normal, truncated_normal
 from mlimpute.sampler.linalg import invwishart
 
 
@@ -24,6 +24,22 @@ def test_truncated_normal_is_exact(mean, sd, lo, hi):
     ref = stats.truncnorm((lo - mean) / sd, (hi - mean) / sd, loc=mean, scale=sd)
     # KS against the exact CDF: p-value far from 0 for an exact sampler (fixed seed).
     assert stats.kstest(x, ref.cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("mean, sd, bound, side", [
+    (0.3, 1.0, 0.0, 1.0), (0.3, 1.0, 0.0, -1.0), (-5.0, 0.8, 0.0, 1.0), (4.0, 1.3, -1.0, -1.0),
+    (0.0, 2.0, np.inf, -1.0),   # unrestricted
+])
+def test_one_sided_normal_is_exact(mean, sd, bound, side):
+    rng = np.random.default_rng(5)
+    n = 50_000
+    x = one_sided_normal(rng, np.full(n, mean), sd, np.full(n, bound), np.full(n, side))
+    lo, hi = (bound, np.inf) if side > 0 else (-np.inf, bound)
+    assert np.all((x >= lo) & (x <= hi))
+    ref = stats.truncnorm((lo - mean) / sd, (hi - mean) / sd, loc=mean, scale=sd)
+    assert stats.kstest(x, ref.cdf).pvalue > 1e-3
+    far = one_sided_normal(rng, np.zeros(1000), 1.0, np.full(1000, 40.0), np.ones(1000))
+    assert np.all(far > 40.0) and np.all(np.isfinite(far))
 
 
 def test_truncated_normal_extreme_tail_uses_log_space():

@@ -81,7 +81,8 @@ class _FixedNormals:
         return self.values[: int(np.prod(size))].reshape(size)
 
 
-def test_block_draw_of_b1_and_u1_is_the_exact_joint_conditional():
+@pytest.mark.parametrize("slope", [True, False])   # False: the random-intercept fast path
+def test_block_draw_of_b1_and_u1_is_the_exact_joint_conditional(slope):
     """Mean and covariance of (vec B1, u_1..u_J) against a dense joint-Gaussian computation."""
     import sys
 
@@ -93,13 +94,14 @@ def test_block_draw_of_b1_and_u1_is_the_exact_joint_conditional():
     from mlimpute.sampler import prepare_static
     from mlimpute.sampler.random import draw_b1_u1
 
-    data_df, _, _ = simulate(np.random.default_rng(7), J=4, n=5, slope=True, missing=0.0)
+    data_df, _, _ = simulate(np.random.default_rng(7), J=4, n=5, slope=slope, missing=0.0)
+    data_df = data_df.iloc[:-2]  # unequal cluster sizes
     model = mi.ImputationModel(cluster="g", variables={"y1": "continuous", "y2": "continuous",
                                                        "w": mi.Variable("continuous", level=2)},
-                               covariates=["x"], random_slopes=["x"])
+                               covariates=["x"], random_slopes=["x"] if slope else [])
     st = prepare_static(prepare(data_df, model))
     rng = np.random.default_rng(8)
-    J, p1, q, f1 = 4, 2, 2, 2
+    J, p1, q, f1 = 4, 2, 2 if slope else 1, 2
     d1, fb = p1 * q, f1 * p1
     om1 = _spd(rng, p1)
     om2 = _spd(rng, d1 + 1)
@@ -136,3 +138,35 @@ def test_block_draw_of_b1_and_u1_is_the_exact_joint_conditional():
     assert np.allclose(got_mean, mean, atol=1e-9)
     M = np.column_stack([draw(np.eye(n)[k]) - got_mean for k in range(n)])  # θ = mean + M z
     assert np.allclose(M @ M.T, cov, atol=1e-9)
+
+
+def test_missing_cells_drawn_from_their_exact_conditional():
+    """draw_missing: mean and covariance of each row's missing cells given its observed ones."""
+    from mlimpute.sampler.missing import draw_missing
+    from mlimpute.sampler.state import Patterns
+
+    rng = np.random.default_rng(9)
+    p = 4
+    S = _spd(rng, p)
+    y = rng.normal(size=(6, p))
+    mean = rng.normal(size=(6, p))
+    holes = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 1], [1, 0, 1, 0], [0, 1, 1, 0]], bool)
+    y[holes] = np.nan
+    pats = Patterns.of(y)
+    y0 = np.where(holes, 0.0, y)
+    n_z = pats.n_cells
+
+    def draw(z):
+        return draw_missing(_FixedNormals(z), y0.copy(), mean, S, pats)
+
+    base = draw(np.zeros(n_z))
+    maps = [draw(np.eye(n_z)[k]) - base for k in range(n_z)]
+    for i in range(6):
+        m, o = holes[i], ~holes[i]
+        assert np.array_equal(base[i, o], y0[i, o])                 # observed cells untouched
+        K = S[np.ix_(m, o)] @ np.linalg.inv(S[np.ix_(o, o)]) if o.any() else np.zeros((m.sum(), 0))
+        cond_mean = mean[i, m] + K @ (y0[i, o] - mean[i, o])
+        cond_cov = S[np.ix_(m, m)] - K @ S[np.ix_(o, m)]
+        assert np.allclose(base[i, m], cond_mean, atol=1e-10)
+        M = np.column_stack([d[i, m] for d in maps])
+        assert np.allclose(M @ M.T, cond_cov, atol=1e-10)

@@ -42,7 +42,7 @@ from scipy.special import log_ndtr, ndtr, ndtri, ndtri_exp
 
 from ..design import ColumnCodec
 
-__all__ = ["truncated_normal", "log_interval_prob", "update_latents", "cuts_to_codes",
+__all__ = ["truncated_normal", "one_sided_normal", "log_interval_prob", "update_latents", "cuts_to_codes",
            "latents_to_codes", "initial_latent"]
 
 _TINY = 1e-300
@@ -72,6 +72,28 @@ def truncated_normal(
         x[far] = ndtri_exp(lb + np.log1p(-u[far] * -np.expm1(la - lb)))
     x = np.where(flip, -x, x)
     return mean + sd * x
+
+
+def one_sided_normal(
+    rng: np.random.Generator, mean: np.ndarray, sd: float, bound: np.ndarray, side: np.ndarray
+) -> np.ndarray:
+    """Exact draws from N(mean, sd²) restricted to (bound, ∞) where side = +1 and to
+    (−∞, bound) where side = −1 (bound = +inf with side −1: unrestricted).
+
+    Notes
+    -----
+    With ``P = Φ(side·(mean − bound)/sd)``, the mass of the allowed side, the draw is
+    ``mean − side·sd·Φ⁻¹(U·P)``: one Φ and one Φ⁻¹ per element, half the work of the two-sided
+    formula, and Φ is again only evaluated where it is small or 1 (no cancellation).
+    """
+    zb = side * (mean - bound) / sd
+    P = ndtr(zb)
+    u = rng.random(mean.shape)
+    t = ndtri(u * P)
+    far = P < _TINY
+    if np.any(far):  # allowed side beyond Φ ≈ 1e-300: the same inverse CDF in log space
+        t[far] = ndtri_exp(np.log(u[far]) + log_ndtr(zb[far]))
+    return mean - side * sd * t
 
 
 def log_interval_prob(mean: np.ndarray, sd: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -118,44 +140,61 @@ def update_latents(
     cuts: tuple[np.ndarray, ...],
     steps: np.ndarray,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
-    """Redraw the latents of every observed categorical cell (and ordinal thresholds).
+    """Redraw the latents of every categorical cell (and ordinal thresholds).
 
-    ``y`` (rows, p) is modified in place and returned, with the new thresholds (one array per
-    ordinal codec, in codec order) and the acceptance indicator of each threshold update.
+    Observed categories constrain their latents as in the module notes; the latents of missing
+    categories get the unconstrained conditional draw (also an exact Gibbs step; the missing-cell
+    step later redraws them jointly with the row's other missing cells). Working on whole
+    columns avoids gathering and scattering the observed rows. ``y`` (rows, p) is modified in
+    place and returned, with the new thresholds (one array per ordinal codec, in codec order)
+    and the acceptance indicator of each threshold update.
     """
     Q = np.linalg.inv(cov)
-    resid = y - mean
+    # column-major copies: every step below reads or writes whole columns
+    resid = np.asfortranarray(y - mean)
+    mean = np.asfortranarray(mean)
+    yf = np.asfortranarray(y)
     new_cuts = list(cuts)
     accepted = np.zeros(len(cuts))
     o = 0
     for codec, rows in zip(codecs, obs_rows):
-        codes = codec.codes[rows]
+        codes = codec.codes
+        missing = codes < 0
         for m, c in enumerate(codec.cols):
             qcc = Q[c, c]
             sd = 1.0 / np.sqrt(qcc)
-            r = resid[rows]
-            cm = mean[rows, c] - (r @ Q[:, c] - r[:, c] * qcc) / qcc
-            if codec.kind == "binary":
-                lo = np.where(codes == 1, 0.0, -np.inf)
-                hi = np.where(codes == 1, np.inf, 0.0)
+            qc = Q[:, c] / qcc
+            qc[c] = 0.0
+            cm = mean[:, c] - resid @ qc
+            if codec.kind == "binary":   # (0, ∞) for code 1, (−∞, 0) for code 0, free if missing
+                side = np.where(codes == 1, 1.0, -1.0)
+                bound = np.where(missing, np.inf, 0.0)
             elif codec.kind == "ordinal":
                 if codec.n_categories > 2:
-                    new_cuts[o], accepted[o] = _cowles(rng, cuts[o], codes, cm, sd, steps[o])
-                lo, hi = new_cuts[o][codes], new_cuts[o][codes + 1]
+                    new_cuts[o], accepted[o] = _cowles(rng, cuts[o], codes[rows], cm[rows], sd, steps[o])
+                ext = np.append(new_cuts[o], [-np.inf, np.inf])   # code −1 → (−inf, inf)
+                lo = ext[np.where(missing, -2, codes)]
+                hi = ext[np.where(missing, -1, codes + 1)]
                 o += 1
             else:  # nominal, component m; reference = last category
                 K = codec.n_categories
-                w = y[rows][:, list(codec.cols)]
-                others = np.delete(w, m, axis=1)
-                other_max = others.max(axis=1) if others.shape[1] else np.full(rows.size, -np.inf)
-                w_code = w[np.arange(rows.size), np.minimum(codes, K - 2)]
-                is_ref = codes == K - 1
+                other_max = np.full(codes.size, -np.inf)
+                w_code = np.zeros(codes.size)
+                for k, ck in enumerate(codec.cols):
+                    if k != m:
+                        other_max = np.maximum(other_max, yf[:, ck])
+                        w_code = np.where(codes == k, yf[:, ck], w_code)
                 is_m = codes == m
-                lo = np.where(is_m, np.maximum(0.0, other_max), -np.inf)
-                hi = np.where(is_ref, 0.0, np.where(is_m, np.inf, w_code))
-            draw = truncated_normal(rng, cm, sd, lo, hi)
-            y[rows, c] = draw
-            resid[rows, c] = draw - mean[rows, c]
+                side = np.where(is_m, 1.0, -1.0)
+                bound = np.where(is_m, np.maximum(0.0, other_max),
+                                 np.where((codes == K - 1) | missing, np.where(missing, np.inf, 0.0), w_code))
+            if codec.kind == "ordinal":
+                draw = truncated_normal(rng, cm, sd, lo, hi)
+            else:  # binary and nominal intervals are one-sided
+                draw = one_sided_normal(rng, cm, sd, bound, side)
+            yf[:, c] = draw
+            resid[:, c] = draw - mean[:, c]
+    y[...] = yf
     return y, tuple(new_cuts), accepted
 
 

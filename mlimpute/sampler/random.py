@@ -65,6 +65,8 @@ def draw_b1_u1(
     omega2: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw (B1 (f1, p1), u1 (J, p1*q)) jointly; see the module notes."""
+    if st.q == 1 and omega1_inv.ndim == 2:
+        return _draw_b1_u1_intercepts(rng, st, y1, u2, omega1_inv, omega2)
     J, p1, q = st.data.n_clusters, st.p1, st.q
     f1 = st.data.x1.shape[1]
     d1, fb = p1 * q, f1 * p1
@@ -97,3 +99,52 @@ def draw_b1_u1(
     beta = back_solve_t(LH, forward_solve(LH, g) + z[:fb])
     u1 = back_solve_t(L, Lh - LT @ beta + z[fb:].reshape(J, d1))
     return beta.reshape(p1, f1).T, u1
+
+
+def _draw_b1_u1_intercepts(
+    rng: np.random.Generator, st: Static, y1: np.ndarray, u2: np.ndarray,
+    om: np.ndarray, omega2: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same block draw for random intercepts only (q = 1) and a common Ω1, in O(J·p1·f1²).
+
+    Notes
+    -----
+    With q = 1, ``P_j = Λ11 + n_j Ω``. Diagonalise the pair once: with ``Λ11 = L L'`` and
+    ``L⁻¹ Ω L⁻ᵀ = V diag(λ) V'``, ``W = L⁻ᵀ V`` gives ``W'Λ11 W = I`` and ``W'Ω W = diag(λ)``, so
+    ``P_j⁻¹ = W diag(w_j) W'`` with ``w_j = 1 / (1 + n_j λ)``: every cluster's solve becomes
+    elementwise. With ``G = W'Ω`` and ``s_j = 1'X1_j``::
+
+        Σ_j T_j' P_j⁻¹ T_j = Σ_k (g_k g_k') ⊗ Σ_j w_jk s_j s_j'
+        Σ_j T_j' P_j⁻¹ h_j = Σ_k g_k ⊗ Σ_j w_jk (W'h_j)_k s_j
+        u_j = W (w_j ∘ W'(h_j − T_j β) + √w_j ∘ z_j)
+    """
+    data = st.data
+    J, p1 = data.n_clusters, st.p1
+    f1 = data.x1.shape[1]
+    fb = f1 * p1
+    lam = np.linalg.inv(omega2)
+    lam = 0.5 * (lam + lam.T)
+    L = np.linalg.cholesky(lam[:p1, :p1])
+    Linv = np.linalg.inv(L)
+    ev, V = np.linalg.eigh(Linv @ om @ Linv.T)
+    W = Linv.T @ V
+    G = W.T @ om                                             # (k, m)
+    n = data.sizes.astype(float)
+    w = 1.0 / (1.0 + n[:, None] * ev[None, :])               # (J, k)
+    sx = st.ztx[:, 0, :]                                     # (J, f1) column sums of X1_j
+    ysum = np.add.reduceat(y1, data.starts, axis=0)          # (J, p1)
+    h = ysum @ om
+    if st.p2:
+        h -= u2 @ lam[:p1, p1:].T
+    hw = h @ W                                               # (J, k): W'h_j
+    S = np.matmul((w.T[:, :, None] * sx[None]).transpose(0, 2, 1), sx)   # (k, f1, f1), BLAS
+    H = np.kron(om, st.xtx) - np.einsum("km,kn,kab->manb", G, G, S).reshape(fb, fb)
+    R = np.einsum("jk,ja->ka", w * hw, sx)
+    g = (om @ (data.x1.T @ y1).T).reshape(fb) - np.einsum("km,ka->ma", G, R).reshape(fb)
+    LH = np.linalg.cholesky(0.5 * (H + H.T))
+    z = rng.standard_normal(fb + J * p1)
+    beta = np.linalg.solve(LH.T, np.linalg.solve(LH, g) + z[:fb])  # one small system: LAPACK
+    b1 = beta.reshape(p1, f1).T
+    tb = (sx @ b1) @ om                                      # T_j β, (J, p1)
+    u1 = (w * ((h - tb) @ W) + np.sqrt(w) * z[fb:].reshape(J, p1)) @ W.T
+    return b1, u1
