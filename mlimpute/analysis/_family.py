@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, gammaln, log_expit, log_ndtr, ndtr, ndtri
+from scipy.special import gammaln, log_expit, log_ndtr, ndtri
 
 from ..errors import SpecError
 
@@ -60,13 +60,6 @@ class Family:
         eta = np.minimum(eta, 700.0)
         mu = np.exp(eta)
         return float((y * eta - mu - gammaln(y + 1)).sum()), mu, y - mu
-
-    def mean(self, eta: np.ndarray) -> np.ndarray:
-        if self.link == "logit":
-            return expit(eta)
-        if self.link == "probit":
-            return ndtr(eta)
-        return np.exp(eta)
 
     def start_eta(self, y: np.ndarray) -> np.ndarray:
         """η from R's ``mustart`` (binomial: (y + ½)/2; Poisson: y + 0.1)."""

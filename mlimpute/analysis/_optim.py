@@ -1,11 +1,14 @@
 """Bounded minimisation of a smooth criterion with finite-difference derivatives.
 
 lme4 minimises its profiled deviance with derivative-free BOBYQA / Nelder–Mead. Here the
-criterion is cheap and smooth, so we use L-BFGS-B (bounds on the Cholesky diagonals) with
-central-difference gradients, then polish with a few Newton steps on the free parameters
-using a finite-difference Hessian. The polish makes the optimum accurate to ~1e-8 relative,
-well inside the tolerances we compare with lme4, and the same Hessian gives lme4's
-convergence check (the Newton-scaled gradient, ``max|H⁻¹ g| < 2e-3``).
+criterion is cheap and smooth, so :func:`minimize_bounded` uses L-BFGS-B (bounds on the
+Cholesky diagonals, as lme4's theta) with forward-difference gradients to get close, then
+quasi-Newton steps on the free parameters with central-difference gradients, a
+finite-difference Hessian and BFGS updates of it, until the Newton decrement is at rounding
+level (~1e-14 relative). The optimum is then accurate to ~1e-7 relative, well inside the
+tolerances we compare with lme4, and the finite-difference Hessian at the optimum gives lme4's
+convergence check (the Newton-scaled gradient, ``max|L⁻¹ g| < 2e-3`` with ``H = L Lᵀ``) and the
+GLMM's standard errors.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from threadpoolctl import threadpool_limits
 
 __all__ = ["OptimResult", "fd_gradient", "fd_hessian", "minimize_bounded", "one_blas_thread"]
 
+Fun = Callable[[np.ndarray], float]
+
 
 def one_blas_thread(fn):
     """Run ``fn`` with BLAS pinned to one thread: the fits are sequences of small products,
@@ -32,11 +37,11 @@ def one_blas_thread(fn):
 
     return wrapper
 
-Fun = Callable[[np.ndarray], float]
-
 
 @dataclass(frozen=True)
 class OptimResult:
+    """Optimum, convergence verdict and the finite-difference Hessian there (free parameters)."""
+
     x: np.ndarray
     fun: float
     converged: bool
@@ -69,7 +74,7 @@ def fd_gradient(f: Fun, x: np.ndarray, lower: np.ndarray, rel: float = 1e-5) -> 
 
 
 def fd_hessian(f: Fun, x: np.ndarray, rel: float = 1e-4, f0: float | None = None, h: np.ndarray | None = None) -> np.ndarray:
-    """Finite-difference Hessian with ``O(h²)`` error (the caller keeps ``x ± 2h`` feasible).
+    """Finite-difference Hessian with ``O(h²)`` error (the caller keeps ``x ± h`` feasible).
 
     Diagonal: ``(f(x+h_i) − 2f(x) + f(x−h_i)) / h_i²``. Off-diagonal, reusing those points:
     ``(f(x+h_i+h_j) − f(x+h_i) − f(x+h_j) + 2f(x) − f(x−h_i) − f(x−h_j) + f(x−h_i−h_j)) / (2 h_i h_j)``,

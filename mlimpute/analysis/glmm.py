@@ -126,7 +126,8 @@ class GlmmEngine:
             return d
 
         x0 = np.concatenate([psi, np.zeros(self.p)])
-        h = np.concatenate([1e-4 * np.maximum(np.abs(psi), 1e-3 * np.abs(psi).max()), np.full(self.p, 1e-4)])
+        # steps of 1e-3 (relative for psi, in standard errors for beta): see fit_glmm's Hessian
+        h = np.concatenate([1e-3 * np.maximum(np.abs(psi), 1e-3 * np.abs(psi).max()), np.full(self.p, 1e-3)])
         try:
             V = 2.0 * np.linalg.inv(fd_hessian(dev, x0, h=h))
         except (np.linalg.LinAlgError, SpecError):
@@ -191,16 +192,19 @@ def fit_glmm(formula: str, design: Design, family: Family, nagq: int, options: d
              "PIRLS system (conditional on theta) instead")
         beta_cov = np.linalg.inv(engine.pirls.joint(theta).F[:p, :p])
 
+    converged, message = opt.converged, opt.message
+    if not engine.pirls.fixed_beta(theta, beta, warm[0]).converged:
+        converged, message = False, f"PIRLS found no conditional mode at the estimates; {message}"
     covs = s.term_covariances(theta, 1.0)
     singular = s.is_singular(theta)
-    warn_fit(formula, opt.converged, singular, opt.message, opt.scaled_gradient)
+    warn_fit(formula, converged, singular, message, opt.scaled_gradient)
     return MixedResult(
         formula=formula, family=family.name, link=family.link, reml=False, nagq=nagq,
         term_names=design.x_names, beta=beta, beta_cov=beta_cov,
         varcomp_labels=tuple(s.varcomp_labels(residual=False)), psi=s.psi_from_covariances(covs),
         term_covs=tuple(covs), theta=theta, sigma2=None, loglik=-0.5 * opt.fun, nobs=design.nobs,
         group_levels=tuple(zip(s.factor_labels, s.factor_levels)), term_groups=s.term_groups,
-        random_names=s.term_names, converged=opt.converged, singular=singular, message=opt.message,
+        random_names=s.term_names, converged=converged, singular=singular, message=message,
         _engine=engine,
     )
 
@@ -246,7 +250,10 @@ def glmm(formula: str, data: pd.DataFrame, family: str = "binomial", link: str |
 
     Notes
     -----
-    See the module docstring for the deviance and the two-stage fit.
+    See the module docstring for the deviance and the two-stage fit. ``loglik`` is always the
+    full log-likelihood (approximation): for non-binary families glmer's nAGQ > 1 ``logLik``
+    sums deviance residuals instead and so omits the saturated log-likelihood
+    ``Σ log p(y | μ = y)`` (a constant); estimates are unaffected.
 
     References
     ----------

@@ -76,6 +76,16 @@ def compare(fit, ref: Reference, *, rtol_beta=1e-4, rtol_se=1e-4, rtol_vc=1e-3, 
 
 
 @pytest.fixture(scope="session")
+def lme4_table():
+    """Read one of the extra reference tables (tests/fixtures/lme4/<name>.csv)."""
+
+    def load(name: str) -> pd.DataFrame:
+        return pd.read_csv(FIXTURES / f"{name}.csv")
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def lme4_ref():
     return Reference
 

@@ -8,7 +8,6 @@ import pytest
 from scipy import stats
 
 import mlimpute as mi
-from conftest import FIXTURES
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 
@@ -42,8 +41,8 @@ def test_loglik_at_own_ml_estimates_is_loglik(sleep_ml, sleep):
     assert sleep_ml.loglik_at(**p) == pytest.approx(dense_loglik(sleep, **p), abs=1e-8)
 
 
-def test_loglik_at_other_values_matches_dense_and_mitml(sleep_ml, sleep):
-    ref = pd.read_csv(FIXTURES / "extra_sleep_userll.csv").iloc[0]
+def test_loglik_at_other_values_matches_dense_and_mitml(sleep_ml, sleep, lme4_table):
+    ref = lme4_table("extra_sleep_userll").iloc[0]
     beta = np.array([ref.beta1, ref.beta2])
     tau = [np.array([[ref.tau11, ref.tau21], [ref.tau21, ref.tau22]])]
     ll = sleep_ml.loglik_at(beta, tau, ref.sigma2)
@@ -119,9 +118,9 @@ def test_varcomp_cov_balanced_one_way_closed_form():
 
 
 @pytest.mark.parametrize("reml", [True, False])
-def test_varcomp_cov_matches_lmertest(sleep, reml):
+def test_varcomp_cov_matches_lmertest(sleep, reml, lme4_table):
     # lmerTest's vcov_varpar (numDeriv Hessian in (theta, sigma)) mapped to psi by the delta method
-    ref = pd.read_csv(FIXTURES / f"extra_sleep_varcompcov_{'reml' if reml else 'ml'}.csv").to_numpy()
+    ref = lme4_table(f"extra_sleep_varcompcov_{'reml' if reml else 'ml'}").to_numpy()
     cov = mi.lmm(SLEEP, sleep, reml=reml).varcomp_cov()
     assert list(cov.index) == ["Intercept~~Intercept|Subject", "Days~~Days|Subject",
                                "Intercept~~Days|Subject", "Residual~~Residual"]
@@ -129,9 +128,9 @@ def test_varcomp_cov_matches_lmertest(sleep, reml):
     np.testing.assert_allclose(cov.to_numpy(), ref, rtol=2e-3, atol=1e-3 * np.abs(ref).max())
 
 
-def test_glmm_varcomp_cov_matches_lme4_hessian(lme4_data):
+def test_glmm_varcomp_cov_matches_lme4_hessian(lme4_data, lme4_table):
     js = lme4_data("JSPmiss")[["behaviour", "english", "sex", "school"]].dropna()
-    ref = pd.read_csv(FIXTURES / "extra_jsp_logit_laplace_tight_vartau.csv")["var_tau00"][0]
+    ref = lme4_table("extra_jsp_logit_laplace_tight_vartau")["var_tau00"][0]
     cov = mi.glmm("behaviour ~ english + sex + (1 | school)", js).varcomp_cov()
     assert cov.shape == (1, 1) and cov.index[0] == "Intercept~~Intercept|school"
     assert cov.iloc[0, 0] == pytest.approx(ref, rel=2e-3)  # lme4's Hessian uses steps of 1e-4
