@@ -7,9 +7,12 @@ level by level (``offset_f + level · q_f + column``), and ``Λ`` the ``Q × Q``
 matrix that repeats each ``Λ_f`` once per level. Its non-zero pattern is fixed, so each
 evaluation only refills ``Λ.data`` from theta through an index map (lme4's ``Lind``).
 
-``A = Λᵀ Zᵀ W Z Λ + I`` is factored by SuperLU with a fill-reducing ordering of ``A + Aᵀ`` and
-no off-diagonal pivoting (``diag_pivot_thresh=0``), which is stable for a symmetric positive
-definite ``A``. SuperLU's ``L`` has a unit diagonal, so ``log|A| = Σ log U_ii``.
+``A = Λᵀ Zᵀ W Z Λ + I`` is factored by SuperLU without off-diagonal pivoting
+(``diag_pivot_thresh=0``), which is stable for a symmetric positive definite ``A``; SuperLU's
+``L`` has a unit diagonal, so ``log|A| = Σ log U_ii``. The fill-reducing ordering (minimum
+degree on ``A + Aᵀ``) depends only on the sparsity pattern, which theta does not change: it is
+computed once and ``A`` is permuted symmetrically before each factorisation in natural order.
+Computing the ordering took ~85% of a factorisation for 1,000 x 500 crossed levels here.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class SparseAlgebra:
         self._lind = ind[order.data.astype(np.int64) - 1]
         self.X, self.y = design.X, design.y
         self._cache = self._crossprods(None, self.y, True)
+        self._order: np.ndarray | None = None
 
     def _crossprods(self, w, z, with_x):
         cols = np.column_stack(([self.X] if with_x else []) + [z[:, None]])
@@ -96,11 +100,15 @@ class SparseAlgebra:
             ZtZ, ZtC, CtC = self._crossprods(w, self.y if z is None else z, with_x)
         lam = self.lam(theta)
         A = (lam.T @ ZtZ @ lam + sparse.identity(self.Q, format="csc")).tocsc()
-        lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
-        diag = lu.U.diagonal()
-        ldL2 = float(np.log(np.abs(diag)).sum())
+        if self._order is None:  # fill-reducing symmetric ordering, once (see the module notes)
+            first = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+            self._order = np.argsort(first.perm_c)  # A Pc = A[:, order]
+        p = self._order
+        lu = splu(A[p][:, p].tocsc(), permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+        ldL2 = float(np.log(np.abs(lu.U.diagonal())).sum())
         C = np.asarray(lam.T @ ZtC)
-        S = lu.solve(C)
+        S = np.empty_like(C)
+        S[p] = lu.solve(C[p])
         F = CtC - C.T @ S
 
         def back(beta: np.ndarray) -> list[np.ndarray]:
