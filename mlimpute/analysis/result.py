@@ -134,7 +134,8 @@ class MixedResult:
         Per random term in formula order the variances (``term2`` None), then the covariances
         (lower triangle, column by column), as lme4's ``as.data.frame(VarCorr(m))``; for an LMM
         a last row ``("Residual", None, None, σ²)``. Term names follow formulaic
-        (``"Intercept"``). The label columns have object dtype so that None stays None.
+        (``"Intercept"``); the terms of ``(1 + x || g)`` keep the group name ``g`` (lme4 writes
+        ``g``, ``g.1``). The label columns have object dtype so that None stays None.
         """
         g, t1, t2 = zip(*self.varcomp_labels)
         return pd.DataFrame({

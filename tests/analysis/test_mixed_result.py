@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -87,6 +88,14 @@ def test_frozen(fit):
     params = fit.params
     params.iloc[0] = 99.0  # a copy, not a view into the result
     pd.testing.assert_series_equal(fit.params, before)
+
+
+def test_pickle_round_trip(fit):
+    # fits travel between processes (e.g. parallel analyses); the copy keeps its data and methods
+    again = pickle.loads(pickle.dumps(fit))
+    assert again.loglik == fit.loglik
+    p = fit.covariance_parameters()
+    assert again.loglik_at(**p) == pytest.approx(fit.loglik_at(**p), abs=1e-10)
 
 
 def test_summary_text(fit):
