@@ -1,22 +1,27 @@
-"""Sampler speed: ms per Gibbs sweep, ours vs jomo and pan on the same data.
+"""Sampler speed: ms per Gibbs sweep, ours vs jomo and pan on the same data, same run.
 
-    python benchmarks/bench_sampler.py                 # default sizes, R anchors if available
-    python benchmarks/bench_sampler.py --no-r          # ours only
-    python benchmarks/bench_sampler.py --sizes 1000x20 --sweeps 300
+    python benchmarks/bench_sampler.py                      # both models, default sizes, R if found
+    python benchmarks/bench_sampler.py --model mixed --sizes 250x20 1000x20
+    python benchmarks/bench_sampler.py --no-r               # ours only
 
-Data: J clusters x n units; two continuous level-1 variables (y1, y2, correlated within and
-between clusters), one continuous level-2 variable (w), a fully observed covariate x, 20% of
-each variable missing completely at random. Model: random intercept, x as covariate.
-Ours: median over 3 timed blocks of `--sweeps` sweeps after a warm-up, BLAS pinned to 1 thread.
+Data: J clusters x n units, a fully observed covariate x, 20% of every variable missing
+completely at random, random intercept by cluster.
+- continuous: two continuous level-1 variables (y1, y2) and one continuous level-2 variable (w).
+- mixed: y1, y2 continuous, b binary, f 3-category nominal at level 1; w continuous at level 2.
+Ours: median over 3 timed blocks of sweeps after a warm-up (wall clock and process CPU time;
+the machine is shared, CPU time is the steadier of the two), BLAS pinned to one thread.
+Memory: peak RSS of a fresh process that builds the data and runs the sweeps, minus the peak
+of the same process after building the data only, as a multiple of the data's size in memory.
 jomo (2.7): jomo.MCMCchain on the same model (Y, Y2, X, clus), seconds / nburn.
-pan: the two level-1 variables only (pan has no level-2 variables), seconds / iter.
-R runs only where `Rscript` and the packages exist; jomo is skipped above 100k rows (it scans
-all rows for every cluster, O(N·J) per iteration: hours at 1M rows).
+pan: the continuous level-1 variables only (pan has no level-2 or categorical variables).
+R runs only where `Rscript` and the packages exist; jomo is skipped above 100k rows (it scans all
+rows for every cluster, O(N·J) per iteration: hours at 1M rows).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -26,64 +31,81 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
-import mlimpute as mi
-from mlimpute.impute import prepare
-from mlimpute.sampler import initial_state, prepare_static, sweep
-
-MODEL = mi.ImputationModel(
-    cluster="g",
-    variables={"y1": "continuous", "y2": "continuous", "w": mi.Variable("continuous", level=2)},
-    covariates=["x"],
-)
+VARS = {
+    "continuous": {"y1": "continuous", "y2": "continuous"},
+    "mixed": {"y1": "continuous", "y2": "continuous", "b": "binary", "f": "nominal"},
+}
 
 
-def simulate(J: int, n: int, seed: int = 1) -> pd.DataFrame:
+def simulate(J: int, n: int, kind: str, seed: int = 1) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     N = J * n
     g = np.repeat(np.arange(1, J + 1), n)
-    u = rng.multivariate_normal([0, 0, 0], [[0.5, 0.2, 0.2], [0.2, 0.4, 0.1], [0.2, 0.1, 0.6]], size=J)
+    u = rng.multivariate_normal(np.zeros(5), 0.3 * np.eye(5) + 0.1, size=J)
     x = rng.normal(size=N)
-    e = rng.multivariate_normal([0, 0], [[1, 0.4], [0.4, 0.8]], size=N)
-    df = pd.DataFrame({
-        "g": g, "x": x,
-        "y1": 1 + 0.5 * x + u[g - 1, 0] + e[:, 0],
-        "y2": -0.5 + 0.3 * x + u[g - 1, 1] + e[:, 1],
-        "w": (2 + u[:, 2])[g - 1],
-    })
-    for c in ("y1", "y2"):
+    e = rng.multivariate_normal(np.zeros(4), 0.5 * np.eye(4) + 0.5, size=N)
+    df = pd.DataFrame({"g": g, "x": x,
+                       "y1": 1 + 0.5 * x + u[g - 1, 0] + e[:, 0],
+                       "y2": -0.5 + 0.3 * x + u[g - 1, 1] + e[:, 1],
+                       "w": (2 + u[:, 4])[g - 1]})
+    if kind == "mixed":
+        df["b"] = (0.2 + 0.4 * x + u[g - 1, 2] + e[:, 2] > 0).astype(float)
+        lat = np.column_stack([-0.3 + u[g - 1, 3] + e[:, 3], 0.2 * x + rng.normal(size=N)])
+        df["f"] = np.where(lat.max(1) > 0, lat.argmax(1), 2).astype(float) + 1.0
+    for c in VARS[kind]:
         df.loc[rng.random(N) < 0.2, c] = np.nan
-    mw = rng.random(J) < 0.2
-    df.loc[mw[g - 1], "w"] = np.nan
+    df.loc[(rng.random(J) < 0.2)[g - 1], "w"] = np.nan
     return df
 
 
-def time_ours(df: pd.DataFrame, sweeps: int) -> float:
-    data = prepare(df, MODEL)
-    st = prepare_static(data)
+def _model(kind: str):
+    import mlimpute as mi
+
+    return mi.ImputationModel(cluster="g", variables={**VARS[kind], "w": mi.Variable("continuous", level=2)},
+                              covariates=["x"])
+
+
+def time_ours(J: int, n: int, kind: str, sweeps: int) -> dict:
+    """Runs in a fresh process (see main) so that its peak memory can be measured."""
+    import resource
+
+    from threadpoolctl import threadpool_limits
+
+    from mlimpute.impute import prepare
+    from mlimpute.sampler import initial_state, prepare_static, sweep
+
+    df = simulate(J, n, kind)
+    data_mb = df.memory_usage(deep=True).sum() / 2**20
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    st = prepare_static(prepare(df, _model(kind)))
     rng = np.random.default_rng(0)
+    wall, cpu = [], []
     with threadpool_limits(limits=1, user_api="blas"):
         s = initial_state(st, rng)
-        for _ in range(max(5, sweeps // 10)):
+        for _ in range(max(3, sweeps // 10)):
             s = sweep(rng, st, s)
-        blocks = []
         for _ in range(3):
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             for _ in range(sweeps):
                 s = sweep(rng, st, s)
-            blocks.append((time.perf_counter() - t0) / sweeps)
-    return float(np.median(blocks)) * 1e3
+            wall.append((time.perf_counter() - w0) / sweeps)
+            cpu.append((time.process_time() - c0) / sweeps)
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"wall_ms": 1e3 * float(np.median(wall)), "cpu_ms": 1e3 * float(np.median(cpu)),
+            "mem_ratio": (rss1 - rss0) / data_mb, "data_mb": data_mb}
 
 
 R_SCRIPT = r"""
 args <- commandArgs(trailingOnly = TRUE)
-d <- read.csv(args[1]); iters <- as.integer(args[2]); do_jomo <- args[3] == "1"
+d <- read.csv(args[1]); iters <- as.integer(args[2]); do_jomo <- args[3] == "1"; kind <- args[4]
 out <- c(jomo = NA, pan = NA)
 if (do_jomo && requireNamespace("jomo", quietly = TRUE)) {
-  Y <- d[, c("y1", "y2")]; Y2 <- data.frame(w = d$w); X <- data.frame(cons = 1, x = d$x)
-  t <- system.time(suppressMessages(jomo::jomo.MCMCchain(Y = Y, Y2 = Y2, X = X, clus = d$g,
-                                                      nburn = iters, output = 0)))[["elapsed"]]
+  Y <- d[, c("y1", "y2")]
+  if (kind == "mixed") { Y$b <- factor(d$b); Y$f <- factor(d$f) }
+  Y2 <- data.frame(w = d$w); X <- data.frame(cons = 1, x = d$x)
+  t <- system.time(suppressMessages(capture.output(jomo::jomo.MCMCchain(Y = Y, Y2 = Y2, X = X,
+                   clus = d$g, nburn = iters, output = 0))))[["elapsed"]]
   out["jomo"] <- 1000 * t / iters
 }
 if (requireNamespace("pan", quietly = TRUE)) {
@@ -97,15 +119,14 @@ cat(sprintf("%s=%.6f\n", names(out), out), sep = "")
 """
 
 
-def time_r(df: pd.DataFrame, iters: int, do_jomo: bool) -> dict[str, float]:
+def time_r(df: pd.DataFrame, iters: int, do_jomo: bool, kind: str) -> dict[str, float]:
     if shutil.which("Rscript") is None:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
-        csv = Path(tmp) / "d.csv"
-        script = Path(tmp) / "bench.R"
+        csv, script = Path(tmp) / "d.csv", Path(tmp) / "bench.R"
         df.to_csv(csv, index=False, na_rep="NA")
         script.write_text(R_SCRIPT)
-        proc = subprocess.run(["Rscript", str(script), str(csv), str(iters), "1" if do_jomo else "0"],
+        proc = subprocess.run(["Rscript", str(script), str(csv), str(iters), "1" if do_jomo else "0", kind],
                               capture_output=True, text=True)
     out = {}
     for line in proc.stdout.splitlines():
@@ -119,23 +140,34 @@ def time_r(df: pd.DataFrame, iters: int, do_jomo: bool) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", nargs="+", default=["1000x20", "10000x100"], help="JxN per cluster")
-    ap.add_argument("--sweeps", type=int, default=200, help="sweeps per timed block (ours)")
+    ap.add_argument("--model", choices=["continuous", "mixed", "both"], default="both")
+    ap.add_argument("--sizes", nargs="+", default=["250x20", "1000x20", "10000x100"], help="JxN per cluster")
+    ap.add_argument("--sweeps", type=int, default=100, help="sweeps per timed block (ours)")
     ap.add_argument("--r-iters", type=int, default=20, help="iterations timed in R")
     ap.add_argument("--no-r", action="store_true", help="skip jomo and pan")
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    print(f"{'data':>16} {'rows':>9} {'ours ms/sweep':>14} {'us/row':>7} {'jomo ms/it':>11} "
-          f"{'pan ms/it':>10} {'jomo/ours':>10} {'pan/ours':>9}")
-    for size in args.sizes:
-        J, n = (int(v) for v in size.lower().split("x"))
-        df = simulate(J, n)
-        N = J * n
-        sweeps = args.sweeps if N <= 100_000 else max(10, args.sweeps // 20)
-        ours = time_ours(df, sweeps)
-        r = {} if args.no_r else time_r(df, args.r_iters if N <= 100_000 else 3, do_jomo=N <= 100_000)
-        jomo, pan = r.get("jomo", np.nan), r.get("pan", np.nan)
-        print(f"{size:>16} {N:>9} {ours:>14.2f} {1e3 * ours / N:>7.3f} {jomo:>11.1f} {pan:>10.1f} "
-              f"{jomo / ours:>10.1f} {pan / ours:>9.1f}", flush=True)
+    if args.worker:  # child process: time ours, print JSON
+        J, n, kind = int(args.worker[0]), int(args.worker[1]), args.worker[2]
+        print(json.dumps(time_ours(J, n, kind, args.sweeps)))
+        return
+    kinds = ["continuous", "mixed"] if args.model == "both" else [args.model]
+    print(f"{'model':>10} {'data':>10} {'rows':>8} {'ours ms':>8} {'(cpu)':>7} {'mem x':>6} "
+          f"{'jomo ms':>8} {'pan ms':>7} {'jomo/ours':>9} {'pan/ours':>8}")
+    for kind in kinds:
+        for size in args.sizes:
+            J, n = (int(v) for v in size.lower().split("x"))
+            N = J * n
+            sweeps = args.sweeps if N <= 100_000 else max(5, args.sweeps // 20)
+            proc = subprocess.run([sys.executable, __file__, "--sweeps", str(sweeps), "--worker", str(J), str(n), kind],
+                                  capture_output=True, text=True, check=True)
+            ours = json.loads(proc.stdout.strip().splitlines()[-1])
+            r = {} if args.no_r else time_r(simulate(J, n, kind), args.r_iters if N <= 100_000 else 3,
+                                            N <= 100_000, kind)
+            jomo, pan = r.get("jomo", np.nan), r.get("pan", np.nan)
+            w = ours["wall_ms"]
+            print(f"{kind:>10} {size:>10} {N:>8} {w:>8.2f} {ours['cpu_ms']:>7.2f} {ours['mem_ratio']:>6.1f} "
+                  f"{jomo:>8.1f} {pan:>7.1f} {jomo / w:>9.1f} {pan / w:>8.1f}", flush=True)
 
 
 if __name__ == "__main__":

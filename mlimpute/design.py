@@ -389,7 +389,7 @@ def _variable_columns(
                 fcodes = np.where(codes < 0, np.nan, codes.astype(float))
                 fcodes = _level2_reduce(fcodes, starts, labels, name, model.cluster, "variable",
                                         show=lambda x: repr(_py(cats[int(x)])))
-                codes = np.where(np.isnan(fcodes), -1, fcodes).astype(np.int64)
+                codes = np.where(np.isnan(fcodes), -1, fcodes).astype(np.int16)
             n_obs = int((codes >= 0).sum())
             width = len(cats) - 1 if var.kind == "nominal" else 1
             blocks.append(np.full((codes.size, width), np.nan))
@@ -453,6 +453,9 @@ def _categorical(sdf: pd.DataFrame, name: str, var) -> tuple[np.ndarray, tuple]:
     lookup = {c: k for k, c in enumerate(cats)}
     vals = s.to_numpy(dtype=object)
     isna = s.isna().to_numpy()
-    codes = np.fromiter((-1 if m else lookup[v] for v, m in zip(vals, isna)), dtype=np.int64,
+    # int16: at most MAX_NOMINAL_CATEGORIES (or a declared ordinal's levels, checked below)
+    if len(cats) > 32000:
+        raise DataError(f"column {name!r} has {len(cats)} categories; that is not a categorical variable")
+    codes = np.fromiter((-1 if m else lookup[v] for v, m in zip(vals, isna)), dtype=np.int16,
                         count=len(vals))
     return codes, cats

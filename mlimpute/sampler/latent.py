@@ -86,14 +86,20 @@ def one_sided_normal(
     ``mean − side·sd·Φ⁻¹(U·P)``: one Φ and one Φ⁻¹ per element, half the work of the two-sided
     formula, and Φ is again only evaluated where it is small or 1 (no cancellation).
     """
-    zb = side * (mean - bound) / sd
+    zb = np.subtract(mean, bound)       # in-place arithmetic: few full-length temporaries
+    zb *= side
+    zb /= sd
     P = ndtr(zb)
     u = rng.random(mean.shape)
-    t = ndtri(u * P)
+    t = np.multiply(u, P)
     far = P < _TINY
+    ndtri(t, out=t)
     if np.any(far):  # allowed side beyond Φ ≈ 1e-300: the same inverse CDF in log space
         t[far] = ndtri_exp(np.log(u[far]) + log_ndtr(zb[far]))
-    return mean - side * sd * t
+    t *= side
+    t *= -sd
+    t += mean
+    return t
 
 
 def log_interval_prob(mean: np.ndarray, sd: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -150,10 +156,9 @@ def update_latents(
     and the acceptance indicator of each threshold update.
     """
     Q = np.linalg.inv(cov)
-    # column-major copies: every step below reads or writes whole columns
-    resid = np.asfortranarray(y - mean)
-    mean = np.asfortranarray(mean)
-    yf = np.asfortranarray(y)
+    # column-major residuals: every step below reads or writes whole columns of them
+    resid = np.empty(y.shape, order="F")
+    np.subtract(y, mean, out=resid)
     new_cuts = list(cuts)
     accepted = np.zeros(len(cuts))
     o = 0
@@ -182,8 +187,8 @@ def update_latents(
                 w_code = np.zeros(codes.size)
                 for k, ck in enumerate(codec.cols):
                     if k != m:
-                        other_max = np.maximum(other_max, yf[:, ck])
-                        w_code = np.where(codes == k, yf[:, ck], w_code)
+                        other_max = np.maximum(other_max, y[:, ck])
+                        w_code = np.where(codes == k, y[:, ck], w_code)
                 is_m = codes == m
                 side = np.where(is_m, 1.0, -1.0)
                 bound = np.where(is_m, np.maximum(0.0, other_max),
@@ -192,9 +197,8 @@ def update_latents(
                 draw = truncated_normal(rng, cm, sd, lo, hi)
             else:  # binary and nominal intervals are one-sided
                 draw = one_sided_normal(rng, cm, sd, bound, side)
-            yf[:, c] = draw
+            y[:, c] = draw
             resid[:, c] = draw - mean[:, c]
-    y[...] = yf
     return y, tuple(new_cuts), accepted
 
 

@@ -44,15 +44,19 @@ def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None =
     y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale = s
     sl1, sl2, slc1, slc2, sla = st.step_slices
     steps = steps.copy()
+    # one private copy of the completed data per sweep; the steps below update it in place
+    y1, y2 = y1.copy(), y2.copy()
     if st.cat1:
-        fitted1 = data.x1 @ b1 + zu(st, u1)
-        y1, cuts1, acc = update_latents(rng, y1.copy(), fitted1, omega1, st.cat1, st.obs_rows1,
+        fitted1 = data.x1 @ b1
+        fitted1 += zu(st, u1)
+        y1, cuts1, acc = update_latents(rng, y1, fitted1, omega1, st.cat1, st.obs_rows1,
                                         cuts1, steps[slc1])
+        del fitted1  # free N×p memory before the next full-size arrays
         if adapt_at is not None and acc.size:
             steps[slc1] = _adapt(steps[slc1], acc, adapt_at)
     if st.cat2:
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
-        y2, cuts2, acc = update_latents(rng, y2.copy(), mean2, cov2, st.cat2, st.obs_rows2,
+        y2, cuts2, acc = update_latents(rng, y2, mean2, cov2, st.cat2, st.obs_rows2,
                                         cuts2, steps[slc2])
         if adapt_at is not None and acc.size:
             steps[slc2] = _adapt(steps[slc2], acc, adapt_at)
@@ -71,6 +75,7 @@ def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None =
     if st.p1:
         fitted1 = data.x1 @ b1
         fitted1 += zu1
+        del zu1
         resid1 = y1 - fitted1
         scale1, df1 = st.prior1
         if st.cluster_cov:
@@ -84,14 +89,15 @@ def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None =
                                           st.con1, omega1, steps[sl1])
             if adapt_at is not None and acc.size:
                 steps[sl1] = _adapt(steps[sl1], acc, adapt_at)
+        del resid1
         if st.patterns1.groups:
             if st.cluster_cov:
-                y1 = draw_missing_clustered(rng, y1.copy(), fitted1, omega1, data.cluster, st.patterns1)
+                y1 = draw_missing_clustered(rng, y1, fitted1, omega1, data.cluster, st.patterns1)
             else:
-                y1 = draw_missing(rng, y1.copy(), fitted1, omega1, st.patterns1)
+                y1 = draw_missing(rng, y1, fitted1, omega1, st.patterns1)
     if st.p2 and st.patterns2.groups:
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
-        y2 = draw_missing(rng, y2.copy(), mean2, cov2, st.patterns2)
+        y2 = draw_missing(rng, y2, mean2, cov2, st.patterns2)
     return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale)
 
 
