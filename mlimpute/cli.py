@@ -1,64 +1,282 @@
-"""The ``mlimpute`` command.
+"""The ``mlimpute`` command (DESIGN §4).
 
-``mlimpute demo [--out DIR]`` imputes the bundled ExamScores example and writes the completed
-datasets (hive-partitioned Parquet) and the convergence diagnostics under ``DIR``.
+    mlimpute run CONFIG.toml [--out DIR] [--set KEY=VALUE ...]    the pipeline (Prefect flow)
+    mlimpute demo [--out DIR]                                      the pipeline on ExamScores
+    mlimpute validate CONFIG.toml                                  config and data, no sampling
+    mlimpute analyse IMPUTED.parquet --formula F [--family ...]    fit and pool elsewhere's imputations
+    mlimpute serve CONFIG.toml --cron "0 2 * * *"                  the pipeline on a schedule
+
+Exit codes: 0 done; 2 bad configuration or data (one line on stderr, nothing written); 1 the
+run failed. Configuration and data are checked before Prefect starts, so a bad file costs a
+second, not the API's start-up. The library never imports Prefect; only ``flows`` does, and
+this module imports ``flows`` lazily.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from .errors import MlimputeError
+from .errors import ConvergenceError, DataError, MlimputeError, SpecError
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+DEMO_CONFIG = "exam_scores.toml"
+
+
+def examples_dir() -> Path:
+    """The bundled examples: ``$MLIMPUTE_EXAMPLES``, the source tree, or ``<prefix>/share``."""
+    candidates = [os.environ.get("MLIMPUTE_EXAMPLES"),
+                  Path(__file__).resolve().parents[1] / "examples",
+                  Path(sys.prefix) / "share" / "mlimpute" / "examples"]
+    for c in candidates:
+        if c and (Path(c) / DEMO_CONFIG).is_file():
+            return Path(c)
+    raise SpecError(
+        "the bundled example (examples/exam_scores.toml) was not found beside the package or "
+        f"in {Path(sys.prefix) / 'share' / 'mlimpute'}; reinstall mlimpute, or set "
+        "MLIMPUTE_EXAMPLES to a folder holding exam_scores.toml")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import parse_override
+
+    out: dict[str, Any] = dict(parse_override(s) for s in getattr(args, "set", None) or [])
+    if getattr(args, "out", None):
+        out["output.dir"] = str(Path(args.out).expanduser().resolve())
+    return out
+
+
+def _load_and_check(config: str | Path, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from flows.checks import check_all
+
+    from .config import load_config
+
+    cfg = load_config(config, overrides)
+    return cfg, check_all(cfg, api_url=os.environ.get("PREFECT_API_URL"))
+
+
+# ------------------------------------------------------------------------------------------
+# Commands
+# ------------------------------------------------------------------------------------------
+def _validate(args: argparse.Namespace) -> int:
+    cfg, summary = _load_and_check(args.config, _overrides(args))
+    print(f"{args.config}: OK. {summary['rows']} rows in {summary['clusters']} clusters; to impute: "
+          + ", ".join(f"{k} ({v} missing)" for k, v in summary["missing"].items())
+          + f"; {len(cfg.analysis)} analysis(es); output to {cfg.output.dir}")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _run_config(Path(args.config), _overrides(args), args)
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import mlimpute as mi
-    from .io import atomic_path, read_parquet, write_partitioned
+    overrides = _overrides(args)
+    for key in ("imputations", "burn", "between", "chains", "seed"):
+        if getattr(args, key) is not None:
+            overrides[f"sampler.{key}"] = getattr(args, key)
+    return _run_config(examples_dir() / DEMO_CONFIG, overrides, args)
 
-    src = EXAMPLES / "exam_scores.parquet"
-    df = read_parquet(src)
-    model = mi.ImputationModel(
-        cluster="school",
-        variables={"normexam": "continuous", "standlrt": "continuous",
-                   "avslrt": mi.Variable("continuous", level=2)},
-        covariates=["sex"],
-    )
+
+def _run_config(config: Path, overrides: dict[str, Any], args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    res = mi.impute(df, model, n_imputations=args.imputations, burn=args.burn,
-                    between=args.between, chains=args.chains, seed=args.seed)
-    out = Path(args.out)
-    write_partitioned(res.data, out / "imputations")
-    with atomic_path(out / "diagnostics.csv") as tmp:
-        res.diagnostics().to_csv(tmp, index=False)
-    print(f"imputed {len(df)} rows x {res.n_imputations} imputations in "
-          f"{time.perf_counter() - t0:.1f} s ({res.chains} chains, seed {res.seed_entropy})")
-    print(res.diagnostics().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"written: {out / 'imputations'} and {out / 'diagnostics.csv'}")
-    return 0
+    cfg, _ = _load_and_check(config, overrides)
+    try:
+        cfg.output.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpecError(f"[output] dir = {str(cfg.output.dir)!r} cannot be created ({exc}); "
+                        "choose a folder you can write to") from None
+
+    from flows.runtime import prepare_environment
+
+    prepare_environment(verbose=args.verbose)
+    t_import = time.perf_counter()
+    from flows.pipeline import pipeline
+    from flows.runtime import prefect_api
+
+    t_import = time.perf_counter() - t_import
+    with prefect_api() as api:
+        t_flow = time.perf_counter()
+        state = pipeline(config_path=str(config), overrides=overrides,
+                         progress=not args.no_progress, return_state=True)
+        t_flow = time.perf_counter() - t_flow
+    total = time.perf_counter() - t0
+    startup = t_import + api.startup_seconds
+    timing = (f"{total:.1f} s in all: Prefect start-up {startup:.1f} s (import {t_import:.1f} s, "
+              f"API {api.startup_seconds:.1f} s{'' if api.started_here else ', external'}), "
+              f"flow {t_flow:.1f} s")
+    if not state.is_completed():
+        exc = state.result(raise_on_failure=False)
+        print(f"mlimpute: error: the run failed ({state.name}): "
+              f"{_one_line(exc) if isinstance(exc, BaseException) else state.message}",
+              file=sys.stderr)
+        print(f"mlimpute: {timing}", file=sys.stderr)
+        bad_input = isinstance(exc, (SpecError, DataError)) and not isinstance(exc, ConvergenceError)
+        return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
+    res = state.result()
+    _print_summary(res)
+    print(f"mlimpute: {timing}")
+    return EXIT_OK
+
+
+def _print_summary(res: dict[str, Any]) -> None:
+    import pandas as pd
+
+    for name, path in res["pooled"].items():
+        tidy = pd.read_csv(path)
+        cols = ["term", "estimate", "std_error", "conf_low", "conf_high", "p_value", "fmi"]
+        print(f"\n{name} (pooled):")
+        print(tidy[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    cached = sum(s == "Cached" for s in res["chain_states"])
+    print(f"\nchains: {len(res['chain_states'])} ({cached} from cache); "
+          f"warnings: {len(res['warnings'])}")
+    for w in res["warnings"]:
+        print(f"  - {w}")
+    print(f"written: {res['output_dir']} (report: {res['report']})")
+
+
+def _analyse(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .io import read_parquet
+    from .pooling import analyse
+
+    path = Path(args.imputed)
+    if not path.exists():
+        raise DataError(f"{str(path)!r} does not exist; give a Parquet file, a hive-partitioned "
+                        "folder or a CSV file of imputations")
+    if path.suffix in (".csv", ".gz") or path.name.endswith(".csv.gz"):
+        data = pd.read_csv(path)
+    else:
+        data = read_parquet(path)
+    if "imputation" in data.columns and isinstance(data["imputation"].dtype, pd.CategoricalDtype):
+        # hive partition values come back as a categorical; pool in numeric order
+        data["imputation"] = pd.to_numeric(data["imputation"].astype(str))
+    kw: dict[str, Any] = {}
+    if args.family == "gaussian":
+        kw["reml"] = not args.ml
+    else:
+        if args.link:
+            kw["link"] = args.link
+        if args.nagq:
+            kw["nagq"] = args.nagq
+    pooled = analyse(data, args.formula, family=args.family, imputation_col=args.imputation_col,
+                     **kw)
+    print(pooled.summary())
+    if args.out:
+        from .io import atomic_path
+
+        out = Path(args.out)
+        with atomic_path(out) as tmp:
+            pooled.tidy().to_csv(tmp, index=False)
+        if pooled.varcomp_pooled is not None:
+            with atomic_path(out.with_name(out.stem + "_varcomp" + out.suffix)) as tmp:
+                pooled.varcomp().to_csv(tmp, index=False)
+        print(f"written: {out}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = _overrides(args)
+    _load_and_check(args.config, overrides)
+    from flows.runtime import prepare_environment
+
+    prepare_environment(verbose=args.verbose)
+    from flows.serve import check_cron, serve
+
+    try:
+        check_cron(args.cron)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    serve(args.config, args.cron, name=args.name, overrides=overrides, timezone=args.timezone)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------
+# Arguments
+# ------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlimpute", description="Multilevel multiple imputation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def config_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
+        if positional:
+            p.add_argument("config", help="TOML configuration (see examples/exam_scores.toml)")
+        p.add_argument("--out", help="output folder (overrides [output] dir)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set sampler.burn=2000 (repeatable)")
+
+    def flow_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("-v", "--verbose", action="store_true", help="Prefect's log on the console")
+
+    run = sub.add_parser("run", help="run the pipeline of a configuration")
+    config_args(run)
+    flow_args(run)
+    run.set_defaults(func=_run)
+
+    demo = sub.add_parser("demo", help="run the pipeline on the bundled ExamScores example")
+    config_args(demo, positional=False)
+    demo.set_defaults(out="mlimpute-demo-output")
+    for key in ("imputations", "burn", "between", "chains", "seed"):
+        demo.add_argument(f"--{key}", type=int, help=f"override sampler {key}")
+    flow_args(demo)
+    demo.set_defaults(func=_demo)
+
+    val = sub.add_parser("validate", help="check a configuration and its data (no sampling)")
+    config_args(val)
+    val.set_defaults(func=_validate)
+
+    ana = sub.add_parser("analyse", aliases=["analyze"],
+                         help="fit a model on every imputation of a long table and pool")
+    ana.add_argument("imputed", help="Parquet file or folder (hive-partitioned), or CSV, with "
+                                     "an imputation column (imputation, Imputation or .imp)")
+    ana.add_argument("--formula", required=True, help="lme4-style formula, e.g. 'y ~ x + (1 | g)'")
+    ana.add_argument("--family", default="gaussian", choices=["gaussian", "binomial", "poisson"])
+    ana.add_argument("--ml", action="store_true", help="gaussian: ML instead of REML")
+    ana.add_argument("--link", help="binomial: logit or probit")
+    ana.add_argument("--nagq", type=int, help="GLMM quadrature points (1 = Laplace)")
+    ana.add_argument("--imputation-col", help="name of the imputation column")
+    ana.add_argument("--out", help="write the pooled table to this CSV (and *_varcomp.csv)")
+    ana.set_defaults(func=_analyse)
+
+    srv = sub.add_parser("serve", help="run the pipeline on a cron schedule")
+    config_args(srv)
+    srv.add_argument("--cron", required=True, help='cron schedule, e.g. "0 2 * * *" (02:00 daily)')
+    srv.add_argument("--name", help="deployment name (default: <config>-scheduled)")
+    srv.add_argument("--timezone", help="time zone of the schedule, e.g. Europe/London")
+    srv.add_argument("-v", "--verbose", action="store_true", help="Prefect's log on the console")
+    srv.set_defaults(func=_serve)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlimpute", description="Multilevel multiple imputation")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="impute the bundled ExamScores example")
-    demo.add_argument("--out", default="mlimpute-demo-output", help="output directory")
-    demo.add_argument("--imputations", type=int, default=10)
-    demo.add_argument("--burn", type=int, default=1000)
-    demo.add_argument("--between", type=int, default=100)
-    demo.add_argument("--chains", type=int, default=2)
-    demo.add_argument("--seed", type=int, default=1)
-    demo.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         return args.func(args)
+    except (SpecError, DataError) as exc:
+        print(f"mlimpute: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except MlimputeError as exc:
-        print(f"mlimpute: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"mlimpute: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("mlimpute: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # e.g. the Prefect API did not start: a failure, not bad input
+        if getattr(args, "verbose", False):
+            raise
+        print(f"mlimpute: error: {type(exc).__name__}: {_one_line(exc)} (rerun with -v for "
+              "the traceback)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

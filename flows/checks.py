@@ -1,0 +1,142 @@
+"""Checks of a configuration against its data and its machine, before any sampling.
+
+``mlimpute validate`` and ``mlimpute run`` call :func:`check_all` before Prefect starts, so a
+bad configuration costs a second, not the API's start-up, and leaves nothing on disk; the
+flow's ``validate`` task calls :func:`check_data` again on the data it actually reads (a
+scheduled run meets whatever file is there that night). No Prefect in this module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from mlimpute.config import AnalysisConfig, PipelineConfig
+from mlimpute.errors import DataError, SpecError
+from mlimpute.impute import prepare
+from mlimpute.io import read_parquet
+
+__all__ = ["check_all", "check_data", "check_output_dir", "check_runner", "analysis_columns"]
+
+
+def check_all(cfg: PipelineConfig, api_url: str | None = None) -> dict[str, Any]:
+    """Every check: data against model and analyses, output folder, runner. Returns a summary."""
+    summary = check_data(cfg)
+    check_output_dir(cfg.output.dir)
+    check_runner(cfg, api_url)
+    return summary
+
+
+def check_data(cfg: PipelineConfig, df: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Validate the model and the analyses against the data; a small JSON-able summary.
+
+    Raises
+    ------
+    DataError
+        Missing or unreadable file, unknown columns, wrong types or values (from
+        :func:`mlimpute.impute.prepare`), or an analysis column with holes that the model
+        does not impute.
+    """
+    if df is None:
+        df = read_parquet(cfg.data.path)
+    model = cfg.imputation_model()
+    data = prepare(df, model)  # every check of the model against the data; cheap
+    for a in cfg.analysis:
+        _check_analysis(a, df, model.variables)
+    missing = {name: int(df[name].isna().sum()) for name in model.variables}
+    return {
+        "rows": int(len(df)),
+        "columns": [str(c) for c in df.columns],
+        "clusters": int(len(data.sizes)),
+        "missing": missing,
+    }
+
+
+def analysis_columns(a: AnalysisConfig) -> set[str]:
+    """The data columns an analysis formula reads (response, fixed part, random terms)."""
+    from formulaic import Formula
+    from formulaic.errors import FormulaicError
+
+    from mlimpute.analysis.formula import parse_formula
+
+    parsed = parse_formula(a.formula)
+    parts = [("response", parsed.response), ("fixed part", parsed.fixed)]
+    parts += [(f"random term {t.text}", t.expr) for t in parsed.random]
+    cols = {c for t in parsed.random for c in t.group}
+    for what, rhs in parts:
+        try:
+            cols |= {str(v) for v in Formula(rhs).required_variables}
+        except FormulaicError as exc:
+            raise SpecError(f"[[analysis]] {a.name!r}: cannot read the {what} {rhs!r} of formula "
+                            f"{a.formula!r} ({exc}); fix the formula") from None
+    return cols
+
+
+def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
+    columns = [str(c) for c in df.columns]
+    try:
+        used = analysis_columns(a)
+    except SpecError as exc:
+        raise SpecError(f"[[analysis]] {a.name!r}: {exc}") from None
+    for col in sorted(used):
+        if col not in df.columns:
+            close = difflib.get_close_matches(col, columns, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the data have {', '.join(columns)}"
+            raise DataError(f"[[analysis]] {a.name!r}: column {col!r} of formula {a.formula!r} is "
+                            f"not in the data; {hint} Fix the formula or the data")
+        holes = int(df[col].isna().sum())
+        if holes and col not in imputed:
+            raise DataError(
+                f"[[analysis]] {a.name!r}: column {col!r} has {holes} missing values but is not "
+                "imputed, so every completed dataset would still have holes; add it to "
+                "[model.variables] or drop it from the formula")
+
+
+def check_output_dir(path: str | os.PathLike) -> None:
+    """Raise :class:`SpecError` unless ``path`` is (or can be created as) a writable folder.
+
+    Nothing is created: the nearest existing ancestor must be a writable folder.
+    """
+    p = Path(path)
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SpecError(f"[output] dir = {str(p)!r} cannot be created: {str(probe)!r} is a file, "
+                        "not a folder; choose another output folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not writable" if probe == p else f"cannot be created ({str(probe)!r} is not writable)"
+        raise SpecError(f"[output] dir = {str(p)!r} {what}; choose a folder you can write to "
+                        "or fix its permissions")
+
+
+def check_runner(cfg: PipelineConfig, api_url: str | None) -> None:
+    """A remote Dask cluster needs a Prefect API its workers can reach (not this machine's loopback)."""
+    address = cfg.runner.address
+    if cfg.runner.kind != "dask" or address is None or api_url:
+        return
+    host = urlparse(address if "://" in address else f"tcp://{address}").hostname or ""
+    if not _is_local(host):
+        raise SpecError(
+            f"[runner] address = {address!r} is a cluster on another machine: its workers cannot "
+            "reach the temporary Prefect API of this process. Start a Prefect server the workers "
+            "can reach (`prefect server start --host 0.0.0.0`) and set PREFECT_API_URL, e.g. "
+            "PREFECT_API_URL=http://<this-host>:4200/api")
+
+
+def _is_local(host: str) -> bool:
+    if host in ("localhost", "", socket.gethostname()):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

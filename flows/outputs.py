@@ -1,0 +1,155 @@
+"""The run's last outputs: report.html, manifest.json and the Prefect artifacts.
+
+``manifest.json`` is written last and removed when a run starts, so its presence means every
+output beside it comes from one complete run; it lists each output file with its sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from mlimpute.config import parse_config
+from mlimpute.io import atomic_path, file_sha256, read_parquet
+from mlimpute.report import PooledTable, observed_vs_imputed, render_report
+
+from . import store
+
+__all__ = ["write_report", "write_manifest", "publish_artifacts", "read_imputations", "versions"]
+
+MANIFEST = "manifest.json"
+PACKAGES = ("mlimpute", "numpy", "scipy", "pandas", "pyarrow", "formulaic", "prefect",
+            "prefect-dask", "dask", "distributed", "matplotlib")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def read_imputations(partitions: list[dict[str, Any]]) -> pd.DataFrame:
+    """The long table from the partition files, imputation 1..M, each in input row order."""
+    return pd.concat([pd.read_parquet(p["path"]).assign(imputation=int(p["imputation"]))
+                      for p in sorted(partitions, key=lambda p: int(p["imputation"]))],
+                     ignore_index=True)
+
+
+@task(name="report", retries=0)  # no retries: drawing is deterministic
+def write_report(config: dict[str, Any], ingest: dict[str, Any], assembled: dict[str, Any],
+                 chain_paths: list[str], pooled: list[dict[str, Any]], timings: dict[str, float]) -> str:
+    """Render report.html from the files of the run."""
+    cfg = parse_config(config, source="config")
+    df = read_parquet(cfg.data.path)
+    long = read_imputations(assembled["partitions"])
+    chains = [store.load_chain(p) for p in chain_paths]
+    diag = pd.read_csv(assembled["diagnostics"])
+    tables = []
+    for rec in pooled:
+        paths = rec["paths"]
+        vc = pd.read_csv(paths["pooled_varcomp"]) if "pooled_varcomp" in paths else None
+        tables.append(PooledTable(name=rec["name"], formula=rec["formula"], family=rec["family"],
+                                  m=rec["m"], tidy=pd.read_csv(paths["pooled"]), varcomp=vc,
+                                  warnings=tuple(rec["warnings"])))
+    s = cfg.sampler
+    run = {
+        "input": f"{cfg.data.path} ({ingest['bytes']:,} bytes)",
+        "input sha256": ingest["sha256"],
+        "rows / clusters": f"{len(df):,} / {df[cfg.model.cluster].nunique():,}",
+        "imputed variables": ", ".join(f"{n} ({v.kind}, level {v.level})"
+                                       for n, v in cfg.model.variables.items()),
+        "covariates": ", ".join(cfg.model.covariates + cfg.model.level2_covariates) or "none",
+        "run length": f"{s.imputations} imputations from {s.chains} chains; burn-in {s.burn}, "
+                      f"{s.between} sweeps between imputations",
+        "seed (entropy)": assembled["seed_entropy"],
+        "chain seconds": ", ".join(f"{x:.1f}" for x in assembled["chain_seconds"]),
+        "stage seconds": ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
+        "mlimpute": versions().get("mlimpute", "?"),
+    }
+    warnings = list(assembled["warnings"]) + [f"{r['name']}: {w}" for r in pooled for w in r["warnings"]]
+    html = render_report(
+        title=f"mlimpute run: {cfg.data.path.name}", run=run, pooled=tables, diagnostics=diag,
+        traces=[c.trace for c in sorted(chains, key=lambda c: c.chain)],
+        parameter_names=assembled["parameters"], burn=s.burn,
+        imputed=observed_vs_imputed(df, long, cfg.imputation_model()), warnings=warnings)
+    path = cfg.output.dir / "report.html"
+    with atomic_path(path) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    return str(path)
+
+
+@task(name="manifest", retries=0)  # no retries: a local write
+def write_manifest(config: dict[str, Any], config_sha256: str, ingest: dict[str, Any],
+                   summary: dict[str, Any], assembled: dict[str, Any], chains: list[dict[str, Any]],
+                   pooled: list[dict[str, Any]], timings: dict[str, float]) -> str:
+    """manifest.json: input hash, config, seed entropy, versions, timings, outputs and their sha256."""
+    out = Path(config["output"]["dir"])
+    files = {}
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out)
+        if p.is_file() and rel.parts[0] not in (store.CACHE, MANIFEST) and not rel.name.startswith("."):
+            files[rel.as_posix()] = file_sha256(p)
+    manifest = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "input": {**ingest, **{k: summary[k] for k in ("rows", "clusters", "missing")}},
+        "config": config,
+        "config_sha256": config_sha256,
+        "seed": {"seed": config["sampler"]["seed"], "entropy": assembled["seed_entropy"]},
+        "chains": chains,
+        "analyses": [{k: r[k] for k in ("name", "formula", "family", "m", "warnings")} for r in pooled],
+        "warnings": assembled["warnings"],
+        "versions": versions(),
+        "timings_seconds": {**timings, "per_chain": assembled["chain_seconds"]},
+        "outputs": files,
+    }
+    path = out / MANIFEST
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    return str(path)
+
+
+def _key(text: str) -> str:
+    """An artifact key: lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    """A markdown table (numbers to 4 significant digits)."""
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    rows = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    rows += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join(rows)
+
+
+def publish_artifacts(assembled: dict[str, Any], pooled: list[dict[str, Any]], output_dir: str) -> None:
+    """A markdown summary of the run and one table artifact per pooled analysis."""
+    diag = pd.read_csv(assembled["diagnostics"])
+    lines = [f"# mlimpute run: {assembled['n_imputations']} imputations",
+             f"Outputs in `{output_dir}` (report: `report.html`).", ""]
+    if assembled["warnings"]:
+        lines += ["**Warnings**", ""] + [f"- {w}" for w in assembled["warnings"]] + [""]
+    worst = diag.sort_values("rhat", ascending=False).head(5)
+    lines += ["## Worst R-hat", "", _markdown(worst), ""]
+    for rec in pooled:
+        tidy = pd.read_csv(rec["paths"]["pooled"])
+        lines += [f"## {rec['name']}", f"`{rec['formula']}` ({rec['family']}, m = {rec['m']})", "",
+                  _markdown(tidy), ""]
+        create_table_artifact(key=_key(f"pooled-{rec['name']}"), table=tidy.to_dict(orient="records"),
+                              description=f"Pooled estimates: {rec['formula']}")
+    create_markdown_artifact(key="mlimpute-run", markdown="\n".join(lines),
+                             description="Summary of the imputation run")

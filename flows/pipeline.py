@@ -1,0 +1,173 @@
+"""The Prefect flow: Parquet in, pooled report out (DESIGN §4).
+
+    ingest (sha256) → validate → chains (tasks, cached) → assemble (imputations/,
+    diagnostics.csv) → fits (one task per analysis × imputation, cached) → pool (fits/,
+    pooled/) → report.html → artifacts → manifest.json
+
+Tasks pass paths and small records. The chains and fits go to the ``[runner]``'s task runner
+(this process, or Dask workers); the cheap steps run in the flow's own process. The flow waits
+for *every* future and calls ``.result()`` on each, so a failed chain fails the flow (after the
+other chains have finished and been cached for the next run) instead of leaving a "Completed"
+run with missing pieces.
+
+Imputations equal ``mlimpute.impute(df, model, n_imputations, burn, between, chains, seed)``
+for the same configuration, whichever runner ran the chains: each chain task rebuilds the
+model arrays from the file and draws from its own ``SeedSequence`` child of ``seed``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.futures import as_completed
+from threadpoolctl import threadpool_limits
+
+import mlimpute
+from mlimpute.config import load_config
+from mlimpute.impute import split_imputations
+
+from . import store
+from .outputs import MANIFEST, publish_artifacts, write_manifest, write_report
+from .progress import Progress
+from .runtime import task_runner
+from .tasks import (assemble_imputations, cached, fit_imputation, ingest, pool_analysis,
+                    sample_chain, validate)
+
+__all__ = ["pipeline"]
+
+
+@flow(name="mlimpute-pipeline", log_prints=False)
+def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
+             progress: bool = False) -> dict[str, Any]:
+    """Impute, analyse and pool as the TOML configuration at ``config_path`` says.
+
+    Parameters
+    ----------
+    config_path : str
+        The TOML configuration (see :mod:`mlimpute.config`).
+    overrides : dict, optional
+        Dotted keys applied over the file, e.g. ``{"output.dir": "/data/out"}``.
+    progress : bool
+        Draw stage progress on stderr (the CLI does); the run log always gets it.
+
+    Returns
+    -------
+    dict
+        Output folder, files, warnings and stage timings.
+    """
+    t_start = time.perf_counter()
+    logger = get_run_logger()
+    cfg = load_config(config_path, overrides)
+    out = cfg.output.dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # a manifest means one complete run
+    config = cfg.record()
+    version = mlimpute.__version__
+    bar = Progress(progress, logger)
+    timings: dict[str, float] = {}
+    try:
+        t0 = time.perf_counter()
+        data = ingest(str(cfg.data.path))
+        summary = validate(config)
+        timings["ingest+validate"] = time.perf_counter() - t0
+        bar.note(f"{summary['rows']} rows in {summary['clusters']} clusters; missing: "
+                 + ", ".join(f"{k} {v}" for k, v in summary["missing"].items()))
+
+        chain_jobs = _chain_jobs(cfg, data["sha256"], version)
+        # BLAS pinned to one thread in this process too: run_chain's own limit is restored
+        # when a chain ends, which would un-pin a chain still running in another thread
+        with threadpool_limits(limits=1, user_api="blas"), task_runner(
+                cfg.runner.kind, cfg.runner.workers, cfg.runner.address) as runner:
+            t0 = time.perf_counter()
+            futures = [runner.submit(cached(sample_chain, out, not Path(j["out"]).exists()), {"job": j})
+                       for j in chain_jobs]
+            chain_paths, chain_states = _gather(futures, bar.stage("chains", len(futures)))
+            timings["chains"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            assembled = assemble_imputations(config, chain_paths)
+            timings["assemble"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            fit_jobs = _fit_jobs(cfg, assembled["partitions"], version)
+            futures = [runner.submit(cached(fit_imputation, out, not Path(j["out"]).exists()), {"job": j})
+                       for j in fit_jobs]
+            fit_paths, _ = _gather(futures, bar.stage("fits", len(futures)))
+            timings["fits"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        pooled = []
+        for a in cfg.analysis:
+            paths = [p for j, p in zip(fit_jobs, fit_paths) if j["analysis"]["name"] == a.name]
+            pooled.append(pool_analysis(a.model_dump(mode="json"), paths, str(out)))
+        timings["pool"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        report = write_report(config, data, assembled, chain_paths, pooled, timings)
+        publish_artifacts(assembled, pooled, str(out))
+        timings["report"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
+        chains = [{"chain": j["chain"] + 1, "imputations": j["n_imputations"], "key": j["key"],
+                   "file": Path(p).relative_to(out).as_posix(), "state": s}
+                  for j, p, s in zip(chain_jobs, chain_paths, chain_states)]
+        manifest = write_manifest(config, store.digest(config), data, summary, assembled, chains,
+                                  pooled, timings)
+    finally:
+        bar.close()
+    warnings = list(assembled["warnings"]) + [w for r in pooled for w in r["warnings"]]
+    for w in warnings:
+        logger.warning(w)
+    return {"output_dir": str(out), "report": report, "manifest": manifest,
+            "imputations": assembled["imputations_dir"], "diagnostics": assembled["diagnostics"],
+            "pooled": {r["name"]: r["paths"]["pooled"] for r in pooled},
+            "chain_states": chain_states, "warnings": warnings, "timings": timings}
+
+
+def _chain_jobs(cfg: Any, data_sha256: str, version: str) -> list[dict[str, Any]]:
+    """One record per chain; ``key`` digests everything that decides the chain's draws."""
+    s = cfg.sampler
+    rec = cfg.chain_record()
+    per_chain = split_imputations(s.imputations, s.chains)
+    jobs = []
+    for c in range(s.chains):
+        key = store.digest({"what": "chain", "data_sha256": data_sha256, "config": rec,
+                            "chain": c, "version": version})
+        jobs.append({
+            "key": key, "chain": c, "chain_number": c + 1, "n_imputations": per_chain[c],
+            "data_path": str(cfg.data.path), "model": rec["model"], "sampler": rec["sampler"],
+            "out": str(store.cache_dir(cfg.output.dir) / "chains" / f"chain-{c + 1}-{key[:16]}.npz"),
+        })
+    return jobs
+
+
+def _fit_jobs(cfg: Any, partitions: list[dict[str, Any]], version: str) -> list[dict[str, Any]]:
+    """One record per analysis × imputation, keyed on the completed dataset's sha256."""
+    jobs = []
+    for a in cfg.analysis:
+        rec = a.model_dump(mode="json")
+        fit_rec = {k: v for k, v in rec.items() if k not in ("name", "df_com", "conf_level")}
+        for p in partitions:
+            key = store.digest({"what": "fit", "data_sha256": p["sha256"], "analysis": fit_rec,
+                                "version": version})
+            jobs.append({
+                "key": key, "analysis": rec, "imputation": p["imputation"], "data_path": p["path"],
+                "out": str(store.cache_dir(cfg.output.dir) / "fits" / a.name
+                           / f"imputation-{p['imputation']}-{key[:16]}.pkl"),
+            })
+    return jobs
+
+
+def _gather(futures: list[Any], stage: Any) -> tuple[list[Any], list[str]]:
+    """Wait for every future (advancing ``stage``), then return results in submission order.
+
+    Raises the first failure only after all have finished, so the finished ones are cached.
+    """
+    for fut in as_completed(futures):
+        fut.wait()  # records the final state on the future (else .state asks the API, which lags)
+        state = fut.state
+        stage.advance("from cache" if state.name == "Cached" else state.name.lower())
+    results = [fut.result() for fut in futures]  # raises the first failed task's exception
+    return results, [fut.state.name for fut in futures]
