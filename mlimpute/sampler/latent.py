@@ -129,8 +129,11 @@ def _cowles(
     ks = np.arange(2, K)
     log_q = np.sum(np.log(ndtr((cuts[ks + 1] - cuts[ks]) / step) - ndtr((new[ks - 1] - cuts[ks]) / step)))
     log_q -= np.sum(np.log(ndtr((new[ks + 1] - new[ks]) / step) - ndtr((cuts[ks - 1] - new[ks]) / step)))
-    ll_new = log_interval_prob(mean, sd, new[codes], new[codes + 1]).sum()
-    ll_old = log_interval_prob(mean, sd, cuts[codes], cuts[codes + 1]).sum()
+    # Rows of the first category, (−∞, 0], have the same probability under both: skip them.
+    keep = codes > 0
+    c, mu = codes[keep], mean[keep]
+    ll_new = log_interval_prob(mu, sd, new[c], new[c + 1]).sum()
+    ll_old = log_interval_prob(mu, sd, cuts[c], cuts[c + 1]).sum()
     if np.log(rng.random()) < ll_new - ll_old + log_q:
         return new, True
     return cuts, False

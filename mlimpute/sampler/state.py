@@ -71,6 +71,7 @@ class Pattern:
     ix_mm: tuple
     ix_mo: tuple
     ix_oo: tuple
+    miss_mask: np.ndarray  # (p,) bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,6 +103,7 @@ class Patterns:
                 flat_miss=_compact((rows[:, None] * p + m[None, :]).ravel()),
                 flat_obs=_compact((rows[:, None] * p + o[None, :]).ravel()),
                 ix_mm=np.ix_(m, m), ix_mo=np.ix_(m, o), ix_oo=np.ix_(o, o),
+                miss_mask=miss[rows[0]].copy(),
             ))
         return Patterns(tuple(out), int(miss.sum()))
 
