@@ -39,7 +39,8 @@ from .tasks import (assemble_imputations, cached, fit_imputation, ingest, pool_a
 __all__ = ["pipeline"]
 
 
-@flow(name="mlimpute-pipeline", log_prints=False)
+# persist_result=False: the return value is a small summary read in-process; the outputs are the files
+@flow(name="mlimpute-pipeline", log_prints=False, persist_result=False)
 def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
              progress: bool = False) -> dict[str, Any]:
     """Impute, analyse and pool as the TOML configuration at ``config_path`` says.

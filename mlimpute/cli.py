@@ -169,7 +169,7 @@ def _analyse(args: argparse.Namespace) -> int:
         if args.nagq:
             kw["nagq"] = args.nagq
     pooled = analyse(data, args.formula, family=args.family, imputation_col=args.imputation_col,
-                     **kw)
+                     df_com=args.df_com, **kw)
     print(pooled.summary())
     if args.out:
         from .io import atomic_path
@@ -245,6 +245,8 @@ def _parser() -> argparse.ArgumentParser:
     ana.add_argument("--link", help="binomial: logit or probit")
     ana.add_argument("--nagq", type=int, help="GLMM quadrature points (1 = Laplace)")
     ana.add_argument("--imputation-col", help="name of the imputation column")
+    ana.add_argument("--df-com", type=float, help="complete-data df (default: each fit's residual "
+                     "df, Barnard-Rubin; 'inf': Rubin's large-sample df, as mitml without df.com)")
     ana.add_argument("--out", help="write the pooled table to this CSV (and *_varcomp.csv)")
     ana.set_defaults(func=_analyse)
 

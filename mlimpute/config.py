@@ -415,7 +415,7 @@ def _one(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
         return f"unknown key {where}; {hint}"
     found, value = _lookup(raw, loc)
     if found and isinstance(value, Mapping):  # an error about a whole table
-        where = "[" + ".".join(str(p) for p in loc) + "]"
+        where = _where((*loc, "_"))[0]
     shown = f" = {_toml_repr(value)}" if found and key and not isinstance(value, Mapping) else ""
     msg = str(err["msg"]).removeprefix("Value error, ")
     if msg.startswith("Input should"):  # pydantic's wording of the expectation

@@ -95,10 +95,11 @@ def observed_vs_imputed(df: pd.DataFrame, long: pd.DataFrame, model: ImputationM
 
 
 def flag_diagnostics(diag: pd.DataFrame) -> np.ndarray:
-    """Rows whose R-hat exceeds 1.05 or whose bulk or tail ESS is below 100."""
+    """Rows whose R-hat exceeds 1.05, whose bulk or tail ESS is below 100, or that could not be
+    assessed (NaN: too few draws)."""
     r = diag["rhat"].to_numpy(dtype=float)
-    ess = np.fmin(diag["ess_bulk"].to_numpy(dtype=float), diag["ess_tail"].to_numpy(dtype=float))
-    return (r > RHAT_LIMIT) | (ess < ESS_LIMIT)
+    ess = np.minimum(diag["ess_bulk"].to_numpy(dtype=float), diag["ess_tail"].to_numpy(dtype=float))
+    return ~(r <= RHAT_LIMIT) | ~(ess >= ESS_LIMIT)
 
 
 def main_parameters(names: Sequence[str], flagged: Sequence[str] = ()) -> list[str]:
@@ -304,7 +305,7 @@ def render_report(
     conv = (f'<p class="ok">All {len(diagnostics)} parameters within the limits (R-hat ≤ '
             f'{RHAT_LIMIT}, bulk and tail ESS ≥ {ESS_LIMIT}).</p>' if not flags.any() else
             f'<p class="warnings">{int(flags.sum())} of {len(diagnostics)} parameters past the '
-            f'limits (R-hat > {RHAT_LIMIT} or ESS < {ESS_LIMIT}), highlighted: run longer '
+            f'limits (R-hat > {RHAT_LIMIT} or ESS < {ESS_LIMIT}) or not assessable, highlighted: run longer '
             "(burn, between) or more chains before trusting the imputations.</p>")
     body = [
         f"<h1>{html.escape(title)}</h1>",

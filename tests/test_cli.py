@@ -1,0 +1,187 @@
+"""The ``mlimpute`` command without a flow run: bad input, ``validate`` and ``analyse``.
+
+Bad configurations and data must exit with code 2 and one line on stderr, *before* Prefect
+starts, and write nothing (no output folder, no Prefect home). Flow runs through the command
+are tested in test_pipeline.py under the shared Prefect harness.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mlimpute as mi
+from mlimpute.cli import main
+from mlimpute.io import read_parquet, write_parquet, write_partitioned
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAM = ROOT / "examples" / "exam_scores.parquet"
+MITML = ROOT / "tests" / "fixtures" / "mitml"
+
+CONFIG = ROOT / "tests" / "fixtures" / "pipeline" / "exam.toml"
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder with the data and a config; Prefect's home pointed inside it (must stay absent)."""
+    shutil.copy(EXAM, tmp_path / "exam.parquet")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def write_config(d: Path, data: str = "exam.parquet", out: str = "out", edit=lambda t: t) -> Path:
+    text = CONFIG.read_text().replace('path = "exam.parquet"', f'path = "{data}"')
+    p = d / "run.toml"
+    p.write_text(edit(text.replace('dir = "out"', f'dir = "{out}"')))
+    return p
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def bad_type_data(d: Path) -> str:
+    df = read_parquet(d / "exam.parquet")
+    df["standlrt"] = df["standlrt"].map(lambda v: None if pd.isna(v) else f"{v:.3f} sd")  # text
+    write_parquet(df, d / "typed.parquet")
+    return "typed.parquet"
+
+
+CASES = {
+    "missing data file": (dict(data="nope.parquet"), r"data file '.*nope.parquet' does not exist; check the path"),
+    "unknown column": (dict(edit=lambda t: t.replace('standlrt = "continuous"', 'standlrt2 = "continuous"')),
+                       r"standlrt2"),
+    "wrong type": ("typed", r"column 'standlrt' is declared continuous but holds non-numeric values"),
+    "analysis column": (dict(edit=lambda t: t.replace("+ avslrt +", "+ avslrtt +")),
+                        r"\[\[analysis\]\] 'exam': column 'avslrtt' of formula .* is not in the data; did you mean 'avslrt'\?"),
+    "analysis column with holes": (dict(edit=lambda t: t.replace('standlrt = "continuous"\n', "")),
+                                   r"column 'standlrt' has 903 missing values but is not imputed"),
+    "output under a file": ("file-out", r"\[output\] dir = '.*blocker/out' cannot be created: '.*blocker' is a file"),
+    "bad key": (dict(edit=lambda t: t.replace("burn = 20", "burn = -1")),
+                r"\[sampler\] burn = -1 should be greater than or equal to 1"),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_config_or_data_exit_2_one_line_nothing_written(workdir, capsys, command, case):
+    how, message = CASES[case]
+    if how == "typed":
+        cfg = write_config(workdir, data=bad_type_data(workdir))
+    elif how == "file-out":
+        (workdir / "blocker").write_text("a file where a folder should be")
+        cfg = write_config(workdir, out="blocker/out")
+    else:
+        cfg = write_config(workdir, **how)
+    before = files(workdir)
+    code, out, err = run_cli([command, str(cfg)], capsys)
+    assert code == 2
+    assert err.startswith("mlimpute: error: ") and err.count("\n") == 1, err
+    assert __import__("re").search(message, err), err
+    assert files(workdir) == before  # no output folder, no Prefect home, no temporary files
+    assert out == ""
+
+
+def test_read_only_output_parent_exit_2(workdir, capsys, monkeypatch):
+    ro = workdir / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:  # root may write anywhere: let the check see what a user would
+        real = os.access
+        monkeypatch.setattr("flows.checks.os.access",
+                            lambda p, mode: False if Path(p) == ro else real(p, mode))
+    try:
+        code, _, err = run_cli(["run", str(write_config(workdir, out="ro/out"))], capsys)
+    finally:
+        ro.chmod(0o755)
+    assert code == 2 and err.count("\n") == 1
+    assert "[output] dir = " in err and "cannot be created ('" in err and "is not writable)" in err
+    assert not (ro / "out").exists()
+
+
+def test_missing_config_and_remote_dask_without_api(workdir, capsys, monkeypatch):
+    code, _, err = run_cli(["run", "nope.toml"], capsys)
+    assert code == 2 and "config file 'nope.toml' does not exist" in err
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    cfg = write_config(workdir, edit=lambda t: t + '[runner]\nkind = "dask"\naddress = "tcp://10.1.2.3:8786"\n')
+    code, _, err = run_cli(["validate", str(cfg)], capsys)
+    assert code == 2 and "set PREFECT_API_URL" in err and err.count("\n") == 1
+
+
+def test_validate_ok_summarises_without_writing(workdir, capsys):
+    cfg = write_config(workdir)
+    before = files(workdir)
+    code, out, err = run_cli(["validate", str(cfg)], capsys)
+    assert code == 0, err
+    assert "OK. 4059 rows in 65 clusters" in out
+    assert "normexam (856 missing), standlrt (903 missing), avslrt (774 missing)" in out
+    assert files(workdir) == before
+
+
+def test_analyse_command_pools_a_hive_table_like_mi_analyse(workdir, capsys):
+    df = read_parquet(EXAM)
+    model = mi.ImputationModel(cluster="school",
+                               variables={"normexam": "continuous", "standlrt": "continuous",
+                                          "avslrt": mi.Variable("continuous", level=2)},
+                               covariates=["sex"])
+    with pytest.warns(mi.ConvergenceWarning):  # a deliberately short run
+        res = mi.impute(df, model, n_imputations=3, burn=20, between=2, chains=1, seed=3)
+    write_partitioned(res.data, workdir / "imps")
+    formula = "normexam ~ standlrt + sex + (1 | school)"
+    code, out, err = run_cli(["analyse", str(workdir / "imps"), "--formula", formula,
+                              "--out", str(workdir / "pooled.csv")], capsys)
+    assert code == 0, err
+    assert "Pooled over m = 3 imputations" in out
+    ours = pd.read_csv(workdir / "pooled.csv")
+    ref = mi.analyse(res, formula).tidy()
+    pd.testing.assert_frame_equal(ours, ref, check_exact=False, rtol=1e-12)
+    vc = pd.read_csv(workdir / "pooled_varcomp.csv")
+    np.testing.assert_allclose(vc["estimate"], mi.analyse(res, formula).varcomp()["estimate"], rtol=1e-12)
+
+
+def test_analyse_command_on_jomo_csv_equals_mitml(capsys, tmp_path):
+    """jomo's long CSV (Imputation 0 = the original data is skipped) against mitml's pooling."""
+    formula = "normexam ~ standlrt + sex + avslrt + (1 + standlrt | clus)"
+    code, out, err = run_cli(["analyse", str(MITML / "jomo_exam_imputations.csv.gz"),
+                              "--formula", formula, "--df-com", "inf",
+                              "--out", str(tmp_path / "p.csv")], capsys)
+    assert code == 0, err
+    ours = pd.read_csv(tmp_path / "p.csv").set_index("term")
+    ref = pd.read_csv(MITML / "pool_exam_estimates.csv")
+    ref["term"] = ref["term"].replace({"(Intercept)": "Intercept", "sexgirl": "sex[T.girl]"})
+    ref = ref.set_index("term")
+    # 1e-4: lme4's and our optimiser stop at slightly different points of the same REML optimum
+    np.testing.assert_allclose(ours.loc[ref.index, "estimate"], ref["Estimate"], rtol=1e-4)
+    np.testing.assert_allclose(ours.loc[ref.index, "std_error"], ref["Std.Error"], rtol=1e-4)
+    np.testing.assert_allclose(ours.loc[ref.index, "fmi"], ref["FMI"], rtol=1e-3)
+
+
+def test_analyse_command_bad_input_exit_2(capsys, tmp_path):
+    code, _, err = run_cli(["analyse", str(tmp_path / "none.parquet"), "--formula", "y ~ 1 + (1|g)"], capsys)
+    assert code == 2 and "does not exist" in err and err.count("\n") == 1
+    write_parquet(pd.DataFrame({"y": [1.0, 2.0], "g": [1, 2]}), tmp_path / "t.parquet")
+    code, _, err = run_cli(["analyse", str(tmp_path / "t.parquet"), "--formula", "y ~ 1 + (1|g)"], capsys)
+    assert code == 2 and "has no imputation column" in err
+
+
+def test_module_entry_point_runs_validate(workdir):
+    import subprocess
+
+    cfg = write_config(workdir)
+    proc = subprocess.run([sys.executable, "-m", "mlimpute.cli", "validate", str(cfg)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "OK." in proc.stdout

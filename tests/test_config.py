@@ -1,0 +1,141 @@
+"""The pipeline's TOML configuration: what it accepts, and one-line errors naming key and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import mlimpute as mi
+from mlimpute.config import apply_overrides, load_config, parse_config, parse_override
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "exam_scores.toml"
+
+BASE = """
+[data]
+path = "data.parquet"
+[model]
+cluster = "school"
+covariates = ["sex"]
+[model.variables]
+normexam = "continuous"
+avslrt = { kind = "continuous", level = 2 }
+[sampler]
+imputations = 4
+burn = 10
+between = 2
+seed = 3
+[output]
+dir = "out"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_example_config_builds_the_demo_model():
+    cfg = load_config(EXAMPLE)
+    model = cfg.imputation_model()
+    assert model == mi.ImputationModel(
+        cluster="school",
+        variables={"normexam": "continuous", "standlrt": "continuous",
+                   "avslrt": mi.Variable("continuous", level=2)},
+        covariates=["sex"])
+    assert cfg.data.path == EXAMPLE.parent / "exam_scores.parquet"  # relative to the file
+    assert cfg.sampler.chains == 2 and cfg.sampler.seed == 1
+    assert [a.name for a in cfg.analysis] == ["exam"]
+    assert cfg.analysis[0].fit_options() == {"reml": True}
+    assert cfg.runner.kind == "local"
+
+
+def test_full_model_section_round_trips_to_imputation_model(tmp_path):
+    text = BASE.replace('covariates = ["sex"]', """covariates = ["sex", "x"]
+level2_covariates = ["schgend"]
+random_slopes = ["x"]
+covariance = "common"
+[model.prior_l1]
+scale = [[1, 0], [0, 2.5]]
+df = 3
+[model.prior_l2]
+df = 5""").replace('normexam = "continuous"', """normexam = "continuous"
+fluent = { kind = "ordinal", categories = [1, 2, 3] }""")
+    text += """
+[[analysis]]
+name = "logit"
+formula = "y ~ x + (1 | school)"
+family = "binomial"
+link = "probit"
+nagq = 5
+df_com = 100
+"""
+    cfg = load_config(write(tmp_path, text))
+    m = cfg.imputation_model()
+    assert m.variables["fluent"] == mi.Variable("ordinal", categories=(1, 2, 3))
+    assert m.level2_covariates == ("schgend",) and m.random_slopes == ("x",)
+    assert m.prior_l1 == mi.CovariancePrior(scale=((1.0, 0.0), (0.0, 2.5)), df=3.0)
+    assert m.prior_l2 == mi.CovariancePrior(df=5.0)
+    a = cfg.analysis[0]
+    assert a.fit_options() == {"link": "probit", "nagq": 5}
+    assert a.pool_options() == {"df_com": 100.0, "conf_level": 0.95}
+    # the record is JSON and parses back to the same configuration (tasks receive records)
+    assert parse_config(cfg.record()) == cfg
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("burn = 10", "burn = \"many\""),
+     r"\[sampler\] burn = \"many\" should be a valid integer"),
+    (lambda t: t.replace("burn = 10", "burnin = 10"),
+     r"\[sampler\] burn is required but missing; add it; unknown key \[sampler\] burnin; did you mean 'burn'\?"),
+    (lambda t: t.replace('"continuous", level = 2', '"continuous", level = 3'),
+     r"\[model.variables.avslrt\] level = 3 should be 1 or 2"),
+    (lambda t: t.replace('normexam = "continuous"', 'normexam = "continous"'),
+     r"\[model.variables.normexam\] kind = \"continous\" should be 'continuous', 'binary'"),
+    (lambda t: t.replace("imputations = 4", "imputations = 4\nchains = 5"),
+     r"\[sampler\]: chains = 5 exceeds imputations = 4.*lower chains or raise imputations"),
+    (lambda t: t.replace("seed = 3", ""),
+     r"\[sampler\] seed is required but missing; add it"),
+    (lambda t: t.replace('[output]\ndir = "out"', ""),
+     r"output is required but missing"),
+    (lambda t: t + '[[analysis]]\nname = "a b"\nformula = "y ~ 1 + (1|g)"\n',
+     r"\[\[analysis\]\] #1 name = \"a b\": name 'a b' must start with a letter"),
+    (lambda t: t + '[[analysis]]\nname = "a"\nformula = "y ~ 1 + (1|g)"\nfamily = "gaussian"\nnagq = 3\n',
+     r"\[\[analysis\]\] #1: link and nagq apply to binomial/poisson"),
+    (lambda t: t + '[runner]\nkind = "dask"\naddress = "tcp://h:8786"\nworkers = 2\n',
+     r"\[runner\]: workers sizes a local Dask cluster; .*remove workers"),
+    (lambda t: t + '[runner]\nkind = "spark"\n',
+     r"\[runner\] kind = \"spark\" should be 'local' or 'dask'"),
+    (lambda t: t.replace('covariates = ["sex"]', 'covariates = ["sex"]\nrandom_slopes = ["x"]'),
+     r"\[model\] random slope 'x' is not among the level-1 covariates"),
+])
+def test_bad_config_one_line_naming_key_and_fix(tmp_path, edit, message):
+    p = write(tmp_path, edit(BASE))
+    with pytest.raises(mi.SpecError, match=message) as info:
+        load_config(p)
+    text = str(info.value)
+    assert text.startswith(str(p)) and "\n" not in text
+
+
+def test_not_toml_and_missing_file(tmp_path):
+    with pytest.raises(mi.SpecError, match=r"c.toml: not valid TOML .*line 1.*; fix the syntax"):
+        load_config(write(tmp_path, "[data\npath = 1"))
+    with pytest.raises(mi.SpecError, match=r"config file .*nope.toml' does not exist; check the path"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_overrides_apply_on_top_and_resolve_paths_against_cwd(tmp_path, monkeypatch):
+    p = write(tmp_path, BASE)
+    monkeypatch.chdir(tmp_path.parent)
+    cfg = load_config(p, {"sampler.burn": 99, "output.dir": "elsewhere"})
+    assert cfg.sampler.burn == 99
+    assert cfg.output.dir == tmp_path.parent / "elsewhere"
+    assert cfg.data.path == tmp_path / "data.parquet"
+    assert parse_override("sampler.burn=100") == ("sampler.burn", 100)
+    assert parse_override("runner.kind=dask") == ("runner.kind", "dask")
+    assert parse_override('model.covariates=["sex", "x"]') == ("model.covariates", ["sex", "x"])
+    with pytest.raises(mi.SpecError, match="write KEY=VALUE"):
+        parse_override("sampler.burn")
+    with pytest.raises(mi.SpecError, match="'seed' is not a table"):
+        apply_overrides({"sampler": {"seed": 1}}, {"sampler.seed.x": 2})
