@@ -1,0 +1,323 @@
+"""The Prefect pipeline end to end (DESIGN §4).
+
+One session-scoped ``prefect_test_harness`` serves every in-process flow run (its API takes
+20-40 s to start on a 2-core machine). The Dask test runs ``mlimpute run`` in a subprocess
+against a ``LocalCluster`` of 2 worker processes, exercising the default set-up: no
+``PREFECT_API_URL``, the CLI starts one local API and the workers must use it rather than
+start their own. Run lengths are tiny: these tests check plumbing, not convergence.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pytest
+
+import mlimpute as mi
+from mlimpute.io import file_sha256, read_parquet
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAM = ROOT / "examples" / "exam_scores.parquet"
+CONFIG = ROOT / "tests" / "fixtures" / "pipeline" / "exam.toml"
+_cfg = tomllib.loads(CONFIG.read_text())
+SEED, M, CHAINS, BURN, BETWEEN = (_cfg["sampler"][k] for k in ("seed", "imputations", "chains",
+                                                               "burn", "between"))
+FORMULA, FORMULA_2 = (a["formula"] for a in _cfg["analysis"])
+MODEL = mi.ImputationModel(
+    cluster="school",
+    variables={"normexam": "continuous", "standlrt": "continuous",
+               "avslrt": mi.Variable("continuous", level=2)},
+    covariates=["sex"])
+OUTPUTS = ["diagnostics.csv", "report.html", "manifest.json", "fits/exam.parquet",
+           "fits/exam_varcomp.parquet", "fits/sex-gap.parquet", "fits/sex-gap_varcomp.parquet",
+           "pooled/exam.csv",
+           "pooled/exam_varcomp.csv", "pooled/sex-gap.csv", "pooled/sex-gap_varcomp.csv",
+           *[f"imputations/imputation={k}/part-0.parquet" for k in range(1, M + 1)]]
+
+
+@pytest.fixture(scope="session")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def make_project(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(EXAM, root / "exam.parquet")
+    shutil.copy(CONFIG, root / "run.toml")
+    return root / "run.toml"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """``mi.impute`` with the configuration's arguments: what the flow must reproduce."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mi.ConvergenceWarning)  # tiny run on purpose
+        return mi.impute(read_parquet(EXAM), MODEL, n_imputations=M, burn=BURN, between=BETWEEN,
+                         chains=CHAINS, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def local_run(harness, tmp_path_factory):
+    from flows.pipeline import pipeline
+
+    config = make_project(tmp_path_factory.mktemp("local"))
+    state = pipeline(config_path=str(config), return_state=True)
+    assert state.is_completed(), state.message
+    return state, config.parent / "out"
+
+
+@pytest.fixture
+def cli_env(monkeypatch, tmp_path):
+    """Environment keys the CLI sets, registered with monkeypatch so they are restored."""
+    for key, value in {"PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                       "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}.items():
+        monkeypatch.setenv(key, value)
+
+
+def read_long(out: Path) -> pd.DataFrame:
+    """The written imputations as one table (pandas), imputations in order 1..M."""
+    got = pd.read_parquet(out / "imputations")
+    got["imputation"] = got["imputation"].astype(str).astype("int64")
+    return got.sort_values("imputation", kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------
+# The default (local) runner, end to end
+# ------------------------------------------------------------------------------------------
+def test_all_outputs_present_whole_and_listed_in_manifest(local_run):
+    state, out = local_run
+    for rel in OUTPUTS:
+        assert (out / rel).is_file(), rel
+    leftovers = [p for p in out.rglob("*") if p.name.endswith((".tmp", ".old"))]
+    assert leftovers == []  # every file was renamed into place whole
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["input"]["sha256"] == file_sha256(out.parent / "exam.parquet")
+    assert manifest["input"]["rows"] == 4059 and manifest["input"]["clusters"] == 65
+    assert manifest["seed"] == {"seed": SEED, "entropy": str(SEED)}
+    assert manifest["config"]["sampler"] == {"imputations": M, "burn": BURN, "between": BETWEEN,
+                                             "chains": CHAINS, "seed": SEED}
+    assert manifest["versions"]["mlimpute"] == mi.__version__ and "prefect" in manifest["versions"]
+    assert set(manifest["timings_seconds"]) >= {"chains", "assemble", "fits", "pool", "report", "total"}
+    assert [c["state"] for c in manifest["chains"]] == ["Completed", "Completed"]
+    assert set(manifest["outputs"]) == set(OUTPUTS) - {"manifest.json"}
+    for rel, sha in manifest["outputs"].items():
+        assert file_sha256(out / rel) == sha, rel
+    result = state.result()
+    assert result["chain_states"] == ["Completed", "Completed"]
+    assert any("ConvergenceWarning" in w for w in result["warnings"])  # 6 draws per chain
+
+
+def test_imputations_identical_to_impute_and_observed_cells_intact(local_run, reference):
+    _, out = local_run
+    got = read_long(out)
+    pd.testing.assert_frame_equal(got[list(reference.data.columns)], reference.data)
+    df = read_parquet(EXAM)
+    for k in range(1, M + 1):
+        done = got[got["imputation"] == k].drop(columns="imputation").reset_index(drop=True)
+        observed = df.notna()
+        for col in df.columns:
+            pd.testing.assert_series_equal(done.loc[observed[col], col], df.loc[observed[col], col])
+        assert not done[list(MODEL.variables)].isna().any().any()
+    diag = pd.read_csv(out / "diagnostics.csv")
+    assert list(diag.columns) == ["parameter", "rhat", "ess_bulk", "ess_tail"]
+    pd.testing.assert_frame_equal(diag, reference.diagnostics(), check_exact=False, rtol=1e-12)
+
+
+def test_imputations_read_as_one_table_by_pandas_pyarrow_duckdb_polars(local_run):
+    import duckdb
+    import polars as pl
+
+    _, out = local_run
+    folder = out / "imputations"
+    want = read_long(out).groupby("imputation")["normexam"].mean()
+
+    table = pads.dataset(folder, format="parquet", partitioning="hive").to_table().to_pandas()
+    by_arrow = table.groupby("imputation")["normexam"].mean()
+    by_duck = duckdb.sql(
+        f"SELECT imputation, avg(normexam) AS m, count(*) AS n FROM "
+        f"read_parquet('{folder}/*/*.parquet', hive_partitioning = true) GROUP BY imputation "
+        "ORDER BY imputation").df()
+    by_polars = (pl.read_parquet(str(folder), hive_partitioning=True)
+                 .group_by("imputation").agg(pl.col("normexam").mean()).sort("imputation"))
+    assert len(table) == M * 4059
+    np.testing.assert_allclose(by_arrow.sort_index().to_numpy(), want.to_numpy(), rtol=1e-12)
+    assert by_duck["imputation"].tolist() == list(range(1, M + 1))
+    assert by_duck["n"].tolist() == [4059] * M
+    np.testing.assert_allclose(by_duck["m"].to_numpy(), want.to_numpy(), rtol=1e-12)
+    assert by_polars["imputation"].to_list() == list(range(1, M + 1))
+    np.testing.assert_allclose(by_polars["normexam"].to_numpy(), want.to_numpy(), rtol=1e-12)
+
+
+def test_pooled_tables_equal_analyse_on_the_written_imputations(local_run):
+    _, out = local_run
+    written = pd.read_parquet(out / "imputations")  # as an analyst would read it
+    for name, formula, reml in (("exam", FORMULA, True), ("sex-gap", FORMULA_2, False)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FMI warnings of a tiny run
+            ref = mi.analyse(written, formula, reml=reml)
+        pooled = pd.read_csv(out / "pooled" / f"{name}.csv")
+        pd.testing.assert_frame_equal(pooled, ref.tidy(), check_exact=False, rtol=1e-12)
+        vc = pd.read_csv(out / "pooled" / f"{name}_varcomp.csv")
+        np.testing.assert_allclose(vc["estimate"], ref.varcomp()["estimate"], rtol=1e-12)
+        fits = pd.read_parquet(out / "fits" / f"{name}.parquet")
+        per = ref.per_imputation()
+        assert sorted(fits["imputation"].unique()) == list(range(1, M + 1))
+        np.testing.assert_allclose(fits["estimate"], per["estimate"], rtol=1e-12)
+        np.testing.assert_allclose(fits["std_error"], per["std_error"], rtol=1e-12)
+
+
+def test_report_and_prefect_artifacts(local_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    state, out = local_run
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # traces; observed vs imputed
+    assert "http://" not in html and "https://" not in html
+    for term in pd.read_csv(out / "pooled" / "exam.csv")["term"]:
+        assert f">{term}<" in html
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    kinds = {a.key: a.type for a in arts}
+    assert kinds == {"mlimpute-run": "markdown", "pooled-exam": "table", "pooled-sex-gap": "table"}
+    md = next(a for a in arts if a.key == "mlimpute-run").data
+    assert "## exam" in md and "Worst R-hat" in md
+
+
+# ------------------------------------------------------------------------------------------
+# Resume: a failed chain fails the run; the re-run takes the finished chain from the cache
+# ------------------------------------------------------------------------------------------
+def test_failed_chain_fails_run_and_rerun_reuses_finished_chains(harness, cli_env, tmp_path,
+                                                                 monkeypatch, capsys, reference):
+    import flows.tasks as ft
+    from mlimpute.cli import main
+
+    config = make_project(tmp_path / "project")
+    out = config.parent / "out"
+    real = ft.run_chain
+    calls: list[int] = []
+
+    def crash_second(data, chain, *args, **kwargs):
+        calls.append(chain)
+        if chain == 1:
+            raise RuntimeError("chain 2 crashed on purpose")
+        return real(data, chain, *args, **kwargs)
+
+    monkeypatch.setattr(ft, "run_chain", crash_second)
+    assert main(["run", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "mlimpute: error: the run failed (Failed): chain 2 crashed on purpose" in err
+    assert sorted(calls) == [0, 1]
+    assert not (out / "manifest.json").exists()  # no "complete" run with missing pieces
+    assert not (out / "imputations").exists()
+    assert len(list((out / ".cache" / "chains").glob("chain-1-*.npz"))) == 1
+
+    def counting(data, chain, *args, **kwargs):
+        calls.append(chain)
+        return real(data, chain, *args, **kwargs)
+
+    calls.clear()
+    monkeypatch.setattr(ft, "run_chain", counting)
+    assert main(["run", str(config)]) == 0
+    printed = capsys.readouterr().out
+    assert calls == [1]  # only the missing chain was sampled
+    assert "chains: 2 (1 from cache)" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [c["state"] for c in manifest["chains"]] == ["Cached", "Completed"]
+    pd.testing.assert_frame_equal(read_long(out)[list(reference.data.columns)], reference.data)
+
+    # a cache record whose chain file has gone is recomputed, not trusted
+    next((out / ".cache" / "chains").glob("chain-2-*.npz")).unlink()
+    calls.clear()
+    assert main(["run", str(config), "--no-progress"]) == 0
+    assert calls == [1]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [c["state"] for c in manifest["chains"]] == ["Cached", "Completed"]
+    pd.testing.assert_frame_equal(read_long(out)[list(reference.data.columns)], reference.data)
+
+
+def test_demo_command_runs_the_bundled_example(harness, cli_env, tmp_path, capsys):
+    from mlimpute.cli import main
+
+    out = tmp_path / "demo"
+    code = main(["demo", "--out", str(out), "--imputations", "2", "--chains", "1",
+                 "--burn", "10", "--between", "2", "--no-progress"])
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert "exam (pooled):" in cap.out and "Prefect start-up" in cap.out
+    assert (out / "manifest.json").is_file() and (out / "report.html").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["input"]["sha256"] == file_sha256(EXAM)
+    assert manifest["config"]["analysis"][0]["formula"] == FORMULA
+
+
+def test_serve_registers_a_cron_deployment(harness, cli_env, tmp_path, capsys):
+    from prefect.client.orchestration import get_client
+
+    from flows.serve import build_deployment
+    from mlimpute.cli import main
+
+    config = make_project(tmp_path / "project")
+    dep = build_deployment(config, "0 2 * * *", overrides={"sampler.burn": 50})
+    assert dep.parameters == {"config_path": str(config.resolve()), "overrides": {"sampler.burn": 50}}
+    assert dep.entrypoint == "flows.pipeline.pipeline"
+    dep_id = dep.apply()
+    with get_client(sync_client=True) as client:
+        stored = client.read_deployment(dep_id)
+    assert [s.schedule.cron for s in stored.schedules] == ["0 2 * * *"]
+    assert stored.parameters["config_path"] == str(config.resolve())
+
+    assert main(["serve", str(config), "--cron", "every night"]) == 2
+    err = capsys.readouterr().err
+    assert "--cron 'every night' is not a cron expression" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------------
+# Dask: the same imputations; workers use the run's one API instead of starting their own
+# ------------------------------------------------------------------------------------------
+def test_dask_runner_same_imputations_and_workers_start_no_api(local_run, tmp_path):
+    import psutil
+    from distributed import Client, LocalCluster
+
+    config = make_project(tmp_path / "project")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), DO_NOT_TRACK="1",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlimpute.cli", "run", str(config), "--no-progress",
+             "--set", 'runner.kind="dask"', "--set", f'runner.address="{cluster.scheduler_address}"'],
+            env=env, capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+        def children() -> list[str]:
+            return [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+
+        spawned = client.run(children)
+        ran_tasks = client.run(lambda: "flows.tasks" in sys.modules)
+    assert all(not any("uvicorn" in c for c in cmds) for cmds in spawned.values()), spawned
+    assert any(ran_tasks.values())  # the chains and fits ran on the workers
+    assert "API" in proc.stdout and "external" not in proc.stdout  # the CLI started the one API
+    _, local_out = local_run
+    dask_out = config.parent / "out"
+    pd.testing.assert_frame_equal(read_long(dask_out), read_long(local_out))
+    pd.testing.assert_frame_equal(pd.read_csv(dask_out / "pooled" / "exam.csv"),
+                                  pd.read_csv(local_out / "pooled" / "exam.csv"))
