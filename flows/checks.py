@@ -9,6 +9,7 @@ scheduled run meets whatever file is there that night). No Prefect in this modul
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import ipaddress
 import os
 import socket
@@ -119,13 +120,27 @@ def check_output_dir(path: str | os.PathLike) -> None:
                         "or fix its permissions")
 
 
-def check_runner(cfg: PipelineConfig, api_url: str | None) -> None:
-    """A remote Dask cluster needs a Prefect API its workers can reach (not this machine's loopback)."""
+def check_runner(cfg: PipelineConfig, api_url: str | None = None) -> None:
+    """Dask needs prefect-dask; a remote cluster needs a Prefect API its workers can reach.
+
+    ``api_url`` defaults to Prefect's setting (environment or profile), read only when needed.
+    """
+    if cfg.runner.kind != "dask":
+        return
+    if importlib.util.find_spec("prefect_dask") is None:
+        raise SpecError('[runner] kind = "dask" needs prefect-dask and dask.distributed; install '
+                        "them with pip install 'mlimpute[dask]' (or -e '.[dask]' in a clone)")
     address = cfg.runner.address
-    if cfg.runner.kind != "dask" or address is None or api_url:
+    if address is None:
         return
     host = urlparse(address if "://" in address else f"tcp://{address}").hostname or ""
-    if not _is_local(host):
+    if _is_local(host):
+        return
+    if api_url is None:
+        from prefect.settings import PREFECT_API_URL  # only here: importing Prefect takes seconds
+
+        api_url = PREFECT_API_URL.value()
+    if not api_url:
         raise SpecError(
             f"[runner] address = {address!r} is a cluster on another machine: its workers cannot "
             "reach the temporary Prefect API of this process. Start a Prefect server the workers "

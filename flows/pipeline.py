@@ -39,7 +39,7 @@ from .tasks import (assemble_imputations, cached, fit_imputation, ingest, pool_a
 __all__ = ["pipeline"]
 
 
-# persist_result=False: the return value is a small summary read in-process; the outputs are the files
+# persist_result=False: the return value is a small summary read in-process; the files are the output
 @flow(name="mlimpute-pipeline", log_prints=False, persist_result=False)
 def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
              progress: bool = False) -> dict[str, Any]:
@@ -63,17 +63,17 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
     logger = get_run_logger()
     cfg = load_config(config_path, overrides)
     out = cfg.output.dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # a manifest means one complete run
     config = cfg.record()
     version = mlimpute.__version__
-    bar = Progress(progress, logger)
     timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    data = ingest(str(cfg.data.path))
+    summary = validate(config)  # bad data fails here, leaving the last complete run untouched
+    timings["ingest+validate"] = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # a manifest means one complete run
+    bar = Progress(progress, logger)
     try:
-        t0 = time.perf_counter()
-        data = ingest(str(cfg.data.path))
-        summary = validate(config)
-        timings["ingest+validate"] = time.perf_counter() - t0
         bar.note(f"{summary['rows']} rows in {summary['clusters']} clusters; missing: "
                  + ", ".join(f"{k} {v}" for k, v in summary["missing"].items()))
 
@@ -83,8 +83,8 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         with threadpool_limits(limits=1, user_api="blas"), task_runner(
                 cfg.runner.kind, cfg.runner.workers, cfg.runner.address) as runner:
             t0 = time.perf_counter()
-            futures = [runner.submit(cached(sample_chain, out, not Path(j["out"]).exists()), {"job": j})
-                       for j in chain_jobs]
+            futures = [runner.submit(cached(sample_chain, out, refresh=not Path(j["out"]).exists()),
+                                     {"job": j}) for j in chain_jobs]
             chain_paths, chain_states = _gather(futures, bar.stage("chains", len(futures)))
             timings["chains"] = time.perf_counter() - t0
 
@@ -94,8 +94,8 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
 
             t0 = time.perf_counter()
             fit_jobs = _fit_jobs(cfg, assembled["partitions"], version)
-            futures = [runner.submit(cached(fit_imputation, out, not Path(j["out"]).exists()), {"job": j})
-                       for j in fit_jobs]
+            futures = [runner.submit(cached(fit_imputation, out, refresh=not Path(j["out"]).exists()),
+                                     {"job": j}) for j in fit_jobs]
             fit_paths, _ = _gather(futures, bar.stage("fits", len(futures)))
             timings["fits"] = time.perf_counter() - t0
 

@@ -36,7 +36,9 @@ def user_cache_dir() -> Path:
 
 
 def prepare_environment(prefect_home: str | os.PathLike | None = None, verbose: bool = False) -> None:
-    """Prefect's environment for a pipeline process; call before ``import prefect``.
+    """Prefect's environment for a pipeline process; call before ``import prefect``. Only sets
+    environment variables (nothing is written, so a bad configuration found later leaves no
+    trace).
 
     Settings the user made in the environment win, except that analytics stay off unless
     ``PREFECT_SERVER_ANALYTICS_ENABLED`` is set to true (then ``DO_NOT_TRACK`` is left alone).
@@ -48,8 +50,6 @@ def prepare_environment(prefect_home: str | os.PathLike | None = None, verbose: 
         env.setdefault("DO_NOT_TRACK", "1")
     if "PREFECT_HOME" not in env:
         env["PREFECT_HOME"] = str(prefect_home or user_cache_dir() / "prefect")
-    # the API's SQLite file cannot be opened in a folder that does not exist
-    Path(env["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     if not verbose:
         # Prefect's INFO lines would interleave with the progress bars; they still go to the API
         env.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
@@ -68,13 +68,15 @@ class ApiInfo:
 def prefect_api(timeout: int = STARTUP_TIMEOUT) -> Iterator[ApiInfo]:
     """One Prefect API for the whole run (see the module docstring)."""
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
     url = PREFECT_API_URL.value()
     if url:
         yield ApiInfo(url=url, started_here=False, startup_seconds=0.0)
         return
     t0 = time.perf_counter()
+    # the API's SQLite file cannot be opened in a folder that does not exist
+    Path(PREFECT_HOME.value()).expanduser().mkdir(parents=True, exist_ok=True)
     # the None-keyed instance is the one Prefect's own client would start on demand
     server = SubprocessASGIServer()
     server.start(timeout=timeout)

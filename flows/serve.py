@@ -74,7 +74,8 @@ def scheduler_api(timeout: int = STARTUP_TIMEOUT, port: int = 4200) -> Iterator[
     log_path = home / "mlimpute-server.log"
     with open(log_path, "ab") as log:  # a file, not a pipe: a full pipe would block the server
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)],
             env={**os.environ, "PREFECT_API_URL": ""}, stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_healthy(url, proc, timeout, log_path)

@@ -60,7 +60,7 @@ def _load_and_check(config: str | Path, overrides: dict[str, Any]) -> tuple[Any,
     from .config import load_config
 
     cfg = load_config(config, overrides)
-    return cfg, check_all(cfg, api_url=os.environ.get("PREFECT_API_URL"))
+    return cfg, check_all(cfg)
 
 
 # ------------------------------------------------------------------------------------------
@@ -88,16 +88,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run_config(config: Path, overrides: dict[str, Any], args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    from flows.runtime import prepare_environment
+
+    prepare_environment(verbose=args.verbose)  # environment only, before Prefect is imported
     cfg, _ = _load_and_check(config, overrides)
     try:
         cfg.output.dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SpecError(f"[output] dir = {str(cfg.output.dir)!r} cannot be created ({exc}); "
                         "choose a folder you can write to") from None
-
-    from flows.runtime import prepare_environment
-
-    prepare_environment(verbose=args.verbose)
     t_import = time.perf_counter()
     from flows.pipeline import pipeline
     from flows.runtime import prefect_api
@@ -185,11 +184,11 @@ def _analyse(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    overrides = _overrides(args)
-    _load_and_check(args.config, overrides)
     from flows.runtime import prepare_environment
 
-    prepare_environment(verbose=args.verbose)
+    prepare_environment(verbose=args.verbose)  # environment only, before Prefect is imported
+    overrides = _overrides(args)
+    _load_and_check(args.config, overrides)
     from flows.serve import check_cron, serve
 
     try:

@@ -287,7 +287,8 @@ def load_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = N
     return parse_config(raw, base=p.resolve().parent, source=str(p))
 
 
-def parse_config(raw: Mapping[str, Any], base: str | os.PathLike = ".", source: str = "config") -> PipelineConfig:
+def parse_config(raw: Mapping[str, Any], base: str | os.PathLike = ".",
+                 source: str = "config") -> PipelineConfig:
     """Validate a configuration given as a dict (as read from TOML)."""
     raw = _resolve_paths(dict(raw), Path(base))
     try:

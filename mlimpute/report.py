@@ -65,7 +65,8 @@ class ImputedVariable:
 # ------------------------------------------------------------------------------------------
 # Data for the plots
 # ------------------------------------------------------------------------------------------
-def observed_vs_imputed(df: pd.DataFrame, long: pd.DataFrame, model: ImputationModel) -> list[ImputedVariable]:
+def observed_vs_imputed(df: pd.DataFrame, long: pd.DataFrame,
+                        model: ImputationModel) -> list[ImputedVariable]:
     """Observed and imputed values of each imputed variable that had holes.
 
     ``long`` is the long table of completed datasets (``imputation`` column, each imputation's
@@ -88,7 +89,8 @@ def observed_vs_imputed(df: pd.DataFrame, long: pd.DataFrame, model: ImputationM
             cl = df[model.cluster].to_numpy()
             observed = pd.Series(observed.to_numpy(), index=cl[~holes]).groupby(level=0).first()
             imputed["cluster"] = np.tile(cl, len(long) // n)[mask]
-            imputed = imputed.groupby(["imputation", "cluster"], sort=True, as_index=False)["value"].first()
+            imputed = imputed.groupby(["imputation", "cluster"], sort=True,
+                                      as_index=False)["value"].first()
         out.append(ImputedVariable(name=name, kind=var.kind, level=var.level,
                                    observed=observed.reset_index(drop=True), imputed=imputed))
     return out
@@ -253,6 +255,10 @@ def _info(rows: Mapping[str, Any]) -> str:
     return f"<table>{body}</table>"
 
 
+def _list(items: Sequence[str]) -> str:
+    return '<ul class="warnings">' + "".join(f"<li>{html.escape(w)}</li>" for w in items) + "</ul>"
+
+
 def _pooled_section(p: PooledTable) -> str:
     cols = ["term", "estimate", "std_error", "conf_low", "conf_high", "df", "p_value", "riv", "fmi"]
     parts = [f"<h3>{html.escape(p.name)}</h3>",
@@ -265,7 +271,7 @@ def _pooled_section(p: PooledTable) -> str:
         parts += ["<p>Variance components and ICC:</p>",
                   _table(vc, text_cols=("group", "term1", "term2", "method"))]
     if p.warnings:
-        parts.append('<ul class="warnings">' + "".join(f"<li>{html.escape(w)}</li>" for w in p.warnings) + "</ul>")
+        parts.append(_list(p.warnings))
     return "\n".join(parts)
 
 
@@ -306,13 +312,12 @@ def render_report(
     conv = (f'<p class="ok">All {len(diagnostics)} parameters within the limits (R-hat ≤ '
             f'{RHAT_LIMIT}, bulk and tail ESS ≥ {ESS_LIMIT}).</p>' if not flags.any() else
             f'<p class="warnings">{int(flags.sum())} of {len(diagnostics)} parameters past the '
-            f'limits (R-hat > {RHAT_LIMIT} or ESS < {ESS_LIMIT}) or not assessable, highlighted: run longer '
-            "(burn, between) or more chains before trusting the imputations.</p>")
+            f'limits (R-hat > {RHAT_LIMIT} or ESS < {ESS_LIMIT}) or not assessable, highlighted: '
+            "run longer (burn, between) or more chains before trusting the imputations.</p>")
     body = [
         f"<h1>{html.escape(title)}</h1>",
         _info(run),
-        ('<h2>Warnings</h2><ul class="warnings">' + "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-         + "</ul>") if warnings else '<p class="ok">No warnings.</p>',
+        "<h2>Warnings</h2>" + _list(warnings) if warnings else '<p class="ok">No warnings.</p>',
         "<h2>Pooled estimates</h2>",
         *([_pooled_section(p) for p in pooled] or ["<p>No analyses configured.</p>"]),
         "<h2>Convergence</h2>", conv,

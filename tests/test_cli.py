@@ -31,7 +31,12 @@ CONFIG = ROOT / "tests" / "fixtures" / "pipeline" / "exam.toml"
 def workdir(tmp_path, monkeypatch):
     """A folder with the data and a config; Prefect's home pointed inside it (must stay absent)."""
     shutil.copy(EXAM, tmp_path / "exam.parquet")
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    # every key the CLI sets, registered so that they are restored after the test
+    for key, value in {"PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                       "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -112,13 +117,25 @@ def test_read_only_output_parent_exit_2(workdir, capsys, monkeypatch):
     assert not (ro / "out").exists()
 
 
-def test_missing_config_and_remote_dask_without_api(workdir, capsys, monkeypatch):
+def test_missing_config_and_dask_runner_problems(workdir, capsys, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     code, _, err = run_cli(["run", "nope.toml"], capsys)
     assert code == 2 and "config file 'nope.toml' does not exist" in err
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     cfg = write_config(workdir, edit=lambda t: t + '[runner]\nkind = "dask"\naddress = "tcp://10.1.2.3:8786"\n')
-    code, _, err = run_cli(["validate", str(cfg)], capsys)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # no API URL from anywhere
+        code, _, err = run_cli(["validate", str(cfg)], capsys)
     assert code == 2 and "set PREFECT_API_URL" in err and err.count("\n") == 1
+    with temporary_settings({PREFECT_API_URL: "http://scheduler-host:4200/api"}):
+        assert run_cli(["validate", str(cfg)], capsys)[0] == 0  # a server the workers can reach
+    import flows.checks
+
+    real = flows.checks.importlib.util.find_spec
+    monkeypatch.setattr(flows.checks.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "prefect_dask" else real(name, *a))
+    code, _, err = run_cli(["validate", str(cfg)], capsys)
+    assert code == 2 and "pip install 'mlimpute[dask]'" in err
 
 
 def test_validate_ok_summarises_without_writing(workdir, capsys):
