@@ -94,14 +94,13 @@ def write_report(config: dict[str, Any], ingest: dict[str, Any], assembled: dict
 @task(name="manifest", retries=0)  # no retries: a local write
 def write_manifest(config: dict[str, Any], config_sha256: str, ingest: dict[str, Any],
                    summary: dict[str, Any], assembled: dict[str, Any], chains: list[dict[str, Any]],
-                   pooled: list[dict[str, Any]], timings: dict[str, float]) -> str:
-    """manifest.json: input hash, config, seed entropy, versions, timings, outputs and their sha256."""
+                   pooled: list[dict[str, Any]], report: str, timings: dict[str, float]) -> str:
+    """manifest.json: input hash, config, seed entropy, versions, timings, and every file this
+    run wrote with its sha256 (not files an older run left in the folder)."""
     out = Path(config["output"]["dir"])
-    files = {}
-    for p in sorted(out.rglob("*")):
-        rel = p.relative_to(out)
-        if p.is_file() and rel.parts[0] not in (store.CACHE, MANIFEST) and not rel.name.startswith("."):
-            files[rel.as_posix()] = file_sha256(p)
+    written = [assembled["diagnostics"], report, *(p["path"] for p in assembled["partitions"]),
+               *(path for rec in pooled for path in rec["paths"].values())]
+    files = {Path(p).relative_to(out).as_posix(): file_sha256(p) for p in sorted(written)}
     manifest = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "input": {**ingest, **{k: summary[k] for k in ("rows", "clusters", "missing")}},

@@ -115,7 +115,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
                    "file": Path(p).relative_to(out).as_posix(), "state": s}
                   for j, p, s in zip(chain_jobs, chain_paths, chain_states)]
         manifest = write_manifest(config, store.digest(config), data, summary, assembled, chains,
-                                  pooled, timings)
+                                  pooled, report, timings)
     finally:
         bar.close()
     warnings = list(assembled["warnings"]) + [w for r in pooled for w in r["warnings"]]
