@@ -18,8 +18,9 @@ restricted to the region its category allows:
 
 The draw is an exact inverse-CDF draw ``x = Φ⁻¹(Φ(a) + U (Φ(b) − Φ(a)))`` on the side of the
 distribution where the interval sits (reflected when it lies above the mean, so that Φ is
-evaluated where it is small and accurate), with a log-space version for intervals beyond
-Φ ≈ 1e-300: no rejection loop, no clamping, no retained old value.
+evaluated where it is small and accurate; one-sided intervals need one Φ and one Φ⁻¹), with a
+log-space version for intervals beyond Φ ≈ 1e-300: no rejection loop, no clamping, no retained
+old value. The row loops are compiled (``_kernels``); uniforms come from the chain's Generator.
 
 Ordinal thresholds use Cowles' (1996) Metropolis–Hastings step: propose all free thresholds
 from truncated normals around the current ones and accept with the likelihood ratio that
@@ -38,86 +39,78 @@ generalized linear models. Statistics and Computing, 6(2), 101-111.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr, ndtr, ndtri, ndtri_exp
+from numba import njit
+from scipy.special import ndtr
 
 from ..design import ColumnCodec
+from . import _kernels as kern
 
-__all__ = ["truncated_normal", "one_sided_normal", "log_interval_prob", "update_latents", "cuts_to_codes",
-           "latents_to_codes", "initial_latent"]
-
-_TINY = 1e-300
+__all__ = ["truncated_normal", "one_sided_normal", "log_interval_prob", "update_latents",
+           "cuts_to_codes", "latents_to_codes", "initial_latent"]
 
 
-def _oriented(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Reflect intervals that lie mostly above 0 so both ends are where Φ is small."""
-    with np.errstate(invalid="ignore"):
-        flip = (a + b) > 0
-    return flip, np.where(flip, -b, a), np.where(flip, -a, b)
+@njit(cache=True)
+def _draw_intervals(mean, sd, lo, hi, u):
+    out = np.empty(mean.size)
+    for i in range(mean.size):
+        if np.isinf(lo[i]) and np.isinf(hi[i]):
+            out[i] = kern.one_sided(mean[i], sd, np.inf, -1.0, u[i])
+        elif np.isinf(hi[i]):
+            out[i] = kern.one_sided(mean[i], sd, lo[i], 1.0, u[i])
+        elif np.isinf(lo[i]):
+            out[i] = kern.one_sided(mean[i], sd, hi[i], -1.0, u[i])
+        else:
+            out[i] = kern.two_sided(mean[i], sd, lo[i], hi[i], u[i])
+    return out
+
+
+@njit(cache=True)
+def _log_intervals(mean, sd, lo, hi):
+    out = np.empty(mean.size)
+    for i in range(mean.size):
+        out[i] = kern._log_interval(mean[i], sd, lo[i], hi[i])
+    return out
+
+
+def _uniforms(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Uniforms on (0, 1] (never 0, so Φ⁻¹(U·P) is finite)."""
+    u = rng.random(n)
+    np.subtract(1.0, u, out=u)
+    return u
 
 
 def truncated_normal(
-    rng: np.random.Generator, mean: np.ndarray, sd: np.ndarray | float, lo: np.ndarray, hi: np.ndarray
+    rng: np.random.Generator, mean: np.ndarray, sd: float, lo: np.ndarray, hi: np.ndarray
 ) -> np.ndarray:
     """Exact draws from N(mean, sd²) restricted to (lo, hi), elementwise; bounds may be ±inf."""
-    mean = np.asarray(mean, dtype=float)
-    a = (lo - mean) / sd
-    b = (hi - mean) / sd
-    flip, aa, bb = _oriented(a, b)
-    pa, pb = ndtr(aa), ndtr(bb)
-    u = rng.random(mean.shape)
-    x = ndtri(pa + u * (pb - pa))
-    far = pb < _TINY
-    if np.any(far):  # both ends beyond Φ ≈ 1e-300: the same inverse CDF in log space
-        la, lb = log_ndtr(aa[far]), log_ndtr(bb[far])
-        x[far] = ndtri_exp(lb + np.log1p(-u[far] * -np.expm1(la - lb)))
-    x = np.where(flip, -x, x)
-    return mean + sd * x
+    mean, lo, hi = (np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=float), np.shape(mean)))
+                    for v in (mean, lo, hi))
+    return _draw_intervals(mean.ravel(), float(sd), lo.ravel(), hi.ravel(),
+                           _uniforms(rng, mean.size)).reshape(mean.shape)
 
 
 def one_sided_normal(
     rng: np.random.Generator, mean: np.ndarray, sd: float, bound: np.ndarray, side: np.ndarray
 ) -> np.ndarray:
     """Exact draws from N(mean, sd²) restricted to (bound, ∞) where side = +1 and to
-    (−∞, bound) where side = −1 (bound = +inf with side −1: unrestricted).
-
-    Notes
-    -----
-    With ``P = Φ(side·(mean − bound)/sd)``, the mass of the allowed side, the draw is
-    ``mean − side·sd·Φ⁻¹(U·P)``: one Φ and one Φ⁻¹ per element, half the work of the two-sided
-    formula, and Φ is again only evaluated where it is small or 1 (no cancellation).
-    """
-    zb = np.subtract(mean, bound)       # in-place arithmetic: few full-length temporaries
-    zb *= side
-    zb /= sd
-    P = ndtr(zb)
-    u = rng.random(mean.shape)
-    t = np.multiply(u, P)
-    far = P < _TINY
-    ndtri(t, out=t)
-    if np.any(far):  # allowed side beyond Φ ≈ 1e-300: the same inverse CDF in log space
-        t[far] = ndtri_exp(np.log(u[far]) + log_ndtr(zb[far]))
-    t *= side
-    t *= -sd
-    t += mean
-    return t
+    (−∞, bound) where side = −1 (bound = +inf with side −1: unrestricted)."""
+    side = np.broadcast_to(np.asarray(side, dtype=float), np.shape(mean))
+    bound = np.broadcast_to(np.asarray(bound, dtype=float), np.shape(mean))
+    lo = np.where(side > 0, bound, -np.inf)
+    hi = np.where(side > 0, np.inf, bound)
+    return truncated_normal(rng, mean, sd, lo, hi)
 
 
 def log_interval_prob(mean: np.ndarray, sd: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """log P(lo < N(mean, sd²) ≤ hi), accurate in both tails."""
-    flip, aa, bb = _oriented((lo - mean) / sd, (hi - mean) / sd)
-    pa, pb = ndtr(aa), ndtr(bb)
-    with np.errstate(divide="ignore"):
-        out = np.log(pb - pa)
-    bad = ~(pb - pa > _TINY)
-    if np.any(bad):
-        la, lb = log_ndtr(aa[bad]), log_ndtr(bb[bad])
-        out[bad] = lb + np.log1p(-np.exp(la - lb))
-    return out
+    mean, lo, hi = (np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=float), np.shape(mean)))
+                    for v in (mean, lo, hi))
+    return _log_intervals(mean.ravel(), float(sd), lo.ravel(), hi.ravel()).reshape(mean.shape)
 
 
 def _cowles(
-    rng: np.random.Generator, cuts: np.ndarray, codes: np.ndarray, mean: np.ndarray, sd: float,
-    step: float,
+    rng: np.random.Generator, cuts: np.ndarray, resid: np.ndarray, mean: np.ndarray,
+    qc: np.ndarray, sd: float, c: int, codes: np.ndarray, step: float,
 ) -> tuple[np.ndarray, bool]:
     """One Cowles MH update of the free thresholds γ_2..γ_{K−1} (``cuts`` has ±inf ends)."""
     K = cuts.size - 1
@@ -129,12 +122,9 @@ def _cowles(
     ks = np.arange(2, K)
     log_q = np.sum(np.log(ndtr((cuts[ks + 1] - cuts[ks]) / step) - ndtr((new[ks - 1] - cuts[ks]) / step)))
     log_q -= np.sum(np.log(ndtr((new[ks + 1] - new[ks]) / step) - ndtr((cuts[ks - 1] - new[ks]) / step)))
-    # Rows of the first category, (−∞, 0], have the same probability under both: skip them.
-    keep = codes > 0
-    c, mu = codes[keep], mean[keep]
-    ll_new = log_interval_prob(mu, sd, new[c], new[c + 1]).sum()
-    ll_old = log_interval_prob(mu, sd, cuts[c], cuts[c + 1]).sum()
-    if np.log(rng.random()) < ll_new - ll_old + log_q:
+    # latents integrated out: each row's interval probability under the new and old thresholds
+    ratio = kern.ordinal_loglik_ratio(resid, mean, qc, sd, c, codes, new, cuts)
+    if np.log(rng.random()) < ratio + log_q:
         return new, True
     return cuts, False
 
@@ -145,7 +135,7 @@ def update_latents(
     mean: np.ndarray,
     cov: np.ndarray,
     codecs: tuple[ColumnCodec, ...],
-    obs_rows: tuple[np.ndarray, ...],
+    obs_rows: tuple[np.ndarray, ...] | None,
     cuts: tuple[np.ndarray, ...],
     steps: np.ndarray,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
@@ -159,49 +149,29 @@ def update_latents(
     and the acceptance indicator of each threshold update.
     """
     Q = np.linalg.inv(cov)
-    # column-major residuals: every step below reads or writes whole columns of them
-    resid = np.empty(y.shape, order="F")
-    np.subtract(y, mean, out=resid)
+    mean = np.ascontiguousarray(mean)
+    resid = y - mean
+    n = y.shape[0]
     new_cuts = list(cuts)
     accepted = np.zeros(len(cuts))
+    no_cuts = np.zeros(2)
     o = 0
-    for codec, rows in zip(codecs, obs_rows):
+    for codec in codecs:
         codes = codec.codes
-        missing = codes < 0
+        cols = np.asarray(codec.cols, dtype=np.int64)
+        kind = {"binary": kern.BINARY, "ordinal": kern.ORDINAL, "nominal": kern.NOMINAL}[codec.kind]
         for m, c in enumerate(codec.cols):
             qcc = Q[c, c]
             sd = 1.0 / np.sqrt(qcc)
             qc = Q[:, c] / qcc
             qc[c] = 0.0
-            cm = mean[:, c] - resid @ qc
-            if codec.kind == "binary":   # (0, ∞) for code 1, (−∞, 0) for code 0, free if missing
-                side = np.where(codes == 1, 1.0, -1.0)
-                bound = np.where(missing, np.inf, 0.0)
-            elif codec.kind == "ordinal":
-                if codec.n_categories > 2:
-                    new_cuts[o], accepted[o] = _cowles(rng, cuts[o], codes[rows], cm[rows], sd, steps[o])
-                ext = np.append(new_cuts[o], [-np.inf, np.inf])   # code −1 → (−inf, inf)
-                lo = ext[np.where(missing, -2, codes)]
-                hi = ext[np.where(missing, -1, codes + 1)]
-                o += 1
-            else:  # nominal, component m; reference = last category
-                K = codec.n_categories
-                other_max = np.full(codes.size, -np.inf)
-                w_code = np.zeros(codes.size)
-                for k, ck in enumerate(codec.cols):
-                    if k != m:
-                        other_max = np.maximum(other_max, y[:, ck])
-                        w_code = np.where(codes == k, y[:, ck], w_code)
-                is_m = codes == m
-                side = np.where(is_m, 1.0, -1.0)
-                bound = np.where(is_m, np.maximum(0.0, other_max),
-                                 np.where((codes == K - 1) | missing, np.where(missing, np.inf, 0.0), w_code))
+            ck = no_cuts
             if codec.kind == "ordinal":
-                draw = truncated_normal(rng, cm, sd, lo, hi)
-            else:  # binary and nominal intervals are one-sided
-                draw = one_sided_normal(rng, cm, sd, bound, side)
-            y[:, c] = draw
-            resid[:, c] = draw - mean[:, c]
+                if codec.n_categories > 2:
+                    new_cuts[o], accepted[o] = _cowles(rng, cuts[o], resid, mean, qc, sd, c, codes, steps[o])
+                ck = new_cuts[o]
+                o += 1
+            kern.latent_column(y, resid, mean, qc, sd, c, kind, codes, cols, m, ck, _uniforms(rng, n))
     return y, tuple(new_cuts), accepted
 
 

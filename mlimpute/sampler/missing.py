@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._kernels import missing_pattern
 from .state import Pattern, Patterns
 
 __all__ = ["draw_missing", "draw_missing_clustered", "conditional"]
@@ -63,17 +64,14 @@ def draw_missing(
     if not patterns.groups:
         return y
     z = rng.standard_normal(patterns.n_cells)
-    yf = y.reshape(-1)
-    mf = mean.reshape(-1)
+    yf = y.reshape(-1)                   # a view: y is C-contiguous
+    mf = np.ascontiguousarray(mean).reshape(-1)
     pos = 0
     for pat, (K, C) in zip(patterns.groups, _all_conditionals(cov, patterns)):
-        n_rows, n_miss = pat.rows.size, pat.miss.size
-        noise = z[pos:pos + n_rows * n_miss].reshape(n_rows, n_miss)
-        pos += n_rows * n_miss
-        draw = mf[pat.flat_miss].reshape(n_rows, n_miss) + (noise * C[0, 0] if n_miss == 1 else noise @ C.T)
-        if pat.obs.size:
-            draw += (yf[pat.flat_obs] - mf[pat.flat_obs]).reshape(n_rows, pat.obs.size) @ K.T
-        yf[pat.flat_miss] = draw.reshape(-1)
+        n_cells = pat.rows.size * pat.miss.size
+        missing_pattern(yf, mf, pat.flat_miss, pat.flat_obs, pat.rows.size,
+                        np.ascontiguousarray(K), np.ascontiguousarray(C), z[pos:pos + n_cells])
+        pos += n_cells
     return y
 
 
