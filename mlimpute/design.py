@@ -128,12 +128,18 @@ def _continuous(df: pd.DataFrame, name: str) -> np.ndarray:
         )
     if not pd.api.types.is_numeric_dtype(s.dtype):
         conv = pd.to_numeric(s, errors="coerce")
-        bad = conv.isna() & s.notna()
-        example = s[bad].iloc[0] if bad.any() else None
+        bad = (conv.isna() & s.notna()).to_numpy()
+        if bad.any():
+            raise DataError(
+                f"column {name!r} is declared continuous but holds non-numeric values "
+                f"(e.g. {s[bad].iloc[0]!r} in row {s.index[bad].tolist()[0]!r}, dtype {s.dtype}); "
+                "convert it to numbers or declare it binary/ordinal/nominal"
+            )
+        first = s[s.notna()].iloc[0] if s.notna().any() else None
         raise DataError(
-            f"column {name!r} is declared continuous but holds non-numeric values "
-            f"(e.g. {example!r} in row {s.index[bad.to_numpy()].tolist()[0]!r}, dtype {s.dtype}); convert it "
-            "to numbers or declare it binary/ordinal/nominal"
+            f"column {name!r} is declared continuous but its numbers are stored as text (dtype "
+            f"{s.dtype}, e.g. {first!r}); convert it with pandas.to_numeric (or fix the Parquet "
+            "schema) so that it is not read as categories"
         )
     v = s.to_numpy(dtype=float, na_value=np.nan)
     inf = np.isinf(v)

@@ -38,6 +38,13 @@ def test_non_numeric_continuous():
         run(df)
 
 
+def test_numbers_stored_as_text():
+    df = _df()
+    df["y"] = df["y"].map(lambda v: f"{v:.3f}").astype(object)
+    with pytest.raises(mi.DataError, match=r"column 'y' is declared continuous but its numbers are stored as text .*pandas.to_numeric"):
+        run(df)
+
+
 def test_boolean_declared_continuous():
     df = _df()
     df["y"] = df["y"] > 0
