@@ -82,8 +82,9 @@ class _FixedNormals:
 
 
 @pytest.mark.parametrize("slope", [True, False])   # False: the random-intercept fast path
-def test_block_draw_of_b1_and_u1_is_the_exact_joint_conditional(slope):
-    """Mean and covariance of (vec B1, u_1..u_J) against a dense joint-Gaussian computation."""
+def test_block_draw_of_fixed_effects_and_u1_is_the_exact_joint_conditional(slope):
+    """Mean and covariance of (vec B1, vec B2, u_1..u_J) against a dense joint-Gaussian
+    computation that writes out every level-1 row and every cluster's level-2 prior term."""
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
@@ -92,47 +93,50 @@ def test_block_draw_of_b1_and_u1_is_the_exact_joint_conditional(slope):
     import mlimpute as mi
     from mlimpute.impute import prepare
     from mlimpute.sampler import prepare_static
-    from mlimpute.sampler.random import draw_b1_u1
+    from mlimpute.sampler.random import draw_fixed_u1
 
     data_df, _, _ = simulate(np.random.default_rng(7), J=4, n=5, slope=slope, missing=0.0)
-    data_df = data_df.iloc[:-2]  # unequal cluster sizes
+    data_df = data_df.iloc[:-2].copy()  # unequal cluster sizes
+    data_df["s"] = np.repeat([0.5, -1.0, 2.0, 0.3], 5)[:-2]   # a level-2 covariate
     model = mi.ImputationModel(cluster="g", variables={"y1": "continuous", "y2": "continuous",
                                                        "w": mi.Variable("continuous", level=2)},
-                               covariates=["x"], random_slopes=["x"] if slope else [])
+                               covariates=["x"], level2_covariates=["s"],
+                               random_slopes=["x"] if slope else [])
     st = prepare_static(prepare(data_df, model))
     rng = np.random.default_rng(8)
-    J, p1, q, f1 = 4, 2, 2 if slope else 1, 2
-    d1, fb = p1 * q, f1 * p1
+    J, p1, q = 4, 2, 2 if slope else 1
+    X, Z, Y, cl = st.data.x1, st.data.z, st.data.y1, st.data.cluster
+    X2, Y2 = st.data.x2, st.data.y2
+    f1, f2, p2 = X.shape[1], X2.shape[1], 1
+    d1, fb1, fb2 = p1 * q, f1 * p1, f2 * p2
     om1 = _spd(rng, p1)
-    om2 = _spd(rng, d1 + 1)
-    b2 = np.array([[0.3]])
-    u2 = st.data.y2 - st.data.x2 @ b2
+    om2 = _spd(rng, d1 + p2)
     oinv = np.linalg.inv(om1)
-
-    # Dense joint precision of θ = (β variable-major, u_1..u_J variable-major) and linear term.
     lam = np.linalg.inv(om2)
-    n = fb + J * d1
+    n = fb1 + fb2 + J * d1
     Q = np.zeros((n, n))
     lin = np.zeros(n)
-    X, Z, Y, cl = st.data.x1, st.data.z, st.data.y1, st.data.cluster
-    for i in range(X.shape[0]):
-        D = np.zeros((p1, n))  # y_i = D θ + e_i
+    for i in range(X.shape[0]):            # level-1 rows: y_i = D θ + e_i
+        D = np.zeros((p1, n))
         for l in range(p1):
             D[l, l * f1:(l + 1) * f1] = X[i]
-            off = fb + cl[i] * d1 + l * q
+            off = fb1 + fb2 + cl[i] * d1 + l * q
             D[l, off:off + q] = Z[i]
         Q += D.T @ oinv @ D
         lin += D.T @ oinv @ Y[i]
-    for j in range(J):
-        sl = slice(fb + j * d1, fb + (j + 1) * d1)
-        Q[sl, sl] += lam[:d1, :d1]
-        lin[sl] -= lam[:d1, d1:] @ u2[j]
+    for j in range(J):                     # (u1_j, y2_j − X2_j B2) ~ N(0, Ω2)
+        A = np.zeros((d1 + p2, n))
+        A[:d1, fb1 + fb2 + j * d1: fb1 + fb2 + (j + 1) * d1] = np.eye(d1)
+        A[d1:, fb1:fb1 + fb2] = -X2[j]
+        c = np.concatenate([np.zeros(d1), Y2[j]])
+        Q += A.T @ lam @ A
+        lin -= A.T @ lam @ c
     cov = np.linalg.inv(Q)
     mean = cov @ lin
 
     def draw(z):
-        b1, u1 = draw_b1_u1(_FixedNormals(z), st, Y, u2, oinv, om2)
-        return np.concatenate([b1.T.ravel(), u1.ravel()])
+        b1, b2, u1 = draw_fixed_u1(_FixedNormals(z), st, Y, Y2, oinv, om2)
+        return np.concatenate([b1.T.ravel(), b2.T.ravel(), u1.ravel()])
 
     got_mean = draw(np.zeros(n))
     assert np.allclose(got_mean, mean, atol=1e-9)

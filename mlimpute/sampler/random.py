@@ -1,28 +1,31 @@
-"""Level-1 fixed and random effects drawn as one block: B1 from its conditional with the
-random effects integrated out, then every cluster's random effects given B1.
+"""Fixed effects of both levels and the level-1 random effects drawn as one block: (B1, B2)
+from their conditional with the random effects integrated out, then every cluster's random
+effects given them.
 
 Notes
 -----
-Write ``β = vec(B1)`` and ``u_j = vec(U1_j)`` variable-major, ``Ω = Ω1⁻¹``, ``Λ = Ω2⁻¹``
-(blocks 11 for u1, 12 for u1×u2) and ``u2_j = y2_j − X2_j B2``. Given everything else the
-pair (β, u_1..u_J) is jointly normal with precision and linear term::
+Write ``β1 = vec(B1)``, ``β2 = vec(B2)`` and ``u_j = vec(U1_j)`` variable-major, ``Ω = Ω1⁻¹``,
+``Λ = Ω2⁻¹`` (blocks 11 for u1, 12 for u1×u2, 22 for u2). The level-2 random effects are
+``u2_j = y2_j − X2_j B2 = y2_j − D_j β2`` with ``D_j = I ⊗ x2_j'``, so the prior of
+``(u1_j, u2_j)`` couples u1_j with β2. Given everything else, θ = (β1, β2) and u_1..u_J are
+jointly normal with precision and linear term::
 
-    [ Ω ⊗ X'X   T_1' ... T_J' ]      h_β = vec(Ω Y1'X1)
-    [ T_j       P_j  (block)  ]      h_j = vec(Ω Y1_j'Z_j) − Λ12 u2_j
-    P_j = Λ11 + Ω ⊗ Z_j'Z_j,    T_j = Ω ⊗ Z_j'X1_j
+    θθ:  diag(Ω ⊗ X1'X1, Λ22 ⊗ X2'X2)        h_θ = (vec(Ω Y1'X1), vec(Λ22 Y2'X2))
+    u_j θ: T_j = [Ω ⊗ Z_j'X1_j,  −Λ12 D_j]     h_j = vec(Ω Y1_j'Z_j) − Λ12 y2_j
+    u_j u_j: P_j = Λ11 + Ω ⊗ Z_j'Z_j
 
-(with cluster-specific covariances Ω becomes Ω_j in P_j, T_j, h_j and the first block is
-``Σ_j Ω_j ⊗ X1_j'X1_j``, ``h_β = Σ_j vec(Ω_j Y1_j'X1_j)``)
-
-so β | · (u integrated out) ~ N(H⁻¹ g, H⁻¹) with the Schur complement
-``H = Ω ⊗ X'X − Σ_j T_j' P_j⁻¹ T_j`` and ``g = h_β − Σ_j T_j' P_j⁻¹ h_j``, and then
-``u_j | β, · ~ N(P_j⁻¹ (h_j − T_j β), P_j⁻¹)``. Drawing the block removes the slow
-see-saw between the fixed intercept and the random intercepts that a sweep alternating
-``B1 | U1`` and ``U1 | B1`` suffers (jomo's scheme), at the cost of reusing each cluster's
+so θ | · (u integrated out) ~ N(H⁻¹ g, H⁻¹) with the Schur complement
+``H = diag(...) − Σ_j T_j' P_j⁻¹ T_j`` and ``g = h_θ − Σ_j T_j' P_j⁻¹ h_j``, and then
+``u_j | θ, · ~ N(P_j⁻¹ (h_j − T_j θ), P_j⁻¹)``. Drawing the block removes the slow see-saw
+between fixed intercepts and random intercepts (of both levels) that a sweep alternating
+``B | U`` and ``U | B`` suffers (jomo's scheme), at the cost of reusing each cluster's
 Cholesky factor ``P_j = L_j L_j'`` for ``L_j⁻¹ T_j``.
 
+(With cluster-specific covariances Ω becomes Ω_j in P_j, T_j, h_j and the first block is
+``Σ_j Ω_j ⊗ X1_j'X1_j``, ``h_β1 = Σ_j vec(Ω_j Y1_j'X1_j)``.)
+
 All J clusters are handled as ``(J, ·, ·)`` stacks; the cluster sums come from
-``np.add.reduceat`` over rows sorted by cluster, so a sweep costs O(N·p1·q + J·d1²·f1·p1),
+``np.add.reduceat`` over rows sorted by cluster, so a sweep costs O(N·p1·q + J·d1²·dim θ),
 never O(N·J).
 """
 
@@ -33,7 +36,7 @@ import numpy as np
 from .linalg import back_solve_t, cholesky, forward_solve
 from .state import Static
 
-__all__ = ["draw_b1_u1", "zu", "cluster_crossprod"]
+__all__ = ["draw_fixed_u1", "zu", "cluster_crossprod"]
 
 
 def zu(st: Static, u1: np.ndarray) -> np.ndarray:
@@ -56,22 +59,24 @@ def cluster_crossprod(st: Static, y: np.ndarray) -> np.ndarray:
     return np.add.reduceat(zy, data.starts, axis=0)
 
 
-def draw_b1_u1(
+def draw_fixed_u1(
     rng: np.random.Generator,
     st: Static,
     y1: np.ndarray,
-    u2: np.ndarray,
+    y2: np.ndarray,
     omega1_inv: np.ndarray,
     omega2: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw (B1 (f1, p1), u1 (J, p1*q)) jointly; see the module notes."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw (B1 (f1, p1), B2 (f2, p2), u1 (J, p1*q)) as one block; see the module notes."""
     if st.q == 1 and omega1_inv.ndim == 2:
-        return _draw_b1_u1_intercepts(rng, st, y1, u2, omega1_inv, omega2)
-    J, p1, q = st.data.n_clusters, st.p1, st.q
-    f1 = st.data.x1.shape[1]
-    d1, fb = p1 * q, f1 * p1
+        return _draw_fixed_u1_intercepts(rng, st, y1, y2, omega1_inv, omega2)
+    data = st.data
+    J, p1, p2, q = data.n_clusters, st.p1, st.p2, st.q
+    f1, f2 = data.x1.shape[1], data.x2.shape[1]
+    d1, fb1, fb2 = p1 * q, f1 * p1, f2 * p2
     lam = np.linalg.inv(omega2)
     lam = 0.5 * (lam + lam.T)
+    lam12 = lam[:d1, d1:]
     om = omega1_inv
     per_cluster = om.ndim == 3           # cluster-specific Ω1_j⁻¹ (covariance="cluster")
     omj = om if per_cluster else om[None]
@@ -79,51 +84,75 @@ def draw_b1_u1(
     P = (omj[:, :, None, :, None] * st.ztz[:, None, :, None, :]).reshape(J, d1, d1) + lam[:d1, :d1]
     L = cholesky(P)
     h = np.einsum("jlm,jmk->jlk", np.broadcast_to(omj, (J, p1, p1)), cluster_crossprod(st, y1)).reshape(J, d1)
-    if st.p2:
-        h -= u2 @ lam[:d1, d1:].T
-    T = (omj[:, :, None, :, None] * st.ztx[:, None, :, None, :]).reshape(J, d1, fb)
+    T = (omj[:, :, None, :, None] * st.ztx[:, None, :, None, :]).reshape(J, d1, fb1)
+    if p2:
+        h -= y2 @ lam12.T
+        # coupling of u1_j with β2 through u2_j = y2_j − X2_j B2: −Λ12 (I ⊗ x2_j')
+        T2 = -(lam12[None, :, :, None] * data.x2[:, None, None, :]).reshape(J, d1, fb2)
+        T = np.concatenate([T, T2], axis=2)
     LT = forward_solve(L, T)                                   # L_j⁻¹ T_j   (J, d1, fb)
     Lh = forward_solve(L, h)                                   # L_j⁻¹ h_j   (J, d1)
-    LT2 = LT.reshape(J * d1, fb)   # Σ_j T_j' P_j⁻¹ T_j as one BLAS product, not an einsum
+    LT2 = LT.reshape(J * d1, fb1 + fb2)   # Σ_j T_j' P_j⁻¹ T_j as one BLAS product
     if per_cluster:  # Σ_j Ω_j ⊗ X_j'X_j and Σ_j vec(Ω_j Y_j'X_j), from per-cluster statistics
-        H = np.einsum("jlm,jab->lamb", om, st.xtx_j).reshape(fb, fb)
-        yx = np.add.reduceat(y1[:, :, None] * st.data.x1[:, None, :], st.data.starts, axis=0)
-        hb = np.einsum("jlm,jma->la", om, yx).reshape(fb)
+        H1 = np.einsum("jlm,jab->lamb", om, st.xtx_j).reshape(fb1, fb1)
+        yx = np.add.reduceat(y1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
+        h1 = np.einsum("jlm,jma->la", om, yx).reshape(fb1)
     else:
-        H = np.kron(om, st.xtx)
-        hb = (om @ (st.data.x1.T @ y1).T).reshape(fb)
+        H1 = np.kron(om, st.xtx)
+        h1 = (om @ (data.x1.T @ y1).T).reshape(fb1)
+    H, g = _with_level2(st, H1, h1, lam, y2)
     H = H - LT2.T @ LT2
-    g = hb - LT2.T @ Lh.reshape(J * d1)
+    g = g - LT2.T @ Lh.reshape(J * d1)
     LH = np.linalg.cholesky(0.5 * (H + H.T))
-    z = rng.standard_normal(fb + J * d1)
-    beta = back_solve_t(LH, forward_solve(LH, g) + z[:fb])
-    u1 = back_solve_t(L, Lh - LT @ beta + z[fb:].reshape(J, d1))
-    return beta.reshape(p1, f1).T, u1
+    z = rng.standard_normal(fb1 + fb2 + J * d1)
+    theta = np.linalg.solve(LH.T, np.linalg.solve(LH, g) + z[:fb1 + fb2])
+    u1 = back_solve_t(L, Lh - LT @ theta + z[fb1 + fb2:].reshape(J, d1))
+    return theta[:fb1].reshape(p1, f1).T, theta[fb1:].reshape(p2, f2).T, u1
 
 
-def _draw_b1_u1_intercepts(
-    rng: np.random.Generator, st: Static, y1: np.ndarray, u2: np.ndarray,
+def _with_level2(st: Static, H1, h1, lam, y2):
+    """Append β2's own block: precision Λ22 ⊗ X2'X2 and linear term vec(Λ22 Y2'X2)."""
+    if not st.p2:
+        return H1, h1
+    d1 = st.p1 * st.q
+    x2 = st.data.x2
+    lam22 = lam[d1:, d1:]
+    H2 = np.kron(lam22, x2.T @ x2)
+    h2 = (lam22 @ (x2.T @ y2).T).reshape(-1)
+    fb1, fb2 = h1.size, h2.size
+    H = np.zeros((fb1 + fb2, fb1 + fb2))
+    H[:fb1, :fb1] = H1
+    H[fb1:, fb1:] = H2
+    return H, np.concatenate([h1, h2])
+
+
+def _draw_fixed_u1_intercepts(
+    rng: np.random.Generator, st: Static, y1: np.ndarray, y2: np.ndarray,
     om: np.ndarray, omega2: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The same block draw for random intercepts only (q = 1) and a common Ω1, in O(J·p1·f1²).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same block draw for random intercepts only (q = 1) and a common Ω1, in
+    O(J·p·f²) without per-cluster factorisations.
 
     Notes
     -----
     With q = 1, ``P_j = Λ11 + n_j Ω``. Diagonalise the pair once: with ``Λ11 = L L'`` and
     ``L⁻¹ Ω L⁻ᵀ = V diag(λ) V'``, ``W = L⁻ᵀ V`` gives ``W'Λ11 W = I`` and ``W'Ω W = diag(λ)``, so
     ``P_j⁻¹ = W diag(w_j) W'`` with ``w_j = 1 / (1 + n_j λ)``: every cluster's solve becomes
-    elementwise. With ``G = W'Ω`` and ``s_j = 1'X1_j``::
+    elementwise. With ``G = W'Ω``, ``E = W'Λ12``, ``s_j = 1'X1_j`` and ``x_j`` the row of X2,
+    the rows of ``W'T_j`` are ``(g_k ⊗ s_j, −e_k ⊗ x_j)``, so for instance::
 
-        Σ_j T_j' P_j⁻¹ T_j = Σ_k (g_k g_k') ⊗ Σ_j w_jk s_j s_j'
-        Σ_j T_j' P_j⁻¹ h_j = Σ_k g_k ⊗ Σ_j w_jk (W'h_j)_k s_j
-        u_j = W (w_j ∘ W'(h_j − T_j β) + √w_j ∘ z_j)
+        Σ_j T_j' P_j⁻¹ T_j = Σ_k [ (g_k g_k') ⊗ S_k      −(g_k e_k') ⊗ S12_k ]
+                                 [     ·                  (e_k e_k') ⊗ S2_k   ]
+        S_k = Σ_j w_jk s_j s_j',  S12_k = Σ_j w_jk s_j x_j',  S2_k = Σ_j w_jk x_j x_j'
+        u_j = W (w_j ∘ W'(h_j − T_j θ) + √w_j ∘ z_j)
     """
     data = st.data
-    J, p1 = data.n_clusters, st.p1
-    f1 = data.x1.shape[1]
-    fb = f1 * p1
+    J, p1, p2 = data.n_clusters, st.p1, st.p2
+    f1, f2 = data.x1.shape[1], data.x2.shape[1]
+    fb1, fb2 = f1 * p1, f2 * p2
     lam = np.linalg.inv(omega2)
     lam = 0.5 * (lam + lam.T)
+    lam12 = lam[:p1, p1:]
     L = np.linalg.cholesky(lam[:p1, :p1])
     Linv = np.linalg.inv(L)
     ev, V = np.linalg.eigh(Linv @ om @ Linv.T)
@@ -132,19 +161,32 @@ def _draw_b1_u1_intercepts(
     n = data.sizes.astype(float)
     w = 1.0 / (1.0 + n[:, None] * ev[None, :])               # (J, k)
     sx = st.ztx[:, 0, :]                                     # (J, f1) column sums of X1_j
-    ysum = np.add.reduceat(y1, data.starts, axis=0)          # (J, p1)
-    h = ysum @ om
-    if st.p2:
-        h -= u2 @ lam[:p1, p1:].T
+    x2 = data.x2
+    h = np.add.reduceat(y1, data.starts, axis=0) @ om        # (J, p1)
+    if p2:
+        h -= y2 @ lam12.T
     hw = h @ W                                               # (J, k): W'h_j
-    S = np.matmul((w.T[:, :, None] * sx[None]).transpose(0, 2, 1), sx)   # (k, f1, f1), BLAS
-    H = np.kron(om, st.xtx) - np.einsum("km,kn,kab->manb", G, G, S).reshape(fb, fb)
-    R = np.einsum("jk,ja->ka", w * hw, sx)
-    g = (om @ (data.x1.T @ y1).T).reshape(fb) - np.einsum("km,ka->ma", G, R).reshape(fb)
+    wsx = w.T[:, :, None] * sx[None]                         # (k, J, f1)
+    S = np.matmul(wsx.transpose(0, 2, 1), sx)                # (k, f1, f1), BLAS
+    H1 = np.kron(om, st.xtx) - np.einsum("km,kn,kab->manb", G, G, S).reshape(fb1, fb1)
+    R = (w * hw).T @ sx                                      # (k, f1)
+    g1 = (om @ (data.x1.T @ y1).T).reshape(fb1) - np.einsum("km,ka->ma", G, R).reshape(fb1)
+    H, g = _with_level2(st, H1, g1, lam, y2)
+    if p2:
+        E = W.T @ lam12                                      # (k, l)
+        S12 = np.matmul(wsx.transpose(0, 2, 1), x2)          # (k, f1, f2)
+        S2 = np.matmul((w.T[:, :, None] * x2[None]).transpose(0, 2, 1), x2)
+        H[:fb1, fb1:] = np.einsum("km,kl,kab->malb", G, E, S12).reshape(fb1, fb2)
+        H[fb1:, :fb1] = H[:fb1, fb1:].T
+        H[fb1:, fb1:] -= np.einsum("kl,kn,kab->lanb", E, E, S2).reshape(fb2, fb2)
+        g[fb1:] += np.einsum("kl,kb->lb", E, (w * hw).T @ x2).reshape(fb2)
     LH = np.linalg.cholesky(0.5 * (H + H.T))
-    z = rng.standard_normal(fb + J * p1)
-    beta = np.linalg.solve(LH.T, np.linalg.solve(LH, g) + z[:fb])  # one small system: LAPACK
-    b1 = beta.reshape(p1, f1).T
-    tb = (sx @ b1) @ om                                      # T_j β, (J, p1)
-    u1 = (w * ((h - tb) @ W) + np.sqrt(w) * z[fb:].reshape(J, p1)) @ W.T
-    return b1, u1
+    z = rng.standard_normal(fb1 + fb2 + J * p1)
+    theta = np.linalg.solve(LH.T, np.linalg.solve(LH, g) + z[:fb1 + fb2])  # one small system
+    b1 = theta[:fb1].reshape(p1, f1).T
+    b2 = theta[fb1:].reshape(p2, f2).T
+    r = h - (sx @ b1) @ om                                   # h_j − T_j θ, (J, p1)
+    if p2:
+        r += (x2 @ b2) @ lam12.T
+    u1 = (w * (r @ W) + np.sqrt(w) * z[fb1 + fb2:].reshape(J, p1)) @ W.T
+    return b1, b2, u1

@@ -1,9 +1,9 @@
 """One Gibbs sweep of the joint model, composed from the full conditionals.
 
-Order: latents of observed categorical cells (with ordinal thresholds) → (B1, U1) as one block
-→ B2 → Ω2 → Ω1 → missing cells. DESIGN §1 lists B1 | rest and U | rest as separate steps;
-drawing B1 with U1 integrated out and then U1 | B1 is an exact draw from the same joint
-conditional and mixes far better (see ``random``). Any fixed scan order of exact (block)
+Order: latents of observed categorical cells (with ordinal thresholds) → (B1, B2, U1) as one
+block → Ω2 → Ω1 → missing cells. DESIGN §1 lists B1 | rest, B2 | rest and U | rest as separate
+steps; drawing (B1, B2) with U1 integrated out and then U1 | B1, B2 is an exact draw from the
+same joint conditional and mixes far better (see ``random``). Any fixed scan order of exact (block)
 conditionals and MH steps that leave them invariant keeps the joint posterior of parameters,
 latents and missing cells invariant. Imputations are the missing cells of states taken
 ``between`` sweeps apart.
@@ -18,7 +18,7 @@ from .covariance import draw_covariance
 from .fixed import draw_b2, level2_given_u1
 from .latent import update_latents
 from .missing import draw_missing, draw_missing_clustered
-from .random import draw_b1_u1, zu
+from .random import draw_fixed_u1, zu
 from .state import State, Static
 
 __all__ = ["sweep", "trace_vector", "trace_names"]
@@ -63,9 +63,11 @@ def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None =
     if st.p1:
         omega1_inv = np.linalg.inv(omega1)
         omega1_inv = 0.5 * (omega1_inv + np.swapaxes(omega1_inv, -1, -2))
-        b1, u1 = draw_b1_u1(rng, st, y1, y2 - data.x2 @ b2, omega1_inv, omega2)
+        b1, b2_new, u1 = draw_fixed_u1(rng, st, y1, y2, omega1_inv, omega2)
+        if st.p2:
+            b2 = b2_new
         zu1 = zu(st, u1)
-    if st.p2:
+    elif st.p2:  # level-2 variables only: B2 from its own conditional
         b2 = draw_b2(rng, st, y2, u1, omega2)
     u = np.concatenate([u1, y2 - data.x2 @ b2], axis=1)
     scale2, df2 = st.prior2
