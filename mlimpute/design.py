@@ -287,7 +287,7 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     cluster = codes[order]
     starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]])
     sizes = np.diff(np.r_[starts, cluster.size])
-    sdf = df.iloc[order]
+    sdf = _SortedColumns(df, order)
 
     blocks1, codecs1 = _variable_columns(df, sdf, model, 1, starts, labels)
     blocks2, codecs2 = _variable_columns(df, sdf, model, 2, starts, labels)
@@ -351,6 +351,18 @@ def _float_dtype(dtype: object) -> object:
     return np.dtype(np.float64)
 
 
+class _SortedColumns:
+    """The frame's columns in the canonical row order, each permuted only when it is read
+    (sorting the whole frame would copy every column, including those the model never uses)."""
+
+    def __init__(self, df: pd.DataFrame, order: np.ndarray):
+        self._df, self._order = df, order
+        self.index = df.index[order]
+
+    def __getitem__(self, name: str) -> pd.Series:
+        return self._df[name].iloc[self._order]
+
+
 def latent_names(codecs: list[ColumnCodec] | tuple[ColumnCodec, ...]) -> tuple[str, ...]:
     """Names of the latent columns: the variable's name, or ``name[category]`` for nominal."""
     out: list[str] = []
@@ -371,7 +383,7 @@ def _missing_mask(y: np.ndarray, codecs: list[ColumnCodec]) -> np.ndarray:
 
 
 def _variable_columns(
-    df: pd.DataFrame, sdf: pd.DataFrame, model: ImputationModel, level: int,
+    df: pd.DataFrame, sdf: "_SortedColumns", model: ImputationModel, level: int,
     starts: np.ndarray, labels: np.ndarray,
 ) -> tuple[list[np.ndarray], list[ColumnCodec]]:
     """The (latent) columns and codecs of the level-``level`` variables, in declaration order."""
@@ -410,7 +422,7 @@ def _variable_columns(
     return blocks, codecs
 
 
-def _categorical(sdf: pd.DataFrame, name: str, var) -> tuple[np.ndarray, tuple]:
+def _categorical(sdf: "_SortedColumns", name: str, var) -> tuple[np.ndarray, tuple]:
     """Category codes (−1 missing) and the categories of a categorical variable."""
     s = sdf[name]
     observed = s.dropna()

@@ -145,10 +145,11 @@ def run_chain(
     }
     n_par = len(trace_names(st))
     trace = np.empty((n_imputations * between, n_par))
+    work: dict = {}  # scratch buffers reused across sweeps (not state)
     with threadpool_limits(limits=1, user_api="blas"):
         state = initial_state(st, rng)
         for it in range(total):
-            state = sweep(rng, st, state, adapt_at=it if it < burn else None)
+            state = sweep(rng, st, state, adapt_at=it if it < burn else None, work=work)
             k = it - burn
             if k >= 0:
                 trace[k] = trace_vector(st, state)

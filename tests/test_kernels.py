@@ -33,3 +33,23 @@ def test_log_space_quantile_continues_the_linear_one():
         # ~2e-11 relative (checked): irrelevant for draws, which reach there with probability ~0
         tol = 1e-13 if logp >= -690 else 1e-9
         assert k._ndtri_log(logp) == pytest.approx(special.ndtri_exp(logp), rel=tol)
+
+
+def test_fitted_rows_and_residual_crossprod():
+    rng = np.random.default_rng(0)
+    n, f, p, q, J = 50, 3, 2, 2, 4
+    x = rng.normal(size=(n, f))
+    z = np.column_stack([np.ones(n), rng.normal(size=n)])
+    b = rng.normal(size=(f, p))
+    u1 = rng.normal(size=(J, p * q))
+    cl = np.sort(rng.integers(0, J, n))
+    ref = x @ b + np.einsum("ik,ilk->il", z, u1.reshape(J, p, q)[cl])
+    fit = np.empty((n, p))
+    k.fitted_rows(x, b, u1, cl, z, q, fit)
+    assert np.allclose(fit, ref)
+    y = rng.normal(size=(n, p))
+    e = y - fit
+    assert np.allclose(k.residual_crossprod(y, fit, cl, 1)[0], e.T @ e)
+    per = k.residual_crossprod(y, fit, cl, J)
+    for j in range(J):
+        assert np.allclose(per[j], e[cl == j].T @ e[cl == j])

@@ -144,28 +144,32 @@ def test_block_draw_of_fixed_effects_and_u1_is_the_exact_joint_conditional(slope
     assert np.allclose(M @ M.T, cov, atol=1e-9)
 
 
-def test_missing_cells_drawn_from_their_exact_conditional():
-    """draw_missing: mean and covariance of each row's missing cells given its observed ones."""
+@pytest.mark.parametrize("per_cluster", [False, True])
+def test_missing_cells_drawn_from_their_exact_conditional(per_cluster):
+    """draw_missing: mean and covariance of each row's missing cells given its observed ones
+    (with one covariance, or one per cluster as covariance="cluster" uses)."""
     from mlimpute.sampler.missing import draw_missing
     from mlimpute.sampler.state import Patterns
 
     rng = np.random.default_rng(9)
     p = 4
-    S = _spd(rng, p)
+    cluster = np.array([0, 0, 1, 1, 2, 2])
+    covs = np.stack([_spd(rng, p) for _ in range(3)])
     y = rng.normal(size=(6, p))
     mean = rng.normal(size=(6, p))
     holes = np.array([[1, 0, 0, 0], [0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 1], [1, 0, 1, 0], [0, 1, 1, 0]], bool)
-    y[holes] = np.nan
-    pats = Patterns.of(y)
+    pats = Patterns.of(holes)
     y0 = np.where(holes, 0.0, y)
     n_z = pats.n_cells
+    cov_arg = covs if per_cluster else covs[0]
 
     def draw(z):
-        return draw_missing(_FixedNormals(z), y0.copy(), mean, S, pats)
+        return draw_missing(_FixedNormals(z), y0.copy(), mean, cov_arg, pats, cluster)
 
     base = draw(np.zeros(n_z))
     maps = [draw(np.eye(n_z)[k]) - base for k in range(n_z)]
     for i in range(6):
+        S = covs[cluster[i]] if per_cluster else covs[0]
         m, o = holes[i], ~holes[i]
         assert np.array_equal(base[i, o], y0[i, o])                 # observed cells untouched
         K = S[np.ix_(m, o)] @ np.linalg.inv(S[np.ix_(o, o)]) if o.any() else np.zeros((m.sum(), 0))

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["BINARY", "ORDINAL", "NOMINAL", "ndtr", "ndtri", "log_ndtr", "latent_column",
-           "ordinal_loglik_ratio", "missing_pattern"]
+           "ordinal_loglik_ratio", "missing_rows", "fitted_rows", "residual_crossprod"]
 
 BINARY, ORDINAL, NOMINAL = 0, 1, 2
 _INV_SQRT2 = 0.7071067811865476
@@ -157,21 +157,22 @@ def _log_interval(cm, sd, lo, hi):
 
 
 @njit(cache=True)
-def latent_column(y, resid, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
+def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
     """Redraw latent column ``c`` of every row from its conditional given the row's other
     columns, restricted by the row's observed category (unrestricted where missing).
 
     ``qc`` = Q[:, c] / Q[c, c] with qc[c] = 0, so the conditional mean is
-    ``mean[i, c] − Σ_k qc[k] resid[i, k]``; ``cols`` are the variable's latent columns and
-    ``m`` the position of ``c`` among them (nominal); ``cuts`` the ordinal thresholds with ±inf
-    ends; ``u`` uniforms in (0, 1]. Updates ``y`` and ``resid`` in place.
+    ``mean[i, c] − Σ_k qc[k] (y[i, k] − mean[i, k])``; ``cols`` are the variable's latent
+    columns and ``m`` the position of ``c`` among them (nominal); ``cuts`` the ordinal
+    thresholds with ±inf ends; ``u`` uniforms in (0, 1]. Updates ``y`` in place (residuals are
+    formed on the fly: no N×p temporary).
     """
     n, p = y.shape
     K = cols.size + 1 if kind == NOMINAL else cuts.size - 1
     for i in range(n):
         acc = 0.0
         for k in range(p):
-            acc += qc[k] * resid[i, k]
+            acc += qc[k] * (y[i, k] - mean[i, k])
         cm = mean[i, c] - acc
         code = codes[i]
         if code < 0:
@@ -197,14 +198,13 @@ def latent_column(y, resid, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
             else:
                 x = one_sided(cm, sd, y[i, cols[code]], -1.0, u[i])
         y[i, c] = x
-        resid[i, c] = x - mean[i, c]
 
 
 @njit(cache=True)
-def ordinal_loglik_ratio(resid, mean, qc, sd, c, codes, new, old):
+def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old):
     """Σ_i log P_new(category_i) − log P_old(category_i) over rows with an observed category
     (the first category's probability does not depend on the free thresholds: skipped)."""
-    n, p = resid.shape
+    n, p = y.shape
     total = 0.0
     for i in range(n):
         code = codes[i]
@@ -212,7 +212,7 @@ def ordinal_loglik_ratio(resid, mean, qc, sd, c, codes, new, old):
             continue
         acc = 0.0
         for k in range(p):
-            acc += qc[k] * resid[i, k]
+            acc += qc[k] * (y[i, k] - mean[i, k])
         cm = mean[i, c] - acc
         total += _log_interval(cm, sd, new[code], new[code + 1])
         total -= _log_interval(cm, sd, old[code], old[code + 1])
@@ -220,19 +220,81 @@ def ordinal_loglik_ratio(resid, mean, qc, sd, c, codes, new, old):
 
 
 @njit(cache=True)
-def missing_pattern(yf, mf, flat_miss, flat_obs, n_rows, K, C, z):
-    """Missing cells of one pattern's rows: ``μ_m + K (y_o − μ_o) + C z`` (flat indexing)."""
-    nm = K.shape[0]
-    no = K.shape[1]
-    eo = np.empty(no)
-    for r in range(n_rows):
-        for j in range(no):
-            idx = flat_obs[r * no + j]
-            eo[j] = yf[idx] - mf[idx]
-        for a in range(nm):
-            v = mf[flat_miss[r * nm + a]]
-            for j in range(no):
-                v += K[a, j] * eo[j]
+def missing_rows(y, mean, rows, pid, masks, K, C, cluster, per_cluster, z):
+    """Missing cells ``μ_m + K (y_o − μ_o) + C z`` of every row with a hole, in row order.
+
+    ``K``, ``C``: (patterns, Jc, p, p) from ``missing.conditionals`` (zero outside their blocks);
+    the Jc index is the row's cluster when ``per_cluster``, else 0; ``z``: one standard normal
+    per missing cell, in row order.
+    """
+    G, p = masks.shape
+    miss = np.empty((G, p), dtype=np.int64)
+    obs = np.empty((G, p), dtype=np.int64)
+    nmiss = np.zeros(G, dtype=np.int64)
+    nobs = np.zeros(G, dtype=np.int64)
+    for g in range(G):
+        for a in range(p):
+            if masks[g, a]:
+                miss[g, nmiss[g]] = a
+                nmiss[g] += 1
+            else:
+                obs[g, nobs[g]] = a
+                nobs[g] += 1
+    e = np.empty(p)
+    pos = 0
+    for r in range(rows.size):
+        i = rows[r]
+        g = pid[r]
+        j = cluster[i] if per_cluster else 0
+        for t in range(nobs[g]):
+            b = obs[g, t]
+            e[b] = y[i, b] - mean[i, b]
+        for s in range(nmiss[g]):
+            a = miss[g, s]
+            v = mean[i, a]
+            for t in range(nobs[g]):
+                v += K[g, j, a, obs[g, t]] * e[obs[g, t]]
+            for t in range(s + 1):       # C is lower triangular within the missing block
+                v += C[g, j, a, miss[g, t]] * z[pos + t]
+            y[i, a] = v
+        pos += nmiss[g]
+
+
+@njit(cache=True)
+def fitted_rows(x, b, u1, cluster, z, q, out):
+    """Level-1 means ``X1 B1 + Z U1_j`` row by row into ``out`` (N, p), without a temporary
+    per term. ``u1`` is (J, p·q) variable-major (``u1[j, l*q + k]``); ``z`` is (N, q).
+    """
+    n, f = x.shape
+    p = b.shape[1]
+    for i in range(n):
+        j = cluster[i]
+        for l in range(p):
+            v = 0.0
+            for a in range(f):
+                v += x[i, a] * b[a, l]
+            for k in range(q):
+                v += z[i, k] * u1[j, l * q + k]
+            out[i, l] = v
+    return out
+
+
+@njit(cache=True)
+def residual_crossprod(y, fitted, cluster, n_groups):
+    """Σ (y_i − f_i)(y_i − f_i)' per cluster (n_groups = J) or overall (n_groups = 1),
+    without materialising the N×p residual matrix."""
+    n, p = y.shape
+    out = np.zeros((n_groups, p, p))
+    e = np.empty(p)
+    for i in range(n):
+        g = cluster[i] if n_groups > 1 else 0
+        for a in range(p):
+            e[a] = y[i, a] - fitted[i, a]
+        for a in range(p):
             for b in range(a + 1):
-                v += C[a, b] * z[r * nm + b]
-            yf[flat_miss[r * nm + a]] = v
+                out[g, a, b] += e[a] * e[b]
+    for g in range(n_groups):
+        for a in range(p):
+            for b in range(a):
+                out[g, b, a] = out[g, a, b]
+    return out

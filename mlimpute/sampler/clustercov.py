@@ -10,8 +10,8 @@ with Γ the level-1 prior scale (default I, jomo's ``l1cov.prior``), γ = prior 
 p1 + 1, jomo's value) and η = p1 (jomo's ``a.prior`` default). Full conditionals:
 
 - ``Ω1_j | · ~ IW(a + n_j, A + E_j'E_j)``, all J drawn as one batched Bartlett draw, the cross
-  products ``E_j'E_j`` from ``np.add.reduceat`` over rows sorted by cluster (so the result
-  cannot depend on the input row order: jomo's cluster scan assumes sorted rows);
+  products ``E_j'E_j`` accumulated by each row's cluster index (so the result cannot depend on
+  the input row order: jomo's cluster scan assumes sorted rows);
 - ``a | Ω_1..Ω_J`` with A integrated out, by random-walk Metropolis on log(a − p1 + 1)::
 
       log f(a) = log χ²_η(a) − J log Γ_p(a/2) − (a + p + 1)/2 Σ_j log|Ω_j|
@@ -39,11 +39,9 @@ __all__ = ["draw_cluster_omegas", "draw_hyper", "log_f_a"]
 
 
 def draw_cluster_omegas(
-    rng: np.random.Generator, resid: np.ndarray, starts: np.ndarray, sizes: np.ndarray,
-    a: float, A: np.ndarray,
+    rng: np.random.Generator, S: np.ndarray, sizes: np.ndarray, a: float, A: np.ndarray,
 ) -> np.ndarray:
-    """All Ω1_j ~ IW(a + n_j, A + E_j'E_j) at once, (J, p, p)."""
-    S = np.add.reduceat(resid[:, :, None] * resid[:, None, :], starts, axis=0)
+    """All Ω1_j ~ IW(a + n_j, A + E_j'E_j) at once, (J, p, p); ``S`` holds the E_j'E_j."""
     return invwishart(rng, a + sizes, A + S)
 
 

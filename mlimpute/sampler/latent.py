@@ -109,7 +109,7 @@ def log_interval_prob(mean: np.ndarray, sd: float, lo: np.ndarray, hi: np.ndarra
 
 
 def _cowles(
-    rng: np.random.Generator, cuts: np.ndarray, resid: np.ndarray, mean: np.ndarray,
+    rng: np.random.Generator, cuts: np.ndarray, y: np.ndarray, mean: np.ndarray,
     qc: np.ndarray, sd: float, c: int, codes: np.ndarray, step: float,
 ) -> tuple[np.ndarray, bool]:
     """One Cowles MH update of the free thresholds γ_2..γ_{K−1} (``cuts`` has ±inf ends)."""
@@ -123,7 +123,7 @@ def _cowles(
     log_q = np.sum(np.log(ndtr((cuts[ks + 1] - cuts[ks]) / step) - ndtr((new[ks - 1] - cuts[ks]) / step)))
     log_q -= np.sum(np.log(ndtr((new[ks + 1] - new[ks]) / step) - ndtr((cuts[ks - 1] - new[ks]) / step)))
     # latents integrated out: each row's interval probability under the new and old thresholds
-    ratio = kern.ordinal_loglik_ratio(resid, mean, qc, sd, c, codes, new, cuts)
+    ratio = kern.ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, cuts)
     if np.log(rng.random()) < ratio + log_q:
         return new, True
     return cuts, False
@@ -150,7 +150,6 @@ def update_latents(
     """
     Q = np.linalg.inv(cov)
     mean = np.ascontiguousarray(mean)
-    resid = y - mean
     n = y.shape[0]
     new_cuts = list(cuts)
     accepted = np.zeros(len(cuts))
@@ -168,10 +167,10 @@ def update_latents(
             ck = no_cuts
             if codec.kind == "ordinal":
                 if codec.n_categories > 2:
-                    new_cuts[o], accepted[o] = _cowles(rng, cuts[o], resid, mean, qc, sd, c, codes, steps[o])
+                    new_cuts[o], accepted[o] = _cowles(rng, cuts[o], y, mean, qc, sd, c, codes, steps[o])
                 ck = new_cuts[o]
                 o += 1
-            kern.latent_column(y, resid, mean, qc, sd, c, kind, codes, cols, m, ck, _uniforms(rng, n))
+            kern.latent_column(y, mean, qc, sd, c, kind, codes, cols, m, ck, _uniforms(rng, n))
     return y, tuple(new_cuts), accepted
 
 

@@ -6,8 +6,9 @@ For a row with mean μ and covariance Σ, missing set m and observed set o::
 
     y_m | y_o ~ N(μ_m + Σ_mo Σ_oo⁻¹ (y_o − μ_o),  Σ_mm − Σ_mo Σ_oo⁻¹ Σ_om)
 
-Rows are grouped by missingness pattern (computed once), so each sweep does one small
-factorisation per pattern and vectorised arithmetic over that pattern's rows. Level-1 rows have
+Rows are labelled by missingness pattern (computed once); each sweep factorises the
+conditionals of all patterns at once and then runs one compiled loop over the rows in memory
+order (grouping rows by pattern would make that loop jump around the data). Level-1 rows have
 ``μ = X1 B1 + Z U1`` and ``Σ = Ω1``; level-2 rows have ``μ = X2 B2 + K u1_j`` and
 ``Σ = Σ22·1`` (the level-2 random effects given the cluster's level-1 random effects).
 """
@@ -16,93 +17,49 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import missing_pattern
-from .state import Pattern, Patterns
+from ._kernels import missing_rows
+from .state import Patterns
 
-__all__ = ["draw_missing", "draw_missing_clustered", "conditional"]
-
-
-def conditional(cov: np.ndarray, pat: Pattern) -> tuple[np.ndarray, np.ndarray]:
-    """``K`` and ``chol(Σ_m|o)`` for one pattern (see :func:`..linalg.cond_normal`)."""
-    if pat.obs.size == 0:
-        return np.empty((pat.miss.size, 0)), np.linalg.cholesky(cov[pat.ix_mm])
-    s_mo = cov[pat.ix_mo]
-    K = np.linalg.solve(cov[pat.ix_oo], s_mo.T).T
-    return K, np.linalg.cholesky(cov[pat.ix_mm] - K @ s_mo.T)
+__all__ = ["draw_missing", "conditionals"]
 
 
-def _all_conditionals(cov: np.ndarray, patterns: Patterns) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(K, C)`` of every pattern from two batched factorisations instead of two per pattern.
+def conditionals(covs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Regression and Cholesky factors of every pattern's conditional, as (G, Jc, p, p) stacks.
 
+    Notes
+    -----
     With ``Q = Σ⁻¹``, the conditional of the missing block is ``N(−Q_mm⁻¹ Q_mo e_o, Q_mm⁻¹)``.
     Padding each pattern's ``Q_mm`` with an identity on its observed columns,
-    ``A_g = Q ∘ mm' + diag(1 − m)``, makes ``A_g⁻¹`` hold ``Q_mm⁻¹`` in its m×m block, and the
-    Cholesky factor of ``A_g⁻¹`` (zero across the blocks) holds ``chol(Q_mm⁻¹)`` there.
+    ``A_g = Q ∘ mm' + diag(1 − m)``, makes ``A_g⁻¹`` hold ``Q_mm⁻¹`` in its m×m block (zero
+    across the blocks), so ``K_g = −A_g⁻¹ (Q ∘ m o')`` holds ``−Q_mm⁻¹ Q_mo`` in its (m, o)
+    block and zeros elsewhere, and the lower Cholesky factor of ``A_g⁻¹`` holds
+    ``chol(Q_mm⁻¹)`` in its m×m block. All patterns (and, with cluster-specific covariances,
+    all clusters: ``covs`` is (Jc, p, p)) in two batched factorisations.
     """
-    Q = np.linalg.inv(cov)
-    Q = 0.5 * (Q + Q.T)
-    masks = np.stack([pat.miss_mask for pat in patterns.groups]).astype(float)
-    A = Q[None] * masks[:, :, None] * masks[:, None, :] + np.eye(Q.shape[0])[None] * (1.0 - masks)[:, None, :]
+    Q = np.linalg.inv(covs)
+    Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
+    m = masks.astype(float)[:, None, :]                      # (G, 1, p)
+    o = 1.0 - m
+    A = Q[None] * m[..., :, None] * m[..., None, :] + np.eye(Q.shape[-1]) * o[..., None, :]
     Ainv = np.linalg.inv(A)
-    Ainv = 0.5 * (Ainv + np.swapaxes(Ainv, 1, 2))
-    L = np.linalg.cholesky(Ainv)
-    out = []
-    for g, pat in enumerate(patterns.groups):
-        K = -Ainv[g][pat.ix_mm] @ Q[pat.ix_mo]
-        out.append((K, L[g][pat.ix_mm]))
-    return out
+    Ainv = 0.5 * (Ainv + np.swapaxes(Ainv, -1, -2))
+    K = -Ainv @ (Q[None] * m[..., :, None] * o[..., None, :])
+    return np.ascontiguousarray(K), np.ascontiguousarray(np.linalg.cholesky(Ainv))
 
 
 def draw_missing(
-    rng: np.random.Generator, y: np.ndarray, mean: np.ndarray, cov: np.ndarray, patterns: Patterns
+    rng: np.random.Generator, y: np.ndarray, mean: np.ndarray, cov: np.ndarray,
+    patterns: Patterns, cluster: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Return ``y`` with the cells of every pattern redrawn (``y`` is modified in place).
-
-    One bulk draw of standard normals serves all patterns; cells are read and written through
-    precomputed flat indices (cheaper than 2-D fancy indexing).
-    """
-    if not patterns.groups:
+    """Redraw the missing cells of every row from their conditional normal given the row's
+    other cells (``y`` is modified in place and returned). ``cov`` is (p, p), or (J, p, p)
+    with a covariance per cluster (then ``cluster`` gives each row's cluster)."""
+    if not patterns.n_patterns:
         return y
+    per_cluster = cov.ndim == 3
+    K, C = conditionals(cov if per_cluster else cov[None], patterns.masks)
     z = rng.standard_normal(patterns.n_cells)
-    yf = y.reshape(-1)                   # a view: y is C-contiguous
-    mf = np.ascontiguousarray(mean).reshape(-1)
-    pos = 0
-    for pat, (K, C) in zip(patterns.groups, _all_conditionals(cov, patterns)):
-        n_cells = pat.rows.size * pat.miss.size
-        missing_pattern(yf, mf, pat.flat_miss, pat.flat_obs, pat.rows.size,
-                        np.ascontiguousarray(K), np.ascontiguousarray(C), z[pos:pos + n_cells])
-        pos += n_cells
-    return y
-
-
-def draw_missing_clustered(
-    rng: np.random.Generator, y: np.ndarray, mean: np.ndarray, covs: np.ndarray,
-    cluster: np.ndarray, patterns: Patterns,
-) -> np.ndarray:
-    """As :func:`draw_missing` with a covariance per cluster, ``covs`` (J, p, p).
-
-    Each pattern's conditional (regression matrix and Cholesky factor) is computed for all J
-    clusters as one stack, then gathered by each row's cluster.
-    """
-    z = rng.standard_normal(patterns.n_cells)
-    yf = y.reshape(-1)
-    mf = mean.reshape(-1)
-    pos = 0
-    for pat in patterns.groups:
-        n_rows, n_miss, n_obs = pat.rows.size, pat.miss.size, pat.obs.size
-        s_mm = covs[:, pat.miss[:, None], pat.miss[None, :]]
-        cl = cluster[pat.rows]
-        noise = z[pos:pos + n_rows * n_miss].reshape(n_rows, n_miss)
-        pos += n_rows * n_miss
-        draw = mf[pat.flat_miss].reshape(n_rows, n_miss)
-        if n_obs:
-            s_mo = covs[:, pat.miss[:, None], pat.obs[None, :]]
-            s_oo = covs[:, pat.obs[:, None], pat.obs[None, :]]
-            K = np.swapaxes(np.linalg.solve(s_oo, np.swapaxes(s_mo, 1, 2)), 1, 2)   # (J, m, o)
-            s_mm = s_mm - K @ np.swapaxes(s_mo, 1, 2)
-            e_o = (yf[pat.flat_obs] - mf[pat.flat_obs]).reshape(n_rows, n_obs)
-            draw += np.einsum("imo,io->im", K[cl], e_o)
-        C = np.linalg.cholesky(0.5 * (s_mm + np.swapaxes(s_mm, 1, 2)))
-        draw += np.einsum("imk,ik->im", C[cl], noise)
-        yf[pat.flat_miss] = draw.reshape(-1)
+    cl = cluster if per_cluster else np.zeros(1, dtype=np.int64)
+    missing_rows(y, np.ascontiguousarray(mean), patterns.rows, patterns.pid, patterns.masks,
+                 K, C, cl, per_cluster, z)
     return y

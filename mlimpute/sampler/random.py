@@ -36,18 +36,7 @@ import numpy as np
 from .linalg import back_solve_t, cholesky, forward_solve
 from .state import Static
 
-__all__ = ["draw_fixed_u1", "zu", "cluster_crossprod"]
-
-
-def zu(st: Static, u1: np.ndarray) -> np.ndarray:
-    """Row contributions ``Z_ij U1_j`` (N, p1) of the random effects."""
-    data = st.data
-    u1r = u1.reshape(u1.shape[0], st.p1, st.q)
-    # Rows are sorted by cluster: repeating each cluster's block beats a fancy-index gather.
-    out = np.repeat(u1r[:, :, 0], data.sizes, axis=0)
-    for k in range(1, st.q):
-        out += np.repeat(u1r[:, :, k], data.sizes, axis=0) * data.z[:, k:k + 1]
-    return out
+__all__ = ["draw_fixed_u1", "cluster_crossprod"]
 
 
 def cluster_crossprod(st: Static, y: np.ndarray) -> np.ndarray:

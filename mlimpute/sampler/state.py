@@ -9,10 +9,11 @@ import numpy as np
 from scipy.special import ndtri
 
 from ..design import ColumnCodec, ModelData
+from ._kernels import fitted_rows, residual_crossprod
 from .covariance import Constraint
 from .latent import initial_latent
 
-__all__ = ["State", "Static", "Pattern", "Patterns", "prepare_static", "initial_state"]
+__all__ = ["State", "Static", "Patterns", "prepare_static", "initial_state"]
 
 
 class State(NamedTuple):
@@ -55,61 +56,35 @@ def _compact(index: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class Pattern:
-    """Rows sharing one missingness pattern, with precomputed indices.
+class Patterns:
+    """Rows with missing cells and their missingness patterns (computed once per dataset).
 
-    ``miss``/``obs``: column indices; ``flat_miss``/``flat_obs``: indices into the raveled
-    (C-order) array of the missing/observed cells of these rows, row by row; ``ix_*``:
-    ``np.ix_`` tuples of the covariance blocks.
+    ``rows`` ascending (memory order, so a pass over them streams through the data), ``pid``
+    the pattern of each, ``masks[g]`` the missing columns of pattern g; ``n_cells`` the number
+    of missing cells in all.
     """
 
     rows: np.ndarray
-    miss: np.ndarray
-    obs: np.ndarray
-    flat_miss: np.ndarray
-    flat_obs: np.ndarray
-    ix_mm: tuple
-    ix_mo: tuple
-    ix_oo: tuple
-    miss_mask: np.ndarray  # (p,) bool
-
-
-@dataclass(frozen=True, eq=False)
-class Patterns:
-    """Rows grouped by missingness pattern (computed once per dataset)."""
-
-    groups: tuple[Pattern, ...]
-    n_cells: int  # missing cells in all
-
-    @staticmethod
-    def of(y: np.ndarray) -> "Patterns":
-        miss = np.isnan(y)
-        p = y.shape[1]
-        any_miss = np.flatnonzero(miss.any(axis=1))
-        if any_miss.size == 0:
-            return Patterns((), 0)
-        keys = np.packbits(miss[any_miss], axis=1, bitorder="little")
-        keys = keys.view(np.dtype((np.void, keys.shape[1]))).ravel()
-        uniq, inv = np.unique(keys, return_inverse=True)
-        groups = np.argsort(inv, kind="stable")
-        bounds = np.r_[0, np.cumsum(np.bincount(inv, minlength=uniq.size))]
-        out = []
-        for g in range(uniq.size):
-            rows = any_miss[groups[bounds[g]:bounds[g + 1]]]
-            m = np.flatnonzero(miss[rows[0]])
-            o = np.flatnonzero(~miss[rows[0]])
-            out.append(Pattern(
-                rows=rows, miss=m, obs=o,
-                flat_miss=_compact((rows[:, None] * p + m[None, :]).ravel()),
-                flat_obs=_compact((rows[:, None] * p + o[None, :]).ravel()),
-                ix_mm=np.ix_(m, m), ix_mo=np.ix_(m, o), ix_oo=np.ix_(o, o),
-                miss_mask=miss[rows[0]].copy(),
-            ))
-        return Patterns(tuple(out), int(miss.sum()))
+    pid: np.ndarray
+    masks: np.ndarray
+    n_cells: int
 
     @property
-    def rows(self) -> tuple[np.ndarray, ...]:
-        return tuple(g.rows for g in self.groups)
+    def n_patterns(self) -> int:
+        return int(self.masks.shape[0])
+
+    @staticmethod
+    def of(miss: np.ndarray) -> "Patterns":
+        rows = np.flatnonzero(miss.any(axis=1))
+        if rows.size == 0:
+            return Patterns(np.zeros(0, np.int32), np.zeros(0, np.int16),
+                            np.zeros((0, miss.shape[1]), bool), 0)
+        keys = np.packbits(miss[rows], axis=1, bitorder="little")
+        keys = keys.view(np.dtype((np.void, keys.shape[1]))).ravel()
+        uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        masks = np.ascontiguousarray(miss[rows[first]])
+        pid = inv.astype(np.int16 if uniq.size < 2**15 else np.int32)
+        return Patterns(_compact(rows), pid, masks, int(miss.sum()))
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,8 +158,8 @@ def prepare_static(data: ModelData) -> Static:
         x2_factor=np.linalg.inv(np.linalg.cholesky(x2tx2)).T,
         x2_pinv=np.linalg.solve(x2tx2, data.x2.T),
         ztz=ztz, ztx=ztx, xtx=x1tx1,
-        patterns1=Patterns.of(np.where(data.miss1, np.nan, 0.0)),
-        patterns2=Patterns.of(np.where(data.miss2, np.nan, 0.0)),
+        patterns1=Patterns.of(data.miss1),
+        patterns2=Patterns.of(data.miss2),
         prior1=prior1, prior2=prior2, cat1=cat1, cat2=cat2,
         obs_rows1=tuple(_compact(np.flatnonzero(c.codes >= 0)) for c in cat1),
         obs_rows2=tuple(_compact(np.flatnonzero(c.codes >= 0)) for c in cat2),
@@ -242,9 +217,10 @@ def initial_state(static: Static, rng: np.random.Generator) -> State:
     y2 = _fill_categorical(rng, _hot_deck(rng, data.y2, data.miss2), static.cat2, cuts2)
     b1 = np.linalg.solve(static.xtx, data.x1.T @ y1)
     b2 = static.x2_pinv @ y2
-    r1 = y1 - data.x1 @ b1
-    # Cluster means of the residuals: a moment estimate of the random-intercept variances.
-    means = np.add.reduceat(r1, data.starts, axis=0) / data.sizes[:, None]
+    # Cluster means of the residuals: a moment estimate of the random-intercept variances
+    # (row loops in compiled kernels: no N×p temporaries on large data).
+    sx = static.ztx[:, 0, :]                       # column sums of X1 per cluster
+    means = (np.add.reduceat(y1, data.starts, axis=0) - sx @ b1) / data.sizes[:, None]
     u_var = np.concatenate([
         np.concatenate([[means[:, l].var()], np.full(q - 1, 0.1 * means[:, l].var())])
         for l in range(p1)
@@ -252,8 +228,13 @@ def initial_state(static: Static, rng: np.random.Generator) -> State:
     r2 = y2 - data.x2 @ b2
     d = p1 * q + p2
     omega2 = np.diag(np.concatenate([u_var, r2.var(axis=0)]) + 1e-6 * (1 + np.ones(d)))
-    resid1 = r1 - means[data.cluster]
-    omega1 = np.atleast_2d(np.cov(resid1, rowvar=False)) if p1 else np.zeros((0, 0))
+    if p1:
+        within = fitted_rows(data.x1, b1, means, data.cluster, np.ascontiguousarray(data.z[:, :1]), 1,
+                             np.empty(y1.shape))
+        omega1 = residual_crossprod(y1, within, data.cluster, 1)[0] / max(data.n_rows - 1, 1)
+        del within
+    else:
+        omega1 = np.zeros((0, 0))
     omega1 = omega1 + 1e-6 * np.trace(omega1) / max(p1, 1) * np.eye(p1)
     omega1 = _constrain_start(omega1, static.con1)
     omega2 = _constrain_start(omega2, static.con2)

@@ -17,8 +17,9 @@ from .clustercov import draw_cluster_omegas, draw_hyper
 from .covariance import draw_covariance
 from .fixed import draw_b2, level2_given_u1
 from .latent import update_latents
-from .missing import draw_missing, draw_missing_clustered
-from .random import draw_fixed_u1, zu
+from .missing import draw_missing
+from ._kernels import fitted_rows, residual_crossprod
+from .random import draw_fixed_u1
 from .state import State, Static
 
 __all__ = ["sweep", "trace_vector", "trace_names"]
@@ -32,23 +33,44 @@ def _adapt(steps: np.ndarray, accepted: np.ndarray, it: int) -> np.ndarray:
     return steps * np.exp(gain * (accepted - TARGET_ACCEPT))
 
 
+def _fitted(st: Static, b1: np.ndarray, u1: np.ndarray, work: dict | None) -> np.ndarray:
+    """X1 B1 + Z U1 into a buffer kept across sweeps: on large data a fresh N×p array each
+    time costs more in page faults (glibc maps blocks over 32 MB afresh) than computing it."""
+    data = st.data
+    shape = (data.n_rows, st.p1)
+    out = work.get("fitted1") if work is not None else None
+    if out is None or out.shape != shape:
+        out = np.empty(shape)
+        if work is not None:
+            work["fitted1"] = out
+    fitted_rows(data.x1, np.ascontiguousarray(b1), u1, data.cluster, data.z, st.q, out)
+    return out
+
+
 def _level2_moments(st: Static, b2, u1, omega2):
     K, C = level2_given_u1(st, omega2)
     mean2 = st.data.x2 @ b2 + (u1 @ K.T if K.shape[1] else 0.0)
     return mean2, C @ C.T
 
 
-def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None = None) -> State:
-    """One sweep; ``adapt_at`` = the burn-in iteration number to tune MH steps, else None."""
+def sweep(
+    rng: np.random.Generator, st: Static, s: State, adapt_at: int | None = None,
+    work: dict | None = None,
+) -> State:
+    """One sweep; ``adapt_at`` = the burn-in iteration number to tune MH steps, else None.
+
+    The returned state reuses (and has updated) the incoming state's ``y1`` and ``y2`` arrays:
+    callers keep the new state, not the old one. ``work``: an optional dict of scratch buffers
+    the caller keeps across sweeps (contents are not state).
+    """
     data = st.data
     y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale = s
     sl1, sl2, slc1, slc2, sla = st.step_slices
     steps = steps.copy()
-    # one private copy of the completed data per sweep; the steps below update it in place
-    y1, y2 = y1.copy(), y2.copy()
+    # y1 and y2 are updated in place: the sweep owns the incoming state's data arrays (the chain
+    # keeps only the newest state), which saves a copy of the N×p matrix per sweep
     if st.cat1:
-        fitted1 = data.x1 @ b1
-        fitted1 += zu(st, u1)
+        fitted1 = _fitted(st, b1, u1, work)
         y1, cuts1, acc = update_latents(rng, y1, fitted1, omega1, st.cat1, st.obs_rows1,
                                         cuts1, steps[slc1])
         del fitted1  # free N×p memory before the next full-size arrays
@@ -66,7 +88,6 @@ def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None =
         b1, b2_new, u1 = draw_fixed_u1(rng, st, y1, y2, omega1_inv, omega2)
         if st.p2:
             b2 = b2_new
-        zu1 = zu(st, u1)
     elif st.p2:  # level-2 variables only: B2 from its own conditional
         b2 = draw_b2(rng, st, y2, u1, omega2)
     u = np.concatenate([u1, y2 - data.x2 @ b2], axis=1)
@@ -75,29 +96,23 @@ def sweep(rng: np.random.Generator, st: Static, s: State, adapt_at: int | None =
     if adapt_at is not None and acc.size:
         steps[sl2] = _adapt(steps[sl2], acc, adapt_at)
     if st.p1:
-        fitted1 = data.x1 @ b1
-        fitted1 += zu1
-        del zu1
-        resid1 = y1 - fitted1
+        fitted1 = _fitted(st, b1, u1, work)
         scale1, df1 = st.prior1
         if st.cluster_cov:
-            omega1 = draw_cluster_omegas(rng, resid1, data.starts, data.sizes, l1_df, l1_scale)
+            S1 = residual_crossprod(y1, fitted1, data.cluster, data.n_clusters)
+            omega1 = draw_cluster_omegas(rng, S1, data.sizes, l1_df, l1_scale)
             l1_df, l1_scale, acc = draw_hyper(rng, omega1, l1_df, np.linalg.inv(scale1), df1 + 1.0,
                                               float(st.p1), steps[sla][0])
             if adapt_at is not None:
                 steps[sla] = _adapt(steps[sla], np.array([float(acc)]), adapt_at)
         else:
-            omega1, acc = draw_covariance(rng, df1 + resid1.shape[0], scale1 + resid1.T @ resid1,
-                                          st.con1, omega1, steps[sl1])
+            S1 = residual_crossprod(y1, fitted1, data.cluster, 1)[0]
+            omega1, acc = draw_covariance(rng, df1 + y1.shape[0], scale1 + S1, st.con1, omega1, steps[sl1])
             if adapt_at is not None and acc.size:
                 steps[sl1] = _adapt(steps[sl1], acc, adapt_at)
-        del resid1
-        if st.patterns1.groups:
-            if st.cluster_cov:
-                y1 = draw_missing_clustered(rng, y1, fitted1, omega1, data.cluster, st.patterns1)
-            else:
-                y1 = draw_missing(rng, y1, fitted1, omega1, st.patterns1)
-    if st.p2 and st.patterns2.groups:
+        if st.patterns1.n_patterns:  # (omega1 is a (J, p1, p1) stack with covariance="cluster")
+            y1 = draw_missing(rng, y1, fitted1, omega1, st.patterns1, data.cluster)
+    if st.p2 and st.patterns2.n_patterns:
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
         y2 = draw_missing(rng, y2, mean2, cov2, st.patterns2)
     return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale)
