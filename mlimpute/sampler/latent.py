@@ -135,7 +135,6 @@ def update_latents(
     mean: np.ndarray,
     cov: np.ndarray,
     codecs: tuple[ColumnCodec, ...],
-    obs_rows: tuple[np.ndarray, ...] | None,
     cuts: tuple[np.ndarray, ...],
     steps: np.ndarray,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:

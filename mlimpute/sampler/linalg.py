@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["cholesky", "forward_solve", "back_solve_t", "draw_mvn_precision", "invwishart", "cond_normal"]
+__all__ = ["cholesky", "forward_solve", "back_solve_t", "invwishart", "cond_normal"]
 
 
 SMALL = 4  # up to this dimension, loops over entries (vectorised over the stack) beat LAPACK
@@ -60,18 +60,6 @@ def back_solve_t(L: np.ndarray, b: np.ndarray) -> np.ndarray:
         acc = b[..., i] - (L[..., i + 1:, i] * x[..., i + 1:]).sum(-1) if i < d - 1 else b[..., i]
         x[..., i] = acc / L[..., i, i]
     return x
-
-
-def draw_mvn_precision(P: np.ndarray, b: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Draw ``x ~ N(P⁻¹ b, P⁻¹)`` for stacks of precisions ``P`` given standard normals ``z``.
-
-    Notes
-    -----
-    With ``P = L L'``: ``x = L'⁻¹ (L⁻¹ b + z)``, whose mean is ``P⁻¹ b`` and covariance
-    ``L'⁻¹ L⁻¹ = P⁻¹``; one Cholesky and two triangular solves per cluster.
-    """
-    L = cholesky(P)
-    return back_solve_t(L, forward_solve(L, b) + z)
 
 
 def invwishart(rng: np.random.Generator, df: float, scale: np.ndarray) -> np.ndarray:

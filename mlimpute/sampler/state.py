@@ -106,8 +106,6 @@ class Static:
     prior2: tuple[np.ndarray, float]   # (scale, df) of Ω2
     cat1: tuple[ColumnCodec, ...]      # categorical variables at level 1 (codecs)
     cat2: tuple[ColumnCodec, ...]
-    obs_rows1: tuple[np.ndarray, ...]  # rows with an observed category, per cat1 codec
-    obs_rows2: tuple[np.ndarray, ...]  # clusters with an observed category, per cat2 codec
     con1: Constraint | None            # fixed elements of Ω1 (categorical latent columns)
     con2: Constraint | None            # fixed elements of Ω2 (level-2 categorical latents)
     step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster)
@@ -161,8 +159,6 @@ def prepare_static(data: ModelData) -> Static:
         patterns1=Patterns.of(data.miss1),
         patterns2=Patterns.of(data.miss2),
         prior1=prior1, prior2=prior2, cat1=cat1, cat2=cat2,
-        obs_rows1=tuple(_compact(np.flatnonzero(c.codes >= 0)) for c in cat1),
-        obs_rows2=tuple(_compact(np.flatnonzero(c.codes >= 0)) for c in cat2),
         con1=con1, con2=con2, step_slices=step_slices, cluster_cov=cluster_cov, xtx_j=xtx_j,
     )
 

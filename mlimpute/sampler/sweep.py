@@ -71,14 +71,14 @@ def sweep(
     # keeps only the newest state), which saves a copy of the N×p matrix per sweep
     if st.cat1:
         fitted1 = _fitted(st, b1, u1, work)
-        y1, cuts1, acc = update_latents(rng, y1, fitted1, omega1, st.cat1, st.obs_rows1,
+        y1, cuts1, acc = update_latents(rng, y1, fitted1, omega1, st.cat1,
                                         cuts1, steps[slc1])
-        del fitted1  # free N×p memory before the next full-size arrays
+        del fitted1  # its buffer is refilled after the block draw below
         if adapt_at is not None and acc.size:
             steps[slc1] = _adapt(steps[slc1], acc, adapt_at)
     if st.cat2:
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
-        y2, cuts2, acc = update_latents(rng, y2, mean2, cov2, st.cat2, st.obs_rows2,
+        y2, cuts2, acc = update_latents(rng, y2, mean2, cov2, st.cat2,
                                         cuts2, steps[slc2])
         if adapt_at is not None and acc.size:
             steps[slc2] = _adapt(steps[slc2], acc, adapt_at)
