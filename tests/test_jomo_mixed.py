@@ -69,7 +69,7 @@ def test_jsp_continuous_summaries_match_jomo(kind):
     m = mi.ImputationModel(cluster="school", variables={"ravens": "continuous", "english": "continuous",
                                                        "fluent": kind}, covariates=["sex", "behaviour"])
     ours = _run(d, m).data
-    jomo = pd.read_csv(FIX / "jomo" / "jomo_jsp_imputations.csv.gz").query("Imputation > 0")
+    jomo = pd.read_csv(FIX / "mitml" / "jomo_jsp_imputations.csv.gz").query("Imputation > 0")
     a = imputation_summaries(ours, "school", "imputation", ["ravens", "english"]).set_index(["variable", "statistic"])
     b = imputation_summaries(jomo, "clus", "Imputation", ["ravens", "english"]).set_index(["variable", "statistic"])
     for key in a.index:

@@ -93,7 +93,10 @@ def lme4_ref():
 @pytest.fixture(scope="session")
 def lme4_data():
     def load(name: str) -> pd.DataFrame:
-        return pd.read_csv(FIXTURES / "data" / f"{name}.csv")
+        path = FIXTURES / "data" / f"{name}.csv"
+        if not path.exists():  # datasets shared with other tests live in fixtures/data
+            path = FIXTURES.parent / "data" / f"{name}.csv"
+        return pd.read_csv(path)
 
     return load
 
