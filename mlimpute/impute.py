@@ -143,7 +143,7 @@ def run_chain(
         c.name: np.empty((n_imputations, units[c.name].size), dtype=float if c.kind == "continuous" else np.int64)
         for c in data.codecs if units[c.name].size
     }
-    n_par = len(trace_names(st))
+    n_par = len(trace_names(data))
     trace = np.empty((n_imputations * between, n_par))
     work: dict = {}  # scratch buffers reused across sweeps (not state)
     with threadpool_limits(limits=1, user_api="blas"):
@@ -337,7 +337,7 @@ def assemble(
 ) -> ImputationResult:
     """Combine chain outputs (in chain order) into an :class:`ImputationResult`."""
     chains = sorted(chains, key=lambda c: c.chain)
-    names = trace_names(prepare_static(data))
+    names = trace_names(data)
     n = min(c.trace.shape[0] for c in chains)
     draws = np.stack([c.trace[:n] for c in chains])
     table = diag.summarise(draws, names)

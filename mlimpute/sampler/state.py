@@ -13,7 +13,7 @@ from ._kernels import fitted_rows, residual_crossprod
 from .covariance import Constraint
 from .latent import initial_latent
 
-__all__ = ["State", "Static", "Patterns", "prepare_static", "initial_state"]
+__all__ = ["State", "Static", "Patterns", "constraints", "prepare_static", "initial_state"]
 
 
 class State(NamedTuple):
@@ -131,6 +131,15 @@ def _fixed_block(codec: ColumnCodec) -> np.ndarray:
     return 0.5 * (np.eye(w) + np.ones((w, w)))
 
 
+def constraints(data: ModelData) -> tuple[Constraint | None, Constraint | None]:
+    """Fixed elements of Ω1 and Ω2: the latent blocks of the categorical variables."""
+    p1, p2, q = data.y1.shape[1], data.y2.shape[1], data.z.shape[1]
+    con1 = Constraint.build(p1, [(list(c.cols), _fixed_block(c)) for c in data.categorical1])
+    con2 = Constraint.build(p1 * q + p2, [([p1 * q + k for k in c.cols], _fixed_block(c))
+                                          for c in data.categorical2])
+    return con1, con2
+
+
 def prepare_static(data: ModelData) -> Static:
     p1, p2, q = data.y1.shape[1], data.y2.shape[1], data.z.shape[1]
     x1tx1 = data.x1.T @ data.x1
@@ -141,8 +150,7 @@ def prepare_static(data: ModelData) -> Static:
     prior1 = model.prior_l1.resolve(p1, "level-1") if p1 else (np.zeros((0, 0)), 0.0)
     prior2 = model.prior_l2.resolve(p1 * q + p2, "level-2")
     cat1, cat2 = data.categorical1, data.categorical2
-    con1 = Constraint.build(p1, [(list(c.cols), _fixed_block(c)) for c in cat1])
-    con2 = Constraint.build(p1 * q + p2, [([p1 * q + k for k in c.cols], _fixed_block(c)) for c in cat2])
+    con1, con2 = constraints(data)
     n_steps = [0 if con is None else con.n_free for con in (con1, con2)]
     n_steps += [sum(c.n_categories - 2 for c in cs if c.kind == "ordinal") for cs in (cat1, cat2)]
     cluster_cov = model.covariance == "cluster"

@@ -20,7 +20,8 @@ from .latent import update_latents
 from .missing import draw_missing
 from ._kernels import fitted_rows, residual_crossprod
 from .random import draw_fixed_u1
-from .state import State, Static
+from ..design import ModelData
+from .state import State, Static, constraints
 
 __all__ = ["sweep", "trace_vector", "trace_names"]
 
@@ -139,19 +140,24 @@ def trace_vector(st: Static, s: State) -> np.ndarray:
     return np.concatenate([s.b1.T.ravel(), s.b2.T.ravel(), *level1, s.omega2[i2, j2], *cuts])
 
 
-def trace_names(st: Static) -> list[str]:
-    data = st.data
+def trace_names(data: ModelData) -> list[str]:
+    """Names of the monitored parameters, in ``trace_vector``'s order (needs only the model's
+    arrays, not the sampler's precomputed statistics)."""
+    p1, p2, q = data.y1.shape[1], data.y2.shape[1], data.z.shape[1]
+    con1, con2 = constraints(data)
     names = [f"beta1[{v}:{x}]" for v in data.y1_names for x in data.x1_names]
     names += [f"beta2[{v}:{x}]" for v in data.y2_names for x in data.x2_names]
-    i1, j1 = _free_lower(st.p1, st.con1)
-    if st.cluster_cov:  # Ω1_j ~ IW(df, scale): monitor the scale and df
+    i1, j1 = _free_lower(p1, con1)
+    if data.model.covariance == "cluster":  # Ω1_j ~ IW(df, scale): monitor the scale and df
         names += [f"omega1_scale[{data.y1_names[a]},{data.y1_names[b]}]" for a, b in zip(i1, j1)]
         names.append("omega1_df")
     else:
         names += [f"omega1[{data.y1_names[a]},{data.y1_names[b]}]" for a, b in zip(i1, j1)]
     u_names = [f"{v}:{z}" for v in data.y1_names for z in data.z_names] + list(data.y2_names)
-    i2, j2 = _free_lower(st.d, st.con2)
+    i2, j2 = _free_lower(p1 * q + p2, con2)
     names += [f"omega2[{u_names[a]},{u_names[b]}]" for a, b in zip(i2, j2)]
-    for c in (*st.ordinal1, *st.ordinal2):
+    for c in (*data.categorical1, *data.categorical2):
+        if c.kind != "ordinal":
+            continue
         names += [f"cut[{c.name}:{k}]" for k in range(2, c.n_categories)]
     return names
