@@ -53,3 +53,81 @@ def test_fitted_rows_and_residual_crossprod():
     per = k.residual_crossprod(y, fit, cl, J)
     for j in range(J):
         assert np.allclose(per[j], e[cl == j].T @ e[cl == j])
+
+
+@pytest.mark.parametrize("kind", ["binary", "ordinal", "nominal"])
+def test_latent_column_draws_the_truncated_conditional_and_skips_missing_rows(kind):
+    """With given uniforms, the kernel's draw equals the inverse-CDF draw from the row's
+    conditional normal restricted to its category's interval; missing-category rows untouched."""
+    from mlimpute.sampler.latent import truncated_normal
+
+    rng = np.random.default_rng(3)
+    n, p, c = 400, 4, 2
+    A = rng.normal(size=(p, p))
+    cov = A @ A.T + p * np.eye(p)
+    Q = np.linalg.inv(cov)
+    qc = Q[:, c] / Q[c, c]
+    qc[c] = 0.0
+    sd = 1.0 / np.sqrt(Q[c, c])
+    y = rng.normal(size=(n, p))
+    mean = rng.normal(size=(n, p))
+    cuts = np.array([-np.inf, 0.0, 0.7, 1.5, np.inf])
+    if kind == "nominal":              # latent columns 2, 3; three categories (last = reference)
+        cols, K, kcode = np.array([2, 3]), 3, k.NOMINAL
+    else:
+        cols, K, kcode = np.array([2]), (2 if kind == "binary" else 4), (k.BINARY if kind == "binary" else k.ORDINAL)
+    codes = rng.integers(-1, K, n).astype(np.int16)
+    u = 1.0 - rng.random(n)
+    cm = mean[:, c] - (y - mean) @ qc
+    obs = codes >= 0
+    if kind == "binary":
+        lo = np.where(codes == 1, 0.0, -np.inf)
+        hi = np.where(codes == 1, np.inf, 0.0)
+    elif kind == "ordinal":
+        lo, hi = cuts[np.maximum(codes, 0)], cuts[np.maximum(codes, 0) + 1]
+    else:
+        other = y[:, 3]
+        lo = np.where(codes == 0, np.maximum(0.0, other), -np.inf)
+        hi = np.where(codes == 0, np.inf, np.where(codes == 1, other, 0.0))
+
+    class Fixed:
+        def random(self, size):
+            return 1.0 - u[:size]
+
+    expected = truncated_normal(Fixed(), cm, sd, lo, hi)
+    got = y.copy()
+    k.latent_column(got, mean, qc, sd, c, kcode, codes, cols, 0, cuts if kind == "ordinal" else np.zeros(2), u)
+    assert np.allclose(got[obs, c], expected[obs], rtol=1e-12, atol=1e-12)
+    assert np.array_equal(got[~obs], y[~obs])
+    assert np.array_equal(np.delete(got, c, axis=1), np.delete(y, c, axis=1))
+
+
+def test_small_matrix_kernels_match_numpy():
+    from mlimpute.sampler import _small
+
+    rng = np.random.default_rng(4)
+    for p in (1, 2, 5, 9):
+        A = rng.normal(size=(p, p))
+        S = A @ A.T + 0.5 * np.eye(p)
+        L, ok = _small.chol(S)
+        assert ok and np.allclose(L, np.linalg.cholesky(S))
+        assert np.allclose(_small.tri_inv(L), np.linalg.inv(L))
+        inv, ok = _small.spd_inv(S)
+        assert ok and np.allclose(inv, np.linalg.inv(S)) and np.array_equal(inv, inv.T)
+        psi = np.eye(p) + 0.3
+        ref = -0.5 * (7.0 + p + 1) * np.linalg.slogdet(S)[1] - 0.5 * np.trace(np.linalg.solve(S, psi))
+        assert np.isclose(_small.log_iw_kernel(S, 7.0, psi), ref)
+        # Bartlett parts -> the same matrix as the explicit formula (Lψ A'⁻¹)(Lψ A'⁻¹)'
+        chi = rng.uniform(1, 5, p)
+        z = rng.normal(size=p * (p - 1) // 2)
+        Abar = np.diag(np.sqrt(chi))
+        Abar[np.tril_indices(p, -1)] = z
+        M = np.linalg.cholesky(psi) @ np.linalg.inv(Abar).T
+        draw, ok = _small.iw_from_parts(psi, chi, z)
+        assert ok and np.allclose(draw, M @ M.T)
+    bad = np.array([[1.0, 2.0], [2.0, 1.0]])
+    assert not _small.chol(bad)[1] and not _small.spd_inv(bad)[1]
+    assert _small.log_iw_kernel(bad, 5.0, np.eye(2)) == -np.inf
+    with pytest.raises(np.linalg.LinAlgError):
+        from mlimpute.sampler.linalg import invwishart
+        invwishart(rng, 5.0, bad)

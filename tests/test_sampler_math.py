@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mlimpute.sampler.linalg import back_solve_t, cholesky, cond_normal, forward_solve, invwishart
+from mlimpute.sampler.linalg import back_solve_t, cholesky, forward_solve, invwishart
 
 
 def _spd(rng, d, batch=()):
@@ -54,19 +54,27 @@ def test_invwishart_single_and_batched_df():
     assert np.all(np.linalg.eigvalsh(out) > 0)
 
 
-def test_cond_normal_against_direct_formula():
+def test_pattern_conditionals_against_direct_formula():
+    """K holds Σ_mo Σ_oo⁻¹ in its (m, o) block and C the lower Cholesky factor of the conditional
+    covariance in its (m, m) block, zero elsewhere; the level-2 | u1 split uses the same."""
+    from mlimpute.sampler.missing import conditionals
+
     rng = np.random.default_rng(4)
     S = _spd(rng, 4)
-    miss = np.array([True, False, True, False])
-    K, C = cond_normal(S, miss)
-    m, o = miss, ~miss
-    K_ref = S[np.ix_(m, o)] @ np.linalg.inv(S[np.ix_(o, o)])
-    V_ref = S[np.ix_(m, m)] - K_ref @ S[np.ix_(o, m)]
-    assert np.allclose(K, K_ref)
-    assert np.allclose(C @ C.T, V_ref)
-    # all missing: the marginal
-    K2, C2 = cond_normal(S, np.ones(4, bool))
-    assert K2.shape == (4, 0) and np.allclose(C2 @ C2.T, S)
+    masks = np.array([[True, False, True, False], [True, True, True, True], [False, False, False, True]])
+    K, C = conditionals(S[None], masks)
+    for g, m in enumerate(masks):
+        o = ~m
+        K_ref = S[np.ix_(m, o)] @ np.linalg.inv(S[np.ix_(o, o)]) if o.any() else np.zeros((m.sum(), 0))
+        V_ref = S[np.ix_(m, m)] - K_ref @ S[np.ix_(o, m)]
+        Kg, Cg = K[g, 0], C[g, 0]
+        assert np.allclose(Kg[np.ix_(m, o)], K_ref)
+        Cmm = Cg[np.ix_(m, m)]
+        assert np.allclose(Cmm, np.tril(Cmm)) and np.allclose(Cmm @ Cmm.T, V_ref)
+        assert not Kg[np.ix_(o, np.ones(4, bool))].any() and not Kg[np.ix_(m, m)].any()
+        assert not Cg[~np.outer(m, m)].any()
+    with pytest.raises(np.linalg.LinAlgError):
+        conditionals(np.array([[[1.0, 2.0], [2.0, 1.0]]]), np.array([[True, False]]))
 
 
 class _FixedNormals:

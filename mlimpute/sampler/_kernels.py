@@ -158,8 +158,9 @@ def _log_interval(cm, sd, lo, hi):
 
 @njit(cache=True)
 def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
-    """Redraw latent column ``c`` of every row from its conditional given the row's other
-    columns, restricted by the row's observed category (unrestricted where missing).
+    """Redraw latent column ``c`` of every row with an observed category from its conditional
+    given the row's other columns, restricted by that category (rows with a missing category,
+    ``codes < 0``, are left to the missing-cell step).
 
     ``qc`` = Q[:, c] / Q[c, c] with qc[c] = 0, so the conditional mean is
     ``mean[i, c] − Σ_k qc[k] (y[i, k] − mean[i, k])``; ``cols`` are the variable's latent
@@ -170,14 +171,14 @@ def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
     n, p = y.shape
     K = cols.size + 1 if kind == NOMINAL else cuts.size - 1
     for i in range(n):
+        code = codes[i]
+        if code < 0:
+            continue
         acc = 0.0
         for k in range(p):
             acc += qc[k] * (y[i, k] - mean[i, k])
         cm = mean[i, c] - acc
-        code = codes[i]
-        if code < 0:
-            x = one_sided(cm, sd, _INF, -1.0, u[i])
-        elif kind == BINARY:
+        if kind == BINARY:
             x = one_sided(cm, sd, 0.0, 1.0 if code == 1 else -1.0, u[i])
         elif kind == ORDINAL:
             if code == 0:

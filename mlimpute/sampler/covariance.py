@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _small
 from .linalg import invwishart
 
 __all__ = ["Constraint", "draw_covariance", "complete_given_block", "log_iw_kernel"]
@@ -89,33 +90,8 @@ class Constraint:
 
 def log_iw_kernel(omega: np.ndarray, df: float, scale: np.ndarray) -> float:
     """log IW(df, scale) density at ``omega`` up to a constant; −inf if not positive definite."""
-    try:
-        L = np.linalg.cholesky(omega)
-    except np.linalg.LinAlgError:
-        return -np.inf
-    p = omega.shape[0]
-    logdet = 2.0 * np.log(np.diag(L)).sum()
-    Linv = np.linalg.inv(L)
-    return -0.5 * (df + p + 1) * logdet - 0.5 * np.sum((Linv @ scale) * Linv)
-
-
-def _mh_block(
-    rng: np.random.Generator, current: np.ndarray, df: float, scale: np.ndarray, con: Constraint,
-    steps: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Componentwise random-walk MH on the free elements of the constrained block."""
-    omega = con.fill(current)
-    logp = log_iw_kernel(omega, df, scale)
-    accepted = np.zeros(con.n_free)
-    z = rng.standard_normal(con.n_free)
-    logu = np.log(rng.random(con.n_free))
-    for k, (i, j) in enumerate(zip(*con.free)):
-        prop = omega.copy()
-        prop[i, j] = prop[j, i] = omega[i, j] + steps[k] * z[k]
-        lp = log_iw_kernel(prop, df, scale)
-        if logu[k] < lp - logp:
-            omega, logp, accepted[k] = prop, lp, 1.0
-    return omega, accepted
+    return float(_small.log_iw_kernel(np.ascontiguousarray(omega, dtype=float), float(df),
+                                      np.ascontiguousarray(scale, dtype=float)))
 
 
 def draw_covariance(
@@ -128,18 +104,29 @@ def draw_covariance(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw Ω from ``IW(df, scale)`` restricted by ``con`` (see module notes).
 
+    The free elements of the constrained block get componentwise random-walk MH on its
+    marginal, then the rest is drawn exactly given the block (compiled in ``_small``).
     Returns the draw and the acceptance indicators of the MH moves (empty when exact).
     """
     if con is None:
         return invwishart(rng, df, scale), np.zeros(0)
-    c, f = con.cat, con.rest
-    s = f.size
-    psi_cc = scale[np.ix_(c, c)]
-    if con.n_free:
-        o_cc, accepted = _mh_block(rng, current[np.ix_(c, c)], df - s, psi_cc, con, steps)
+    scale = np.ascontiguousarray(scale, dtype=float)
+    r, s, nf = con.cat.size, con.rest.size, con.n_free
+    if nf:
+        z_mh = rng.standard_normal(nf)
+        logu = np.log(rng.random(nf))
+        cur = np.ascontiguousarray(current, dtype=float)
+        stp = np.asarray(steps, dtype=float)
     else:
-        o_cc, accepted = con.fill(np.zeros_like(psi_cc)), np.zeros(0)
-    return complete_given_block(rng, df, scale, c, f, o_cc), accepted
+        z_mh = logu = stp = np.zeros(0)
+        cur = scale  # not read: every element of the block is fixed
+    chi = rng.chisquare(df - np.arange(s)) if s else np.zeros(0)
+    z = rng.standard_normal(s * (s - 1) // 2 + r * s)
+    out, acc, ok = _small.constrained_iw(float(df), scale, con.cat, con.rest, con.target,
+                                         con.free[0], con.free[1], cur, stp, z_mh, logu, chi, z)
+    if not ok:
+        raise np.linalg.LinAlgError("inverse-Wishart scale is not positive definite")
+    return out, acc
 
 
 def complete_given_block(
@@ -147,20 +134,14 @@ def complete_given_block(
     o_cc: np.ndarray,
 ) -> np.ndarray:
     """Draw the rest of Ω ~ IW(df, scale) given its block ``Ω_cc = o_cc`` (module notes)."""
+    c, f = np.asarray(c, dtype=np.int64), np.asarray(f, dtype=np.int64)
     if f.size == 0:
         return o_cc
-    psi_cc = scale[np.ix_(c, c)]
-    psi_cf = scale[np.ix_(c, f)]
-    psi_cc_inv = np.linalg.inv(psi_cc)
-    mean_b = psi_cc_inv @ psi_cf
-    o_ffc = invwishart(rng, df, scale[np.ix_(f, f)] - psi_cf.T @ mean_b)
-    row = np.linalg.cholesky(0.5 * (psi_cc_inv + psi_cc_inv.T))
-    b = mean_b + row @ rng.standard_normal((c.size, f.size)) @ np.linalg.cholesky(o_ffc).T
-    out = np.empty_like(scale)
-    o_cf = o_cc @ b
-    out[np.ix_(c, c)] = o_cc
-    out[np.ix_(c, f)] = o_cf
-    out[np.ix_(f, c)] = o_cf.T
-    o_ff = o_ffc + b.T @ o_cf
-    out[np.ix_(f, f)] = 0.5 * (o_ff + o_ff.T)
+    s = f.size
+    chi = rng.chisquare(df - np.arange(s))
+    z = rng.standard_normal(s * (s - 1) // 2 + c.size * s)
+    out, ok = _small.complete_block(float(df), np.ascontiguousarray(scale, dtype=float), c, f,
+                                    np.ascontiguousarray(o_cc, dtype=float), chi, z)
+    if not ok:
+        raise np.linalg.LinAlgError("inverse-Wishart scale is not positive definite")
     return out

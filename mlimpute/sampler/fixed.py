@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .linalg import cond_normal
+from .missing import conditionals
 from .state import Static
 
 __all__ = ["draw_b2", "level2_given_u1"]
@@ -21,9 +21,11 @@ __all__ = ["draw_b2", "level2_given_u1"]
 
 def level2_given_u1(st: Static, omega2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``K`` (p2 × d1) and ``chol(Σ22·1)`` of the level-2 random effects given u1."""
-    miss = np.zeros(st.d, dtype=bool)
-    miss[st.p1 * st.q:] = True
-    return cond_normal(omega2, miss)
+    d1 = st.p1 * st.q
+    miss = np.zeros((1, st.d), dtype=bool)
+    miss[0, d1:] = True
+    K, C = conditionals(omega2[None], miss)          # compiled; (1, 1, d, d) blocks
+    return K[0, 0, d1:, :d1], C[0, 0, d1:, d1:]
 
 
 def draw_b2(

@@ -140,10 +140,11 @@ def update_latents(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
     """Redraw the latents of every categorical cell (and ordinal thresholds).
 
-    Observed categories constrain their latents as in the module notes; the latents of missing
-    categories get the unconstrained conditional draw (also an exact Gibbs step; the missing-cell
-    step later redraws them jointly with the row's other missing cells). Working on whole
-    columns avoids gathering and scattering the observed rows. ``y`` (rows, p) is modified in
+    Observed categories constrain their latents as in the module notes. The latents of missing
+    categories are not touched here: the missing-cell step draws them once per sweep, jointly
+    with the row's other missing cells (a draw here too would be an exact Gibbs step as well,
+    but a wasted one). Working on whole columns avoids gathering and scattering the observed
+    rows. ``y`` (rows, p) is modified in
     place and returned, with the new thresholds (one array per ordinal codec, in codec order)
     and the acceptance indicator of each threshold update.
     """

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["cholesky", "forward_solve", "back_solve_t", "invwishart", "cond_normal"]
+from . import _small
+
+__all__ = ["cholesky", "forward_solve", "back_solve_t", "invwishart"]
 
 
 SMALL = 4  # up to this dimension, loops over entries (vectorised over the stack) beat LAPACK
@@ -99,36 +101,11 @@ def invwishart(rng: np.random.Generator, df: float, scale: np.ndarray) -> np.nda
 
 
 def _invwishart_one(rng: np.random.Generator, df: float, scale: np.ndarray) -> np.ndarray:
-    """One ``IW(df, scale)`` draw with as few numpy calls as possible (it runs every sweep)."""
+    """One ``IW(df, scale)`` draw (it runs every sweep: the algebra is compiled in ``_small``)."""
     p = scale.shape[0]
-    A = np.zeros((p, p))
-    A[_DIAG[p]] = np.sqrt(rng.chisquare(df - np.arange(p)))
-    low = _LOW[p]
-    if low[0].size:
-        A[low] = rng.standard_normal(low[0].size)
-    # Lψ A'⁻¹ (np.linalg.inv: scipy 1.17's solve_triangular costs ~1 ms per call here)
-    M = np.linalg.cholesky(scale) @ np.linalg.inv(A).T
-    out = M @ M.T
-    return 0.5 * (out + out.T)
-
-
-_DIAG = {p: (np.arange(p), np.arange(p)) for p in range(1, 64)}
-_LOW = {p: np.tril_indices(p, -1) for p in range(1, 64)}
-
-
-def cond_normal(cov: np.ndarray, miss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Regression matrix and Cholesky factor of ``y_m | y_o`` for ``y ~ N(μ, cov)``.
-
-    Returns ``K`` (m × o) with ``E[y_m | y_o] = μ_m + K (y_o − μ_o)`` and ``C`` (m × m) lower
-    triangular with ``C C' = cov_mm − K cov_om``. Works on stacks ``(..., p, p)``.
-    """
-    obs = ~miss
-    s_mm = cov[..., miss, :][..., :, miss]
-    s_mo = cov[..., miss, :][..., :, obs]
-    s_oo = cov[..., obs, :][..., :, obs]
-    if s_oo.shape[-1] == 0:
-        return s_mo, np.linalg.cholesky(s_mm)
-    K = np.swapaxes(np.linalg.solve(s_oo, np.swapaxes(s_mo, -1, -2)), -1, -2)
-    cmat = s_mm - K @ np.swapaxes(s_mo, -1, -2)
-    cmat = 0.5 * (cmat + np.swapaxes(cmat, -1, -2))
-    return K, np.linalg.cholesky(cmat)
+    chi = rng.chisquare(df - np.arange(p))
+    z = rng.standard_normal(p * (p - 1) // 2)
+    out, ok = _small.iw_from_parts(np.ascontiguousarray(scale), chi, z)
+    if not ok:
+        raise np.linalg.LinAlgError("inverse-Wishart scale is not positive definite")
+    return out

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._kernels import missing_rows
+from ._small import pattern_conditionals
 from .state import Patterns
 
 __all__ = ["draw_missing", "conditionals"]
@@ -26,25 +27,17 @@ __all__ = ["draw_missing", "conditionals"]
 def conditionals(covs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Regression and Cholesky factors of every pattern's conditional, as (G, Jc, p, p) stacks.
 
-    Notes
-    -----
-    With ``Q = Σ⁻¹``, the conditional of the missing block is ``N(−Q_mm⁻¹ Q_mo e_o, Q_mm⁻¹)``.
-    Padding each pattern's ``Q_mm`` with an identity on its observed columns,
-    ``A_g = Q ∘ mm' + diag(1 − m)``, makes ``A_g⁻¹`` hold ``Q_mm⁻¹`` in its m×m block (zero
-    across the blocks), so ``K_g = −A_g⁻¹ (Q ∘ m o')`` holds ``−Q_mm⁻¹ Q_mo`` in its (m, o)
-    block and zeros elsewhere, and the lower Cholesky factor of ``A_g⁻¹`` holds
-    ``chol(Q_mm⁻¹)`` in its m×m block. All patterns (and, with cluster-specific covariances,
-    all clusters: ``covs`` is (Jc, p, p)) in two batched factorisations.
+    With ``Q = Σ⁻¹``, the conditional of the missing block m is ``N(−Q_mm⁻¹ Q_mo e_o, Q_mm⁻¹)``:
+    ``K_g`` holds ``−Q_mm⁻¹ Q_mo`` in its (m, o) block and ``C_g`` holds ``chol(Q_mm⁻¹)`` in its
+    m×m block, zeros elsewhere; one set per pattern and (with cluster-specific covariances,
+    ``covs`` (Jc, p, p)) per cluster. Compiled (``_small``): numpy's batched calls cost more in
+    set-up than these small factorisations do.
     """
-    Q = np.linalg.inv(covs)
-    Q = 0.5 * (Q + np.swapaxes(Q, -1, -2))
-    m = masks.astype(float)[:, None, :]                      # (G, 1, p)
-    o = 1.0 - m
-    A = Q[None] * m[..., :, None] * m[..., None, :] + np.eye(Q.shape[-1]) * o[..., None, :]
-    Ainv = np.linalg.inv(A)
-    Ainv = 0.5 * (Ainv + np.swapaxes(Ainv, -1, -2))
-    K = -Ainv @ (Q[None] * m[..., :, None] * o[..., None, :])
-    return np.ascontiguousarray(K), np.ascontiguousarray(np.linalg.cholesky(Ainv))
+    K, C, ok = pattern_conditionals(np.ascontiguousarray(covs, dtype=float),
+                                    np.ascontiguousarray(masks, dtype=bool))
+    if not ok:
+        raise np.linalg.LinAlgError("covariance matrix is not positive definite")
+    return K, C
 
 
 def draw_missing(

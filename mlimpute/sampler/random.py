@@ -31,8 +31,12 @@ never O(N·J).
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
+import numpy as np
+from numba import njit
+
+from . import _small
 from .linalg import back_solve_t, cholesky, forward_solve
 from .state import Static
 
@@ -120,7 +124,7 @@ def _draw_fixed_u1_intercepts(
     om: np.ndarray, omega2: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The same block draw for random intercepts only (q = 1) and a common Ω1, in
-    O(J·p·f²) without per-cluster factorisations.
+    O(N·p·f + J·p·f²) without per-cluster factorisations (compiled: ``_intercepts``).
 
     Notes
     -----
@@ -138,44 +142,144 @@ def _draw_fixed_u1_intercepts(
     data = st.data
     J, p1, p2 = data.n_clusters, st.p1, st.p2
     f1, f2 = data.x1.shape[1], data.x2.shape[1]
+    z = rng.standard_normal(f1 * p1 + f2 * p2 + J * p1)
+    b1, b2, u1, ok = _intercepts(np.ascontiguousarray(y1), data.x1, data.cluster, data.sizes,
+                                 st.ztx[:, 0, :], st.xtx, np.ascontiguousarray(y2), data.x2,
+                                 np.ascontiguousarray(om), np.ascontiguousarray(omega2), z)
+    if not ok:
+        raise np.linalg.LinAlgError("covariance matrix is not positive definite")
+    return b1, b2, u1
+
+
+@njit(cache=True)
+def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z):
+    """``_draw_fixed_u1_intercepts``'s algebra (same symbols); ``z``: fb1 + fb2 + J·p1 standard
+    normals. Returns B1, B2, U1 and whether the precisions were positive definite."""
+    n, f1 = x1.shape
+    J, p1 = sizes.size, om.shape[0]
+    p2, f2 = y2.shape[1], x2.shape[1]
     fb1, fb2 = f1 * p1, f2 * p2
-    lam = np.linalg.inv(omega2)
-    lam = 0.5 * (lam + lam.T)
-    lam12 = lam[:p1, p1:]
-    L = np.linalg.cholesky(lam[:p1, :p1])
-    Linv = np.linalg.inv(L)
-    ev, V = np.linalg.eigh(Linv @ om @ Linv.T)
-    W = Linv.T @ V
+    fb = fb1 + fb2
+    b1 = np.zeros((f1, p1))
+    b2 = np.zeros((f2, p2))
+    u1 = np.zeros((J, p1))
+    lam, ok = _small.spd_inv(omega2)
+    if not ok:
+        return b1, b2, u1, False
+    L, ok = _small.chol(np.ascontiguousarray(lam[:p1, :p1]))
+    if not ok:
+        return b1, b2, u1, False
+    Li = _small.tri_inv(L)
+    Mx = Li @ om @ Li.T
+    ev, V = np.linalg.eigh(0.5 * (Mx + Mx.T))
+    W = Li.T @ V                                             # (m, k)
     G = W.T @ om                                             # (k, m)
-    n = data.sizes.astype(float)
-    w = 1.0 / (1.0 + n[:, None] * ev[None, :])               # (J, k)
-    sx = st.ztx[:, 0, :]                                     # (J, f1) column sums of X1_j
-    x2 = data.x2
-    h = np.add.reduceat(y1, data.starts, axis=0) @ om        # (J, p1)
+    lam12 = np.ascontiguousarray(lam[:p1, p1:])
+    lam22 = np.ascontiguousarray(lam[p1:, p1:])
+    E = W.T @ lam12                                          # (k, l)
+    # per-cluster sums of Y1 and X1'Y1, one pass over the rows
+    ysum = np.zeros((J, p1))
+    xty = np.zeros((f1, p1))
+    for i in range(n):
+        j = cluster[i]
+        for l in range(p1):
+            v = y1[i, l]
+            ysum[j, l] += v
+            for a in range(f1):
+                xty[a, l] += x1[i, a] * v
+    h = ysum @ om                                            # (J, p1)
     if p2:
         h -= y2 @ lam12.T
-    hw = h @ W                                               # (J, k): W'h_j
-    wsx = w.T[:, :, None] * sx[None]                         # (k, J, f1)
-    S = np.matmul(wsx.transpose(0, 2, 1), sx)                # (k, f1, f1), BLAS
-    H1 = np.kron(om, st.xtx) - np.einsum("km,kn,kab->manb", G, G, S).reshape(fb1, fb1)
-    R = (w * hw).T @ sx                                      # (k, f1)
-    g1 = (om @ (data.x1.T @ y1).T).reshape(fb1) - np.einsum("km,ka->ma", G, R).reshape(fb1)
-    H, g = _with_level2(st, H1, g1, lam, y2)
+    hw = h @ W                                               # (J, k)
+    w = np.empty((J, p1))
+    for j in range(J):
+        for k in range(p1):
+            w[j, k] = 1.0 / (1.0 + sizes[j] * ev[k])
+    whw = w * hw
+    H = np.zeros((fb, fb))
+    g = np.zeros(fb)
+    oxy = om @ xty.T                                         # (m, a)
+    R = whw.T @ sx                                           # (k, a)
+    for k in range(p1):
+        S = (sx.T * w[:, k]) @ sx                            # (a, b)
+        for m in range(p1):
+            for nn in range(p1):
+                gg = G[k, m] * G[k, nn]
+                for a in range(f1):
+                    for b in range(f1):
+                        H[m * f1 + a, nn * f1 + b] -= gg * S[a, b]
+    for m in range(p1):
+        for nn in range(p1):
+            for a in range(f1):
+                for b in range(f1):
+                    H[m * f1 + a, nn * f1 + b] += om[m, nn] * xtx[a, b]
+        for a in range(f1):
+            t = oxy[m, a]
+            for k in range(p1):
+                t -= G[k, m] * R[k, a]
+            g[m * f1 + a] = t
     if p2:
-        E = W.T @ lam12                                      # (k, l)
-        S12 = np.matmul(wsx.transpose(0, 2, 1), x2)          # (k, f1, f2)
-        S2 = np.matmul((w.T[:, :, None] * x2[None]).transpose(0, 2, 1), x2)
-        H[:fb1, fb1:] = np.einsum("km,kl,kab->malb", G, E, S12).reshape(fb1, fb2)
-        H[fb1:, :fb1] = H[:fb1, fb1:].T
-        H[fb1:, fb1:] -= np.einsum("kl,kn,kab->lanb", E, E, S2).reshape(fb2, fb2)
-        g[fb1:] += np.einsum("kl,kb->lb", E, (w * hw).T @ x2).reshape(fb2)
-    LH = np.linalg.cholesky(0.5 * (H + H.T))
-    z = rng.standard_normal(fb1 + fb2 + J * p1)
-    theta = np.linalg.solve(LH.T, np.linalg.solve(LH, g) + z[:fb1 + fb2])  # one small system
-    b1 = theta[:fb1].reshape(p1, f1).T
-    b2 = theta[fb1:].reshape(p2, f2).T
-    r = h - (sx @ b1) @ om                                   # h_j − T_j θ, (J, p1)
+        x2tx2 = x2.T @ x2
+        lxy = lam22 @ (x2.T @ y2).T                          # (l, b)
+        Rx = whw.T @ x2                                      # (k, b)
+        for k in range(p1):
+            S12 = (sx.T * w[:, k]) @ x2                      # (a, b)
+            S2 = (x2.T * w[:, k]) @ x2                       # (a, b)
+            for m in range(p1):
+                for l in range(p2):
+                    ge = G[k, m] * E[k, l]
+                    for a in range(f1):
+                        for b in range(f2):
+                            H[m * f1 + a, fb1 + l * f2 + b] += ge * S12[a, b]
+            for l in range(p2):
+                for nn in range(p2):
+                    ee = E[k, l] * E[k, nn]
+                    for a in range(f2):
+                        for b in range(f2):
+                            H[fb1 + l * f2 + a, fb1 + nn * f2 + b] -= ee * S2[a, b]
+        for l in range(p2):
+            for nn in range(p2):
+                for a in range(f2):
+                    for b in range(f2):
+                        H[fb1 + l * f2 + a, fb1 + nn * f2 + b] += lam22[l, nn] * x2tx2[a, b]
+            for b in range(f2):
+                t = lxy[l, b]
+                for k in range(p1):
+                    t += E[k, l] * Rx[k, b]
+                g[fb1 + l * f2 + b] = t
+        for a in range(fb1):
+            for b in range(fb1, fb):
+                H[b, a] = H[a, b]
+    LH, ok = _small.chol(0.5 * (H + H.T))
+    if not ok:
+        return b1, b2, u1, False
+    # θ = LH'⁻¹ (LH⁻¹ g + z): forward then back substitution
+    t = np.empty(fb)
+    for a in range(fb):
+        v = g[a]
+        for b in range(a):
+            v -= LH[a, b] * t[b]
+        t[a] = v / LH[a, a]
+    t += z[:fb]
+    theta = np.empty(fb)
+    for a in range(fb - 1, -1, -1):
+        v = t[a]
+        for b in range(a + 1, fb):
+            v -= LH[b, a] * theta[b]
+        theta[a] = v / LH[a, a]
+    for m in range(p1):
+        for a in range(f1):
+            b1[a, m] = theta[m * f1 + a]
+    for l in range(p2):
+        for a in range(f2):
+            b2[a, l] = theta[fb1 + l * f2 + a]
+    r = h - (sx @ b1) @ om                                   # h_j − T_j θ
     if p2:
         r += (x2 @ b2) @ lam12.T
-    u1 = (w * (r @ W) + np.sqrt(w) * z[fb1 + fb2:].reshape(J, p1)) @ W.T
-    return b1, b2, u1
+    rw = r @ W
+    zu = z[fb:].reshape(J, p1)
+    for j in range(J):
+        for k in range(p1):
+            rw[j, k] = w[j, k] * rw[j, k] + math.sqrt(w[j, k]) * zu[j, k]
+    u1 = rw @ W.T
+    return b1, b2, u1, True
