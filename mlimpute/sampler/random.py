@@ -37,6 +37,7 @@ import numpy as np
 from numba import njit
 
 from . import _small
+from ._small import mm, mm_add
 from .linalg import back_solve_t, cholesky, forward_solve
 from .state import Static
 
@@ -154,7 +155,8 @@ def _draw_fixed_u1_intercepts(
 @njit(cache=True)
 def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z):
     """``_draw_fixed_u1_intercepts``'s algebra (same symbols); ``z``: fb1 + fb2 + J·p1 standard
-    normals. Returns B1, B2, U1 and whether the precisions were positive definite."""
+    normals. Returns B1, B2, U1 and whether the precisions were positive definite. (Loops and
+    ``_small``'s products rather than ``@``: numba compiles its BLAS bindings slowly.)"""
     n, f1 = x1.shape
     J, p1 = sizes.size, om.shape[0]
     p2, f2 = y2.shape[1], x2.shape[1]
@@ -166,17 +168,17 @@ def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z):
     lam, ok = _small.spd_inv(omega2)
     if not ok:
         return b1, b2, u1, False
-    L, ok = _small.chol(np.ascontiguousarray(lam[:p1, :p1]))
+    lam11 = lam[:p1, :p1].copy()
+    lam12 = lam[:p1, p1:].copy()
+    lam22 = lam[p1:, p1:].copy()
+    L, ok = _small.chol(lam11)
     if not ok:
         return b1, b2, u1, False
     Li = _small.tri_inv(L)
-    Mx = Li @ om @ Li.T
-    ev, V = np.linalg.eigh(0.5 * (Mx + Mx.T))
-    W = Li.T @ V                                             # (m, k)
-    G = W.T @ om                                             # (k, m)
-    lam12 = np.ascontiguousarray(lam[:p1, p1:])
-    lam22 = np.ascontiguousarray(lam[p1:, p1:])
-    E = W.T @ lam12                                          # (k, l)
+    ev, V = _small.eigh(_small.symmetrise(mm(mm(Li, om), Li.T)))
+    W = mm(Li.T, V)                                          # L⁻ᵀ V   (m, k)
+    G = mm(W.T, om)                                          # W'Ω     (k, m)
+    E = mm(W.T, lam12)                                       # W'Λ12   (k, l)
     # per-cluster sums of Y1 and X1'Y1, one pass over the rows
     ysum = np.zeros((J, p1))
     xty = np.zeros((f1, p1))
@@ -187,70 +189,39 @@ def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z):
             ysum[j, l] += v
             for a in range(f1):
                 xty[a, l] += x1[i, a] * v
-    h = ysum @ om                                            # (J, p1)
-    if p2:
-        h -= y2 @ lam12.T
-    hw = h @ W                                               # (J, k)
-    w = np.empty((J, p1))
+    h = mm(ysum, om)                                         # (J, p1): h_j
+    mm_add(h, y2, lam12.T, -1.0)
+    hw = mm(h, W)                                            # (J, k): W'h_j
+    w = np.empty((p1, J))                                    # w[k, j] = 1 / (1 + n_j λ_k)
+    whw = np.empty((J, p1))
     for j in range(J):
         for k in range(p1):
-            w[j, k] = 1.0 / (1.0 + sizes[j] * ev[k])
-    whw = w * hw
+            w[k, j] = 1.0 / (1.0 + sizes[j] * ev[k])
+            whw[j, k] = w[k, j] * hw[j, k]
     H = np.zeros((fb, fb))
     g = np.zeros(fb)
-    oxy = om @ xty.T                                         # (m, a)
-    R = whw.T @ sx                                           # (k, a)
-    for k in range(p1):
-        S = (sx.T * w[:, k]) @ sx                            # (a, b)
-        for m in range(p1):
-            for nn in range(p1):
-                gg = G[k, m] * G[k, nn]
-                for a in range(f1):
-                    for b in range(f1):
-                        H[m * f1 + a, nn * f1 + b] -= gg * S[a, b]
+    _kron_add(H, 0, 0, om, xtx, 1.0)                         # Ω ⊗ X1'X1
+    for k in range(p1):                                      # − Σ_k (g_k g_k') ⊗ S_k
+        _kron_add(H, 0, 0, _outer(G[k], G[k]), _wcross(sx, w[k], sx), -1.0)
+    g1 = mm(om, xty.T)                                       # (m, a)
+    mm_add(g1, G.T, mm(whw.T, sx), -1.0)
     for m in range(p1):
-        for nn in range(p1):
-            for a in range(f1):
-                for b in range(f1):
-                    H[m * f1 + a, nn * f1 + b] += om[m, nn] * xtx[a, b]
         for a in range(f1):
-            t = oxy[m, a]
-            for k in range(p1):
-                t -= G[k, m] * R[k, a]
-            g[m * f1 + a] = t
+            g[m * f1 + a] = g1[m, a]
     if p2:
-        x2tx2 = x2.T @ x2
-        lxy = lam22 @ (x2.T @ y2).T                          # (l, b)
-        Rx = whw.T @ x2                                      # (k, b)
+        _kron_add(H, fb1, fb1, lam22, mm(x2.T, x2), 1.0)     # Λ22 ⊗ X2'X2
         for k in range(p1):
-            S12 = (sx.T * w[:, k]) @ x2                      # (a, b)
-            S2 = (x2.T * w[:, k]) @ x2                       # (a, b)
-            for m in range(p1):
-                for l in range(p2):
-                    ge = G[k, m] * E[k, l]
-                    for a in range(f1):
-                        for b in range(f2):
-                            H[m * f1 + a, fb1 + l * f2 + b] += ge * S12[a, b]
-            for l in range(p2):
-                for nn in range(p2):
-                    ee = E[k, l] * E[k, nn]
-                    for a in range(f2):
-                        for b in range(f2):
-                            H[fb1 + l * f2 + a, fb1 + nn * f2 + b] -= ee * S2[a, b]
+            _kron_add(H, 0, fb1, _outer(G[k], E[k]), _wcross(sx, w[k], x2), 1.0)
+            _kron_add(H, fb1, fb1, _outer(E[k], E[k]), _wcross(x2, w[k], x2), -1.0)
+        g2 = mm(lam22, mm(x2.T, y2).T)                       # (l, b)
+        mm_add(g2, E.T, mm(whw.T, x2), 1.0)
         for l in range(p2):
-            for nn in range(p2):
-                for a in range(f2):
-                    for b in range(f2):
-                        H[fb1 + l * f2 + a, fb1 + nn * f2 + b] += lam22[l, nn] * x2tx2[a, b]
             for b in range(f2):
-                t = lxy[l, b]
-                for k in range(p1):
-                    t += E[k, l] * Rx[k, b]
-                g[fb1 + l * f2 + b] = t
+                g[fb1 + l * f2 + b] = g2[l, b]
         for a in range(fb1):
             for b in range(fb1, fb):
                 H[b, a] = H[a, b]
-    LH, ok = _small.chol(0.5 * (H + H.T))
+    LH, ok = _small.chol(_small.symmetrise(H))
     if not ok:
         return b1, b2, u1, False
     # θ = LH'⁻¹ (LH⁻¹ g + z): forward then back substitution
@@ -260,10 +231,9 @@ def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z):
         for b in range(a):
             v -= LH[a, b] * t[b]
         t[a] = v / LH[a, a]
-    t += z[:fb]
     theta = np.empty(fb)
     for a in range(fb - 1, -1, -1):
-        v = t[a]
+        v = t[a] + z[a]
         for b in range(a + 1, fb):
             v -= LH[b, a] * theta[b]
         theta[a] = v / LH[a, a]
@@ -273,13 +243,43 @@ def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z):
     for l in range(p2):
         for a in range(f2):
             b2[a, l] = theta[fb1 + l * f2 + a]
-    r = h - (sx @ b1) @ om                                   # h_j − T_j θ
-    if p2:
-        r += (x2 @ b2) @ lam12.T
-    rw = r @ W
-    zu = z[fb:].reshape(J, p1)
+    mm_add(h, mm(sx, b1), om, -1.0)                          # h_j − T_j θ
+    mm_add(h, mm(x2, b2), lam12.T, 1.0)
+    rw = mm(h, W)
     for j in range(J):
         for k in range(p1):
-            rw[j, k] = w[j, k] * rw[j, k] + math.sqrt(w[j, k]) * zu[j, k]
-    u1 = rw @ W.T
-    return b1, b2, u1, True
+            rw[j, k] = w[k, j] * rw[j, k] + math.sqrt(w[k, j]) * z[fb + j * p1 + k]
+    return b1, b2, mm(rw, W.T), True
+
+
+@njit(cache=True)
+def _outer(u, v):
+    out = np.empty((u.size, v.size))
+    for a in range(u.size):
+        for b in range(v.size):
+            out[a, b] = u[a] * v[b]
+    return out
+
+
+@njit(cache=True)
+def _wcross(A, w, B):
+    """A' diag(w) B: Σ_j w_j a_j b_j'."""
+    out = np.zeros((A.shape[1], B.shape[1]))
+    for j in range(A.shape[0]):
+        for a in range(A.shape[1]):
+            v = w[j] * A[j, a]
+            for b in range(B.shape[1]):
+                out[a, b] += v * B[j, b]
+    return out
+
+
+@njit(cache=True)
+def _kron_add(H, r0, c0, C, S, sign):
+    """H[r0:, c0:] += sign · (C ⊗ S) on the block that C ⊗ S covers."""
+    ra, ca = S.shape
+    for m in range(C.shape[0]):
+        for n in range(C.shape[1]):
+            v = sign * C[m, n]
+            for a in range(ra):
+                for b in range(ca):
+                    H[r0 + m * ra + a, c0 + n * ca + b] += v * S[a, b]
