@@ -4,7 +4,9 @@ A sweep factorises, inverts and draws a dozen p×p matrices with p ≈ 2–10. n
 costs 5–10 µs per call on such matrices (argument checks, dtype dispatch, LAPACK set-up)
 for work that takes well under a microsecond, so on 5,000 rows these calls were a third of
 a sweep. Here the loops are written out and compiled; random numbers are drawn by the
-caller from the chain's Generator and passed in, as in ``_kernels``.
+caller from the chain's Generator and passed in, as in ``_kernels``. Products and the
+symmetric eigendecomposition are written out as well: numba's BLAS/LAPACK bindings and array
+expressions each take seconds to compile (the whole sampler compiles in ~20 s on first use).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["chol", "tri_inv", "mm", "mm_add", "symmetrise", "eigh", "spd_inv", "log_iw_kernel", "iw_from_parts", "complete_block",
-           "constrained_iw", "pattern_conditionals"]
+__all__ = ["chol", "tri_inv", "mm", "mm_add", "symmetrise", "eigh", "spd_inv", "log_iw_kernel",
+           "iw_from_parts", "complete_block", "constrained_iw", "pattern_conditionals"]
 
 
 @njit(cache=True)
