@@ -128,3 +128,15 @@ def simulate_mixed(rng: np.random.Generator, J: int = 300, n: int = 20, missing:
         holes = rng.random(J) < missing
         data.loc[holes[g], c] = None
     return data, full, t
+
+
+def simulate_opposite_correlations(rng: np.random.Generator, J: int = 40, n: int = 50):
+    """Two continuous variables, half the clusters with within-cluster correlation +0.9, half
+    with −0.9 (covariance="cluster"), 20% of y1 missing. Returns the data and each cluster's ρ."""
+    g = np.repeat(np.arange(J), n)
+    rho = np.where(np.arange(J) % 2 == 0, 0.9, -0.9)
+    e = np.concatenate([rng.multivariate_normal([0, 0], [[1, r], [r, 1]], size=n) for r in rho])
+    u = rng.normal(scale=0.5, size=(J, 2))
+    df = pd.DataFrame({"g": g, "y1": e[:, 0] + u[g, 0], "y2": e[:, 1] + u[g, 1]})
+    df.loc[rng.random(J * n) < 0.2, "y1"] = np.nan
+    return df, rho

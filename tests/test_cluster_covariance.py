@@ -7,18 +7,8 @@ import pandas as pd
 import pytest
 
 import mlimpute as mi
+from _sim import simulate_opposite_correlations
 from mlimpute.sampler.linalg import invwishart
-
-
-def _opposite_correlations(rng, J=40, n=50):
-    """Half the clusters with within-cluster correlation +0.9, half with −0.9."""
-    g = np.repeat(np.arange(J), n)
-    rho = np.where(np.arange(J) % 2 == 0, 0.9, -0.9)
-    e = np.concatenate([rng.multivariate_normal([0, 0], [[1, r], [r, 1]], size=n) for r in rho])
-    u = rng.normal(scale=0.5, size=(J, 2))
-    df = pd.DataFrame({"g": g, "y1": e[:, 0] + u[g, 0], "y2": e[:, 1] + u[g, 1]})
-    df.loc[rng.random(J * n) < 0.2, "y1"] = np.nan
-    return df, rho
 
 
 def _impute(df, covariance, **kw):
@@ -37,7 +27,7 @@ def _within_corr(res, rho):
 
 @pytest.fixture(scope="module")
 def opposite():
-    return _opposite_correlations(np.random.default_rng(1))
+    return simulate_opposite_correlations(np.random.default_rng(1))
 
 
 @pytest.mark.parametrize("order", ["sorted", "interleaved"])
