@@ -73,6 +73,23 @@ class MixedTruth:
     omega2: np.ndarray   # (7, 7): random intercepts of y, b, o, f[A], f[B], then w, v
     cuts: np.ndarray     # ordinal thresholds [-inf, 0, γ2, γ3, inf]
 
+    def monitored(self) -> np.ndarray:
+        """The true values of the sampler's monitored parameters, in its trace order: B1 and B2
+        (variable-major), the free lower-triangle elements of Ω1 (the latent variances of b, o,
+        f[A], f[B] and f's nominal covariance are fixed) and of Ω2 (v's variance is fixed), and
+        the free thresholds."""
+        return np.concatenate([
+            self.b1.T.ravel(), self.b2.T.ravel(),
+            _free_lower(self.omega1, {(1, 1), (2, 2), (3, 3), (4, 4), (4, 3)}),
+            _free_lower(self.omega2, {(6, 6)}), self.cuts[2:-1],
+        ])
+
+
+def _free_lower(m: np.ndarray, fixed: set[tuple[int, int]]) -> np.ndarray:
+    i, j = np.tril_indices(m.shape[0])
+    keep = [(a, b) not in fixed for a, b in zip(i, j)]
+    return m[i[keep], j[keep]]
+
 
 ORD_LABELS = ["low", "mid", "high", "top"]
 NOM_LABELS = ["A", "B", "C"]  # C, the last, is the reference category

@@ -43,7 +43,7 @@ import numpy as np
 from . import _small
 from .linalg import invwishart
 
-__all__ = ["Constraint", "draw_covariance", "complete_given_block", "log_iw_kernel"]
+__all__ = ["Constraint", "free_lower", "draw_covariance", "complete_given_block", "log_iw_kernel"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,6 +86,17 @@ class Constraint:
         """``block`` with the fixed elements set to their values."""
         out = np.where(np.isnan(self.target), block, self.target)
         return 0.5 * (out + out.T)
+
+
+def free_lower(dim: int, con: Constraint | None) -> tuple[np.ndarray, np.ndarray]:
+    """Lower-triangle positions of a dim×dim covariance that ``con`` does not fix."""
+    i, j = np.tril_indices(dim)
+    if con is None:
+        return i, j
+    fixed = np.zeros((dim, dim), dtype=bool)
+    fixed[np.ix_(con.cat, con.cat)] = ~np.isnan(con.target)
+    keep = ~fixed[i, j]
+    return i[keep], j[keep]
 
 
 def log_iw_kernel(omega: np.ndarray, df: float, scale: np.ndarray) -> float:

@@ -133,22 +133,22 @@ def update_latents(
     rng: np.random.Generator,
     y: np.ndarray,
     mean: np.ndarray,
-    cov: np.ndarray,
+    prec: np.ndarray,
     codecs: tuple[ColumnCodec, ...],
     cuts: tuple[np.ndarray, ...],
     steps: np.ndarray,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
-    """Redraw the latents of every categorical cell (and ordinal thresholds).
+    """Redraw the latents of every categorical cell (and ordinal thresholds); ``prec`` is the
+    inverse of the rows' covariance.
 
     Observed categories constrain their latents as in the module notes. The latents of missing
     categories are not touched here: the missing-cell step draws them once per sweep, jointly
     with the row's other missing cells (a draw here too would be an exact Gibbs step as well,
     but a wasted one). Working on whole columns avoids gathering and scattering the observed
-    rows. ``y`` (rows, p) is modified in
-    place and returned, with the new thresholds (one array per ordinal codec, in codec order)
-    and the acceptance indicator of each threshold update.
+    rows. ``y`` (rows, p) is modified in place and returned, with the new thresholds (one
+    array per ordinal codec, in codec order) and the acceptance indicator of each threshold
+    update.
     """
-    Q = np.linalg.inv(cov)
     mean = np.ascontiguousarray(mean)
     n = y.shape[0]
     new_cuts = list(cuts)
@@ -160,9 +160,9 @@ def update_latents(
         cols = np.asarray(codec.cols, dtype=np.int64)
         kind = {"binary": kern.BINARY, "ordinal": kern.ORDINAL, "nominal": kern.NOMINAL}[codec.kind]
         for m, c in enumerate(codec.cols):
-            qcc = Q[c, c]
+            qcc = prec[c, c]
             sd = 1.0 / np.sqrt(qcc)
-            qc = Q[:, c] / qcc
+            qc = prec[:, c] / qcc
             qc[c] = 0.0
             ck = no_cuts
             if codec.kind == "ordinal":

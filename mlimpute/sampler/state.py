@@ -10,7 +10,7 @@ from scipy.special import ndtri
 
 from ..design import ColumnCodec, ModelData
 from ._kernels import fitted_rows, residual_crossprod
-from .covariance import Constraint
+from .covariance import Constraint, free_lower
 from .latent import initial_latent
 
 __all__ = ["State", "Static", "Patterns", "constraints", "prepare_static", "initial_state"]
@@ -109,6 +109,8 @@ class Static:
     con1: Constraint | None            # fixed elements of Ω1 (categorical latent columns)
     con2: Constraint | None            # fixed elements of Ω2 (level-2 categorical latents)
     step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster)
+    free1: tuple[np.ndarray, np.ndarray]   # lower-triangle positions of Ω1 not fixed by con1
+    free2: tuple[np.ndarray, np.ndarray]   # likewise of Ω2 (both monitored every sweep)
     cluster_cov: bool = False          # covariance="cluster"
     xtx_j: np.ndarray | None = None    # (J, f1, f1) per-cluster X1_j'X1_j (cluster covariance)
 
@@ -167,7 +169,9 @@ def prepare_static(data: ModelData) -> Static:
         patterns1=Patterns.of(data.miss1),
         patterns2=Patterns.of(data.miss2),
         prior1=prior1, prior2=prior2, cat1=cat1, cat2=cat2,
-        con1=con1, con2=con2, step_slices=step_slices, cluster_cov=cluster_cov, xtx_j=xtx_j,
+        con1=con1, con2=con2, step_slices=step_slices,
+        free1=free_lower(p1, con1), free2=free_lower(p1 * q + p2, con2),
+        cluster_cov=cluster_cov, xtx_j=xtx_j,
     )
 
 

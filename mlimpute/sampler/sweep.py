@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .clustercov import draw_cluster_omegas, draw_hyper
-from .covariance import draw_covariance
+from .covariance import draw_covariance, free_lower
 from .fixed import draw_b2, level2_given_u1
 from .latent import update_latents
 from .missing import draw_missing
@@ -77,21 +77,22 @@ def sweep(
     steps = steps.copy()
     # y1 and y2 are updated in place: the sweep owns the incoming state's data arrays (the chain
     # keeps only the newest state), which saves a copy of the N×p matrix per sweep
+    if st.p1:  # Ω1 does not change before the block draw: one inverse serves both steps
+        omega1_inv = np.linalg.inv(omega1)
+        omega1_inv = 0.5 * (omega1_inv + np.swapaxes(omega1_inv, -1, -2))
     if st.cat1:
         fitted1 = _fitted(st, b1, u1, work)
-        y1, cuts1, acc = update_latents(rng, y1, fitted1, omega1, st.cat1,
+        y1, cuts1, acc = update_latents(rng, y1, fitted1, omega1_inv, st.cat1,
                                         cuts1, steps[slc1])
         if adapt_at is not None and acc.size:
             steps[slc1] = _adapt(steps[slc1], acc, adapt_at)
     if st.cat2:
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
-        y2, cuts2, acc = update_latents(rng, y2, mean2, cov2, st.cat2,
+        y2, cuts2, acc = update_latents(rng, y2, mean2, np.linalg.inv(cov2), st.cat2,
                                         cuts2, steps[slc2])
         if adapt_at is not None and acc.size:
             steps[slc2] = _adapt(steps[slc2], acc, adapt_at)
     if st.p1:
-        omega1_inv = np.linalg.inv(omega1)
-        omega1_inv = 0.5 * (omega1_inv + np.swapaxes(omega1_inv, -1, -2))
         b1, b2_new, u1 = draw_fixed_u1(rng, st, y1, y2, omega1_inv, omega2)
         if st.p2:
             b2 = b2_new
@@ -125,22 +126,9 @@ def sweep(
     return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale)
 
 
-def _free_lower(dim: int, con) -> tuple[np.ndarray, np.ndarray]:
-    """Lower-triangle positions of a covariance that are not fixed by ``con``."""
-    i, j = np.tril_indices(dim)
-    if con is None:
-        return i, j
-    fixed = np.zeros((dim, dim), dtype=bool)
-    blk = ~np.isnan(con.target)
-    fixed[np.ix_(con.cat, con.cat)] = blk
-    keep = ~fixed[i, j]
-    return i[keep], j[keep]
-
-
 def trace_vector(st: Static, s: State) -> np.ndarray:
     """The monitored parameters: B1, B2, free elements of Ω1 and Ω2, free thresholds."""
-    i1, j1 = _free_lower(st.p1, st.con1)
-    i2, j2 = _free_lower(st.d, st.con2)
+    (i1, j1), (i2, j2) = st.free1, st.free2
     cuts = [c[2:-1] for c in (*s.cuts1, *s.cuts2)]
     level1 = [s.l1_scale[i1, j1], [s.l1_df]] if st.cluster_cov else [s.omega1[i1, j1]]
     return np.concatenate([s.b1.T.ravel(), s.b2.T.ravel(), *level1, s.omega2[i2, j2], *cuts])
@@ -153,14 +141,14 @@ def trace_names(data: ModelData) -> list[str]:
     con1, con2 = constraints(data)
     names = [f"beta1[{v}:{x}]" for v in data.y1_names for x in data.x1_names]
     names += [f"beta2[{v}:{x}]" for v in data.y2_names for x in data.x2_names]
-    i1, j1 = _free_lower(p1, con1)
+    i1, j1 = free_lower(p1, con1)
     if data.model.covariance == "cluster":  # Ω1_j ~ IW(df, scale): monitor the scale and df
         names += [f"omega1_scale[{data.y1_names[a]},{data.y1_names[b]}]" for a, b in zip(i1, j1)]
         names.append("omega1_df")
     else:
         names += [f"omega1[{data.y1_names[a]},{data.y1_names[b]}]" for a, b in zip(i1, j1)]
     u_names = [f"{v}:{z}" for v in data.y1_names for z in data.z_names] + list(data.y2_names)
-    i2, j2 = _free_lower(p1 * q + p2, con2)
+    i2, j2 = free_lower(p1 * q + p2, con2)
     names += [f"omega2[{u_names[a]},{u_names[b]}]" for a, b in zip(i2, j2)]
     for c in (*data.categorical1, *data.categorical2):
         if c.kind != "ordinal":
