@@ -28,15 +28,9 @@ CONFIG = ROOT / "tests" / "fixtures" / "pipeline" / "exam.toml"
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
+def workdir(tmp_path, monkeypatch, cli_env):
     """A folder with the data and a config; Prefect's home pointed inside it (must stay absent)."""
     shutil.copy(EXAM, tmp_path / "exam.parquet")
-    # every key the CLI sets, registered so that they are restored after the test
-    for key, value in {"PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
-                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}.items():
-        monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

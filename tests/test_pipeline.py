@@ -79,16 +79,6 @@ def local_run(harness, tmp_path_factory):
     return state, config.parent / "out"
 
 
-@pytest.fixture
-def cli_env(monkeypatch, tmp_path):
-    """Environment keys the CLI sets, registered with monkeypatch so they are restored."""
-    for key, value in {"PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
-                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
-                       "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}.items():
-        monkeypatch.setenv(key, value)
-
-
 def read_long(out: Path) -> pd.DataFrame:
     """The written imputations as one table (pandas), imputations in order 1..M."""
     got = pd.read_parquet(out / "imputations")
