@@ -202,18 +202,19 @@ def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
 
 
 @njit(cache=True)
-def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old):
-    """Σ_i log P_new(category_i) − log P_old(category_i) over rows with an observed category
-    (the first category's probability does not depend on the free thresholds: skipped)."""
+def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old, k):
+    """Σ_i log P_new(category_i) − log P_old(category_i) over the rows whose observed category
+    is k−1 or k: the only ones whose interval moves with the threshold γ_k = ``new[k]``
+    (the others' probabilities cancel in the ratio)."""
     n, p = y.shape
     total = 0.0
     for i in range(n):
         code = codes[i]
-        if code <= 0:
+        if code != k and code != k - 1:
             continue
         acc = 0.0
-        for k in range(p):
-            acc += qc[k] * (y[i, k] - mean[i, k])
+        for m in range(p):
+            acc += qc[m] * (y[i, m] - mean[i, m])
         cm = mean[i, c] - acc
         total += _log_interval(cm, sd, new[code], new[code + 1])
         total -= _log_interval(cm, sd, old[code], old[code + 1])

@@ -22,10 +22,10 @@ evaluated where it is small and accurate; one-sided intervals need one Φ and on
 log-space version for intervals beyond Φ ≈ 1e-300: no rejection loop, no clamping, no retained
 old value. The row loops are compiled (``_kernels``); uniforms come from the chain's Generator.
 
-Ordinal thresholds use Cowles' (1996) Metropolis–Hastings step: propose all free thresholds
-from truncated normals around the current ones and accept with the likelihood ratio that
-integrates the latent values out (their interval probabilities), then redraw the latents
-given the thresholds. Albert & Chib's (1993) uniform Gibbs update of the thresholds given the
+Ordinal thresholds use Cowles' (1996) Metropolis–Hastings step, one free threshold at a time
+with its own step size: propose it from a truncated normal around the current value and accept
+with the likelihood ratio that integrates the latent values out (the interval probabilities of
+the two categories it separates), then redraw the latents given the thresholds. Albert & Chib's (1993) uniform Gibbs update of the thresholds given the
 latents is simpler but moves them by O(1/N) per sweep, so it mixes ever more slowly as N grows.
 
 References
@@ -110,23 +110,30 @@ def log_interval_prob(mean: np.ndarray, sd: float, lo: np.ndarray, hi: np.ndarra
 
 def _cowles(
     rng: np.random.Generator, cuts: np.ndarray, y: np.ndarray, mean: np.ndarray,
-    qc: np.ndarray, sd: float, c: int, codes: np.ndarray, step: float,
-) -> tuple[np.ndarray, bool]:
-    """One Cowles MH update of the free thresholds γ_2..γ_{K−1} (``cuts`` has ±inf ends)."""
+    qc: np.ndarray, sd: float, c: int, codes: np.ndarray, steps: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cowles MH updates of the free thresholds γ_2..γ_{K−1} (``cuts`` has ±inf ends), one
+    threshold at a time, each with its own step size; returns the thresholds and one
+    acceptance indicator per free threshold.
+
+    γ'_k ~ N(γ_k, step_k²) restricted to (γ_{k−1}, γ_{k+1}); the normal kernels of the proposal
+    cancel in the Hastings ratio but its truncation masses do not. Only the rows in categories
+    k−1 and k have intervals that move, so only they enter the likelihood ratio.
+    """
     K = cuts.size - 1
-    new = cuts.copy()
-    for k in range(2, K):  # sequentially: γ'_k ~ N(γ_k, step²) on (γ'_{k−1}, γ_{k+1})
-        new[k] = truncated_normal(rng, np.array([cuts[k]]), step, np.array([new[k - 1]]),
-                                  np.array([cuts[k + 1]]))[0]
-    # q(old | new) / q(new | old): the normal kernels cancel, the truncation masses do not
-    ks = np.arange(2, K)
-    log_q = np.sum(np.log(ndtr((cuts[ks + 1] - cuts[ks]) / step) - ndtr((new[ks - 1] - cuts[ks]) / step)))
-    log_q -= np.sum(np.log(ndtr((new[ks + 1] - new[ks]) / step) - ndtr((cuts[ks - 1] - new[ks]) / step)))
-    # latents integrated out: each row's interval probability under the new and old thresholds
-    ratio = kern.ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, cuts)
-    if np.log(rng.random()) < ratio + log_q:
-        return new, True
-    return cuts, False
+    cur = cuts.copy()
+    accepted = np.zeros(max(K - 2, 0))
+    for k in range(2, K):
+        step = steps[k - 2]
+        prop = cur.copy()
+        prop[k] = truncated_normal(rng, np.array([cur[k]]), step, np.array([cur[k - 1]]),
+                                   np.array([cur[k + 1]]))[0]
+        log_q = (np.log(ndtr((cur[k + 1] - cur[k]) / step) - ndtr((cur[k - 1] - cur[k]) / step))
+                 - np.log(ndtr((cur[k + 1] - prop[k]) / step) - ndtr((cur[k - 1] - prop[k]) / step)))
+        ratio = kern.ordinal_loglik_ratio(y, mean, qc, sd, c, codes, prop, cur, k)
+        if np.log(rng.random()) < ratio + log_q:
+            cur, accepted[k - 2] = prop, 1.0
+    return cur, accepted
 
 
 def update_latents(
@@ -146,15 +153,15 @@ def update_latents(
     with the row's other missing cells (a draw here too would be an exact Gibbs step as well,
     but a wasted one). Working on whole columns avoids gathering and scattering the observed
     rows. ``y`` (rows, p) is modified in place and returned, with the new thresholds (one
-    array per ordinal codec, in codec order) and the acceptance indicator of each threshold
+    array per ordinal codec, in codec order) and the acceptance indicator of each free threshold
     update.
     """
     mean = np.ascontiguousarray(mean)
     n = y.shape[0]
     new_cuts = list(cuts)
-    accepted = np.zeros(len(cuts))
+    accepted = np.zeros(steps.size)
     no_cuts = np.zeros(2)
-    o = 0
+    o = a = 0  # ordinal variable, and its first free threshold in ``steps``
     for codec in codecs:
         codes = codec.codes
         cols = np.asarray(codec.cols, dtype=np.int64)
@@ -166,10 +173,12 @@ def update_latents(
             qc[c] = 0.0
             ck = no_cuts
             if codec.kind == "ordinal":
-                if codec.n_categories > 2:
-                    new_cuts[o], accepted[o] = _cowles(rng, cuts[o], y, mean, qc, sd, c, codes, steps[o])
+                nf = codec.n_categories - 2
+                if nf > 0:
+                    new_cuts[o], accepted[a:a + nf] = _cowles(rng, cuts[o], y, mean, qc, sd, c,
+                                                              codes, steps[a:a + nf])
                 ck = new_cuts[o]
-                o += 1
+                o, a = o + 1, a + nf
             kern.latent_column(y, mean, qc, sd, c, kind, codes, cols, m, ck, _uniforms(rng, n))
     return y, tuple(new_cuts), accepted
 
