@@ -15,6 +15,7 @@ import pandas as pd
 
 from .errors import DataError
 from .spec import ImputationModel
+from .substantive import OutcomeData, build_outcome
 
 __all__ = ["ModelData", "ColumnCodec", "build", "MAX_NOMINAL_CATEGORIES", "latent_names"]
 
@@ -90,6 +91,12 @@ class ModelData:
     z: np.ndarray
     z_names: tuple[str, ...]
     codecs: tuple[ColumnCodec, ...]
+    outcome: "OutcomeData | None" = None   # the substantive model (see mlimpute.substantive)
+
+    @property
+    def output_codecs(self) -> tuple[ColumnCodec, ...]:
+        """Every column the imputations fill: the model's variables, then the outcome."""
+        return self.codecs + ((self.outcome.codec,) if self.outcome is not None else ())
 
     @property
     def n_rows(self) -> int:
@@ -334,14 +341,38 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     z_names = tuple(x1_names[k] for k in z_idx)
 
     codecs = [*codecs1, *codecs2]
+    outcome = None
+    if model.substantive is not None:
+        outcome = build_outcome(df, sdf, model, tuple(codecs), lambda name, kind: _outcome_codec(df, sdf, name, kind),
+                                starts, cluster)
     return ModelData(
         model=model, order=order, cluster=cluster, starts=starts, sizes=sizes,
         cluster_labels=labels, y1=np.ascontiguousarray(y1), y2=np.ascontiguousarray(y2),
         miss1=miss1, miss2=miss2,
         y1_names=tuple(y1_names), y2_names=tuple(y2_names),
         x1=x1, x1_names=tuple(x1_names), x2=x2, x2_names=tuple(x2_names), z=z, z_names=z_names,
-        codecs=tuple(codecs),
+        codecs=tuple(codecs), outcome=outcome,
     )
+
+
+def _outcome_codec(df: pd.DataFrame, sdf: "_SortedColumns", name: str, kind: str) -> ColumnCodec:
+    """The substantive model's outcome as a codec (its imputations are filled like a variable's)."""
+    if kind == "continuous":
+        return ColumnCodec(name, "continuous", 1, (0,), _float_dtype(df[name].dtype))
+    from .spec import Variable
+
+    s = sdf[name]
+    if s.notna().any() and pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        bad = s.dropna()[~s.dropna().isin([0, 1])]
+        if len(bad):
+            raise DataError(
+                f"outcome {name!r} of substantive= has values other than 0 and 1 ({_py(bad.iloc[0])!r} "
+                f"in row {bad.index[0]!r}); family='binomial' needs a 0/1, bool or two-category outcome"
+            )
+    codes, cats = _categorical(sdf, name, Variable("binary", categories=(0, 1))
+                               if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
+                               else Variable("binary"))
+    return ColumnCodec(name, "binary", 1, (0,), df[name].dtype, cats, codes)
 
 
 def _float_dtype(dtype: object) -> object:

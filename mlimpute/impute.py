@@ -23,6 +23,7 @@ from .design import ModelData, build
 from .errors import ConvergenceWarning, DataError, SpecError
 from .sampler import initial_state, prepare_static, sweep, trace_names, trace_vector
 from .sampler.latent import latents_to_codes
+from .sampler.outcome import impute_outcome
 from .spec import ImputationModel
 
 __all__ = ["impute", "prepare", "run_chain", "assemble", "ImputationResult", "ChainResult",
@@ -141,7 +142,7 @@ def run_chain(
     units = missing_units(data)
     imputed = {
         c.name: np.empty((n_imputations, units[c.name].size), dtype=float if c.kind == "continuous" else np.int64)
-        for c in data.codecs if units[c.name].size
+        for c in data.output_codecs if units[c.name].size
     }
     n_par = len(trace_names(data))
     trace = np.empty((n_imputations * between, n_par))
@@ -155,25 +156,32 @@ def run_chain(
                 trace[k] = trace_vector(st, state)
                 if (k + 1) % between == 0:
                     m = (k + 1) // between - 1
-                    for name, values in _current_imputations(st, state, units).items():
+                    for name, values in _current_imputations(rng, st, state, units).items():
                         imputed[name][m] = values
             bar.update(it + 1)
     return ChainResult(chain=chain, imputed=imputed, trace=trace, seconds=time.perf_counter() - t0)
 
 
 def missing_units(data: ModelData) -> dict[str, np.ndarray]:
-    """Per variable: the sorted rows (level 1) or clusters (level 2) where it is missing."""
+    """Per variable (and the substantive model's outcome): the sorted rows (level 1) or
+    clusters (level 2) where it is missing."""
     out = {}
     for c in data.codecs:
         miss = data.miss1 if c.level == 1 else data.miss2
         out[c.name] = np.flatnonzero(miss[:, c.cols[0]])
+    if data.outcome is not None:
+        out[data.outcome.name] = np.flatnonzero(~data.outcome.observed)
     return out
 
 
-def _current_imputations(st, state, units: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The imputed values/categories of the current state at every variable's missing units."""
+def _current_imputations(rng, st, state, units: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The imputed values/categories of the current state at every variable's missing units
+    (the outcome of a substantive model drawn from it now)."""
     out = {}
     ordinal = {c.name: cuts for c, cuts in zip((*st.ordinal1, *st.ordinal2), (*state.cuts1, *state.cuts2))}
+    if st.outcome is not None and units[st.data.outcome.name].size:
+        out[st.data.outcome.name] = impute_outcome(rng, st.outcome, state.outcome, st.data, state.y1,
+                                                   state.y2, ordinal)
     for c in st.data.codecs:
         rows = units[c.name]
         if not rows.size:
@@ -270,7 +278,7 @@ def _long_table(df: pd.DataFrame, data: ModelData, chains: list[ChainResult]) ->
     units = missing_units(data)
     long = pd.concat([df] * m, ignore_index=True)
     offsets = (np.arange(m) * n)[:, None]
-    for codec in data.codecs:
+    for codec in data.output_codecs:
         base = df[codec.name]
         holes = np.flatnonzero(base.isna().to_numpy())
         if not holes.size:

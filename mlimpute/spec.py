@@ -15,10 +15,13 @@ import numpy as np
 
 from .errors import SpecError
 
-__all__ = ["Variable", "ImputationModel", "CovariancePrior", "VariableKind", "CovarianceKind"]
+__all__ = ["Variable", "ImputationModel", "CovariancePrior", "VariableKind", "CovarianceKind",
+           "Family", "Link"]
 
 VariableKind = Literal["continuous", "binary", "ordinal", "nominal"]
 CovarianceKind = Literal["common", "cluster"]
+Family = Literal["gaussian", "binomial"]
+Link = Literal["identity", "logit", "probit"]
 
 _KINDS: tuple[str, ...] = get_args(VariableKind)
 _COVARIANCES: tuple[str, ...] = get_args(CovarianceKind)
@@ -151,6 +154,22 @@ class ImputationModel:
         scale matrix A and its df γ − 1 (defaults: I and p1, as jomo).
     prior_l1, prior_l2 : CovariancePrior
         Inverse-Wishart priors of the level-1 covariance Ω1 and the level-2 covariance Ω2.
+    substantive : str, optional
+        The analysis model, an lme4-style formula as for :func:`mlimpute.lmm`
+        (``"y ~ x * z + I(x**2) + (1 + x | g)"``), whose random terms are grouped by ``cluster``.
+        The imputation model becomes ``p(y | covariates) · p(incomplete covariates | complete
+        covariates)``: the analysis model of the outcome y times model (6) of the variables in
+        ``variables`` (the incomplete covariates, which then need not include y), so that random
+        slopes, interactions and non-linear terms of the analysis are imputed compatibly
+        (Goldstein, Carpenter & Browne 2014). Complete variables of the formula need not be
+        listed in ``covariates``.
+    family : {"gaussian", "binomial"}
+        The substantive model's outcome distribution (linear or binary mixed model).
+    link : {"logit", "probit"}, optional
+        For ``family="binomial"`` (default "logit", as glmer); "identity" for gaussian.
+    prior_substantive : CovariancePrior
+        Inverse-Wishart prior of the substantive model's random-effect covariance; by default,
+        as jomo.lmer, df = its dimension and scale = the complete-case estimate.
 
     Notes
     -----
@@ -176,11 +195,15 @@ class ImputationModel:
     covariance: CovarianceKind = "common"
     prior_l1: CovariancePrior = field(default_factory=CovariancePrior)
     prior_l2: CovariancePrior = field(default_factory=CovariancePrior)
+    substantive: str | None = None
+    family: Family = "gaussian"
+    link: Link | None = None
+    prior_substantive: CovariancePrior = field(default_factory=CovariancePrior)
 
     def __post_init__(self) -> None:
         if not isinstance(self.cluster, str) or not self.cluster:
             raise SpecError(f"cluster must be a column name (string), got {self.cluster!r}")
-        if not isinstance(self.variables, Mapping) or not self.variables:
+        if not isinstance(self.variables, Mapping) or (not self.variables and self.substantive is None):
             raise SpecError("variables must be a non-empty mapping {column: kind or Variable}")
         norm: dict[str, Variable] = {}
         for name, v in self.variables.items():
@@ -235,8 +258,44 @@ class ImputationModel:
                     "constant, so the hierarchical update would be approximate (jomo ignores this); "
                     "use covariance='common' or declare them at level 2"
                 )
-        if not isinstance(self.prior_l1, CovariancePrior) or not isinstance(self.prior_l2, CovariancePrior):
-            raise SpecError("prior_l1 and prior_l2 must be mlimpute.CovariancePrior instances")
+        if not all(isinstance(p, CovariancePrior) for p in (self.prior_l1, self.prior_l2, self.prior_substantive)):
+            raise SpecError("prior_l1, prior_l2 and prior_substantive must be mlimpute.CovariancePrior instances")
+        self._check_substantive()
+
+    def _check_substantive(self) -> None:
+        if self.family not in ("gaussian", "binomial"):
+            raise SpecError(f"family={self.family!r} is not 'gaussian' or 'binomial'")
+        links = {"gaussian": ("identity",), "binomial": ("logit", "probit")}[self.family]
+        if self.link is not None and self.link not in links:
+            raise SpecError(
+                f"link={self.link!r} is not available for family={self.family!r}; use one of "
+                f"{', '.join(map(repr, links))}"
+            )
+        if self.substantive is None:
+            if self.family != "gaussian" or self.link is not None:
+                raise SpecError("family= and link= describe the substantive model: give substantive= too")
+            return
+        if not isinstance(self.substantive, str):
+            raise SpecError(f"substantive must be a formula string like 'y ~ x + (1 | g)', got {self.substantive!r}")
+        from .substantive import parse_substantive  # the formula parser lives with the analysis
+
+        parse_substantive(self)
+
+    @property
+    def resolved_link(self) -> str:
+        """The substantive model's link: as given, else identity (gaussian) or logit (binomial)."""
+        if self.link is not None:
+            return self.link
+        return "identity" if self.family == "gaussian" else "logit"
+
+    @property
+    def outcome(self) -> str | None:
+        """The substantive model's outcome column (None without a substantive model)."""
+        if self.substantive is None:
+            return None
+        from .substantive import parse_substantive, _unquote
+
+        return _unquote(parse_substantive(self).response)
 
     # Convenience views -------------------------------------------------------------------
     @property
@@ -250,4 +309,10 @@ class ImputationModel:
     @property
     def columns(self) -> tuple[str, ...]:
         """Every column the model reads, in a stable order."""
-        return (self.cluster, *self.variables, *self.covariates, *self.level2_covariates)
+        extra: tuple[str, ...] = ()
+        if self.substantive is not None:
+            from .substantive import parse_substantive, substantive_variables
+
+            known = {self.cluster, *self.variables, *self.covariates, *self.level2_covariates}
+            extra = (self.outcome, *sorted(substantive_variables(parse_substantive(self)) - known))
+        return (self.cluster, *self.variables, *self.covariates, *self.level2_covariates, *extra)

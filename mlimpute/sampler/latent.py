@@ -144,6 +144,7 @@ def update_latents(
     codecs: tuple[ColumnCodec, ...],
     cuts: tuple[np.ndarray, ...],
     steps: np.ndarray,
+    codes: tuple[np.ndarray, ...] | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
     """Redraw the latents of every categorical cell (and ordinal thresholds); ``prec`` is the
     inverse of the rows' covariance.
@@ -154,7 +155,8 @@ def update_latents(
     but a wasted one). Working on whole columns avoids gathering and scattering the observed
     rows. ``y`` (rows, p) is modified in place and returned, with the new thresholds (one
     array per ordinal codec, in codec order) and the acceptance indicator of each free threshold
-    update.
+    update. ``codes`` (one array per codec) replaces the observed category codes (the
+    substantive component passes the current categories of some imputed cells; see ``outcome``).
     """
     mean = np.ascontiguousarray(mean)
     n = y.shape[0]
@@ -162,8 +164,8 @@ def update_latents(
     accepted = np.zeros(steps.size)
     no_cuts = np.zeros(2)
     o = a = 0  # ordinal variable, and its first free threshold in ``steps``
-    for codec in codecs:
-        codes = codec.codes
+    for v, codec in enumerate(codecs):
+        var_codes = codec.codes if codes is None else codes[v]
         cols = np.asarray(codec.cols, dtype=np.int64)
         kind = {"binary": kern.BINARY, "ordinal": kern.ORDINAL, "nominal": kern.NOMINAL}[codec.kind]
         for m, c in enumerate(codec.cols):
@@ -176,10 +178,10 @@ def update_latents(
                 nf = codec.n_categories - 2
                 if nf > 0:
                     new_cuts[o], accepted[a:a + nf] = _cowles(rng, cuts[o], y, mean, qc, sd, c,
-                                                              codes, steps[a:a + nf])
+                                                              var_codes, steps[a:a + nf])
                 ck = new_cuts[o]
                 o, a = o + 1, a + nf
-            kern.latent_column(y, mean, qc, sd, c, kind, codes, cols, m, ck, _uniforms(rng, n))
+            kern.latent_column(y, mean, qc, sd, c, kind, var_codes, cols, m, ck, _uniforms(rng, n))
     return y, tuple(new_cuts), accepted
 
 

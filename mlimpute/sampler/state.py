@@ -12,6 +12,7 @@ from ..design import ColumnCodec, ModelData
 from ._kernels import fitted_rows, residual_crossprod
 from .covariance import Constraint, free_lower
 from .latent import initial_latent
+from .outcome import OutcomeState, OutcomeStatic, initial_outcome, prepare_outcome, substantive_units
 
 __all__ = ["State", "Static", "Patterns", "constraints", "prepare_static", "initial_state"]
 
@@ -48,6 +49,7 @@ class State(NamedTuple):
     steps: np.ndarray = np.zeros(0)
     l1_df: float = np.nan                 # covariance="cluster": Ω1_j ~ IW(l1_df, l1_scale)
     l1_scale: np.ndarray = np.zeros((0, 0))
+    outcome: OutcomeState | None = None   # the substantive model's unknowns (see ``outcome``)
 
 
 def _compact(index: np.ndarray) -> np.ndarray:
@@ -113,6 +115,7 @@ class Static:
     free2: tuple[np.ndarray, np.ndarray]   # likewise of Ω2 (both monitored every sweep)
     cluster_cov: bool = False          # covariance="cluster"
     xtx_j: np.ndarray | None = None    # (J, f1, f1) per-cluster X1_j'X1_j (cluster covariance)
+    outcome: OutcomeStatic | None = None   # the substantive model (None: model (6) alone)
 
     @property
     def d(self) -> int:
@@ -161,17 +164,28 @@ def prepare_static(data: ModelData) -> Static:
     step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(5))
     xtx_j = (np.add.reduceat(data.x1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
              if cluster_cov else None)
+    # rows/clusters whose missing cells the substantive component draws are left out of the
+    # joint model's block draw of missing cells
+    rows1, clusters2 = substantive_units(data)
+    miss1, miss2 = data.miss1, data.miss2
+    if rows1.size:
+        miss1 = miss1.copy()
+        miss1[rows1] = False
+    if clusters2.size:
+        miss2 = miss2.copy()
+        miss2[clusters2] = False
     return Static(
         data=data, p1=p1, p2=p2, q=q,
         x2_factor=np.linalg.inv(np.linalg.cholesky(x2tx2)).T,
         x2_pinv=np.linalg.solve(x2tx2, data.x2.T),
         ztz=ztz, ztx=ztx, xtx=x1tx1,
-        patterns1=Patterns.of(data.miss1),
-        patterns2=Patterns.of(data.miss2),
+        patterns1=Patterns.of(miss1),
+        patterns2=Patterns.of(miss2),
         prior1=prior1, prior2=prior2, cat1=cat1, cat2=cat2,
         con1=con1, con2=con2, step_slices=step_slices,
         free1=free_lower(p1, con1), free2=free_lower(p1 * q + p2, con2),
         cluster_cov=cluster_cov, xtx_j=xtx_j,
+        outcome=prepare_outcome(data) if data.outcome is not None else None,
     )
 
 
@@ -257,8 +271,13 @@ def initial_state(static: Static, rng: np.random.Generator) -> State:
         l1_scale = (l1_df - p1 - 1) * omega1
         omega1 = np.repeat(omega1[None], data.n_clusters, axis=0)
         steps[static.step_slices[4]] = 0.3
+    outcome = None
+    if static.outcome is not None:
+        cuts = dict(zip([c.name for c in (*static.ordinal1, *static.ordinal2)], (*cuts1, *cuts2)))
+        outcome = initial_outcome(static.outcome, data, y1, y2, cuts, rng)
     return State(y1=y1, y2=y2, b1=b1, b2=b2, u1=u1, omega1=omega1, omega2=omega2,
-                 cuts1=cuts1, cuts2=cuts2, steps=steps, l1_df=l1_df, l1_scale=l1_scale)
+                 cuts1=cuts1, cuts2=cuts2, steps=steps, l1_df=l1_df, l1_scale=l1_scale,
+                 outcome=outcome)
 
 
 def _constrain_start(omega: np.ndarray, con: Constraint | None) -> np.ndarray:

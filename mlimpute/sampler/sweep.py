@@ -18,6 +18,7 @@ from .covariance import draw_covariance, free_lower
 from .fixed import draw_b2, level2_given_u1
 from .latent import update_latents
 from .missing import draw_missing
+from .outcome import draw_cells, draw_parameters, effective_codes, outcome_trace, outcome_trace_names
 from ._kernels import fitted_rows, residual_crossprod
 from .random import draw_fixed_u1
 from ..design import ModelData
@@ -67,13 +68,15 @@ def sweep(
 ) -> State:
     """One sweep; ``adapt_at`` = the burn-in iteration number to tune MH steps, else None.
 
-    The returned state reuses (and has updated) the incoming state's ``y1`` and ``y2`` arrays:
-    callers keep the new state, not the old one. ``work``: an optional dict of scratch buffers
-    the caller keeps across sweeps (contents are not state).
+    The returned state reuses (and has updated) the incoming state's ``y1`` and ``y2`` arrays
+    (and the substantive component's sources, design rows and linear predictors): callers keep
+    the new state, not the old one. ``work``: an optional dict of scratch buffers the caller
+    keeps across sweeps (contents are not state).
     """
     data = st.data
-    y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale = s
+    y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale, out = s
     sl1, sl2, slc1, slc2, sla = st.step_slices
+    ost = st.outcome
     steps = steps.copy()
     # y1 and y2 are updated in place: the sweep owns the incoming state's data arrays (the chain
     # keeps only the newest state), which saves a copy of the N×p matrix per sweep
@@ -82,14 +85,16 @@ def sweep(
         omega1_inv = 0.5 * (omega1_inv + np.swapaxes(omega1_inv, -1, -2))
     if st.cat1:
         fitted1 = _fitted(st, b1, u1, work)
+        codes = effective_codes(ost, out, st.cat1, 1, data.starts) if ost else None
         y1, cuts1, acc = update_latents(rng, y1, fitted1, omega1_inv, st.cat1,
-                                        cuts1, steps[slc1])
+                                        cuts1, steps[slc1], codes)
         if adapt_at is not None and acc.size:
             steps[slc1] = _adapt(steps[slc1], acc, adapt_at)
     if st.cat2:
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
+        codes = effective_codes(ost, out, st.cat2, 2, data.starts) if ost else None
         y2, cuts2, acc = update_latents(rng, y2, mean2, np.linalg.inv(cov2), st.cat2,
-                                        cuts2, steps[slc2])
+                                        cuts2, steps[slc2], codes)
         if adapt_at is not None and acc.size:
             steps[slc2] = _adapt(steps[slc2], acc, adapt_at)
     if st.p1:
@@ -98,11 +103,13 @@ def sweep(
             b2 = b2_new
     elif st.p2:  # level-2 variables only: B2 from its own conditional
         b2 = draw_b2(rng, st, y2, u1, omega2)
-    u = np.concatenate([u1, y2 - data.x2 @ b2], axis=1)
-    scale2, df2 = st.prior2
-    omega2, acc = draw_covariance(rng, df2 + u.shape[0], scale2 + u.T @ u, st.con2, omega2, steps[sl2])
-    if adapt_at is not None and acc.size:
-        steps[sl2] = _adapt(steps[sl2], acc, adapt_at)
+    if st.d:
+        u = np.concatenate([u1, y2 - data.x2 @ b2], axis=1)
+        scale2, df2 = st.prior2
+        omega2, acc = draw_covariance(rng, df2 + u.shape[0], scale2 + u.T @ u, st.con2, omega2, steps[sl2])
+        if adapt_at is not None and acc.size:
+            steps[sl2] = _adapt(steps[sl2], acc, adapt_at)
+    fitted1 = prec1 = mean2 = prec2 = None
     if st.p1:
         fitted1 = _fitted(st, b1, u1, work)
         scale1, df1 = st.prior1
@@ -120,18 +127,27 @@ def sweep(
                 steps[sl1] = _adapt(steps[sl1], acc, adapt_at)
         if st.patterns1.n_patterns:  # (omega1 is a (J, p1, p1) stack with covariance="cluster")
             y1 = draw_missing(rng, y1, fitted1, omega1, st.patterns1, data.cluster)
-    if st.p2 and st.patterns2.n_patterns:
+        if ost is not None and ost.rows1.size:
+            prec1 = np.linalg.inv(omega1)
+    if st.p2 and (st.patterns2.n_patterns or (ost is not None and ost.clusters2.size)):
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
-        y2 = draw_missing(rng, y2, mean2, cov2, st.patterns2)
-    return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale)
+        if st.patterns2.n_patterns:
+            y2 = draw_missing(rng, y2, mean2, cov2, st.patterns2)
+        prec2 = np.linalg.inv(cov2)
+    if ost is not None:
+        mh = draw_cells(rng, ost, out, data, y1, fitted1, prec1, y2, mean2, prec2, cuts1, cuts2)
+        out = draw_parameters(rng, ost, out, data, adapt_at, mh)
+    return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale, out)
 
 
 def trace_vector(st: Static, s: State) -> np.ndarray:
-    """The monitored parameters: B1, B2, free elements of Ω1 and Ω2, free thresholds."""
+    """The monitored parameters: B1, B2, free elements of Ω1 and Ω2, free thresholds, then the
+    substantive model's β, random-effect covariances and residual variance."""
     (i1, j1), (i2, j2) = st.free1, st.free2
     cuts = [c[2:-1] for c in (*s.cuts1, *s.cuts2)]
     level1 = [s.l1_scale[i1, j1], [s.l1_df]] if st.cluster_cov else [s.omega1[i1, j1]]
-    return np.concatenate([s.b1.T.ravel(), s.b2.T.ravel(), *level1, s.omega2[i2, j2], *cuts])
+    sub = [outcome_trace(st.data.outcome, s.outcome)] if st.outcome is not None else []
+    return np.concatenate([s.b1.T.ravel(), s.b2.T.ravel(), *level1, s.omega2[i2, j2], *cuts, *sub])
 
 
 def trace_names(data: ModelData) -> list[str]:
@@ -154,4 +170,6 @@ def trace_names(data: ModelData) -> list[str]:
         if c.kind != "ordinal":
             continue
         names += [f"cut[{c.name}:{k}]" for k in range(2, c.n_categories)]
+    if data.outcome is not None:
+        names += outcome_trace_names(data.outcome)
     return names

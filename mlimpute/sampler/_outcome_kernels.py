@@ -1,0 +1,507 @@
+"""Compiled loops of the substantive-model component (numba): the design program, the outcome's
+(β, b) block, and the missing covariate cells drawn given both models.
+
+The design program (``mlimpute.substantive``) is passed as one tuple ``prog = (const, col_ptr,
+src, kind, par, tables, dep_ptr, dep_cols)``. ``D`` (N, f + q) holds the current design rows,
+``S`` (N, sources) their sources and ``eta`` the linear predictors ``D[i, :f] β + D[i, f:] b_j``;
+a kernel that changes a source of a row updates the columns that read it and ``eta`` in place.
+
+Every outcome is handled as a Gaussian pseudo-response ``ytil`` with row precision ``w`` given
+its augmentation: gaussian y (w = 1/σ²), probit latent y* (w = 1), logit Pólya-Gamma
+(ytil = (y − ½)/ω, w = ω). Random numbers come from the chain's Generator in bulk.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from . import _kernels as kern
+from ._small import chol
+
+__all__ = ["design_rows", "linear_predictor", "outcome_block", "probit_latents", "cells_level1",
+           "cells_level2", "CONT", "BIN", "ORD", "NOM"]
+
+CONT, BIN, ORD, NOM = 0, 1, 2, 3
+_LOG0 = -1e300
+
+
+@njit(cache=True, inline="always")
+def _column(S, i, c, prog):
+    const, col_ptr, src, kind, par, tables = prog[0], prog[1], prog[2], prog[3], prog[4], prog[5]
+    v = const[c]
+    for k in range(col_ptr[c], col_ptr[c + 1]):
+        s = S[i, src[k]]
+        if kind[k] == 0:
+            p = par[k]
+            v *= s if p == 1.0 else s ** p
+        else:
+            v *= tables[int(par[k]), int(s)]
+    return v
+
+
+@njit(cache=True)
+def design_rows(S, rows, D, prog):
+    """Recompute every column of ``D`` at ``rows``."""
+    for t in range(rows.size):
+        i = rows[t]
+        for c in range(D.shape[1]):
+            D[i, c] = _column(S, i, c, prog)
+
+
+@njit(cache=True)
+def linear_predictor(D, nf, beta, b, cluster, rows, eta):
+    """``eta[i] = D[i, :nf] β + D[i, nf:] b_{cluster(i)}`` at ``rows``."""
+    q = D.shape[1] - nf
+    for t in range(rows.size):
+        i = rows[t]
+        e = 0.0
+        for a in range(nf):
+            e += D[i, a] * beta[a]
+        j = cluster[i]
+        for r in range(q):
+            e += D[i, nf + r] * b[j, r]
+        eta[i] = e
+
+
+@njit(cache=True, inline="always")
+def _eta_with(S, i, s, v, D, prog, nf, beta, b, j, eta_i):
+    """The linear predictor of row i if source s took value v (nothing is changed)."""
+    dep_ptr, dep_cols = prog[6], prog[7]
+    old = S[i, s]
+    S[i, s] = v
+    e = eta_i
+    for t in range(dep_ptr[s], dep_ptr[s + 1]):
+        c = dep_cols[t]
+        # the coefficient by an if statement written here: a helper function or a conditional
+        # expression made this loop ten times slower (measured)
+        if c < nf:
+            cf = beta[c]
+        else:
+            cf = b[j, c - nf]
+        e += (_column(S, i, c, prog) - D[i, c]) * cf
+    S[i, s] = old
+    return e
+
+
+@njit(cache=True, inline="always")
+def _set_source(S, i, s, v, D, prog, nf, beta, b, j, eta):
+    """Source s of row i becomes v: its columns of D and eta[i] follow."""
+    dep_ptr, dep_cols = prog[6], prog[7]
+    S[i, s] = v
+    e = eta[i]
+    for t in range(dep_ptr[s], dep_ptr[s + 1]):
+        c = dep_cols[t]
+        new = _column(S, i, c, prog)
+        if c < nf:
+            cf = beta[c]
+        else:
+            cf = b[j, c - nf]
+        e += (new - D[i, c]) * cf
+        D[i, c] = new
+    eta[i] = e
+
+
+# ------------------------------------------------------------------------------------------
+# The outcome's parameters
+# ------------------------------------------------------------------------------------------
+@njit(cache=True)
+def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, sinv, z, obs_rows, eta):
+    """Draw (β, b_1..b_J) as one block given the pseudo-response and the random-effect
+    precision ``sinv``; β with the b integrated out (flat prior), then each b_j given β.
+
+    With ``P_j = Σ_b⁻¹ + Z_j'W Z_j = L_j L_j'``, ``T_j = Z_j'W X_j``, ``h_j = Z_j'W ỹ_j``:
+    ``H = X'WX − Σ_j T_j'P_j⁻¹T_j``, ``g = X'Wỹ − Σ_j T_j'P_j⁻¹h_j``, ``β ~ N(H⁻¹g, H⁻¹)``,
+    ``b_j ~ N(P_j⁻¹(h_j − T_j β), P_j⁻¹)``. ``z``: nf + J·q standard normals.
+
+    The cross-products of rows whose design never changes and whose weight is the common
+    ``wconst`` are precomputed with unit weight in ``stat = (X'X, X'y, Z'Z, Z'X, Z'y)``
+    (scaled by wconst here); ``quad_rows`` / ``lin_rows`` are the rows whose quadratic /
+    linear terms are accumulated now (weights ``w[i]`` when wconst is 0). Afterwards ``eta``
+    is updated at ``obs_rows``; returns β, b, the residual sum of squares Σ (ỹ − η)² over
+    obs_rows, and whether the precisions were positive definite.
+    """
+    XX0, Xy0, ZZ0, ZX0, Zy0 = stat
+    J = ZZ0.shape[0]
+    q = D.shape[1] - nf
+    H = XX0 * wconst
+    g = Xy0 * wconst
+    ZZ = ZZ0 * wconst
+    ZX = ZX0 * wconst
+    Zy = Zy0 * wconst
+    for t in range(quad_rows.size):
+        i = quad_rows[t]
+        if wconst > 0.0:
+            wi = wconst
+        else:
+            wi = w[i]
+        j = cluster[i]
+        for a in range(nf):
+            xa = D[i, a] * wi
+            for c in range(a + 1):
+                H[a, c] += xa * D[i, c]
+        for r in range(q):
+            zr = D[i, nf + r] * wi
+            for a in range(nf):
+                ZX[j, r, a] += zr * D[i, a]
+            for s in range(r + 1):
+                ZZ[j, r, s] += zr * D[i, nf + s]
+    for t in range(lin_rows.size):
+        i = lin_rows[t]
+        if wconst > 0.0:
+            wy = wconst * ytil[i]
+        else:
+            wy = w[i] * ytil[i]
+        j = cluster[i]
+        for a in range(nf):
+            g[a] += D[i, a] * wy
+        for r in range(q):
+            Zy[j, r] += D[i, nf + r] * wy
+    for a in range(nf):
+        for c in range(a):
+            H[c, a] = H[a, c]
+    Ls = np.zeros((J, q, q))
+    LT = np.zeros((J, q, nf))
+    Lh = np.zeros((J, q))
+    b = np.zeros((J, q))
+    beta = np.zeros(nf)
+    for j in range(J):
+        L = Ls[j]
+        for r in range(q):  # Cholesky of P_j = Σ_b⁻¹ + Z_j'W Z_j, in place
+            for s in range(r + 1):
+                v = sinv[r, s] + ZZ[j, r, s]
+                for k in range(s):
+                    v -= L[r, k] * L[s, k]
+                if r == s:
+                    if not v > 0.0:
+                        return beta, b, 0.0, False
+                    L[r, r] = math.sqrt(v)
+                else:
+                    L[r, s] = v / L[s, s]
+        for r in range(q):  # forward substitution for L⁻¹ T_j and L⁻¹ h_j
+            for a in range(nf):
+                v = ZX[j, r, a]
+                for s in range(r):
+                    v -= L[r, s] * LT[j, s, a]
+                LT[j, r, a] = v / L[r, r]
+            v = Zy[j, r]
+            for s in range(r):
+                v -= L[r, s] * Lh[j, s]
+            Lh[j, r] = v / L[r, r]
+        for a in range(nf):
+            for r in range(q):
+                la = LT[j, r, a]
+                g[a] -= la * Lh[j, r]
+                for c in range(a + 1):
+                    H[a, c] -= la * LT[j, r, c]
+    for a in range(nf):
+        for c in range(a):
+            H[c, a] = H[a, c]
+    LH, ok = chol(H)
+    if not ok:
+        return beta, b, 0.0, False
+    tmp = np.empty(nf)
+    for a in range(nf):  # LH⁻¹ g (the noise is added after the substitution: β = LH'⁻¹(LH⁻¹g + z))
+        v = g[a]
+        for c in range(a):
+            v -= LH[a, c] * tmp[c]
+        tmp[a] = v / LH[a, a]
+    for a in range(nf):
+        tmp[a] += z[a]
+    for a in range(nf - 1, -1, -1):
+        v = tmp[a]
+        for c in range(a + 1, nf):
+            v -= LH[c, a] * beta[c]
+        beta[a] = v / LH[a, a]
+    rhs = np.empty(q)
+    for j in range(J):
+        for r in range(q):
+            v = Lh[j, r] + z[nf + j * q + r]
+            for a in range(nf):
+                v -= LT[j, r, a] * beta[a]
+            rhs[r] = v
+        L = Ls[j]
+        for r in range(q - 1, -1, -1):
+            v = rhs[r]
+            for s in range(r + 1, q):
+                v -= L[s, r] * b[j, s]
+            b[j, r] = v / L[r, r]
+    sse = 0.0
+    for t in range(obs_rows.size):
+        i = obs_rows[t]
+        e = 0.0
+        for a in range(nf):
+            e += D[i, a] * beta[a]
+        j = cluster[i]
+        for r in range(q):
+            e += D[i, nf + r] * b[j, r]
+        eta[i] = e
+        res = ytil[i] - e
+        sse += res * res
+    return beta, b, sse, True
+
+
+@njit(cache=True)
+def cross_products(D, nf, rows, ytil, cluster, J):
+    """Unit-weight ``(X'X, X'y, Z'Z, Z'X, Z'y)`` of ``rows`` (``ytil`` None: no linear terms)."""
+    q = D.shape[1] - nf
+    XX = np.zeros((nf, nf))
+    Xy = np.zeros(nf)
+    ZZ = np.zeros((J, q, q))
+    ZX = np.zeros((J, q, nf))
+    Zy = np.zeros((J, q))
+    for t in range(rows.size):
+        i = rows[t]
+        j = cluster[i]
+        yi = ytil[i]
+        for a in range(nf):
+            Xy[a] += D[i, a] * yi
+            for c in range(a + 1):
+                XX[a, c] += D[i, a] * D[i, c]
+        for r in range(q):
+            Zy[j, r] += D[i, nf + r] * yi
+            for a in range(nf):
+                ZX[j, r, a] += D[i, nf + r] * D[i, a]
+            for s in range(r + 1):
+                ZZ[j, r, s] += D[i, nf + r] * D[i, nf + s]
+    return XX, Xy, ZZ, ZX, Zy
+
+
+@njit(cache=True)
+def probit_latents(eta, y, rows, u, ystar):
+    """y*_i ~ N(η_i, 1) restricted to (0, ∞) if y_i = 1, else (−∞, 0] (exact inverse-CDF draws)."""
+    for t in range(rows.size):
+        i = rows[t]
+        ystar[i] = kern.one_sided(eta[i], 1.0, 0.0, 1.0 if y[i] > 0.5 else -1.0, u[t])
+
+
+# ------------------------------------------------------------------------------------------
+# Missing covariate cells given both models
+# ------------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _draw_in(cm, sd, lo, hi, u):
+    if math.isinf(lo) and math.isinf(hi):
+        return kern.one_sided(cm, sd, np.inf, -1.0, u)
+    if math.isinf(hi):
+        return kern.one_sided(cm, sd, lo, 1.0, u)
+    if math.isinf(lo):
+        return kern.one_sided(cm, sd, hi, -1.0, u)
+    return kern.two_sided(cm, sd, lo, hi, u)
+
+
+@njit(cache=True, inline="always")
+def _intervals(kind, yrow, first, width, k, cuts, lo, hi, cat):
+    """The latent column k of a categorical variable splits the line into intervals, each a
+    category given the row's other latent columns; returns their number."""
+    if kind == BIN:
+        lo[0], hi[0], cat[0] = -np.inf, 0.0, 0
+        lo[1], hi[1], cat[1] = 0.0, np.inf, 1
+        return 2
+    if kind == ORD:  # cuts = [-inf, 0, γ_2, …, γ_{K−1}, +inf, (+inf padding)]
+        K = 1
+        while not (math.isinf(cuts[K]) and cuts[K] > 0):
+            K += 1
+        for c in range(K):
+            lo[c], hi[c], cat[c] = cuts[c], cuts[c + 1], c
+        return K
+    # nominal component m: category m above max(0, others), else what the others say
+    m = k - first
+    top = 0.0
+    other = width  # reference category (the last)
+    for l in range(width):
+        if l != m and yrow[first + l] > top:
+            top = yrow[first + l]
+            other = l
+    lo[0], hi[0], cat[0] = -np.inf, top, other
+    lo[1], hi[1], cat[1] = top, np.inf, m
+    return 2
+
+
+@njit(cache=True, inline="always")
+def _pick(logp, n, u):
+    mx = _LOG0
+    for t in range(n):
+        if logp[t] > mx:
+            mx = logp[t]
+    tot = 0.0
+    for t in range(n):
+        tot += math.exp(logp[t] - mx)
+    target = u * tot
+    acc = 0.0
+    for t in range(n):
+        acc += math.exp(logp[t] - mx)
+        if acc >= target:
+            return t
+    return n - 1
+
+
+@njit(cache=True)
+def cells_level1(y1, mu, Q, per_cluster, cluster, rows, miss, colkind, colfirst, colwidth, colsrc,
+                 colcut, cuts, linear, S, D, prog, nf, beta, b, eta, ytil, w, wconst, steps, accepted,
+                 tried, z, u):
+    """Redraw every missing cell of ``rows`` (rows with an observed outcome and a missing
+    covariate of the formula), one latent column at a time, from
+
+        p(cell | row's other columns, model (6)) · p(ytil_i | η_i(cell))
+
+    exactly where the outcome's pseudo-likelihood is Gaussian in the cell (continuous
+    covariates entering linearly), by random-walk MH (step ``steps[s]`` × conditional SD,
+    tuned in burn-in) where it is not, and for categorical latents by choosing among the
+    intervals each giving a category (mass × likelihood) and then a truncated-normal draw in
+    it. The outcome's precision is ``wconst`` for every row, or ``wi`` where wconst is 0.
+    ``z``/``u``: a normal and two uniforms per cell.
+    """
+    p = y1.shape[1]
+    lo = np.empty(64)
+    hi = np.empty(64)
+    cat = np.empty(64, np.int64)
+    logp = np.empty(64)
+    t = 0
+    for r in range(rows.size):
+        i = rows[r]
+        j = cluster[i]
+        Qi = Q[j] if per_cluster else Q[0]
+        if wconst > 0.0:
+            wi = wconst
+        else:
+            wi = w[i]
+        for k in range(p):
+            if not miss[i, k]:
+                continue
+            acc = 0.0
+            for l in range(p):
+                if l != k:
+                    acc += Qi[k, l] * (y1[i, l] - mu[i, l])
+            qkk = Qi[k, k]
+            m = mu[i, k] - acc / qkk
+            sd = 1.0 / math.sqrt(qkk)
+            s = colsrc[k]
+            zz, u1, u2 = z[t], u[2 * t], u[2 * t + 1]
+            t += 1
+            if s < 0:
+                y1[i, k] = m + sd * zz
+                continue
+            if colkind[k] == CONT:
+                v0 = y1[i, k]
+                if linear[s]:
+                    e0 = eta[i]
+                    slope = _eta_with(S, i, s, v0 + 1.0, D, prog, nf, beta, b, j, e0) - e0
+                    a = e0 - slope * v0
+                    prec = 1.0 / (sd * sd) + wi * slope * slope
+                    mean = (m / (sd * sd) + wi * slope * (ytil[i] - a)) / prec
+                    v = mean + zz / math.sqrt(prec)
+                else:
+                    v = v0 + steps[s] * sd * zz
+                    e1 = _eta_with(S, i, s, v, D, prog, nf, beta, b, j, eta[i])
+                    r1 = ytil[i] - e1
+                    r0 = ytil[i] - eta[i]
+                    logr = (-0.5 * ((v - m) ** 2 - (v0 - m) ** 2) / (sd * sd)
+                            - 0.5 * wi * (r1 * r1 - r0 * r0))
+                    tried[s] += 1
+                    if math.log(u1) < logr:
+                        accepted[s] += 1
+                    else:
+                        v = v0
+                y1[i, k] = v
+                _set_source(S, i, s, v, D, prog, nf, beta, b, j, eta)
+                continue
+            n = _intervals(colkind[k], y1[i], colfirst[k], colwidth[k], k,
+                           cuts[max(colcut[k], 0)], lo, hi, cat)
+            for c in range(n):
+                e = _eta_with(S, i, s, float(cat[c]), D, prog, nf, beta, b, j, eta[i])
+                res = ytil[i] - e
+                logp[c] = kern._log_interval(m, sd, lo[c], hi[c]) - 0.5 * wi * res * res
+            c = _pick(logp, n, u1)
+            y1[i, k] = _draw_in(m, sd, lo[c], hi[c], u2)
+            _set_source(S, i, s, float(cat[c]), D, prog, nf, beta, b, j, eta)
+
+
+@njit(cache=True, inline="always")
+def _cluster_loglik(S, s, v, D, prog, nf, beta, b, j, eta, ytil, w, wconst, observed, start, size):
+    """Σ over the cluster's rows with an observed outcome of −½ w (ytil − η(v))²."""
+    out = 0.0
+    for i in range(start, start + size):
+        if observed[i]:
+            if wconst > 0.0:
+                wi = wconst
+            else:
+                wi = w[i]
+            res = ytil[i] - _eta_with(S, i, s, v, D, prog, nf, beta, b, j, eta[i])
+            out -= 0.5 * wi * res * res
+    return out
+
+
+@njit(cache=True)
+def cells_level2(y2, mu2, Q2, clusters, miss, colkind, colfirst, colwidth, colsrc, colcut, cuts,
+                 linear, starts, sizes, observed, S, D, prog, nf, beta, b, eta, ytil, w, wconst, steps,
+                 accepted, tried, z, u):
+    """As ``cells_level1`` for the level-2 cells of ``clusters``: a level-2 covariate enters the
+    design rows of every unit of its cluster, so its likelihood is the product over them."""
+    p = y2.shape[1]
+    lo = np.empty(64)
+    hi = np.empty(64)
+    cat = np.empty(64, np.int64)
+    logp = np.empty(64)
+    t = 0
+    for r in range(clusters.size):
+        j = clusters[r]
+        st, sz = starts[j], sizes[j]
+        for k in range(p):
+            if not miss[j, k]:
+                continue
+            acc = 0.0
+            for l in range(p):
+                if l != k:
+                    acc += Q2[k, l] * (y2[j, l] - mu2[j, l])
+            qkk = Q2[k, k]
+            m = mu2[j, k] - acc / qkk
+            sd = 1.0 / math.sqrt(qkk)
+            s = colsrc[k]
+            zz, u1, u2 = z[t], u[2 * t], u[2 * t + 1]
+            t += 1
+            if s < 0:
+                y2[j, k] = m + sd * zz
+                continue
+            if colkind[k] == CONT:
+                v0 = y2[j, k]
+                if linear[s]:
+                    A = 0.0
+                    B = 0.0
+                    for i in range(st, st + sz):
+                        if observed[i]:
+                            if wconst > 0.0:
+                                wi = wconst
+                            else:
+                                wi = w[i]
+                            e0 = eta[i]
+                            slope = _eta_with(S, i, s, v0 + 1.0, D, prog, nf, beta, b, j, e0) - e0
+                            A += wi * slope * slope
+                            B += wi * slope * (ytil[i] - (e0 - slope * v0))
+                    prec = 1.0 / (sd * sd) + A
+                    v = (m / (sd * sd) + B) / prec + zz / math.sqrt(prec)
+                else:
+                    v = v0 + steps[s] * sd * zz
+                    logr = (-0.5 * ((v - m) ** 2 - (v0 - m) ** 2) / (sd * sd)
+                            + _cluster_loglik(S, s, v, D, prog, nf, beta, b, j, eta, ytil, w, wconst, observed, st, sz)
+                            - _cluster_loglik(S, s, v0, D, prog, nf, beta, b, j, eta, ytil, w, wconst, observed, st, sz))
+                    tried[s] += 1
+                    if math.log(u1) < logr:
+                        accepted[s] += 1
+                    else:
+                        v = v0
+                y2[j, k] = v
+                for i in range(st, st + sz):
+                    _set_source(S, i, s, v, D, prog, nf, beta, b, j, eta)
+                continue
+            n = _intervals(colkind[k], y2[j], colfirst[k], colwidth[k], k,
+                           cuts[max(colcut[k], 0)], lo, hi, cat)
+            for c in range(n):
+                logp[c] = (kern._log_interval(m, sd, lo[c], hi[c])
+                           + _cluster_loglik(S, s, float(cat[c]), D, prog, nf, beta, b, j, eta, ytil, w,
+                                             wconst, observed, st, sz))
+            c = _pick(logp, n, u1)
+            y2[j, k] = _draw_in(m, sd, lo[c], hi[c], u2)
+            for i in range(st, st + sz):
+                _set_source(S, i, s, float(cat[c]), D, prog, nf, beta, b, j, eta)

@@ -1,0 +1,432 @@
+"""The substantive-model component: the analysis model of the outcome inside the sampler.
+
+Model (Goldstein, Carpenter & Browne 2014)::
+
+    y_ij = D_ij(x) β + D^Z_ij(x) b_j + e_ij,   e_ij ~ N(0, σ²),  b_j ~ N(0, Σ_b)   (gaussian)
+    P(y_ij = 1) = F(D_ij(x) β + D^Z_ij(x) b_j),  F = Φ (probit) or logistic (logit) (binomial)
+
+times model (6) of the incomplete covariates x given the complete ones. The design rows D(x)
+are re-evaluated from the current covariates by the compiled program of
+``mlimpute.substantive``. Flat prior on β; Σ_b ~ IW(df, Ψ) per covariance block (jomo's
+default: df = its dimension, Ψ = the complete-case estimate); σ² ~ IW(1, σ̂²_cc) as jomo.lmer.
+
+Steps (each leaves the joint posterior invariant; the component meets the rest of the sampler
+only through the completed covariates and the linear predictor):
+
+1. Augmentation: probit, y* ~ N(η, 1) truncated by y (Albert & Chib 1993); logit,
+   ω ~ PG(1, η) (Polson, Scott & Windle 2013). Given it every outcome is a Gaussian
+   pseudo-response ``ytil`` with row precisions ``w``.
+2. (β, b) as one exact block (β with b integrated out, then b | β), as the joint model's
+   (B, U) block: no see-saw between the fixed and random intercepts.
+3. Σ_b | b: inverse-Wishart per block; σ² | residuals: inverse-gamma (gaussian).
+4. Missing covariate cells of rows with an observed outcome (``cells``): exact or MH, see
+   ``_outcome_kernels.cells_level1``. Rows whose outcome is missing get the joint model's block
+   draw: their outcome integrates out of the likelihood.
+5. Missing outcomes are drawn from the analysis model when an imputation is taken.
+
+For ordinal covariates of the formula the imputed category of a row with an observed outcome
+is held fixed during the threshold update and the latent is redrawn inside its interval (a
+partially collapsed move: given the category the outcome's likelihood does not depend on the
+thresholds), so the Cowles step of ``latent`` stays exact.
+
+References
+----------
+Albert, J. H., & Chib, S. (1993). Bayesian analysis of binary and polychotomous response data.
+JASA, 88(422), 669-679.
+Goldstein, H., Carpenter, J. R., & Browne, W. J. (2014). Fitting multilevel multivariate models
+with missing data in responses and covariates that may include interactions and non-linear
+terms. JRSS A, 177(2), 553-564.
+Polson, N. G., Scott, J. G., & Windle, J. (2013). Bayesian inference for logistic models using
+Pólya-Gamma latent variables. JASA, 108(504), 1339-1349.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import expit, ndtr
+
+from ..design import ModelData
+from ..substantive import OutcomeData
+from . import _outcome_kernels as ok
+from .latent import latents_to_codes
+from ._small import spd_inv
+from .linalg import invwishart
+
+__all__ = ["OutcomeState", "OutcomeStatic", "prepare_outcome", "initial_outcome", "draw_cells",
+           "draw_parameters", "effective_codes", "impute_outcome", "outcome_trace",
+           "outcome_trace_names", "substantive_units"]
+
+MH_TARGET = 0.44  # one-dimensional random-walk Metropolis
+
+
+class OutcomeState(NamedTuple):
+    """The substantive model's unknowns (rows sorted by cluster).
+
+    beta (f,), b (J, q), cov (q, q) block-diagonal Σ_b, sigma2 (gaussian; 1 otherwise), aux
+    (N,) the probit latent y* or the Pólya-Gamma ω (empty for gaussian); S, D, eta the sources,
+    design rows and linear predictors (updated in place by the covariate draws); steps: MH step
+    multipliers per source (non-linear terms), tuned in burn-in only.
+    """
+
+    beta: np.ndarray
+    b: np.ndarray
+    cov: np.ndarray
+    sigma2: float
+    aux: np.ndarray
+    S: np.ndarray
+    D: np.ndarray
+    eta: np.ndarray
+    steps: np.ndarray
+
+
+class _Columns(NamedTuple):
+    """Per latent column of y1 or y2: its variable's kind, first column, width, source index
+    (−1 if the formula does not read it) and ordinal index (−1 if not ordinal)."""
+
+    kind: np.ndarray
+    first: np.ndarray
+    width: np.ndarray
+    src: np.ndarray
+    cut: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class OutcomeStatic:
+    """What the component needs that does not change between sweeps."""
+
+    od: OutcomeData
+    prog: tuple
+    obs_rows: np.ndarray        # rows with an observed outcome
+    miss_rows: np.ndarray       # rows whose outcome is imputed
+    rows1: np.ndarray           # rows with an observed outcome and a missing formula covariate
+    clusters2: np.ndarray       # clusters with an observed outcome and a missing level-2 one
+    cols1: _Columns
+    cols2: _Columns
+    n_cells1: int
+    n_cells2: int
+    src_level: np.ndarray       # per source: 0 complete, 1 or 2 the level of its variable
+    src_col: np.ndarray         # first latent column of its variable in y1 / y2
+    src_codec: tuple            # its codec (None for complete sources)
+    override1: tuple            # (ordinal index, rows) of ordinal formula covariates, level 1
+    override2: tuple            # (ordinal index, clusters), level 2
+    kappa: np.ndarray           # logit: y − ½ at every row (0 where missing)
+    quad_rows: np.ndarray       # rows whose (β, b) cross-products are formed every sweep
+    lin_rows: np.ndarray        # the same for the linear terms
+    stat: tuple                 # cross-products of the other rows (see outcome_block)
+
+    @property
+    def family(self) -> str:
+        return self.od.family
+
+    @property
+    def link(self) -> str:
+        return self.od.link
+
+
+def _columns(codecs, p: int, src_of: dict, ordinals: list) -> _Columns:
+    kinds = {"continuous": ok.CONT, "binary": ok.BIN, "ordinal": ok.ORD, "nominal": ok.NOM}
+    out = _Columns(*(np.full(p, -1, np.int64) for _ in range(5)))
+    for c in codecs:
+        for col in c.cols:
+            out.kind[col] = kinds[c.kind]
+            out.first[col] = c.cols[0]
+            out.width[col] = len(c.cols)
+            out.src[col] = src_of.get(c.name, -1)
+            out.cut[col] = ordinals.index(c.name) if c.name in ordinals else -1
+    return out
+
+
+def substantive_units(data: ModelData) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (level 1) and clusters (level 2) whose missing cells are drawn given the outcome:
+    an observed outcome and a missing covariate that the formula reads."""
+    od = data.outcome
+    n1, n2 = data.miss1.shape[0], data.miss2.shape[0]
+    if od is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    used = {s.codec for s in od.sources if s.codec is not None}
+    m1 = np.zeros(n1, bool)
+    m2 = np.zeros(n2, bool)
+    for c in data.codecs:
+        if c.name in used:
+            if c.level == 1:
+                m1 |= data.miss1[:, c.cols[0]]
+            else:
+                m2 |= data.miss2[:, c.cols[0]]
+    rows1 = np.flatnonzero(m1 & od.observed)
+    has_obs = np.add.reduceat(od.observed.astype(np.int64), data.starts) > 0
+    clusters2 = np.flatnonzero(m2 & has_obs)
+    return rows1, clusters2
+
+
+def prepare_outcome(data: ModelData) -> OutcomeStatic:
+    od = data.outcome
+    p = od.program
+    prog = (p.const, p.col_ptr, p.src, p.kind, p.par, np.ascontiguousarray(p.tables), p.dep_ptr, p.dep_cols)
+    rows1, clusters2 = substantive_units(data)
+    codec_of = {c.name: c for c in data.codecs}
+    src_of = {s.codec: k for k, s in enumerate(od.sources) if s.codec is not None}
+    ord1 = [c.name for c in data.categorical1 if c.kind == "ordinal"]
+    ord2 = [c.name for c in data.categorical2 if c.kind == "ordinal"]
+    cols1 = _columns([c for c in data.codecs if c.level == 1], data.y1.shape[1], src_of, ord1)
+    cols2 = _columns([c for c in data.codecs if c.level == 2], data.y2.shape[1], src_of, ord2)
+    src_level = np.array([0 if s.codec is None else codec_of[s.codec].level for s in od.sources], np.int64)
+    src_col = np.array([0 if s.codec is None else codec_of[s.codec].cols[0] for s in od.sources], np.int64)
+    override1 = tuple((ord1.index(n), rows1[data.miss1[rows1, codec_of[n].cols[0]]])
+                      for n in ord1 if n in src_of)
+    override2 = tuple((ord2.index(n), clusters2[data.miss2[clusters2, codec_of[n].cols[0]]])
+                      for n in ord2 if n in src_of)
+    obs = np.flatnonzero(od.observed)
+    kappa = np.where(od.observed, np.nan_to_num(od.y) - 0.5, 0.0)
+    # Rows with an observed outcome whose design never changes (no missing covariate of the
+    # formula, at either level) keep their cross-products: with a common weight (gaussian
+    # 1/σ², probit 1) they are formed once, not every sweep.
+    changing = np.zeros(od.y.size, bool)
+    changing[rows1] = True
+    for j in clusters2:
+        changing[data.starts[j]:data.starts[j] + data.sizes[j]] = True
+    dyn = np.flatnonzero(changing & od.observed)
+    fixed = np.flatnonzero(~changing & od.observed)
+    D0 = od.program.evaluate(od.S0)
+    ylin = np.nan_to_num(od.y) if od.family == "gaussian" else np.zeros(od.y.size)
+    if od.family == "binomial" and od.link == "logit":   # weights ω change every sweep
+        fixed = np.zeros(0, np.int64)
+        quad_rows = lin_rows = obs
+    else:
+        quad_rows, lin_rows = dyn, (dyn if od.family == "gaussian" else obs)
+    stat = ok.cross_products(D0, od.n_fixed, fixed, ylin, data.cluster, data.n_clusters)
+    return OutcomeStatic(
+        od=od, prog=prog, obs_rows=obs, miss_rows=np.flatnonzero(~od.observed), rows1=rows1,
+        clusters2=clusters2, cols1=cols1, cols2=cols2,
+        n_cells1=int(data.miss1[rows1].sum()), n_cells2=int(data.miss2[clusters2].sum()),
+        src_level=src_level, src_col=src_col,
+        src_codec=tuple(None if s.codec is None else codec_of[s.codec] for s in od.sources),
+        override1=override1, override2=override2, kappa=kappa, quad_rows=quad_rows,
+        lin_rows=lin_rows, stat=stat,
+    )
+
+
+def refresh_sources(ost: OutcomeStatic, S: np.ndarray, rows: np.ndarray, y1: np.ndarray,
+                    y2: np.ndarray, cluster: np.ndarray, cuts: dict) -> None:
+    """Set the incomplete sources of ``rows`` from the joint model's completed data."""
+    if not rows.size:
+        return
+    for s, codec in enumerate(ost.src_codec):
+        if codec is None:
+            continue
+        if codec.level == 1:
+            block = y1[rows][:, list(codec.cols)]
+            known = codec.codes[rows] if codec.codes is not None else None
+        else:
+            cl = cluster[rows]
+            block = y2[cl][:, list(codec.cols)]
+            known = codec.codes[cl] if codec.codes is not None else None
+        if codec.kind == "continuous":
+            S[rows, s] = block[:, 0]
+        else:
+            codes = latents_to_codes(codec, block, cuts.get(codec.name))
+            S[rows, s] = np.where(known >= 0, known, codes)
+
+
+_NO_CUTS = np.full((1, 2), np.inf)
+
+
+def _padded_cuts(cuts: tuple) -> np.ndarray:
+    if not cuts:
+        return _NO_CUTS
+    width = max(c.size for c in cuts)
+    out = np.full((len(cuts), width), np.inf)
+    for k, c in enumerate(cuts):
+        out[k, :c.size] = c
+    return out
+
+
+_NO_WEIGHTS = np.zeros(1)
+
+
+def _pseudo(ost: OutcomeStatic, o: OutcomeState) -> tuple[np.ndarray, np.ndarray, float]:
+    """The pseudo-response, its row precisions and their common value (0 if they differ):
+    gaussian (y, 1/σ²), probit (y*, 1), logit ((y − ½)/ω, ω). Only rows with an observed
+    outcome are read."""
+    if ost.family == "gaussian":
+        return ost.od.y, _NO_WEIGHTS, 1.0 / o.sigma2
+    if ost.link == "probit":
+        return o.aux, _NO_WEIGHTS, 1.0
+    ytil = np.zeros(o.aux.size)
+    ytil[ost.obs_rows] = ost.kappa[ost.obs_rows] / o.aux[ost.obs_rows]
+    return ytil, o.aux, 0.0
+
+
+def initial_outcome(ost: OutcomeStatic, data: ModelData, y1, y2, cuts: dict,
+                    rng: np.random.Generator) -> OutcomeState:
+    od = ost.od
+    n = od.y.size
+    S = od.S0.copy()
+    refresh_sources(ost, S, np.arange(n), y1, y2, data.cluster, cuts)
+    D = np.empty((n, od.program.n_cols))
+    ok.design_rows(S, np.arange(n), D, ost.prog)
+    b = np.zeros((data.n_clusters, od.q))
+    eta = np.empty(n)
+    ok.linear_predictor(D, od.n_fixed, od.beta0, b, data.cluster, np.arange(n), eta)
+    aux = np.zeros(0)
+    if ost.family == "binomial":
+        aux = np.zeros(n)
+        aux = _augment(rng, ost, eta, aux)
+    steps = np.full(len(od.sources), 2.4)
+    return OutcomeState(beta=od.beta0.copy(), b=b, cov=od.cov0.copy(), sigma2=float(od.sigma2_0),
+                        aux=aux, S=S, D=D, eta=eta, steps=steps)
+
+
+def _augment(rng, ost: OutcomeStatic, eta: np.ndarray, aux: np.ndarray) -> np.ndarray:
+    rows = ost.obs_rows
+    if ost.link == "probit":
+        u = 1.0 - rng.random(rows.size)
+        ok.probit_latents(eta, ost.od.y, rows, u, aux)
+        return aux
+    from polyagamma import random_polyagamma
+
+    aux[rows] = random_polyagamma(1.0, eta[rows], random_state=rng)
+    return aux
+
+
+def effective_codes(ost: OutcomeStatic, o: OutcomeState, codecs, level: int, starts) -> tuple | None:
+    """Category codes for the latent step in which the current categories of ordinal formula
+    covariates at ``ost.rows1`` (``clusters2``) count as observed (see the module notes)."""
+    overrides = ost.override1 if level == 1 else ost.override2
+    if not any(units.size for _, units in overrides):
+        return None
+    ordinals = [c for c in codecs if c.kind == "ordinal"]
+    out = [c.codes for c in codecs]
+    for o_idx, units in overrides:
+        codec = ordinals[o_idx]
+        s = next(k for k, c in enumerate(ost.src_codec) if c is codec)
+        rows = units if level == 1 else starts[units]
+        codes = codec.codes.copy()
+        codes[units] = o.S[rows, s].astype(codes.dtype)
+        out[[k for k, c in enumerate(codecs) if c is codec][0]] = codes
+    return tuple(out)
+
+
+def draw_cells(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData, y1, fitted1, prec1, y2,
+               mean2, prec2, cuts1: tuple, cuts2: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """Missing covariate cells of the substantive rows/clusters given both models (in place).
+    Returns the MH acceptances and tries per source (non-linear terms)."""
+    ytil, w, wconst = _pseudo(ost, o)
+    nsrc = o.steps.size
+    accepted = np.zeros(nsrc, np.int64)
+    tried = np.zeros(nsrc, np.int64)
+    od = ost.od
+    if ost.rows1.size:
+        n = ost.n_cells1
+        per_cluster = prec1.ndim == 3
+        Q = prec1 if per_cluster else prec1[None]
+        c = ost.cols1
+        ok.cells_level1(y1, fitted1, Q, per_cluster, data.cluster, ost.rows1, data.miss1, c.kind,
+                        c.first, c.width, c.src, c.cut, _padded_cuts(cuts1), od.program.linear, o.S,
+                        o.D, ost.prog, od.n_fixed, o.beta, o.b, o.eta, ytil, w, wconst, o.steps, accepted,
+                        tried, rng.standard_normal(n), 1.0 - rng.random(2 * n))
+    if ost.clusters2.size:
+        n = ost.n_cells2
+        c = ost.cols2
+        ok.cells_level2(y2, np.ascontiguousarray(mean2), prec2, ost.clusters2, data.miss2, c.kind,
+                        c.first, c.width, c.src, c.cut, _padded_cuts(cuts2), od.program.linear,
+                        data.starts, data.sizes, od.observed, o.S, o.D, ost.prog, od.n_fixed, o.beta,
+                        o.b, o.eta, ytil, w, wconst, o.steps, accepted, tried, rng.standard_normal(n),
+                        1.0 - rng.random(2 * n))
+    return accepted, tried
+
+
+def _block_inverse(cov: np.ndarray, blocks) -> np.ndarray:
+    if len(blocks) == 1:
+        inv, good = spd_inv(cov)
+    else:
+        inv, good = np.zeros_like(cov), True
+        for start, width in blocks:
+            sl = slice(start, start + width)
+            part, ok_part = spd_inv(np.ascontiguousarray(cov[sl, sl]))
+            inv[sl, sl] = part
+            good = good and ok_part
+    if not good:
+        raise np.linalg.LinAlgError("the substantive model's random-effect covariance is not positive definite")
+    return inv
+
+
+def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
+                    adapt_at: int | None = None, mh: tuple | None = None) -> OutcomeState:
+    """Steps 1–3 of the module notes, then the linear predictors of the new (β, b)."""
+    od = ost.od
+    aux = o.aux
+    if ost.family == "binomial":
+        aux = _augment(rng, ost, o.eta, aux)
+        o = o._replace(aux=aux)
+    ytil, w, wconst = _pseudo(ost, o)
+    J, q, nf = data.n_clusters, od.q, od.n_fixed
+    z = rng.standard_normal(nf + J * q)
+    eta = o.eta
+    beta, b, sse, good = ok.outcome_block(o.D, nf, ytil, w, wconst, ost.quad_rows, ost.lin_rows,
+                                          ost.stat, data.cluster, _block_inverse(o.cov, od.blocks), z,
+                                          ost.obs_rows, eta)
+    if not good:
+        raise np.linalg.LinAlgError("the substantive model's precision is not positive definite")
+    if len(od.blocks) == 1:
+        cov = invwishart(rng, od.prior_df + J, od.prior_scale + b.T @ b)
+    else:
+        cov = np.zeros_like(o.cov)
+        for start, width in od.blocks:
+            sl = slice(start, start + width)
+            bb = b[:, sl]
+            cov[sl, sl] = invwishart(rng, float(width) + J, od.prior_scale[sl, sl] + bb.T @ bb)
+    sigma2 = o.sigma2
+    if ost.family == "gaussian":
+        sigma2 = float((od.sigma2_prior + sse) / rng.chisquare(1.0 + ost.obs_rows.size))
+    steps = o.steps
+    if adapt_at is not None and mh is not None:
+        accepted, tried = mh
+        moved = tried > 0
+        if moved.any():
+            gain = min(0.5, 3.0 / np.sqrt(adapt_at + 1.0))
+            steps = steps.copy()
+            steps[moved] *= np.exp(gain * (accepted[moved] / tried[moved] - MH_TARGET))
+    return o._replace(beta=beta, b=b, cov=cov, sigma2=sigma2, eta=eta, steps=steps)
+
+
+def impute_outcome(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData, y1, y2,
+                   cuts: dict) -> np.ndarray:
+    """Draw the missing outcomes from the analysis model at the current covariates: values
+    (gaussian) or category codes (binomial) at ``ost.miss_rows``."""
+    rows = ost.miss_rows
+    if not rows.size:
+        return np.zeros(0)
+    od = ost.od
+    refresh_sources(ost, o.S, rows, y1, y2, data.cluster, cuts)
+    ok.design_rows(o.S, rows, o.D, ost.prog)
+    ok.linear_predictor(o.D, od.n_fixed, o.beta, o.b, data.cluster, rows, o.eta)
+    eta = o.eta[rows]
+    if ost.family == "gaussian":
+        return eta + np.sqrt(o.sigma2) * rng.standard_normal(rows.size)
+    p = ndtr(eta) if ost.link == "probit" else expit(eta)
+    return (rng.random(rows.size) < p).astype(np.int64)
+
+
+def outcome_trace_names(od: OutcomeData) -> list[str]:
+    y = od.name
+    names = [f"{y}~beta[{n}]" for n in od.x_names]
+    for start, width in od.blocks:
+        for a in range(width):
+            for c in range(a + 1):
+                names.append(f"{y}~cov[{od.z_names[start + a]},{od.z_names[start + c]}]")
+    if od.family == "gaussian":
+        names.append(f"{y}~sigma2")
+    return names
+
+
+def outcome_trace(od: OutcomeData, o: OutcomeState) -> np.ndarray:
+    parts = [o.beta]
+    for start, width in od.blocks:
+        i, j = np.tril_indices(width)
+        parts.append(o.cov[start + i, start + j])
+    if od.family == "gaussian":
+        parts.append([o.sigma2])
+    return np.concatenate(parts)

@@ -1,0 +1,640 @@
+"""The substantive (analysis) model of substantive-model-compatible imputation: data + formula →
+the outcome's arrays and a compiled *design program*.
+
+The imputation model of ``ImputationModel(..., substantive=formula)`` is
+``p(y | covariates, θ_y) · p(incomplete covariates | complete covariates, θ_(6))``: the analysis
+model of the outcome y times the joint latent-normal model (6) of the incomplete covariates
+(Goldstein, Carpenter & Browne 2014). The sampler must re-evaluate the analysis model's design
+row of a unit every time one of its imputed covariates changes, millions of times per run, so
+the formula is compiled here, once, into a small program that compiled code evaluates::
+
+    D[i, c] = const_c · Π_{primitives k of column c} prim_k(S[i, src_k])
+    prim_k(s) = s ** power_k                    (POWER: a number, e.g. x, x**2, a complete column)
+              = table[t_k, int(s)]              (TABLE: a category code looked up, e.g. a dummy)
+
+``S`` holds one column per *source*: every incomplete variable of the formula (its current value,
+or its current category code) and every complete factor the formula needs (evaluated once by
+formulaic). The columns of ``D`` are the fixed-effect columns then the random-effect columns,
+in formulaic's order and coding (treatment or any other contrasts, reduced or full rank as
+formulaic's structure decides); the program is checked against formulaic's model matrix on the
+data before any sampling, so the imputation model and the analysis that ``mi.lmm`` fits on the
+completed data have the same columns.
+
+Supported terms of an *incomplete* variable ``x``: ``x``, ``C(x)`` (any contrasts), powers and
+products through ``I()`` (``I(x**2)``, ``I(x*z)``, ``I(x**2*z/2)``), and interactions of any order
+of those with anything. Other transforms of an incomplete variable (``np.log(x)``, ``center(x)``,
+``poly(x, 2)``) are refused before sampling: the variable to impute would be ``log(x)``.
+
+References
+----------
+Goldstein, H., Carpenter, J. R., & Browne, W. J. (2014). Fitting multilevel multivariate models
+with missing data in responses and covariates that may include interactions and non-linear
+terms. JRSS A, 177(2), 553-564.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from formulaic import model_matrix
+from formulaic.errors import FormulaicError
+
+from .analysis.formula import ParsedFormula, parse_formula
+from .errors import DataError, SpecError
+from .spec import ImputationModel
+
+__all__ = ["Program", "OutcomeData", "build_outcome", "substantive_variables", "POWER", "TABLE"]
+
+POWER, TABLE = 0, 1
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """The compiled design of the substantive model (see the module notes).
+
+    Columns ``0..n_fixed-1`` are the fixed effects, the rest the random effects. ``col_ptr``
+    delimits each column's primitives in ``src``/``kind``/``par`` (``par`` is the power or the
+    table index); ``dep_ptr``/``dep_cols`` list, per source, the columns that read it.
+    ``linear[s]``: every column is affine in source s (so its conditional given the outcome is
+    normal when the outcome is).
+    """
+
+    const: np.ndarray
+    col_ptr: np.ndarray
+    src: np.ndarray
+    kind: np.ndarray
+    par: np.ndarray
+    tables: np.ndarray
+    dep_ptr: np.ndarray
+    dep_cols: np.ndarray
+    linear: np.ndarray
+    n_fixed: int
+
+    @property
+    def n_cols(self) -> int:
+        return int(self.const.size)
+
+    def evaluate(self, S: np.ndarray) -> np.ndarray:
+        """The design matrix ``D`` (rows of S × columns), in numpy (set-up and tests only)."""
+        D = np.repeat(self.const[None, :], S.shape[0], axis=0)
+        for c in range(self.n_cols):
+            for k in range(self.col_ptr[c], self.col_ptr[c + 1]):
+                s = S[:, self.src[k]]
+                if self.kind[k] == POWER:
+                    D[:, c] *= s ** self.par[k]
+                else:
+                    D[:, c] *= self.tables[int(self.par[k])][s.astype(np.int64)]
+        return D
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """One column of S: an incomplete variable (``codec`` its name) or a complete factor."""
+
+    name: str
+    codec: str | None          # the imputed variable it follows, None if complete
+    level: int                 # 1 or 2 (of the imputed variable)
+    categorical: bool          # holds a category code rather than a value
+
+
+@dataclass(frozen=True, eq=False)
+class OutcomeData:
+    """The outcome and the substantive model's design, rows in the model's sorted order.
+
+    ``y``: outcome values (0/1 for binary), NaN where missing; ``S0``: the sources, with the
+    columns of incomplete variables to be filled by the sampler; ``blocks``: (start, width) of
+    each covariance block of the random effects (one per random term, one per column of a
+    ``||`` term); ``start``: starting values and prior scales from a complete-case fit.
+    """
+
+    name: str
+    family: str
+    link: str
+    codec: object                       # design.ColumnCodec of the outcome (level 1)
+    y: np.ndarray
+    observed: np.ndarray
+    program: Program
+    sources: tuple[Source, ...]
+    S0: np.ndarray
+    x_names: tuple[str, ...]
+    z_names: tuple[str, ...]
+    blocks: tuple[tuple[int, int], ...]
+    beta0: np.ndarray
+    cov0: np.ndarray
+    sigma2_0: float
+    prior_scale: np.ndarray
+    prior_df: float
+    sigma2_prior: float
+
+    @property
+    def n_fixed(self) -> int:
+        return len(self.x_names)
+
+    @property
+    def q(self) -> int:
+        return len(self.z_names)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+def _unquote(name: str) -> str:
+    name = name.strip()
+    return name[1:-1] if len(name) > 1 and name[0] == name[-1] == "`" else name
+
+
+def parse_substantive(model: ImputationModel) -> ParsedFormula:
+    """Parse and check ``model.substantive`` against the model's roles (no data needed)."""
+    parsed = parse_formula(model.substantive)
+    y = _unquote(parsed.response)
+    if any(ch in y for ch in "()+*/:^ ") or not y:
+        raise SpecError(
+            f"the outcome of substantive={model.substantive!r} is {parsed.response!r}; it must be a "
+            "column name (transform the outcome in the data before imputing, e.g. a column log_y)"
+        )
+    if y in model.variables:
+        raise SpecError(
+            f"the outcome {y!r} of substantive= is also listed in variables=; the substantive model "
+            "imputes the outcome itself: remove it from variables"
+        )
+    if y in model.covariates or y in model.level2_covariates or y == model.cluster:
+        raise SpecError(
+            f"the outcome {y!r} of substantive= is also a covariate or the cluster of the imputation "
+            "model; give it one role"
+        )
+    if not parsed.random:
+        raise SpecError(
+            f"substantive={model.substantive!r} has no random term; a multilevel analysis model "
+            f"needs one, e.g. '+ (1 | {model.cluster})'"
+        )
+    for term in parsed.random:
+        if term.group != (model.cluster,):
+            raise SpecError(
+                f"random term {term.text!r} of substantive= is grouped by {term.group_label!r}, but "
+                f"the imputation model's cluster is {model.cluster!r}; group the random terms by "
+                f"{model.cluster!r}"
+            )
+    return parsed
+
+
+def substantive_variables(parsed: ParsedFormula) -> set[str]:
+    """Columns the right-hand side of the formula reads (grouping factors excluded)."""
+    out: set[str] = set()
+    for rhs in [parsed.fixed, *(t.expr for t in parsed.random)]:
+        try:
+            mm_vars = _required(rhs)
+        except FormulaicError as exc:  # pragma: no cover - parse errors surface earlier
+            raise SpecError(f"cannot read {rhs!r} of substantive=: {exc}") from exc
+        out |= mm_vars
+    return out
+
+
+def _required(rhs: str) -> set[str]:
+    from formulaic import Formula
+
+    return {str(v) for v in Formula(rhs).required_variables}
+
+
+# --------------------------------------------------------------------------------------------
+# Compiling factors into primitives
+# --------------------------------------------------------------------------------------------
+class _Compiler:
+    """Collects sources, tables and the primitives of every design column."""
+
+    def __init__(self, probe: pd.DataFrame, codecs: dict, where: str):
+        self.probe = probe
+        self.codecs = codecs            # incomplete variable name → ColumnCodec
+        self.where = where
+        self.sources: list[Source] = []
+        self.columns: list[np.ndarray] = []   # values of complete sources (None for incomplete)
+        self.tables: list[np.ndarray] = []
+        self._index: dict[str, int] = {}
+
+    # sources ---------------------------------------------------------------------------------
+    def incomplete(self, name: str) -> int:
+        if name not in self._index:
+            codec = self.codecs[name]
+            self._index[name] = len(self.sources)
+            self.sources.append(Source(name, name, codec.level, codec.kind != "continuous"))
+            self.columns.append(None)
+        return self._index[name]
+
+    def complete(self, key: str, values: np.ndarray, categorical: bool = False) -> int:
+        if key not in self._index:
+            self._index[key] = len(self.sources)
+            self.sources.append(Source(key, None, 1, categorical))
+            self.columns.append(np.asarray(values, dtype=float))
+        return self._index[key]
+
+    def table(self, values: np.ndarray) -> int:
+        self.tables.append(np.asarray(values, dtype=float))
+        return len(self.tables) - 1
+
+    # factors ---------------------------------------------------------------------------------
+    def factor_columns(self, sfactor, enc_state: dict, variables: set[str]) -> list[list[tuple]]:
+        """The coded columns of one scoped factor, each a list of primitives (src, kind, par),
+        with a constant folded in as ``("const", c)``."""
+        expr = sfactor.factor.expr
+        kind, state = enc_state.get(expr, (None, {}))
+        incomplete = sorted(v for v in variables if v in self.codecs)
+        categorical = getattr(kind, "value", kind) == "categorical"
+        if not incomplete:
+            return self._complete_factor(expr, categorical, state, sfactor.reduced)
+        bare = _unquote(expr)
+        if categorical:
+            name = bare if bare in self.codecs else _c_argument(expr, self.codecs)
+            if name is None:
+                raise self._refuse(expr, incomplete)
+            return self._coded(name, expr, state, sfactor.reduced)
+        if bare in self.codecs:
+            return [[self._numeric_power(bare, 1, expr)]]
+        if expr.startswith("I(") and expr.endswith(")"):
+            return [self._monomial(expr, incomplete)]
+        raise self._refuse(expr, incomplete)
+
+    def _refuse(self, expr: str, incomplete: list[str]) -> SpecError:
+        return SpecError(
+            f"term {expr!r} of {self.where} transforms the incomplete variable(s) "
+            f"{', '.join(map(repr, incomplete))} in a way the substantive-model sampler cannot "
+            "re-evaluate: use the variable itself, C(x), powers and products through I() "
+            "(I(x**2), I(x*z)) and interactions; or transform the variable in the data first and "
+            "impute the transformed column"
+        )
+
+    def _numeric_power(self, name: str, power: int, expr: str) -> tuple:
+        codec = self.codecs[name]
+        s = self.incomplete(name)
+        if codec.kind == "continuous":
+            return (s, POWER, float(power))
+        try:
+            values = np.array([float(c) for c in codec.categories]) ** power
+        except (TypeError, ValueError):
+            raise SpecError(
+                f"term {expr!r} of {self.where} uses the categories of {name!r} "
+                f"({list(codec.categories)[:5]}) as numbers, but they are not numbers; write C({name})"
+            ) from None
+        return (s, TABLE, float(self.table(values)))
+
+    def _coded(self, name: str, expr: str, state: dict, reduced: bool) -> list[list[tuple]]:
+        codec = self.codecs[name]
+        contrasts = state.get("contrasts")
+        levels = list(contrasts.levels) if contrasts is not None else list(state.get("categories", []))
+        position = {}
+        for k, cat in enumerate(codec.categories):
+            match = [i for i, lev in enumerate(levels) if _same(lev, cat)]
+            if not match:
+                raise SpecError(
+                    f"category {cat!r} of {name!r} is declared but never observed, so the analysis "
+                    f"term {expr!r} would not have a column for it; drop it from categories= or "
+                    "give the column a pandas Categorical dtype that lists it"
+                )
+            position[k] = match[0]
+        coding = (np.asarray(contrasts.get_coding_matrix(reduced_rank=reduced), dtype=float)
+                  if contrasts is not None else np.eye(len(levels))[:, int(reduced):])
+        s = self.incomplete(name)
+        out = []
+        for j in range(coding.shape[1]):
+            t = self.table([coding[position[k], j] for k in range(codec.n_categories)])
+            out.append([(s, TABLE, float(t))])
+        return out
+
+    def _complete_factor(self, expr: str, categorical: bool, state: dict, reduced: bool) -> list[list[tuple]]:
+        mm = model_matrix(f"0 + {expr}", self.probe, ensure_full_rank=False, na_action="raise")
+        values = np.asarray(mm, dtype=float)
+        if not categorical:
+            return [[(self.complete(f"{expr}[{k}]" if values.shape[1] > 1 else expr, values[:, k]),
+                      POWER, 1.0)] for k in range(values.shape[1])]
+        contrasts = state["contrasts"]
+        codes = values.argmax(axis=1)
+        s = self.complete(f"{expr}#code", codes, categorical=True)
+        coding = np.asarray(contrasts.get_coding_matrix(reduced_rank=reduced),
+                            dtype=float)
+        return [[(s, TABLE, float(self.table(coding[:, j])))] for j in range(coding.shape[1])]
+
+    def _monomial(self, expr: str, incomplete: list[str]) -> list[tuple]:
+        try:
+            tree = ast.parse(expr[2:-1].strip(), mode="eval").body
+            const, powers = _monomial(tree)
+        except (SyntaxError, ValueError):
+            raise self._refuse(expr, incomplete) from None
+        prims: list[tuple] = [("const", const)]
+        complete = np.ones(len(self.probe))
+        has_complete = False
+        for name, power in sorted(powers.items()):
+            if name in self.codecs:
+                prims.append(self._numeric_power(name, power, expr))
+            elif name in self.probe.columns and pd.api.types.is_numeric_dtype(self.probe[name].dtype):
+                complete = complete * self.probe[name].to_numpy(dtype=float) ** power
+                has_complete = True
+            else:
+                raise self._refuse(expr, incomplete)
+        if has_complete:
+            prims.append((self.complete(f"{expr}#complete", complete), POWER, 1.0))
+        return prims
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # labels that do not compare
+        return False
+
+
+def _c_argument(expr: str, codecs: dict) -> str | None:
+    """``C(x)`` / ``C(x, contr.sum)`` → ``x`` if x is an incomplete variable."""
+    try:
+        call = ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        return None
+    if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "C"
+            and call.args and isinstance(call.args[0], ast.Name) and call.args[0].id in codecs):
+        return call.args[0].id
+    return None
+
+
+def _monomial(node) -> tuple[float, dict[str, int]]:
+    """``c · Π name**k`` from an expression tree, else ValueError."""
+    if isinstance(node, ast.Name):
+        return 1.0, {node.id: 1}
+    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+        return float(node.value), {}
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        c, p = _monomial(node.operand)
+        return (-c if isinstance(node.op, ast.USub) else c), p
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Mult):
+            c1, p1 = _monomial(node.left)
+            c2, p2 = _monomial(node.right)
+            return c1 * c2, {k: p1.get(k, 0) + p2.get(k, 0) for k in {*p1, *p2}}
+        if isinstance(node.op, ast.Div):
+            c2, p2 = _monomial(node.right)
+            if p2 or c2 == 0:
+                raise ValueError("division by a variable")
+            c1, p1 = _monomial(node.left)
+            return c1 / c2, p1
+        if isinstance(node.op, ast.Pow):
+            e = node.right
+            if not (isinstance(e, ast.Constant) and isinstance(e.value, int) and e.value >= 0):
+                raise ValueError("power must be a non-negative integer")
+            c, p = _monomial(node.left)
+            return c ** e.value, {k: v * e.value for k, v in p.items()}
+    raise ValueError("not a monomial")
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------------------------
+def _compile_rhs(comp: _Compiler, rhs: str, what: str):
+    """Primitive lists and names of every column of ``rhs``, checked against formulaic."""
+    try:
+        mm = model_matrix(rhs, comp.probe, na_action="raise")
+    except FormulaicError as exc:
+        raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula") from exc
+    spec = mm.model_spec
+    factor_vars = {str(f): {str(v) for v in vs} for f, vs in spec.factor_variables.items()}
+    columns: list[list[tuple]] = []
+    for structure in spec.structure:
+        for scoped in structure.scoped_terms:
+            per_factor = [comp.factor_columns(sf, spec.encoder_state, factor_vars.get(sf.factor.expr, set()))
+                          for sf in scoped.factors]
+            scale = float(getattr(scoped, "scale", 1.0) or 1.0)
+            # formulaic's order: the first factor's columns vary fastest
+            for combo in itertools.product(*reversed(per_factor)):
+                prims = [("const", scale)]
+                for part in reversed(combo):
+                    prims.extend(part)
+                columns.append(prims)
+    names = tuple(str(c) for c in mm.columns)
+    if len(columns) != len(names):
+        raise SpecError(f"the {what} {rhs!r} is coded in a way the substantive sampler does not follow "
+                        f"({len(columns)} columns against formulaic's {len(names)}); simplify the term")
+    return columns, names, np.asarray(mm, dtype=float)
+
+
+def _assemble(comp: _Compiler, columns: list[list[tuple]], n_fixed: int) -> Program:
+    const = np.ones(len(columns))
+    src, kind, par, ptr = [], [], [], [0]
+    for c, prims in enumerate(columns):
+        for p in prims:
+            if p[0] == "const":
+                const[c] *= p[1]
+            else:
+                src.append(p[0]); kind.append(p[1]); par.append(p[2])
+        ptr.append(len(src))
+    n_src = len(comp.sources)
+    src_a = np.asarray(src, dtype=np.int64)
+    deps = [sorted({c for c in range(len(columns)) if (src_a[ptr[c]:ptr[c + 1]] == s).any()})
+            for s in range(n_src)]
+    linear = np.ones(n_src, dtype=bool)
+    for c in range(len(columns)):
+        power = {}
+        for k in range(ptr[c], ptr[c + 1]):
+            if kind[k] == POWER:
+                power[src[k]] = power.get(src[k], 0.0) + par[k]
+        for s, p in power.items():
+            if p > 1:
+                linear[s] = False
+    kmax = max([t.size for t in comp.tables], default=1)
+    tables = np.zeros((max(len(comp.tables), 1), kmax))
+    for t, values in enumerate(comp.tables):
+        tables[t, :values.size] = values
+    return Program(
+        const=const, col_ptr=np.asarray(ptr, dtype=np.int64), src=src_a,
+        kind=np.asarray(kind, dtype=np.int64), par=np.asarray(par, dtype=float), tables=tables,
+        dep_ptr=np.cumsum([0, *map(len, deps)]).astype(np.int64),
+        dep_cols=np.asarray([c for d in deps for c in d], dtype=np.int64), linear=linear,
+        n_fixed=n_fixed,
+    )
+
+
+def _probe_frame(sdf, names: list[str]) -> pd.DataFrame:
+    """The used columns in sorted order, each missing cell filled with a random observed value of
+    its column (a fixed stream: the result does not depend on any seed), so that formulaic sees
+    the dtypes and categories of a completed dataset and collinearity checks see real variation."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for name in names:
+        s = sdf[name].reset_index(drop=True)
+        miss = s.isna().to_numpy()
+        if miss.any() and not miss.all():
+            pool = s[~miss]
+            s = s.copy()
+            s[miss] = pool.iloc[rng.integers(pool.size, size=int(miss.sum()))].to_numpy()
+        out[name] = s
+    return pd.DataFrame(out)
+
+
+def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, make_codec, starts,
+                  cluster: np.ndarray) -> OutcomeData:
+    """Check the data against ``model.substantive`` and compile its design (rows sorted).
+
+    ``sdf`` reads the frame's columns in the sorted order; ``codecs`` are the imputed
+    variables' codecs; ``make_codec(name, kind)`` builds the outcome's codec.
+    """
+    parsed = parse_substantive(model)
+    y_name = _unquote(parsed.response)
+    used = substantive_variables(parsed)
+    missing_cols = [c for c in sorted(used | {y_name}) if c not in df.columns]
+    if missing_cols:
+        raise DataError(
+            f"column(s) {', '.join(map(repr, missing_cols))} of substantive={model.substantive!r} not "
+            f"found in the data; available columns: {list(df.columns)[:20]}. Fix the formula or the data"
+        )
+    incomplete = {c.name: c for c in codecs}
+    for name in sorted(used - set(incomplete)):
+        if name == model.cluster:
+            continue
+        miss = df[name].isna().to_numpy()
+        if miss.any():
+            raise DataError(
+                f"column {name!r} of substantive= has {int(miss.sum())} missing value(s) but is not "
+                "listed in variables=; list it there (with its kind) to impute it, or drop those rows"
+            )
+    kind = "continuous" if model.family == "gaussian" else "binary"
+    codec = make_codec(y_name, kind)
+    if kind == "continuous":
+        y = sdf[y_name].to_numpy(dtype=float, na_value=np.nan) if pd.api.types.is_numeric_dtype(df[y_name].dtype) \
+            else None
+        if y is None or pd.api.types.is_bool_dtype(df[y_name].dtype):
+            raise DataError(
+                f"outcome {y_name!r} of substantive= is not numeric (dtype {df[y_name].dtype}); "
+                "family='gaussian' needs numbers: convert it, or use family='binomial' for two categories"
+            )
+        if np.isinf(y).any():
+            raise DataError(f"outcome {y_name!r} holds infinite values; replace them with finite values or missing")
+    else:
+        y = np.where(codec.codes < 0, np.nan, codec.codes.astype(float))
+    observed = ~np.isnan(y)
+    if observed.sum() < 2:
+        raise DataError(f"outcome {y_name!r} of substantive= has fewer than two observed values; nothing to fit")
+
+    probe = _probe_frame(sdf, sorted((used | {y_name}) - {model.cluster}))
+    comp = _Compiler(probe, incomplete, f"substantive={model.substantive!r}")
+    fixed_cols, x_names, x_ref = _compile_rhs(comp, parsed.fixed, "fixed part")
+    z_cols, z_names, z_refs, blocks = [], [], [], []
+    for term in parsed.random:
+        cols, names, ref = _compile_rhs(comp, term.expr, f"random term {term.text}")
+        if term.correlated:
+            blocks.append((len(z_cols), len(cols)))
+        else:
+            blocks.extend((len(z_cols) + k, 1) for k in range(len(cols)))
+        dup = set(names) & set(z_names)
+        if dup:
+            raise SpecError(f"random effect {sorted(dup)[0]!r} is declared twice in substantive=; declare it once")
+        z_cols.extend(cols)
+        z_names.extend(names)
+        z_refs.append(ref)
+    program = _assemble(comp, [*fixed_cols, *z_cols], len(fixed_cols))
+    S0 = _initial_sources(comp, probe, len(df))
+    D = program.evaluate(S0)
+    ref = np.column_stack([x_ref, *z_refs])
+    if D.shape != ref.shape or not np.allclose(D, ref, rtol=1e-9, atol=1e-9):
+        bad = int(np.flatnonzero(~np.isclose(D, ref, rtol=1e-9, atol=1e-9).all(axis=0))[0]) if D.shape == ref.shape else -1
+        name = ([*x_names, *z_names][bad] if bad >= 0 else "?")
+        raise SpecError(
+            f"column {name!r} of substantive={model.substantive!r} is coded in a way the substantive "
+            "sampler does not reproduce; simplify that term"
+        )
+    _check_rank(D[observed][:, :len(x_names)], x_names, model.substantive)
+    fit = _complete_case_start(model, parsed, df, used, y_name, x_names, blocks, len(z_names))
+    return OutcomeData(
+        name=y_name, family=model.family, link=model.resolved_link, codec=codec, y=y,
+        observed=observed, program=program, sources=tuple(comp.sources), S0=S0,
+        x_names=x_names, z_names=tuple(z_names), blocks=tuple(blocks), **fit,
+    )
+
+
+def _initial_sources(comp: _Compiler, probe: pd.DataFrame, n: int) -> np.ndarray:
+    """Complete sources filled; incomplete ones from the probe frame (the sampler overwrites them)."""
+    S = np.zeros((n, len(comp.sources)))
+    for s, (src, values) in enumerate(zip(comp.sources, comp.columns)):
+        if values is not None:
+            S[:, s] = values
+            continue
+        codec = comp.codecs[src.codec]
+        col = probe[src.codec]
+        if codec.kind == "continuous":
+            S[:, s] = col.to_numpy(dtype=float)
+        else:
+            lookup = {}
+            for k, cat in enumerate(codec.categories):
+                lookup.setdefault(cat, k)
+            S[:, s] = [lookup[v] for v in col.to_numpy(dtype=object)]
+    return S
+
+
+def _check_rank(X: np.ndarray, names: tuple[str, ...], formula: str) -> None:
+    rank = np.linalg.matrix_rank(X)
+    if rank < X.shape[1]:
+        for k in range(1, X.shape[1] + 1):
+            if np.linalg.matrix_rank(X[:, :k]) < k:
+                raise DataError(
+                    f"fixed-effect column {names[k - 1]!r} of substantive={formula!r} is a linear "
+                    "combination of the columns before it in the rows with an observed outcome; "
+                    "remove it from the formula"
+                )
+
+
+def _complete_case_start(model, parsed, df, used, y_name, x_names, blocks, q) -> dict:
+    """Starting values and prior scales from the complete-case fit, as jomo.lmer/jomo.glmer do:
+    the random-effect covariance's inverse-Wishart prior has df = its dimension and scale = the
+    complete-case estimate (the identity where that fit fails or is near-singular); the residual
+    variance's prior is IW(1, σ̂²_cc)."""
+    from .analysis import glmm, lmm
+
+    cols = sorted((used | {y_name, model.cluster}))
+    cc = df[cols].dropna()
+    beta0 = np.zeros(len(x_names))
+    cov0 = np.eye(q)
+    sigma2 = 1.0 if model.family == "binomial" else float(np.nanvar(df[y_name].to_numpy(dtype=float)) or 1.0)
+    scale, ok = np.eye(q), False
+    if len(cc) > len(x_names) + q + 2 and cc[model.cluster].nunique() > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                if model.family == "gaussian":
+                    fit = lmm(model.substantive, cc, reml=True)
+                else:
+                    fit = glmm(model.substantive, cc, family="binomial", link=model.resolved_link)
+                ok = True
+            except Exception:  # a failed start is not an error: the sampler starts elsewhere
+                ok = False
+        if ok:
+            est = dict(zip(fit.term_names, fit.beta))
+            beta0 = np.array([est.get(n, 0.0) for n in x_names])
+            covs = [np.atleast_2d(c) for c in fit.term_covs]
+            full = _block_diag(covs)
+            if full.shape == (q, q) and np.all(np.isfinite(full)):
+                cov0 = full + 1e-8 * np.eye(q)
+                if np.linalg.cond(cov0) < 1e8 and np.all(np.diag(cov0) > 1e-10):
+                    scale = cov0
+            if fit.sigma2 is not None and np.isfinite(fit.sigma2) and fit.sigma2 > 0:
+                sigma2 = float(fit.sigma2)
+    if not np.all(np.isfinite(beta0)):
+        beta0 = np.zeros(len(x_names))
+    prior = model.prior_substantive
+    if prior.scale is not None:
+        scale, df_prior = prior.resolve(q, "substantive random-effect")
+    else:
+        df_prior = float(q) if prior.df is None else float(prior.df)
+    cov0 = np.where(np.isfinite(cov0), cov0, np.eye(q))
+    if np.linalg.cond(cov0) > 1e8:
+        cov0 = scale.copy()
+    return dict(beta0=beta0, cov0=cov0, sigma2_0=sigma2, prior_scale=scale, prior_df=df_prior,
+                sigma2_prior=sigma2)
+
+
+def _block_diag(mats: list[np.ndarray]) -> np.ndarray:
+    n = sum(m.shape[0] for m in mats)
+    out = np.zeros((n, n))
+    o = 0
+    for m in mats:
+        k = m.shape[0]
+        out[o:o + k, o:o + k] = m
+        o += k
+    return out

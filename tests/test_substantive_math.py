@@ -1,0 +1,288 @@
+"""The substantive-model component's conditionals against closed forms and brute force.
+
+Each test builds a dataset whose rows (or clusters) are identical copies of one case, sets the
+parameters, and runs a compiled step once over all of them: the rows are then independent
+draws from the same conditional, whose moments or category shares are compared with the exact
+ones (tolerances: 5 Monte Carlo standard errors unless said otherwise).
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import integrate, stats
+
+import mlimpute as mi
+from mlimpute.design import build
+from mlimpute.sampler import _outcome_kernels as ok
+from mlimpute.sampler.outcome import _padded_cuts, initial_outcome, prepare_outcome
+
+N = 20_000
+
+
+def _setup(df, model, beta, b_row, cuts=None):
+    """Model arrays, the component's static part and a state with β, every b_j = b_row."""
+    data = build(df, model)
+    ost = prepare_outcome(data)
+    rng = np.random.default_rng(0)
+    y1 = np.nan_to_num(data.y1.copy())
+    y2 = np.nan_to_num(data.y2.copy())
+    o = initial_outcome(ost, data, y1, y2, cuts or {}, rng)
+    b = np.tile(np.asarray(b_row, float), (data.n_clusters, 1))
+    o = o._replace(beta=np.asarray(beta, float), b=b)
+    rows = np.arange(data.n_rows)
+    ok.design_rows(o.S, rows, o.D, ost.prog)
+    ok.linear_predictor(o.D, data.outcome.n_fixed, o.beta, o.b, data.cluster, rows, o.eta)
+    return data, ost, o, y1, y2
+
+
+def _cells1(data, ost, o, y1, mu, Q, wconst, w=None, cuts=(), seed=1):
+    rng = np.random.default_rng(seed)
+    c = ost.cols1
+    n = ost.n_cells1
+    ytil = data.outcome.y
+    acc = np.zeros(o.steps.size, np.int64)
+    tried = np.zeros(o.steps.size, np.int64)
+    ok.cells_level1(y1, mu, Q[None], False, data.cluster, ost.rows1, data.miss1, c.kind, c.first,
+                    c.width, c.src, c.cut, _padded_cuts(cuts), data.outcome.program.linear, o.S, o.D,
+                    ost.prog, data.outcome.n_fixed, o.beta, o.b, o.eta, ytil,
+                    np.zeros(1) if w is None else w, wconst, o.steps, acc, tried,
+                    rng.standard_normal(n), 1.0 - rng.random(2 * n))
+    return acc, tried
+
+
+def _copies(**cols):
+    J = N // 2
+    g = np.repeat(np.arange(J), 2)
+    return pd.DataFrame({"g": g, **{k: np.full(N, v) if np.ndim(v) == 0 else v for k, v in cols.items()}})
+
+
+@pytest.mark.parametrize("weights", ["common", "per row"])
+def test_linear_continuous_cell_is_the_exact_normal(weights):
+    """y ~ x * z + (1 + x | g): η = a + c x, so x | y is normal with precision 1/s² + w c²."""
+    df = _copies(x=np.nan, z=0.7, y=1.3)
+    df.loc[:3, "x"] = [0.0, 1.0, -1.0, 0.5]        # a few observed values (rows 0-3 stay as they are)
+    df.loc[:3, "z"] = [0.1, 0.2, 0.3, 0.4]
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous"},
+                               substantive="y ~ x * z + (1 + x | g)")
+    beta, brow = [0.2, 0.5, 0.3, 0.4], [0.1, -0.25]
+    data, ost, o, y1, _ = _setup(df, model, beta, brow)
+    m, s2, sig2 = 0.4, 0.8, 0.5
+    mu = np.full_like(y1, m)
+    if weights == "common":
+        _cells1(data, ost, o, y1, mu, np.array([[1 / s2]]), 1 / sig2)
+    else:  # per-row precisions (the logit path): half the rows twice as precise
+        w = np.where(np.arange(N) % 2 == 0, 1 / sig2, 2 / sig2)
+        _cells1(data, ost, o, y1, mu, np.array([[1 / s2]]), 0.0, w=w)
+    z = 0.7
+    c = beta[1] + beta[3] * z + brow[1]
+    a = beta[0] + beta[2] * z + brow[0]
+    drawn = ost.rows1
+    assert drawn.size == N - 4
+    groups = [(drawn, 1 / sig2)] if weights == "common" else \
+        [(drawn[drawn % 2 == 0], 1 / sig2), (drawn[drawn % 2 == 1], 2 / sig2)]
+    for rows, wi in groups:
+        prec = 1 / s2 + wi * c * c
+        mean = (m / s2 + wi * c * (1.3 - a)) / prec
+        x = y1[rows, 0]
+        assert abs(x.mean() - mean) < 5 * np.sqrt(1 / prec / x.size)
+        assert abs(x.var() / (1 / prec) - 1) < 5 * np.sqrt(2 / x.size)
+    # the sources, design rows and linear predictors follow the draws
+    assert np.allclose(o.S[:, 0], y1[:, 0])
+    D = data.outcome.program.evaluate(o.S)
+    assert np.allclose(o.D, D)
+    assert np.allclose(o.eta, D[:, :4] @ beta + D[:, 4:] @ brow)
+
+
+def test_quadratic_cell_by_metropolis_hastings_targets_the_exact_density():
+    """y ~ x + I(x**2): the conditional of x is not normal; N independent MH chains run 300
+    sweeps and their end points are compared with the density integrated on a grid."""
+    df = _copies(x=np.nan, y=2.0)
+    df.loc[:3, "x"] = [0.0, 1.0, -1.0, 0.5]
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous"},
+                               substantive="y ~ x + I(x**2) + (1 | g)")
+    beta, brow = [0.1, 0.5, 0.6], [0.2]
+    data, ost, o, y1, _ = _setup(df, model, beta, brow)
+    m, s2, sig2 = 0.3, 1.0, 0.4
+    mu = np.full_like(y1, m)
+    accepted = tried = 0
+    for it in range(300):
+        acc, tr = _cells1(data, ost, o, y1, mu, np.array([[1 / s2]]), 1 / sig2, seed=it)
+        accepted, tried = accepted + acc.sum(), tried + tr.sum()
+    drawn = ost.rows1
+    assert tried == 300 * drawn.size and 0.2 < accepted / tried < 0.9
+
+    def dens(x):
+        eta = beta[0] + brow[0] + beta[1] * x + beta[2] * x * x
+        return np.exp(-0.5 * (x - m) ** 2 / s2 - 0.5 * (2.0 - eta) ** 2 / sig2)
+
+    Z = integrate.quad(dens, -10, 10, points=[-2, 0, 2])[0]
+    mean = integrate.quad(lambda x: x * dens(x), -10, 10, points=[-2, 0, 2])[0] / Z
+    var = integrate.quad(lambda x: (x - mean) ** 2 * dens(x), -10, 10, points=[-2, 0, 2])[0] / Z
+    x = y1[drawn, 0]
+    assert abs(x.mean() - mean) < 5 * np.sqrt(var / x.size)
+    assert abs(x.var() / var - 1) < 0.05   # the end points of 300-step chains: 5% on the variance
+    assert np.allclose(o.D, data.outcome.program.evaluate(o.S))
+
+
+def _category_shares(y, k):
+    return np.bincount(y.astype(int), minlength=k) / y.size
+
+
+def test_binary_and_ordinal_cells_by_category_probabilities():
+    """A missing category: P(c | rest) ∝ P(latent in region c) · p(y | c); the latent then lies
+    in its region. Binary numeric (enters as 0/1) and ordinal through C() (dummies)."""
+    df = _copies(xb=np.nan, xo=np.nan, y=0.8)
+    df.loc[:5, "xb"] = [0, 1, 0, 1, 0, 1]   # declare both categories through observed values
+    df.loc[:5, "xo"] = [1, 2, 3, 1, 2, 3]
+    model = mi.ImputationModel(cluster="g", variables={"xb": "binary", "xo": "ordinal"},
+                               substantive="y ~ xb + C(xo) + (1 | g)")
+    beta, brow = [0.1, 0.9, -0.6, 0.7], [0.0]
+    cuts = (np.array([-np.inf, 0.0, 0.9, np.inf]),)
+    data, ost, o, y1, _ = _setup(df, model, beta, brow, {"xo": cuts[0]})
+    mu = np.tile([0.2, 0.4], (N, 1))
+    Q = np.linalg.inv(np.array([[1.0, 0.3], [0.3, 1.0]]))
+    sig2 = 0.6
+    miss = ost.rows1[ost.rows1 >= 6]
+    for sweep in range(40):  # a Gibbs scan over two variables: run it to stationarity
+        _cells1(data, ost, o, y1, mu, Q, 1 / sig2, cuts=cuts, seed=sweep)
+    # exact joint distribution of (xb, xo) | y by integrating the bivariate normal latents
+    R = np.array([[1.0, 0.3], [0.3, 1.0]])
+    mvn = stats.multivariate_normal(mean=[0.2, 0.4], cov=R)
+    bounds_b = [(-np.inf, 0.0), (0.0, np.inf)]
+    bounds_o = [(-np.inf, 0.0), (0.0, 0.9), (0.9, np.inf)]
+    probs = np.zeros((2, 3))
+    for cb, (lb, hb) in enumerate(bounds_b):
+        for co, (lo, hi) in enumerate(bounds_o):
+            mass = _rect(mvn, lb, hb, lo, hi)
+            eta = beta[0] + beta[1] * cb + (beta[2] if co == 1 else beta[3] if co == 2 else 0.0)
+            probs[cb, co] = mass * stats.norm.pdf(0.8, eta, np.sqrt(sig2))
+    probs /= probs.sum()
+    cb = (y1[miss, 0] > 0).astype(int)
+    co = np.searchsorted(cuts[0], y1[miss, 1], side="left") - 1
+    got = np.zeros((2, 3))
+    np.add.at(got, (cb, co), 1)
+    got /= miss.size
+    se = np.sqrt(probs * (1 - probs) / miss.size)
+    assert np.all(np.abs(got - probs) < 5 * se + 1e-4)
+    # the sources hold the categories the latents give
+    names = [s.name for s in data.outcome.sources]
+    assert np.array_equal(o.S[miss, names.index("xb")], cb)
+    assert np.array_equal(o.S[miss, names.index("xo")], co)
+
+
+def _rect(mvn, a1, b1, a2, b2):
+    big = 40.0
+    a1, b1, a2, b2 = (max(min(v, big), -big) for v in (a1, b1, a2, b2))
+    return (mvn.cdf([b1, b2]) - mvn.cdf([a1, b2]) - mvn.cdf([b1, a2]) + mvn.cdf([a1, a2]))
+
+
+def test_nominal_cell_componentwise_targets_the_category_probabilities():
+    """Three categories (two latents, reference last): the componentwise interval draws keep
+    P(c | y) ∝ P_(6)(c) · p(y | c); P_(6) by Monte Carlo of the latent pair."""
+    df = _copies(f=None, y=-0.4)
+    df["f"] = pd.Series([None] * N, dtype=object)
+    df.loc[:2, "f"] = ["A", "B", "C"]
+    model = mi.ImputationModel(cluster="g", variables={"f": "nominal"}, substantive="y ~ f + (1 | g)")
+    beta, brow = [0.3, -0.8, 0.5], [0.0]       # A reference of the analysis (first level)
+    data, ost, o, y1, _ = _setup(df, model, beta, brow)
+    cov = 0.5 * (np.eye(2) + 1.0)
+    mean = np.array([0.3, -0.2])
+    mu = np.tile(mean, (N, 1))
+    sig2 = 0.5
+    for sweep in range(60):
+        _cells1(data, ost, o, y1, mu, np.linalg.inv(cov), 1 / sig2, seed=100 + sweep)
+    rng = np.random.default_rng(7)
+    lat = rng.multivariate_normal(mean, cov, size=2_000_000)
+    cat = np.where(lat.max(axis=1) > 0, lat.argmax(axis=1), 2)     # model categories A, B, C
+    prior = np.bincount(cat, minlength=3) / cat.size
+    eta = np.array([beta[0], beta[0] + beta[1], beta[0] + beta[2]])
+    post = prior * stats.norm.pdf(-0.4, eta, np.sqrt(sig2))
+    post /= post.sum()
+    miss = ost.rows1[ost.rows1 >= 3]
+    w = y1[miss]
+    got_cat = np.where(w.max(axis=1) > 0, w.argmax(axis=1), 2)
+    got = np.bincount(got_cat, minlength=3) / miss.size
+    se = np.sqrt(post * (1 - post) / miss.size) + np.sqrt(prior * (1 - prior) / cat.size)
+    assert np.all(np.abs(got - post) < 5 * se)
+    assert np.array_equal(o.S[miss, 0], got_cat)
+
+
+def test_level2_linear_cell_sums_its_units():
+    """A level-2 covariate v enters every unit's row: v | y_j is normal with precision
+    1/s² + Σ_i w c_i² over the cluster's observed outcomes (one unit's outcome missing)."""
+    J, n = 4000, 3
+    g = np.repeat(np.arange(J), n)
+    x = np.tile([-1.0, 0.5, 1.5], J)
+    y = np.tile([0.2, 1.0, np.nan], J)
+    df = pd.DataFrame({"g": g, "x": x, "v": np.array([0.3, -0.5, 1.0, np.nan])[np.minimum(g, 3)], "y": y})
+    model = mi.ImputationModel(cluster="g", variables={"v": mi.Variable("continuous", level=2)},
+                               substantive="y ~ x * v + (1 | g)")
+    beta, brow = [0.1, 0.4, 0.6, -0.3], [0.2]
+    data, ost, o, _, y2 = _setup(df, model, beta, brow)
+    assert ost.clusters2.size == J - 3 and ost.rows1.size == 0
+    m, s2, sig2 = -0.2, 0.5, 0.7
+    mu2 = np.full_like(y2, m)
+    rng = np.random.default_rng(3)
+    c = ost.cols2
+    ok.cells_level2(y2, mu2, np.array([[1 / s2]]), ost.clusters2, data.miss2, c.kind, c.first, c.width,
+                    c.src, c.cut, _padded_cuts(()), data.outcome.program.linear, data.starts, data.sizes,
+                    data.outcome.observed, o.S, o.D, ost.prog, 4, o.beta, o.b, o.eta, data.outcome.y,
+                    np.zeros(1), 1 / sig2, o.steps, np.zeros(1, np.int64), np.zeros(1, np.int64),
+                    rng.standard_normal(J - 3), 1.0 - rng.random(2 * (J - 3)))
+    xs, ys = np.array([-1.0, 0.5]), np.array([0.2, 1.0])
+    ci = beta[2] + beta[3] * xs
+    ai = beta[0] + beta[1] * xs + brow[0]
+    prec = 1 / s2 + np.sum(ci * ci) / sig2
+    mean = (m / s2 + np.sum(ci * (ys - ai)) / sig2) / prec
+    v = y2[3:, 0]
+    assert abs(v.mean() - mean) < 5 * np.sqrt(1 / prec / v.size)
+    assert abs(v.var() * prec - 1) < 5 * np.sqrt(2 / v.size)
+    sv = [src.name for src in data.outcome.sources].index("v")
+    assert np.allclose(o.S[:, sv], y2[data.cluster, 0])       # every unit of a cluster follows
+    assert np.allclose(o.D, data.outcome.program.evaluate(o.S))
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_outcome_block_is_the_exact_joint_conditional(split):
+    """(β, b) against the dense joint Gaussian: flat prior on β, b_j ~ N(0, Σ_b), rows with
+    their own precisions; the draw is affine in its normals, so its mean (z = 0) and its
+    covariance (the images of unit vectors) are compared exactly. With ``split`` part of the
+    rows enter through precomputed cross-products (the gaussian/probit speed-up)."""
+    rng = np.random.default_rng(11)
+    J, n, nf, q = 5, 4, 3, 2
+    N_ = J * n
+    cluster = np.repeat(np.arange(J), n)
+    D = np.column_stack([np.ones(N_), rng.normal(size=(N_, nf - 1)), np.ones(N_), rng.normal(size=N_)])
+    ytil = rng.normal(size=N_)
+    wconst = 1.7
+    w = np.full(N_, wconst)
+    sigma_b = np.array([[0.5, 0.1], [0.1, 0.3]])
+    sinv = np.linalg.inv(sigma_b)
+    rows = np.arange(N_)
+    if split:
+        fixed, dyn = rows[::2], rows[1::2]
+        stat = ok.cross_products(D, nf, fixed, ytil, cluster, J)
+    else:
+        dyn = rows
+        stat = ok.cross_products(D, nf, np.zeros(0, np.int64), ytil, cluster, J)
+    dim = nf + J * q
+
+    def draw(z):
+        beta, b, _, good = ok.outcome_block(D, nf, ytil, w, wconst, dyn, dyn, stat, cluster, sinv, z,
+                                            rows, np.zeros(N_))
+        assert good
+        return np.concatenate([beta, b.ravel()])
+
+    A = np.zeros((N_, dim))
+    A[:, :nf] = D[:, :nf]
+    for i in range(N_):
+        A[i, nf + cluster[i] * q: nf + cluster[i] * q + q] = D[i, nf:]
+    prec = A.T @ (w[:, None] * A)
+    for j in range(J):
+        prec[nf + j * q: nf + j * q + q, nf + j * q: nf + j * q + q] += sinv
+    cov = np.linalg.inv(prec)
+    mean = cov @ (A.T @ (w * ytil))
+    m0 = draw(np.zeros(dim))
+    assert np.allclose(m0, mean, atol=1e-10)
+    B = np.column_stack([draw(np.eye(dim)[k]) - m0 for k in range(dim)])
+    assert np.allclose(B @ B.T, cov, atol=1e-10)
