@@ -16,6 +16,8 @@ pool, the output folder and the task runner::
     fluent = { kind = "ordinal", categories = [1, 2, 3] }
     [model.prior_l2]                      # optional inverse-Wishart priors (prior_l1 too)
     df = 4
+    # substantive = "normexam ~ standlrt + (1 + standlrt | school)"   # analysis-compatible
+    # family = "gaussian"                 # or "binomial" (link = "logit" / "probit")
 
     [sampler]
     imputations = 10
@@ -104,13 +106,23 @@ class PriorConfig(_Section):
 
 class ModelConfig(_Section):
     cluster: str = Field(min_length=1)
-    variables: dict[str, VariableConfig] = Field(min_length=1)
+    variables: dict[str, VariableConfig] = {}
     covariates: list[str] = []
     level2_covariates: list[str] = []
     random_slopes: list[str] = []
     covariance: Literal["common", "cluster"] = "common"
     prior_l1: PriorConfig | None = None
     prior_l2: PriorConfig | None = None
+    substantive: str | None = Field(default=None, min_length=1)
+    family: Literal["gaussian", "binomial"] = "gaussian"
+    link: Literal["identity", "logit", "probit"] | None = None
+    prior_substantive: PriorConfig | None = None
+
+    @model_validator(mode="after")
+    def _something_to_impute(self) -> "ModelConfig":
+        if not self.variables and self.substantive is None:
+            raise ValueError("give the variables to impute under [model.variables] (or a substantive model)")
+        return self
 
     @field_validator("variables", mode="before")
     @classmethod
@@ -129,12 +141,14 @@ class ModelConfig(_Section):
         priors = {
             key: CovariancePrior(
                 scale=None if p.scale is None else tuple(tuple(r) for r in p.scale), df=p.df)
-            for key, p in (("prior_l1", self.prior_l1), ("prior_l2", self.prior_l2)) if p is not None
+            for key, p in (("prior_l1", self.prior_l1), ("prior_l2", self.prior_l2),
+                           ("prior_substantive", self.prior_substantive)) if p is not None
         }
         return ImputationModel(
             cluster=self.cluster, variables=variables, covariates=self.covariates,
             level2_covariates=self.level2_covariates, random_slopes=self.random_slopes,
-            covariance=self.covariance, **priors)
+            covariance=self.covariance, substantive=self.substantive, family=self.family,
+            link=self.link, **priors)
 
 
 class SamplerConfig(_Section):
@@ -355,7 +369,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 _FIELDS: dict[str, type[BaseModel]] = {
     "": PipelineConfig, "data": DataConfig, "model": ModelConfig, "sampler": SamplerConfig,
     "analysis": AnalysisConfig, "output": OutputConfig, "runner": RunnerConfig,
-    "prior_l1": PriorConfig, "prior_l2": PriorConfig, "variables": VariableConfig,
+    "prior_l1": PriorConfig, "prior_l2": PriorConfig, "prior_substantive": PriorConfig,
+    "variables": VariableConfig,
 }
 
 

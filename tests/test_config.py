@@ -41,9 +41,8 @@ def test_example_config_builds_the_demo_model():
     model = cfg.imputation_model()
     assert model == mi.ImputationModel(
         cluster="school",
-        variables={"normexam": "continuous", "standlrt": "continuous",
-                   "avslrt": mi.Variable("continuous", level=2)},
-        covariates=["sex"])
+        variables={"standlrt": "continuous", "avslrt": mi.Variable("continuous", level=2)},
+        covariates=["sex"], substantive="normexam ~ standlrt + sex + avslrt + (1 + standlrt | school)")
     assert cfg.data.path == EXAMPLE.parent / "exam_scores.parquet"  # relative to the file
     assert cfg.sampler.chains == 2 and cfg.sampler.seed == 1
     assert [a.name for a in cfg.analysis] == ["exam"]
@@ -56,11 +55,16 @@ def test_full_model_section_round_trips_to_imputation_model(tmp_path):
 level2_covariates = ["schgend"]
 random_slopes = ["x"]
 covariance = "common"
+substantive = "y ~ x * z + (1 + x | school)"
+family = "binomial"
+link = "probit"
 [model.prior_l1]
 scale = [[1, 0], [0, 2.5]]
 df = 3
 [model.prior_l2]
-df = 5""").replace('normexam = "continuous"', """normexam = "continuous"
+df = 5
+[model.prior_substantive]
+df = 4""").replace('normexam = "continuous"', """normexam = "continuous"
 fluent = { kind = "ordinal", categories = [1, 2, 3] }""")
     text += """
 [[analysis]]
@@ -77,6 +81,8 @@ df_com = 100
     assert m.level2_covariates == ("schgend",) and m.random_slopes == ("x",)
     assert m.prior_l1 == mi.CovariancePrior(scale=((1.0, 0.0), (0.0, 2.5)), df=3.0)
     assert m.prior_l2 == mi.CovariancePrior(df=5.0)
+    assert (m.substantive, m.family, m.link) == ("y ~ x * z + (1 + x | school)", "binomial", "probit")
+    assert m.prior_substantive == mi.CovariancePrior(df=4.0)
     a = cfg.analysis[0]
     assert a.fit_options() == {"link": "probit", "nagq": 5}
     assert a.pool_options() == {"df_com": 100.0, "conf_level": 0.95}
