@@ -108,7 +108,7 @@ def _set_source(S, i, s, v, D, prog, nf, beta, b, j, eta):
 # The outcome's parameters
 # ------------------------------------------------------------------------------------------
 @njit(cache=True)
-def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, sinv, z, obs_rows, eta):
+def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, sinv, z, obs_rows):
     """Draw (β, b_1..b_J) as one block given the pseudo-response and the random-effect
     precision ``sinv``; β with the b integrated out (flat prior), then each b_j given β.
 
@@ -119,9 +119,9 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, si
     The cross-products of rows whose design never changes and whose weight is the common
     ``wconst`` are precomputed with unit weight in ``stat = (X'X, X'y, Z'Z, Z'X, Z'y)``
     (scaled by wconst here); ``quad_rows`` / ``lin_rows`` are the rows whose quadratic /
-    linear terms are accumulated now (weights ``w[i]`` when wconst is 0). Afterwards ``eta``
-    is updated at ``obs_rows``; returns β, b, the residual sum of squares Σ (ỹ − η)² over
-    obs_rows, and whether the precisions were positive definite.
+    linear terms are accumulated now (weights ``w[i]`` when wconst is 0). Returns β, b, the
+    statistics ``W'ΩW``, ``W'Ω r`` of the parameter-expansion move over ``obs_rows`` and
+    whether the precisions were positive definite.
     """
     XX0, Xy0, ZZ0, ZX0, Zy0 = stat
     J = ZZ0.shape[0]
@@ -176,7 +176,7 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, si
                     v -= L[r, k] * L[s, k]
                 if r == s:
                     if not v > 0.0:
-                        return beta, b, 0.0, False
+                        return beta, b, np.zeros((q, q)), np.zeros(q), False
                     L[r, r] = math.sqrt(v)
                 else:
                     L[r, s] = v / L[s, s]
@@ -201,7 +201,7 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, si
             H[c, a] = H[a, c]
     LH, ok = chol(H)
     if not ok:
-        return beta, b, 0.0, False
+        return beta, b, np.zeros((q, q)), np.zeros(q), False
     tmp = np.empty(nf)
     for a in range(nf):  # LH⁻¹ g (the noise is added after the substitution: β = LH'⁻¹(LH⁻¹g + z))
         v = g[a]
@@ -228,9 +228,40 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, si
             for s in range(r + 1, q):
                 v -= L[s, r] * b[j, s]
             b[j, r] = v / L[r, r]
-    sse = 0.0
+    # the statistics of the parameter-expansion move (see outcome.expand_random_effects): the
+    # regression of the fixed part's residual on w_ik = z_ik b_jk, with the rows' precisions
+    WW = np.zeros((q, q))
+    Wr = np.zeros(q)
+    wk = np.empty(q)
     for t in range(obs_rows.size):
         i = obs_rows[t]
+        if wconst > 0.0:
+            wi = wconst
+        else:
+            wi = w[i]
+        r = ytil[i]
+        for a in range(nf):
+            r -= D[i, a] * beta[a]
+        j = cluster[i]
+        for k in range(q):
+            wk[k] = D[i, nf + k] * b[j, k]
+        for k in range(q):
+            Wr[k] += wi * wk[k] * r
+            for m in range(k + 1):
+                WW[k, m] += wi * wk[k] * wk[m]
+    for k in range(q):
+        for m in range(k):
+            WW[m, k] = WW[k, m]
+    return beta, b, WW, Wr, True
+
+
+@njit(cache=True)
+def linear_predictor_sse(D, nf, beta, b, cluster, rows, eta, ytil):
+    """``eta`` at ``rows`` (as ``linear_predictor``) and Σ (ytil − η)² over them."""
+    q = D.shape[1] - nf
+    sse = 0.0
+    for t in range(rows.size):
+        i = rows[t]
         e = 0.0
         for a in range(nf):
             e += D[i, a] * beta[a]
@@ -240,7 +271,7 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, si
         eta[i] = e
         res = ytil[i] - e
         sse += res * res
-    return beta, b, sse, True
+    return sse
 
 
 @njit(cache=True)

@@ -18,7 +18,8 @@ only through the completed covariates and the linear predictor):
    pseudo-response ``ytil`` with row precisions ``w``.
 2. (β, b) as one exact block (β with b integrated out, then b | β), as the joint model's
    (B, U) block: no see-saw between the fixed and random intercepts.
-3. Σ_b | b: inverse-Wishart per block; σ² | residuals: inverse-gamma (gaussian).
+3. Σ_b | b: inverse-Wishart per block; then a parameter-expansion move rescaling (b, Σ_b)
+   together (``expand_random_effects``); σ² | residuals: inverse-gamma (gaussian).
 4. Missing covariate cells of rows with an observed outcome (``cells``): exact or MH, see
    ``_outcome_kernels.cells_level1``. Rows whose outcome is missing get the joint model's block
    draw: their outcome integrates out of the likelihood.
@@ -38,6 +39,13 @@ with missing data in responses and covariates that may include interactions and 
 terms. JRSS A, 177(2), 553-564.
 Polson, N. G., Scott, J. G., & Windle, J. (2013). Bayesian inference for logistic models using
 Pólya-Gamma latent variables. JASA, 108(504), 1339-1349.
+Liu, J. S., & Sabatti, C. (2000). Generalised Gibbs sampler and multigrid Monte Carlo for
+Bayesian computation. Biometrika, 87(2), 353-369.
+Liu, J. S., & Wu, Y. N. (1999). Parameter expansion for data augmentation. JASA, 94(448),
+1264-1274.
+van Dyk, D. A., & Meng, X.-L. (2001). The art of data augmentation. JCGS, 10(1), 1-50.
+Gelman, A., van Dyk, D. A., Huang, Z., & Boscardin, W. J. (2008). Using redundant
+parameterizations to fit hierarchical models. JCGS, 17(1), 95-122.
 """
 
 from __future__ import annotations
@@ -362,22 +370,17 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
         aux = _augment(rng, ost, o.eta, aux)
         o = o._replace(aux=aux)
     ytil, w, wconst = _pseudo(ost, o)
-    J, q, nf = data.n_clusters, od.q, od.n_fixed
-    z = rng.standard_normal(nf + J * q)
-    eta = o.eta
-    beta, b, sse, good = ok.outcome_block(o.D, nf, ytil, w, wconst, ost.quad_rows, ost.lin_rows,
-                                          ost.stat, data.cluster, _block_inverse(o.cov, od.blocks), z,
-                                          ost.obs_rows, eta)
+    J, nf = data.n_clusters, od.n_fixed
+    z = rng.standard_normal(nf + J * od.q)
+    beta, b, WW, Wr, good = ok.outcome_block(o.D, nf, ytil, w, wconst, ost.quad_rows, ost.lin_rows,
+                                             ost.stat, data.cluster, _block_inverse(o.cov, od.blocks), z,
+                                             ost.obs_rows)
     if not good:
         raise np.linalg.LinAlgError("the substantive model's precision is not positive definite")
-    if len(od.blocks) == 1:
-        cov = invwishart(rng, od.prior_df + J, od.prior_scale + b.T @ b)
-    else:
-        cov = np.zeros_like(o.cov)
-        for start, width in od.blocks:
-            sl = slice(start, start + width)
-            bb = b[:, sl]
-            cov[sl, sl] = invwishart(rng, float(width) + J, od.prior_scale[sl, sl] + bb.T @ bb)
+    cov = _draw_cov(rng, od, b)
+    b, cov = expand_random_effects(rng, od, b, cov, WW, Wr)
+    eta = o.eta
+    sse = ok.linear_predictor_sse(o.D, nf, beta, b, data.cluster, ost.obs_rows, eta, ytil)
     sigma2 = o.sigma2
     if ost.family == "gaussian":
         sigma2 = float((od.sigma2_prior + sse) / rng.chisquare(1.0 + ost.obs_rows.size))
@@ -390,6 +393,66 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
             steps = steps.copy()
             steps[moved] *= np.exp(gain * (accepted[moved] / tried[moved] - MH_TARGET))
     return o._replace(beta=beta, b=b, cov=cov, sigma2=sigma2, eta=eta, steps=steps)
+
+
+def _draw_cov(rng, od: OutcomeData, b: np.ndarray) -> np.ndarray:
+    """Σ_b | b: inverse-Wishart per covariance block (df: the prior's, else the block's width)."""
+    J = b.shape[0]
+    if len(od.blocks) == 1:
+        return invwishart(rng, od.prior_df + J, od.prior_scale + b.T @ b)
+    cov = np.zeros((od.q, od.q))
+    for start, width in od.blocks:
+        sl = slice(start, start + width)
+        bb = b[:, sl]
+        cov[sl, sl] = invwishart(rng, float(width) + J, od.prior_scale[sl, sl] + bb.T @ bb)
+    return cov
+
+
+def _block_dfs(od: OutcomeData) -> list[float]:
+    return [od.prior_df if len(od.blocks) == 1 else float(width) for _, width in od.blocks]
+
+
+def expand_random_effects(rng, od: OutcomeData, b: np.ndarray, cov: np.ndarray, WW: np.ndarray,
+                          Wr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A parameter-expansion move on (b, Σ_b): every random-effect column k is rescaled,
+    b_jk → a_k b_jk and Σ_b → A Σ_b A with A = diag(a), a drawn by Metropolis–Hastings.
+
+    Why: given b, Σ_b is pinned (its inverse-Wishart has J + df degrees of freedom), and given
+    Σ_b near 0 the b are pinned near 0, so a Gibbs sampler crawls between the two (and a
+    variance can sit at 0 for thousands of sweeps). Rescaling both at once moves along that
+    ridge in one step (Liu & Wu 1999; van Dyk & Meng 2001; Gelman et al. 2008).
+
+    The move is a Metropolis–Hastings step of the transformation group (Liu & Sabatti 2000):
+    the outcome's pseudo-likelihood is Gaussian in a, N(â, V) with V = (W'ΩW)⁻¹, â = V W'Ω r,
+    w_ik = z_ik b_jk and r the fixed part's residual; a is proposed from it, and the ratio of
+    target × Jacobian × reverse proposal (densities on the group's Haar measure) reduces to::
+
+        α = min{1, Π_blocks |A_b|^{-ν_b} · |A|^{-1} · exp(½ Σ_b tr(Ψ_b Σ_b⁻¹) − ½ Σ_b tr(Ψ_b (A_bΣ_bA_b)⁻¹))}
+
+    with ν_b, Ψ_b the inverse-Wishart prior of block b (a proposal with some a_k ≤ 0 is
+    rejected). The prior stays the target: nothing about Σ_b's prior changes.
+    """
+    q = od.q
+    try:
+        L = np.linalg.cholesky(WW)
+    except np.linalg.LinAlgError:
+        return b, cov
+    ahat = np.linalg.solve(WW, Wr)
+    a = ahat + np.linalg.solve(L.T, rng.standard_normal(q))
+    logu = np.log(rng.random())
+    if np.any(a <= 0):
+        return b, cov
+    log_alpha = -np.sum(np.log(a))
+    for (start, width), nu in zip(od.blocks, _block_dfs(od)):
+        sl = slice(start, start + width)
+        ab = a[sl]
+        psi, sig = od.prior_scale[sl, sl], cov[sl, sl]
+        sinv = np.linalg.inv(sig)
+        log_alpha += -nu * np.sum(np.log(ab))
+        log_alpha += 0.5 * np.sum(psi * sinv) - 0.5 * np.sum(psi * (sinv / np.outer(ab, ab)))
+    if logu >= log_alpha:
+        return b, cov
+    return b * a, cov * np.outer(a, a)
 
 
 def impute_outcome(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData, y1, y2,
