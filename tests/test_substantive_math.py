@@ -35,18 +35,22 @@ def _setup(df, model, beta, b_row, cuts=None):
     return data, ost, o, y1, y2
 
 
-def _cells1(data, ost, o, y1, mu, Q, wconst, w=None, cuts=(), seed=1):
+def _cells(data, ost, o, y, mu, Q, wconst, level=1, w=None, cuts=(), seed=1):
+    """One pass of the compiled cell draws over the component's level-1 rows or level-2 clusters."""
     rng = np.random.default_rng(seed)
-    c = ost.cols1
-    n = ost.n_cells1
-    ytil = data.outcome.y
+    od = data.outcome
+    if level == 1:
+        units, start, stop, c, n, miss = ost.rows1, ost.rows1, ost.rows1 + 1, ost.cols1, ost.n_cells1, data.miss1
+    else:
+        units, c, n, miss = ost.clusters2, ost.cols2, ost.n_cells2, data.miss2
+        start, stop = data.starts[units], data.starts[units] + data.sizes[units]
     acc = np.zeros(o.steps.size, np.int64)
     tried = np.zeros(o.steps.size, np.int64)
-    ok.cells_level1(y1, mu, Q[None], False, data.cluster, ost.rows1, data.miss1, c.kind, c.first,
-                    c.width, c.src, c.cut, _padded_cuts(cuts), data.outcome.program.linear, o.S, o.D,
-                    ost.prog, data.outcome.n_fixed, o.beta, o.b, o.eta, ytil,
-                    np.zeros(1) if w is None else w, wconst, o.steps, acc, tried,
-                    rng.standard_normal(n), 1.0 - rng.random(2 * n))
+    ok.cells(y, mu, Q[None], np.zeros(units.size, np.int64), units, start, stop, miss, c.kind, c.first,
+             c.width, c.src, c.cut, _padded_cuts(cuts), od.program.linear, od.observed, data.cluster,
+             o.S, o.D, ost.prog, od.n_fixed, o.beta, o.b, o.eta, od.y,
+             np.zeros(1) if w is None else w, wconst, o.steps, acc, tried,
+             rng.standard_normal(n), 1.0 - rng.random(2 * n))
     return acc, tried
 
 
@@ -69,10 +73,10 @@ def test_linear_continuous_cell_is_the_exact_normal(weights):
     m, s2, sig2 = 0.4, 0.8, 0.5
     mu = np.full_like(y1, m)
     if weights == "common":
-        _cells1(data, ost, o, y1, mu, np.array([[1 / s2]]), 1 / sig2)
+        _cells(data, ost, o, y1, mu, np.array([[1 / s2]]), 1 / sig2)
     else:  # per-row precisions (the logit path): half the rows twice as precise
         w = np.where(np.arange(N) % 2 == 0, 1 / sig2, 2 / sig2)
-        _cells1(data, ost, o, y1, mu, np.array([[1 / s2]]), 0.0, w=w)
+        _cells(data, ost, o, y1, mu, np.array([[1 / s2]]), 0.0, w=w)
     z = 0.7
     c = beta[1] + beta[3] * z + brow[1]
     a = beta[0] + beta[2] * z + brow[0]
@@ -106,7 +110,7 @@ def test_quadratic_cell_by_metropolis_hastings_targets_the_exact_density():
     mu = np.full_like(y1, m)
     accepted = tried = 0
     for it in range(300):
-        acc, tr = _cells1(data, ost, o, y1, mu, np.array([[1 / s2]]), 1 / sig2, seed=it)
+        acc, tr = _cells(data, ost, o, y1, mu, np.array([[1 / s2]]), 1 / sig2, seed=it)
         accepted, tried = accepted + acc.sum(), tried + tr.sum()
     drawn = ost.rows1
     assert tried == 300 * drawn.size and 0.2 < accepted / tried < 0.9
@@ -144,7 +148,7 @@ def test_binary_and_ordinal_cells_by_category_probabilities():
     sig2 = 0.6
     miss = ost.rows1[ost.rows1 >= 6]
     for sweep in range(40):  # a Gibbs scan over two variables: run it to stationarity
-        _cells1(data, ost, o, y1, mu, Q, 1 / sig2, cuts=cuts, seed=sweep)
+        _cells(data, ost, o, y1, mu, Q, 1 / sig2, cuts=cuts, seed=sweep)
     # exact joint distribution of (xb, xo) | y by integrating the bivariate normal latents
     R = np.array([[1.0, 0.3], [0.3, 1.0]])
     mvn = stats.multivariate_normal(mean=[0.2, 0.4], cov=R)
@@ -190,7 +194,7 @@ def test_nominal_cell_componentwise_targets_the_category_probabilities():
     mu = np.tile(mean, (N, 1))
     sig2 = 0.5
     for sweep in range(60):
-        _cells1(data, ost, o, y1, mu, np.linalg.inv(cov), 1 / sig2, seed=100 + sweep)
+        _cells(data, ost, o, y1, mu, np.linalg.inv(cov), 1 / sig2, seed=100 + sweep)
     rng = np.random.default_rng(7)
     lat = rng.multivariate_normal(mean, cov, size=2_000_000)
     cat = np.where(lat.max(axis=1) > 0, lat.argmax(axis=1), 2)     # model categories A, B, C
@@ -222,13 +226,7 @@ def test_level2_linear_cell_sums_its_units():
     assert ost.clusters2.size == J - 3 and ost.rows1.size == 0
     m, s2, sig2 = -0.2, 0.5, 0.7
     mu2 = np.full_like(y2, m)
-    rng = np.random.default_rng(3)
-    c = ost.cols2
-    ok.cells_level2(y2, mu2, np.array([[1 / s2]]), ost.clusters2, data.miss2, c.kind, c.first, c.width,
-                    c.src, c.cut, _padded_cuts(()), data.outcome.program.linear, data.starts, data.sizes,
-                    data.outcome.observed, o.S, o.D, ost.prog, 4, o.beta, o.b, o.eta, data.outcome.y,
-                    np.zeros(1), 1 / sig2, o.steps, np.zeros(1, np.int64), np.zeros(1, np.int64),
-                    rng.standard_normal(J - 3), 1.0 - rng.random(2 * (J - 3)))
+    _cells(data, ost, o, y2, mu2, np.array([[1 / s2]]), 1 / sig2, level=2, seed=3)
     xs, ys = np.array([-1.0, 0.5]), np.array([0.2, 1.0])
     ci = beta[2] + beta[3] * xs
     ai = beta[0] + beta[1] * xs + brow[0]

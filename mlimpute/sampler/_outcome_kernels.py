@@ -21,8 +21,8 @@ from numba import njit
 from . import _kernels as kern
 from ._small import chol
 
-__all__ = ["design_rows", "linear_predictor", "outcome_block", "probit_latents", "cells_level1",
-           "cells_level2", "CONT", "BIN", "ORD", "NOM"]
+__all__ = ["design_rows", "linear_predictor", "linear_predictor_sse", "outcome_block", "cross_products",
+           "probit_latents", "cells", "CONT", "BIN", "ORD", "NOM"]
 
 CONT, BIN, ORD, NOM = 0, 1, 2, 3
 _LOG0 = -1e300
@@ -368,146 +368,83 @@ def _pick(logp, n, u):
     return n - 1
 
 
-@njit(cache=True)
-def cells_level1(y1, mu, Q, per_cluster, cluster, rows, miss, colkind, colfirst, colwidth, colsrc,
-                 colcut, cuts, linear, S, D, prog, nf, beta, b, eta, ytil, w, wconst, steps, accepted,
-                 tried, z, u):
-    """Redraw every missing cell of ``rows`` (rows with an observed outcome and a missing
-    covariate of the formula), one latent column at a time, from
-
-        p(cell | row's other columns, model (6)) · p(ytil_i | η_i(cell))
-
-    exactly where the outcome's pseudo-likelihood is Gaussian in the cell (continuous
-    covariates entering linearly), by random-walk MH (step ``steps[s]`` × conditional SD,
-    tuned in burn-in) where it is not, and for categorical latents by choosing among the
-    intervals each giving a category (mass × likelihood) and then a truncated-normal draw in
-    it. The outcome's precision is ``wconst`` for every row, or ``wi`` where wconst is 0.
-    ``z``/``u``: a normal and two uniforms per cell.
-    """
-    p = y1.shape[1]
-    lo = np.empty(64)
-    hi = np.empty(64)
-    cat = np.empty(64, np.int64)
-    logp = np.empty(64)
-    t = 0
-    for r in range(rows.size):
-        i = rows[r]
-        j = cluster[i]
-        Qi = Q[j] if per_cluster else Q[0]
-        if wconst > 0.0:
-            wi = wconst
-        else:
-            wi = w[i]
-        for k in range(p):
-            if not miss[i, k]:
-                continue
-            acc = 0.0
-            for l in range(p):
-                if l != k:
-                    acc += Qi[k, l] * (y1[i, l] - mu[i, l])
-            qkk = Qi[k, k]
-            m = mu[i, k] - acc / qkk
-            sd = 1.0 / math.sqrt(qkk)
-            s = colsrc[k]
-            zz, u1, u2 = z[t], u[2 * t], u[2 * t + 1]
-            t += 1
-            if s < 0:
-                y1[i, k] = m + sd * zz
-                continue
-            if colkind[k] == CONT:
-                v0 = y1[i, k]
-                if linear[s]:
-                    e0 = eta[i]
-                    slope = _eta_with(S, i, s, v0 + 1.0, D, prog, nf, beta, b, j, e0) - e0
-                    a = e0 - slope * v0
-                    prec = 1.0 / (sd * sd) + wi * slope * slope
-                    mean = (m / (sd * sd) + wi * slope * (ytil[i] - a)) / prec
-                    v = mean + zz / math.sqrt(prec)
-                else:
-                    v = v0 + steps[s] * sd * zz
-                    e1 = _eta_with(S, i, s, v, D, prog, nf, beta, b, j, eta[i])
-                    r1 = ytil[i] - e1
-                    r0 = ytil[i] - eta[i]
-                    logr = (-0.5 * ((v - m) ** 2 - (v0 - m) ** 2) / (sd * sd)
-                            - 0.5 * wi * (r1 * r1 - r0 * r0))
-                    tried[s] += 1
-                    if math.log(u1) < logr:
-                        accepted[s] += 1
-                    else:
-                        v = v0
-                y1[i, k] = v
-                _set_source(S, i, s, v, D, prog, nf, beta, b, j, eta)
-                continue
-            n = _intervals(colkind[k], y1[i], colfirst[k], colwidth[k], k,
-                           cuts[max(colcut[k], 0)], lo, hi, cat)
-            for c in range(n):
-                e = _eta_with(S, i, s, float(cat[c]), D, prog, nf, beta, b, j, eta[i])
-                res = ytil[i] - e
-                logp[c] = kern._log_interval(m, sd, lo[c], hi[c]) - 0.5 * wi * res * res
-            c = _pick(logp, n, u1)
-            y1[i, k] = _draw_in(m, sd, lo[c], hi[c], u2)
-            _set_source(S, i, s, float(cat[c]), D, prog, nf, beta, b, j, eta)
-
-
 @njit(cache=True, inline="always")
-def _cluster_loglik(S, s, v, D, prog, nf, beta, b, j, eta, ytil, w, wconst, observed, start, size):
-    """Σ over the cluster's rows with an observed outcome of −½ w (ytil − η(v))²."""
+def _unit_loglik(S, s, v, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst, observed, start, stop):
+    """Σ over the unit's design rows with an observed outcome of −½ w (ytil − η(source s = v))²."""
     out = 0.0
-    for i in range(start, start + size):
+    for i in range(start, stop):
         if observed[i]:
             if wconst > 0.0:
                 wi = wconst
             else:
                 wi = w[i]
-            res = ytil[i] - _eta_with(S, i, s, v, D, prog, nf, beta, b, j, eta[i])
+            res = ytil[i] - _eta_with(S, i, s, v, D, prog, nf, beta, b, cluster[i], eta[i])
             out -= 0.5 * wi * res * res
     return out
 
 
 @njit(cache=True)
-def cells_level2(y2, mu2, Q2, clusters, miss, colkind, colfirst, colwidth, colsrc, colcut, cuts,
-                 linear, starts, sizes, observed, S, D, prog, nf, beta, b, eta, ytil, w, wconst, steps,
-                 accepted, tried, z, u):
-    """As ``cells_level1`` for the level-2 cells of ``clusters``: a level-2 covariate enters the
-    design rows of every unit of its cluster, so its likelihood is the product over them."""
-    p = y2.shape[1]
+def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidth, colsrc, colcut,
+          cuts, linear, observed, cluster, S, D, prog, nf, beta, b, eta, ytil, w, wconst, steps,
+          accepted, tried, z, u):
+    """Redraw every missing cell of the ``units`` (rows of y, with a missing covariate of the
+    formula and an observed outcome among their design rows), one latent column at a time, from
+
+        p(cell | unit's other columns, model (6)) · Π_{design rows i of the unit} p(ytil_i | η_i(cell))
+
+    A level-1 unit is one row whose design row is itself (``ustart = ustop − 1 = row``); a
+    level-2 unit is a cluster, whose value enters the design rows of all its units
+    (``ustart:ustop``). The model-(6) conditional of cell k is ``N(m, 1/Q_kk)`` with
+    ``m = μ_k − Σ_{l≠k} Q_kl (y_l − μ_l) / Q_kk`` (``Q = Q[qidx[unit]]``).
+
+    - continuous covariates entering linearly: the product is normal (exact draw);
+    - otherwise: random-walk MH, step ``steps[s]`` × conditional SD (tuned in burn-in);
+    - a categorical latent column: the line splits into intervals, each a category given the
+      unit's other latent columns; one is chosen with probability mass × likelihood, then the
+      latent is drawn inside it.
+
+    The outcome's precision is ``wconst`` for every row, or ``w[i]`` where wconst is 0. ``z``,
+    ``u``: a normal and two uniforms per cell. S, D and eta follow every change.
+    """
+    p = y.shape[1]
     lo = np.empty(64)
     hi = np.empty(64)
     cat = np.empty(64, np.int64)
     logp = np.empty(64)
     t = 0
-    for r in range(clusters.size):
-        j = clusters[r]
-        st, sz = starts[j], sizes[j]
+    for r in range(units.size):
+        j = units[r]
+        Qj = Q[qidx[r]]
+        st, sp = ustart[r], ustop[r]
         for k in range(p):
             if not miss[j, k]:
                 continue
             acc = 0.0
             for l in range(p):
                 if l != k:
-                    acc += Q2[k, l] * (y2[j, l] - mu2[j, l])
-            qkk = Q2[k, k]
-            m = mu2[j, k] - acc / qkk
+                    acc += Qj[k, l] * (y[j, l] - mu[j, l])
+            qkk = Qj[k, k]
+            m = mu[j, k] - acc / qkk
             sd = 1.0 / math.sqrt(qkk)
             s = colsrc[k]
             zz, u1, u2 = z[t], u[2 * t], u[2 * t + 1]
             t += 1
-            if s < 0:
-                y2[j, k] = m + sd * zz
+            if s < 0:  # not read by the formula: model (6) alone
+                y[j, k] = m + sd * zz
                 continue
             if colkind[k] == CONT:
-                v0 = y2[j, k]
+                v0 = y[j, k]
                 if linear[s]:
                     A = 0.0
                     B = 0.0
-                    for i in range(st, st + sz):
+                    for i in range(st, sp):
                         if observed[i]:
                             if wconst > 0.0:
                                 wi = wconst
                             else:
                                 wi = w[i]
                             e0 = eta[i]
-                            slope = _eta_with(S, i, s, v0 + 1.0, D, prog, nf, beta, b, j, e0) - e0
+                            slope = _eta_with(S, i, s, v0 + 1.0, D, prog, nf, beta, b, cluster[i], e0) - e0
                             A += wi * slope * slope
                             B += wi * slope * (ytil[i] - (e0 - slope * v0))
                     prec = 1.0 / (sd * sd) + A
@@ -515,24 +452,25 @@ def cells_level2(y2, mu2, Q2, clusters, miss, colkind, colfirst, colwidth, colsr
                 else:
                     v = v0 + steps[s] * sd * zz
                     logr = (-0.5 * ((v - m) ** 2 - (v0 - m) ** 2) / (sd * sd)
-                            + _cluster_loglik(S, s, v, D, prog, nf, beta, b, j, eta, ytil, w, wconst, observed, st, sz)
-                            - _cluster_loglik(S, s, v0, D, prog, nf, beta, b, j, eta, ytil, w, wconst, observed, st, sz))
+                            + _unit_loglik(S, s, v, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst,
+                                           observed, st, sp)
+                            - _unit_loglik(S, s, v0, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst,
+                                           observed, st, sp))
                     tried[s] += 1
                     if math.log(u1) < logr:
                         accepted[s] += 1
                     else:
                         v = v0
-                y2[j, k] = v
-                for i in range(st, st + sz):
-                    _set_source(S, i, s, v, D, prog, nf, beta, b, j, eta)
-                continue
-            n = _intervals(colkind[k], y2[j], colfirst[k], colwidth[k], k,
-                           cuts[max(colcut[k], 0)], lo, hi, cat)
-            for c in range(n):
-                logp[c] = (kern._log_interval(m, sd, lo[c], hi[c])
-                           + _cluster_loglik(S, s, float(cat[c]), D, prog, nf, beta, b, j, eta, ytil, w,
-                                             wconst, observed, st, sz))
-            c = _pick(logp, n, u1)
-            y2[j, k] = _draw_in(m, sd, lo[c], hi[c], u2)
-            for i in range(st, st + sz):
-                _set_source(S, i, s, float(cat[c]), D, prog, nf, beta, b, j, eta)
+                y[j, k] = v
+            else:
+                n = _intervals(colkind[k], y[j], colfirst[k], colwidth[k], k,
+                               cuts[max(colcut[k], 0)], lo, hi, cat)
+                for c in range(n):
+                    logp[c] = (kern._log_interval(m, sd, lo[c], hi[c])
+                               + _unit_loglik(S, s, float(cat[c]), D, prog, nf, beta, b, cluster, eta, ytil,
+                                              w, wconst, observed, st, sp))
+                c = _pick(logp, n, u1)
+                y[j, k] = _draw_in(m, sd, lo[c], hi[c], u2)
+                v = float(cat[c])
+            for i in range(st, sp):
+                _set_source(S, i, s, v, D, prog, nf, beta, b, cluster[i], eta)

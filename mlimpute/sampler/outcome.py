@@ -21,7 +21,7 @@ only through the completed covariates and the linear predictor):
 3. Σ_b | b: inverse-Wishart per block; then a parameter-expansion move rescaling (b, Σ_b)
    together (``expand_random_effects``); σ² | residuals: inverse-gamma (gaussian).
 4. Missing covariate cells of rows with an observed outcome (``cells``): exact or MH, see
-   ``_outcome_kernels.cells_level1``. Rows whose outcome is missing get the joint model's block
+   ``_outcome_kernels.cells``. Rows whose outcome is missing get the joint model's block
    draw: their outcome integrates out of the likelihood.
 5. Missing outcomes are drawn from the analysis model when an imputation is taken.
 
@@ -124,6 +124,8 @@ class OutcomeStatic:
     quad_rows: np.ndarray       # rows whose (β, b) cross-products are formed every sweep
     lin_rows: np.ndarray        # the same for the linear terms
     stat: tuple                 # cross-products of the other rows (see outcome_block)
+    zeros1: np.ndarray          # index 0 of the common Ω1⁻¹ for every unit (rows1)
+    zeros2: np.ndarray          # the same for clusters2
 
     @property
     def family(self) -> str:
@@ -212,7 +214,8 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
         src_level=src_level, src_col=src_col,
         src_codec=tuple(None if s.codec is None else codec_of[s.codec] for s in od.sources),
         override1=override1, override2=override2, kappa=kappa, quad_rows=quad_rows,
-        lin_rows=lin_rows, stat=stat,
+        lin_rows=lin_rows, stat=stat, zeros1=np.zeros(rows1.size, np.int64),
+        zeros2=np.zeros(clusters2.size, np.int64),
     )
 
 
@@ -326,23 +329,24 @@ def draw_cells(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData, y1, fi
     accepted = np.zeros(nsrc, np.int64)
     tried = np.zeros(nsrc, np.int64)
     od = ost.od
+    common = (od.program.linear, od.observed, data.cluster, o.S, o.D, ost.prog, od.n_fixed, o.beta,
+              o.b, o.eta, ytil, w, wconst, o.steps, accepted, tried)
     if ost.rows1.size:
         n = ost.n_cells1
         per_cluster = prec1.ndim == 3
         Q = prec1 if per_cluster else prec1[None]
+        qidx = data.cluster[ost.rows1] if per_cluster else ost.zeros1
         c = ost.cols1
-        ok.cells_level1(y1, fitted1, Q, per_cluster, data.cluster, ost.rows1, data.miss1, c.kind,
-                        c.first, c.width, c.src, c.cut, _padded_cuts(cuts1), od.program.linear, o.S,
-                        o.D, ost.prog, od.n_fixed, o.beta, o.b, o.eta, ytil, w, wconst, o.steps, accepted,
-                        tried, rng.standard_normal(n), 1.0 - rng.random(2 * n))
+        ok.cells(y1, fitted1, Q, qidx, ost.rows1, ost.rows1, ost.rows1 + 1, data.miss1, c.kind, c.first,
+                 c.width, c.src, c.cut, _padded_cuts(cuts1), *common, rng.standard_normal(n),
+                 1.0 - rng.random(2 * n))
     if ost.clusters2.size:
         n = ost.n_cells2
         c = ost.cols2
-        ok.cells_level2(y2, np.ascontiguousarray(mean2), prec2, ost.clusters2, data.miss2, c.kind,
-                        c.first, c.width, c.src, c.cut, _padded_cuts(cuts2), od.program.linear,
-                        data.starts, data.sizes, od.observed, o.S, o.D, ost.prog, od.n_fixed, o.beta,
-                        o.b, o.eta, ytil, w, wconst, o.steps, accepted, tried, rng.standard_normal(n),
-                        1.0 - rng.random(2 * n))
+        ok.cells(y2, np.ascontiguousarray(mean2), prec2[None], ost.zeros2, ost.clusters2,
+                 data.starts[ost.clusters2], data.starts[ost.clusters2] + data.sizes[ost.clusters2],
+                 data.miss2, c.kind, c.first, c.width, c.src, c.cut, _padded_cuts(cuts2), *common,
+                 rng.standard_normal(n), 1.0 - rng.random(2 * n))
     return accepted, tried
 
 
