@@ -266,8 +266,8 @@ def test_outcome_block_is_the_exact_joint_conditional(split):
     dim = nf + J * q
 
     def draw(z):
-        beta, b, _, _, good = ok.outcome_block(D, nf, ytil, w, wconst, dyn, dyn, stat, cluster, sinv, z,
-                                               rows)
+        beta, b, _, _, good = ok.outcome_block(D, nf, ytil, w, wconst, dyn, dyn, stat, cluster, sigma_b,
+                                               np.array([0]), np.array([q]), z, rows)
         assert good
         return np.concatenate([beta, b.ravel()])
 

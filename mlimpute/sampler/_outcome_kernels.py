@@ -19,10 +19,10 @@ import numpy as np
 from numba import njit
 
 from . import _kernels as kern
-from ._small import chol
+from ._small import chol, iw_from_parts, spd_inv
 
 __all__ = ["design_rows", "linear_predictor", "linear_predictor_sse", "outcome_block", "cross_products",
-           "probit_latents", "cells", "CONT", "BIN", "ORD", "NOM"]
+           "probit_latents", "cells", "covariance_and_expansion", "CONT", "BIN", "ORD", "NOM"]
 
 CONT, BIN, ORD, NOM = 0, 1, 2, 3
 _LOG0 = -1e300
@@ -108,13 +108,15 @@ def _set_source(S, i, s, v, D, prog, nf, beta, b, j, eta):
 # The outcome's parameters
 # ------------------------------------------------------------------------------------------
 @njit(cache=True)
-def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, sinv, z, obs_rows):
+def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, cov, bstart, bwidth, z,
+                  obs_rows):
     """Draw (β, b_1..b_J) as one block given the pseudo-response and the random-effect
     precision ``sinv``; β with the b integrated out (flat prior), then each b_j given β.
 
     With ``P_j = Σ_b⁻¹ + Z_j'W Z_j = L_j L_j'``, ``T_j = Z_j'W X_j``, ``h_j = Z_j'W ỹ_j``:
     ``H = X'WX − Σ_j T_j'P_j⁻¹T_j``, ``g = X'Wỹ − Σ_j T_j'P_j⁻¹h_j``, ``β ~ N(H⁻¹g, H⁻¹)``,
-    ``b_j ~ N(P_j⁻¹(h_j − T_j β), P_j⁻¹)``. ``z``: nf + J·q standard normals.
+    ``b_j ~ N(P_j⁻¹(h_j − T_j β), P_j⁻¹)``. ``z``: nf + J·q standard normals; ``cov`` is Σ_b,
+    block-diagonal with blocks ``bstart``/``bwidth``.
 
     The cross-products of rows whose design never changes and whose weight is the common
     ``wconst`` are precomputed with unit weight in ``stat = (X'X, X'y, Z'Z, Z'X, Z'y)``
@@ -126,6 +128,9 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, si
     XX0, Xy0, ZZ0, ZX0, Zy0 = stat
     J = ZZ0.shape[0]
     q = D.shape[1] - nf
+    sinv, good = _block_inverse(cov, bstart, bwidth)
+    if not good:
+        return np.zeros(nf), np.zeros((J, q)), np.zeros((q, q)), np.zeros(q), False
     H = XX0 * wconst
     g = Xy0 * wconst
     ZZ = ZZ0 * wconst
@@ -253,6 +258,88 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, si
         for m in range(k):
             WW[m, k] = WW[k, m]
     return beta, b, WW, Wr, True
+
+
+@njit(cache=True)
+def _block_inverse(cov, bstart, bwidth):
+    out = np.zeros_like(cov)
+    for g in range(bstart.size):
+        s0, w = bstart[g], bwidth[g]
+        inv, good = spd_inv(cov[s0:s0 + w, s0:s0 + w].copy())
+        if not good:
+            return out, False
+        out[s0:s0 + w, s0:s0 + w] = inv
+    return out, True
+
+
+@njit(cache=True)
+def covariance_and_expansion(b, psi, bstart, bwidth, dfs, WW, Wr, chi, zi, za, logu):
+    """Σ_b | b (inverse-Wishart per block, from its random parts ``chi``, ``zi``), then the
+    parameter-expansion move of ``outcome.expand_random_effects`` (``za``: q normals, ``logu``
+    the log-uniform of its acceptance). Returns b, Σ_b, whether the move was taken, and whether
+    every matrix was positive definite."""
+    J, q = b.shape
+    cov = np.zeros((q, q))
+    ci = 0
+    zo = 0
+    for g in range(bstart.size):
+        s0, w = bstart[g], bwidth[g]
+        S = psi[s0:s0 + w, s0:s0 + w].copy()
+        for r in range(w):
+            for c in range(w):
+                acc = 0.0
+                for j in range(J):
+                    acc += b[j, s0 + r] * b[j, s0 + c]
+                S[r, c] += acc
+        draw, good = iw_from_parts(S, chi[ci:ci + w], zi[zo:zo + w * (w - 1) // 2])
+        if not good:
+            return b, cov, False, False
+        cov[s0:s0 + w, s0:s0 + w] = draw
+        ci += w
+        zo += w * (w - 1) // 2
+    L, good = chol(WW)
+    if not good:
+        return b, cov, False, True
+    a = np.empty(q)  # â + L'⁻¹ z with â = WW⁻¹ Wr = L'⁻¹ L⁻¹ Wr
+    t = np.empty(q)
+    for k in range(q):
+        v = Wr[k]
+        for m in range(k):
+            v -= L[k, m] * t[m]
+        t[k] = v / L[k, k]
+    for k in range(q):
+        t[k] += za[k]
+    for k in range(q - 1, -1, -1):
+        v = t[k]
+        for m in range(k + 1, q):
+            v -= L[m, k] * a[m]
+        a[k] = v / L[k, k]
+    for k in range(q):
+        if not a[k] > 0.0:
+            return b, cov, False, True
+    log_alpha = 0.0
+    for k in range(q):
+        log_alpha -= math.log(a[k])
+    for g in range(bstart.size):
+        s0, w = bstart[g], bwidth[g]
+        sinv, good = spd_inv(cov[s0:s0 + w, s0:s0 + w].copy())
+        if not good:
+            return b, cov, False, False
+        for r in range(w):
+            log_alpha -= dfs[g] * math.log(a[s0 + r])
+            for c in range(w):
+                pr = psi[s0 + r, s0 + c] * sinv[r, c]
+                log_alpha += 0.5 * pr - 0.5 * pr / (a[s0 + r] * a[s0 + c])
+    if logu >= log_alpha:
+        return b, cov, False, True
+    out = b.copy()
+    for j in range(J):
+        for k in range(q):
+            out[j, k] *= a[k]
+    for r in range(q):
+        for c in range(q):
+            cov[r, c] *= a[r] * a[c]
+    return out, cov, True, True
 
 
 @njit(cache=True)

@@ -60,8 +60,6 @@ from ..design import ModelData
 from ..substantive import OutcomeData
 from . import _outcome_kernels as ok
 from .latent import latents_to_codes
-from ._small import spd_inv
-from .linalg import invwishart
 
 __all__ = ["OutcomeState", "OutcomeStatic", "prepare_outcome", "initial_outcome", "draw_cells",
            "draw_parameters", "effective_codes", "impute_outcome", "outcome_trace",
@@ -126,6 +124,11 @@ class OutcomeStatic:
     stat: tuple                 # cross-products of the other rows (see outcome_block)
     zeros1: np.ndarray          # index 0 of the common Ω1⁻¹ for every unit (rows1)
     zeros2: np.ndarray          # the same for clusters2
+    bstart: np.ndarray          # covariance blocks of Σ_b: first column, width,
+    bwidth: np.ndarray
+    bdf: np.ndarray             # and prior df (the prior's for one block, else the width)
+    chi_df: np.ndarray          # df − i of each Bartlett χ² of the blocks' draws, before adding J
+    n_lower: int                # normals below the Bartlett diagonals
 
     @property
     def family(self) -> str:
@@ -207,6 +210,9 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
     else:
         quad_rows, lin_rows = dyn, (dyn if od.family == "gaussian" else obs)
     stat = ok.cross_products(D0, od.n_fixed, fixed, ylin, data.cluster, data.n_clusters)
+    bstart = np.array([s for s, _ in od.blocks], np.int64)
+    bwidth = np.array([w for _, w in od.blocks], np.int64)
+    bdf = (np.array([od.prior_df]) if len(od.blocks) == 1 else bwidth.astype(float))
     return OutcomeStatic(
         od=od, prog=prog, obs_rows=obs, miss_rows=np.flatnonzero(~od.observed), rows1=rows1,
         clusters2=clusters2, cols1=cols1, cols2=cols2,
@@ -215,7 +221,9 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
         src_codec=tuple(None if s.codec is None else codec_of[s.codec] for s in od.sources),
         override1=override1, override2=override2, kappa=kappa, quad_rows=quad_rows,
         lin_rows=lin_rows, stat=stat, zeros1=np.zeros(rows1.size, np.int64),
-        zeros2=np.zeros(clusters2.size, np.int64),
+        zeros2=np.zeros(clusters2.size, np.int64), bstart=bstart, bwidth=bwidth, bdf=bdf,
+        chi_df=np.concatenate([d - np.arange(w) for d, w in zip(bdf, bwidth)]),
+        n_lower=int(sum(w * (w - 1) // 2 for w in bwidth)),
     )
 
 
@@ -350,21 +358,6 @@ def draw_cells(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData, y1, fi
     return accepted, tried
 
 
-def _block_inverse(cov: np.ndarray, blocks) -> np.ndarray:
-    if len(blocks) == 1:
-        inv, good = spd_inv(cov)
-    else:
-        inv, good = np.zeros_like(cov), True
-        for start, width in blocks:
-            sl = slice(start, start + width)
-            part, ok_part = spd_inv(np.ascontiguousarray(cov[sl, sl]))
-            inv[sl, sl] = part
-            good = good and ok_part
-    if not good:
-        raise np.linalg.LinAlgError("the substantive model's random-effect covariance is not positive definite")
-    return inv
-
-
 def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
                     adapt_at: int | None = None, mh: tuple | None = None) -> OutcomeState:
     """Steps 1–3 of the module notes, then the linear predictors of the new (β, b)."""
@@ -377,12 +370,11 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
     J, nf = data.n_clusters, od.n_fixed
     z = rng.standard_normal(nf + J * od.q)
     beta, b, WW, Wr, good = ok.outcome_block(o.D, nf, ytil, w, wconst, ost.quad_rows, ost.lin_rows,
-                                             ost.stat, data.cluster, _block_inverse(o.cov, od.blocks), z,
+                                             ost.stat, data.cluster, o.cov, ost.bstart, ost.bwidth, z,
                                              ost.obs_rows)
     if not good:
         raise np.linalg.LinAlgError("the substantive model's precision is not positive definite")
-    cov = _draw_cov(rng, od, b)
-    b, cov = expand_random_effects(rng, od, b, cov, WW, Wr)
+    b, cov = expand_random_effects(rng, ost, b, WW, Wr)
     eta = o.eta
     sse = ok.linear_predictor_sse(o.D, nf, beta, b, data.cluster, ost.obs_rows, eta, ytil)
     sigma2 = o.sigma2
@@ -399,27 +391,11 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
     return o._replace(beta=beta, b=b, cov=cov, sigma2=sigma2, eta=eta, steps=steps)
 
 
-def _draw_cov(rng, od: OutcomeData, b: np.ndarray) -> np.ndarray:
-    """Σ_b | b: inverse-Wishart per covariance block (df: the prior's, else the block's width)."""
-    J = b.shape[0]
-    if len(od.blocks) == 1:
-        return invwishart(rng, od.prior_df + J, od.prior_scale + b.T @ b)
-    cov = np.zeros((od.q, od.q))
-    for start, width in od.blocks:
-        sl = slice(start, start + width)
-        bb = b[:, sl]
-        cov[sl, sl] = invwishart(rng, float(width) + J, od.prior_scale[sl, sl] + bb.T @ bb)
-    return cov
-
-
-def _block_dfs(od: OutcomeData) -> list[float]:
-    return [od.prior_df if len(od.blocks) == 1 else float(width) for _, width in od.blocks]
-
-
-def expand_random_effects(rng, od: OutcomeData, b: np.ndarray, cov: np.ndarray, WW: np.ndarray,
+def expand_random_effects(rng, ost: OutcomeStatic, b: np.ndarray, WW: np.ndarray,
                           Wr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A parameter-expansion move on (b, Σ_b): every random-effect column k is rescaled,
-    b_jk → a_k b_jk and Σ_b → A Σ_b A with A = diag(a), a drawn by Metropolis–Hastings.
+    """Σ_b | b (inverse-Wishart per covariance block), then a parameter-expansion move on
+    (b, Σ_b): every random-effect column k is rescaled, b_jk → a_k b_jk and Σ_b → A Σ_b A with
+    A = diag(a), a drawn by Metropolis–Hastings (compiled: ``covariance_and_expansion``).
 
     Why: given b, Σ_b is pinned (its inverse-Wishart has J + df degrees of freedom), and given
     Σ_b near 0 the b are pinned near 0, so a Gibbs sampler crawls between the two (and a
@@ -436,27 +412,15 @@ def expand_random_effects(rng, od: OutcomeData, b: np.ndarray, cov: np.ndarray, 
     with ν_b, Ψ_b the inverse-Wishart prior of block b (a proposal with some a_k ≤ 0 is
     rejected). The prior stays the target: nothing about Σ_b's prior changes.
     """
-    q = od.q
-    try:
-        L = np.linalg.cholesky(WW)
-    except np.linalg.LinAlgError:
-        return b, cov
-    ahat = np.linalg.solve(WW, Wr)
-    a = ahat + np.linalg.solve(L.T, rng.standard_normal(q))
+    J = b.shape[0]
+    chi = rng.chisquare(ost.chi_df + J)
+    z = rng.standard_normal(ost.n_lower + b.shape[1])
     logu = np.log(rng.random())
-    if np.any(a <= 0):
-        return b, cov
-    log_alpha = -np.sum(np.log(a))
-    for (start, width), nu in zip(od.blocks, _block_dfs(od)):
-        sl = slice(start, start + width)
-        ab = a[sl]
-        psi, sig = od.prior_scale[sl, sl], cov[sl, sl]
-        sinv = np.linalg.inv(sig)
-        log_alpha += -nu * np.sum(np.log(ab))
-        log_alpha += 0.5 * np.sum(psi * sinv) - 0.5 * np.sum(psi * (sinv / np.outer(ab, ab)))
-    if logu >= log_alpha:
-        return b, cov
-    return b * a, cov * np.outer(a, a)
+    b, cov, _, good = ok.covariance_and_expansion(b, ost.od.prior_scale, ost.bstart, ost.bwidth, ost.bdf,
+                                                  WW, Wr, chi, z[:ost.n_lower], z[ost.n_lower:], logu)
+    if not good:
+        raise np.linalg.LinAlgError("the substantive model's random-effect covariance is not positive definite")
+    return b, cov
 
 
 def impute_outcome(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData, y1, y2,
