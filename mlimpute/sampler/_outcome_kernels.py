@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from . import _kernels as kern
-from ._small import chol, iw_from_parts, spd_inv
+from ._small import chol, gaussian_draw, iw_from_parts, spd_inv
 
 __all__ = ["design_rows", "linear_predictor", "linear_predictor_sse", "outcome_block", "cross_products",
            "probit_latents", "cells", "covariance_and_expansion", "CONT", "BIN", "ORD", "NOM"]
@@ -171,7 +171,7 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, co
     LT = np.zeros((J, q, nf))
     Lh = np.zeros((J, q))
     b = np.zeros((J, q))
-    beta = np.zeros(nf)
+    beta = np.zeros(nf)  # (returned as is if a precision is not positive definite)
     for j in range(J):
         L = Ls[j]
         for r in range(q):  # Cholesky of P_j = Σ_b⁻¹ + Z_j'W Z_j, in place
@@ -207,19 +207,7 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, co
     LH, ok = chol(H)
     if not ok:
         return beta, b, np.zeros((q, q)), np.zeros(q), False
-    tmp = np.empty(nf)
-    for a in range(nf):  # LH⁻¹ g (the noise is added after the substitution: β = LH'⁻¹(LH⁻¹g + z))
-        v = g[a]
-        for c in range(a):
-            v -= LH[a, c] * tmp[c]
-        tmp[a] = v / LH[a, a]
-    for a in range(nf):
-        tmp[a] += z[a]
-    for a in range(nf - 1, -1, -1):
-        v = tmp[a]
-        for c in range(a + 1, nf):
-            v -= LH[c, a] * beta[c]
-        beta[a] = v / LH[a, a]
+    beta = gaussian_draw(LH, g, z[:nf])
     rhs = np.empty(q)
     for j in range(J):
         for r in range(q):
@@ -300,20 +288,7 @@ def covariance_and_expansion(b, psi, bstart, bwidth, dfs, WW, Wr, chi, zi, za, l
     L, good = chol(WW)
     if not good:
         return b, cov, False, True
-    a = np.empty(q)  # â + L'⁻¹ z with â = WW⁻¹ Wr = L'⁻¹ L⁻¹ Wr
-    t = np.empty(q)
-    for k in range(q):
-        v = Wr[k]
-        for m in range(k):
-            v -= L[k, m] * t[m]
-        t[k] = v / L[k, k]
-    for k in range(q):
-        t[k] += za[k]
-    for k in range(q - 1, -1, -1):
-        v = t[k]
-        for m in range(k + 1, q):
-            v -= L[m, k] * a[m]
-        a[k] = v / L[k, k]
+    a = gaussian_draw(L, Wr, za)   # â + L'⁻¹ z with â = WW⁻¹ Wr
     for k in range(q):
         if not a[k] > 0.0:
             return b, cov, False, True

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["chol", "tri_inv", "mm", "mm_add", "symmetrise", "eigh", "spd_inv", "log_iw_kernel",
+__all__ = ["chol", "gaussian_draw", "tri_inv", "mm", "mm_add", "symmetrise", "eigh", "spd_inv", "log_iw_kernel",
            "iw_from_parts", "complete_block", "constrained_iw", "pattern_conditionals"]
 
 
@@ -39,6 +39,26 @@ def chol(A):
                 t -= L[i, k] * L[j, k]
             L[i, j] = t / d
     return L, True
+
+
+@njit(cache=True)
+def gaussian_draw(L, g, z):
+    """``L'⁻¹ (L⁻¹ g + z)`` for lower-triangular ``L``: with ``H = L L'`` a draw from
+    N(H⁻¹ g, H⁻¹) given standard normals ``z`` (its mean when z = 0)."""
+    n = g.size
+    t = np.empty(n)
+    for a in range(n):
+        v = g[a]
+        for b in range(a):
+            v -= L[a, b] * t[b]
+        t[a] = v / L[a, a]
+    out = np.empty(n)
+    for a in range(n - 1, -1, -1):
+        v = t[a] + z[a]
+        for b in range(a + 1, n):
+            v -= L[b, a] * out[b]
+        out[a] = v / L[a, a]
+    return out
 
 
 @njit(cache=True)

@@ -224,19 +224,7 @@ def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z):
     LH, ok = _small.chol(_small.symmetrise(H))
     if not ok:
         return b1, b2, u1, False
-    # θ = LH'⁻¹ (LH⁻¹ g + z): forward then back substitution
-    t = np.empty(fb)
-    for a in range(fb):
-        v = g[a]
-        for b in range(a):
-            v -= LH[a, b] * t[b]
-        t[a] = v / LH[a, a]
-    theta = np.empty(fb)
-    for a in range(fb - 1, -1, -1):
-        v = t[a] + z[a]
-        for b in range(a + 1, fb):
-            v -= LH[b, a] * theta[b]
-        theta[a] = v / LH[a, a]
+    theta = _small.gaussian_draw(LH, g, z[:fb])              # θ = LH'⁻¹ (LH⁻¹ g + z)
     for m in range(p1):
         for a in range(f1):
             b1[a, m] = theta[m * f1 + a]
