@@ -1,4 +1,4 @@
-"""The pipeline's TOML configuration, validated (DESIGN §4).
+"""The pipeline's TOML configuration, validated (the ``mlimpute run`` / ``serve`` input).
 
 A configuration file names the data, the imputation model (everything an
 :class:`~mlimpute.ImputationModel` can say), the sampler's run length, the analyses to fit and

@@ -43,7 +43,7 @@ def build_deployment(config_path: str | os.PathLike, cron: str, name: str | None
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import EntrypointType
 
-    from .pipeline import pipeline
+    from .flow import pipeline
 
     path = Path(config_path).resolve()
     schedule = CronSchedule(cron=cron, timezone=timezone) if timezone else CronSchedule(cron=cron)

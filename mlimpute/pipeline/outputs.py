@@ -18,8 +18,8 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from mlimpute.config import parse_config
-from mlimpute.io import atomic_path, file_sha256, read_parquet
+from mlimpute.config import PipelineConfig
+from mlimpute.io import atomic_path, file_sha256
 from mlimpute.report import PooledTable, observed_vs_imputed, render_report
 
 from . import store
@@ -49,11 +49,10 @@ def read_imputations(partitions: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 @task(name="report", retries=0)  # no retries: drawing is deterministic
-def write_report(config: dict[str, Any], ingest: dict[str, Any], assembled: dict[str, Any],
+def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[str, Any],
                  chain_paths: list[str], pooled: list[dict[str, Any]], timings: dict[str, float]) -> str:
     """Render report.html from the files of the run."""
-    cfg = parse_config(config, source="config")
-    df = read_parquet(cfg.data.path)
+    df = store.read_input(cfg.data.path)
     long = read_imputations(assembled["partitions"])
     chains = [store.load_chain(p) for p in chain_paths]
     diag = pd.read_csv(assembled["diagnostics"])
@@ -92,12 +91,13 @@ def write_report(config: dict[str, Any], ingest: dict[str, Any], assembled: dict
 
 
 @task(name="manifest", retries=0)  # no retries: a local write
-def write_manifest(config: dict[str, Any], config_sha256: str, ingest: dict[str, Any],
-                   summary: dict[str, Any], assembled: dict[str, Any], chains: list[dict[str, Any]],
+def write_manifest(cfg: PipelineConfig, ingest: dict[str, Any], summary: dict[str, Any],
+                   assembled: dict[str, Any], chains: list[dict[str, Any]],
                    pooled: list[dict[str, Any]], report: str, timings: dict[str, float]) -> str:
     """manifest.json: input hash, config, seed entropy, versions, timings, and every file this
     run wrote with its sha256 (not files an older run left in the folder)."""
-    out = Path(config["output"]["dir"])
+    out = cfg.output.dir
+    config = cfg.record()
     written = [assembled["diagnostics"], report, *(p["path"] for p in assembled["partitions"]),
                *(path for rec in pooled for path in rec["paths"].values())]
     files = {Path(p).relative_to(out).as_posix(): file_sha256(p) for p in sorted(written)}
@@ -105,7 +105,7 @@ def write_manifest(config: dict[str, Any], config_sha256: str, ingest: dict[str,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "input": {**ingest, **{k: summary[k] for k in ("rows", "clusters", "missing")}},
         "config": config,
-        "config_sha256": config_sha256,
+        "config_sha256": store.digest(config),
         "seed": {"seed": config["sampler"]["seed"], "entropy": assembled["seed_entropy"]},
         "chains": chains,
         "analyses": [{k: r[k] for k in ("name", "formula", "family", "m", "warnings")} for r in pooled],
