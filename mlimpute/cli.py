@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -97,14 +99,25 @@ def _run_config(config: Path, overrides: dict[str, Any], args: argparse.Namespac
     except OSError as exc:
         raise SpecError(f"[output] dir = {str(cfg.output.dir)!r} cannot be created ({exc}); "
                         "choose a folder you can write to") from None
+    from .pipeline import runtime, shutdown, store
+
+    runtime.ensure_home()
     t_import = time.perf_counter()
     from .pipeline.flow import pipeline
-    from .pipeline.runtime import prefect_api
 
     t_import = time.perf_counter() - t_import
+    # the whole run in a worker thread: SIGINT/SIGTERM stop it within seconds (see shutdown)
+    return shutdown.run(_flow_in_api, pipeline, str(config), overrides, cfg, args, t0, t_import,
+                        cache=store.cache_dir(cfg.output.dir))
+
+
+def _flow_in_api(pipeline: Any, config: str, overrides: dict[str, Any], cfg: Any,
+                 args: argparse.Namespace, t0: float, t_import: float) -> int:
+    from .pipeline.runtime import prefect_api
+
     with prefect_api() as api:
         t_flow = time.perf_counter()
-        state = pipeline(config_path=str(config), overrides=overrides,
+        state = pipeline(config_path=config, overrides=overrides,
                          progress=not args.no_progress, config=cfg, return_state=True)
         t_flow = time.perf_counter() - t_flow
     total = time.perf_counter() - t0
@@ -181,6 +194,9 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_environment(verbose=args.verbose)  # environment only, before Prefect is imported
     overrides = _overrides(args)
     _load_and_check(args.config, overrides)
+    from .pipeline.runtime import ensure_home
+
+    ensure_home()
     from .pipeline.serve import check_cron, serve
 
     try:
@@ -254,8 +270,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM (timeout, systemd, SLURM, CI) means what Ctrl-C means
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return args.func(args)
     except (SpecError, DataError) as exc:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import guard
 from .runtime import STARTUP_TIMEOUT
 
 __all__ = ["build_deployment", "check_cron", "scheduler_api", "serve"]
@@ -73,10 +74,11 @@ def scheduler_api(timeout: int = STARTUP_TIMEOUT, port: int = 4200) -> Iterator[
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "mlimpute-server.log"
     with open(log_path, "ab") as log:  # a file, not a pipe: a full pipe would block the server
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env={**os.environ, "PREFECT_API_URL": ""}, stdout=log, stderr=subprocess.STDOUT)
+        # guarded: the server exits when this process dies, even by kill -KILL
+        proc = guard.guarded_popen("prefect", ["server", "start", "--host", "127.0.0.1",
+                                               "--port", str(port)],
+                                   env={**os.environ, "PREFECT_API_URL": ""}, stdout=log,
+                                   stderr=subprocess.STDOUT)
     try:
         _wait_healthy(url, proc, timeout, log_path)
         os.environ["PREFECT_API_URL"] = url  # inherited by the flow-run processes
@@ -85,8 +87,12 @@ def scheduler_api(timeout: int = STARTUP_TIMEOUT, port: int = 4200) -> Iterator[
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        guard.release(proc)
 
 
 def serve(config_path: str | os.PathLike, cron: str, name: str | None = None,
