@@ -270,8 +270,8 @@ def _pooled_section(p: PooledTable) -> str:
                                     "riv", "fmi", "method"] if c in p.varcomp.columns]]
         parts += ["<p>Variance components and ICC:</p>",
                   _table(vc, text_cols=("group", "term1", "term2", "method"))]
-    if p.warnings:
-        parts.append(_list(p.warnings))
+    if p.warnings:  # listed once, at the top with the run's other warnings
+        parts.append(f'<p class="warnings">{len(p.warnings)} warning(s): see Warnings above.</p>')
     return "\n".join(parts)
 
 

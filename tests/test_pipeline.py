@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 import warnings
 from pathlib import Path
@@ -241,6 +242,50 @@ def test_failed_chain_fails_run_and_rerun_reuses_finished_chains(harness, cli_en
         sorted(k[:16] for k in keys)
     assert keys <= {p.name for p in (out / ".cache" / "prefect").iterdir()}
     assert len(list((out / ".cache" / "fits").rglob("*.pkl"))) == 2 * M  # two analyses
+
+
+def test_each_warning_once_with_its_count_on_console_log_report_and_manifest(
+        harness, cli_env, tmp_path, monkeypatch, capsys):
+    """A fit warning on 3 of 4 imputations (numbers differing) is one line everywhere."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    import mlimpute.pipeline.tasks as ft
+    from mlimpute.cli import main
+
+    config = make_project(tmp_path / "project")
+    real, calls = ft.lmm, []
+
+    def warning_lmm(formula, data, **kw):
+        calls.append(formula)
+        if formula == FORMULA and len(calls) > 1:  # exam's fits 2-4, each with its own number
+            warnings.warn(f"boundary (singular) fit: theta {len(calls) / 7:.4f}",
+                          mi.ConvergenceWarning)
+        return real(formula, data, **kw)
+
+    monkeypatch.setattr(ft, "lmm", warning_lmm)
+    assert main(["run", str(config), "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    console = cap.out + cap.err
+    line = "exam: ConvergenceWarning: boundary (singular) fit: theta 0.2857 (in 3 of 4 imputations)"
+    assert console.count("boundary (singular) fit") == 1 and line in console
+    out = config.parent / "out"
+    html = (out / "report.html").read_text()
+    assert html.count("boundary (singular) fit") == 1 and "(in 3 of 4 imputations)" in html
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["warnings"].count(line) == 1
+    flow_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[manifest["prefect_flow_run_id"]]))
+    deadline = time.monotonic() + 30  # logs reach the API in batches
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = [log.message for log in client.read_logs(log_filter=flow_run)]
+        if any("boundary" in m for m in logs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    time.sleep(2)  # a second copy, if any, would come in the same or the next batch
+    with get_client(sync_client=True) as client:
+        logs = [log.message for log in client.read_logs(log_filter=flow_run)]
+    assert sum("boundary (singular) fit" in m for m in logs) == 1, logs
 
 
 def test_demo_command_runs_the_bundled_example(harness, cli_env, tmp_path, capsys):

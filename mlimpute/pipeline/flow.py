@@ -31,7 +31,7 @@ import mlimpute
 from mlimpute.config import PipelineConfig, load_config
 from mlimpute.impute import split_imputations
 
-from . import store
+from . import notices, store
 from .outputs import MANIFEST, publish_artifacts, write_manifest, write_report
 from .progress import Progress
 from .runtime import task_runner
@@ -124,8 +124,8 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         store.prune_cache(out, [*chain_paths, *fit_paths])
     finally:
         bar.close()
-    warnings = list(assembled["warnings"]) + [w for r in pooled for w in r["warnings"]]
-    for w in warnings:
+    warnings = notices.of_run(assembled, pooled)
+    for w in warnings:  # once each, in the run's log (the CLI prints them, not Prefect)
         logger.warning(w)
     return {"output_dir": str(out), "report": report, "manifest": manifest,
             "imputations": assembled["imputations_dir"], "diagnostics": assembled["diagnostics"],

@@ -12,7 +12,7 @@ import re
 import warnings
 from collections.abc import Sequence
 
-__all__ = ["caught", "tally"]
+__all__ = ["caught", "tally", "of_run"]
 
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
@@ -37,3 +37,8 @@ def tally(per_unit: Sequence[Sequence[str]], unit: str = "imputations") -> list[
         for m in messages:
             first.setdefault(_NUMBER.sub("#", m), m)
     return [f"{first[k]} (in {n} of {len(per_unit)} {unit})" for k, n in count.items()]
+
+
+def of_run(assembled: dict, pooled: Sequence[dict]) -> list[str]:
+    """Every warning of a run, once: the sampler's, then each analysis's, named."""
+    return [*assembled["warnings"], *(f"{r['name']}: {w}" for r in pooled for w in r["warnings"])]

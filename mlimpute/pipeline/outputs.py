@@ -17,12 +17,13 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
 from mlimpute.config import PipelineConfig
 from mlimpute.io import atomic_path, file_sha256
 from mlimpute.report import PooledTable, observed_vs_imputed, render_report
 
-from . import store
+from . import notices, store
 
 __all__ = ["write_report", "write_manifest", "publish_artifacts", "read_imputations", "versions"]
 
@@ -78,12 +79,12 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
         "stage seconds": ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
         "mlimpute": versions().get("mlimpute", "?"),
     }
-    warnings = list(assembled["warnings"]) + [f"{r['name']}: {w}" for r in pooled for w in r["warnings"]]
     html = render_report(
         title=f"mlimpute run: {cfg.data.path.name}", run=run, pooled=tables, diagnostics=diag,
         traces=[c.trace for c in sorted(chains, key=lambda c: c.chain)],
         parameter_names=assembled["parameters"], burn=s.burn,
-        imputed=observed_vs_imputed(df, long, cfg.imputation_model()), warnings=warnings)
+        imputed=observed_vs_imputed(df, long, cfg.imputation_model()),
+        warnings=notices.of_run(assembled, pooled))
     path = cfg.output.dir / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
@@ -109,7 +110,8 @@ def write_manifest(cfg: PipelineConfig, ingest: dict[str, Any], summary: dict[st
         "seed": {"seed": config["sampler"]["seed"], "entropy": assembled["seed_entropy"]},
         "chains": chains,
         "analyses": [{k: r[k] for k in ("name", "formula", "family", "m", "warnings")} for r in pooled],
-        "warnings": assembled["warnings"],
+        "warnings": notices.of_run(assembled, pooled),
+        "prefect_flow_run_id": str(flow_run.id) if flow_run.id else None,
         "versions": versions(),
         "timings_seconds": {**timings, "per_chain": assembled["chain_seconds"]},
         "outputs": files,
@@ -140,8 +142,8 @@ def publish_artifacts(assembled: dict[str, Any], pooled: list[dict[str, Any]], o
     diag = pd.read_csv(assembled["diagnostics"])
     lines = [f"# mlimpute run: {assembled['n_imputations']} imputations",
              f"Outputs in `{output_dir}` (report: `report.html`).", ""]
-    if assembled["warnings"]:
-        lines += ["**Warnings**", ""] + [f"- {w}" for w in assembled["warnings"]] + [""]
+    if warnings := notices.of_run(assembled, pooled):
+        lines += ["**Warnings**", ""] + [f"- {w}" for w in warnings] + [""]
     worst = diag.sort_values("rhat", ascending=False).head(5)
     lines += ["## Worst R-hat", "", _markdown(worst), ""]
     for rec in pooled:
