@@ -43,6 +43,11 @@ def examples_dir() -> Path:
         "MLIMPUTE_EXAMPLES to a folder holding exam_scores.toml")
 
 
+def _say(text: str) -> None:
+    """A status line on stderr (stdout keeps the results)."""
+    print(f"mlimpute: {text}", file=sys.stderr, flush=True)
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -102,6 +107,10 @@ def _run_config(config: Path, overrides: dict[str, Any], args: argparse.Namespac
     from .pipeline import runtime, shutdown, store
 
     runtime.ensure_home()
+    url = os.environ.get("PREFECT_API_URL")
+    _say(f"connecting to the Prefect API at {url}" if url else
+         "starting Prefect and its local API (10-40 s; longest the first time on a machine, "
+         f"while it creates its database in {os.environ['PREFECT_HOME']})")
     t_import = time.perf_counter()
     from .pipeline.flow import pipeline
 
@@ -116,6 +125,9 @@ def _flow_in_api(pipeline: Any, config: str, overrides: dict[str, Any], cfg: Any
     from .pipeline.runtime import prefect_api
 
     with prefect_api() as api:
+        if api.started_here:
+            _say(f"Prefect's API is up ({api.startup_seconds:.0f} s) at {api.url}; to follow the "
+                 f"run from another shell while it lasts: export PREFECT_API_URL={api.url}")
         t_flow = time.perf_counter()
         state = pipeline(config_path=config, overrides=overrides,
                          progress=not args.no_progress, config=cfg, return_state=True)

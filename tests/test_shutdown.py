@@ -10,6 +10,7 @@ Runs are long (burn-in 100,000 sweeps) so the first chain is sampling when the s
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -99,6 +100,8 @@ def test_signal_stops_the_run_within_seconds_and_leaves_nothing(tmp_path, home, 
     assert f"mlimpute: {sig.name} received: stopping now" in err
     assert "the chain that was running is abandoned. Run the same command again to resume" in err
     assert "Failed to create the Prefect home directory" not in err
+    assert "mlimpute: starting Prefect and its local API" in err  # said before the wait
+    assert re.search(r"Prefect's API is up \(\d+ s\) at (\S+); .* export PREFECT_API_URL=\1", err)
     assert run.left_behind(within=10) == []
 
 

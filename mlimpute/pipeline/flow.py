@@ -33,8 +33,9 @@ from mlimpute.impute import split_imputations
 
 from . import notices, store
 from .outputs import MANIFEST, publish_artifacts, write_manifest, write_report
-from .progress import Progress
+from .progress import Progress, numba_cache_present
 from .runtime import task_runner
+from .serve import FLOW_NAME, announce_finished
 from .tasks import (assemble_imputations, cached, fit_imputation, ingest, pool_analysis,
                     sample_chain, validate)
 
@@ -42,7 +43,10 @@ __all__ = ["pipeline"]
 
 
 # persist_result=False: the return value is a small summary read in-process; the files are the output
-@flow(name="mlimpute-pipeline", log_prints=False, persist_result=False)
+# hooks: under `serve`, one line per finished scheduled run (a `mlimpute run` prints its own)
+@flow(name=FLOW_NAME, log_prints=False, persist_result=False,
+      on_completion=[announce_finished], on_failure=[announce_finished],
+      on_crashed=[announce_finished])
 def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
              progress: bool = False, config: PipelineConfig | None = None) -> dict[str, Any]:
     """Impute, analyse and pool as the TOML configuration at ``config_path`` says.
@@ -81,6 +85,9 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         bar.note(f"{summary['rows']} rows in {summary['clusters']} clusters; missing: "
                  + ", ".join(f"{k} {v}" for k, v in summary["missing"].items()))
 
+        if not numba_cache_present():
+            bar.note("compiling the sampler's numba kernels for the first chain: once per "
+                     "installation, about 20 s on 2 cores")
         chain_jobs = _chain_jobs(cfg, data["sha256"], version)
         # BLAS pinned to one thread in this process too: run_chain's own limit is restored
         # when a chain ends, which would un-pin a chain still running in another thread
