@@ -143,6 +143,23 @@ def test_validate_ok_summarises_without_writing(workdir, capsys):
     assert files(workdir) == before
 
 
+@pytest.mark.parametrize("form", ["csv", "hive folder"])
+def test_validate_reads_csv_and_a_parquet_folder(workdir, capsys, form):
+    df = read_parquet(workdir / "exam.parquet")
+    if form == "csv":
+        df.to_csv(workdir / "exam.csv", index=False)
+        data = "exam.csv"
+    else:  # hive-partitioned by sex: the key comes back as a column
+        for sex, part in df.groupby("sex"):
+            (workdir / "exam_parts" / f"sex={sex}").mkdir(parents=True)
+            part.drop(columns="sex").to_parquet(workdir / "exam_parts" / f"sex={sex}" / "p.parquet")
+        data = "exam_parts"
+    code, out, err = run_cli(["validate", str(write_config(workdir, data=data))], capsys)
+    assert code == 0, err
+    assert "OK. 4059 rows in 65 clusters" in out
+    assert "normexam (856 missing), standlrt (903 missing), avslrt (774 missing)" in out
+
+
 def test_analyse_command_pools_a_folder_of_imputations_like_mi_analyse(workdir, capsys):
     df = read_parquet(EXAM)
     model = mi.ImputationModel(cluster="school",
