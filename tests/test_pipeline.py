@@ -42,6 +42,7 @@ OUTPUTS = ["diagnostics.csv", "report.html", "manifest.json", "fits/exam.parquet
            "fits/exam_varcomp.parquet", "fits/sex-gap.parquet", "fits/sex-gap_varcomp.parquet",
            "pooled/exam.csv",
            "pooled/exam_varcomp.csv", "pooled/sex-gap.csv", "pooled/sex-gap_varcomp.csv",
+           "pooled/exam_complete_case.csv", "pooled/sex-gap_complete_case.csv",
            *[f"imputations/imputation-{k}.parquet" for k in range(1, M + 1)]]
 
 
@@ -153,6 +154,12 @@ def test_pooled_tables_equal_analyse_on_the_written_imputations(local_run):
         pd.testing.assert_frame_equal(pooled, ref.tidy(), check_exact=False, rtol=1e-12)
         vc = pd.read_csv(out / "pooled" / f"{name}_varcomp.csv")
         np.testing.assert_allclose(vc["estimate"], ref.varcomp()["estimate"], rtol=1e-12)
+        cc = pd.read_csv(out / "pooled" / f"{name}_complete_case.csv")  # beside it in the report
+        complete = read_parquet(EXAM).dropna(subset=["normexam", "standlrt", "sex", "avslrt", "school"]
+                                             if name == "exam" else ["normexam", "sex", "school"])
+        assert (cc["nobs"] == len(complete)).all()
+        np.testing.assert_allclose(cc["estimate"], mi.lmm(formula, complete, reml=reml).tidy()["estimate"],
+                                   rtol=1e-10)
         fits = pd.read_parquet(out / "fits" / f"{name}.parquet")
         per = ref.per_imputation()
         assert sorted(fits["imputation"].unique()) == list(range(1, M + 1))
@@ -166,7 +173,8 @@ def test_report_and_prefect_artifacts(local_run):
 
     state, out = local_run
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2  # traces; observed vs imputed
+    # forest plots (one per analysis), missing-data patterns, observed vs imputed, traces
+    assert html.count("data:image/png;base64,") == 2 + 3
     assert "http://" not in html and "https://" not in html
     for term in pd.read_csv(out / "pooled" / "exam.csv")["term"]:
         assert f">{term}<" in html

@@ -116,7 +116,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         pooled = []
         for a in cfg.analysis:
             paths = [p for j, p in zip(fit_jobs, fit_paths) if j["analysis"]["name"] == a.name]
-            pooled.append(pool_analysis(a, paths, out))
+            pooled.append(pool_analysis(cfg, a, paths))
         timings["pool"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()

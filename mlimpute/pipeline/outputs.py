@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 
 from mlimpute.config import PipelineConfig
 from mlimpute.io import atomic_path, file_sha256
-from mlimpute.report import PooledTable, observed_vs_imputed, render_report
+from mlimpute.report import PooledTable, missing_patterns, observed_vs_imputed, render_report
 
 from . import notices, store
 
@@ -61,9 +61,11 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
     for rec in pooled:
         paths = rec["paths"]
         vc = pd.read_csv(paths["pooled_varcomp"]) if "pooled_varcomp" in paths else None
+        cc = pd.read_csv(paths["complete_case"]) if "complete_case" in paths else None
         tables.append(PooledTable(name=rec["name"], formula=rec["formula"], family=rec["family"],
                                   m=rec["m"], tidy=pd.read_csv(paths["pooled"]), varcomp=vc,
-                                  warnings=tuple(rec["warnings"])))
+                                  warnings=tuple(rec["warnings"]), complete_case=cc,
+                                  complete_case_rows=None if cc is None else int(cc["nobs"][0])))
     s = cfg.sampler
     run = {
         "input": f"{cfg.data.path} ({ingest['bytes']:,} bytes)",
@@ -84,7 +86,7 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
         traces=[c.trace for c in sorted(chains, key=lambda c: c.chain)],
         parameter_names=assembled["parameters"], burn=s.burn,
         imputed=observed_vs_imputed(df, long, cfg.imputation_model()),
-        warnings=notices.of_run(assembled, pooled))
+        warnings=notices.of_run(assembled, pooled), patterns=missing_patterns(df))
     path = cfg.output.dir / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")

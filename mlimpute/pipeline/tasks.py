@@ -26,11 +26,12 @@ from typing import Any
 
 import pandas as pd
 from prefect import task
+from scipy import stats
 from prefect.cache_policies import CacheKeyFnPolicy
 
 from mlimpute.analysis import glmm, lmm
 from mlimpute.config import AnalysisConfig, PipelineConfig
-from mlimpute.errors import DataError
+from mlimpute.errors import DataError, MlimputeError
 from mlimpute.impute import assemble, chain_seeds, run_chain
 from mlimpute.io import atomic_path, file_sha256, write_imputations, write_parquet
 from mlimpute.pooling import pool
@@ -131,24 +132,44 @@ def fit_imputation(analysis: AnalysisConfig, job: dict[str, Any]) -> str:
     data = pd.read_parquet(job["data_path"]).drop(columns="imputation")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        # as mlimpute.analyse: lmm for gaussian, glmm(family=...) otherwise
-        if analysis.family == "gaussian":
-            fit = lmm(analysis.formula, data, **analysis.fit_options())
-        else:
-            fit = glmm(analysis.formula, data, family=analysis.family, **analysis.fit_options())
+        fit = _fit(analysis, data)
     store.save_pickle(job["out"], {"fit": fit, "warnings": notices.caught(caught)})
     return job["out"]
 
 
+def _fit(a: AnalysisConfig, data: pd.DataFrame) -> Any:
+    """As mlimpute.analyse: lmm for gaussian, glmm(family=...) otherwise."""
+    if a.family == "gaussian":
+        return lmm(a.formula, data, **a.fit_options())
+    return glmm(a.formula, data, family=a.family, **a.fit_options())
+
+
+def complete_case(a: AnalysisConfig, df: pd.DataFrame) -> tuple[pd.DataFrame | None, int]:
+    """The analysis on the rows with no missing value in its columns (the comparison the report
+    draws beside the pooled estimates), with Wald intervals; None if it cannot be fitted."""
+    data = df.dropna(subset=sorted(checks.analysis_columns(a) & {str(c) for c in df.columns}))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the complete-case fit's warnings are not the run's
+            fit = _fit(a, data)
+    except MlimputeError:
+        return None, len(data)
+    t = fit.tidy()
+    half = stats.norm.ppf(0.5 + a.conf_level / 2) * t["std_error"]
+    return t.assign(conf_low=t["estimate"] - half, conf_high=t["estimate"] + half), len(data)
+
+
 @task(name="pool", retries=0, task_run_name="pool-{analysis.name}")
-def pool_analysis(analysis: AnalysisConfig, fit_paths: list[str], output_dir: Path) -> dict[str, Any]:
-    """Pool one analysis over the imputations; writes fits/, pooled/ tables. Small record back.
+def pool_analysis(cfg: PipelineConfig, analysis: AnalysisConfig,
+                  fit_paths: list[str]) -> dict[str, Any]:
+    """Pool one analysis over the imputations; writes fits/, pooled/ tables (and the
+    complete-case fit for comparison). Small record back.
 
     The fits' warnings are tallied: each distinct one once, with the number of imputations
     that gave it.
     """
     a = analysis
-    out = Path(output_dir)
+    out = cfg.output.dir
     loaded = [store.load_pickle(p) for p in fit_paths]
     fits = [x["fit"] for x in loaded]
     with warnings.catch_warnings(record=True) as caught:
@@ -169,6 +190,10 @@ def pool_analysis(analysis: AnalysisConfig, fit_paths: list[str], output_dir: Pa
     if pooled.varcomp_pooled is not None:
         paths["pooled_varcomp"] = write_csv(pooled.varcomp(),
                                             out / "pooled" / f"{a.name}_varcomp.csv")
+    cc, cc_rows = complete_case(a, store.read_input(cfg.data.path))
+    if cc is not None:
+        paths["complete_case"] = write_csv(cc.assign(nobs=cc_rows),
+                                           out / "pooled" / f"{a.name}_complete_case.csv")
     return {
         "name": a.name,
         "formula": a.formula,
