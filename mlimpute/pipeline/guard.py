@@ -3,7 +3,7 @@
 Prefect's API server (uvicorn) runs as a child of ``mlimpute run``/``serve``. A child does not
 die with its parent by itself: after a ``kill -KILL`` of the CLI, or any exit that skips its
 clean-up, the server would run on with no parent, for good. So the CLI starts it through this
-module, ``python -m mlimpute.pipeline.guard MODULE ARGS...``, with the read end of a pipe whose
+module (this file run as a script with ``MODULE ARGS...``), with the read end of a pipe whose
 write end only the parent holds. A thread here blocks on that pipe; when the parent dies the
 kernel closes the write end, the read returns end-of-file, and this process stops itself
 (SIGTERM, so uvicorn shuts down cleanly; ``_exit`` if it is still alive 10 s later). Portable
@@ -34,7 +34,10 @@ def guarded_popen(module: str, argv: Sequence[str], env: Mapping[str, str] | Non
     read_end, write_end = os.pipe()  # both non-inheritable: no other child keeps it open
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, module, *argv],
+            # this file run as a script, not `-m mlimpute.pipeline.guard`: that would import
+            # mlimpute and numpy, pandas, scipy with it (~4 s before the server even starts)
+            [sys.executable, "-c", f"import runpy; runpy.run_path({__file__!r}, run_name='__main__')",
+             module, *argv],
             env={**(os.environ if env is None else env), ENV_FD: str(read_end)},
             pass_fds=(read_end,), **popen_kw)
     except BaseException:
