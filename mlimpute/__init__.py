@@ -1,16 +1,12 @@
 """mlimpute: multilevel multiple imputation with a joint latent-normal model, plus analysis
 and pooling of the completed datasets.
 
-Public API (see DESIGN §3)::
+Public API (every name in ``__all__``; README "In Python")::
 
     import mlimpute as mi
     model = mi.ImputationModel(cluster="school", variables={...}, covariates=[...])
     res = mi.impute(df, model, n_imputations=20, burn=1000, between=100, chains=4, seed=1)
 """
-
-from __future__ import annotations
-
-from importlib.metadata import PackageNotFoundError, version as _version
 
 from .analysis import glmm, lmm
 from .errors import ConvergenceError, ConvergenceWarning, DataError, MlimputeError, SpecError
@@ -18,10 +14,19 @@ from .impute import ImputationResult, impute
 from .pooling import ModelTestResult, PooledResult, PoolingWarning, analyse, pool, test_models
 from .spec import CovariancePrior, ImputationModel, Variable
 
-try:
-    __version__ = _version("mlimpute")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0+unknown"
+
+
+def _installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mlimpute")
+    except PackageNotFoundError:  # running from a source tree without installation
+        return "0+unknown"
+
+
+__version__ = _installed_version()
+del _installed_version
 
 __all__ = [
     "__version__",

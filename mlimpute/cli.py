@@ -1,4 +1,4 @@
-"""The ``mlimpute`` command (DESIGN §4).
+"""The ``mlimpute`` command: the pipeline, its checks, and pooling of outside imputations.
 
     mlimpute run CONFIG.toml [--out DIR] [--set KEY=VALUE ...]    the pipeline (Prefect flow)
     mlimpute demo [--out DIR]                                      the pipeline on ExamScores
@@ -8,15 +8,17 @@
 
 Exit codes: 0 done; 2 bad configuration or data (one line on stderr, nothing written); 1 the
 run failed. Configuration and data are checked before Prefect starts, so a bad file costs a
-second, not the API's start-up. The library never imports Prefect; only ``flows`` does, and
-this module imports ``flows`` lazily.
+second, not the API's start-up. Only :mod:`mlimpute.pipeline` imports Prefect, and this module
+imports the parts of it that do lazily.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,11 @@ def examples_dir() -> Path:
         "MLIMPUTE_EXAMPLES to a folder holding exam_scores.toml")
 
 
+def _say(text: str) -> None:
+    """A status line on stderr (stdout keeps the results)."""
+    print(f"mlimpute: {text}", file=sys.stderr, flush=True)
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -55,7 +62,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_and_check(config: str | Path, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    from flows.checks import check_all
+    from .pipeline.checks import check_all
 
     from .config import load_config
 
@@ -88,7 +95,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run_config(config: Path, overrides: dict[str, Any], args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    from flows.runtime import prepare_environment
+    from .pipeline.runtime import prepare_environment
 
     prepare_environment(verbose=args.verbose)  # environment only, before Prefect is imported
     cfg, _ = _load_and_check(config, overrides)
@@ -97,15 +104,33 @@ def _run_config(config: Path, overrides: dict[str, Any], args: argparse.Namespac
     except OSError as exc:
         raise SpecError(f"[output] dir = {str(cfg.output.dir)!r} cannot be created ({exc}); "
                         "choose a folder you can write to") from None
+    from .pipeline import runtime, shutdown, store
+
+    runtime.ensure_home()
+    url = os.environ.get("PREFECT_API_URL")
+    _say(f"connecting to the Prefect API at {url}" if url else
+         "starting Prefect and its local API (10-40 s; longest the first time on a machine, "
+         f"while it creates its database in {os.environ['PREFECT_HOME']})")
     t_import = time.perf_counter()
-    from flows.pipeline import pipeline
-    from flows.runtime import prefect_api
+    from .pipeline.flow import pipeline
 
     t_import = time.perf_counter() - t_import
+    # the whole run in a worker thread: SIGINT/SIGTERM stop it within seconds (see shutdown)
+    return shutdown.run(_flow_in_api, pipeline, str(config), overrides, cfg, args, t0, t_import,
+                        cache=store.cache_dir(cfg.output.dir))
+
+
+def _flow_in_api(pipeline: Any, config: str, overrides: dict[str, Any], cfg: Any,
+                 args: argparse.Namespace, t0: float, t_import: float) -> int:
+    from .pipeline.runtime import prefect_api
+
     with prefect_api() as api:
+        if api.started_here:
+            _say(f"Prefect's API is up ({api.startup_seconds:.0f} s) at {api.url}; to follow the "
+                 f"run from another shell while it lasts: export PREFECT_API_URL={api.url}")
         t_flow = time.perf_counter()
-        state = pipeline(config_path=str(config), overrides=overrides,
-                         progress=not args.no_progress, return_state=True)
+        state = pipeline(config_path=config, overrides=overrides,
+                         progress=not args.no_progress, config=cfg, return_state=True)
         t_flow = time.perf_counter() - t_flow
     total = time.perf_counter() - t0
     startup = t_import + api.startup_seconds
@@ -143,22 +168,14 @@ def _print_summary(res: dict[str, Any]) -> None:
 
 
 def _analyse(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from .io import read_parquet
+    from .io import read_table
     from .pooling import analyse
 
     path = Path(args.imputed)
     if not path.exists():
-        raise DataError(f"{str(path)!r} does not exist; give a Parquet file, a hive-partitioned "
-                        "folder or a CSV file of imputations")
-    if path.suffix in (".csv", ".gz") or path.name.endswith(".csv.gz"):
-        data = pd.read_csv(path)
-    else:
-        data = read_parquet(path)
-    if "imputation" in data.columns and isinstance(data["imputation"].dtype, pd.CategoricalDtype):
-        # hive partition values come back as a categorical; pool in numeric order
-        data["imputation"] = pd.to_numeric(data["imputation"].astype(str))
+        raise DataError(f"{str(path)!r} does not exist; give a Parquet file, a folder of Parquet "
+                        "files (hive-partitioned or not) or a CSV file of imputations")
+    data = read_table(path)
     kw: dict[str, Any] = {}
     if args.family == "gaussian":
         kw["reml"] = not args.ml
@@ -184,12 +201,15 @@ def _analyse(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from flows.runtime import prepare_environment
+    from .pipeline.runtime import prepare_environment
 
     prepare_environment(verbose=args.verbose)  # environment only, before Prefect is imported
     overrides = _overrides(args)
     _load_and_check(args.config, overrides)
-    from flows.serve import check_cron, serve
+    from .pipeline.runtime import ensure_home
+
+    ensure_home()
+    from .pipeline.serve import check_cron, serve
 
     try:
         check_cron(args.cron)
@@ -203,7 +223,10 @@ def _serve(args: argparse.Namespace) -> int:
 # Arguments
 # ------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="mlimpute", description="Multilevel multiple imputation")
+    parser.add_argument("--version", action="version", version=f"mlimpute {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def config_args(p: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -259,8 +282,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM (timeout, systemd, SLURM, CI) means what Ctrl-C means
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return args.func(args)
     except (SpecError, DataError) as exc:

@@ -1,4 +1,4 @@
-"""The pipeline's TOML configuration, validated (DESIGN §4).
+"""The pipeline's TOML configuration, validated (the ``mlimpute run`` / ``serve`` input).
 
 A configuration file names the data, the imputation model (everything an
 :class:`~mlimpute.ImputationModel` can say), the sampler's run length, the analyses to fit and
@@ -39,7 +39,7 @@ pool, the output folder and the task runner::
     kind = "local"                        # or "dask" (address = "tcp://host:8786", workers = 4)
 
 Every problem is reported as one :class:`~mlimpute.SpecError` line that names the file, the
-key, the offending value and the fix. Checks that need the data live in ``flows.checks``.
+key, the offending value and the fix. Checks that need the data live in ``mlimpute.pipeline.checks``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""Parquet in, atomic files out.
+"""Tables in (Parquet, CSV, a Parquet dataset folder); atomic files out.
 
 Every writer here writes to a temporary name in the destination's directory and renames it
 into place only when the content is whole, so an interrupted run never leaves a half-written
 file behind (``os.replace`` is atomic on POSIX when source and target share a filesystem).
+The temporary names come from :mod:`tempfile`, which creates them private (0600 / 0700); they
+are given the modes the process's umask asks for before they are renamed, so a team's shared
+output folder gets the same permissions as any other file its members write.
 """
 
 from __future__ import annotations
@@ -16,11 +19,48 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .errors import DataError
 
-__all__ = ["read_parquet", "write_parquet", "write_partitioned", "atomic_path", "atomic_dir", "file_sha256"]
+__all__ = ["read_table", "read_parquet", "write_parquet", "write_imputations", "atomic_path",
+           "atomic_dir", "file_sha256", "CSV_SUFFIXES"]
+
+#: File names read as CSV (anything else is read as Parquet).
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
+
+
+def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a CSV file, a Parquet file or a folder of Parquet files (hive-partitioned or not).
+
+    A folder is read as one dataset; the keys of hive folder names (``school=12/``) become
+    columns typed by their values (integers, not categories). ``columns`` projects.
+
+    Raises
+    ------
+    DataError
+        If the path does not exist, cannot be read as such a table, or lacks a requested
+        column.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file {str(p)!r} does not exist; check the path")
+    if p.is_file() and p.name.lower().endswith(CSV_SUFFIXES):
+        try:
+            df = pd.read_csv(p)
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise DataError(f"{str(p)!r} is not a readable CSV file: {exc}") from None
+        return df if columns is None else df[_known(columns, [str(c) for c in df.columns], p)]
+    if p.is_dir():
+        try:
+            dataset = pads.dataset(p, format="parquet",
+                                   partitioning=pads.HivePartitioning.discover(infer_dictionary=False))
+        except Exception as exc:  # pyarrow raises several types for "not parquet"
+            raise DataError(f"{str(p)!r} is not a readable Parquet dataset: {exc}") from None
+        cols = None if columns is None else _known(columns, dataset.schema.names, p)
+        return dataset.to_table(columns=cols).to_pandas()
+    return read_parquet(p, columns)
 
 
 def read_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -39,19 +79,37 @@ def read_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None) 
     except Exception as exc:  # pyarrow raises several types for "not parquet"
         raise DataError(f"{str(p)!r} is not a readable Parquet file or dataset: {exc}") from exc
     if columns is not None:
-        columns = list(dict.fromkeys(columns))
-        unknown = [c for c in columns if c not in schema_names]
-        if unknown:
-            raise DataError(
-                f"column(s) {unknown} are not in {str(p)!r}; it has {schema_names}. "
-                "Fix the column names in the model or the data"
-            )
+        columns = _known(columns, schema_names, p)
     return pd.read_parquet(p, columns=columns)
+
+
+def _known(columns: Sequence[str], names: Sequence[str], p: Path) -> list[str]:
+    columns = list(dict.fromkeys(columns))
+    unknown = [c for c in columns if c not in names]
+    if unknown:
+        raise DataError(f"column(s) {unknown} are not in {str(p)!r}; it has {list(names)}. "
+                        "Fix the column names in the model or the data")
+    return columns
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` sets it, a race in threads)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no /proc (macOS): the set-and-restore dance
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
+
+    The file gets mode ``0666 & ~umask`` (0644 under umask 022), as ``open()`` would give it.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -59,6 +117,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
@@ -69,13 +128,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; swap it into place if the block succeeds.
 
-    An existing ``path`` is replaced only after the new content is complete.
+    An existing ``path`` is replaced only after the new content is complete. The directory gets
+    mode ``0777 & ~umask`` (0755 under umask 022), as ``mkdir`` would give it.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
             os.replace(target, old / "x")
@@ -95,20 +156,28 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def write_partitioned(df: pd.DataFrame, path: str | os.PathLike, by: str = "imputation") -> Path:
-    """Write a long table as a hive-partitioned dataset ``path/<by>=K/part-0.parquet``, atomically.
+def write_imputations(df: pd.DataFrame, path: str | os.PathLike,
+                      by: str = "imputation") -> dict[int, Path]:
+    """Write a long table as a folder of one Parquet file per imputation, atomically.
 
-    The partition column is dropped from the files (it lives in the directory names) and is
-    restored by any hive-aware reader (pandas, pyarrow.dataset, duckdb, polars).
+    File ``path/imputation-K.parquet`` holds imputation K's rows *with* the ``imputation``
+    column (int64), K zero-padded to the width of the largest, so the folder reads back as one
+    table with integer imputations in numeric order whatever the reader: ``pd.read_parquet``,
+    ``pyarrow.dataset``, polars and duckdb (``read_parquet('path/*.parquet')``). Hive folders
+    (``imputation=K/``) would not: pandas reads a hive key as a Categorical in text order (1,
+    10, 2, …) however the files are typed. Returns K → file.
     """
     if by not in df.columns:
-        raise DataError(f"cannot partition by {by!r}: not a column of the table")
+        raise DataError(f"cannot split by {by!r}: not a column of the table")
+    keys = pd.to_numeric(df[by], errors="raise").astype("int64")
+    width = len(str(int(keys.max()))) if len(keys) else 1
+    names = {}
     with atomic_dir(path) as tmp:
-        for key, part in df.groupby(by, sort=True):
-            sub = tmp / f"{by}={key}"
-            sub.mkdir()
-            part.drop(columns=[by]).to_parquet(sub / "part-0.parquet", index=False)
-    return Path(path)
+        for key, part in df.assign(**{by: keys}).groupby(by, sort=True):
+            name = f"{by}-{int(key):0{width}d}.parquet"
+            part.to_parquet(tmp / name, index=False)  # open(): mode from the umask
+            names[int(key)] = Path(path) / name
+    return names
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

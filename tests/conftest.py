@@ -13,6 +13,6 @@ def cli_env(monkeypatch, tmp_path):
     home inside the test's folder."""
     for key, value in {"PREFECT_HOME": str(tmp_path / "prefect-home"), "DO_NOT_TRACK": "1",
                        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
+                       "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "ERROR",
                        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}.items():
         monkeypatch.setenv(key, value)

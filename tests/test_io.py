@@ -1,10 +1,14 @@
+import os
+import stat
+
 import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
 import mlimpute as mi
-from mlimpute.io import atomic_path, file_sha256, read_parquet, write_parquet, write_partitioned
+from mlimpute.io import (atomic_path, file_sha256, read_parquet, read_table, write_imputations,
+                         write_parquet)
 
 
 def test_read_parquet_projection_and_errors(tmp_path):
@@ -32,17 +36,74 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert target.read_text() == "whole" and len(list(tmp_path.iterdir())) == 1
 
 
-def test_partitioned_round_trip_and_replace(tmp_path):
-    long = pd.DataFrame({"imputation": np.repeat([1, 2, 10], 3), "v": np.arange(9.0), "s": list("abcabcabc")})
-    out = write_partitioned(long, tmp_path / "imps")
-    assert sorted(p.name for p in out.iterdir()) == ["imputation=1", "imputation=10", "imputation=2"]
-    back = ds.dataset(out, format="parquet", partitioning="hive").to_table().to_pandas()
-    back = back.sort_values(["imputation", "v"]).reset_index(drop=True)
-    assert back["imputation"].astype(int).tolist() == long["imputation"].tolist()
-    assert back["v"].tolist() == long["v"].tolist()
+def test_imputations_folder_reads_as_integers_in_numeric_order_by_four_readers(tmp_path):
+    import duckdb
+    import polars as pl
+
+    m = 12  # past 9, where text order (1, 10, 11, 2, ...) and numeric order part
+    long = pd.DataFrame({"imputation": np.repeat(np.arange(1, m + 1), 3), "v": np.arange(3.0 * m),
+                         "s": list("abc") * m})
+    files = write_imputations(long, tmp_path / "imps")
+    assert sorted(files) == list(range(1, m + 1)) and files[1].name == "imputation-01.parquet"
+    folder = tmp_path / "imps"
+    want = list(np.repeat(np.arange(1, m + 1), 3))
+    by_pandas = pd.read_parquet(folder)
+    assert by_pandas["imputation"].dtype == "int64" and by_pandas["imputation"].tolist() == want
+    assert by_pandas["v"].tolist() == long["v"].tolist()
+    by_arrow = ds.dataset(folder, format="parquet").to_table()
+    assert str(by_arrow.schema.field("imputation").type) == "int64"
+    assert by_arrow.column("imputation").to_pylist() == want
+    by_polars = pl.read_parquet(folder)
+    assert by_polars.schema["imputation"] == pl.Int64 and by_polars["imputation"].to_list() == want
+    by_duck = duckdb.sql(f"SELECT imputation FROM read_parquet('{folder}/*.parquet') "
+                         "ORDER BY imputation, v").df()
+    assert str(by_duck["imputation"].dtype) == "int64" and by_duck["imputation"].tolist() == want
+    # and the input reader reads it back as the same table
+    pd.testing.assert_frame_equal(read_table(folder), long)
+
+
+def test_imputations_folder_replaced_atomically(tmp_path):
+    long = pd.DataFrame({"imputation": np.repeat([1, 2], 3), "v": np.arange(6.0)})
+    out = tmp_path / "imps"
+    write_imputations(long, out)
     h1 = file_sha256(out)
-    write_partitioned(long.assign(v=long.v + 1), tmp_path / "imps")   # replaces atomically
+    write_imputations(long.assign(v=long.v + 1), out)   # replaces atomically
     assert file_sha256(out) != h1
     assert [p.name for p in tmp_path.iterdir()] == ["imps"]            # no temp leftovers
-    with pytest.raises(mi.DataError, match="cannot partition by 'k'"):
-        write_partitioned(long, tmp_path / "x", by="k")
+    with pytest.raises(mi.DataError, match="cannot split by 'k'"):
+        write_imputations(long, tmp_path / "x", by="k")
+
+
+def test_read_table_csv_parquet_and_hive_folder(tmp_path):
+    df = pd.DataFrame({"school": [1, 1, 2, 12], "y": [0.5, np.nan, 1.5, 2.0]})
+    df.to_csv(tmp_path / "d.csv", index=False)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "d.csv"), df)
+    write_parquet(df, tmp_path / "d.parquet")
+    pd.testing.assert_frame_equal(read_table(tmp_path / "d.parquet", ["y"]), df[["y"]])
+    for school, part in df.groupby("school"):
+        (tmp_path / "hive" / f"school={school}").mkdir(parents=True)
+        part.drop(columns="school").to_parquet(tmp_path / "hive" / f"school={school}" / "p.parquet")
+    back = read_table(tmp_path / "hive").sort_values(["school", "y"]).reset_index(drop=True)
+    assert back["school"].dtype.kind == "i"  # a hive key typed by its values, not a category
+    assert back["school"].tolist() == [1, 1, 2, 12]
+    (tmp_path / "bad.csv").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(mi.DataError, match="is not a readable CSV file"):
+        read_table(tmp_path / "bad.csv")
+    with pytest.raises(mi.DataError, match=r"column\(s\) \['zz'\] are not in"):
+        read_table(tmp_path / "d.csv", ["zz"])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_outputs_honour_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "a" / "f.csv") as tmp:
+            tmp.write_text("x")
+        write_parquet(pd.DataFrame({"v": [1]}), tmp_path / "a" / "t.parquet")
+        write_imputations(pd.DataFrame({"imputation": [1, 2], "v": [1.0, 2.0]}), tmp_path / "imps")
+    finally:
+        os.umask(old)
+    files = [tmp_path / "a" / "f.csv", tmp_path / "a" / "t.parquet",
+             tmp_path / "imps" / "imputation-1.parquet"]
+    assert {oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {oct(0o666 & ~umask)}
+    assert oct(stat.S_IMODE((tmp_path / "imps").stat().st_mode)) == oct(0o777 & ~umask)

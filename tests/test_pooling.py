@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from test_pooling_stubs import StubFit, stub, varcomp_table
+from _stubs import StubFit, stub, varcomp_table
 
 import mlimpute as mi
 from mlimpute.errors import DataError, SpecError
@@ -284,6 +284,28 @@ def test_boundary_variance_is_averaged_without_an_interval() -> None:
     assert vc.loc["Intercept", "estimate"] == pytest.approx(0.1)
     assert np.isnan(vc.loc["Intercept", "conf_low"])
     assert vc.loc["ICC", "method"] == "mean_only"
+
+
+def test_one_singular_imputation_costs_only_the_boundary_component() -> None:
+    """A singular fit (tau = 0, covariance all NaN) in imputation 2 of 4: the residual variance
+    keeps its interval, its Ū averaging the three imputations with a covariance."""
+    covs = [np.diag([0.01, 0.002]) * (1 + i / 10) for i in range(4)]
+    covs[1] = np.full((2, 2), np.nan)
+    sig2s = np.array([1.0, 0.9, 1.1, 1.05])
+    fits = [vc_fit(t, s, c) for t, s, c in zip((0.2, 0.0, 0.1, 0.15), sig2s, covs)]
+    with pytest.warns(PoolingWarning) as caught:
+        vc = mi.pool(fits).varcomp().set_index("group")
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "('school', 'Intercept', None), ('school', 'ICC', None)] are on the boundary" in messages
+    assert "imputation(s) [2] have no asymptotic variance" in messages
+    assert vc.loc["Residual", "method"] == "rubin_log"
+    v = np.array([c[1, 1] for c in covs]) / sig2s**2
+    v[1] = np.mean(v[[0, 2, 3]])  # Ū over the imputations that have one
+    want = textbook(np.log(sig2s), v, np.inf)
+    assert vc.loc["Residual", "estimate"] == pytest.approx(np.exp(want["estimate"]), rel=1e-12)
+    assert vc.loc["Residual", "riv"] == pytest.approx(want["riv"], rel=1e-12)
+    assert vc.loc["Residual", "conf_low"] < vc.loc["Residual", "estimate"] < vc.loc["Residual", "conf_high"]
+    assert set(vc.loc["school", "method"]) == {"mean_only"}
 
 
 def test_varcomp_errors() -> None:

@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from scipy import stats
-from test_pooling_stubs import stub, varcomp_table
+from _stubs import stub, varcomp_table
 
 import mlimpute as mi
 

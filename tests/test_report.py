@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import re
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,11 @@ import pytest
 
 import mlimpute as mi
 from mlimpute.io import read_parquet
-from mlimpute.report import (PooledTable, flag_diagnostics, main_parameters, observed_vs_imputed,
-                             render_report)
+from mlimpute.report import (PooledTable, flag_diagnostics, main_parameters, missing_patterns,
+                             observed_vs_imputed, render_report)
+from mlimpute.report._html import fmt
+
+from _chromium import chromium, screenshot, scroll_width
 
 EXAM = Path(__file__).resolve().parents[1] / "examples" / "exam_scores.parquet"
 
@@ -27,7 +32,8 @@ def run():
     model = mi.ImputationModel(cluster="school",
                                variables={"normexam": "continuous", "sex": "binary",
                                           "avslrt": mi.Variable("continuous", level=2)})
-    with pytest.warns(mi.ConvergenceWarning):  # short on purpose
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mi.ConvergenceWarning)  # a short run: plumbing only
         res = mi.impute(df, model, n_imputations=4, burn=30, between=5, chains=2, seed=11)
     return df, model, res
 
@@ -58,30 +64,90 @@ def test_main_parameters_keeps_flagged_intercepts_and_variances():
     assert main_parameters(names[:5]) == names[:5]
 
 
-def test_report_is_self_contained_with_tables_plots_and_highlights(run):
+def complete_case(df, formula):
+    """What the pipeline draws beside the pooled estimates: the model on the complete rows."""
+    fit = mi.lmm(formula, df.dropna(subset=["normexam", "avslrt", "school"]))
+    t = fit.tidy()
+    return t.assign(conf_low=t.estimate - 1.96 * t.std_error,
+                    conf_high=t.estimate + 1.96 * t.std_error), fit.nobs
+
+
+def render(run, **kw):
     df, model, res = run
-    diag = res.diagnostics()
-    flags = flag_diagnostics(diag)
-    assert flags.any()  # a short run: some parameters are past the limits
+    diag = res.diagnostics().assign(rhat=1.0, ess_bulk=500.0, ess_tail=500.0)
+    diag.loc[[0, 3], "rhat"] = 1.5  # two parameters past the limits, whatever the run's mixing
     pooled = mi.analyse(res, "normexam ~ avslrt + (1 | school)")
+    cc, rows = complete_case(df, pooled.formula)
     html = render_report(
         title="test <run>", run={"input": "x.parquet", "seed": 11},
         pooled=[PooledTable("exam", pooled.formula, "gaussian", pooled.m, pooled.tidy(),
-                            pooled.varcomp(), ("PoolingWarning: something",))],
+                            pooled.varcomp(), ("PoolingWarning: something",), cc, rows)],
         diagnostics=diag, traces=res.traces, parameter_names=res.parameter_names, burn=res.burn,
-        imputed=observed_vs_imputed(df, res.data, model), warnings=["ConvergenceWarning: short"])
+        imputed=observed_vs_imputed(df, res.data, model),
+        warnings=["ConvergenceWarning: short", "exam: PoolingWarning: something"],
+        patterns=missing_patterns(df), **kw)
+    return html, diag, pooled
+
+
+def test_report_is_self_contained_with_tables_plots_and_highlights(run):
+    html, diag, pooled = render(run)
+    flags = flag_diagnostics(diag)
+    assert flags.sum() == 2
     assert "test &lt;run&gt;" in html  # escaped
     assert not re.search(r"(src|href)=\"(http|//)", html)  # nothing fetched from elsewhere
-    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 2  # traces; observed vs imputed
-    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
-    assert html.count('<tr class="warn">') == int(flags.sum())
+    images = dict(re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html))
+    assert set(images) == {"forest plot of exam", "missing-data patterns",
+                           "observed and imputed values", "trace plots"}
+    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images.values())
+    # the results come first, the run's record last
+    assert html.index("forest plot") < html.index("missing-data patterns") < html.index(
+        "trace plots") < html.index("<h2>The run</h2>")
+    # flagged rows: in the short table of problems and again in the full one
+    assert html.count('<tr class="warn">') == 2 * int(flags.sum())
     for term in pooled.tidy()["term"]:
         assert f">{term}<" in html
-    for col in ("conf_low", "conf_high", "fmi", "riv"):
+    for col in ("95% low", "95% high", "FMI", "RIV", "mean of m"):
         assert f">{col}<" in html
-    assert "ConvergenceWarning: short" in html and "PoolingWarning: something" in html
-    assert "ICC" in html  # the pooled variance components
+    assert html.count("ConvergenceWarning: short") == 1
+    assert html.count("PoolingWarning: something") == 1  # at the top, not again in its section
+    assert "ICC" in html and "intraclass correlation" in html and "Barnard–Rubin" in html
+    assert "complete cases" in html
+    assert 'name="viewport"' in html and "overflow-x:auto" in html
+
+
+@pytest.mark.skipif(chromium() is None, reason="headless Chromium is not installed (Debian: "
+                    "apt-get install chromium); the report's layout is checked in a browser only "
+                    "where one is")
+def test_report_fits_a_700_px_window_in_chromium(run, tmp_path):
+    html, _, _ = render(run)
+    page = tmp_path / "report.html"
+    page.write_text(html, encoding="utf-8")
+    for width in (700, 1280):  # no horizontal scroll: tables scroll in their box, images shrink
+        assert scroll_width(page, width) <= width
+    png = screenshot(page, tmp_path / "r.png", 700, 1600)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png.read_bytes()[16:24]) == (700, 1600)
+
+
+def test_numbers_to_sensible_digits():
+    assert [fmt(x, "estimate") for x in (0.11094, -12.3456, 1234.5, 0.5, -0.000399, 2e-5)] == \
+        ["0.111", "-12.3", "1,234", "0.500", "-0.000399", "2.00e-05"]
+    assert [fmt(x, "p_value") for x in (0.0001, 0.01234, 0.5)] == ["<0.001", "0.012", "0.5"]
+    assert [fmt(x, "df") for x in (4046.2, 7.25, float("inf"))] == ["4,046", "7.2", "∞"]
+    assert [fmt(0.34567, c) for c in ("fmi", "riv", "rhat")] == ["0.35", "0.35", "0.346"]
+    assert fmt(float("nan")) == "" and fmt(123.6, "ess_bulk") == "124"
+
+
+def test_missing_patterns_as_md_pattern():
+    df = pd.DataFrame({"a": [1, None, 3, None, 5, 6], "b": [1, 2, None, None, 5, 6],
+                       "c": [1, 2, 3, 4, 5, 6], "d": [None, 2, 3, 4, 5, None]})
+    pat = missing_patterns(df)
+    assert list(pat.columns) == ["c", "a", "b", "d", "rows"]  # fewest missing first
+    assert pat["rows"].tolist() == [2, 1, 1, 1, 1]  # most frequent first
+    assert pat.iloc[0][["c", "a", "b", "d"]].tolist() == [True, True, True, False]  # rows 0, 5
+    assert int(pat["rows"].sum()) == len(df)
+    rare = missing_patterns(df, max_patterns=3)
+    assert rare["rows"].tolist() == [2, 1, 3] and rare.iloc[-1][["a", "b"]].isna().all()
 
 
 def test_flag_diagnostics_limits():

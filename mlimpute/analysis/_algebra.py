@@ -12,7 +12,7 @@ matrix over the columns ``[X | z]`` after the spherical random effects ``u`` are
 
 The Cholesky factor of ``F`` holds ``R_X`` (lme4's ``RX``), the GLS estimate of β and the
 penalised residual sum of squares (its last diagonal element squared). ``Solution.u(beta)``
-back-solves the conditional modes ``u`` for a given β.
+(:mod:`._solution`) back-solves the conditional modes ``u`` for a given β.
 
 Two solvers, chosen by :func:`make_algebra`:
 
@@ -28,34 +28,15 @@ Two solvers, chosen by :func:`make_algebra`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 
 from ..errors import SpecError
 from ._design import Design
+from ._nested import NestedAlgebra
+from ._sparse import SparseAlgebra
 from ._structure import Structure
 
-__all__ = ["Solution", "nesting_chain", "make_algebra", "factor_columns", "sort_design"]
-
-
-@dataclass(frozen=True)
-class Solution:
-    """One factorisation: ``log|A|``, the Schur complement ``F`` and a back-solver for ``u``."""
-
-    ldL2: float
-    F: np.ndarray
-    back: Callable[[np.ndarray], list[np.ndarray]]
-
-    def u(self, beta: np.ndarray) -> list[np.ndarray]:
-        """Conditional modes of the spherical random effects, per factor ``(levels, q_f)``."""
-        return self.back(np.asarray(beta, dtype=float))
-
-
-def factor_columns(structure: Structure, design: Design, f: int) -> np.ndarray:
-    """The ``(N, q_f)`` raw random-effect columns of factor ``f`` (its terms side by side)."""
-    return np.hstack([design.terms[t].Z for t in structure.factor_terms(f)])
+__all__ = ["nesting_chain", "make_algebra", "sort_design"]
 
 
 def nesting_chain(design: Design) -> list[int] | None:
@@ -88,9 +69,6 @@ def sort_design(design: Design) -> Design:
 
 def make_algebra(structure: Structure, design: Design, algebra: str = "auto"):
     """Pick the solver: nested (batched) when the factors form a nesting chain, else sparse."""
-    from ._nested import NestedAlgebra
-    from ._sparse import SparseAlgebra
-
     if algebra not in ("auto", "nested", "sparse"):
         raise SpecError(f"algebra={algebra!r} is not 'auto', 'nested' or 'sparse'")
     chain = nesting_chain(design)

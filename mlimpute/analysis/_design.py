@@ -77,7 +77,7 @@ def _formula(rhs: str, what: str) -> Formula:
         raise SpecError(f"cannot read the {what} {rhs!r}: {exc}; fix the formula") from exc
 
 
-def _matrix(rhs: str, df: pd.DataFrame, what: str) -> pd.DataFrame:
+def _matrix(rhs: str, df: pd.DataFrame, what: str, labels: pd.Index) -> pd.DataFrame:
     try:
         mm = _formula(rhs, what).get_model_matrix(df, na_action="ignore")
     except FormulaicError as exc:
@@ -86,9 +86,9 @@ def _matrix(rhs: str, df: pd.DataFrame, what: str) -> pd.DataFrame:
     bad = ~np.isfinite(values)
     if bad.any():
         col = mm.columns[np.flatnonzero(bad.any(axis=0))[0]]
-        row = int(np.flatnonzero(bad.any(axis=1))[0])
+        row = labels[int(np.flatnonzero(bad.any(axis=1))[0])]
         raise DataError(
-            f"the {what} {rhs!r} gives a non-finite value in column {col!r} (first at used row {row}); "
+            f"the {what} {rhs!r} gives a non-finite value in column {col!r} (first at index label {row}); "
             "a transform is undefined there (log of 0 or a negative?): transform the data first"
         )
     return mm
@@ -109,9 +109,9 @@ def _missing_rows(data: pd.DataFrame, parsed: ParsedFormula, used: set[str], na_
     for col in groups:
         miss = data[col].isna().to_numpy()
         if miss.any():
-            rows = ", ".join(str(r) for r in np.flatnonzero(miss)[:5])
+            rows = ", ".join(str(r) for r in data.index[miss][:5])  # the data's labels, not positions
             raise DataError(
-                f"grouping factor {col!r} has {int(miss.sum())} missing values (rows {rows}{', ...' if miss.sum() > 5 else ''}); "
+                f"grouping factor {col!r} has {int(miss.sum())} missing values (index labels {rows}{', ...' if miss.sum() > 5 else ''}); "
                 "a row without a group cannot be placed in the multilevel structure: drop those rows or fill in their group"
             )
     keep = np.ones(len(data), dtype=bool)
@@ -131,7 +131,7 @@ def _missing_rows(data: pd.DataFrame, parsed: ParsedFormula, used: set[str], na_
     return keep
 
 
-def _response(series: pd.Series, kind: ResponseKind, name: str) -> np.ndarray:
+def _response(series: pd.Series, kind: ResponseKind, name: str, labels: pd.Index) -> np.ndarray:
     values = series.to_numpy()
     if kind == "binomial":
         if isinstance(series.dtype, pd.CategoricalDtype) or not (
@@ -149,7 +149,7 @@ def _response(series: pd.Series, kind: ResponseKind, name: str) -> np.ndarray:
         if bad.any():
             found = ", ".join(map(str, np.unique(y[bad])[:5]))
             raise DataError(
-                f"response {name!r} has values other than 0 and 1 ({found}; first at used row {int(np.flatnonzero(bad)[0])}); "
+                f"response {name!r} has values other than 0 and 1 ({found}; first at index label {labels[int(np.flatnonzero(bad)[0])]}); "
                 "family='binomial' needs a 0/1, bool or two-level outcome: recode it, or use family='poisson' for counts"
             )
         return y
@@ -163,8 +163,8 @@ def _response(series: pd.Series, kind: ResponseKind, name: str) -> np.ndarray:
         bad = (y < 0) | (y != np.round(y))
         if bad.any():
             raise DataError(
-                f"response {name!r} has values that are not non-negative integers ({y[bad][0]:g} at used row "
-                f"{int(np.flatnonzero(bad)[0])}); family='poisson' models counts: fix the data or use lmm"
+                f"response {name!r} has values that are not non-negative integers ({y[bad][0]:g} at index label "
+                f"{labels[int(np.flatnonzero(bad)[0])]}); family='poisson' models counts: fix the data or use lmm"
             )
     return y
 
@@ -194,8 +194,8 @@ def _factor(df: pd.DataFrame, columns: tuple[str, ...], label: str) -> FactorDes
     return FactorDesign(label=label, codes=codes, levels=levels)
 
 
-def _random_terms(df: pd.DataFrame, term: RandomTerm) -> list[TermDesign]:
-    mm = _matrix(term.expr, df, f"random term {term.text}")
+def _random_terms(df: pd.DataFrame, term: RandomTerm, labels: pd.Index) -> list[TermDesign]:
+    mm = _matrix(term.expr, df, f"random term {term.text}", labels)
     if mm.shape[1] == 0:
         raise SpecError(f"random term {term.text!r} has no columns; write at least (1 | {term.group_label})")
     names = tuple(str(c) for c in mm.columns)
@@ -234,16 +234,17 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
     keep = _missing_rows(data, parsed, used, na_action)
     rows = np.flatnonzero(keep)
     df = data.iloc[rows][sorted(used)].reset_index(drop=True)
+    labels = data.index[rows]  # messages name rows by the caller's index labels
 
     if bare in data.columns:
-        y = _response(df[bare], kind, bare)
+        y = _response(df[bare], kind, bare, labels)
     else:
-        lhs = _matrix(f"0 + {parsed.response}", df, "response")
+        lhs = _matrix(f"0 + {parsed.response}", df, "response", labels)
         if lhs.shape[1] != 1:
             raise SpecError(f"response {parsed.response!r} makes {lhs.shape[1]} columns; it must be one numeric column")
-        y = _response(pd.Series(np.asarray(lhs, dtype=float)[:, 0]), kind, parsed.response)
+        y = _response(pd.Series(np.asarray(lhs, dtype=float)[:, 0]), kind, parsed.response, labels)
 
-    xm = _matrix(parsed.fixed, df, "fixed part")
+    xm = _matrix(parsed.fixed, df, "fixed part", labels)
     x_names = tuple(str(c) for c in xm.columns)
     X = np.ascontiguousarray(np.asarray(xm, dtype=float))
     _check_rank(X, x_names)
@@ -254,7 +255,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
         label = term.group_label
         if label not in factors:
             factors[label] = _factor(df, term.group, label)
-        for t in _random_terms(df, term):
+        for t in _random_terms(df, term, labels):
             seen = {n for other in terms if other.group == label for n in other.names}
             dup = seen.intersection(t.names)
             if dup:

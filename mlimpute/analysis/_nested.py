@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from ._algebra import Solution, factor_columns
+from ._solution import Solution, factor_columns
 from ._design import Design
 from ._structure import Structure
 

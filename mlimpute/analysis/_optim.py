@@ -28,7 +28,7 @@ Fun = Callable[[np.ndarray], float]
 
 def one_blas_thread(fn):
     """Run ``fn`` with BLAS pinned to one thread: the fits are sequences of small products,
-    which two OpenBLAS threads made 2-3x slower here (STYLE §9)."""
+    which two OpenBLAS threads made 2-3x slower here."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

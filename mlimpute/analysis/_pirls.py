@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConvergenceError
-from ._algebra import factor_columns
+from ._solution import factor_columns
 from ._design import Design
 from ._family import Family
 from ._structure import Structure

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import splu
 
-from ._algebra import Solution, factor_columns
+from ._solution import Solution, factor_columns
 from ._design import Design
 from ._structure import Structure
 

@@ -41,7 +41,8 @@ import pandas as pd
 from numpy.polynomial.hermite_e import hermegauss
 
 from ..errors import SpecError
-from ._algebra import factor_columns, make_algebra, sort_design
+from ._algebra import make_algebra, sort_design
+from ._solution import factor_columns
 from ._design import Design, build_design
 from ._family import Family, get_family
 from ._optim import fd_hessian, minimize_bounded, one_blas_thread

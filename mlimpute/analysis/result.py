@@ -1,6 +1,6 @@
 """The results object of a mixed-model fit (LMM or GLMM), with a fixed schema.
 
-This is the narrow contract between analysis and pooling (STYLE §5): tidy tables of
+This is the narrow contract between analysis and pooling: tidy tables of
 estimates, their covariance matrices, variance components with their asymptotic covariance,
 and log-likelihoods (plus ``loglik_at`` for Meng & Rubin's D3).
 """

@@ -1,7 +1,7 @@
 """Turn what the user hands to :func:`pool` into arrays: estimates ``(m, p)`` and their
 covariance matrices ``(m, p, p)``, aligned by term name.
 
-Three input forms are accepted (STYLE §5: pooling consumes estimates, not model objects):
+Three input forms are accepted (pooling consumes estimates and their covariances, not model objects):
 
 * a sequence of fit results (anything with ``params`` and ``cov_params()``, such as the
   results of :func:`mlimpute.lmm` / :func:`mlimpute.glmm`);

@@ -1,4 +1,4 @@
-"""Result objects of pooling: fixed schemas, built once, never mutated (STYLE §4)."""
+"""Result objects of pooling: fixed schemas, built once, never mutated."""
 
 from __future__ import annotations
 

@@ -9,6 +9,17 @@ normal, using each fit's asymptotic covariance of the variance-component estimat
 * covariances: identity (unbounded, symmetric around 0);
 * ICC / variance partition coefficient of each grouping factor: ``logit``.
 
+Each row is pooled on its own, so a problem in one imputation costs only the rows it touches:
+
+* a row whose value cannot be put on its scale in some imputation (a variance estimated as 0,
+  an ICC of 0 or 1) is averaged without an interval (``mean_only``);
+* a row's within-imputation variance (delta method) uses only the entries of a fit's
+  covariance that its gradient touches; where a fit has none (a singular fit's
+  ``varcomp_cov()`` is NaN), ``Ū`` averages the imputations that have one, ``B`` still uses
+  all ``m`` estimates; with fewer than two such imputations the row is ``mean_only``.
+
+So one singular imputation leaves the residual variance, the other groups' variances and
+their ICCs with intervals; only the component on the boundary loses its interval.
 See :func:`mlimpute.pool` for the formulas and references.
 """
 
@@ -120,27 +131,60 @@ def pool_varcomp(fits: tuple[Any, ...]) -> VarcompPooled | None:
     rows = _component_rows(keys, theta) + _icc_rows(keys, theta, fits)
     z = np.stack([r.z for r in rows], axis=1)  # (m, R)
     grad = np.stack([r.grad for r in rows], axis=1)  # (m, R, K)
-    with np.errstate(invalid="ignore"):
-        var_z = np.einsum("irk,ikl,irl->ir", grad, cov, grad)  # delta method
-    ok = np.isfinite(z).all(axis=0) & np.isfinite(var_z).all(axis=0) & (var_z > 0).all(axis=0)
-    ok &= np.array([r.method != "rubin_log" or (r.raw > 0).all() for r in rows])
+    var_z = _delta_variances(grad, cov)  # (m, R), NaN where a fit has no covariance for it
+    on_scale = np.isfinite(z).all(axis=0)
+    on_scale &= np.array([r.method != "rubin_log" or (r.raw > 0).all() for r in rows])
+    has_var = np.isfinite(var_z) & (var_z > 0)
+    ok = on_scale & (has_var.sum(axis=0) >= 2)
     raw_mean = np.array([r.raw.mean() for r in rows])
     q_bar, t, df, riv, fmi = (np.full(len(rows), np.nan) for _ in range(5))
     q_bar[~ok] = raw_mean[~ok]
     if ok.any():
-        pooled = rubin(z[:, ok], var_z[:, ok], np.inf)
+        # Ū of a row averages the within-imputation variances that exist: a missing one is
+        # replaced by the mean of the others, which leaves that average unchanged
+        u = np.where(has_var, var_z, np.nan)[:, ok]
+        u = np.where(np.isnan(u), np.nanmean(u, axis=0), u)
+        pooled = rubin(z[:, ok], u, np.inf)
         q_bar[ok], t[ok], df[ok], riv[ok], fmi[ok] = (
             pooled.q_bar, pooled.t, pooled.df, pooled.riv, pooled.fmi)
-    if not ok.all():
-        warnings.warn(
-            f"variance component(s) {[r.key for r, k in zip(rows, ok) if not k]} are on the "
-            "boundary (zero variance), or their asymptotic variance is not available, in at "
-            "least one imputation; they are averaged without an interval (method 'mean_only')",
-            PoolingWarning,
-            stacklevel=3,
-        )
+    _warn_rows(rows, on_scale, has_var, ok)
     methods = tuple(r.method if k else "mean_only" for r, k in zip(rows, ok, strict=True))
     return VarcompPooled(tuple(r.key for r in rows), methods, q_bar, t, df, riv, fmi, raw_mean)
+
+
+def _delta_variances(grad: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``g' C g`` per imputation and row, using only the covariance entries a row's gradient
+    touches: a fit whose covariance is NaN elsewhere (or everywhere: a singular fit) costs
+    only the rows that need the missing entries."""
+    used = grad != 0  # (m, R, K)
+    missing = np.einsum("irk,ikl,irl->ir", used, np.isnan(cov), used) > 0
+    with np.errstate(invalid="ignore"):  # an infinite gradient: a row already off its scale
+        var = np.einsum("irk,ikl,irl->ir", grad, np.nan_to_num(cov, nan=0.0), grad)
+    return np.where(missing, np.nan, var)
+
+
+def _warn_rows(rows: list[_Row], on_scale: np.ndarray, has_var: np.ndarray,
+               ok: np.ndarray) -> None:
+    """One PoolingWarning per reason, naming the rows and imputations it concerns."""
+    m = has_var.shape[0]
+    boundary = [r.key for r, s in zip(rows, on_scale) if not s]
+    if boundary:
+        warnings.warn(
+            f"variance component(s) {boundary} are on the boundary (zero variance, or an ICC of "
+            "0 or 1) in at least one imputation; they are averaged without an interval "
+            "(method 'mean_only')", PoolingWarning, stacklevel=4)
+    no_var = [r.key for r, s, k in zip(rows, on_scale, ok) if s and not k]
+    if no_var:
+        warnings.warn(
+            f"variance component(s) {no_var}: asymptotic variance is not available in {m - 1} "
+            f"or more of {m} imputations; they are averaged without an interval "
+            "(method 'mean_only')", PoolingWarning, stacklevel=4)
+    partial = sorted({int(i) + 1 for j, k in enumerate(ok) if k for i in np.flatnonzero(~has_var[:, j])})
+    if partial:
+        warnings.warn(
+            f"imputation(s) {partial} have no asymptotic variance for some variance components "
+            "(a boundary fit has none); the within-imputation variance of those components "
+            "averages the other imputations", PoolingWarning, stacklevel=4)
 
 
 def _components(

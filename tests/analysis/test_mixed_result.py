@@ -1,4 +1,4 @@
-"""The fixed schema of MixedResult (DESIGN §3): tables, properties, immutability."""
+"""The fixed schema of MixedResult (the public analysis API): tables, properties, immutability."""
 
 from __future__ import annotations
 

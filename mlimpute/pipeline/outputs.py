@@ -17,12 +17,13 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
-from mlimpute.config import parse_config
-from mlimpute.io import atomic_path, file_sha256, read_parquet
-from mlimpute.report import PooledTable, observed_vs_imputed, render_report
+from mlimpute.config import PipelineConfig
+from mlimpute.io import atomic_path, file_sha256
+from mlimpute.report import PooledTable, missing_patterns, observed_vs_imputed, render_report
 
-from . import store
+from . import notices, store
 
 __all__ = ["write_report", "write_manifest", "publish_artifacts", "read_imputations", "versions"]
 
@@ -49,11 +50,10 @@ def read_imputations(partitions: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 @task(name="report", retries=0)  # no retries: drawing is deterministic
-def write_report(config: dict[str, Any], ingest: dict[str, Any], assembled: dict[str, Any],
+def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[str, Any],
                  chain_paths: list[str], pooled: list[dict[str, Any]], timings: dict[str, float]) -> str:
     """Render report.html from the files of the run."""
-    cfg = parse_config(config, source="config")
-    df = read_parquet(cfg.data.path)
+    df = store.read_input(cfg.data.path)
     long = read_imputations(assembled["partitions"])
     chains = [store.load_chain(p) for p in chain_paths]
     diag = pd.read_csv(assembled["diagnostics"])
@@ -61,9 +61,11 @@ def write_report(config: dict[str, Any], ingest: dict[str, Any], assembled: dict
     for rec in pooled:
         paths = rec["paths"]
         vc = pd.read_csv(paths["pooled_varcomp"]) if "pooled_varcomp" in paths else None
+        cc = pd.read_csv(paths["complete_case"]) if "complete_case" in paths else None
         tables.append(PooledTable(name=rec["name"], formula=rec["formula"], family=rec["family"],
                                   m=rec["m"], tidy=pd.read_csv(paths["pooled"]), varcomp=vc,
-                                  warnings=tuple(rec["warnings"])))
+                                  warnings=tuple(rec["warnings"]), complete_case=cc,
+                                  complete_case_rows=None if cc is None else int(cc["nobs"][0])))
     s = cfg.sampler
     run = {
         "input": f"{cfg.data.path} ({ingest['bytes']:,} bytes)",
@@ -79,12 +81,12 @@ def write_report(config: dict[str, Any], ingest: dict[str, Any], assembled: dict
         "stage seconds": ", ".join(f"{k} {v:.1f}" for k, v in timings.items()),
         "mlimpute": versions().get("mlimpute", "?"),
     }
-    warnings = list(assembled["warnings"]) + [f"{r['name']}: {w}" for r in pooled for w in r["warnings"]]
     html = render_report(
         title=f"mlimpute run: {cfg.data.path.name}", run=run, pooled=tables, diagnostics=diag,
         traces=[c.trace for c in sorted(chains, key=lambda c: c.chain)],
         parameter_names=assembled["parameters"], burn=s.burn,
-        imputed=observed_vs_imputed(df, long, cfg.imputation_model()), warnings=warnings)
+        imputed=observed_vs_imputed(df, long, cfg.imputation_model()),
+        warnings=notices.of_run(assembled, pooled), patterns=missing_patterns(df))
     path = cfg.output.dir / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
@@ -92,12 +94,13 @@ def write_report(config: dict[str, Any], ingest: dict[str, Any], assembled: dict
 
 
 @task(name="manifest", retries=0)  # no retries: a local write
-def write_manifest(config: dict[str, Any], config_sha256: str, ingest: dict[str, Any],
-                   summary: dict[str, Any], assembled: dict[str, Any], chains: list[dict[str, Any]],
+def write_manifest(cfg: PipelineConfig, ingest: dict[str, Any], summary: dict[str, Any],
+                   assembled: dict[str, Any], chains: list[dict[str, Any]],
                    pooled: list[dict[str, Any]], report: str, timings: dict[str, float]) -> str:
     """manifest.json: input hash, config, seed entropy, versions, timings, and every file this
     run wrote with its sha256 (not files an older run left in the folder)."""
-    out = Path(config["output"]["dir"])
+    out = cfg.output.dir
+    config = cfg.record()
     written = [assembled["diagnostics"], report, *(p["path"] for p in assembled["partitions"]),
                *(path for rec in pooled for path in rec["paths"].values())]
     files = {Path(p).relative_to(out).as_posix(): file_sha256(p) for p in sorted(written)}
@@ -105,11 +108,12 @@ def write_manifest(config: dict[str, Any], config_sha256: str, ingest: dict[str,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "input": {**ingest, **{k: summary[k] for k in ("rows", "clusters", "missing")}},
         "config": config,
-        "config_sha256": config_sha256,
+        "config_sha256": store.digest(config),
         "seed": {"seed": config["sampler"]["seed"], "entropy": assembled["seed_entropy"]},
         "chains": chains,
         "analyses": [{k: r[k] for k in ("name", "formula", "family", "m", "warnings")} for r in pooled],
-        "warnings": assembled["warnings"],
+        "warnings": notices.of_run(assembled, pooled),
+        "prefect_flow_run_id": str(flow_run.id) if flow_run.id else None,
         "versions": versions(),
         "timings_seconds": {**timings, "per_chain": assembled["chain_seconds"]},
         "outputs": files,
@@ -140,8 +144,8 @@ def publish_artifacts(assembled: dict[str, Any], pooled: list[dict[str, Any]], o
     diag = pd.read_csv(assembled["diagnostics"])
     lines = [f"# mlimpute run: {assembled['n_imputations']} imputations",
              f"Outputs in `{output_dir}` (report: `report.html`).", ""]
-    if assembled["warnings"]:
-        lines += ["**Warnings**", ""] + [f"- {w}" for w in assembled["warnings"]] + [""]
+    if warnings := notices.of_run(assembled, pooled):
+        lines += ["**Warnings**", ""] + [f"- {w}" for w in warnings] + [""]
     worst = diag.sort_values("rhat", ascending=False).head(5)
     lines += ["## Worst R-hat", "", _markdown(worst), ""]
     for rec in pooled:

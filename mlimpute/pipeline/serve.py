@@ -19,9 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import guard
 from .runtime import STARTUP_TIMEOUT
 
-__all__ = ["build_deployment", "check_cron", "scheduler_api", "serve"]
+__all__ = ["build_deployment", "check_cron", "scheduler_api", "serve", "announce_finished",
+           "finished_line", "FLOW_NAME"]
+
+FLOW_NAME = "mlimpute-pipeline"
 
 
 def check_cron(cron: str) -> None:
@@ -43,7 +47,7 @@ def build_deployment(config_path: str | os.PathLike, cron: str, name: str | None
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import EntrypointType
 
-    from .pipeline import pipeline
+    from .flow import pipeline
 
     path = Path(config_path).resolve()
     schedule = CronSchedule(cron=cron, timezone=timezone) if timezone else CronSchedule(cron=cron)
@@ -73,10 +77,11 @@ def scheduler_api(timeout: int = STARTUP_TIMEOUT, port: int = 4200) -> Iterator[
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "mlimpute-server.log"
     with open(log_path, "ab") as log:  # a file, not a pipe: a full pipe would block the server
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
-            env={**os.environ, "PREFECT_API_URL": ""}, stdout=log, stderr=subprocess.STDOUT)
+        # guarded: the server exits when this process dies, even by kill -KILL
+        proc = guard.guarded_popen("prefect", ["server", "start", "--host", "127.0.0.1",
+                                               "--port", str(port)],
+                                   env={**os.environ, "PREFECT_API_URL": ""}, stdout=log,
+                                   stderr=subprocess.STDOUT)
     try:
         _wait_healthy(url, proc, timeout, log_path)
         os.environ["PREFECT_API_URL"] = url  # inherited by the flow-run processes
@@ -85,8 +90,12 @@ def scheduler_api(timeout: int = STARTUP_TIMEOUT, port: int = 4200) -> Iterator[
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
+        try:
             proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        guard.release(proc)
 
 
 def serve(config_path: str | os.PathLike, cron: str, name: str | None = None,
@@ -94,11 +103,47 @@ def serve(config_path: str | os.PathLike, cron: str, name: str | None = None,
     """Register the deployment and run its scheduled flow runs until interrupted."""
     from prefect import serve as prefect_serve
 
+    if not os.environ.get("PREFECT_API_URL"):
+        print("mlimpute: starting a local Prefect server (with its scheduler and UI; 10-40 s)",
+              file=sys.stderr, flush=True)
     with scheduler_api() as url:
         dep = build_deployment(config_path, cron, name, overrides, timezone)
-        print(f"mlimpute: serving {dep.name!r} on cron {cron!r} (API {url}); Ctrl-C stops",
-              file=sys.stderr, flush=True)
+        print(f"mlimpute: serving {dep.name!r} on cron {cron!r}; Ctrl-C stops. Each finished "
+              f"run prints a line here. From another shell: export PREFECT_API_URL={url} , then "
+              f"e.g. prefect deployment run '{FLOW_NAME}/{dep.name}' starts a run now; the UI "
+              f"is at {url.removesuffix('/api')}", file=sys.stderr, flush=True)
         prefect_serve(dep)
+
+
+def announce_finished(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow hook: under ``serve``, one line per finished scheduled run with its outputs.
+
+    A run started by ``mlimpute run`` prints its own summary, so only deployment runs say
+    anything here (on the flow-run process's stdout, which ``serve`` shows).
+    """
+    if getattr(flow_run, "deployment_id", None) is None:
+        return
+    print(finished_line(flow_run.name, state, flow_run.parameters), flush=True)
+
+
+def finished_line(run_name: str, state: Any, parameters: dict[str, Any]) -> str:
+    """``mlimpute: run 'x' Completed at 02:00:41: outputs in /data/out (report …); 2 warning(s)``."""
+    from mlimpute.config import load_config
+
+    when = time.strftime("%H:%M:%S")
+    try:
+        out = load_config(parameters["config_path"], parameters.get("overrides")).output.dir
+    except Exception as exc:  # noqa: BLE001 - the line must still be printed
+        return f"mlimpute: run {run_name!r} {state.name} at {when}: {exc}"
+    manifest = out / "manifest.json"
+    if state.is_completed() and manifest.is_file():
+        import json
+
+        n = len(json.loads(manifest.read_text(encoding="utf-8")).get("warnings", []))
+        return (f"mlimpute: run {run_name!r} {state.name} at {when}: outputs in {out} (report "
+                f"{out / 'report.html'}, manifest {manifest}); {n} warning(s)")
+    return (f"mlimpute: run {run_name!r} {state.name} at {when}: {state.message or ''} "
+            f"(no new outputs in {out}; the failed run's finished chains are cached there)")
 
 
 def _free(port: int) -> bool:

@@ -1,10 +1,12 @@
-"""The Prefect flow: Parquet in, pooled report out (DESIGN §4).
+"""The Prefect flow: a table in (Parquet, CSV or a Parquet folder), pooled report out.
 
     ingest (sha256) → validate → chains (tasks, cached) → assemble (imputations/,
     diagnostics.csv) → fits (one task per analysis × imputation, cached) → pool (fits/,
-    pooled/) → report.html → artifacts → manifest.json
+    pooled/) → report.html → artifacts → manifest.json → stale cache entries pruned
 
-Tasks pass paths and small records. The chains and fits go to the ``[runner]``'s task runner
+The configuration is parsed once, by the flow (or by the CLI, which hands the flow the object
+it checked), and passed to the tasks as the validated object. Tasks pass paths and small
+records. The chains and fits go to the ``[runner]``'s task runner
 (this process, or Dask workers); the cheap steps run in the flow's own process. The flow waits
 for *every* future and calls ``.result()`` on each, so a failed chain fails the flow (after the
 other chains have finished and been cached for the next run) instead of leaving a "Completed"
@@ -26,13 +28,14 @@ from prefect.futures import as_completed
 from threadpoolctl import threadpool_limits
 
 import mlimpute
-from mlimpute.config import load_config
+from mlimpute.config import PipelineConfig, load_config
 from mlimpute.impute import split_imputations
 
-from . import store
+from . import notices, store
 from .outputs import MANIFEST, publish_artifacts, write_manifest, write_report
-from .progress import Progress
+from .progress import Progress, numba_cache_present
 from .runtime import task_runner
+from .serve import FLOW_NAME, announce_finished
 from .tasks import (assemble_imputations, cached, fit_imputation, ingest, pool_analysis,
                     sample_chain, validate)
 
@@ -40,9 +43,12 @@ __all__ = ["pipeline"]
 
 
 # persist_result=False: the return value is a small summary read in-process; the files are the output
-@flow(name="mlimpute-pipeline", log_prints=False, persist_result=False)
+# hooks: under `serve`, one line per finished scheduled run (a `mlimpute run` prints its own)
+@flow(name=FLOW_NAME, log_prints=False, persist_result=False,
+      on_completion=[announce_finished], on_failure=[announce_finished],
+      on_crashed=[announce_finished])
 def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, config: PipelineConfig | None = None) -> dict[str, Any]:
     """Impute, analyse and pool as the TOML configuration at ``config_path`` says.
 
     Parameters
@@ -53,6 +59,9 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         Dotted keys applied over the file, e.g. ``{"output.dir": "/data/out"}``.
     progress : bool
         Draw stage progress on stderr (the CLI does); the run log always gets it.
+    config : PipelineConfig, optional
+        ``config_path`` with ``overrides`` already parsed and validated (the CLI passes the
+        object it checked); read from ``config_path`` when not given (deployments).
 
     Returns
     -------
@@ -61,14 +70,13 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
     """
     t_start = time.perf_counter()
     logger = get_run_logger()
-    cfg = load_config(config_path, overrides)
+    cfg = config if config is not None else load_config(config_path, overrides)
     out = cfg.output.dir
-    config = cfg.record()
     version = mlimpute.__version__
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     data = ingest(str(cfg.data.path))
-    summary = validate(config)  # bad data fails here, leaving the last complete run untouched
+    summary = validate(cfg)  # bad data fails here, leaving the last complete run untouched
     timings["ingest+validate"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a manifest means one complete run
@@ -77,6 +85,9 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         bar.note(f"{summary['rows']} rows in {summary['clusters']} clusters; missing: "
                  + ", ".join(f"{k} {v}" for k, v in summary["missing"].items()))
 
+        if not numba_cache_present():
+            bar.note("compiling the sampler's numba kernels for the first chain: once per "
+                     "installation, about 20 s on 2 cores")
         chain_jobs = _chain_jobs(cfg, data["sha256"], version)
         # BLAS pinned to one thread in this process too: run_chain's own limit is restored
         # when a chain ends, which would un-pin a chain still running in another thread
@@ -84,18 +95,20 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
                 cfg.runner.kind, cfg.runner.workers, cfg.runner.address) as runner:
             t0 = time.perf_counter()
             futures = [runner.submit(cached(sample_chain, out, refresh=not Path(j["out"]).exists()),
-                                     {"job": j}) for j in chain_jobs]
+                                     {"cfg": cfg, "job": j}) for j in chain_jobs]
             chain_paths, chain_states = _gather(futures, bar.stage("chains", len(futures)))
             timings["chains"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            assembled = assemble_imputations(config, chain_paths)
+            assembled = assemble_imputations(cfg, chain_paths)
             timings["assemble"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
             fit_jobs = _fit_jobs(cfg, assembled["partitions"], version)
+            analyses = {a.name: a for a in cfg.analysis}
             futures = [runner.submit(cached(fit_imputation, out, refresh=not Path(j["out"]).exists()),
-                                     {"job": j}) for j in fit_jobs]
+                                     {"analysis": analyses[j["analysis"]["name"]], "job": j})
+                       for j in fit_jobs]
             fit_paths, _ = _gather(futures, bar.stage("fits", len(futures)))
             timings["fits"] = time.perf_counter() - t0
 
@@ -103,23 +116,23 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         pooled = []
         for a in cfg.analysis:
             paths = [p for j, p in zip(fit_jobs, fit_paths) if j["analysis"]["name"] == a.name]
-            pooled.append(pool_analysis(a.model_dump(mode="json"), paths, str(out)))
+            pooled.append(pool_analysis(cfg, a, paths))
         timings["pool"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        report = write_report(config, data, assembled, chain_paths, pooled, timings)
+        report = write_report(cfg, data, assembled, chain_paths, pooled, timings)
         publish_artifacts(assembled, pooled, str(out))
         timings["report"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
         chains = [{"chain": j["chain"] + 1, "imputations": j["n_imputations"], "key": j["key"],
                    "file": Path(p).relative_to(out).as_posix(), "state": s}
                   for j, p, s in zip(chain_jobs, chain_paths, chain_states)]
-        manifest = write_manifest(config, store.digest(config), data, summary, assembled, chains,
-                                  pooled, report, timings)
+        manifest = write_manifest(cfg, data, summary, assembled, chains, pooled, report, timings)
+        store.prune_cache(out, [*chain_paths, *fit_paths])
     finally:
         bar.close()
-    warnings = list(assembled["warnings"]) + [w for r in pooled for w in r["warnings"]]
-    for w in warnings:
+    warnings = notices.of_run(assembled, pooled)
+    for w in warnings:  # once each, in the run's log (the CLI prints them, not Prefect)
         logger.warning(w)
     return {"output_dir": str(out), "report": report, "manifest": manifest,
             "imputations": assembled["imputations_dir"], "diagnostics": assembled["diagnostics"],
@@ -138,7 +151,6 @@ def _chain_jobs(cfg: Any, data_sha256: str, version: str) -> list[dict[str, Any]
                             "chain": c, "version": version})
         jobs.append({
             "key": key, "chain": c, "chain_number": c + 1, "n_imputations": per_chain[c],
-            "data_path": str(cfg.data.path), "model": rec["model"], "sampler": rec["sampler"],
             "out": str(store.cache_dir(cfg.output.dir) / "chains" / f"chain-{c + 1}-{key[:16]}.npz"),
         })
     return jobs

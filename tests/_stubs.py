@@ -1,4 +1,4 @@
-"""Stand-ins for the analysis module's fit results, shared by the pooling tests (no tests here).
+"""Stand-ins for the analysis module's fit results, shared by the pooling tests (a helper).
 
 ``StubFit`` holds given numbers behind the analysis contract (params, cov_params(), df_resid,
 varcomp(), varcomp_cov(), icc, loglik, covariance_parameters(), loglik_at(), refit()).

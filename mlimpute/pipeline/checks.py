@@ -21,8 +21,8 @@ import pandas as pd
 
 from mlimpute.config import AnalysisConfig, PipelineConfig
 from mlimpute.errors import DataError, SpecError
-from mlimpute.impute import prepare
-from mlimpute.io import read_parquet
+
+from . import store
 
 __all__ = ["check_all", "check_data", "check_output_dir", "check_runner", "analysis_columns"]
 
@@ -35,7 +35,7 @@ def check_all(cfg: PipelineConfig, api_url: str | None = None) -> dict[str, Any]
     return summary
 
 
-def check_data(cfg: PipelineConfig, df: pd.DataFrame | None = None) -> dict[str, Any]:
+def check_data(cfg: PipelineConfig) -> dict[str, Any]:
     """Validate the model and the analyses against the data; a small JSON-able summary.
 
     Raises
@@ -45,10 +45,9 @@ def check_data(cfg: PipelineConfig, df: pd.DataFrame | None = None) -> dict[str,
         :func:`mlimpute.impute.prepare`), or an analysis column with holes that the model
         does not impute.
     """
-    if df is None:
-        df = read_parquet(cfg.data.path)
-    model = cfg.imputation_model()
-    data = prepare(df, model)  # every check of the model against the data; cheap
+    df = store.read_input(cfg.data.path)
+    data = store.model_data(cfg)  # every check of the model against the data
+    model = data.model
     for a in cfg.analysis:
         _check_analysis(a, df, model.variables)
     missing = {name: int(df[name].isna().sum()) for name in model.variables}

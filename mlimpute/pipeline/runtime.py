@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import guard, shutdown
+
 __all__ = ["prepare_environment", "prefect_api", "ApiInfo", "task_runner", "user_cache_dir",
-           "STARTUP_TIMEOUT"]
+           "ensure_home", "STARTUP_TIMEOUT"]
 
 #: Seconds to wait for the local API: 14–36 s were measured on a 2-core machine.
 STARTUP_TIMEOUT = 180
@@ -51,8 +53,10 @@ def prepare_environment(prefect_home: str | os.PathLike | None = None, verbose: 
     if "PREFECT_HOME" not in env:
         env["PREFECT_HOME"] = str(prefect_home or user_cache_dir() / "prefect")
     if not verbose:
-        # Prefect's INFO lines would interleave with the progress bars; they still go to the API
-        env.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        # Prefect's INFO lines would interleave with the progress bars, and its WARNING lines
+        # repeat the run's warnings, which the CLI prints once with their counts; all still go
+        # to the API's log
+        env.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
     # the local API's start-up, also when Prefect itself starts one (e.g. under `serve`)
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(STARTUP_TIMEOUT))
 
@@ -67,7 +71,6 @@ class ApiInfo:
 @contextlib.contextmanager
 def prefect_api(timeout: int = STARTUP_TIMEOUT) -> Iterator[ApiInfo]:
     """One Prefect API for the whole run (see the module docstring)."""
-    from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 
     url = PREFECT_API_URL.value()
@@ -78,7 +81,8 @@ def prefect_api(timeout: int = STARTUP_TIMEOUT) -> Iterator[ApiInfo]:
     # the API's SQLite file cannot be opened in a folder that does not exist
     Path(PREFECT_HOME.value()).expanduser().mkdir(parents=True, exist_ok=True)
     # the None-keyed instance is the one Prefect's own client would start on demand
-    server = SubprocessASGIServer()
+    server = _guarded_server_class()()
+    forget = shutdown.on_abort(server.stop)
     server.start(timeout=timeout)
     info = ApiInfo(url=server.api_url, started_here=True, startup_seconds=time.perf_counter() - t0)
     old = os.environ.get("PREFECT_API_URL")
@@ -95,6 +99,51 @@ def prefect_api(timeout: int = STARTUP_TIMEOUT) -> Iterator[ApiInfo]:
         else:
             os.environ["PREFECT_API_URL"] = old
         server.stop()
+        forget()
+
+
+def _guarded_server_class() -> type:
+    """Prefect's ``SubprocessASGIServer`` whose uvicorn child dies with this process.
+
+    Prefect starts ``python -m uvicorn … prefect.server.api.server:create_app`` as a plain
+    child, which outlives a killed parent. This subclass starts the same command line through
+    :mod:`.guard` (the child exits when this process dies, however it dies) and releases the
+    guard's pipe when the server is stopped.
+    """
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class GuardedASGIServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> Any:
+            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                   "PREFECT__SERVER_FINAL": "1",
+                   **get_current_settings().to_environment_variables(exclude_unset=True)}
+            return guard.guarded_popen(
+                "uvicorn", ["--app-dir", str(prefect.__module_path__.parent), "--factory",
+                            "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+                            "--port", str(self.port), "--log-level", "error", "--lifespan", "on"],
+                env=env)
+
+        def stop(self) -> None:
+            proc = self.server_process
+            super().stop()
+            if proc is not None:
+                guard.release(proc)
+
+    return GuardedASGIServer
+
+
+def ensure_home() -> Path:
+    """Create ``PREFECT_HOME`` (and its parents) before Prefect is imported.
+
+    Prefect creates its home at import without parents, so a fresh machine without
+    ``~/.cache`` got a "Failed to create the Prefect home directory" warning. Called only once
+    the configuration has passed its checks, so a bad one still leaves nothing on disk.
+    """
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return home
 
 
 def _drain() -> None:

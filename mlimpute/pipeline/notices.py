@@ -1,0 +1,44 @@
+"""Warnings of a run, each said once with how often it happened (no Prefect here).
+
+A fit warning that 19 of 20 imputations share is one line, "… (in 19 of 20 imputations)", on
+the console, in Prefect's log, in the report and in the manifest alike. Messages that differ
+only in their numbers (a gradient, a parameter value) count as one warning; the first one's
+text is kept.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+
+__all__ = ["caught", "tally", "of_run"]
+
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def caught(records: Sequence[warnings.WarningMessage]) -> list[str]:
+    """The distinct warnings of a ``catch_warnings(record=True)`` block, in order, as text."""
+    seen: list[str] = []
+    for w in records:
+        msg = f"{w.category.__name__}: {w.message}"
+        if msg not in seen:
+            seen.append(msg)
+    return seen
+
+
+def tally(per_unit: Sequence[Sequence[str]], unit: str = "imputations") -> list[str]:
+    """Each distinct warning of ``per_unit`` (one list per imputation) once, with its count."""
+    first: dict[str, str] = {}
+    count: dict[str, int] = {}
+    for messages in per_unit:
+        for key in dict.fromkeys(_NUMBER.sub("#", m) for m in messages):
+            count[key] = count.get(key, 0) + 1
+        for m in messages:
+            first.setdefault(_NUMBER.sub("#", m), m)
+    return [f"{first[k]} (in {n} of {len(per_unit)} {unit})" for k, n in count.items()]
+
+
+def of_run(assembled: dict, pooled: Sequence[dict]) -> list[str]:
+    """Every warning of a run, once: the sampler's, then each analysis's, named."""
+    return [*assembled["warnings"], *(f"{r['name']}: {w}" for r in pooled for w in r["warnings"])]

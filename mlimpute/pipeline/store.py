@@ -1,0 +1,151 @@
+"""Files the pipeline's tasks hand each other, and the input read once per process (no Prefect).
+
+Tasks pass paths and small records, never arrays or DataFrames: a chain task saves its
+:class:`~mlimpute.impute.ChainResult` to an ``.npz`` file, an analysis task saves its fit to a
+pickle, and the next task reads them by path. Every file is written to a temporary name and
+renamed when whole (:func:`mlimpute.io.atomic_path`), so an interrupted run leaves either the
+old file or the new one, never half of one.
+
+The work files live under ``<output>/.cache/``; their names carry a digest of everything that
+decides their content (input hash, configuration, package version), which is also the Prefect
+cache key of the task that writes them. :func:`prune_cache` removes the ones a run no longer
+uses.
+
+The input table and its model arrays are read and built once per process
+(:func:`read_input`, :func:`model_data`) and shared by the tasks that run there: the flow's own
+steps, the chains of a thread-pool runner, or every task a Dask worker runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pickle
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlimpute.config import ModelConfig, PipelineConfig
+from mlimpute.design import ModelData
+from mlimpute.impute import ChainResult, prepare
+from mlimpute.io import atomic_path, read_table
+
+__all__ = ["digest", "save_chain", "load_chain", "save_pickle", "load_pickle", "cache_dir",
+           "read_input", "model_data", "prune_cache"]
+
+CACHE = ".cache"
+
+
+def cache_dir(output_dir: str | Path) -> Path:
+    """Where the chain and fit files and Prefect's cache records of a run are kept."""
+    return Path(output_dir) / CACHE
+
+
+def digest(record: Any) -> str:
+    """sha256 of a JSON-able record in canonical form (sorted keys, no whitespace)."""
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------
+# The input, once per process
+# ------------------------------------------------------------------------------------------
+def _stamp(path: Path) -> tuple[int, int]:
+    """Size and modification time of a file, or of the newest file of a dataset folder."""
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    stats = [f.stat() for f in files]
+    return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
+
+
+@functools.lru_cache(maxsize=2)
+def _read(path: str, stamp: tuple[int, int]) -> pd.DataFrame:
+    return read_table(path)
+
+
+def read_input(path: str | os.PathLike) -> pd.DataFrame:
+    """The input table, read once per process while the file is unchanged (shared: read-only)."""
+    p = Path(path)
+    if not p.exists():
+        return read_table(p)  # raises the DataError that names the path
+    return _read(str(p), _stamp(p))
+
+
+@functools.lru_cache(maxsize=2)
+def _model_data(path: str, stamp: tuple[int, int], model_json: str) -> ModelData:
+    return prepare(_read(path, stamp), ModelConfig.model_validate_json(model_json).to_model())
+
+
+def model_data(cfg: PipelineConfig) -> ModelData:
+    """The sampler's arrays for the configuration's input and model, built once per process."""
+    p = Path(cfg.data.path)
+    return _model_data(str(p), _stamp(p), cfg.model.model_dump_json())
+
+
+# ------------------------------------------------------------------------------------------
+# Work files
+# ------------------------------------------------------------------------------------------
+def save_chain(path: str | Path, result: ChainResult) -> Path:
+    """Write one chain's imputations and trace to ``path`` (an ``.npz`` file), atomically."""
+    names = list(result.imputed)
+    meta = {"chain": result.chain, "seconds": result.seconds, "variables": names}
+    arrays = {f"imputed_{i}": result.imputed[n] for i, n in enumerate(names)}
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        # a file object, so numpy does not append ".npz" to the temporary name
+        np.savez(fh, trace=result.trace, meta=np.array(json.dumps(meta)), **arrays)
+    return Path(path)
+
+
+def load_chain(path: str | Path) -> ChainResult:
+    """Read a file written by :func:`save_chain`."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        imputed = {n: z[f"imputed_{i}"] for i, n in enumerate(meta["variables"])}
+        return ChainResult(chain=int(meta["chain"]), imputed=imputed, trace=z["trace"],
+                           seconds=float(meta["seconds"]))
+
+
+def save_pickle(path: str | Path, obj: Any) -> Path:
+    """Pickle ``obj`` to ``path`` atomically (fit results, read back only by this pipeline)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return Path(path)
+
+
+def load_pickle(path: str | Path) -> Any:
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+def prune_cache(output_dir: str | Path, keep: Iterable[str | Path]) -> list[Path]:
+    """Delete the work files under ``.cache/chains`` and ``.cache/fits`` that are not in ``keep``.
+
+    Their names carry the digest of input, configuration and version, so a file that the
+    current run does not use was made for another input, configuration or version: it would
+    never be read again. Prefect's cache records (``.cache/prefect``) of deleted files go too:
+    a record is kept only if it names a kept key. Returns what was deleted.
+    """
+    root = cache_dir(output_dir)
+    kept = {Path(p).resolve() for p in keep}
+    keys = {Path(p).stem.rsplit("-", 1)[-1] for p in kept}
+    gone = []
+    for sub in ("chains", "fits"):
+        for f in sorted((root / sub).rglob("*")) if (root / sub).is_dir() else []:
+            if f.is_file() and f.resolve() not in kept:
+                f.unlink()
+                gone.append(f)
+    records = root / "prefect"
+    if records.is_dir():
+        for f in sorted(records.iterdir()):
+            if f.is_file() and not any(f.name.startswith(k) for k in keys):
+                f.unlink()
+                gone.append(f)
+    for d in sorted(root.rglob("*"), reverse=True):  # folders left empty
+        if d.is_dir() and not any(d.iterdir()):
+            shutil.rmtree(d, ignore_errors=True)
+    return gone

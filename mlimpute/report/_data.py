@@ -1,0 +1,125 @@
+"""What the report shows, computed from the run's tables (no plotting, no HTML)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..impute import ESS_LIMIT, RHAT_LIMIT
+from ..spec import ImputationModel
+
+__all__ = ["PooledTable", "ImputedVariable", "observed_vs_imputed", "flag_diagnostics",
+           "main_parameters", "missing_patterns", "MAX_TRACES"]
+
+MAX_TRACES = 16  # trace panels; past that, the flagged parameters, intercepts and variances
+
+
+@dataclass(frozen=True)
+class PooledTable:
+    """One analysis as the report shows it.
+
+    ``complete_case``: the same model fitted on the rows without missing values (term,
+    estimate, conf_low, conf_high), drawn beside the pooled estimates; None if not fitted.
+    """
+
+    name: str
+    formula: str
+    family: str
+    m: int
+    tidy: pd.DataFrame
+    varcomp: pd.DataFrame | None = None
+    warnings: tuple[str, ...] = ()
+    complete_case: pd.DataFrame | None = None
+    complete_case_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class ImputedVariable:
+    """Observed and imputed values of one variable (level-2: one value per cluster)."""
+
+    name: str
+    kind: str
+    level: int
+    observed: pd.Series
+    imputed: pd.DataFrame = field(repr=False)  # columns imputation, value
+
+
+def observed_vs_imputed(df: pd.DataFrame, long: pd.DataFrame,
+                        model: ImputationModel) -> list[ImputedVariable]:
+    """Observed and imputed values of each imputed variable that had holes.
+
+    ``long`` is the long table of completed datasets (``imputation`` column, each imputation's
+    rows in ``df``'s row order).
+    """
+    out = []
+    n = len(df)
+    imp = long["imputation"].to_numpy()
+    if len(long) % n:
+        raise ValueError("the long table's length is not a multiple of the data's")
+    for name, var in model.variables.items():
+        holes = df[name].isna().to_numpy()
+        if not holes.any():
+            continue
+        mask = np.tile(holes, len(long) // n)
+        values = long[name].to_numpy()[mask]
+        imputed = pd.DataFrame({"imputation": imp[mask], "value": values})
+        observed = df.loc[~holes, name]
+        if var.level == 2:
+            cl = df[model.cluster].to_numpy()
+            observed = pd.Series(observed.to_numpy(), index=cl[~holes]).groupby(level=0).first()
+            imputed["cluster"] = np.tile(cl, len(long) // n)[mask]
+            imputed = imputed.groupby(["imputation", "cluster"], sort=True,
+                                      as_index=False)["value"].first()
+        out.append(ImputedVariable(name=name, kind=var.kind, level=var.level,
+                                   observed=observed.reset_index(drop=True), imputed=imputed))
+    return out
+
+
+def flag_diagnostics(diag: pd.DataFrame) -> np.ndarray:
+    """Rows whose R-hat exceeds 1.05, whose bulk or tail ESS is below 100, or that could not be
+    assessed (NaN: too few draws)."""
+    r = diag["rhat"].to_numpy(dtype=float)
+    ess = np.minimum(diag["ess_bulk"].to_numpy(dtype=float), diag["ess_tail"].to_numpy(dtype=float))
+    return ~(r <= RHAT_LIMIT) | ~(ess >= ESS_LIMIT)
+
+
+def main_parameters(names: Sequence[str], flagged: Sequence[str] = ()) -> list[str]:
+    """The parameters whose traces are drawn: all of them up to 16, else the flagged ones,
+    then intercepts and variances (diagonal covariance elements), in the sampler's order."""
+    names = list(names)
+    if len(names) <= MAX_TRACES:
+        return names
+
+    def is_main(p: str) -> bool:
+        if "Intercept]" in p:
+            return True
+        if "[" in p and "," in p:
+            a, b = p[p.index("[") + 1:-1].split(",", 1)
+            return a == b
+        return False
+
+    chosen = [p for p in names if p in set(flagged)]
+    chosen += [p for p in names if is_main(p) and p not in chosen]
+    keep = set(chosen[:MAX_TRACES])
+    return [p for p in names if p in keep]
+
+
+def missing_patterns(df: pd.DataFrame, max_patterns: int = 20) -> pd.DataFrame:
+    """Missing-data patterns, as R mice's ``md.pattern``: one row per pattern (True = observed),
+    columns ordered from the fewest to the most missing values, patterns from the most to the
+    least frequent, with a ``rows`` column (how many rows have the pattern). Past
+    ``max_patterns``, the rarest are pooled into one row whose cells are NaN."""
+    miss = df.isna()
+    order = miss.sum().sort_values(kind="stable").index
+    observed = ~miss[order]
+    counts = observed.value_counts(sort=True).rename("rows").reset_index()
+    counts = counts.sort_values(["rows"], ascending=False, kind="stable").reset_index(drop=True)
+    if len(counts) > max_patterns:
+        rest = counts.iloc[max_patterns - 1:]
+        other = {c: np.nan for c in order} | {"rows": int(rest["rows"].sum())}
+        counts = pd.concat([counts.iloc[:max_patterns - 1], pd.DataFrame([other])],
+                           ignore_index=True)
+    return counts

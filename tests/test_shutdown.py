@@ -1,0 +1,114 @@
+"""Stopping ``mlimpute run``: SIGTERM and SIGINT stop it within seconds and say so; neither
+they nor ``kill -KILL`` leave a process behind (Prefect's API server included).
+
+Each run is started in a session of its own, so "left behind" means: any process of that
+session still alive once the CLI has gone. The first run uses a fresh HOME without
+``~/.cache``, as on a new machine, where Prefect used to warn that it could not create its home.
+Runs are long (burn-in 100,000 sweeps) so the first chain is sampling when the signal comes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                                 reason="lists processes by session from /proc (Linux)")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A user's home without ~/.cache: Prefect's home is created under it by the CLI."""
+    return tmp_path_factory.mktemp("home")
+
+
+def session_processes(sid: int) -> list[str]:
+    """Command lines of the live processes in session ``sid``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.append(f"{entry.name}: {cmd}")
+    return out
+
+
+class Run:
+    """``mlimpute run`` in its own session, its stderr collected by a thread."""
+
+    def __init__(self, tmp_path: Path, home: Path):
+        project = tmp_path / "project"
+        project.mkdir()
+        shutil.copy(ROOT / "examples" / "exam_scores.parquet", project / "exam.parquet")
+        shutil.copy(ROOT / "tests" / "fixtures" / "pipeline" / "exam.toml", project / "run.toml")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "XDG_"))}
+        env.update(HOME=str(home), DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlimpute.cli", "run", str(project / "run.toml"),
+             "--set", "sampler.burn=100000"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        self.lines: list[str] = []
+        self.started = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            if "rows in 65 clusters" in line:  # the flow has started; chains come next
+                self.started.set()
+
+    def wait_sampling(self) -> None:
+        assert self.started.wait(240), "".join(self.lines)[-3000:]
+        time.sleep(3)  # chain 1 is sampling now: 100,000 sweeps take well over a minute
+        assert self.proc.poll() is None
+
+    def left_behind(self, within: float) -> list[str]:
+        deadline = time.monotonic() + within
+        while (left := session_processes(self.proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return left
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_the_run_within_seconds_and_leaves_nothing(tmp_path, home, sig):
+    run = Run(tmp_path, home)
+    run.wait_sampling()
+    t0 = time.monotonic()
+    run.proc.send_signal(sig)
+    code = run.proc.wait(timeout=60)
+    seconds = time.monotonic() - t0
+    err = "".join(run.lines)
+    assert code == 128 + sig, err[-3000:]
+    assert seconds < 15, f"took {seconds:.1f} s to stop"
+    assert f"mlimpute: {sig.name} received: stopping now" in err
+    assert "the chain that was running is abandoned. Run the same command again to resume" in err
+    assert "Failed to create the Prefect home directory" not in err
+    assert "mlimpute: starting Prefect and its local API" in err  # said before the wait
+    assert re.search(r"Prefect's API is up \(\d+ s\) at (\S+); .* export PREFECT_API_URL=\1", err)
+    assert run.left_behind(within=10) == []
+
+
+def test_kill_minus_kill_leaves_no_api_server(tmp_path, home):
+    run = Run(tmp_path, home)
+    run.wait_sampling()
+    assert any("prefect.server.api.server:create_app" in p for p in session_processes(run.proc.pid))
+    run.proc.kill()
+    run.proc.wait(timeout=30)
+    assert run.left_behind(within=20) == []  # the server saw its parent go and stopped
