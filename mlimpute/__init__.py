@@ -10,7 +10,8 @@ Public API (every name in ``__all__``; README "In Python")::
 
 from .analysis import glmm, lmm
 from .errors import ConvergenceError, ConvergenceWarning, DataError, MlimputeError, SpecError
-from .impute import ImputationResult, impute
+from .impute import impute
+from .result import ImputationResult
 from .pooling import ModelTestResult, PooledResult, PoolingWarning, analyse, pool, test_models
 from .spec import CovariancePrior, ImputationModel, Variable
 

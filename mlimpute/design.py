@@ -17,7 +17,8 @@ from .errors import DataError
 from .spec import ImputationModel
 from .substantive import OutcomeData, build_outcome
 
-__all__ = ["ModelData", "ColumnCodec", "build", "MAX_NOMINAL_CATEGORIES", "latent_names"]
+__all__ = ["ModelData", "ColumnCodec", "build", "MAX_NOMINAL_CATEGORIES", "latent_names", "missing_units",
+           "long_table"]
 
 MAX_NOMINAL_CATEGORIES = 50
 
@@ -508,3 +509,72 @@ def _categorical(sdf: "_SortedColumns", name: str, var) -> tuple[np.ndarray, tup
     codes = np.fromiter((-1 if m else lookup[v] for v, m in zip(vals, isna)), dtype=np.int16,
                         count=len(vals))
     return codes, cats
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays back to a table
+# --------------------------------------------------------------------------------------------
+def missing_units(data: ModelData) -> dict[str, np.ndarray]:
+    """Per variable (and the substantive model's outcome): the sorted rows (level 1) or
+    clusters (level 2) where it is missing."""
+    out = {}
+    for c in data.codecs:
+        miss = data.miss1 if c.level == 1 else data.miss2
+        out[c.name] = np.flatnonzero(miss[:, c.cols[0]])
+    if data.outcome is not None:
+        out[data.outcome.name] = np.flatnonzero(~data.outcome.observed)
+    return out
+
+
+def long_table(df: pd.DataFrame, data: ModelData, imputed: dict[str, np.ndarray], m: int) -> pd.DataFrame:
+    """The M completed datasets as one long table: ``df``'s columns (imputed continuous columns
+    as float, categorical ones in their input dtype and labels) in the input's row order, then
+    ``imputation`` = 1..m. ``imputed[name]`` is (m, units) as listed by :func:`missing_units`:
+    values, or category codes."""
+    n = len(df)
+    inv = np.empty_like(data.order)
+    inv[data.order] = np.arange(n)
+    cluster_of_row = data.cluster[inv]               # cluster index of each input row
+    units = missing_units(data)
+    long = pd.concat([df] * m, ignore_index=True)
+    offsets = (np.arange(m) * n)[:, None]
+    for codec in data.output_codecs:
+        base = df[codec.name]
+        holes = np.flatnonzero(base.isna().to_numpy())
+        if not holes.size:
+            continue  # nothing imputed: keep the column exactly as it came
+        imp = imputed[codec.name] if units[codec.name].size else np.empty((m, 0))
+        if codec.level == 1:
+            target = data.order[units[codec.name]]
+            fill = imp
+        else:
+            # cluster values per imputation, observed or imputed, then spread to the rows
+            per_cluster = np.repeat((data.y2[:, codec.cols[0]] if codec.kind == "continuous"
+                                     else codec.codes)[None, :], m, axis=0)
+            per_cluster = per_cluster.astype(imp.dtype)
+            per_cluster[:, units[codec.name]] = imp
+            target = holes
+            fill = per_cluster[:, cluster_of_row[holes]]
+        pos = (offsets + target[None, :]).ravel()
+        if codec.kind == "continuous":
+            values = np.tile(base.to_numpy(dtype=float, na_value=np.nan), m).astype(codec.dtype)
+            values[pos] = fill.ravel()
+            long[codec.name] = values
+        else:
+            values = np.tile(base.to_numpy(dtype=object), m)
+            cats = np.empty(len(codec.categories), dtype=object)
+            cats[:] = list(codec.categories)
+            values[pos] = cats[fill.ravel()]
+            long[codec.name] = _restore_dtype(values, base.dtype, long.index)
+    long["imputation"] = np.repeat(np.arange(1, m + 1), n)
+    return long
+
+
+def _restore_dtype(values: np.ndarray, dtype, index: pd.Index) -> object:
+    """Categorical outputs in the input's dtype (Categorical, strings, integers, bool)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return pd.Series(pd.Categorical(values, dtype=dtype), index=index)
+    try:  # a Series keeps object dtype (pandas 3 would otherwise infer its string dtype)
+        return pd.Series(values, dtype=dtype, index=index)
+    except (TypeError, ValueError):
+        return pd.Series(values, dtype=object, index=index)

@@ -10,12 +10,21 @@ Geyer, C. J. (1992). Practical Markov chain Monte Carlo. Statistical Science, 7(
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.special import ndtri
 from scipy.stats import rankdata
 
-__all__ = ["rhat", "ess_bulk", "ess_tail", "autocorrelation", "summarise"]
+from .errors import ConvergenceWarning
+
+__all__ = ["rhat", "ess_bulk", "ess_tail", "autocorrelation", "summarise", "warn_convergence",
+           "RHAT_LIMIT", "ESS_LIMIT", "MIN_DRAWS"]
+
+RHAT_LIMIT = 1.05
+ESS_LIMIT = 100
+MIN_DRAWS = 4  # split chains need two halves of at least two draws
 
 
 def _split(x: np.ndarray) -> np.ndarray:
@@ -135,3 +144,36 @@ def summarise(draws: np.ndarray, names: list[str]) -> pd.DataFrame:
         x = draws[:, :, k]
         rows.append((name, rhat(x), ess_bulk(x), ess_tail(x)))
     return pd.DataFrame(rows, columns=["parameter", "rhat", "ess_bulk", "ess_tail"])
+
+
+def warn_convergence(table: pd.DataFrame, n_draws: int, stacklevel: int = 2) -> None:
+    """A :class:`~mlimpute.ConvergenceWarning` when a parameter of ``table`` (``summarise``'s)
+    has R-hat > RHAT_LIMIT or bulk/tail ESS < ESS_LIMIT, naming the worst; or when there are
+    too few draws to tell."""
+    if n_draws < MIN_DRAWS:
+        warnings.warn(
+            f"only {n_draws} post-burn-in draws per chain: too few to assess convergence "
+            f"(R-hat and ESS need at least {MIN_DRAWS}); increase between or n_imputations",
+            ConvergenceWarning, stacklevel=stacklevel + 1,
+        )
+        return
+    names = table["parameter"].to_numpy()
+    r = table["rhat"].to_numpy(dtype=float)
+    ess = np.fmin(table["ess_bulk"].to_numpy(dtype=float), table["ess_tail"].to_numpy(dtype=float))
+    parts = []
+    bad_r = np.flatnonzero(r > RHAT_LIMIT)
+    if bad_r.size:
+        bad_r = bad_r[np.argsort(-r[bad_r])]
+        worst = ", ".join(f"{names[i]} ({r[i]:.3f})" for i in bad_r[:3])
+        parts.append(f"R-hat > {RHAT_LIMIT} for {bad_r.size} parameter(s), worst: {worst}")
+    bad_e = np.flatnonzero(ess < ESS_LIMIT)
+    if bad_e.size:
+        bad_e = bad_e[np.argsort(ess[bad_e])]
+        worst = ", ".join(f"{names[i]} ({ess[i]:.0f})" for i in bad_e[:3])
+        parts.append(f"ESS < {ESS_LIMIT} for {bad_e.size} parameter(s), worst: {worst}")
+    if parts:
+        warnings.warn(
+            "; ".join(parts) + ". Increase burn and between (or imputations/chains), and look "
+            "at res.trace() for these parameters",
+            ConvergenceWarning, stacklevel=stacklevel + 1,
+        )

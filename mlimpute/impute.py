@@ -1,4 +1,4 @@
-"""``impute()``: chains, burn-in, thinning, seeding, and the ImputationResult.
+"""``impute()``: chains, burn-in, thinning and seeding (the result: ``mlimpute.result``).
 
 The work is split so that a task runner can run chains anywhere: :func:`prepare` checks the
 data and builds the arrays, :func:`run_chain` runs one chain from its own ``SeedSequence``
@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from . import diagnostics as diag
-from .design import ModelData, build
-from .errors import ConvergenceWarning, DataError, SpecError
+from .design import ModelData, build, long_table, missing_units
+from .errors import DataError, SpecError
+from .result import ImputationResult
 from .sampler import initial_state, prepare_static, sweep, trace_names, trace_vector
 from .sampler.latent import latents_to_codes
 from .sampler.outcome import impute_outcome
@@ -29,9 +30,6 @@ from .spec import ImputationModel
 __all__ = ["impute", "prepare", "run_chain", "assemble", "ImputationResult", "ChainResult",
            "chain_seeds", "split_imputations"]
 
-RHAT_LIMIT = 1.05
-ESS_LIMIT = 100
-MIN_DRAWS = 4  # split chains need two halves of at least two draws
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,8 +126,12 @@ def run_chain(
     between: int,
     seed: np.random.SeedSequence,
     progress: bool | None = None,
+    on_sweep: Callable[[int, int], None] | None = None,
 ) -> ChainResult:
     """Run one chain: ``burn`` sweeps, then an imputation every ``between`` sweeps.
+
+    ``on_sweep(done, total)``, if given, is called after every sweep (the pipeline's progress
+    bars; it must be cheap).
 
     BLAS is pinned to one thread for the chain: the sampler's products are skinny, and two BLAS
     threads made them up to 30x slower on a 2-core machine.
@@ -159,19 +161,9 @@ def run_chain(
                     for name, values in _current_imputations(rng, st, state, units).items():
                         imputed[name][m] = values
             bar.update(it + 1)
+            if on_sweep is not None:
+                on_sweep(it + 1, total)
     return ChainResult(chain=chain, imputed=imputed, trace=trace, seconds=time.perf_counter() - t0)
-
-
-def missing_units(data: ModelData) -> dict[str, np.ndarray]:
-    """Per variable (and the substantive model's outcome): the sorted rows (level 1) or
-    clusters (level 2) where it is missing."""
-    out = {}
-    for c in data.codecs:
-        miss = data.miss1 if c.level == 1 else data.miss2
-        out[c.name] = np.flatnonzero(miss[:, c.cols[0]])
-    if data.outcome is not None:
-        out[data.outcome.name] = np.flatnonzero(~data.outcome.observed)
-    return out
 
 
 def _current_imputations(rng, st, state, units: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -192,133 +184,6 @@ def _current_imputations(rng, st, state, units: dict[str, np.ndarray]) -> dict[s
         else:
             out[c.name] = latents_to_codes(c, y[rows][:, list(c.cols)], ordinal.get(c.name))
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# The result
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class ImputationResult:
-    """M completed datasets and the record of how they were drawn.
-
-    Attributes
-    ----------
-    data : DataFrame
-        Long table: the input's columns (input dtypes; imputed continuous columns as float) and
-        ``imputation`` = 1..M, each imputation's rows in the input's row order.
-    model : ImputationModel
-    n_imputations, burn, between, chains : int
-    seed_entropy : int or tuple
-        Root entropy of the run: ``impute(..., seed=seed_entropy)`` reproduces it.
-    parameter_names : list of str
-    traces : list of (draws, parameters) arrays, one per chain (every post-burn-in sweep)
-    chain_seconds : list of float
-    """
-
-    data: pd.DataFrame
-    model: ImputationModel
-    n_imputations: int
-    burn: int
-    between: int
-    chains: int
-    seed_entropy: object
-    parameter_names: list[str]
-    traces: list[np.ndarray]
-    chain_seconds: list[float]
-    index: pd.Index = field(repr=False)
-    _diagnostics: pd.DataFrame = field(repr=False)
-
-    def completed(self, k: int) -> pd.DataFrame:
-        """The k-th completed dataset (1-based): the input's columns, rows and index."""
-        if not 1 <= k <= self.n_imputations:
-            raise IndexError(f"imputation {k} out of range 1..{self.n_imputations}")
-        n = len(self.index)
-        out = self.data.iloc[(k - 1) * n: k * n].drop(columns="imputation")
-        out.index = self.index
-        return out
-
-    def diagnostics(self) -> pd.DataFrame:
-        """Rank-normalised split R-hat and bulk/tail ESS of every monitored parameter."""
-        return self._diagnostics.copy()
-
-    def draws(self) -> np.ndarray:
-        """Post-burn-in parameter draws, (chains, draws, parameters), chains cut to equal length."""
-        n = min(t.shape[0] for t in self.traces)
-        return np.stack([t[:n] for t in self.traces])
-
-    def trace(self) -> pd.DataFrame:
-        """Long table of the post-burn-in draws: chain, iteration, parameter, value."""
-        frames = []
-        for c, t in enumerate(self.traces):
-            it = np.arange(self.burn + 1, self.burn + t.shape[0] + 1)
-            frames.append(pd.DataFrame({
-                "chain": c + 1,
-                "iteration": np.repeat(it, t.shape[1]),
-                "parameter": np.tile(self.parameter_names, t.shape[0]),
-                "value": t.ravel(),
-            }))
-        return pd.concat(frames, ignore_index=True)
-
-    def summary(self) -> pd.DataFrame:
-        """Posterior mean, SD and 2.5/97.5% quantiles of the monitored parameters, all chains."""
-        d = self.draws().reshape(-1, len(self.parameter_names))
-        return pd.DataFrame({
-            "parameter": self.parameter_names,
-            "mean": d.mean(axis=0), "sd": d.std(axis=0, ddof=1),
-            "q2.5": np.quantile(d, 0.025, axis=0), "q97.5": np.quantile(d, 0.975, axis=0),
-        })
-
-
-def _long_table(df: pd.DataFrame, data: ModelData, chains: list[ChainResult]) -> pd.DataFrame:
-    n = len(df)
-    m = sum(c.n_imputations for c in chains)
-    inv = np.empty_like(data.order)
-    inv[data.order] = np.arange(n)
-    cluster_of_row = data.cluster[inv]               # cluster index of each input row
-    units = missing_units(data)
-    long = pd.concat([df] * m, ignore_index=True)
-    offsets = (np.arange(m) * n)[:, None]
-    for codec in data.output_codecs:
-        base = df[codec.name]
-        holes = np.flatnonzero(base.isna().to_numpy())
-        if not holes.size:
-            continue  # nothing imputed: keep the column exactly as it came
-        imp = (np.concatenate([c.imputed[codec.name] for c in chains], axis=0)
-               if units[codec.name].size else np.empty((m, 0)))
-        if codec.level == 1:
-            target = data.order[units[codec.name]]
-            fill = imp
-        else:
-            # cluster values per imputation, observed or imputed, then spread to the rows
-            per_cluster = np.repeat((data.y2[:, codec.cols[0]] if codec.kind == "continuous"
-                                     else codec.codes)[None, :], m, axis=0)
-            per_cluster = per_cluster.astype(imp.dtype)
-            per_cluster[:, units[codec.name]] = imp
-            target = holes
-            fill = per_cluster[:, cluster_of_row[holes]]
-        pos = (offsets + target[None, :]).ravel()
-        if codec.kind == "continuous":
-            values = np.tile(base.to_numpy(dtype=float, na_value=np.nan), m).astype(codec.dtype)
-            values[pos] = fill.ravel()
-            long[codec.name] = values
-        else:
-            values = np.tile(base.to_numpy(dtype=object), m)
-            cats = np.empty(len(codec.categories), dtype=object)
-            cats[:] = list(codec.categories)
-            values[pos] = cats[fill.ravel()]
-            long[codec.name] = _restore_dtype(values, base.dtype, long.index)
-    long["imputation"] = np.repeat(np.arange(1, m + 1), n)
-    return long
-
-
-def _restore_dtype(values: np.ndarray, dtype, index: pd.Index) -> object:
-    """Categorical outputs in the input's dtype (Categorical, strings, integers, bool)."""
-    if isinstance(dtype, pd.CategoricalDtype):
-        return pd.Series(pd.Categorical(values, dtype=dtype), index=index)
-    try:  # a Series keeps object dtype (pandas 3 would otherwise infer its string dtype)
-        return pd.Series(values, dtype=dtype, index=index)
-    except (TypeError, ValueError):
-        return pd.Series(values, dtype=object, index=index)
 
 
 def prepare(df: pd.DataFrame, model: ImputationModel) -> ModelData:
@@ -350,44 +215,17 @@ def assemble(
     draws = np.stack([c.trace[:n] for c in chains])
     table = diag.summarise(draws, names)
     if warn:
-        _warn_convergence(table, n)
+        diag.warn_convergence(table, n, stacklevel=3)
+    m = sum(c.n_imputations for c in chains)
+    imputed = {name: np.concatenate([c.imputed[name] for c in chains], axis=0)
+               for name in chains[0].imputed}
     return ImputationResult(
-        data=_long_table(df, data, chains), model=data.model,
+        data=long_table(df, data, imputed, m), model=data.model,
         n_imputations=sum(c.n_imputations for c in chains), burn=burn, between=between,
         chains=len(chains), seed_entropy=seed_entropy, parameter_names=names,
         traces=[c.trace for c in chains], chain_seconds=[c.seconds for c in chains],
         index=df.index, _diagnostics=table,
     )
-
-
-def _warn_convergence(table: pd.DataFrame, n_draws: int) -> None:
-    if n_draws < MIN_DRAWS:
-        warnings.warn(
-            f"only {n_draws} post-burn-in draws per chain: too few to assess convergence "
-            f"(R-hat and ESS need at least {MIN_DRAWS}); increase between or n_imputations",
-            ConvergenceWarning, stacklevel=4,
-        )
-        return
-    names = table["parameter"].to_numpy()
-    r = table["rhat"].to_numpy(dtype=float)
-    ess = np.fmin(table["ess_bulk"].to_numpy(dtype=float), table["ess_tail"].to_numpy(dtype=float))
-    parts = []
-    bad_r = np.flatnonzero(r > RHAT_LIMIT)
-    if bad_r.size:
-        bad_r = bad_r[np.argsort(-r[bad_r])]
-        worst = ", ".join(f"{names[i]} ({r[i]:.3f})" for i in bad_r[:3])
-        parts.append(f"R-hat > {RHAT_LIMIT} for {bad_r.size} parameter(s), worst: {worst}")
-    bad_e = np.flatnonzero(ess < ESS_LIMIT)
-    if bad_e.size:
-        bad_e = bad_e[np.argsort(ess[bad_e])]
-        worst = ", ".join(f"{names[i]} ({ess[i]:.0f})" for i in bad_e[:3])
-        parts.append(f"ESS < {ESS_LIMIT} for {bad_e.size} parameter(s), worst: {worst}")
-    if parts:
-        warnings.warn(
-            "; ".join(parts) + ". Increase burn and between (or imputations/chains), and look "
-            "at res.trace() for these parameters",
-            ConvergenceWarning, stacklevel=4,
-        )
 
 
 def impute(
@@ -433,7 +271,7 @@ def impute(
 
     Notes
     -----
-    The Gibbs sampler (DESIGN §1) draws in turn B1, B2, the level-1 random effects of all
+    The Gibbs sampler (see mlimpute.sampler.sweep) draws in turn B1, B2, the level-1 random effects of all
     clusters, Ω2, Ω1 and the missing cells, each from its full conditional under model (6) of
     Goldstein, Carpenter & Browne with flat priors on B and inverse-Wishart priors on Ω1, Ω2.
 

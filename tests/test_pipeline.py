@@ -309,6 +309,9 @@ def test_demo_command_runs_the_bundled_example(harness, cli_env, tmp_path, capsy
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["input"]["sha256"] == file_sha256(EXAM)
     assert manifest["config"]["analysis"][0]["formula"] == FORMULA
+    # the demo imputes with its analysis model (random slope of the incomplete standlrt)
+    assert manifest["config"]["model"]["substantive"] == FORMULA
+    assert "substantive-model compatible" in (out / "report.html").read_text()
 
 
 def test_serve_registers_a_cron_deployment(harness, cli_env, tmp_path, capsys):

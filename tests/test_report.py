@@ -154,3 +154,21 @@ def test_flag_diagnostics_limits():
     diag = pd.DataFrame({"parameter": ["a", "b", "c", "d"], "rhat": [1.0, 1.06, 1.0, np.nan],
                          "ess_bulk": [500, 500, 99, 500], "ess_tail": [500, 500, 500, 500]})
     assert flag_diagnostics(diag).tolist() == [False, True, True, True]  # NaN: not assessable
+
+
+def test_report_says_which_imputation_model_ran_and_plots_the_imputed_outcome():
+    from mlimpute.report import describe_model
+
+    df = read_parquet(EXAM)
+    smc = mi.ImputationModel(cluster="school", variables={"standlrt": "continuous"}, covariates=["sex"],
+                             substantive="normexam ~ standlrt + sex + (1 + standlrt | school)")
+    text = describe_model(smc)
+    assert "substantive-model compatible" in text and "<code>normexam</code>" in text
+    assert "<code>standlrt</code> given <code>sex</code>" in text
+    joint = mi.ImputationModel(cluster="school", variables={"normexam": "continuous"})
+    assert "not compatible" in describe_model(joint) and "substantive" in describe_model(joint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mi.ConvergenceWarning)  # a short run: plumbing only
+        res = mi.impute(df, smc, n_imputations=2, burn=20, between=5, chains=1, seed=3)
+    shown = {v.name for v in observed_vs_imputed(df, res.data, smc)}
+    assert shown == {"standlrt", "normexam"}

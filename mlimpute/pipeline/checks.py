@@ -48,9 +48,10 @@ def check_data(cfg: PipelineConfig) -> dict[str, Any]:
     df = store.read_input(cfg.data.path)
     data = store.model_data(cfg)  # every check of the model against the data
     model = data.model
+    imputed = [*model.variables, *([model.outcome] if model.substantive is not None else [])]
     for a in cfg.analysis:
-        _check_analysis(a, df, model.variables)
-    missing = {name: int(df[name].isna().sum()) for name in model.variables}
+        _check_analysis(a, df, imputed)
+    missing = {name: int(df[name].isna().sum()) for name in imputed}
     return {
         "rows": int(len(df)),
         "columns": [str(c) for c in df.columns],
@@ -96,7 +97,8 @@ def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
             raise DataError(
                 f"[[analysis]] {a.name!r}: column {col!r} has {holes} missing values but is not "
                 "imputed, so every completed dataset would still have holes; add it to "
-                "[model.variables] or drop it from the formula")
+                "[model.variables] (or make it the outcome of [model] substantive) or drop it "
+                "from the formula")
 
 
 def check_output_dir(path: str | os.PathLike) -> None:

@@ -21,7 +21,8 @@ from prefect.runtime import flow_run
 
 from mlimpute.config import PipelineConfig
 from mlimpute.io import atomic_path, file_sha256
-from mlimpute.report import PooledTable, missing_patterns, observed_vs_imputed, render_report
+from mlimpute.report import (PooledTable, describe_model, missing_patterns, observed_vs_imputed,
+                             render_report)
 
 from . import notices, store
 
@@ -71,8 +72,10 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
         "input": f"{cfg.data.path} ({ingest['bytes']:,} bytes)",
         "input sha256": ingest["sha256"],
         "rows / clusters": f"{len(df):,} / {df[cfg.model.cluster].nunique():,}",
-        "imputed variables": ", ".join(f"{n} ({v.kind}, level {v.level})"
-                                       for n, v in cfg.model.variables.items()),
+        "imputed variables": ", ".join([f"{n} ({v.kind}, level {v.level})"
+                                        for n, v in cfg.model.variables.items()]
+                                       + ([f"{cfg.imputation_model().outcome} (outcome of the analysis model)"]
+                                          if cfg.model.substantive else [])),
         "covariates": ", ".join(cfg.model.covariates + cfg.model.level2_covariates) or "none",
         "run length": f"{s.imputations} imputations from {s.chains} chains; burn-in {s.burn}, "
                       f"{s.between} sweeps between imputations",
@@ -86,7 +89,8 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
         traces=[c.trace for c in sorted(chains, key=lambda c: c.chain)],
         parameter_names=assembled["parameters"], burn=s.burn,
         imputed=observed_vs_imputed(df, long, cfg.imputation_model()),
-        warnings=notices.of_run(assembled, pooled), patterns=missing_patterns(df))
+        warnings=notices.of_run(assembled, pooled), patterns=missing_patterns(df),
+        model_html=describe_model(cfg.imputation_model()))
     path = cfg.output.dir / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")

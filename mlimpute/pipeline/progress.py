@@ -98,7 +98,7 @@ class ChainBar:
 
     def __init__(self, progress: Progress, number: int, total: int):
         self.p, self.label, self.total = progress, f"chain {number}", total
-        self.t0 = self.last_line = time.monotonic()
+        self.t0 = self.last_line = self.last_call = time.monotonic()
         self.last_done = 0
         self._task = (progress._rich.add_task(self.label, total=total, rate="")
                       if progress._rich is not None else None)
@@ -107,6 +107,10 @@ class ChainBar:
         now = time.monotonic()
         rate = done / max(now - self.t0, 1e-9)
         if self._task is not None:
+            # called after every sweep (one can take 0.1 ms): redraw at most 10 times a second
+            if done < self.total and now - self.last_call < 0.1:
+                return
+            self.last_call = now
             self.p._rich.update(self._task, completed=done, rate=f"{rate:,.0f} sweeps/s")
             return
         step = max(self.total // 10, 1)

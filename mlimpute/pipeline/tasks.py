@@ -19,7 +19,6 @@ under ``<output>/.cache`` (see :func:`cached`).
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from pathlib import Path
 from typing import Any
@@ -77,11 +76,6 @@ def validate(cfg: PipelineConfig) -> dict[str, Any]:
     return checks.check_data(cfg)
 
 
-# run_chain reports each sweep to an ``on_sweep(done, total)`` callback once it takes one (a
-# change to mlimpute/impute.py that is pending); until then a chain's bar moves when it ends
-_SWEEP_HOOK = "on_sweep" in inspect.signature(run_chain).parameters
-
-
 @task(name="chain", retries=0, task_run_name="chain-{job[chain_number]}")
 def sample_chain(cfg: PipelineConfig, job: dict[str, Any]) -> str:
     """Run one chain and save it; returns the file's path.
@@ -93,10 +87,8 @@ def sample_chain(cfg: PipelineConfig, job: dict[str, Any]) -> str:
     c = job["chain"]
     total = s.burn + job["n_imputations"] * s.between
     hook = progress.sweep_reporter(job["chain_number"], total)
-    sweeps = {"on_sweep": hook} if _SWEEP_HOOK else {}
     result = run_chain(store.model_data(cfg), c, job["n_imputations"], s.burn, s.between,
-                       seeds[c], progress=False, **sweeps)
-    hook(total, total)
+                       seeds[c], progress=False, on_sweep=hook)
     return str(store.save_chain(job["out"], result))
 
 

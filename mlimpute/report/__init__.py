@@ -30,14 +30,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..impute import ESS_LIMIT, RHAT_LIMIT
-from ._data import (ImputedVariable, PooledTable, flag_diagnostics, main_parameters,
+from ..diagnostics import ESS_LIMIT, RHAT_LIMIT
+from ._data import (ImputedVariable, PooledTable, describe_model, flag_diagnostics, main_parameters,
                     missing_patterns, observed_vs_imputed)
 from ._html import CSS, bullets, info, table
 from ._plots import density_plot, forest_plot, pattern_plot, trace_plot
 
 __all__ = ["PooledTable", "ImputedVariable", "render_report", "observed_vs_imputed",
-           "main_parameters", "flag_diagnostics", "missing_patterns"]
+           "main_parameters", "flag_diagnostics", "missing_patterns", "describe_model"]
 
 _TIDY = ["term", "estimate", "std_error", "conf_low", "conf_high", "df", "p_value", "riv", "fmi"]
 _HEADERS = {"std_error": "SE", "conf_low": "95% low", "conf_high": "95% high", "p_value": "p",
@@ -116,6 +116,7 @@ def render_report(
     imputed: Sequence[ImputedVariable],
     warnings: Sequence[str] = (),
     patterns: pd.DataFrame | None = None,
+    model_html: str = "",
 ) -> str:
     """The report as one HTML string (see the module docstring for its sections).
 
@@ -137,6 +138,8 @@ def render_report(
         Every warning of the run, once each, listed at the top.
     patterns : DataFrame, optional
         From :func:`missing_patterns` of the input.
+    model_html : str
+        A paragraph naming the imputation model (:func:`describe_model`).
     """
     body = [
         f"<h1>{html.escape(title)}</h1>",
@@ -144,6 +147,7 @@ def render_report(
         "<h2>Pooled estimates</h2>",
         *([_pooled_section(p) for p in pooled] or ["<p>No analyses configured.</p>"]),
         "<h2>The data: what was missing, what was imputed</h2>",
+        model_html,
     ]
     if patterns is not None and len(patterns):
         body += ['<p class="note">Missing-data patterns (as mice\'s md.pattern): each row a '

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import html
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from ..impute import ESS_LIMIT, RHAT_LIMIT
-from ..spec import ImputationModel
+from ..diagnostics import ESS_LIMIT, RHAT_LIMIT
+from ..spec import ImputationModel, Variable
 
 __all__ = ["PooledTable", "ImputedVariable", "observed_vs_imputed", "flag_diagnostics",
            "main_parameters", "missing_patterns", "MAX_TRACES"]
@@ -47,6 +49,31 @@ class ImputedVariable:
     imputed: pd.DataFrame = field(repr=False)  # columns imputation, value
 
 
+def describe_model(model: ImputationModel) -> str:
+    """One paragraph (HTML) saying which imputation model ran."""
+    def names(cols):
+        return ", ".join(f"<code>{html.escape(c)}</code>" for c in cols) or "none"
+
+    cov = names([*model.covariates, *model.level2_covariates])
+    joint = (f"the joint latent-normal multilevel model (Goldstein, Carpenter &amp; Browne) of "
+             f"{names(model.variables)} given {cov}, clustered by <code>{html.escape(model.cluster)}</code>"
+             + (", with cluster-specific level-1 covariances" if model.covariance == "cluster" else ""))
+    if model.substantive is None:
+        return (f"<p>Imputation model: {joint}. Analyses with random slopes, interactions or "
+                "non-linear terms of imputed variables are not compatible with it (their estimates "
+                "shrink toward zero); give the analysis model as <code>substantive</code> for "
+                "those.</p>")
+    link = "" if model.family == "gaussian" else f", {model.resolved_link} link"
+    return (f"<p>Imputation model: <b>substantive-model compatible</b> (Goldstein, Carpenter &amp; "
+            f"Browne 2014): the analysis model <code>{html.escape(model.substantive)}</code> "
+            f"({model.family}{link}) for the outcome <code>{html.escape(model.outcome)}</code>, "
+            f"times {joint}" if model.variables else
+            f"<p>Imputation model: the analysis model <code>{html.escape(model.substantive)}</code> "
+            f"({model.family}{link}) for the outcome <code>{html.escape(model.outcome)}</code>") + (
+            ". Its random slopes, interactions and non-linear terms are imputed as the analysis "
+            "has them.</p>")
+
+
 def observed_vs_imputed(df: pd.DataFrame, long: pd.DataFrame,
                         model: ImputationModel) -> list[ImputedVariable]:
     """Observed and imputed values of each imputed variable that had holes.
@@ -59,7 +86,10 @@ def observed_vs_imputed(df: pd.DataFrame, long: pd.DataFrame,
     imp = long["imputation"].to_numpy()
     if len(long) % n:
         raise ValueError("the long table's length is not a multiple of the data's")
-    for name, var in model.variables.items():
+    variables = dict(model.variables)
+    if model.substantive is not None:   # the outcome of the analysis model is imputed too
+        variables[model.outcome] = Variable("continuous" if model.family == "gaussian" else "binary")
+    for name, var in variables.items():
         holes = df[name].isna().to_numpy()
         if not holes.any():
             continue

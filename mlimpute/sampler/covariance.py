@@ -26,7 +26,7 @@ is part of the target (jomo's MH uses the likelihood only).
 
 jomo's defaults are Ψ = I with ν = dimension for Ω2; for Ω1 jomo draws from
 ``IW(N − 1, I + S)``, an implicit prior df of −1. We use ν = dimension for both (a proper
-prior, as DESIGN §1 says); the difference is negligible whenever N ≫ p1.
+prior, jomo's default for Ω2 used for Ω1 too); the difference is negligible whenever N ≫ p1.
 
 References
 ----------

@@ -1,7 +1,7 @@
 """One Gibbs sweep of the joint model, composed from the full conditionals.
 
 Order: latents of observed categorical cells (with ordinal thresholds) → (B1, B2, U1) as one
-block → Ω2 → Ω1 → missing cells. DESIGN §1 lists B1 | rest, B2 | rest and U | rest as separate
+block → Ω2 → Ω1 → missing cells. The textbook scan draws B1 | rest, B2 | rest and U | rest as separate
 steps; drawing (B1, B2) with U1 integrated out and then U1 | B1, B2 is an exact draw from the
 same joint conditional and mixes far better (see ``random``). Any fixed scan order of exact (block)
 conditionals and MH steps that leave them invariant keeps the joint posterior of parameters,
