@@ -8,11 +8,13 @@ pool, the output folder and the task runner::
     path = "exam_scores.parquet"          # relative paths: relative to this file's folder
 
     [model]
-    cluster = "school"
+    cluster = "school"                    # or ["school", "class"] (nested, outermost first),
+                                          # { crossed = ["primary", "secondary"] }, or
+                                          # { membership = ["s1", "s2"], weights = ["w1", "w2"] }
     covariates = ["sex"]                  # also: level2_covariates, random_slopes, covariance
     [model.variables]
     normexam = "continuous"
-    avslrt = { kind = "continuous", level = 2 }
+    avslrt = { kind = "continuous", level = 2 }   # or level = "school" (a classification's name)
     fluent = { kind = "ordinal", categories = [1, 2, 3] }
     [model.prior_l2]                      # optional inverse-Wishart priors (prior_l1 too)
     df = 4
@@ -57,7 +59,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError
-from .spec import CovariancePrior, ImputationModel, Variable
+from .spec import CovariancePrior, Crossed, ImputationModel, Membership, Variable
 
 __all__ = [
     "PipelineConfig",
@@ -82,7 +84,14 @@ class DataConfig(_Section):
 
 class VariableConfig(_Section):
     kind: Literal["continuous", "binary", "ordinal", "nominal"]
-    level: Literal[1, 2] = 1
+    level: int | str = 1
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, v: Any) -> Any:  # 1, 2 or a classification's name (checked by the model)
+        if (isinstance(v, int) and not isinstance(v, bool) and v in (1, 2)) or (isinstance(v, str) and v):
+            return v
+        raise ValueError("should be 1, 2 or the name of a classification (e.g. \"school\")")
     categories: list[Any] | None = None
 
 
@@ -104,8 +113,20 @@ class PriorConfig(_Section):
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
+class CrossedConfig(_Section):
+    crossed: list[str] = Field(min_length=2)
+
+
+class MembershipConfig(_Section):
+    membership: list[str] = Field(min_length=1)
+    weights: list[str] = Field(min_length=1)
+    name: str | None = None
+
+
 class ModelConfig(_Section):
-    cluster: str = Field(min_length=1)
+    # "school"; ["school", "class"] (nested, outermost first); { crossed = [...] };
+    # { membership = [...], weights = [...] }
+    cluster: str | list[str] | CrossedConfig | MembershipConfig
     variables: dict[str, VariableConfig] = {}
     covariates: list[str] = []
     level2_covariates: list[str] = []
@@ -144,8 +165,13 @@ class ModelConfig(_Section):
             for key, p in (("prior_l1", self.prior_l1), ("prior_l2", self.prior_l2),
                            ("prior_substantive", self.prior_substantive)) if p is not None
         }
+        cluster: Any = self.cluster
+        if isinstance(cluster, CrossedConfig):
+            cluster = Crossed(*cluster.crossed)
+        elif isinstance(cluster, MembershipConfig):
+            cluster = Membership(tuple(cluster.membership), tuple(cluster.weights), name=cluster.name)
         return ImputationModel(
-            cluster=self.cluster, variables=variables, covariates=self.covariates,
+            cluster=cluster, variables=variables, covariates=self.covariates,
             level2_covariates=self.level2_covariates, random_slopes=self.random_slopes,
             covariance=self.covariance, substantive=self.substantive, family=self.family,
             link=self.link, **priors)

@@ -216,3 +216,29 @@ def test_module_entry_point_runs_validate(workdir):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "OK." in proc.stdout
+
+
+def test_validate_knows_nested_and_membership_structures(workdir, capsys):
+    """ExamScores with made-up classes (3 per school) and a made-up second school per pupil."""
+    df = read_parquet(workdir / "exam.parquet")
+    df["class"] = df["student"] % 3
+    df["school2"] = np.where(df["student"] % 4 == 0, (df["school"] % 65) + 1, np.nan)
+    df["w1"] = np.where(df["school2"].notna(), 0.6, 1.0)
+    df["w2"] = np.where(df["school2"].notna(), 0.4, np.nan)
+    df.to_parquet(workdir / "classes.parquet")
+    nested = write_config(workdir, data="classes.parquet", edit=lambda t: t.replace(
+        'cluster = "school"', 'cluster = ["school", "class"]').replace("level = 2", 'level = "school"'))
+    code, out, err = run_cli(["validate", str(nested)], capsys)
+    assert code == 0, err
+    n_classes = df.groupby(["school", "class"]).ngroups
+    assert f"OK. 4059 rows in 65 school × {n_classes} class clusters" in out
+    mm = write_config(workdir, data="classes.parquet", edit=lambda t: t.replace(
+        'cluster = "school"', 'cluster = { membership = ["school", "school2"], weights = ["w1", "w2"], name = "schools" }')
+        .replace('avslrt = { kind = "continuous", level = 2 }\n', "").replace(" + avslrt", ""))
+    code, out, err = run_cli(["validate", str(mm)], capsys)
+    assert code == 0, err
+    assert "65 schools clusters" in out
+    bad = write_config(workdir, data="classes.parquet", edit=lambda t: t.replace(
+        'cluster = "school"', 'cluster = { membership = ["school", "school2"], weights = ["w1", "w1"] }'))
+    code, out, err = run_cli(["validate", str(bad)], capsys)
+    assert code == 2 and "mlimpute: error:" in err and "w1" in err

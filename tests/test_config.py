@@ -96,7 +96,7 @@ df_com = 100
     (lambda t: t.replace("burn = 10", "burnin = 10"),
      r"\[sampler\] burn is required but missing; add it; unknown key \[sampler\] burnin; did you mean 'burn'\?"),
     (lambda t: t.replace('"continuous", level = 2', '"continuous", level = 3'),
-     r"\[model.variables.avslrt\] level = 3 should be 1 or 2"),
+     r"\[model.variables.avslrt\] level = 3: should be 1, 2 or the name of a classification"),
     (lambda t: t.replace('normexam = "continuous"', 'normexam = "continous"'),
      r"\[model.variables.normexam\] kind = \"continous\" should be 'continuous', 'binary'"),
     (lambda t: t.replace("imputations = 4", "imputations = 4\nchains = 5"),
@@ -145,3 +145,21 @@ def test_overrides_apply_on_top_and_resolve_paths_against_cwd(tmp_path, monkeypa
         parse_override("sampler.burn")
     with pytest.raises(mi.SpecError, match="'seed' is not a table"):
         apply_overrides({"sampler": {"seed": 1}}, {"sampler.seed.x": 2})
+
+
+@pytest.mark.parametrize("cluster, levels, expected", [
+    ('["school", "class"]', 'c = { kind = "continuous", level = "class" }',
+     lambda: mi.ImputationModel(cluster=["school", "class"], variables={"normexam": "continuous",
+                                "c": mi.Variable("continuous", level="class")}, covariates=["sex"])),
+    ('{ crossed = ["primary", "secondary"] }', 'p = { kind = "binary", level = "primary" }',
+     lambda: mi.ImputationModel(cluster=mi.Crossed("primary", "secondary"),
+                                variables={"normexam": "continuous", "p": mi.Variable("binary", level="primary")},
+                                covariates=["sex"])),
+    ('{ membership = ["s1", "s2"], weights = ["w1", "w2"], name = "school" }', "",
+     lambda: mi.ImputationModel(cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"),
+                                variables={"normexam": "continuous"}, covariates=["sex"])),
+])
+def test_cluster_structures_in_toml(tmp_path, cluster, levels, expected):
+    text = BASE.replace('cluster = "school"', f"cluster = {cluster}")
+    text = text.replace('avslrt = { kind = "continuous", level = 2 }', levels)
+    assert load_config(write(tmp_path, text)).imputation_model() == expected()

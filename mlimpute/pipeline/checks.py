@@ -55,7 +55,8 @@ def check_data(cfg: PipelineConfig) -> dict[str, Any]:
     return {
         "rows": int(len(df)),
         "columns": [str(c) for c in df.columns],
-        "clusters": int(len(data.sizes)),
+        "clusters": (f"{len(data.sizes)}" if not data.classes else
+                     " × ".join(f"{c.n_units} {c.name}" for c in reversed(data.classes))),
         "missing": missing,
     }
 

@@ -71,7 +71,8 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
     run = {
         "input": f"{cfg.data.path} ({ingest['bytes']:,} bytes)",
         "input sha256": ingest["sha256"],
-        "rows / clusters": f"{len(df):,} / {df[cfg.model.cluster].nunique():,}",
+        "rows / clusters": f"{len(df):,} / " + ", ".join(
+            f"{_n_units(df, c):,} {c.name}" for c in cfg.imputation_model().classifications),
         "imputed variables": ", ".join([f"{n} ({v.kind}, level {v.level})"
                                         for n, v in cfg.model.variables.items()]
                                        + ([f"{cfg.imputation_model().outcome} (outcome of the analysis model)"]
@@ -95,6 +96,13 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return str(path)
+
+
+def _n_units(df, c) -> int:
+    """Units of a classification in the data (combinations of nested ids; union of membership ids)."""
+    if c.kind == "membership":
+        return int(pd.unique(pd.concat([df[x].dropna() for x in c.columns])).size)
+    return int(df[list(c.columns)].drop_duplicates().shape[0])
 
 
 @task(name="manifest", retries=0)  # no retries: a local write

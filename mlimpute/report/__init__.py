@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ..diagnostics import ESS_LIMIT, RHAT_LIMIT
-from ._data import (ImputedVariable, PooledTable, describe_model, flag_diagnostics, main_parameters,
-                    missing_patterns, observed_vs_imputed)
+from ._data import (ImputedVariable, PooledTable, describe_model, diagnostics_by_group, flag_diagnostics,
+                    main_parameters, missing_patterns, observed_vs_imputed)
 from ._html import CSS, bullets, info, table
 from ._plots import density_plot, forest_plot, pattern_plot, trace_plot
 
@@ -42,7 +42,9 @@ __all__ = ["PooledTable", "ImputedVariable", "render_report", "observed_vs_imput
 _TIDY = ["term", "estimate", "std_error", "conf_low", "conf_high", "df", "p_value", "riv", "fmi"]
 _HEADERS = {"std_error": "SE", "conf_low": "95% low", "conf_high": "95% high", "p_value": "p",
             "riv": "RIV", "fmi": "FMI", "ess_bulk": "ESS bulk", "ess_tail": "ESS tail",
-            "rhat": "R-hat", "term1": "term", "term2": "with", "mean": "mean of m"}
+            "rhat": "R-hat", "term1": "term", "term2": "with", "mean": "mean of m",
+            "max_rhat": "largest R-hat", "min_ess_bulk": "smallest ESS bulk",
+            "min_ess_tail": "smallest ESS tail"}
 
 _VARCOMP_NOTE = (
     "Rows: the variance of each random effect of a grouping factor (<i>term</i>), the "
@@ -95,8 +97,13 @@ def _convergence(diagnostics: pd.DataFrame, traces: Sequence[np.ndarray],
     else:
         head = (f'<p class="ok">All {len(diagnostics)} parameters within the limits (R-hat ≤ '
                 f"{RHAT_LIMIT}, bulk and tail ESS ≥ {ESS_LIMIT}).</p>")
+    groups = diagnostics_by_group(diagnostics)
+    by_group = ("<p>By part of the model (level 1, each classification, the analysis model):</p>"
+                + table(groups, flags=(groups["max_rhat"] > RHAT_LIMIT).to_numpy()
+                        | (np.fmin(groups["min_ess_bulk"], groups["min_ess_tail"]) < ESS_LIMIT).to_numpy(),
+                        text_cols=("group",), headers=_HEADERS)) if len(groups) > 1 else ""
     return [
-        "<h2>Convergence of the imputation model</h2>", head,
+        "<h2>Convergence of the imputation model</h2>", head, by_group,
         f"<details><summary>R-hat and ESS of all {len(diagnostics)} parameters</summary>"
         + table(diagnostics, flags=flags, text_cols=("parameter",), headers=_HEADERS) + "</details>",
         f"<h3>Traces after burn-in ({len(show)} of {len(parameter_names)} parameters)</h3>",
