@@ -484,7 +484,7 @@ def _categorical(sdf: "_SortedColumns", name: str, var) -> tuple[np.ndarray, tup
         )
     if var.categories is not None:
         cats = tuple(var.categories)
-        unknown = [v for v in pd.unique(observed.to_numpy(dtype=object)) if v not in set(cats)]
+        unknown = [v for v in pd.unique(observed).tolist() if v not in set(cats)]
         if unknown:
             raise DataError(
                 f"column {name!r} holds value {_py(unknown[0])!r}, which is not among its declared "
@@ -492,8 +492,8 @@ def _categorical(sdf: "_SortedColumns", name: str, var) -> tuple[np.ndarray, tup
             )
     elif isinstance(s.dtype, pd.CategoricalDtype):
         cats = tuple(s.cat.categories)
-    else:
-        uniq = pd.unique(observed.to_numpy(dtype=object))
+    else:  # the distinct values first: no Python object per row
+        uniq = pd.unique(observed).tolist()
         try:
             cats = tuple(sorted(uniq))
         except TypeError:
@@ -519,12 +519,18 @@ def _categorical(sdf: "_SortedColumns", name: str, var) -> tuple[np.ndarray, tup
             f"model supports at most {MAX_NOMINAL_CATEGORIES} (it needs K−1 latent columns): "
             "group rare categories, or declare it continuous/ordinal if that fits"
         )
-    lookup = {c: k for k, c in enumerate(cats)}
-    vals = s.to_numpy(dtype=object)
-    isna = s.isna().to_numpy()
     # int16: at most MAX_NOMINAL_CATEGORIES (or a declared ordinal's levels, checked below)
     if len(cats) > 32000:
         raise DataError(f"column {name!r} has {len(cats)} categories; that is not a categorical variable")
+    try:  # pandas' hash table maps values to codes without a Python loop over the rows
+        codes = pd.Categorical(s, categories=pd.Index(list(cats), dtype=object)).codes
+        if ((codes < 0) == s.isna().to_numpy()).all():
+            return codes.astype(np.int16), cats
+    except (TypeError, ValueError):  # labels pandas cannot hash together: the loop below
+        pass
+    lookup = {c: k for k, c in enumerate(cats)}
+    vals = s.to_numpy(dtype=object)
+    isna = s.isna().to_numpy()
     codes = np.fromiter((-1 if m else lookup[v] for v, m in zip(vals, isna)), dtype=np.int16,
                         count=len(vals))
     return codes, cats
@@ -638,7 +644,7 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     units_sorted = []
     for spec, (codes, ids, weights, labels) in zip(specs, raw):
         K = len(labels)
-        unit = None if codes is None else codes[order]
+        unit = None if codes is None else codes[order].astype(np.int32)  # int32: half the memory
         units_sorted.append(unit)
         if unit is None:
             y, miss, codecs_c = np.empty((K, 0)), np.zeros((K, 0), bool), []
@@ -669,7 +675,7 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
                         "use fewer level2_covariates"
                     )
         classes.append(ClassData(
-            spec=spec, unit=unit, ids=None if ids is None else ids[order],
+            spec=spec, unit=unit, ids=None if ids is None else ids[order].astype(np.int32),
             weights=None if weights is None else weights[order], labels=labels,
             y=np.ascontiguousarray(y), miss=miss, x=xc, x_names=tuple(xc_names),
             y_names=latent_names(codecs_c), codecs=tuple(codecs_c), parent={}))
