@@ -94,6 +94,7 @@ class ModelData:
     codecs: tuple[ColumnCodec, ...]
     outcome: "OutcomeData | None" = None   # the substantive model (see mlimpute.substantive)
     classes: tuple = ()   # several classifications (structure.ClassData each, sampler order)
+    variances: tuple = ()  # variance functions (structure.VarianceData each)
 
     @property
     def output_codecs(self) -> tuple[ColumnCodec, ...]:
@@ -292,7 +293,7 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         )
     if len(df) == 0:
         raise DataError("data has no rows")
-    if not model.two_level:
+    if model.general:  # several classifications or variance functions: the general sampler
         return _build_classified(df, model)
     codes, labels = _cluster_codes(df, model.cluster)
     n_clusters = labels.shape[0]
@@ -611,7 +612,7 @@ def _restore_dtype(values: np.ndarray, dtype, index: pd.Index) -> object:
 def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     """``build`` for a model with several classifications (or a multiple membership)."""
     from .structure import (ClassData, canonical_order, membership_arrays, model_classifications,
-                            nesting_parents, reduce_to_units, unit_codes)
+                            nesting_parents, reduce_to_units, unit_codes, variance_data)
 
     specs = model_classifications(model)
     raw = []
@@ -627,6 +628,7 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     blocks1, codecs1 = _variable_columns(df, sdf, model, 1)
     y1 = np.column_stack(blocks1) if blocks1 else np.empty((len(df), 0))
     miss1 = _missing_mask(y1, codecs1)
+    y1_names = latent_names(codecs1)
 
     x1_blocks, x1_names = [np.ones((len(df), 1))], ["Intercept"]
     cov2_blocks = []
@@ -684,6 +686,8 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         for b in range(a):
             if classes[a].spec.kind == classes[b].spec.kind == "nested":
                 classes[a].parent[b] = nesting_parents(units_sorted[b], units_sorted[a], classes[b].n_units)
+    variances = tuple(variance_data(sdf, model, name, y1_names.index(name), specs)
+                      for name, v in model.variables.items() if v.variance is not None)
     c0 = classes[0]
     key = c0.unit if c0.unit is not None else c0.ids[:, 0]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
@@ -692,7 +696,7 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         model=model, order=order, cluster=key, starts=starts, sizes=np.diff(np.r_[starts, key.size]),
         cluster_labels=np.asarray(c0.labels, dtype=object), y1=np.ascontiguousarray(y1),
         y2=np.empty((c0.n_units, 0)), miss1=miss1, miss2=np.zeros((c0.n_units, 0), bool),
-        y1_names=latent_names(codecs1), y2_names=(), x1=x1, x1_names=tuple(x1_names),
+        y1_names=y1_names, y2_names=(), x1=x1, x1_names=tuple(x1_names),
         x2=np.ones((c0.n_units, 1)), x2_names=("Intercept",), z=np.ones((len(df), 1)),
-        z_names=("Intercept",), codecs=tuple(codecs), classes=tuple(classes),
+        z_names=("Intercept",), codecs=tuple(codecs), classes=tuple(classes), variances=variances,
     )

@@ -43,11 +43,19 @@ class Variable:
         For ordinal variables, the categories in increasing order (default: the order of an
         ordered pandas Categorical, else the sorted observed values). For binary and nominal
         variables, the full set of categories when some are not observed.
+    variance : str, optional
+        A variance function of a continuous level-1 variable: its residual variance is
+        multiplied by ``exp(w_i'γ + v_k)``, ``w`` the columns of a one-sided formula of complete
+        covariates (``"~ sex + ses"``; no intercept: Ω1 keeps the baseline) and ``v_k`` an
+        optional random effect of a classification on the log-variance (``"~ sex + (1 |
+        school)"``), correlated with that classification's other random effects (a
+        location-scale model, Leckie et al. 2014).
     """
 
     kind: VariableKind
     level: Literal[1, 2] | str = 1
     categories: tuple[Any, ...] | None = None
+    variance: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -60,6 +68,17 @@ class Variable:
             raise SpecError(
                 f"variable level {self.level!r} must be 1 (unit), 2 (cluster) or the name of a "
                 "classification (e.g. level='school')")
+        if self.variance is not None:
+            if self.kind != "continuous" or self.level != 1:
+                raise SpecError(
+                    f"variance={self.variance!r} is for continuous level-1 variables (a "
+                    f"{self.kind} variable at level {self.level!r} has no residual variance to model)"
+                )
+            if not isinstance(self.variance, str) or not self.variance.strip().startswith("~"):
+                raise SpecError(
+                    f"variance={self.variance!r} must be a one-sided formula like '~ sex + ses' or "
+                    "'~ sex + (1 | school)'"
+                )
         if self.categories is not None:
             cats = tuple(self.categories)
             if self.kind == "continuous":
@@ -362,7 +381,7 @@ class ImputationModel:
         for name, v in norm.items():
             if isinstance(v.level, str):
                 if self.two_level and v.level == self.cluster:
-                    norm[name] = Variable(v.kind, level=2, categories=v.categories)
+                    norm[name] = Variable(v.kind, level=2, categories=v.categories, variance=v.variance)
                     continue
                 if v.level not in names:
                     raise SpecError(
@@ -382,6 +401,18 @@ class ImputationModel:
                     f"({', '.join(map(repr, names))}); name the one at which it is measured, e.g. "
                     f"level={names[-1]!r}"
                 )
+        vf = [n for n, v in norm.items() if v.variance is not None]
+        if vf:
+            for what, bad in (("random_slopes", bool(self.random_slopes)),
+                              ("covariance='cluster'", self.covariance == "cluster"),
+                              ("substantive", self.substantive is not None),
+                              ("a multiple-membership classification",
+                               any(c.kind == "membership" for c in self.classifications))):
+                if bad:
+                    raise SpecError(
+                        f"the variance function of {vf[0]!r} cannot be combined with {what} yet; "
+                        "drop one of them"
+                    )
         if not self.two_level:
             for what, bad in (("random_slopes", bool(self.random_slopes)),
                               ("covariance='cluster'", self.covariance == "cluster"),
@@ -396,6 +427,12 @@ class ImputationModel:
     def two_level(self) -> bool:
         """One cluster column: the two-level model (6)."""
         return isinstance(self.cluster, str)
+
+    @property
+    def general(self) -> bool:
+        """Sampled by the general sampler (several classifications or variance functions); the
+        two-level model (6) otherwise has its own, with random slopes and cluster covariances."""
+        return not self.two_level or any(v.variance is not None for v in self.variables.values())
 
     @property
     def classifications(self) -> tuple["Classification", ...]:

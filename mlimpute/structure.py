@@ -24,8 +24,8 @@ import pandas as pd
 from .errors import DataError
 from .spec import Classification, ImputationModel
 
-__all__ = ["ClassData", "unit_codes", "membership_arrays", "reduce_to_units", "nesting_parents",
-           "canonical_order"]
+__all__ = ["ClassData", "VarianceData", "unit_codes", "membership_arrays", "reduce_to_units",
+           "nesting_parents", "canonical_order", "variance_data"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,3 +211,74 @@ def model_classifications(model: ImputationModel) -> tuple[Classification, ...]:
     if all(c.kind == "nested" for c in cls):
         return tuple(reversed(cls))
     return cls
+
+
+@dataclass(frozen=True, eq=False)
+class VarianceData:
+    """A variance function of a continuous level-1 variable (rows sorted).
+
+    ``col``: its column in y1; ``w`` (N, g): the log-variance design (complete covariates,
+    treatment-coded, no intercept); ``re``: the index (sampler order) of the classification
+    whose random effect shifts the log-variance, or None.
+    """
+
+    name: str
+    col: int
+    w: np.ndarray
+    w_names: tuple[str, ...]
+    re: int | None
+
+
+def variance_data(sdf, model: ImputationModel, name: str, col: int, specs) -> VarianceData:
+    """Check and build the variance function of variable ``name`` (``specs``: the
+    classifications in sampler order)."""
+    from formulaic import model_matrix
+    from formulaic.errors import FormulaicError
+
+    from .analysis.formula import parse_formula
+    from .errors import SpecError
+
+    text = model.variables[name].variance
+    where = f"variance={text!r} of {name!r}"
+    parsed = parse_formula(f"__lhs__ {text.strip()}")
+    re = None
+    for term in parsed.random:
+        names = [c.name for c in specs]
+        group = term.group_label
+        if model.two_level and group == model.cluster:
+            group = specs[0].name
+        if term.expr.replace(" ", "") != "1" or group not in names or re is not None:
+            raise SpecError(
+                f"{where}: its random term {term.text!r} must be one random intercept of a "
+                f"classification of the model ({', '.join(map(repr, names))}), like '(1 | {names[-1]})'"
+            )
+        re = names.index(group)
+    from formulaic import Formula
+
+    try:
+        cols = sorted({str(v) for v in Formula(parsed.fixed).required_variables})
+    except FormulaicError as exc:
+        raise SpecError(f"cannot read {where}: {exc}") from None
+    frame = {}
+    for c in cols:
+        if c not in sdf._df.columns:
+            raise DataError(f"column {c!r} of {where} is not in the data; fix the formula or the data")
+        s = sdf[c].reset_index(drop=True)
+        if s.isna().any():
+            raise DataError(
+                f"column {c!r} of {where} has {int(s.isna().sum())} missing value(s); a variance "
+                "function needs complete covariates: impute them first or drop those rows"
+            )
+        frame[c] = s
+    n = len(sdf.index)
+    mm = model_matrix(parsed.fixed, pd.DataFrame(frame, index=range(n)) if frame else pd.DataFrame(index=range(n)))
+    names = [c for c in mm.columns if c != "Intercept"]
+    w = np.ascontiguousarray(np.asarray(mm[names], dtype=float)) if names else np.zeros((n, 0))
+    if not names and re is None:
+        raise SpecError(f"{where} has no term; give covariates (~ sex) or a random effect (~ (1 | school))")
+    for k, c in enumerate(names):
+        if np.ptp(w[:, k]) == 0:
+            raise DataError(f"column {c!r} of {where} is constant; it would duplicate the baseline variance: drop it")
+    if names and np.linalg.matrix_rank(np.column_stack([np.ones(n), w])) < len(names) + 1:
+        raise DataError(f"the columns of {where} are linearly dependent (with the intercept); drop one")
+    return VarianceData(name=name, col=col, w=w, w_names=tuple(names), re=re)

@@ -175,28 +175,24 @@ def test_nested_data_errors():
 # The draws against dense algebra
 # ------------------------------------------------------------------------------------------
 def test_batched_unit_draw_is_the_exact_conditional():
-    """draw_units: N(P_k⁻¹ h_k, P_k⁻¹), P_k = prior + counts[k, blk] ∘ Q; the draw is affine in
-    its normals: mean (z = 0) and covariance (unit vectors) against numpy."""
+    """draw_units_full: N(P_k⁻¹ h_k, P_k⁻¹), P_k = prior + Q_k; the draw is affine in its
+    normals: mean (z = 0) and covariance (unit vectors) against numpy."""
     rng = np.random.default_rng(0)
     r, K = 3, 4
     a = rng.normal(size=(r, r))
     prior = a @ a.T + r * np.eye(r)
-    Q = np.zeros((r, r))
-    Q[:2, :2] = [[2.0, 0.3], [0.3, 1.0]]
-    Q[2, 2] = 1.5
-    blk = np.array([0, 0, 1])
-    counts = rng.integers(1, 9, (K, 2)).astype(float)
+    Qk = np.stack([(lambda b: b @ b.T)(rng.normal(size=(r, r))) for _ in range(K)])
     h = rng.normal(size=(K, r))
-    m0, ok = ck.draw_units(prior, Q, blk, counts, h, np.zeros((K, r)))
+    m0, ok = ck.draw_units_full(prior, Qk, h, np.zeros((K, r)))
     assert ok
     for k in range(K):
-        P = prior + Q * counts[k, blk][:, None] * (blk[:, None] == blk[None, :])
+        P = prior + Qk[k]
         assert np.allclose(m0[k], np.linalg.solve(P, h[k]), atol=1e-12)
         cols = []
         for e in np.eye(r):
             z = np.zeros((K, r))
             z[k] = e
-            cols.append(ck.draw_units(prior, Q, blk, counts, h, z)[0][k] - m0[k])
+            cols.append(ck.draw_units_full(prior, Qk, h, z)[0][k] - m0[k])
         B = np.column_stack(cols)
         assert np.allclose(B @ B.T, np.linalg.inv(P), atol=1e-12)
 
