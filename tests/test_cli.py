@@ -216,3 +216,23 @@ def test_module_entry_point_runs_validate(workdir):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "OK." in proc.stdout
+
+
+# three imputations: FMI > 0.5 for standlrt is expected; the test checks the plumbing
+@pytest.mark.filterwarnings("ignore:fraction of missing information:mlimpute.pooling.PoolingWarning")
+def test_analyse_command_with_a_variance_function(capsys, tmp_path):
+    data = pd.read_csv(MITML / "jomo_exam_imputations.csv.gz")
+    data = data[data.Imputation <= 3]  # imputation 0 (the original data) is skipped
+    data.to_csv(tmp_path / "imps.csv", index=False)
+    formula = "normexam ~ standlrt + sex + (1 | clus)"
+    code, out, err = run_cli(["analyse", str(tmp_path / "imps.csv"), "--formula", formula,
+                              "--dispersion", "~ sex", "--out", str(tmp_path / "p.csv")], capsys)
+    assert code == 0, err
+    ref = mi.analyse(data, formula, dispersion="~ sex")
+    vc = pd.read_csv(tmp_path / "p_varcomp.csv")
+    row = vc[(vc.group == "Residual") & (vc.term1 == "sex[T.girl]")].iloc[0]
+    want = ref.varcomp().set_index(["group", "term1"]).loc[("Residual", "sex[T.girl]")]
+    assert row.method == "rubin_identity" and row.estimate == pytest.approx(want.estimate, rel=1e-12)
+    code, _, err = run_cli(["analyse", str(tmp_path / "imps.csv"), "--formula", "sex ~ 1 + (1 | clus)",
+                            "--family", "binomial", "--dispersion", "~ standlrt"], capsys)
+    assert code == 2 and "--dispersion applies to --family gaussian" in err and err.count("\n") == 1
