@@ -67,6 +67,9 @@ CASES = {
     "wrong type": ("typed", r"column 'standlrt' is declared continuous but holds non-numeric values"),
     "analysis column": (dict(edit=lambda t: t.replace("+ avslrt +", "+ avslrtt +")),
                         r"\[\[analysis\]\] 'exam': column 'avslrtt' of formula .* is not in the data; did you mean 'avslrt'\?"),
+    "dispersion column": (dict(edit=lambda t: t.replace('dispersion = "~ sex"', 'dispersion = "~ sexx"')),
+                          r"\[\[analysis\]\] 'sex-gap': column 'sexx' of formula .* or dispersion '~ sexx' is "
+                          r"not in the data; did you mean 'sex'\?"),
     "analysis column with holes": (dict(edit=lambda t: t.replace('standlrt = "continuous"\n', "")),
                                    r"column 'standlrt' has 903 missing values but is not imputed"),
     "output under a file": ("file-out", r"\[output\] dir = '.*blocker/out' cannot be created: '.*blocker' is a file"),

@@ -172,3 +172,19 @@ def test_report_says_which_imputation_model_ran_and_plots_the_imputed_outcome():
         res = mi.impute(df, smc, n_imputations=2, burn=20, between=5, chains=1, seed=3)
     shown = {v.name for v in observed_vs_imputed(df, res.data, smc)}
     assert shown == {"standlrt", "normexam"}
+
+
+def test_report_shows_the_variance_function_and_what_its_rows_mean(run):
+    df, model, res = run
+    pooled = mi.analyse(res, "normexam ~ avslrt + sex + (1 | school)", dispersion="~ sex")
+    table = PooledTable("hetero", pooled.formula, "gaussian", pooled.m, pooled.tidy(), pooled.varcomp(),
+                        dispersion="~ sex")
+    html = render_report(title="t", run={}, pooled=[table], diagnostics=res.diagnostics(), traces=res.traces,
+                         parameter_names=res.parameter_names, burn=res.burn, imputed=[])
+    assert "residual variance log σ²<sub>i</sub> = log σ² + w<sub>i</sub>′γ, w from <code>~ sex</code>" in html
+    assert ">sex[T.girl]<" in html and ">rubin_identity<" in html
+    assert "exp(γ) is the ratio of residual variances" in html
+    plain = PooledTable("plain", pooled.formula, "gaussian", pooled.m, pooled.tidy(), pooled.varcomp())
+    html = render_report(title="t", run={}, pooled=[plain], diagnostics=res.diagnostics(), traces=res.traces,
+                         parameter_names=res.parameter_names, burn=res.burn, imputed=[])
+    assert "log σ²<sub>i</sub>" not in html
