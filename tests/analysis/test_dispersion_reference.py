@@ -17,10 +17,30 @@ import pytest
 
 import mlimpute as mi
 
-FIX = Path(__file__).resolve().parents[1] / "fixtures" / "dispersion"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIX = FIXTURES / "dispersion"
 EXAM = "normexam ~ standlrt + sex + (1 | school)"
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 RTOL = 1e-4
+#: reference stem -> (formula, data, dispersion); each made by REML and ML (benchmarks/accuracy_dispersion.py)
+CASES = {
+    "nlme_exam_varident": (EXAM, "exam", "~ sex"),
+    "nlme_sleep_varexp": (SLEEP, "sleepstudy", "~ Days"),
+    "glmmtmb_exam_disp": (EXAM, "exam", "~ sex + standlrt"),
+}
+
+
+def load(data: str) -> pd.DataFrame:
+    """ExamScores' complete cases in the model's columns (as in make_dispersion.R), or sleepstudy."""
+    if data == "exam":
+        ex = pd.read_csv(FIXTURES / "data" / "ExamScores.csv")
+        return ex[["normexam", "standlrt", "sex", "school"]].dropna().reset_index(drop=True)
+    return pd.read_csv(FIXTURES / "lme4" / "data" / "sleepstudy.csv")
+
+
+def fit_case(stem: str, reml: bool):
+    formula, data, dispersion = CASES[stem]
+    return mi.lmm(formula, load(data), reml=reml, dispersion=dispersion)
 
 
 def _key(g, a, b):
@@ -65,27 +85,26 @@ def compare(fit, stem: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def exam(lme4_data):
-    return lme4_data("ExamScores")[["normexam", "standlrt", "sex", "school"]].dropna().reset_index(drop=True)
+def exam():
+    return load("exam")
 
 
 @pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
-def test_varident_by_sex_against_nlme(exam, reml):
-    fit = mi.lmm(EXAM, exam, reml=reml, dispersion="~ sex")
+def test_varident_by_sex_against_nlme(reml):
+    fit = fit_case("nlme_exam_varident", reml)
     compare(fit, f"nlme_exam_varident_{'reml' if reml else 'ml'}")
     assert fit.dispersion == "~ sex"
     assert list(fit.dispersion_params.index) == ["sex[T.girl]"]
 
 
 @pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
-def test_varexp_on_days_against_nlme(lme4_data, reml):
-    fit = mi.lmm(SLEEP, lme4_data("sleepstudy"), reml=reml, dispersion="~ Days")
-    compare(fit, f"nlme_sleep_varexp_{'reml' if reml else 'ml'}")
+def test_varexp_on_days_against_nlme(reml):
+    compare(fit_case("nlme_sleep_varexp", reml), f"nlme_sleep_varexp_{'reml' if reml else 'ml'}")
 
 
 @pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
-def test_factor_and_continuous_against_glmmtmb(exam, reml):
-    fit = mi.lmm(EXAM, exam, reml=reml, dispersion="~ sex + standlrt")
+def test_factor_and_continuous_against_glmmtmb(reml):
+    fit = fit_case("glmmtmb_exam_disp", reml)
     compare(fit, f"glmmtmb_exam_disp_{'reml' if reml else 'ml'}")
     assert list(fit.dispersion_params.index) == ["sex[T.girl]", "standlrt"]
 
@@ -123,8 +142,8 @@ def test_refit_keeps_the_variance_function(exam):
     compare(ml, "nlme_exam_varident_ml")
 
 
-def test_rows_order_and_labels(lme4_data):
-    data = lme4_data("sleepstudy")
+def test_rows_order_and_labels():
+    data = load("sleepstudy")
     fit = mi.lmm(SLEEP, data, dispersion="~ Days")
     # the likelihood does not depend on the row order (the solver sorts rows by cluster)
     shuffled = mi.lmm(SLEEP, data.sample(frac=1.0, random_state=3), dispersion="~ Days")
