@@ -41,7 +41,7 @@ Pinheiro, J. C. & Bates, D. M. (2000). *Mixed-Effects Models in S and S-PLUS*. S
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -83,6 +83,23 @@ class _Pieces:
 _NO_GAMMA = np.zeros(0)
 
 
+def _centre_response(design: Design) -> tuple[Design, np.ndarray]:
+    """The design with ``y − ȳ`` for the solver, and what that shift moves β by.
+
+    With a constant column in X (the intercept) the likelihood does not change: that column's
+    coefficient absorbs ȳ. The penalised sums of squares then lose the cancellation of a large
+    ``yᵀWy`` against the fitted part, which left ~1e-10 rounding noise in the deviance for
+    Penicillin's diameters (≈ 23; its variance function's γ was off by 2e-6 there).
+    """
+    X, shift = design.X, np.zeros(design.X.shape[1])
+    const = np.flatnonzero(np.all(X == X[:1], axis=0) & (X[0] != 0)) if X.size else np.zeros(0, dtype=int)
+    if const.size == 0:
+        return design, shift
+    c = float(design.y.mean())
+    shift[const[0]] = c / X[0, const[0]]
+    return replace(design, y=design.y - c), shift
+
+
 class LmmEngine:
     """Data, structure and solver of one LMM; evaluates its (RE)ML criteria.
 
@@ -95,9 +112,10 @@ class LmmEngine:
         self.dispersion = None if dispersion is None else dispersion.for_rows(design.rows)
         self.options = options
         self.structure = Structure.from_design(design)
-        self.algebra = make_algebra(self.structure, design, options["algebra"])
         self.n, self.p = design.X.shape
         self.k = 0 if dispersion is None else dispersion.k
+        centred, self._beta_shift = _centre_response(design)
+        self.algebra = make_algebra(self.structure, centred, options["algebra"])
 
     def _solve(self, theta: np.ndarray, gamma: np.ndarray):
         """The factorisation for theta, weighted by the variance function, and ``log|V|``."""
@@ -109,7 +127,7 @@ class LmmEngine:
         sol, ldV = self._solve(theta, gamma)
         p = self.p
         chol = np.linalg.cholesky(sol.F)  # lower; chol[:p,:p] = R_Xᵀ, chol[p,p]² = r²
-        beta = solve_triangular(chol[:p, :p].T, chol[p, :p], lower=False) if p else np.zeros(0)
+        beta = solve_triangular(chol[:p, :p].T, chol[p, :p], lower=False) + self._beta_shift if p else np.zeros(0)
         return _Pieces(
             ldL2=sol.ldL2, ldRX2=2.0 * float(np.log(np.diag(chol)[:p]).sum()),
             beta=beta, XtX=sol.F[:p, :p], r2=float(chol[p, p] ** 2), ldV=ldV,
