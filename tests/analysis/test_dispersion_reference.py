@@ -22,24 +22,26 @@ FIX = FIXTURES / "dispersion"
 EXAM = "normexam ~ standlrt + sex + (1 | school)"
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 RTOL = 1e-4
-#: reference stem -> (formula, data, dispersion); each made by REML and ML (benchmarks/accuracy_dispersion.py)
+PEN = "diameter ~ 1 + (1 | plate) + (1 | sample)"
+#: reference -> (formula, data, dispersion, reml); shared with benchmarks/accuracy_dispersion.py
 CASES = {
-    "nlme_exam_varident": (EXAM, "exam", "~ sex"),
-    "nlme_sleep_varexp": (SLEEP, "sleepstudy", "~ Days"),
-    "glmmtmb_exam_disp": (EXAM, "exam", "~ sex + standlrt"),
+    **{f"nlme_exam_varident_{m}": (EXAM, "exam", "~ sex", m == "reml") for m in ("reml", "ml")},
+    **{f"nlme_sleep_varexp_{m}": (SLEEP, "sleepstudy", "~ Days", m == "reml") for m in ("reml", "ml")},
+    **{f"glmmtmb_exam_disp_{m}": (EXAM, "exam", "~ sex + standlrt", m == "reml") for m in ("reml", "ml")},
+    "glmmtmb_penicillin_disp_reml": (PEN, "Penicillin", "~ sample", True),  # crossed: the sparse solver
 }
 
 
 def load(data: str) -> pd.DataFrame:
-    """ExamScores' complete cases in the model's columns (as in make_dispersion.R), or sleepstudy."""
+    """ExamScores' complete cases in the model's columns (as in make_dispersion.R), or lme4's data."""
     if data == "exam":
         ex = pd.read_csv(FIXTURES / "data" / "ExamScores.csv")
         return ex[["normexam", "standlrt", "sex", "school"]].dropna().reset_index(drop=True)
-    return pd.read_csv(FIXTURES / "lme4" / "data" / "sleepstudy.csv")
+    return pd.read_csv(FIXTURES / "lme4" / "data" / f"{data}.csv")
 
 
-def fit_case(stem: str, reml: bool):
-    formula, data, dispersion = CASES[stem]
+def fit_case(stem: str):
+    formula, data, dispersion, reml = CASES[stem]
     return mi.lmm(formula, load(data), reml=reml, dispersion=dispersion)
 
 
@@ -89,24 +91,18 @@ def exam():
     return load("exam")
 
 
-@pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
-def test_varident_by_sex_against_nlme(reml):
-    fit = fit_case("nlme_exam_varident", reml)
-    compare(fit, f"nlme_exam_varident_{'reml' if reml else 'ml'}")
-    assert fit.dispersion == "~ sex"
-    assert list(fit.dispersion_params.index) == ["sex[T.girl]"]
+@pytest.mark.parametrize("stem", list(CASES))
+def test_against_nlme_and_glmmtmb(stem):
+    fit = fit_case(stem)
+    compare(fit, stem)
+    assert fit.dispersion == CASES[stem][2]
 
 
-@pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
-def test_varexp_on_days_against_nlme(reml):
-    compare(fit_case("nlme_sleep_varexp", reml), f"nlme_sleep_varexp_{'reml' if reml else 'ml'}")
-
-
-@pytest.mark.parametrize("reml", [True, False], ids=["reml", "ml"])
-def test_factor_and_continuous_against_glmmtmb(reml):
-    fit = fit_case("glmmtmb_exam_disp", reml)
-    compare(fit, f"glmmtmb_exam_disp_{'reml' if reml else 'ml'}")
-    assert list(fit.dispersion_params.index) == ["sex[T.girl]", "standlrt"]
+def test_dispersion_terms_are_formulaic_names():
+    assert list(fit_case("nlme_exam_varident_reml").dispersion_params.index) == ["sex[T.girl]"]
+    assert list(fit_case("glmmtmb_exam_disp_ml").dispersion_params.index) == ["sex[T.girl]", "standlrt"]
+    assert list(fit_case("glmmtmb_penicillin_disp_reml").dispersion_params.index) == [
+        f"sample[T.{s}]" for s in "BCDEF"]
 
 
 def test_reml_loglik_convention():
@@ -135,9 +131,8 @@ def test_loglik_at_the_estimates_is_the_ml_loglik(exam):
         fit.loglik_at(p["beta"], p["tau"], p["sigma2"])
 
 
-def test_refit_keeps_the_variance_function(exam):
-    fit = mi.lmm(EXAM, exam, reml=True, dispersion="~ sex")
-    ml = fit.refit(reml=False)
+def test_refit_keeps_the_variance_function():
+    ml = fit_case("nlme_exam_varident_reml").refit(reml=False)
     assert ml.dispersion == "~ sex" and not ml.reml
     compare(ml, "nlme_exam_varident_ml")
 
