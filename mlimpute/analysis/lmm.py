@@ -9,7 +9,11 @@ squares ``r²(θ) = min_{β,u} ‖y − Xβ − ZΛu‖² + ‖u‖²``, the pro
     ML:    d(θ)   = log|L|² + n (1 + log(2π r²/n))
     REML:  d_R(θ) = log|L|² + log|R_X|² + (n − p)(1 + log(2π r²/(n − p)))
 
-(σ² and β profiled out; σ̂² = r²/n or r²/(n − p)).
+(σ² and β profiled out; σ̂² = r²/n or r²/(n − p)). Both pieces come from
+:mod:`~mlimpute.analysis._algebra`: per-cluster sufficient statistics for nested factors (one
+evaluation costs ``O(Σ G_k m³)``, independent of n), SuperLU for crossed ones. The fixed-effect
+covariance is ``σ̂² (R_Xᵀ R_X)⁻¹``, as lme4's ``vcov``. Minimisation: L-BFGS-B with Newton
+polishing (:mod:`~mlimpute.analysis._optim`).
 
 With a variance function (``dispersion=``, :mod:`~mlimpute.analysis._dispersion`),
 ``ε ~ N(0, σ² V)``, ``V = diag(exp(w_iᵀγ))``. The rows scaled by ``V^{-1/2}`` follow the model
@@ -22,11 +26,10 @@ above, so the same algebra runs with prior weights ``a_i = exp(−w_iᵀγ)`` (i
 minimised over (θ, γ) with σ² still profiled out. These are nlme's ``lme`` log-likelihoods
 with ``weights = varIdent(...)`` / ``varExp(...)`` (for REML, nlme's and lme4's criteria are
 the same function: neither adds ``½ log|XᵀX|``) and glmmTMB's with ``dispformula`` (for REML,
-``REML = TRUE``). Both pieces come from
-:mod:`~mlimpute.analysis._algebra`: per-cluster sufficient statistics for nested factors (one
-evaluation costs ``O(Σ G_k m³)``, independent of n), SuperLU for crossed ones. The fixed-effect
-covariance is ``σ̂² (R_Xᵀ R_X)⁻¹``, as lme4's ``vcov``. Minimisation: L-BFGS-B with Newton
-polishing (:mod:`~mlimpute.analysis._optim`).
+``REML = TRUE``). The fixed-effect covariance ``σ̂² (R_Xᵀ R_X)⁻¹`` of the weighted rows is the
+GLS covariance at the estimates (nlme's ``vcov``; glmmTMB's adds the variance parameters'
+uncertainty); the SEs of γ come from ``varcomp_cov`` (the Hessian of the deviance in the
+variance components and γ).
 
 References
 ----------
@@ -75,7 +78,7 @@ class _Pieces:
     ldL2: float
     ldRX2: float
     beta: np.ndarray
-    XtX: np.ndarray  # R_Xᵀ A R_X
+    XtX: np.ndarray  # R_Xᵀ R_X (of the weighted rows, with a variance function)
     r2: float
     ldV: float  # log|V| = Σ w_iᵀγ (0 without a variance function)
 
@@ -139,12 +142,12 @@ class LmmEngine:
             d = np.diag(np.linalg.cholesky(sol.F))  # R_X's diagonal on the first p, sqrt(r²) last
         except np.linalg.LinAlgError:
             return np.inf
-        ldL2 = sol.ldL2 + ldV
+        logdets = sol.ldL2 + ldV
         r2 = float(d[-1] ** 2)
         if reml:
             dof = self.n - self.p
-            return ldL2 + 2.0 * float(np.log(d[:-1]).sum()) + dof * (1 + _LOG2PI + math.log(r2 / dof))
-        return ldL2 + self.n * (1 + _LOG2PI + math.log(r2 / self.n))
+            return logdets + 2.0 * float(np.log(d[:-1]).sum()) + dof * (1 + _LOG2PI + math.log(r2 / dof))
+        return logdets + self.n * (1 + _LOG2PI + math.log(r2 / self.n))
 
     def deviance(self, theta: np.ndarray, sigma2: float, reml: bool, gamma: np.ndarray = _NO_GAMMA) -> float:
         """−2 × (RE)ML log-likelihood at theta, σ² and γ (β profiled out)."""
