@@ -3,7 +3,7 @@
     mlimpute run CONFIG.toml [--out DIR] [--set KEY=VALUE ...]    the pipeline (Prefect flow)
     mlimpute demo [--out DIR]                                      the pipeline on ExamScores
     mlimpute validate CONFIG.toml                                  config and data, no sampling
-    mlimpute analyse IMPUTED.parquet --formula F [--family ...]    fit and pool elsewhere's imputations
+    mlimpute analyse IMPUTED.parquet --formula F [--family ...] [--dispersion D]   fit and pool elsewhere's imputations
     mlimpute serve CONFIG.toml --cron "0 2 * * *"                  the pipeline on a schedule
 
 Exit codes: 0 done; 2 bad configuration or data (one line on stderr, nothing written); 1 the

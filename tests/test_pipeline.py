@@ -192,6 +192,7 @@ def test_report_and_prefect_artifacts(local_run):
     assert kinds == {"mlimpute-run": "markdown", "pooled-exam": "table", "pooled-sex-gap": "table"}
     md = next(a for a in arts if a.key == "mlimpute-run").data
     assert "## exam" in md and "Worst R-hat" in md
+    assert "(gaussian, dispersion `~ sex`, m = 4)" in md  # sex-gap's variance function
 
 
 # ------------------------------------------------------------------------------------------

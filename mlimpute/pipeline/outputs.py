@@ -155,7 +155,8 @@ def publish_artifacts(assembled: dict[str, Any], pooled: list[dict[str, Any]], o
     lines += ["## Worst R-hat", "", _markdown(worst), ""]
     for rec in pooled:
         tidy = pd.read_csv(rec["paths"]["pooled"])
-        lines += [f"## {rec['name']}", f"`{rec['formula']}` ({rec['family']}, m = {rec['m']})", "",
+        disp = f", dispersion `{rec['dispersion']}`" if rec.get("dispersion") else ""
+        lines += [f"## {rec['name']}", f"`{rec['formula']}` ({rec['family']}{disp}, m = {rec['m']})", "",
                   _markdown(tidy), ""]
         create_table_artifact(key=_key(f"pooled-{rec['name']}"), table=tidy.to_dict(orient="records"),
                               description=f"Pooled estimates: {rec['formula']}")
