@@ -63,7 +63,7 @@ class DispersionDesign:
     formula: str
     names: tuple[str, ...]
     W: np.ndarray  # (n, k)
-    rows: np.ndarray  # (n,) positions in the data the design was built from, increasing
+    rows: np.ndarray  # (n,) positions in the data the design was built from
     scale: np.ndarray  # (k,)
 
     @property
@@ -72,7 +72,8 @@ class DispersionDesign:
 
     def for_rows(self, rows: np.ndarray) -> "DispersionDesign":
         """The same design for ``rows`` (a reordering of ``self.rows``, e.g. a sorted design's)."""
-        index = np.searchsorted(self.rows, rows)
+        order = np.argsort(self.rows, kind="stable")
+        index = order[np.searchsorted(self.rows, rows, sorter=order)]
         return DispersionDesign(self.formula, self.names, np.ascontiguousarray(self.W[index]), rows, self.scale)
 
     def weights(self, gamma: np.ndarray) -> np.ndarray:

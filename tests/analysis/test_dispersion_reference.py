@@ -135,6 +135,11 @@ def test_refit_keeps_the_variance_function():
     ml = fit_case("nlme_exam_varident_reml").refit(reml=False)
     assert ml.dispersion == "~ sex" and not ml.reml
     compare(ml, "nlme_exam_varident_ml")
+    # rows out of cluster order: the engine sorts them, and a refit starts from the sorted design
+    shuffled = load("sleepstudy").sample(frac=1.0, random_state=3)
+    fit = mi.lmm(SLEEP, shuffled, reml=True, dispersion="~ Days")
+    compare(fit.refit(reml=False), "nlme_sleep_varexp_ml")
+    compare(fit.refit(reml=False).refit(reml=True), "nlme_sleep_varexp_reml")
 
 
 def test_rows_order_and_labels():
