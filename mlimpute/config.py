@@ -33,6 +33,7 @@ pool, the output folder and the task runner::
     formula = "normexam ~ standlrt + sex + avslrt + (1 + standlrt | school)"
     family = "gaussian"                   # or binomial / poisson (then link, nagq)
     reml = true
+    # dispersion = "~ sex"                # gaussian: log-linear residual variance (lmm's dispersion)
 
     [output]
     dir = "out"
@@ -58,6 +59,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .analysis._dispersion import dispersion_columns
 from .errors import SpecError
 from .spec import CovariancePrior, Crossed, ImputationModel, Membership, Variable
 
@@ -198,6 +200,7 @@ class AnalysisConfig(_Section):
     formula: str = Field(min_length=3)
     family: Literal["gaussian", "binomial", "poisson"] = "gaussian"
     reml: bool | None = None  # gaussian only; default True there
+    dispersion: str | None = None  # gaussian only: lmm's variance function, e.g. "~ sex"
     link: str | None = None  # binomial: logit/probit; poisson: log
     nagq: int | None = Field(default=None, ge=1)
     df_com: float | None = Field(default=None, gt=0)
@@ -223,15 +226,23 @@ class AnalysisConfig(_Section):
             if self.link not in (None, "identity") or self.nagq is not None:
                 raise ValueError("link and nagq apply to binomial/poisson analyses; remove them "
                                  "for family = \"gaussian\"")
-        elif self.reml is not None:
-            raise ValueError(f"reml applies to gaussian analyses only; remove it for family = "
-                             f"\"{self.family}\"")
+        elif self.reml is not None or self.dispersion is not None:
+            raise ValueError(f"{'reml' if self.reml is not None else 'dispersion'} applies to gaussian "
+                             f"analyses only; remove it for family = \"{self.family}\"")
+        if self.dispersion is not None:
+            try:
+                dispersion_columns(self.dispersion)  # the formula's syntax; its columns need the data
+            except SpecError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def fit_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`mlimpute.analyse` / the fitter for this analysis."""
         if self.family == "gaussian":
-            return {"reml": True if self.reml is None else self.reml}
+            opts: dict[str, Any] = {"reml": True if self.reml is None else self.reml}
+            if self.dispersion is not None:
+                opts["dispersion"] = self.dispersion
+            return opts
         opts: dict[str, Any] = {}
         if self.link is not None:
             opts["link"] = self.link

@@ -85,6 +85,9 @@ df_com = 100
     assert m.prior_substantive == mi.CovariancePrior(df=4.0)
     a = cfg.analysis[0]
     assert a.fit_options() == {"link": "probit", "nagq": 5}
+    hetero = load_config(write(tmp_path, text + '[[analysis]]\nname = "h"\nformula = "y ~ x + (1 | school)"\n'
+                                             'dispersion = "~ sex"\n')).analysis[1]
+    assert hetero.fit_options() == {"reml": True, "dispersion": "~ sex"}
     assert a.pool_options() == {"df_com": 100.0, "conf_level": 0.95}
     # the record is JSON and parses back to the same configuration (tasks receive records)
     assert parse_config(cfg.record()) == cfg
@@ -109,6 +112,10 @@ df_com = 100
      r"\[\[analysis\]\] #1 name = \"a b\": name 'a b' must start with a letter"),
     (lambda t: t + '[[analysis]]\nname = "a"\nformula = "y ~ 1 + (1|g)"\nfamily = "gaussian"\nnagq = 3\n',
      r"\[\[analysis\]\] #1: link and nagq apply to binomial/poisson"),
+    (lambda t: t + '[[analysis]]\nname = "a"\nformula = "y ~ 1 + (1|g)"\nfamily = "binomial"\ndispersion = "~ x"\n',
+     r"\[\[analysis\]\] #1: dispersion applies to gaussian analyses only; remove it"),
+    (lambda t: t + '[[analysis]]\nname = "a"\nformula = "y ~ 1 + (1|g)"\ndispersion = "y ~ x"\n',
+     r"\[\[analysis\]\] #1: dispersion 'y ~ x' has a left-hand side 'y'.*one-sided, like '~ sex'"),
     (lambda t: t + '[runner]\nkind = "dask"\naddress = "tcp://h:8786"\nworkers = 2\n',
      r"\[runner\]: workers sizes a local Dask cluster; .*remove workers"),
     (lambda t: t + '[runner]\nkind = "spark"\n',

@@ -190,3 +190,19 @@ def test_diagnostics_by_part_of_the_model():
     g = diagnostics_by_group(diag).set_index("group")
     assert g.loc["level 1", "parameters"] == 2 and g.loc["level 1", "max_rhat"] == 1.2
     assert g.loc["level 1", "min_ess_bulk"] == 40 and g.loc["school", "min_ess_tail"] == 250
+
+
+def test_report_shows_the_variance_function_and_what_its_rows_mean(run):
+    df, model, res = run
+    pooled = mi.analyse(res, "normexam ~ avslrt + sex + (1 | school)", dispersion="~ sex")
+    table = PooledTable("hetero", pooled.formula, "gaussian", pooled.m, pooled.tidy(), pooled.varcomp(),
+                        dispersion="~ sex")
+    html = render_report(title="t", run={}, pooled=[table], diagnostics=res.diagnostics(), traces=res.traces,
+                         parameter_names=res.parameter_names, burn=res.burn, imputed=[])
+    assert "residual variance log σ²<sub>i</sub> = log σ² + w<sub>i</sub>′γ, w from <code>~ sex</code>" in html
+    assert ">sex[T.girl]<" in html and ">rubin_identity<" in html
+    assert "exp(γ) is the ratio of residual variances" in html
+    plain = PooledTable("plain", pooled.formula, "gaussian", pooled.m, pooled.tidy(), pooled.varcomp())
+    html = render_report(title="t", run={}, pooled=[plain], diagnostics=res.diagnostics(), traces=res.traces,
+                         parameter_names=res.parameter_names, burn=res.burn, imputed=[])
+    assert "log σ²<sub>i</sub>" not in html

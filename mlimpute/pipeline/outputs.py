@@ -64,6 +64,7 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
         vc = pd.read_csv(paths["pooled_varcomp"]) if "pooled_varcomp" in paths else None
         cc = pd.read_csv(paths["complete_case"]) if "complete_case" in paths else None
         tables.append(PooledTable(name=rec["name"], formula=rec["formula"], family=rec["family"],
+                                  dispersion=rec.get("dispersion"),
                                   m=rec["m"], tidy=pd.read_csv(paths["pooled"]), varcomp=vc,
                                   warnings=tuple(rec["warnings"]), complete_case=cc,
                                   complete_case_rows=None if cc is None else int(cc["nobs"][0])))
@@ -162,7 +163,8 @@ def publish_artifacts(assembled: dict[str, Any], pooled: list[dict[str, Any]], o
     lines += ["## Worst R-hat", "", _markdown(worst), ""]
     for rec in pooled:
         tidy = pd.read_csv(rec["paths"]["pooled"])
-        lines += [f"## {rec['name']}", f"`{rec['formula']}` ({rec['family']}, m = {rec['m']})", "",
+        disp = f", dispersion `{rec['dispersion']}`" if rec.get("dispersion") else ""
+        lines += [f"## {rec['name']}", f"`{rec['formula']}` ({rec['family']}{disp}, m = {rec['m']})", "",
                   _markdown(tidy), ""]
         create_table_artifact(key=_key(f"pooled-{rec['name']}"), table=tidy.to_dict(orient="records"),
                               description=f"Pooled estimates: {rec['formula']}")

@@ -57,13 +57,24 @@ _VARCOMP_NOTE = (
     "A component estimated as 0 in some imputation has no interval (method mean_only); the "
     "other rows keep theirs.")
 
+_DISPERSION_NOTE = (
+    "Residual rows with a <i>term</i>: the coefficients γ of the variance function, "
+    "log σ²<sub>i</sub> = log σ² + w<sub>i</sub>′γ with w<sub>i</sub> the columns of the dispersion "
+    "formula without intercept, so exp(γ) is the ratio of residual variances for that level, or per "
+    "unit of that predictor; the Residual row without a term is σ², the residual variance where w = 0 "
+    "(reference levels, predictors at 0), which is also the level-1 variance of the ICC. γ is "
+    "pooled as it is, by Rubin's rules on the log-variance scale (method rubin_identity).")
+
 
 def _pooled_section(p: PooledTable) -> str:
     cc = (f" Grey: the same model on the {p.complete_case_rows:,} complete cases (rows without a "
           "missing value in its variables), for comparison." if p.complete_case is not None
           else "")
+    disp = ("" if p.dispersion is None else
+            f"; residual variance log σ²<sub>i</sub> = log σ² + w<sub>i</sub>′γ, w from "
+            f"<code>{html.escape(p.dispersion)}</code>")
     parts = [f"<h3>{html.escape(p.name)}</h3>",
-             f"<p><code>{html.escape(p.formula)}</code> ({html.escape(p.family)}). Pooled over "
+             f"<p><code>{html.escape(p.formula)}</code> ({html.escape(p.family)}{disp}). Pooled over "
              f"m = {p.m} imputations by Rubin's rules: the estimate is the average of the m "
              "estimates; its variance adds the between-imputation variance to the average "
              "within-imputation variance; t-intervals on Barnard–Rubin degrees of freedom. "
@@ -78,6 +89,8 @@ def _pooled_section(p: PooledTable) -> str:
         parts += ["<p><b>Variance components and ICC</b></p>",
                   table(vc, text_cols=("group", "term1", "term2", "method"), headers=_HEADERS),
                   f'<p class="note">{_VARCOMP_NOTE}</p>']
+        if p.dispersion is not None:
+            parts.append(f'<p class="note">{_DISPERSION_NOTE}</p>')
     if p.warnings:  # listed once, at the top with the run's other warnings
         parts.append(f'<p class="warnings">{len(p.warnings)} warning(s): see Warnings above.</p>')
     return "\n".join(parts)

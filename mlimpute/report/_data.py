@@ -25,6 +25,7 @@ class PooledTable:
 
     ``complete_case``: the same model fitted on the rows without missing values (term,
     estimate, conf_low, conf_high), drawn beside the pooled estimates; None if not fitted.
+    ``dispersion``: the analysis's variance function (``lmm(..., dispersion=...)``), if any.
     """
 
     name: str
@@ -36,6 +37,7 @@ class PooledTable:
     warnings: tuple[str, ...] = ()
     complete_case: pd.DataFrame | None = None
     complete_case_rows: int | None = None
+    dispersion: str | None = None
 
 
 @dataclass(frozen=True)
