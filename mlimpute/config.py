@@ -15,6 +15,7 @@ pool, the output folder and the task runner::
     [model.variables]
     normexam = "continuous"
     avslrt = { kind = "continuous", level = 2 }   # or level = "school" (a classification's name)
+    score = { kind = "continuous", variance = "~ sex + (1 | school)" }   # a variance function
     fluent = { kind = "ordinal", categories = [1, 2, 3] }
     [model.prior_l2]                      # optional inverse-Wishart priors (prior_l1 too)
     df = 4
@@ -87,6 +88,7 @@ class DataConfig(_Section):
 class VariableConfig(_Section):
     kind: Literal["continuous", "binary", "ordinal", "nominal"]
     level: int | str = 1
+    variance: str | None = None          # a variance function, e.g. "~ sex + (1 | school)"
 
     @field_validator("level", mode="before")
     @classmethod
@@ -158,7 +160,8 @@ class ModelConfig(_Section):
         """The :class:`~mlimpute.ImputationModel` this section describes."""
         variables = {
             name: Variable(v.kind, level=v.level,
-                           categories=None if v.categories is None else tuple(v.categories))
+                           categories=None if v.categories is None else tuple(v.categories),
+                           variance=v.variance)
             for name, v in self.variables.items()
         }
         priors = {
