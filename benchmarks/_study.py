@@ -17,12 +17,16 @@ import pandas as pd
 COLUMNS = ["design", "method", "rep", "parameter", "estimate", "conf_low", "conf_high"]
 
 
+def _given(value) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+
 def vc_name(row) -> str:
-    """A variance component's row name: var(term), cov(term,with), Residual (with the group
-    when ``with_group``)."""
+    """A variance component's row name: var(term), cov(term,with), Residual, or gamma(term)
+    for a variance function's coefficient (group Residual with a term)."""
     if row["group"] == "Residual":
-        return "Residual"
-    if row["term2"] is None or (isinstance(row["term2"], float) and np.isnan(row["term2"])):
+        return f"gamma({row['term1']})" if _given(row["term1"]) else "Residual"
+    if not _given(row["term2"]):
         return f"var({row['term1']})"
     return f"cov({row['term1']},{row['term2']})"
 
@@ -30,7 +34,7 @@ def vc_name(row) -> str:
 def grouped_vc_name(row) -> str:
     """As ``vc_name`` with the grouping factor: var(school:Intercept)."""
     if row["group"] == "Residual":
-        return "Residual"
+        return vc_name(row)
     name = vc_name(row)
     return f"{name[:4]}{row['group']}:{name[4:]}"
 

@@ -15,7 +15,9 @@ from numba import njit
 from ._small import chol
 
 __all__ = ["fixed_part", "add_unit_effects", "add_membership_effects", "unit_sums",
-           "membership_sums", "draw_units_full", "unit_precisions", "logvar_change"]
+           "membership_sums", "draw_units_full", "unit_precisions", "logvar_change", "logvar_stats",
+           "scale_column", "mh_shared", "mh_units", "weighted_gradient", "weighted_normal_equations",
+           "level1_fixed_and_units"]
 
 
 @njit(cache=True)
@@ -247,3 +249,60 @@ def weighted_gradient(x, y, mu, rs, om_inv):
             for a in range(f):
                 g[l * f + a] += x[i, a] * v
     return g
+
+
+@njit(cache=True)
+def weighted_normal_equations(x, y, mu, rs, om_inv, vf, xtx):
+    """B1's precision H = Σ_i Ω_i⁻¹ ⊗ x_i x_i' and linear term g = Σ_i vec(x_i (Ω_i⁻¹ e_i)')
+    (variable-major), Ω_i⁻¹ = R_i Ω1⁻¹ R_i, e = y − μ, in one pass without temporaries: the
+    block of columns l, m is Ω1⁻¹_lm Σ_i rs_il rs_im x_i x_i', that is Ω1⁻¹_lm X'X when neither
+    has a variance function (``vf[l]`` False)."""
+    n, f = x.shape
+    p = y.shape[1]
+    S = np.zeros((p, p, f, f))          # Σ_i rs_il rs_im x_ia x_ib, lower triangles (b ≤ a, m ≤ l)
+    g = np.zeros(p * f)
+    e = np.empty(p)
+    for i in range(n):
+        for m in range(p):
+            e[m] = (y[i, m] - mu[i, m]) * rs[i, m]
+        for l in range(p):
+            v = 0.0
+            for m in range(p):
+                v += om_inv[l, m] * e[m]
+            v *= rs[i, l]
+            for a in range(f):
+                g[l * f + a] += x[i, a] * v
+            for m in range(l + 1):
+                if not (vf[l] or vf[m]):
+                    continue
+                w = rs[i, l] * rs[i, m]
+                for a in range(f):
+                    xa = x[i, a] * w
+                    for b in range(a + 1):
+                        S[l, m, a, b] += xa * x[i, b]
+    H = np.empty((p * f, p * f))
+    for l in range(p):
+        for m in range(l + 1):
+            for a in range(f):
+                for b in range(f):
+                    if vf[l] or vf[m]:
+                        val = S[l, m, max(a, b), min(a, b)] * om_inv[l, m]
+                    else:
+                        val = xtx[a, b] * om_inv[l, m]
+                    H[l * f + a, m * f + b] = val
+                    H[m * f + b, l * f + a] = val
+    return H, g
+
+
+@njit(cache=True)
+def level1_fixed_and_units(x, b, unit, A, out):
+    """out = X B + A[unit] (the level-1 means with one single-membership classification)."""
+    n, f = x.shape
+    p = b.shape[1]
+    for i in range(n):
+        k = unit[i]
+        for l in range(p):
+            v = A[k, l]
+            for a in range(f):
+                v += x[i, a] * b[a, l]
+            out[i, l] = v

@@ -159,6 +159,7 @@ class MultiStatic:
     free_c: tuple                 # free lower-triangle positions of each Ω^(c)
     vf: tuple = ()                # VarStatic of each variance function
     vf_cols: frozenset = frozenset()  # y1 columns with a variance function
+    vf_mask: np.ndarray | None = None   # the same as a boolean per column
     xtx1: np.ndarray | None = None
 
 
@@ -244,6 +245,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         con1=con1, patterns1=Patterns.of(data.miss1), cat1=cat1, step_slices=step_slices,
         free1=free_lower(p1, con1), free_c=tuple(free_lower(c.dim, c.con) for c in statics),
         vf=tuple(vf), vf_cols=frozenset(v.col for v in vf), xtx1=xtx1,
+        vf_mask=np.isin(np.arange(p1), [v.col for v in vf]),
     )
 
 
@@ -261,8 +263,14 @@ def _add_effects(out: np.ndarray, cd, A: np.ndarray, sign: float) -> None:
 def level1_mean(st: MultiStatic, b1: np.ndarray, us: tuple) -> np.ndarray:
     """μ1 = X1 B1 + Σ_c (membership-weighted) a^(c)."""
     out = np.empty((st.data.n_rows, st.p1))
-    ck.fixed_part(st.data.x1, np.ascontiguousarray(b1), out, False)
-    for cs, u in zip(st.classes, us):
+    first = 0
+    if st.p1 and st.classes and st.classes[0].cd.unit is not None:   # one pass for the first
+        ck.level1_fixed_and_units(st.data.x1, np.ascontiguousarray(b1), st.classes[0].cd.unit,
+                                  np.ascontiguousarray(us[0][:, :st.p1]), out)
+        first = 1
+    else:
+        ck.fixed_part(st.data.x1, np.ascontiguousarray(b1), out, False)
+    for cs, u in zip(st.classes[first:], us[first:]):
         if st.p1:
             _add_effects(out, cs.cd, u[:, :st.p1], 1.0)
     return out
@@ -651,18 +659,9 @@ def _draw_fixed(rng, st: MultiStatic, y1: np.ndarray, mu1: np.ndarray, b1: np.nd
         return mean + st.xtx1_factor @ z @ np.linalg.cholesky(omega1).T
     from ._small import chol, gaussian_draw
 
-    # H = Σ_{l,m} Ω⁻¹_lm ⊗ X' diag(rs_l rs_m) X: one weighted Gram matrix per pair of columns
-    # (BLAS), X'X itself where neither column has a variance function
     x = st.data.x1
     p, f = st.p1, x.shape[1]
-    H = np.empty((p * f, p * f))
-    for l in range(p):
-        for m in range(l + 1):
-            w = rs[:, l] * rs[:, m]
-            G = st.xtx1 if (l not in st.vf_cols and m not in st.vf_cols) else x.T @ (x * w[:, None])
-            H[l * f:(l + 1) * f, m * f:(m + 1) * f] = omega1_inv[l, m] * G
-            H[m * f:(m + 1) * f, l * f:(l + 1) * f] = omega1_inv[l, m] * G.T
-    g = ck.weighted_gradient(x, y1, mu1, rs, omega1_inv)      # vec(X' (rs ∘ ((rs ∘ e) Ω⁻¹)))
+    H, g = ck.weighted_normal_equations(x, y1, mu1, rs, omega1_inv, st.vf_mask, st.xtx1)
     L, ok = chol(H)
     if not ok:
         raise np.linalg.LinAlgError("the level-1 fixed effects' precision is not positive definite")
