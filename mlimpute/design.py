@@ -15,6 +15,7 @@ import pandas as pd
 
 from .errors import DataError
 from .spec import ImputationModel
+from .identification import check_identified
 from .substantive import OutcomeData, build_outcome
 
 __all__ = ["ModelData", "ColumnCodec", "build", "MAX_NOMINAL_CATEGORIES", "latent_names", "missing_units",
@@ -358,6 +359,12 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     z_names = tuple(x1_names[k] for k in z_idx)
 
     codecs = [*codecs1, *codecs2]
+    identified = ModelData(
+        model=model, order=order, cluster=cluster, starts=starts, sizes=sizes, cluster_labels=labels,
+        y1=y1, y2=y2, miss1=miss1, miss2=miss2, y1_names=tuple(y1_names), y2_names=tuple(y2_names),
+        x1=x1, x1_names=tuple(x1_names), x2=x2, x2_names=tuple(x2_names), z=z, z_names=z_names,
+        codecs=tuple(codecs))
+    check_identified(identified)
     outcome = None
     if model.substantive is not None:
         outcome = build_outcome(df, sdf, model, tuple(codecs), lambda name, kind: _outcome_codec(df, sdf, name, kind),
@@ -692,7 +699,7 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     key = c0.unit if c0.unit is not None else c0.ids[:, 0]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     codecs = [*codecs1, *(cc for c in classes for cc in c.codecs)]
-    return ModelData(
+    data = ModelData(
         model=model, order=order, cluster=key, starts=starts, sizes=np.diff(np.r_[starts, key.size]),
         cluster_labels=np.asarray(c0.labels, dtype=object), y1=np.ascontiguousarray(y1),
         y2=np.empty((c0.n_units, 0)), miss1=miss1, miss2=np.zeros((c0.n_units, 0), bool),
@@ -700,3 +707,5 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         x2=np.ones((c0.n_units, 1)), x2_names=("Intercept",), z=np.ones((len(df), 1)),
         z_names=("Intercept",), codecs=tuple(codecs), classes=tuple(classes), variances=variances,
     )
+    check_identified(data)
+    return data

@@ -266,6 +266,12 @@ class ImputationModel:
     prior_substantive : CovariancePrior
         Inverse-Wishart prior of the substantive model's random-effect covariance; by default,
         as jomo.lmer, df = its dimension and scale = the complete-case estimate.
+    categorical_prior_sd : float, optional
+        Weakly informative N(0, sd²) priors on the fixed effects of the categorical variables'
+        latent columns and on ordinal thresholds (their latent scale is 1: 2.5–5 is weak). The
+        default (None) keeps flat priors, as jomo; a declared category that is never observed, or
+        a categorical variable separated by a covariate, then has no proper posterior and is
+        refused before sampling, naming this option as a fix.
 
     Notes
     -----
@@ -295,6 +301,7 @@ class ImputationModel:
     family: Family = "gaussian"
     link: Link | None = None
     prior_substantive: CovariancePrior = field(default_factory=CovariancePrior)
+    categorical_prior_sd: float | None = None
 
     def __post_init__(self) -> None:
         self._normalise_cluster()
@@ -355,6 +362,10 @@ class ImputationModel:
                 )
         if not all(isinstance(p, CovariancePrior) for p in (self.prior_l1, self.prior_l2, self.prior_substantive)):
             raise SpecError("prior_l1, prior_l2 and prior_substantive must be mlimpute.CovariancePrior instances")
+        if self.categorical_prior_sd is not None and not (
+                isinstance(self.categorical_prior_sd, (int, float)) and not isinstance(self.categorical_prior_sd, bool)
+                and np.isfinite(self.categorical_prior_sd) and self.categorical_prior_sd > 0):
+            raise SpecError(f"categorical_prior_sd={self.categorical_prior_sd!r} must be a positive number (e.g. 5)")
         self._check_levels(norm)
         self._check_substantive()
 

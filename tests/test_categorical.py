@@ -77,11 +77,18 @@ def test_trace_has_thresholds_and_no_fixed_elements(result):
     assert np.isfinite(result.diagnostics()["rhat"]).all()
 
 
-def test_categories_never_observed_can_be_declared():
+def test_categories_never_observed_need_a_proper_prior():
+    """A declared category never observed leaves its latent mean without a proper posterior
+    under flat priors: refused, naming the fix; with weakly informative priors it runs."""
     df = pd.DataFrame({"g": np.repeat([1, 2, 3], 4), "y": np.arange(12.0),
                        "b": ["no"] * 11 + [None]})
     m = mi.ImputationModel(cluster="g", variables={"y": "continuous",
                                                   "b": mi.Variable("binary", categories=("no", "yes"))})
+    with pytest.raises(mi.DataError, match=r"variable 'b' declares category 'yes', which is never observed.*categorical_prior_sd=5"):
+        run(df, model=m)
+    m = mi.ImputationModel(cluster="g", variables={"y": "continuous",
+                                                  "b": mi.Variable("binary", categories=("no", "yes"))},
+                           categorical_prior_sd=5)
     res = run(df, model=m)
     assert set(res.data["b"]) <= {"no", "yes"}
 
@@ -190,3 +197,39 @@ def test_several_ordinals_with_different_categories_at_both_levels():
         for k in range(2, len(cut) + 1):
             row = summ.loc[f"cut[{name}:{k}]"]
             assert abs(row["mean"] - cut[k - 1]) < 4 * row["sd"] + 0.02, (name, k, row["mean"])
+
+
+def test_separation_is_refused_before_sampling_and_weak_priors_allow_it():
+    """A binary variable that a covariate predicts perfectly (b = 1 exactly where x > 0) has no
+    proper posterior under flat priors; with categorical_prior_sd the coefficient stays finite
+    (posterior mean within a few prior SDs) in both samplers."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(20), 10)
+    x = rng.normal(size=200)
+    df = pd.DataFrame({"g": g, "x": x, "y": rng.normal(size=200), "b": (x > 0).astype(float)})
+    df.loc[rng.random(200) < 0.2, "b"] = np.nan
+    base = dict(cluster="g", variables={"y": "continuous", "b": "binary"}, covariates=["x"])
+    with pytest.raises(mi.DataError, match=r"variable 'b' is separated by its covariates \(x\).*categorical_prior_sd=5"):
+        run(df, model=mi.ImputationModel(**base))
+    general = {**base, "variables": {"y": mi.Variable("continuous", variance="~ x"), "b": "binary"}}
+    for spec in (base, general):    # the two-level sampler, and the general one (variance function)
+        model = mi.ImputationModel(**spec, categorical_prior_sd=2.5)
+        assert model.general == (spec is general)
+        res = run(df, model=model, n_imputations=2, burn=300, between=50)
+        s = res.summary().set_index("parameter")
+        assert 0 < s.loc["beta1[b:x]", "mean"] < 4 * 2.5
+
+
+def test_two_level_sampler_path_applies_the_prior_through_the_general_builder():
+    """The general sampler (via a variance function) refuses and accepts the same data."""
+    from mlimpute.design import _build_classified
+    from mlimpute.identification import separating_direction
+
+    x = np.array([[1, -1.0], [1, -0.5], [1, 0.5], [1, 2.0]])
+    assert separating_direction(x, np.array([False, False, True, True])) is not None
+    assert separating_direction(x, np.array([False, True, False, True])) is None
+    df = pd.DataFrame({"g": np.repeat([0, 1], 4), "x": [-1, -.5, .5, 2] * 2, "y": np.arange(8.0),
+                       "o": [1, 1, 2, 3, 1, 2, 2, 3]})
+    model = mi.ImputationModel(cluster="g", variables={"y": "continuous", "o": "ordinal"}, covariates=["x"])
+    with pytest.raises(mi.DataError, match="variable 'o' is separated"):
+        _build_classified(df, model)

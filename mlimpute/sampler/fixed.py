@@ -35,4 +35,14 @@ def draw_b2(
     K, C = level2_given_u1(st, omega2)
     target = y2 - u1 @ K.T if K.shape[1] else y2
     w = rng.standard_normal((st.x2_factor.shape[0], st.p2))
-    return st.x2_pinv @ target + st.x2_factor @ w @ C.T
+    if st.fixed_prior is None:
+        return st.x2_pinv @ target + st.x2_factor @ w @ C.T
+    # with prior precisions: vec(B2) ~ N(H⁻¹ g, H⁻¹), H = S⁻¹ ⊗ X2'X2 + P, g = vec(X2' T S⁻¹)
+    x2 = st.data.x2
+    f2 = x2.shape[1]
+    s_inv = np.linalg.inv(C @ C.T)
+    H = np.kron(s_inv, x2.T @ x2) + np.diag(st.fixed_prior[-f2 * st.p2:])
+    g = (s_inv @ (x2.T @ target).T).ravel()
+    L = np.linalg.cholesky(0.5 * (H + H.T))
+    theta = np.linalg.solve(L.T, np.linalg.solve(L, g) + w.T.ravel())
+    return theta.reshape(st.p2, f2).T

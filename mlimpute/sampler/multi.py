@@ -137,6 +137,7 @@ class ClassStatic:
     patterns: object
     cat: tuple
     ww: object = None            # multiple membership: W'W (sparse, units × units)
+    fixed_prior: np.ndarray | None = None   # prior precisions of vec(B^(c)) (categorical_prior_sd)
 
     @property
     def dim(self) -> int:
@@ -160,12 +161,23 @@ class MultiStatic:
     vf: tuple = ()                # VarStatic of each variance function
     vf_cols: frozenset = frozenset()  # y1 columns with a variance function
     vf_mask: np.ndarray | None = None   # the same as a boolean per column
+    fixed_prior1: np.ndarray | None = None   # prior precisions of vec(B1) (categorical_prior_sd)
     xtx1: np.ndarray | None = None
 
 
 def _fixed_block(codec: ColumnCodec) -> np.ndarray:
     w = len(codec.cols)
     return 0.5 * (np.eye(w) + np.ones((w, w)))
+
+
+def _prior(p: int, f: int, cat, sd: float | None) -> np.ndarray | None:
+    """Prior precisions of vec(B) (variable-major): 1/sd² for categorical latent columns."""
+    if sd is None or not cat:
+        return None
+    out = np.zeros((p, f))
+    for c in cat:
+        out[list(c.cols)] = 1.0 / sd ** 2
+    return out.ravel()
 
 
 def _factor(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,7 +230,8 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         statics.append(ClassStatic(
             index=ci, cd=cd, below=below, above=above, free=free, r=r, p=p, nv=nv, con=con, prior=prior,
             blk=blk, counts=counts, xtx_factor=f, x_pinv=pinv,
-            patterns=Patterns.of(cd.miss), cat=cat, ww=ww))
+            patterns=Patterns.of(cd.miss), cat=cat, ww=ww,
+            fixed_prior=_prior(cd.y.shape[1], cd.x.shape[1], cat, model.categorical_prior_sd)))
         n_steps[f"omega{ci}"] = 0 if con is None else con.n_free
         n_steps[f"cuts{ci}"] = sum(c.n_categories - 2 for c in cat if c.kind == "ordinal")
     vf = []
@@ -246,6 +259,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         free1=free_lower(p1, con1), free_c=tuple(free_lower(c.dim, c.con) for c in statics),
         vf=tuple(vf), vf_cols=frozenset(v.col for v in vf), xtx1=xtx1,
         vf_mask=np.isin(np.arange(p1), [v.col for v in vf]),
+        fixed_prior1=_prior(p1, data.x1.shape[1], cat1, model.categorical_prior_sd),
     )
 
 
@@ -651,22 +665,36 @@ def _adapt(steps, sl, acc, adapt_at):
 
 def _draw_fixed(rng, st: MultiStatic, y1: np.ndarray, mu1: np.ndarray, b1: np.ndarray,
                 omega1: np.ndarray, omega1_inv: np.ndarray, rs: np.ndarray | None) -> np.ndarray:
-    """B1 | rest (flat prior): vec(B1) ~ N(vec(B1 + (X'X)⁻¹X'(y1 − μ1)), Ω1 ⊗ (X'X)⁻¹); with
-    variance functions the rows' covariances differ: precision H = Σ_i Ω_i⁻¹ ⊗ x_i x_i'."""
-    if rs is None:
-        mean = b1 + st.xtx1_inv @ (st.data.x1.T @ (y1 - mu1))
-        z = rng.standard_normal(b1.shape)
-        return mean + st.xtx1_factor @ z @ np.linalg.cholesky(omega1).T
-    from ._small import chol, gaussian_draw
-
+    """B1 | rest: vec(B1) ~ N(vec(B1 + (X'X)⁻¹X'(y1 − μ1)), Ω1 ⊗ (X'X)⁻¹) under flat priors;
+    with variance functions (rows' covariances differ: H = Σ_i Ω_i⁻¹ ⊗ x_i x_i') or prior
+    precisions P (``categorical_prior_sd``) in precision form: N((H + P)⁻¹ (g + H b), (H + P)⁻¹)
+    with g = Σ_i vec(x_i (Ω_i⁻¹ e_i)') at the current b."""
     x = st.data.x1
     p, f = st.p1, x.shape[1]
-    H, g = ck.weighted_normal_equations(x, y1, mu1, rs, omega1_inv, st.vf_mask, st.xtx1)
-    L, ok = chol(H)
+    if rs is None and st.fixed_prior1 is None:
+        mean = b1 + st.xtx1_inv @ (x.T @ (y1 - mu1))
+        z = rng.standard_normal(b1.shape)
+        return mean + st.xtx1_factor @ z @ np.linalg.cholesky(omega1).T
+    if rs is None:
+        H = np.kron(omega1_inv, st.xtx1)
+        g = (omega1_inv @ (x.T @ (y1 - mu1)).T).ravel()
+    else:
+        H, g = ck.weighted_normal_equations(x, y1, mu1, rs, omega1_inv, st.vf_mask, st.xtx1)
+    return _precision_draw(rng, H, g, b1, st.fixed_prior1)
+
+
+def _precision_draw(rng, H: np.ndarray, g: np.ndarray, b: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
+    """vec(B) ~ N((H + P)⁻¹ (g + H vec b), (H + P)⁻¹), vec variable-major (as ``b.T.ravel()``)."""
+    from ._small import chol, gaussian_draw
+
+    vb = b.T.ravel()
+    rhs = g + H @ vb
+    if prior is not None:
+        H = H + np.diag(prior)
+    L, ok = chol(np.ascontiguousarray(H))
     if not ok:
-        raise np.linalg.LinAlgError("the level-1 fixed effects' precision is not positive definite")
-    step = gaussian_draw(L, g, rng.standard_normal(g.size))       # H⁻¹g + L'⁻¹z
-    return b1 + step.reshape(p, f).T
+        raise np.linalg.LinAlgError("a fixed-effect precision is not positive definite")
+    return gaussian_draw(L, rhs, rng.standard_normal(rhs.size)).reshape(b.shape[1], b.shape[0]).T
 
 
 def _draw_class_fixed(rng, st: MultiStatic, ci: int, ys, bs, us, omegas, vs=()) -> np.ndarray:
@@ -676,7 +704,13 @@ def _draw_class_fixed(rng, st: MultiStatic, ci: int, ys, bs, us, omegas, vs=()) 
     K, C = _given_free(omegas[ci], nf)
     target = ys[ci] - _nesting_offsets(st, ci, us) - (_with_v(us, vs, ci) @ K.T if nf else 0.0)
     z = rng.standard_normal((cs.x_pinv.shape[0], cs.p))
-    return cs.x_pinv @ target + cs.xtx_factor @ z @ C.T
+    if cs.fixed_prior is None:
+        return cs.x_pinv @ target + cs.xtx_factor @ z @ C.T
+    s_inv = np.linalg.inv(C @ C.T)
+    x = cs.cd.x
+    H = np.kron(s_inv, x.T @ x)
+    g = (s_inv @ (x.T @ (target - x @ bs[ci])).T).ravel()
+    return _precision_draw(rng, H, g, bs[ci], cs.fixed_prior)
 
 
 def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
@@ -693,13 +727,13 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
         mu1 = level1_mean(st, b1, us)   # then kept current as B1 and the effects change
         if st.cat1:
             y1, cuts1, acc = update_latents(rng, y1, mu1, omega1_inv, st.cat1, cuts1, steps[sl["cuts1"]],
-                                            rs=rs)
+                                            rs=rs, prior_sd=data.model.categorical_prior_sd)
             _adapt(steps, sl["cuts1"], acc, adapt_at)
     for ci, cs in enumerate(st.classes):
         if cs.cat:
             mean, cov = class_moments(st, ci, bs[ci], ys, us, omegas, vs)
             ys[ci], cuts[ci], acc = update_latents(rng, ys[ci], mean, np.linalg.inv(cov), cs.cat, cuts[ci],
-                                                   steps[sl[f"cuts{ci}"]])
+                                                   steps[sl[f"cuts{ci}"]], prior_sd=data.model.categorical_prior_sd)
             _adapt(steps, sl[f"cuts{ci}"], acc, adapt_at)
     if st.p1:
         new_b1 = _draw_fixed(rng, st, y1, mu1, b1, omega1, omega1_inv, rs)

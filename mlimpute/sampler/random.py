@@ -96,6 +96,8 @@ def draw_fixed_u1(
         h1 = (om @ (data.x1.T @ y1).T).reshape(fb1)
     H, g = _with_level2(st, H1, h1, lam, y2)
     H = H - LT2.T @ LT2
+    if st.fixed_prior is not None:
+        H = H + np.diag(st.fixed_prior)
     g = g - LT2.T @ Lh.reshape(J * d1)
     LH = np.linalg.cholesky(0.5 * (H + H.T))
     z = rng.standard_normal(fb1 + fb2 + J * d1)
@@ -144,18 +146,20 @@ def _draw_fixed_u1_intercepts(
     J, p1, p2 = data.n_clusters, st.p1, st.p2
     f1, f2 = data.x1.shape[1], data.x2.shape[1]
     z = rng.standard_normal(f1 * p1 + f2 * p2 + J * p1)
+    prior = st.fixed_prior if st.fixed_prior is not None else np.zeros(f1 * p1 + f2 * p2)
     b1, b2, u1, ok = _intercepts(np.ascontiguousarray(y1), data.x1, data.cluster, data.sizes,
                                  st.ztx[:, 0, :], st.xtx, np.ascontiguousarray(y2), data.x2,
-                                 np.ascontiguousarray(om), np.ascontiguousarray(omega2), z)
+                                 np.ascontiguousarray(om), np.ascontiguousarray(omega2), z, prior)
     if not ok:
         raise np.linalg.LinAlgError("covariance matrix is not positive definite")
     return b1, b2, u1
 
 
 @njit(cache=True)
-def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z):
+def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z, prior):
     """``_draw_fixed_u1_intercepts``'s algebra (same symbols); ``z``: fb1 + fb2 + J·p1 standard
-    normals. Returns B1, B2, U1 and whether the precisions were positive definite. (Loops and
+    normals; ``prior``: prior precisions added to θ's (0: flat). Returns B1, B2, U1 and whether
+    the precisions were positive definite. (Loops and
     ``_small``'s products rather than ``@``: numba compiles its BLAS bindings slowly.)"""
     n, f1 = x1.shape
     J, p1 = sizes.size, om.shape[0]
@@ -221,6 +225,8 @@ def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z):
         for a in range(fb1):
             for b in range(fb1, fb):
                 H[b, a] = H[a, b]
+    for a in range(fb):
+        H[a, a] += prior[a]
     LH, ok = _small.chol(_small.symmetrise(H))
     if not ok:
         return b1, b2, u1, False

@@ -116,6 +116,7 @@ class Static:
     cluster_cov: bool = False          # covariance="cluster"
     xtx_j: np.ndarray | None = None    # (J, f1, f1) per-cluster X1_j'X1_j (cluster covariance)
     outcome: OutcomeStatic | None = None   # the substantive model (None: model (6) alone)
+    fixed_prior: np.ndarray | None = None  # prior precision of vec(B1), vec(B2) (categorical_prior_sd)
 
     @property
     def d(self) -> int:
@@ -190,7 +191,24 @@ def prepare_static(data: ModelData) -> Static:
         free1=free_lower(p1, con1), free2=free_lower(p1 * q + p2, con2),
         cluster_cov=cluster_cov, xtx_j=xtx_j,
         outcome=prepare_outcome(data) if data.outcome is not None else None,
+        fixed_prior=fixed_prior(data),
     )
+
+
+def fixed_prior(data: ModelData) -> np.ndarray | None:
+    """Prior precisions of vec(B1) then vec(B2) (variable-major): 1/sd² on the coefficients of
+    categorical variables' latent columns when ``categorical_prior_sd`` is given, else None."""
+    sd = data.model.categorical_prior_sd
+    if sd is None:
+        return None
+    f1, f2 = data.x1.shape[1], data.x2.shape[1]
+    out1 = np.zeros((data.y1.shape[1], f1))
+    out2 = np.zeros((data.y2.shape[1], f2))
+    for c in data.categorical1:
+        out1[list(c.cols)] = 1.0 / sd ** 2
+    for c in data.categorical2:
+        out2[list(c.cols)] = 1.0 / sd ** 2
+    return np.concatenate([out1.ravel(), out2.ravel()])
 
 
 def _hot_deck(rng: np.random.Generator, y: np.ndarray, miss: np.ndarray) -> np.ndarray:

@@ -90,14 +90,14 @@ def sweep(
         fitted1 = _fitted(st, b1, u1, work)
         codes = effective_codes(ost, out, st.cat1, 1, data.starts) if ost else None
         y1, cuts1, acc = update_latents(rng, y1, fitted1, omega1_inv, st.cat1,
-                                        cuts1, steps[slc1], codes)
+                                        cuts1, steps[slc1], codes, prior_sd=data.model.categorical_prior_sd)
         if adapt_at is not None and acc.size:
             steps[slc1] = _adapt(steps[slc1], acc, adapt_at)
     if st.cat2:
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
         codes = effective_codes(ost, out, st.cat2, 2, data.starts) if ost else None
         y2, cuts2, acc = update_latents(rng, y2, mean2, np.linalg.inv(cov2), st.cat2,
-                                        cuts2, steps[slc2], codes)
+                                        cuts2, steps[slc2], codes, prior_sd=data.model.categorical_prior_sd)
         if adapt_at is not None and acc.size:
             steps[slc2] = _adapt(steps[slc2], acc, adapt_at)
     if st.p1:
