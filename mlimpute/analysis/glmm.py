@@ -72,6 +72,11 @@ class GlmmEngine:
                     f"nagq={nagq} (adaptive Gauss-Hermite) needs a single scalar random term like (1 | g); "
                     f"{formula!r} has {sum(len(t.names) for t in design.terms)} random coefficients: use nagq=1 (Laplace)"
                 )
+            if design.factors[0].weights is not None:
+                raise SpecError(
+                    f"nagq={nagq} (adaptive Gauss-Hermite) integrates cluster by cluster, but the multiple-membership "
+                    f"factor {design.factors[0].label!r} links the clusters of a row: use nagq=1 (Laplace)"
+                )
             nodes, weights = hermegauss(nagq)
             self.nodes, self.weights = nodes, weights / math.sqrt(2 * math.pi)
             self.zcol = factor_columns(self.structure, design, 0)[:, 0]
