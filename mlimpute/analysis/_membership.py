@@ -16,6 +16,8 @@ References
 ----------
 Browne, W. J., Goldstein, H. & Rasbash, J. (2001). Multiple membership multiple classification
 (MMMC) models. *Statistical Modelling* 1, 103–124.
+Bates, D., Mächler, M., Bolker, B. & Walker, S. (2015). Fitting linear mixed-effects models
+using lme4. *Journal of Statistical Software* 67(1).
 """
 
 from __future__ import annotations

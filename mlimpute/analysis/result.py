@@ -179,7 +179,8 @@ class MixedResult:
 
         Only for a single ``(1 | g)`` term; None otherwise. LMM: ``τ₀₀ / (τ₀₀ + σ²)``; binomial
         logit: ``τ₀₀ / (τ₀₀ + π²/3)`` and probit ``τ₀₀ / (τ₀₀ + 1)`` (latent-response scale,
-        Goldstein, Browne & Rasbash 2002); None for Poisson, whose VPC depends on the mean.
+        Goldstein, Browne & Rasbash 2002); None for Poisson, whose VPC depends on the mean. For a
+        multiple-membership ``mm( … )`` term it is the VPC of a unit wholly in one unit.
         """
         if len(self.random_names) != 1 or self.random_names[0] != ("Intercept",):
             return None
