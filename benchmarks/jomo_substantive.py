@@ -114,13 +114,21 @@ def report(csv: Path, m: int) -> None:
     print()
     for design in reps["design"].unique():
         e = reps[reps["design"] == design]
-        g = e.groupby("parameter")["estimate"]
+        tot = e.groupby("parameter")["estimate"].sum()
+        avg = e.groupby("parameter")["estimate"].mean()
         n = e["rep"].nunique()
-        print(f"{design}: {n} reps; seconds/rep {g.mean()['_seconds']:.1f} "
-              f"(jomo {g.mean()['_jomo_seconds']:.1f}, {g.mean()['_ms_per_iteration']:.2f} ms/iteration); "
-              f"analysis fits with warnings {int(g.sum()['_fit_warnings'])}/{n * m}"
-              f" (in {int((e.loc[e.parameter == '_fit_warnings', 'estimate'] > 0).sum())} reps), "
-              f"singular fits {int(g.sum()['_fit_singular'])}")
+
+        def reps_with(par):
+            return int((e.loc[e["parameter"] == par, "estimate"] > 0).sum())
+
+        line = (f"{design}: {n} reps; seconds/rep {avg['_seconds']:.1f} (jomo {avg['_jomo_seconds']:.1f}, "
+                f"{avg['_ms_per_iteration']:.2f} ms/iteration); analysis fits that warned "
+                f"{int(tot['_fit_warnings'])}/{n * m} (in {reps_with('_fit_warnings')} reps), singular "
+                f"{int(tot['_fit_singular'])}/{n * m} (in {reps_with('_fit_singular')} reps)")
+        if "_jomo_warnings" in tot:
+            k = int((e["parameter"] == "_jomo_warnings").sum())
+            line += f"; jomo calls that warned {reps_with('_jomo_warnings')}/{k}"
+        print(line)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from .errors import ConvergenceError, ConvergenceWarning, DataError, MlimputeErr
 from .impute import impute
 from .result import ImputationResult
 from .pooling import ModelTestResult, PooledResult, PoolingWarning, analyse, pool, test_models
-from .spec import CovariancePrior, ImputationModel, Variable
+from .spec import CovariancePrior, Crossed, ImputationModel, Membership, Variable
 
 
 
@@ -43,6 +43,8 @@ __all__ = [
     "ImputationModel",
     "Variable",
     "CovariancePrior",
+    "Crossed",
+    "Membership",
     # imputation
     "impute",
     "ImputationResult",

@@ -3,7 +3,7 @@
     mlimpute run CONFIG.toml [--out DIR] [--set KEY=VALUE ...]    the pipeline (Prefect flow)
     mlimpute demo [--out DIR]                                      the pipeline on ExamScores
     mlimpute validate CONFIG.toml                                  config and data, no sampling
-    mlimpute analyse IMPUTED.parquet --formula F [--family ...]    fit and pool elsewhere's imputations
+    mlimpute analyse IMPUTED.parquet --formula F [--family ...] [--dispersion D]   fit and pool elsewhere's imputations
     mlimpute serve CONFIG.toml --cron "0 2 * * *"                  the pipeline on a schedule
 
 Exit codes: 0 done; 2 bad configuration or data (one line on stderr, nothing written); 1 the
@@ -179,6 +179,11 @@ def _analyse(args: argparse.Namespace) -> int:
     kw: dict[str, Any] = {}
     if args.family == "gaussian":
         kw["reml"] = not args.ml
+        if args.dispersion:
+            kw["dispersion"] = args.dispersion
+    elif args.dispersion:
+        raise SpecError(f"--dispersion applies to --family gaussian (a residual variance); "
+                        f"a {args.family} model has none: remove it")
     else:
         if args.link:
             kw["link"] = args.link
@@ -264,6 +269,8 @@ def _parser() -> argparse.ArgumentParser:
     ana.add_argument("--formula", required=True, help="lme4-style formula, e.g. 'y ~ x + (1 | g)'")
     ana.add_argument("--family", default="gaussian", choices=["gaussian", "binomial", "poisson"])
     ana.add_argument("--ml", action="store_true", help="gaussian: ML instead of REML")
+    ana.add_argument("--dispersion", help="gaussian: log-linear residual variance, e.g. '~ sex' "
+                     "(log sigma2_i = log sigma2 + w_i'gamma)")
     ana.add_argument("--link", help="binomial: logit or probit")
     ana.add_argument("--nagq", type=int, help="GLMM quadrature points (1 = Laplace)")
     ana.add_argument("--imputation-col", help="name of the imputation column")

@@ -8,11 +8,13 @@ pool, the output folder and the task runner::
     path = "exam_scores.parquet"          # relative paths: relative to this file's folder
 
     [model]
-    cluster = "school"
+    cluster = "school"                    # or ["school", "class"] (nested, outermost first),
+                                          # { crossed = ["primary", "secondary"] }, or
+                                          # { membership = ["s1", "s2"], weights = ["w1", "w2"] }
     covariates = ["sex"]                  # also: level2_covariates, random_slopes, covariance
     [model.variables]
     normexam = "continuous"
-    avslrt = { kind = "continuous", level = 2 }
+    avslrt = { kind = "continuous", level = 2 }   # or level = "school" (a classification's name)
     fluent = { kind = "ordinal", categories = [1, 2, 3] }
     [model.prior_l2]                      # optional inverse-Wishart priors (prior_l1 too)
     df = 4
@@ -31,6 +33,7 @@ pool, the output folder and the task runner::
     formula = "normexam ~ standlrt + sex + avslrt + (1 + standlrt | school)"
     family = "gaussian"                   # or binomial / poisson (then link, nagq)
     reml = true
+    # dispersion = "~ sex"                # gaussian: log-linear residual variance (lmm's dispersion)
 
     [output]
     dir = "out"
@@ -56,8 +59,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .analysis._dispersion import dispersion_columns
 from .errors import SpecError
-from .spec import CovariancePrior, ImputationModel, Variable
+from .spec import CovariancePrior, Crossed, ImputationModel, Membership, Variable
 
 __all__ = [
     "PipelineConfig",
@@ -82,7 +86,14 @@ class DataConfig(_Section):
 
 class VariableConfig(_Section):
     kind: Literal["continuous", "binary", "ordinal", "nominal"]
-    level: Literal[1, 2] = 1
+    level: int | str = 1
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, v: Any) -> Any:  # 1, 2 or a classification's name (checked by the model)
+        if (isinstance(v, int) and not isinstance(v, bool) and v in (1, 2)) or (isinstance(v, str) and v):
+            return v
+        raise ValueError("should be 1, 2 or the name of a classification (e.g. \"school\")")
     categories: list[Any] | None = None
 
 
@@ -104,8 +115,20 @@ class PriorConfig(_Section):
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
+class CrossedConfig(_Section):
+    crossed: list[str] = Field(min_length=2)
+
+
+class MembershipConfig(_Section):
+    membership: list[str] = Field(min_length=1)
+    weights: list[str] = Field(min_length=1)
+    name: str | None = None
+
+
 class ModelConfig(_Section):
-    cluster: str = Field(min_length=1)
+    # "school"; ["school", "class"] (nested, outermost first); { crossed = [...] };
+    # { membership = [...], weights = [...] }
+    cluster: str | list[str] | CrossedConfig | MembershipConfig
     variables: dict[str, VariableConfig] = {}
     covariates: list[str] = []
     level2_covariates: list[str] = []
@@ -144,8 +167,13 @@ class ModelConfig(_Section):
             for key, p in (("prior_l1", self.prior_l1), ("prior_l2", self.prior_l2),
                            ("prior_substantive", self.prior_substantive)) if p is not None
         }
+        cluster: Any = self.cluster
+        if isinstance(cluster, CrossedConfig):
+            cluster = Crossed(*cluster.crossed)
+        elif isinstance(cluster, MembershipConfig):
+            cluster = Membership(tuple(cluster.membership), tuple(cluster.weights), name=cluster.name)
         return ImputationModel(
-            cluster=self.cluster, variables=variables, covariates=self.covariates,
+            cluster=cluster, variables=variables, covariates=self.covariates,
             level2_covariates=self.level2_covariates, random_slopes=self.random_slopes,
             covariance=self.covariance, substantive=self.substantive, family=self.family,
             link=self.link, **priors)
@@ -172,6 +200,7 @@ class AnalysisConfig(_Section):
     formula: str = Field(min_length=3)
     family: Literal["gaussian", "binomial", "poisson"] = "gaussian"
     reml: bool | None = None  # gaussian only; default True there
+    dispersion: str | None = None  # gaussian only: lmm's variance function, e.g. "~ sex"
     link: str | None = None  # binomial: logit/probit; poisson: log
     nagq: int | None = Field(default=None, ge=1)
     df_com: float | None = Field(default=None, gt=0)
@@ -197,15 +226,23 @@ class AnalysisConfig(_Section):
             if self.link not in (None, "identity") or self.nagq is not None:
                 raise ValueError("link and nagq apply to binomial/poisson analyses; remove them "
                                  "for family = \"gaussian\"")
-        elif self.reml is not None:
-            raise ValueError(f"reml applies to gaussian analyses only; remove it for family = "
-                             f"\"{self.family}\"")
+        elif self.reml is not None or self.dispersion is not None:
+            raise ValueError(f"{'reml' if self.reml is not None else 'dispersion'} applies to gaussian "
+                             f"analyses only; remove it for family = \"{self.family}\"")
+        if self.dispersion is not None:
+            try:
+                dispersion_columns(self.dispersion)  # the formula's syntax; its columns need the data
+            except SpecError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def fit_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`mlimpute.analyse` / the fitter for this analysis."""
         if self.family == "gaussian":
-            return {"reml": True if self.reml is None else self.reml}
+            opts: dict[str, Any] = {"reml": True if self.reml is None else self.reml}
+            if self.dispersion is not None:
+                opts["dispersion"] = self.dispersion
+            return opts
         opts: dict[str, Any] = {}
         if self.link is not None:
             opts["link"] = self.link

@@ -93,6 +93,8 @@ class ModelData:
     z_names: tuple[str, ...]
     codecs: tuple[ColumnCodec, ...]
     outcome: "OutcomeData | None" = None   # the substantive model (see mlimpute.substantive)
+    classes: tuple = ()   # several classifications (structure.ClassData each, sampler order)
+    variances: tuple = ()  # variance functions (structure.VarianceData each)
 
     @property
     def output_codecs(self) -> tuple[ColumnCodec, ...]:
@@ -114,6 +116,16 @@ class ModelData:
     @property
     def categorical2(self) -> tuple[ColumnCodec, ...]:
         return tuple(c for c in self.codecs if c.level == 2 and c.kind != "continuous")
+
+    def unit_arrays(self, codec: ColumnCodec) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The completed columns, missing mask and unit of each row (None for level 1) of the
+        level at which ``codec``'s variable is measured."""
+        if codec.level == 1:
+            return self.y1, self.miss1, None
+        if codec.level == 2:
+            return self.y2, self.miss2, self.cluster
+        c = next(c for c in self.classes if c.name == codec.level)
+        return c.y, c.miss, c.unit
 
     def describe_cluster(self, j: int) -> str:
         return f"{self.model.cluster!r}={_py(self.cluster_labels[j])!r}"
@@ -269,7 +281,7 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     if df.columns.duplicated().any():
         dup = df.columns[df.columns.duplicated()].tolist()
         raise DataError(f"data has duplicated column names {dup}; make column names unique")
-    roles = {model.cluster: "cluster"}
+    roles = {c: "cluster" for c in model.cluster_columns}
     roles.update({n: "variables" for n in model.variables})
     roles.update({n: "covariates" for n in model.covariates})
     roles.update({n: "level2_covariates" for n in model.level2_covariates})
@@ -281,6 +293,8 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         )
     if len(df) == 0:
         raise DataError("data has no rows")
+    if model.general:  # several classifications or variance functions: the general sampler
+        return _build_classified(df, model)
     codes, labels = _cluster_codes(df, model.cluster)
     n_clusters = labels.shape[0]
     if n_clusters < 2:
@@ -297,8 +311,10 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     sizes = np.diff(np.r_[starts, cluster.size])
     sdf = _SortedColumns(df, order)
 
-    blocks1, codecs1 = _variable_columns(df, sdf, model, 1, starts, labels)
-    blocks2, codecs2 = _variable_columns(df, sdf, model, 2, starts, labels)
+    blocks1, codecs1 = _variable_columns(df, sdf, model, 1)
+    blocks2, codecs2 = _variable_columns(
+        df, sdf, model, 2,
+        lambda v, name, show: _level2_reduce(v, starts, labels, name, model.cluster, "variable", show=show))
     y1 = np.column_stack(blocks1) if blocks1 else np.empty((len(df), 0))
     y2 = np.column_stack(blocks2) if blocks2 else np.empty((n_clusters, 0))
     miss1 = _missing_mask(y1, codecs1)
@@ -415,30 +431,34 @@ def _missing_mask(y: np.ndarray, codecs: list[ColumnCodec]) -> np.ndarray:
 
 
 def _variable_columns(
-    df: pd.DataFrame, sdf: "_SortedColumns", model: ImputationModel, level: int,
-    starts: np.ndarray, labels: np.ndarray,
+    df: pd.DataFrame, sdf: "_SortedColumns", model: ImputationModel, level: int | str,
+    reduce=None, aliases: tuple = (),
 ) -> tuple[list[np.ndarray], list[ColumnCodec]]:
-    """The (latent) columns and codecs of the level-``level`` variables, in declaration order."""
+    """The (latent) columns and codecs of the variables at ``level`` (or at one of ``aliases``:
+    codecs get ``level``), in declaration order.
+
+    ``reduce(values, name, show)`` turns a sorted row column into one value per cluster or unit
+    (checking constancy); None for level 1.
+    """
     blocks: list[np.ndarray] = []
     codecs: list[ColumnCodec] = []
     col = 0
     for name, var in model.variables.items():
-        if var.level != level:
+        if var.level != level and var.level not in aliases:
             continue
         if var.kind == "continuous":
             v = _continuous(sdf, name)
-            if level == 2:
-                v = _level2_reduce(v, starts, labels, name, model.cluster, "variable")
+            if reduce is not None:
+                v = reduce(v, name, lambda x: f"{x:g}")
             n_obs = int(np.isfinite(v).sum())
             blocks.append(v[:, None])
             codecs.append(ColumnCodec(name, "continuous", level, (col,), _float_dtype(df[name].dtype)))
             col += 1
         else:
             codes, cats = _categorical(sdf, name, var)
-            if level == 2:
+            if reduce is not None:
                 fcodes = np.where(codes < 0, np.nan, codes.astype(float))
-                fcodes = _level2_reduce(fcodes, starts, labels, name, model.cluster, "variable",
-                                        show=lambda x: repr(_py(cats[int(x)])))
+                fcodes = reduce(fcodes, name, lambda x, cats=cats: repr(_py(cats[int(x)])))
                 codes = np.where(np.isnan(fcodes), -1, fcodes).astype(np.int16)
             n_obs = int((codes >= 0).sum())
             width = len(cats) - 1 if var.kind == "nominal" else 1
@@ -465,7 +485,7 @@ def _categorical(sdf: "_SortedColumns", name: str, var) -> tuple[np.ndarray, tup
         )
     if var.categories is not None:
         cats = tuple(var.categories)
-        unknown = [v for v in pd.unique(observed.to_numpy(dtype=object)) if v not in set(cats)]
+        unknown = [v for v in pd.unique(observed).tolist() if v not in set(cats)]
         if unknown:
             raise DataError(
                 f"column {name!r} holds value {_py(unknown[0])!r}, which is not among its declared "
@@ -473,8 +493,8 @@ def _categorical(sdf: "_SortedColumns", name: str, var) -> tuple[np.ndarray, tup
             )
     elif isinstance(s.dtype, pd.CategoricalDtype):
         cats = tuple(s.cat.categories)
-    else:
-        uniq = pd.unique(observed.to_numpy(dtype=object))
+    else:  # the distinct values first: no Python object per row
+        uniq = pd.unique(observed).tolist()
         try:
             cats = tuple(sorted(uniq))
         except TypeError:
@@ -500,12 +520,18 @@ def _categorical(sdf: "_SortedColumns", name: str, var) -> tuple[np.ndarray, tup
             f"model supports at most {MAX_NOMINAL_CATEGORIES} (it needs K−1 latent columns): "
             "group rare categories, or declare it continuous/ordinal if that fits"
         )
-    lookup = {c: k for k, c in enumerate(cats)}
-    vals = s.to_numpy(dtype=object)
-    isna = s.isna().to_numpy()
     # int16: at most MAX_NOMINAL_CATEGORIES (or a declared ordinal's levels, checked below)
     if len(cats) > 32000:
         raise DataError(f"column {name!r} has {len(cats)} categories; that is not a categorical variable")
+    try:  # pandas' hash table maps values to codes without a Python loop over the rows
+        codes = pd.Categorical(s, categories=pd.Index(list(cats), dtype=object)).codes
+        if ((codes < 0) == s.isna().to_numpy()).all():
+            return codes.astype(np.int16), cats
+    except (TypeError, ValueError):  # labels pandas cannot hash together: the loop below
+        pass
+    lookup = {c: k for k, c in enumerate(cats)}
+    vals = s.to_numpy(dtype=object)
+    isna = s.isna().to_numpy()
     codes = np.fromiter((-1 if m else lookup[v] for v, m in zip(vals, isna)), dtype=np.int16,
                         count=len(vals))
     return codes, cats
@@ -519,7 +545,7 @@ def missing_units(data: ModelData) -> dict[str, np.ndarray]:
     clusters (level 2) where it is missing."""
     out = {}
     for c in data.codecs:
-        miss = data.miss1 if c.level == 1 else data.miss2
+        _, miss, _ = data.unit_arrays(c)
         out[c.name] = np.flatnonzero(miss[:, c.cols[0]])
     if data.outcome is not None:
         out[data.outcome.name] = np.flatnonzero(~data.outcome.observed)
@@ -534,7 +560,6 @@ def long_table(df: pd.DataFrame, data: ModelData, imputed: dict[str, np.ndarray]
     n = len(df)
     inv = np.empty_like(data.order)
     inv[data.order] = np.arange(n)
-    cluster_of_row = data.cluster[inv]               # cluster index of each input row
     units = missing_units(data)
     long = pd.concat([df] * m, ignore_index=True)
     offsets = (np.arange(m) * n)[:, None]
@@ -548,13 +573,14 @@ def long_table(df: pd.DataFrame, data: ModelData, imputed: dict[str, np.ndarray]
             target = data.order[units[codec.name]]
             fill = imp
         else:
-            # cluster values per imputation, observed or imputed, then spread to the rows
-            per_cluster = np.repeat((data.y2[:, codec.cols[0]] if codec.kind == "continuous"
+            # cluster (unit) values per imputation, observed or imputed, then spread to the rows
+            y, _, unit = data.unit_arrays(codec)
+            per_cluster = np.repeat((y[:, codec.cols[0]] if codec.kind == "continuous"
                                      else codec.codes)[None, :], m, axis=0)
             per_cluster = per_cluster.astype(imp.dtype)
             per_cluster[:, units[codec.name]] = imp
             target = holes
-            fill = per_cluster[:, cluster_of_row[holes]]
+            fill = per_cluster[:, unit[inv][holes]]
         pos = (offsets + target[None, :]).ravel()
         if codec.kind == "continuous":
             values = np.tile(base.to_numpy(dtype=float, na_value=np.nan), m).astype(codec.dtype)
@@ -578,3 +604,99 @@ def _restore_dtype(values: np.ndarray, dtype, index: pd.Index) -> object:
         return pd.Series(values, dtype=dtype, index=index)
     except (TypeError, ValueError):
         return pd.Series(values, dtype=object, index=index)
+
+
+# --------------------------------------------------------------------------------------------
+# Several classifications (nested, crossed, multiple membership)
+# --------------------------------------------------------------------------------------------
+def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
+    """``build`` for a model with several classifications (or a multiple membership)."""
+    from .structure import (ClassData, canonical_order, membership_arrays, model_classifications,
+                            nesting_parents, reduce_to_units, unit_codes, variance_data)
+
+    specs = model_classifications(model)
+    raw = []
+    for c in specs:
+        if c.kind == "membership":
+            raw.append((None, *membership_arrays(df, c.columns, c.weights)))
+        else:
+            codes, labels = unit_codes(df, c.columns, "cluster")
+            raw.append((codes, None, None, labels))
+    first = raw[0]
+    order = canonical_order(df, first[0] if first[0] is not None else first[1][:, 0])
+    sdf = _SortedColumns(df, order)
+    blocks1, codecs1 = _variable_columns(df, sdf, model, 1)
+    y1 = np.column_stack(blocks1) if blocks1 else np.empty((len(df), 0))
+    miss1 = _missing_mask(y1, codecs1)
+    y1_names = latent_names(codecs1)
+
+    x1_blocks, x1_names = [np.ones((len(df), 1))], ["Intercept"]
+    cov2_blocks = []
+    for c in (*model.covariates, *model.level2_covariates):
+        block, names = _covariate_block(sdf, c)
+        x1_blocks.append(block)
+        x1_names.extend(names)
+        if c in model.level2_covariates:
+            cov2_blocks.append((c, block, names))
+    x1 = np.column_stack(x1_blocks)
+    if y1.shape[1]:
+        _check_full_rank(x1, x1_names, "level-1 design")
+
+    classes = []
+    units_sorted = []
+    for spec, (codes, ids, weights, labels) in zip(specs, raw):
+        K = len(labels)
+        unit = None if codes is None else codes[order].astype(np.int32)  # int32: half the memory
+        units_sorted.append(unit)
+        if unit is None:
+            y, miss, codecs_c = np.empty((K, 0)), np.zeros((K, 0), bool), []
+            xc, xc_names = np.ones((K, 1)), ["Intercept"]
+        else:
+            reduce = (lambda v, name, show, unit=unit, K=K, spec=spec, labels=labels:
+                      reduce_to_units(v, unit, K, name, spec.name, labels, show))
+            # (a two-level model's level-2 variables when the test suite runs it through here)
+            blocks, codecs_c = _variable_columns(df, sdf, model, spec.name, reduce,
+                                                 aliases=(2,) if model.two_level else ())
+            y = np.column_stack(blocks) if blocks else np.empty((K, 0))
+            miss = _missing_mask(y, codecs_c)
+            xc_blocks, xc_names = [np.ones((K, 1))], ["Intercept"]
+            for cname, block, names in cov2_blocks:  # the level-2 covariates constant in its units
+                try:
+                    red = np.column_stack([reduce_to_units(block[:, k], unit, K, cname, spec.name, labels)
+                                           for k in range(block.shape[1])])
+                except DataError:
+                    continue
+                xc_blocks.append(red)
+                xc_names.extend(names)
+            xc = np.column_stack(xc_blocks)
+            if y.shape[1]:
+                _check_full_rank(xc, xc_names, f"{spec.name!r}-level design")
+                if K <= xc.shape[1]:
+                    raise DataError(
+                        f"{K} units of {spec.name!r} cannot support {xc.shape[1]} fixed effects; "
+                        "use fewer level2_covariates"
+                    )
+        classes.append(ClassData(
+            spec=spec, unit=unit, ids=None if ids is None else ids[order].astype(np.int32),
+            weights=None if weights is None else weights[order], labels=labels,
+            y=np.ascontiguousarray(y), miss=miss, x=xc, x_names=tuple(xc_names),
+            y_names=latent_names(codecs_c), codecs=tuple(codecs_c), parent={}))
+    # nested classifications: the outer unit of each inner unit
+    for a in range(len(classes)):
+        for b in range(a):
+            if classes[a].spec.kind == classes[b].spec.kind == "nested":
+                classes[a].parent[b] = nesting_parents(units_sorted[b], units_sorted[a], classes[b].n_units)
+    variances = tuple(variance_data(sdf, model, name, y1_names.index(name), specs)
+                      for name, v in model.variables.items() if v.variance is not None)
+    c0 = classes[0]
+    key = c0.unit if c0.unit is not None else c0.ids[:, 0]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    codecs = [*codecs1, *(cc for c in classes for cc in c.codecs)]
+    return ModelData(
+        model=model, order=order, cluster=key, starts=starts, sizes=np.diff(np.r_[starts, key.size]),
+        cluster_labels=np.asarray(c0.labels, dtype=object), y1=np.ascontiguousarray(y1),
+        y2=np.empty((c0.n_units, 0)), miss1=miss1, miss2=np.zeros((c0.n_units, 0), bool),
+        y1_names=y1_names, y2_names=(), x1=x1, x1_names=tuple(x1_names),
+        x2=np.ones((c0.n_units, 1)), x2_names=("Intercept",), z=np.ones((len(df), 1)),
+        z_names=("Intercept",), codecs=tuple(codecs), classes=tuple(classes), variances=variances,
+    )

@@ -166,19 +166,35 @@ def run_chain(
     return ChainResult(chain=chain, imputed=imputed, trace=trace, seconds=time.perf_counter() - t0)
 
 
+def _completed(st, state) -> tuple[dict, dict]:
+    """The completed (latent) arrays by level (1, 2 or a classification's name) and the
+    ordinal thresholds by variable, of either sampler's state."""
+    data = st.data
+    if data.classes:
+        arrays = {1: state.y1, **{cd.name: y for cd, y in zip(data.classes, state.ys)}}
+        ords = [c for c in data.categorical1 if c.kind == "ordinal"]
+        cuts = list(state.cuts1)
+        for cd, cc in zip(data.classes, state.cuts):
+            ords += [c for c in cd.codecs if c.kind == "ordinal"]
+            cuts += list(cc)
+        return arrays, {c.name: k for c, k in zip(ords, cuts)}
+    ordinal = {c.name: cuts for c, cuts in zip((*st.ordinal1, *st.ordinal2), (*state.cuts1, *state.cuts2))}
+    return {1: state.y1, 2: state.y2}, ordinal
+
+
 def _current_imputations(rng, st, state, units: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The imputed values/categories of the current state at every variable's missing units
     (the outcome of a substantive model drawn from it now)."""
     out = {}
-    ordinal = {c.name: cuts for c, cuts in zip((*st.ordinal1, *st.ordinal2), (*state.cuts1, *state.cuts2))}
-    if st.outcome is not None and units[st.data.outcome.name].size:
+    arrays, ordinal = _completed(st, state)
+    if getattr(st, "outcome", None) is not None and units[st.data.outcome.name].size:
         out[st.data.outcome.name] = impute_outcome(rng, st.outcome, state.outcome, st.data, state.y1,
                                                    state.y2, ordinal)
     for c in st.data.codecs:
         rows = units[c.name]
         if not rows.size:
             continue
-        y = state.y1 if c.level == 1 else state.y2
+        y = arrays[c.level]
         if c.kind == "continuous":
             out[c.name] = y[rows, c.cols[0]]
         else:

@@ -16,7 +16,7 @@ import numpy as np
 from .errors import SpecError
 
 __all__ = ["Variable", "ImputationModel", "CovariancePrior", "VariableKind", "CovarianceKind",
-           "Family", "Link"]
+           "Family", "Link", "Crossed", "Membership", "Classification"]
 
 VariableKind = Literal["continuous", "binary", "ordinal", "nominal"]
 CovarianceKind = Literal["common", "cluster"]
@@ -35,18 +35,27 @@ class Variable:
     ----------
     kind : {"continuous", "binary", "ordinal", "nominal"}
         Measurement type; categorical kinds are modelled through latent normals.
-    level : {1, 2}
+    level : 1, 2 or str
         1 for a unit-level variable (varies within clusters), 2 for a cluster-level variable
-        (constant within each cluster).
+        (constant within each cluster) when there is one cluster column, or the name of the
+        classification at which it is measured (``level="school"``) with several.
     categories : sequence, optional
         For ordinal variables, the categories in increasing order (default: the order of an
         ordered pandas Categorical, else the sorted observed values). For binary and nominal
         variables, the full set of categories when some are not observed.
+    variance : str, optional
+        A variance function of a continuous level-1 variable: its residual variance is
+        multiplied by ``exp(w_i'γ + v_k)``, ``w`` the columns of a one-sided formula of complete
+        covariates (``"~ sex + ses"``; no intercept: Ω1 keeps the baseline) and ``v_k`` an
+        optional random effect of a classification on the log-variance (``"~ sex + (1 |
+        school)"``), correlated with that classification's other random effects (a
+        location-scale model, Leckie et al. 2014).
     """
 
     kind: VariableKind
-    level: Literal[1, 2] = 1
+    level: Literal[1, 2] | str = 1
     categories: tuple[Any, ...] | None = None
+    variance: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -54,8 +63,22 @@ class Variable:
                 f"variable kind {self.kind!r} is not one of {', '.join(map(repr, _KINDS))}; "
                 "pick the measurement type of the column"
             )
-        if self.level not in (1, 2):
-            raise SpecError(f"variable level {self.level!r} must be 1 (unit) or 2 (cluster)")
+        if not (self.level in (1, 2) and not isinstance(self.level, bool)) and not (
+                isinstance(self.level, str) and self.level):
+            raise SpecError(
+                f"variable level {self.level!r} must be 1 (unit), 2 (cluster) or the name of a "
+                "classification (e.g. level='school')")
+        if self.variance is not None:
+            if self.kind != "continuous" or self.level != 1:
+                raise SpecError(
+                    f"variance={self.variance!r} is for continuous level-1 variables (a "
+                    f"{self.kind} variable at level {self.level!r} has no residual variance to model)"
+                )
+            if not isinstance(self.variance, str) or not self.variance.strip().startswith("~"):
+                raise SpecError(
+                    f"variance={self.variance!r} must be a one-sided formula like '~ sex + ses' or "
+                    "'~ sex + (1 | school)'"
+                )
         if self.categories is not None:
             cats = tuple(self.categories)
             if self.kind == "continuous":
@@ -112,6 +135,71 @@ class CovariancePrior:
         return scale, df
 
 
+@dataclass(frozen=True)
+class Crossed:
+    """Cross-classified clusters: every unit belongs to one unit of each classification, and
+    the classifications are not nested (pupils in primary × secondary schools).
+
+    ``mi.ImputationModel(cluster=mi.Crossed("primary", "secondary"), ...)``
+    """
+
+    names: tuple[str, ...]
+
+    def __init__(self, *names: str):
+        object.__setattr__(self, "names", _names(list(names), "Crossed(...)"))
+        if len(self.names) < 2:
+            raise SpecError("Crossed(...) needs at least two cluster columns, e.g. Crossed('primary', 'secondary')")
+
+
+@dataclass(frozen=True)
+class Membership:
+    """Multiple membership: a unit belongs to several units of one classification with weights
+    (pupils who changed school): ``Membership(["school1", "school2"], weights=["w1", "w2"])``.
+
+    Row i's random effect is ``Σ_k w_ik u_{s_ik}`` over its id columns; an id may be missing for
+    units with fewer memberships (its weight then missing or 0); the weights of a unit sum to 1.
+    ``name`` labels the classification in outputs (default ``mm(school1, school2)``).
+    """
+
+    ids: tuple[str, ...]
+    weights: tuple[str, ...]
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        ids = _names(self.ids, "Membership ids")
+        weights = _names(self.weights, "Membership weights")
+        if not ids:
+            raise SpecError("Membership(ids, weights) needs at least one id column")
+        if len(ids) != len(weights):
+            raise SpecError(
+                f"Membership has {len(ids)} id columns {list(ids)} but {len(weights)} weight columns "
+                f"{list(weights)}; give one weight column per id column"
+            )
+        if set(ids) & set(weights):
+            raise SpecError(f"Membership: columns {sorted(set(ids) & set(weights))} are both ids and weights")
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "weights", weights)
+        if self.name is None:
+            object.__setattr__(self, "name", f"mm({', '.join(ids)})")
+        elif not isinstance(self.name, str) or not self.name:
+            raise SpecError(f"Membership name must be a non-empty string, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class Classification:
+    """One classification of the model's structure (derived from ``ImputationModel.cluster``).
+
+    ``kind``: "nested" (its units are the combinations of ``columns``, outermost first, as
+    lme4's ``school/class``), "crossed", or "membership" (``columns`` the id columns,
+    ``weights`` their weight columns).
+    """
+
+    name: str
+    kind: Literal["nested", "crossed", "membership"]
+    columns: tuple[str, ...]
+    weights: tuple[str, ...] = ()
+
+
 def _names(value: Sequence[str] | str | None, what: str) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -133,8 +221,16 @@ class ImputationModel:
 
     Parameters
     ----------
-    cluster : str
-        Name of the level-2 identifier column.
+    cluster : str, list of str, Crossed or Membership
+        The clustering: one identifier column (the two-level model (6)); a list of columns,
+        outermost first, for nested classifications (``["school", "class"]``, as lme4's
+        ``school/class``: a class is the combination of its school and class ids);
+        ``Crossed("primary", "secondary")`` for cross-classified ones; or
+        ``Membership(["s1", "s2"], weights=["w1", "w2"])`` for multiple membership. With more
+        than one classification every classification gets its own random intercepts and
+        covariance matrix (random slopes, cluster-specific covariances and substantive models
+        need a single cluster column), and a variable's ``level`` names the classification at
+        which it is measured.
     variables : mapping of str to Variable or kind string
         The variables to impute. A bare string is shorthand for ``Variable(kind)`` at level 1.
     covariates : sequence of str
@@ -187,7 +283,7 @@ class ImputationModel:
     for heterogeneity and studies with missing covariates. Statistics in Medicine, 35, 2938-2954.
     """
 
-    cluster: str
+    cluster: str | Sequence[str] | Crossed | Membership
     variables: Mapping[str, Variable | str]
     covariates: Sequence[str] = ()
     level2_covariates: Sequence[str] = ()
@@ -201,8 +297,7 @@ class ImputationModel:
     prior_substantive: CovariancePrior = field(default_factory=CovariancePrior)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.cluster, str) or not self.cluster:
-            raise SpecError(f"cluster must be a column name (string), got {self.cluster!r}")
+        self._normalise_cluster()
         if not isinstance(self.variables, Mapping) or (not self.variables and self.substantive is None):
             raise SpecError("variables must be a non-empty mapping {column: kind or Variable}")
         norm: dict[str, Variable] = {}
@@ -227,7 +322,7 @@ class ImputationModel:
             raise SpecError(
                 f"covariance={self.covariance!r} is not one of {', '.join(map(repr, _COVARIANCES))}"
             )
-        roles = {"cluster": (self.cluster,), "variables": tuple(norm), "covariates": cov,
+        roles = {"cluster": self.cluster_columns, "variables": tuple(norm), "covariates": cov,
                  "level2_covariates": cov2}
         seen: dict[str, str] = {}
         for role, cols in roles.items():
@@ -260,7 +355,114 @@ class ImputationModel:
                 )
         if not all(isinstance(p, CovariancePrior) for p in (self.prior_l1, self.prior_l2, self.prior_substantive)):
             raise SpecError("prior_l1, prior_l2 and prior_substantive must be mlimpute.CovariancePrior instances")
+        self._check_levels(norm)
         self._check_substantive()
+
+    def _normalise_cluster(self) -> None:
+        c = self.cluster
+        if isinstance(c, (Crossed, Membership)):
+            return
+        if isinstance(c, str):
+            if not c:
+                raise SpecError("cluster must be a column name, got ''")
+            return
+        if isinstance(c, Sequence) and c and all(isinstance(v, str) and v for v in c):
+            names = _names(list(c), "cluster")
+            object.__setattr__(self, "cluster", names[0] if len(names) == 1 else names)
+            return
+        raise SpecError(
+            f"cluster must be a column name, a list of nested cluster columns (outermost first), "
+            f"mlimpute.Crossed(...) or mlimpute.Membership(...); got {c!r}"
+        )
+
+    def _check_levels(self, norm: dict[str, "Variable"]) -> None:
+        """Levels name classifications; features of model (6) that need one cluster column."""
+        names = [c.name for c in self.classifications]
+        for name, v in norm.items():
+            if isinstance(v.level, str):
+                if self.two_level and v.level == self.cluster:
+                    norm[name] = Variable(v.kind, level=2, categories=v.categories, variance=v.variance)
+                    continue
+                if v.level not in names:
+                    raise SpecError(
+                        f"variable {name!r} has level={v.level!r}, which is not a classification of "
+                        f"this model ({', '.join(map(repr, names))}); use one of those, or 1 for the unit"
+                    )
+                if self.classification(v.level).kind == "membership":
+                    raise SpecError(
+                        f"variable {name!r} is measured at the multiple-membership classification "
+                        f"{v.level!r}: its values would be per school, but each row has several "
+                        "schools; impute such a variable in a table of the schools, and use it here "
+                        "as a complete covariate"
+                    )
+            elif v.level == 2 and not self.two_level:
+                raise SpecError(
+                    f"variable {name!r} has level=2, but the model has several classifications "
+                    f"({', '.join(map(repr, names))}); name the one at which it is measured, e.g. "
+                    f"level={names[-1]!r}"
+                )
+        vf = [n for n, v in norm.items() if v.variance is not None]
+        if vf:
+            for what, bad in (("random_slopes", bool(self.random_slopes)),
+                              ("covariance='cluster'", self.covariance == "cluster"),
+                              ("substantive", self.substantive is not None),
+                              ("a multiple-membership classification",
+                               any(c.kind == "membership" for c in self.classifications))):
+                if bad:
+                    raise SpecError(
+                        f"the variance function of {vf[0]!r} cannot be combined with {what} yet; "
+                        "drop one of them"
+                    )
+        if not self.two_level:
+            for what, bad in (("random_slopes", bool(self.random_slopes)),
+                              ("covariance='cluster'", self.covariance == "cluster"),
+                              ("substantive", self.substantive is not None)):
+                if bad:
+                    raise SpecError(
+                        f"{what} needs a single cluster column; this model has the classifications "
+                        f"{', '.join(map(repr, names))} (each with random intercepts)"
+                    )
+
+    @property
+    def two_level(self) -> bool:
+        """One cluster column: the two-level model (6)."""
+        return isinstance(self.cluster, str)
+
+    @property
+    def general(self) -> bool:
+        """Sampled by the general sampler (several classifications or variance functions); the
+        two-level model (6) otherwise has its own, with random slopes and cluster covariances."""
+        return not self.two_level or any(v.variance is not None for v in self.variables.values())
+
+    @property
+    def classifications(self) -> tuple["Classification", ...]:
+        """The classifications of the structure (nested ones outermost first)."""
+        c = self.cluster
+        if isinstance(c, str):
+            return (Classification(c, "nested", (c,)),)
+        if isinstance(c, Crossed):
+            return tuple(Classification(n, "crossed", (n,)) for n in c.names)
+        if isinstance(c, Membership):
+            return (Classification(c.name, "membership", c.ids, c.weights),)
+        return tuple(Classification(n, "nested", tuple(c[:k + 1])) for k, n in enumerate(c))
+
+    def classification(self, name: str) -> "Classification":
+        for c in self.classifications:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def cluster_columns(self) -> tuple[str, ...]:
+        """Every column that defines the structure (ids, and weights for multiple membership)."""
+        c = self.cluster
+        if isinstance(c, str):
+            return (c,)
+        if isinstance(c, Crossed):
+            return c.names
+        if isinstance(c, Membership):
+            return (*c.ids, *c.weights)
+        return tuple(c)
 
     def _check_substantive(self) -> None:
         if self.family not in ("gaussian", "binomial"):
@@ -298,6 +500,10 @@ class ImputationModel:
         return _unquote(parse_substantive(self).response)
 
     # Convenience views -------------------------------------------------------------------
+    def variables_at(self, level: int | str) -> tuple[str, ...]:
+        """Names of the variables measured at ``level`` (1, 2, or a classification's name)."""
+        return tuple(n for n, v in self.variables.items() if v.level == level)
+
     @property
     def level1_variables(self) -> tuple[str, ...]:
         return tuple(n for n, v in self.variables.items() if v.level == 1)
@@ -315,4 +521,4 @@ class ImputationModel:
 
             known = {self.cluster, *self.variables, *self.covariates, *self.level2_covariates}
             extra = (self.outcome, *sorted(substantive_variables(parse_substantive(self)) - known))
-        return (self.cluster, *self.variables, *self.covariates, *self.level2_covariates, *extra)
+        return (*self.cluster_columns, *self.variables, *self.covariates, *self.level2_covariates, *extra)

@@ -67,6 +67,9 @@ CASES = {
     "wrong type": ("typed", r"column 'standlrt' is declared continuous but holds non-numeric values"),
     "analysis column": (dict(edit=lambda t: t.replace("+ avslrt +", "+ avslrtt +")),
                         r"\[\[analysis\]\] 'exam': column 'avslrtt' of formula .* is not in the data; did you mean 'avslrt'\?"),
+    "dispersion column": (dict(edit=lambda t: t.replace('dispersion = "~ sex"', 'dispersion = "~ sexx"')),
+                          r"\[\[analysis\]\] 'sex-gap': column 'sexx' of formula .* or dispersion '~ sexx' is "
+                          r"not in the data; did you mean 'sex'\?"),
     "analysis column with holes": (dict(edit=lambda t: t.replace('standlrt = "continuous"\n', "")),
                                    r"column 'standlrt' has 903 missing values but is not imputed"),
     "output under a file": ("file-out", r"\[output\] dir = '.*blocker/out' cannot be created: '.*blocker' is a file"),
@@ -216,3 +219,49 @@ def test_module_entry_point_runs_validate(workdir):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "OK." in proc.stdout
+
+
+def test_validate_knows_nested_and_membership_structures(workdir, capsys):
+    """ExamScores with made-up classes (3 per school) and a made-up second school per pupil."""
+    df = read_parquet(workdir / "exam.parquet")
+    df["class"] = df["student"] % 3
+    df["school2"] = np.where(df["student"] % 4 == 0, (df["school"] % 65) + 1, np.nan)
+    df["w1"] = np.where(df["school2"].notna(), 0.6, 1.0)
+    df["w2"] = np.where(df["school2"].notna(), 0.4, np.nan)
+    df.to_parquet(workdir / "classes.parquet")
+    nested = write_config(workdir, data="classes.parquet", edit=lambda t: t.replace(
+        'cluster = "school"', 'cluster = ["school", "class"]').replace("level = 2", 'level = "school"'))
+    code, out, err = run_cli(["validate", str(nested)], capsys)
+    assert code == 0, err
+    n_classes = df.groupby(["school", "class"]).ngroups
+    assert f"OK. 4059 rows in 65 school × {n_classes} class clusters" in out
+    mm = write_config(workdir, data="classes.parquet", edit=lambda t: t.replace(
+        'cluster = "school"', 'cluster = { membership = ["school", "school2"], weights = ["w1", "w2"], name = "schools" }')
+        .replace('avslrt = { kind = "continuous", level = 2 }\n', "").replace(" + avslrt", ""))
+    code, out, err = run_cli(["validate", str(mm)], capsys)
+    assert code == 0, err
+    assert "65 schools clusters" in out
+    bad = write_config(workdir, data="classes.parquet", edit=lambda t: t.replace(
+        'cluster = "school"', 'cluster = { membership = ["school", "school2"], weights = ["w1", "w1"] }'))
+    code, out, err = run_cli(["validate", str(bad)], capsys)
+    assert code == 2 and "mlimpute: error:" in err and "w1" in err
+
+
+# three imputations: FMI > 0.5 for standlrt is expected; the test checks the plumbing
+@pytest.mark.filterwarnings("ignore:fraction of missing information:mlimpute.pooling.PoolingWarning")
+def test_analyse_command_with_a_variance_function(capsys, tmp_path):
+    data = pd.read_csv(MITML / "jomo_exam_imputations.csv.gz")
+    data = data[data.Imputation <= 3]  # imputation 0 (the original data) is skipped
+    data.to_csv(tmp_path / "imps.csv", index=False)
+    formula = "normexam ~ standlrt + sex + (1 | clus)"
+    code, out, err = run_cli(["analyse", str(tmp_path / "imps.csv"), "--formula", formula,
+                              "--dispersion", "~ sex", "--out", str(tmp_path / "p.csv")], capsys)
+    assert code == 0, err
+    ref = mi.analyse(data, formula, dispersion="~ sex")
+    vc = pd.read_csv(tmp_path / "p_varcomp.csv")
+    row = vc[(vc.group == "Residual") & (vc.term1 == "sex[T.girl]")].iloc[0]
+    want = ref.varcomp().set_index(["group", "term1"]).loc[("Residual", "sex[T.girl]")]
+    assert row.method == "rubin_identity" and row.estimate == pytest.approx(want.estimate, rel=1e-12)
+    code, _, err = run_cli(["analyse", str(tmp_path / "imps.csv"), "--formula", "sex ~ 1 + (1 | clus)",
+                            "--family", "binomial", "--dispersion", "~ standlrt"], capsys)
+    assert code == 2 and "--dispersion applies to --family gaussian" in err and err.count("\n") == 1

@@ -85,6 +85,9 @@ df_com = 100
     assert m.prior_substantive == mi.CovariancePrior(df=4.0)
     a = cfg.analysis[0]
     assert a.fit_options() == {"link": "probit", "nagq": 5}
+    hetero = load_config(write(tmp_path, text + '[[analysis]]\nname = "h"\nformula = "y ~ x + (1 | school)"\n'
+                                             'dispersion = "~ sex"\n')).analysis[1]
+    assert hetero.fit_options() == {"reml": True, "dispersion": "~ sex"}
     assert a.pool_options() == {"df_com": 100.0, "conf_level": 0.95}
     # the record is JSON and parses back to the same configuration (tasks receive records)
     assert parse_config(cfg.record()) == cfg
@@ -96,7 +99,7 @@ df_com = 100
     (lambda t: t.replace("burn = 10", "burnin = 10"),
      r"\[sampler\] burn is required but missing; add it; unknown key \[sampler\] burnin; did you mean 'burn'\?"),
     (lambda t: t.replace('"continuous", level = 2', '"continuous", level = 3'),
-     r"\[model.variables.avslrt\] level = 3 should be 1 or 2"),
+     r"\[model.variables.avslrt\] level = 3: should be 1, 2 or the name of a classification"),
     (lambda t: t.replace('normexam = "continuous"', 'normexam = "continous"'),
      r"\[model.variables.normexam\] kind = \"continous\" should be 'continuous', 'binary'"),
     (lambda t: t.replace("imputations = 4", "imputations = 4\nchains = 5"),
@@ -109,6 +112,10 @@ df_com = 100
      r"\[\[analysis\]\] #1 name = \"a b\": name 'a b' must start with a letter"),
     (lambda t: t + '[[analysis]]\nname = "a"\nformula = "y ~ 1 + (1|g)"\nfamily = "gaussian"\nnagq = 3\n',
      r"\[\[analysis\]\] #1: link and nagq apply to binomial/poisson"),
+    (lambda t: t + '[[analysis]]\nname = "a"\nformula = "y ~ 1 + (1|g)"\nfamily = "binomial"\ndispersion = "~ x"\n',
+     r"\[\[analysis\]\] #1: dispersion applies to gaussian analyses only; remove it"),
+    (lambda t: t + '[[analysis]]\nname = "a"\nformula = "y ~ 1 + (1|g)"\ndispersion = "y ~ x"\n',
+     r"\[\[analysis\]\] #1: dispersion 'y ~ x' has a left-hand side 'y'.*one-sided, like '~ sex'"),
     (lambda t: t + '[runner]\nkind = "dask"\naddress = "tcp://h:8786"\nworkers = 2\n',
      r"\[runner\]: workers sizes a local Dask cluster; .*remove workers"),
     (lambda t: t + '[runner]\nkind = "spark"\n',
@@ -145,3 +152,21 @@ def test_overrides_apply_on_top_and_resolve_paths_against_cwd(tmp_path, monkeypa
         parse_override("sampler.burn")
     with pytest.raises(mi.SpecError, match="'seed' is not a table"):
         apply_overrides({"sampler": {"seed": 1}}, {"sampler.seed.x": 2})
+
+
+@pytest.mark.parametrize("cluster, levels, expected", [
+    ('["school", "class"]', 'c = { kind = "continuous", level = "class" }',
+     lambda: mi.ImputationModel(cluster=["school", "class"], variables={"normexam": "continuous",
+                                "c": mi.Variable("continuous", level="class")}, covariates=["sex"])),
+    ('{ crossed = ["primary", "secondary"] }', 'p = { kind = "binary", level = "primary" }',
+     lambda: mi.ImputationModel(cluster=mi.Crossed("primary", "secondary"),
+                                variables={"normexam": "continuous", "p": mi.Variable("binary", level="primary")},
+                                covariates=["sex"])),
+    ('{ membership = ["s1", "s2"], weights = ["w1", "w2"], name = "school" }', "",
+     lambda: mi.ImputationModel(cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"),
+                                variables={"normexam": "continuous"}, covariates=["sex"])),
+])
+def test_cluster_structures_in_toml(tmp_path, cluster, levels, expected):
+    text = BASE.replace('cluster = "school"', f"cluster = {cluster}")
+    text = text.replace('avslrt = { kind = "continuous", level = 2 }', levels)
+    assert load_config(write(tmp_path, text)).imputation_model() == expected()

@@ -33,6 +33,7 @@ _cfg = tomllib.loads(CONFIG.read_text())
 SEED, M, CHAINS, BURN, BETWEEN = (_cfg["sampler"][k] for k in ("seed", "imputations", "chains",
                                                                "burn", "between"))
 FORMULA, FORMULA_2 = (a["formula"] for a in _cfg["analysis"])
+DISPERSION_2 = _cfg["analysis"][1]["dispersion"]  # sex-gap: a residual variance per sex
 MODEL = mi.ImputationModel(
     cluster="school",
     variables={"normexam": "continuous", "standlrt": "continuous",
@@ -146,10 +147,11 @@ def test_imputations_identical_to_impute_and_observed_cells_intact(local_run, re
 def test_pooled_tables_equal_analyse_on_the_written_imputations(local_run):
     _, out = local_run
     written = pd.read_parquet(out / "imputations")  # as an analyst would read it
-    for name, formula, reml in (("exam", FORMULA, True), ("sex-gap", FORMULA_2, False)):
+    for name, formula, kw in (("exam", FORMULA, {"reml": True}),
+                              ("sex-gap", FORMULA_2, {"reml": False, "dispersion": DISPERSION_2})):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FMI warnings of a tiny run
-            ref = mi.analyse(written, formula, reml=reml)
+            ref = mi.analyse(written, formula, **kw)
         pooled = pd.read_csv(out / "pooled" / f"{name}.csv")
         pd.testing.assert_frame_equal(pooled, ref.tidy(), check_exact=False, rtol=1e-12)
         vc = pd.read_csv(out / "pooled" / f"{name}_varcomp.csv")
@@ -158,7 +160,7 @@ def test_pooled_tables_equal_analyse_on_the_written_imputations(local_run):
         complete = read_parquet(EXAM).dropna(subset=["normexam", "standlrt", "sex", "avslrt", "school"]
                                              if name == "exam" else ["normexam", "sex", "school"])
         assert (cc["nobs"] == len(complete)).all()
-        np.testing.assert_allclose(cc["estimate"], mi.lmm(formula, complete, reml=reml).tidy()["estimate"],
+        np.testing.assert_allclose(cc["estimate"], mi.lmm(formula, complete, **kw).tidy()["estimate"],
                                    rtol=1e-10)
         fits = pd.read_parquet(out / "fits" / f"{name}.parquet")
         per = ref.per_imputation()
@@ -178,6 +180,10 @@ def test_report_and_prefect_artifacts(local_run):
     assert "http://" not in html and "https://" not in html
     for term in pd.read_csv(out / "pooled" / "exam.csv")["term"]:
         assert f">{term}<" in html
+    # sex-gap's variance function: named beside its formula, its rows explained
+    assert "w from <code>~ sex</code>" in html and "exp(γ) is the ratio of residual variances" in html
+    vc = pd.read_csv(out / "pooled" / "sex-gap_varcomp.csv")
+    assert vc.query("group == 'Residual' and term1 == 'sex[T.girl]'")["method"].tolist() == ["rubin_identity"]
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(artifact_filter=ArtifactFilter(
@@ -186,6 +192,7 @@ def test_report_and_prefect_artifacts(local_run):
     assert kinds == {"mlimpute-run": "markdown", "pooled-exam": "table", "pooled-sex-gap": "table"}
     md = next(a for a in arts if a.key == "mlimpute-run").data
     assert "## exam" in md and "Worst R-hat" in md
+    assert "(gaussian, dispersion `~ sex`, m = 4)" in md  # sex-gap's variance function
 
 
 # ------------------------------------------------------------------------------------------

@@ -102,8 +102,12 @@ def test_report_is_self_contained_with_tables_plots_and_highlights(run):
     # the results come first, the run's record last
     assert html.index("forest plot") < html.index("missing-data patterns") < html.index(
         "trace plots") < html.index("<h2>The run</h2>")
-    # flagged rows: in the short table of problems and again in the full one
-    assert html.count('<tr class="warn">') == 2 * int(flags.sum())
+    # flagged rows: in the short table of problems and again in the full one, and the parts of
+    # the model they belong to in the table by part
+    from mlimpute.report._data import parameter_group
+
+    groups = {parameter_group(p) for p in diag["parameter"][flags]}
+    assert html.count('<tr class="warn">') == 2 * int(flags.sum()) + len(groups)
     for term in pooled.tidy()["term"]:
         assert f">{term}<" in html
     for col in ("95% low", "95% high", "FMI", "RIV", "mean of m"):
@@ -172,3 +176,33 @@ def test_report_says_which_imputation_model_ran_and_plots_the_imputed_outcome():
         res = mi.impute(df, smc, n_imputations=2, burn=20, between=5, chains=1, seed=3)
     shown = {v.name for v in observed_vs_imputed(df, res.data, smc)}
     assert shown == {"standlrt", "normexam"}
+
+
+def test_diagnostics_by_part_of_the_model():
+    from mlimpute.report._data import diagnostics_by_group, parameter_group
+
+    names = ["beta1[y:x]", "omega1[y,y]", "omega[school][y,y]", "beta[class][c:Intercept]",
+             "omega2[y:Intercept,y:Intercept]", "y~beta[x]", "cut[o:2]"]
+    assert [parameter_group(n) for n in names] == ["level 1", "level 1", "school", "class", "cluster",
+                                                   "analysis model", "thresholds"]
+    diag = pd.DataFrame({"parameter": names, "rhat": [1.0, 1.2, 1.01, 1.0, 1.0, 1.02, 1.0],
+                         "ess_bulk": [500, 40, 300, 200, 100, 90, 400], "ess_tail": [600, 60, 250, 150, 80, 95, 300]})
+    g = diagnostics_by_group(diag).set_index("group")
+    assert g.loc["level 1", "parameters"] == 2 and g.loc["level 1", "max_rhat"] == 1.2
+    assert g.loc["level 1", "min_ess_bulk"] == 40 and g.loc["school", "min_ess_tail"] == 250
+
+
+def test_report_shows_the_variance_function_and_what_its_rows_mean(run):
+    df, model, res = run
+    pooled = mi.analyse(res, "normexam ~ avslrt + sex + (1 | school)", dispersion="~ sex")
+    table = PooledTable("hetero", pooled.formula, "gaussian", pooled.m, pooled.tidy(), pooled.varcomp(),
+                        dispersion="~ sex")
+    html = render_report(title="t", run={}, pooled=[table], diagnostics=res.diagnostics(), traces=res.traces,
+                         parameter_names=res.parameter_names, burn=res.burn, imputed=[])
+    assert "residual variance log σ²<sub>i</sub> = log σ² + w<sub>i</sub>′γ, w from <code>~ sex</code>" in html
+    assert ">sex[T.girl]<" in html and ">rubin_identity<" in html
+    assert "exp(γ) is the ratio of residual variances" in html
+    plain = PooledTable("plain", pooled.formula, "gaussian", pooled.m, pooled.tidy(), pooled.varcomp())
+    html = render_report(title="t", run={}, pooled=[plain], diagnostics=res.diagnostics(), traces=res.traces,
+                         parameter_names=res.parameter_names, burn=res.burn, imputed=[])
+    assert "log σ²<sub>i</sub>" not in html

@@ -34,7 +34,9 @@
 # Extra rows per replication (parameter names starting with "_"): _seconds (imputation +
 # analysis + pooling), _jomo_seconds (the jomo call), _ms_per_iteration, _fit_warnings (number of
 # the M analysis fits that raised a warning, e.g. lme4's "Model failed to converge"),
-# _fit_singular (number of singular fits). Warning texts go to stderr.
+# _fit_singular (number of singular fits), _jomo_warnings (warnings raised inside the jomo call:
+# from its complete-case lmer/glmer fit, which gives jomo's starting values and the scale matrix of
+# its inverse-Wishart prior for the random-effects covariance). Warning texts go to stderr.
 
 suppressPackageStartupMessages({
   library(jomo)
@@ -83,15 +85,22 @@ for (f in files) {
   set.seed(20261201L + 1000L * match(design, DESIGNS) + rep)
 
   t.start <- proc.time()[["elapsed"]]
-  if (binary) {
-    invisible(capture.output(
-      tj <- system.time(imp <- jomo.glmer(fml, d, level = level, nburn = NBURN, nbetween = NBETWEEN,
-                                          nimp = M, output = 0, family = "binomial"))[["elapsed"]]))
-  } else {
-    invisible(capture.output(
-      tj <- system.time(imp <- jomo.lmer(fml, d, level = level, nburn = NBURN, nbetween = NBETWEEN,
-                                         nimp = M, output = 0))[["elapsed"]]))
-  }
+  # warnings inside jomo come from its complete-case lmer/glmer fit (starting values and the
+  # prior scale of the random-effects covariance of the substantive model)
+  n.jomo.warn <- 0L
+  invisible(capture.output(withCallingHandlers(
+    tj <- system.time(
+      imp <- if (binary) {
+        jomo.glmer(fml, d, level = level, nburn = NBURN, nbetween = NBETWEEN, nimp = M, output = 0,
+                   family = "binomial")
+      } else {
+        jomo.lmer(fml, d, level = level, nburn = NBURN, nbetween = NBETWEEN, nimp = M, output = 0)
+      })[["elapsed"]],
+    warning = function(w) {
+      n.jomo.warn <<- n.jomo.warn + 1L
+      message(sprintf("[%s rep %d] jomo: %s", design, rep, conditionMessage(w)))
+      invokeRestart("muffleWarning")
+    })))
   names(imp)[names(imp) == "clus"] <- "g"
   imp$y <- as.numeric(as.character(imp$y))  # jomo.glmer returns the outcome as a factor
   implist <- jomo2mitml.list(imp)            # drops Imputation 0 (the incomplete data)
@@ -128,13 +137,13 @@ for (f in files) {
                    conf_low = NA_real_, conf_high = NA_real_)
   iters <- NBURN + (M - 1) * NBETWEEN
   extra <- data.frame(parameter = c("_seconds", "_jomo_seconds", "_ms_per_iteration",
-                                    "_fit_warnings", "_fit_singular"),
-                      estimate = c(t.total, tj, 1000 * tj / iters, n.warn, n.sing),
+                                    "_fit_warnings", "_fit_singular", "_jomo_warnings"),
+                      estimate = c(t.total, tj, 1000 * tj / iters, n.warn, n.sing, n.jomo.warn),
                       conf_low = NA_real_, conf_high = NA_real_)
   rows <- rbind(fe, vc, extra)
   rows <- data.frame(design = design, method = "jomo", rep = rep, rows, row.names = NULL)
   write.table(rows, out.csv, sep = ",", row.names = FALSE, na = "", append = file.exists(out.csv),
               col.names = !file.exists(out.csv), qmethod = "double")
-  cat(sprintf("%s rep %d: jomo %.1f s (%.2f ms/iteration), total %.1f s, fit warnings %d, singular %d\n",
-              design, rep, tj, 1000 * tj / iters, t.total, n.warn, n.sing))
+  cat(sprintf("%s rep %d: jomo %.1f s (%.2f ms/iteration), total %.1f s, fit warnings %d, singular %d, jomo warnings %d\n",
+              design, rep, tj, 1000 * tj / iters, t.total, n.warn, n.sing, n.jomo.warn))
 }

@@ -178,7 +178,7 @@ def _response(series: pd.Series, kind: ResponseKind, name: str, labels: pd.Index
     return y
 
 
-def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
+def _check_rank(X: np.ndarray, names: tuple[str, ...], what: str = "fixed-effect columns") -> None:
     if X.shape[1] == 0:
         return
     _, r, piv = qr(X, mode="economic", pivoting=True)
@@ -187,7 +187,7 @@ def _check_rank(X: np.ndarray, names: tuple[str, ...]) -> None:
     if rank < X.shape[1]:
         dropped = ", ".join(repr(names[i]) for i in sorted(piv[rank:]))
         raise DataError(
-            f"the fixed-effect columns are linearly dependent (rank {rank} of {X.shape[1]}): {dropped} "
+            f"the {what} are linearly dependent (rank {rank} of {X.shape[1]}): {dropped} "
             "are combinations of the others in these data; remove them from the formula"
         )
 
@@ -219,7 +219,8 @@ def _random_terms(df: pd.DataFrame, term: RandomTerm, labels: pd.Index) -> list[
     return [TermDesign(group=term.group_label, names=(n,), Z=Z[:, [k]], text=term.text) for k, n in enumerate(names)]
 
 
-def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKind, na_action: str = "raise") -> Design:
+def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKind, na_action: str = "raise",
+                 extra_columns: frozenset[str] = frozenset()) -> Design:
     """Build the arrays of a mixed model from a data frame.
 
     Parameters
@@ -231,6 +232,9 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
         with the second coded 1, as R's factors).
     na_action : {"raise", "drop"}
         What to do with missing values outside the grouping factors (those always raise).
+    extra_columns : frozenset of str
+        Columns that another part of the model reads (a dispersion formula): their missing
+        values follow ``na_action`` too, so that every part sees the same rows.
     """
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -243,7 +247,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
     used = set(response_vars) | set(_formula(parsed.fixed, "fixed part").required_variables)
     for term in parsed.random:
         used |= set(_formula(term.expr, f"random term {term.text}").required_variables) | set(term.columns)
-    used = {str(v) for v in used}
+    used = {str(v) for v in used} | set(extra_columns)
     _check_columns(used, data, parsed.text)
     keep = _missing_rows(data, parsed, used, na_action)
     rows = np.flatnonzero(keep)

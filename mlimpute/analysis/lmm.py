@@ -15,6 +15,22 @@ evaluation costs ``O(Σ G_k m³)``, independent of n), SuperLU for crossed ones.
 covariance is ``σ̂² (R_Xᵀ R_X)⁻¹``, as lme4's ``vcov``. Minimisation: L-BFGS-B with Newton
 polishing (:mod:`~mlimpute.analysis._optim`).
 
+With a variance function (``dispersion=``, :mod:`~mlimpute.analysis._dispersion`),
+``ε ~ N(0, σ² V)``, ``V = diag(exp(w_iᵀγ))``. The rows scaled by ``V^{-1/2}`` follow the model
+above, so the same algebra runs with prior weights ``a_i = exp(−w_iᵀγ)`` (in ``ZᵀAZ``, ``XᵀAX``,
+``r²``), and the Jacobian of the scaling adds ``log|V| = Σ_i w_iᵀγ``:
+
+    ML:    d(θ, γ)   = log|L|² + n (1 + log(2π r²/n)) + Σ_i w_iᵀγ
+    REML:  d_R(θ, γ) = log|L|² + log|R_X|² + (n − p)(1 + log(2π r²/(n − p))) + Σ_i w_iᵀγ
+
+minimised over (θ, γ) with σ² still profiled out. These are nlme's ``lme`` log-likelihoods
+with ``weights = varIdent(...)`` / ``varExp(...)`` (for REML, nlme's and lme4's criteria are
+the same function: neither adds ``½ log|XᵀX|``) and glmmTMB's with ``dispformula`` (for REML,
+``REML = TRUE``). The fixed-effect covariance ``σ̂² (R_Xᵀ R_X)⁻¹`` of the weighted rows is the
+GLS covariance at the estimates (nlme's ``vcov``; glmmTMB's adds the variance parameters'
+uncertainty); the SEs of γ come from ``varcomp_cov`` (the Hessian of the deviance in the
+variance components and γ).
+
 References
 ----------
 Bates, D., Mächler, M., Bolker, B. & Walker, S. (2015). Fitting linear mixed-effects models
@@ -22,12 +38,13 @@ using lme4. *Journal of Statistical Software* 67(1).
 Goldstein, H. (1986). Multilevel mixed linear model analysis using iterative generalized least
 squares. *Biometrika* 73, 43–56.
 Goldstein, H. (2011). *Multilevel Statistical Models*, 4th ed. Wiley.
+Pinheiro, J. C. & Bates, D. M. (2000). *Mixed-Effects Models in S and S-PLUS*. Springer.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -36,6 +53,7 @@ from scipy.linalg import cho_solve, solve_triangular
 from ..errors import SpecError
 from ._algebra import make_algebra, sort_design
 from ._design import Design, build_design
+from ._dispersion import DispersionDesign, build_dispersion, dispersion_columns
 from ._optim import fd_hessian, minimize_bounded, one_blas_thread
 from ._structure import Structure
 from ._warn import warn, warn_fit
@@ -60,63 +78,102 @@ class _Pieces:
     ldL2: float
     ldRX2: float
     beta: np.ndarray
-    XtX: np.ndarray  # R_Xᵀ R_X
+    XtX: np.ndarray  # R_Xᵀ R_X (of the weighted rows, with a variance function)
     r2: float
+    ldV: float  # log|V| = Σ w_iᵀγ (0 without a variance function)
+
+
+_NO_GAMMA = np.zeros(0)
+
+
+def _centre_response(design: Design) -> tuple[Design, np.ndarray]:
+    """The design with ``y − ȳ`` for the solver, and what that shift moves β by.
+
+    With a constant column in X (the intercept) the likelihood does not change: that column's
+    coefficient absorbs ȳ. The penalised sums of squares then lose the cancellation of a large
+    ``yᵀWy`` against the fitted part, which left ~1e-10 rounding noise in the deviance for
+    Penicillin's diameters (≈ 23; its variance function's γ was off by 2e-6 there).
+    """
+    X, shift = design.X, np.zeros(design.X.shape[1])
+    const = np.flatnonzero(np.all(X == X[:1], axis=0) & (X[0] != 0)) if X.size else np.zeros(0, dtype=int)
+    if const.size == 0:
+        return design, shift
+    c = float(design.y.mean())
+    shift[const[0]] = c / X[0, const[0]]
+    return replace(design, y=design.y - c), shift
 
 
 class LmmEngine:
-    """Data, structure and solver of one LMM; evaluates its (RE)ML criteria."""
+    """Data, structure and solver of one LMM; evaluates its (RE)ML criteria.
 
-    def __init__(self, formula: str, design: Design, options: dict):
+    ``gamma`` arguments are the variance-function coefficients (empty without one).
+    """
+
+    def __init__(self, formula: str, design: Design, options: dict, dispersion: DispersionDesign | None = None):
         self.formula = formula
         self.design = design = sort_design(design)
+        self.dispersion = None if dispersion is None else dispersion.for_rows(design.rows)
         self.options = options
         self.structure = Structure.from_design(design)
-        self.algebra = make_algebra(self.structure, design, options["algebra"])
         self.n, self.p = design.X.shape
+        self.k = 0 if dispersion is None else dispersion.k
+        centred, self._beta_shift = _centre_response(design)
+        self.algebra = make_algebra(self.structure, centred, options["algebra"])
 
-    def pieces(self, theta: np.ndarray) -> _Pieces:
-        sol = self.algebra.solve(theta)
+    def _solve(self, theta: np.ndarray, gamma: np.ndarray):
+        """The factorisation for theta, weighted by the variance function, and ``log|V|``."""
+        if self.dispersion is None:
+            return self.algebra.solve(theta), 0.0
+        return self.algebra.solve(theta, w=self.dispersion.weights(gamma)), self.dispersion.log_det(gamma)
+
+    def pieces(self, theta: np.ndarray, gamma: np.ndarray = _NO_GAMMA) -> _Pieces:
+        sol, ldV = self._solve(theta, gamma)
         p = self.p
         chol = np.linalg.cholesky(sol.F)  # lower; chol[:p,:p] = R_Xᵀ, chol[p,p]² = r²
-        beta = solve_triangular(chol[:p, :p].T, chol[p, :p], lower=False) if p else np.zeros(0)
+        beta = solve_triangular(chol[:p, :p].T, chol[p, :p], lower=False) + self._beta_shift if p else np.zeros(0)
         return _Pieces(
             ldL2=sol.ldL2, ldRX2=2.0 * float(np.log(np.diag(chol)[:p]).sum()),
-            beta=beta, XtX=sol.F[:p, :p], r2=float(chol[p, p] ** 2),
+            beta=beta, XtX=sol.F[:p, :p], r2=float(chol[p, p] ** 2), ldV=ldV,
         )
 
-    def profiled_deviance(self, theta: np.ndarray, reml: bool) -> float:
+    def profiled_deviance(self, theta: np.ndarray, reml: bool, gamma: np.ndarray = _NO_GAMMA) -> float:
         try:
-            sol = self.algebra.solve(theta)
+            sol, ldV = self._solve(theta, gamma)
             d = np.diag(np.linalg.cholesky(sol.F))  # R_X's diagonal on the first p, sqrt(r²) last
         except np.linalg.LinAlgError:
             return np.inf
-        ldL2 = sol.ldL2
+        logdets = sol.ldL2 + ldV
         r2 = float(d[-1] ** 2)
         if reml:
             dof = self.n - self.p
-            return ldL2 + 2.0 * float(np.log(d[:-1]).sum()) + dof * (1 + _LOG2PI + math.log(r2 / dof))
-        return ldL2 + self.n * (1 + _LOG2PI + math.log(r2 / self.n))
+            return logdets + 2.0 * float(np.log(d[:-1]).sum()) + dof * (1 + _LOG2PI + math.log(r2 / dof))
+        return logdets + self.n * (1 + _LOG2PI + math.log(r2 / self.n))
 
-    def deviance(self, theta: np.ndarray, sigma2: float, reml: bool) -> float:
-        """−2 × (RE)ML log-likelihood at theta and σ² (β profiled out)."""
-        pc = self.pieces(theta)
+    def deviance(self, theta: np.ndarray, sigma2: float, reml: bool, gamma: np.ndarray = _NO_GAMMA) -> float:
+        """−2 × (RE)ML log-likelihood at theta, σ² and γ (β profiled out)."""
+        pc = self.pieces(theta, gamma)
         if reml:
-            return pc.ldL2 + pc.ldRX2 + (self.n - self.p) * (_LOG2PI + math.log(sigma2)) + pc.r2 / sigma2
-        return pc.ldL2 + self.n * (_LOG2PI + math.log(sigma2)) + pc.r2 / sigma2
+            return pc.ldL2 + pc.ldV + pc.ldRX2 + (self.n - self.p) * (_LOG2PI + math.log(sigma2)) + pc.r2 / sigma2
+        return pc.ldL2 + pc.ldV + self.n * (_LOG2PI + math.log(sigma2)) + pc.r2 / sigma2
 
     # ----- the MixedResult engine protocol --------------------------------------------------
     @one_blas_thread
-    def loglik_at(self, beta: np.ndarray, covs: list[np.ndarray], sigma2) -> float:
+    def loglik_at(self, beta: np.ndarray, covs: list[np.ndarray], sigma2, gamma: np.ndarray | None = None) -> float:
         if sigma2 is None or not np.isfinite(sigma2) or sigma2 <= 0:
             raise SpecError(f"loglik_at needs a positive residual variance sigma2 for an LMM, got {sigma2!r}")
         if beta.shape != (self.p,):
             raise SpecError(f"beta must have {self.p} entries (the fixed effects), got shape {beta.shape}")
+        gamma = _NO_GAMMA if gamma is None and self.k == 0 else gamma
+        if gamma is None or np.shape(gamma) != (self.k,):
+            raise SpecError(
+                f"gamma must have {self.k} entries (the variance-function coefficients"
+                f"{': ' + ', '.join(self.dispersion.names) if self.k else ''}), got {gamma!r}"
+            )
         theta = self.structure.theta_from_covariances(covs, float(sigma2))
-        pc = self.pieces(theta)
+        pc = self.pieces(theta, np.asarray(gamma, dtype=float))
         d = beta - pc.beta
         rss = pc.r2 + float(d @ pc.XtX @ d)
-        return -0.5 * (pc.ldL2 + self.n * (_LOG2PI + math.log(sigma2)) + rss / sigma2)
+        return -0.5 * (pc.ldL2 + pc.ldV + self.n * (_LOG2PI + math.log(sigma2)) + rss / sigma2)
 
     @one_blas_thread
     def varcomp_cov(self, result: MixedResult) -> np.ndarray:
@@ -127,16 +184,20 @@ class LmmEngine:
             warn("varcomp_cov: boundary (singular) fit, the variance components have no regular "
                  "asymptotic covariance; returning NaN")
             return nan
-        s = self.structure
+        s, nv = self.structure, k - self.k  # variance components (σ² last), then γ
 
         def dev(v: np.ndarray) -> float:
-            covs = s.covariances_from_psi(v[:-1])
-            theta = s.theta_from_covariances(covs, v[-1])
-            return self.deviance(theta, v[-1], result.reml)
+            covs = s.covariances_from_psi(v[: nv - 1])
+            theta = s.theta_from_covariances(covs, v[nv - 1])
+            return self.deviance(theta, v[nv - 1], result.reml, v[nv:])
 
+        var = np.abs(psi[:nv])
+        # steps of 1e-3 relative: truncation error ~1e-6, rounding error well below it; γ is a
+        # log-variance coefficient, whose natural unit is 1 / SD of its column
+        h = np.concatenate([1e-3 * np.maximum(var, 1e-3 * var.max()),
+                            1e-3 / self.dispersion.scale if self.k else _NO_GAMMA])
         try:
-            # steps of 1e-3 relative: truncation error ~1e-6, rounding error well below it
-            H = fd_hessian(dev, psi, h=1e-3 * np.maximum(np.abs(psi), 1e-3 * np.abs(psi).max()))
+            H = fd_hessian(dev, psi, h=h)
             return np.linalg.inv(0.5 * H)
         except (np.linalg.LinAlgError, SpecError):
             warn("varcomp_cov: the information matrix of the variance components is singular or the "
@@ -144,39 +205,44 @@ class LmmEngine:
             return nan
 
     def refit(self, reml: bool) -> MixedResult:
-        return fit_lmm(self.formula, self.design, reml, self.options)
+        return fit_lmm(self.formula, self.design, reml, self.options, self.dispersion)
 
 
 _DEFAULTS = {"na_action": "raise", "maxiter": 1000, "algebra": "auto"}
 
 
 @one_blas_thread
-def fit_lmm(formula: str, design: Design, reml: bool, options: dict) -> MixedResult:
+def fit_lmm(formula: str, design: Design, reml: bool, options: dict,
+            dispersion: DispersionDesign | None = None) -> MixedResult:
     """Fit an LMM to a built design (used by :func:`lmm` and by ``refit``)."""
-    engine = LmmEngine(formula, design, options)
-    s = engine.structure
-    opt = minimize_bounded(lambda th: engine.profiled_deviance(th, reml), s.theta_start(), s.theta_lower(),
+    engine = LmmEngine(formula, design, options, dispersion)
+    s, nt, k = engine.structure, engine.structure.ntheta, engine.k
+    # the optimiser sees η = SD(w) · γ, so that its steps mean the same whatever w's units
+    scale = engine.dispersion.scale if k else _NO_GAMMA
+    opt = minimize_bounded(lambda x: engine.profiled_deviance(x[:nt], reml, x[nt:] / scale),
+                           np.append(s.theta_start(), np.zeros(k)), np.append(s.theta_lower(), np.full(k, -np.inf)),
                            maxiter=options["maxiter"])
-    theta = opt.x
-    pc = engine.pieces(theta)
+    theta, gamma = opt.x[:nt], opt.x[nt:] / scale
+    pc = engine.pieces(theta, gamma)
     sigma2 = pc.r2 / (engine.n - engine.p if reml else engine.n)
     beta_cov = sigma2 * cho_solve((np.linalg.cholesky(pc.XtX), True), np.eye(engine.p)) if engine.p else np.zeros((0, 0))
     covs = s.term_covariances(theta, sigma2)
     singular = s.is_singular(theta)
     warn_fit(formula, opt.converged, singular, opt.message, opt.scaled_gradient)
+    names = engine.dispersion.names if k else ()
     return MixedResult(
         formula=formula, family="gaussian", link="identity", reml=bool(reml), nagq=0,
         term_names=design.x_names, beta=pc.beta, beta_cov=beta_cov,
-        varcomp_labels=tuple(s.varcomp_labels(residual=True)),
-        psi=np.append(s.psi_from_covariances(covs), sigma2), term_covs=tuple(covs), theta=theta,
+        varcomp_labels=tuple(s.varcomp_labels(residual=True)) + tuple(("Residual", n, None) for n in names),
+        psi=np.concatenate([s.psi_from_covariances(covs), [sigma2], gamma]), term_covs=tuple(covs), theta=theta,
         sigma2=float(sigma2), loglik=-0.5 * opt.fun, nobs=design.nobs,
         group_levels=tuple(zip(s.factor_labels, s.factor_levels)), term_groups=s.term_groups,
         random_names=s.term_names, converged=opt.converged, singular=singular, message=opt.message,
-        _engine=engine,
+        _engine=engine, dispersion=None if dispersion is None else dispersion.formula,
     )
 
 
-def lmm(formula: str, data: pd.DataFrame, reml: bool = True, **opts) -> MixedResult:
+def lmm(formula: str, data: pd.DataFrame, reml: bool = True, dispersion: str | None = None, **opts) -> MixedResult:
     """Fit a linear mixed model with an lme4-style formula, by REML (default) or ML.
 
     Parameters
@@ -189,6 +255,14 @@ def lmm(formula: str, data: pd.DataFrame, reml: bool = True, **opts) -> MixedRes
     data : pandas.DataFrame
     reml : bool
         REML (True, lme4's default) or ML.
+    dispersion : str, optional
+        A one-sided formula of the residual variance, ``"~ sex + ses"``: ``log σ²_i = log σ² +
+        w_iᵀγ`` with ``w_i`` its model-matrix row without the intercept (formulaic's coding;
+        write ``C(g)`` for a numeric-coded factor). A factor gives each level its own residual
+        variance (nlme's ``varIdent``), a continuous predictor ``t`` a variance ``σ² exp(γ t)``
+        (nlme's ``varExp`` with ``γ = 2δ``). ``varcomp()`` gets a row ``("Residual", term, None,
+        γ)`` per coefficient; the ``("Residual", None, None)`` row is then σ², the residual
+        variance where ``w = 0``. See :mod:`mlimpute.analysis._dispersion`.
     **opts
         ``na_action`` ("raise" or "drop": missing values outside the grouping factors raise a
         DataError unless "drop" keeps the complete cases, like lme4's ``na.omit``);
@@ -203,10 +277,12 @@ def lmm(formula: str, data: pd.DataFrame, reml: bool = True, **opts) -> MixedRes
     Raises
     ------
     SpecError
-        Malformed formula or option.
+        Malformed formula, dispersion formula (two-sided, a random term, nothing but an
+        intercept) or option.
     DataError
         Unknown column, missing grouping values, non-numeric response, dependent fixed effects,
-        a grouping factor with one level or more random effects than observations.
+        a grouping factor with one level or more random effects than observations; a dispersion
+        column that is constant or dependent on the others.
 
     Warns
     -----
@@ -215,7 +291,7 @@ def lmm(formula: str, data: pd.DataFrame, reml: bool = True, **opts) -> MixedRes
 
     Notes
     -----
-    See the module docstring for the profiled deviance.
+    See the module docstring for the profiled deviance, with and without a variance function.
 
     Multiple membership: a row i belonging to the units ``s_i1, …, s_iK`` of ``mm( … )`` with
     weights ``w_ik`` (``Σ_k w_ik = 1``; ids missing where a row has fewer units, their weights 0
@@ -226,10 +302,13 @@ def lmm(formula: str, data: pd.DataFrame, reml: bool = True, **opts) -> MixedRes
 
     References
     ----------
-    Bates, Mächler, Bolker & Walker (2015); Goldstein (2011); Browne, W. J., Goldstein, H. &
-    Rasbash, J. (2001). Multiple membership multiple classification (MMMC) models. *Statistical
-    Modelling* 1, 103–124.
+    Bates, Mächler, Bolker & Walker (2015); Goldstein (2011); Pinheiro & Bates (2000), §5.2;
+    Browne, W. J., Goldstein, H. & Rasbash, J. (2001). Multiple membership multiple
+    classification (MMMC) models. *Statistical Modelling* 1, 103–124.
     """
     options = fit_options(opts, _DEFAULTS, "lmm")
-    design = build_design(parse_formula(formula), data, kind="gaussian", na_action=options["na_action"])
-    return fit_lmm(formula, design, bool(reml), options)
+    parsed = parse_formula(formula)
+    extra = frozenset() if dispersion is None else frozenset(dispersion_columns(dispersion, data))
+    design = build_design(parsed, data, kind="gaussian", na_action=options["na_action"], extra_columns=extra)
+    disp = None if dispersion is None else build_dispersion(dispersion, data, design.rows)
+    return fit_lmm(formula, design, bool(reml), options, disp)

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..errors import SpecError
+
 __all__ = ["MixedResult"]
 
 
@@ -60,7 +62,10 @@ class MixedResult:
     theta : numpy.ndarray
         lme4's theta: relative Cholesky factors of the random terms, column by column.
     sigma2 : float or None
-        Residual variance (LMM); None for a GLMM.
+        Residual variance (LMM); None for a GLMM. With a variance function, the residual
+        variance of a row whose dispersion predictors are 0 (the reference category).
+    dispersion : str or None
+        The variance function's formula (``lmm(..., dispersion="~ sex")``), else None.
     """
 
     formula: str
@@ -85,6 +90,7 @@ class MixedResult:
     singular: bool
     message: str
     _engine: Any = field(repr=False, compare=False)
+    dispersion: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("beta", "beta_cov", "psi", "theta"):
@@ -133,9 +139,14 @@ class MixedResult:
 
         Per random term in formula order the variances (``term2`` None), then the covariances
         (lower triangle, column by column), as lme4's ``as.data.frame(VarCorr(m))``; for an LMM
-        a last row ``("Residual", None, None, σ²)``. Term names follow formulaic
+        a row ``("Residual", None, None, σ²)``. Term names follow formulaic
         (``"Intercept"``); the terms of ``(1 + x || g)`` keep the group name ``g`` (lme4 writes
         ``g``, ``g.1``). The label columns have object dtype so that None stays None.
+
+        With a variance function (``lmm(..., dispersion=...)``) one last row per coefficient
+        ``("Residual", term, None, γ)``, ``term`` its dispersion column (``"sex[T.girl]"``):
+        ``log σ²_i = log σ² + w_iᵀγ``, so γ is a log-variance coefficient (``exp(γ)`` a ratio of
+        residual variances) and σ² the residual variance where ``w = 0``.
         """
         g, t1, t2 = zip(*self.varcomp_labels)
         return pd.DataFrame({
@@ -144,11 +155,22 @@ class MixedResult:
         })
 
     def varcomp_index(self) -> list[str]:
-        """Labels of the varcomp rows in mitml's style: ``"Intercept~~x|school"``, ``"Residual~~Residual"``."""
+        """Labels of the varcomp rows in mitml's style: ``"Intercept~~x|school"``, ``"Residual~~Residual"``
+        (and ``"log-variance:sex[T.girl]|Residual"`` for a variance function's coefficients)."""
         out = []
         for g, a, b in self.varcomp_labels:
-            out.append("Residual~~Residual" if g == "Residual" else f"{a}~~{a if b is None else b}|{g}")
+            if g == "Residual":
+                out.append("Residual~~Residual" if a is None else f"log-variance:{a}|Residual")
+            else:
+                out.append(f"{a}~~{a if b is None else b}|{g}")
         return out
+
+    @property
+    def dispersion_params(self) -> pd.Series:
+        """The variance function's coefficients γ by dispersion term (empty without one)."""
+        rows = [(a, v) for (g, a, _), v in zip(self.varcomp_labels, self.psi) if g == "Residual" and a is not None]
+        return pd.Series([v for _, v in rows], index=pd.Index([a for a, _ in rows], name="term"),
+                         name="log_variance", dtype=float)
 
     def varcomp_cov(self) -> pd.DataFrame:
         """Asymptotic covariance matrix of the :meth:`varcomp` estimates (same row order).
@@ -159,7 +181,10 @@ class MixedResult:
         in the variance-component vector ψ (variances, covariances, residual variance) at the
         estimate, by central finite differences. LMM: the REML criterion for a REML fit, the ML
         log-likelihood with β profiled out for an ML fit (the profile Hessian equals the Schur
-        complement of the full information, so this is the ψ block of the full inverse). GLMM:
+        complement of the full information, so this is the ψ block of the full inverse); a
+        variance function's coefficients γ are part of ψ (its last entries), so their rows are
+        the γ block of the inverse Hessian in (ψ, γ), which is the same in any
+        parameterisation of the other components (nlme's log SDs, glmmTMB's, lme4's θ). GLMM:
         the ψ block of the inverse Hessian of the Laplace/AGQ log-likelihood in ``(ψ, β)``.
         Rows/columns are NaN (with a warning) at a boundary fit, where ψ has no regular
         asymptotic covariance.
@@ -179,8 +204,10 @@ class MixedResult:
 
         Only for a single ``(1 | g)`` term; None otherwise. LMM: ``τ₀₀ / (τ₀₀ + σ²)``; binomial
         logit: ``τ₀₀ / (τ₀₀ + π²/3)`` and probit ``τ₀₀ / (τ₀₀ + 1)`` (latent-response scale,
-        Goldstein, Browne & Rasbash 2002); None for Poisson, whose VPC depends on the mean. For a
-        multiple-membership ``mm( … )`` term it is the VPC of a unit wholly in one unit.
+        Goldstein, Browne & Rasbash 2002); None for Poisson, whose VPC depends on the mean.
+        With a variance function σ² is the residual variance where its predictors are 0, so
+        this is the ICC there (the reference level). For a multiple-membership ``mm( … )`` term
+        it is the VPC of a unit wholly in one unit.
         """
         if len(self.random_names) != 1 or self.random_names[0] != ("Intercept",):
             return None
@@ -199,21 +226,32 @@ class MixedResult:
         dict
             ``"beta"``: fixed effects (array); ``"tau"``: one covariance matrix per random term in
             formula order (absolute scale); ``"sigma2"``: residual variance (LMM) or None (GLMM,
-            whose dispersion is fixed at 1 and is not a parameter, as in lme4's logLik df).
+            whose dispersion is fixed at 1 and is not a parameter, as in lme4's logLik df);
+            with a variance function also ``"gamma"``: its coefficients (array).
         """
-        return {
+        out = {
             "beta": np.array(self.beta), "tau": [np.array(c) for c in self.term_covs],
             "sigma2": float(self.sigma2) if self.sigma2 is not None else None,
         }
+        if self.dispersion is not None:
+            out["gamma"] = self.dispersion_params.to_numpy()
+        return out
 
-    def loglik_at(self, beta, tau, sigma2=None) -> float:
+    def loglik_at(self, beta, tau, sigma2=None, gamma=None) -> float:
         """ML log-likelihood of this fit's data at the given parameters, without re-optimising.
 
         LMM: the exact marginal Gaussian log-likelihood (never the REML criterion, also for a
-        REML fit). GLMM: the same Laplace / adaptive Gauss–Hermite approximation the fit
-        maximised; ``sigma2`` must be None or 1.
+        REML fit); with a variance function ``gamma`` (its coefficients) is required. GLMM: the
+        same Laplace / adaptive Gauss–Hermite approximation the fit maximised; ``sigma2`` must
+        be None or 1.
         """
-        return float(self._engine.loglik_at(np.asarray(beta, dtype=float), [np.asarray(t, dtype=float) for t in tau], sigma2))
+        beta, tau = np.asarray(beta, dtype=float), [np.asarray(t, dtype=float) for t in tau]
+        if self.dispersion is None:
+            if gamma is not None:
+                raise SpecError("gamma is the variance function's coefficients; this fit has none (fit with "
+                                "lmm(..., dispersion='~ ...') for one)")
+            return float(self._engine.loglik_at(beta, tau, sigma2))
+        return float(self._engine.loglik_at(beta, tau, sigma2, None if gamma is None else np.asarray(gamma, dtype=float)))
 
     def refit(self, reml: bool = False) -> "MixedResult":
         """Fit the same formula to the same rows again, by ML (``reml=False``) or REML."""
@@ -226,6 +264,8 @@ class MixedResult:
         lines = [
             f"Mixed model ({self.family}, {self.link}) fit by {crit}: {self.formula}",
             f"  nobs = {self.nobs}; groups: " + ", ".join(f"{g} ({n})" for g, n in self.group_levels),
+            *([f"  residual variance: log σ²_i = log σ² + w_iᵀγ, w from {self.dispersion!r} (rows Residual/term)"]
+              if self.dispersion is not None else []),
             f"  logLik = {self.loglik:.4f}; converged = {self.converged}; singular = {self.singular}",
             "Fixed effects:",
             self.tidy().to_string(index=False, float_format=lambda v: f"{v:.6g}"),

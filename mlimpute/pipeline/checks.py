@@ -55,16 +55,18 @@ def check_data(cfg: PipelineConfig) -> dict[str, Any]:
     return {
         "rows": int(len(df)),
         "columns": [str(c) for c in df.columns],
-        "clusters": int(len(data.sizes)),
+        "clusters": (f"{len(data.sizes)}" if not data.classes else
+                     " × ".join(f"{c.n_units} {c.name}" for c in reversed(data.classes))),
         "missing": missing,
     }
 
 
 def analysis_columns(a: AnalysisConfig) -> set[str]:
-    """The data columns an analysis formula reads (response, fixed part, random terms)."""
+    """The data columns an analysis reads (response, fixed part, random terms, dispersion)."""
     from formulaic import Formula
     from formulaic.errors import FormulaicError
 
+    from mlimpute.analysis._dispersion import dispersion_columns
     from mlimpute.analysis.formula import parse_formula
 
     parsed = parse_formula(a.formula)
@@ -77,6 +79,8 @@ def analysis_columns(a: AnalysisConfig) -> set[str]:
         except FormulaicError as exc:
             raise SpecError(f"[[analysis]] {a.name!r}: cannot read the {what} {rhs!r} of formula "
                             f"{a.formula!r} ({exc}); fix the formula") from None
+    if a.dispersion is not None:
+        cols |= dispersion_columns(a.dispersion)
     return cols
 
 
@@ -98,7 +102,8 @@ def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
         if col not in df.columns:
             close = difflib.get_close_matches(col, columns, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"the data have {', '.join(columns)}"
-            raise DataError(f"[[analysis]] {a.name!r}: column {col!r} of formula {a.formula!r} is "
+            where = f"formula {a.formula!r}" + ("" if a.dispersion is None else f" or dispersion {a.dispersion!r}")
+            raise DataError(f"[[analysis]] {a.name!r}: column {col!r} of {where} is "
                             f"not in the data; {hint} Fix the formula or the data")
         holes = int(df[col].isna().sum())
         if holes and col not in imputed and col not in membership_columns(a):

@@ -64,6 +64,7 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
         vc = pd.read_csv(paths["pooled_varcomp"]) if "pooled_varcomp" in paths else None
         cc = pd.read_csv(paths["complete_case"]) if "complete_case" in paths else None
         tables.append(PooledTable(name=rec["name"], formula=rec["formula"], family=rec["family"],
+                                  dispersion=rec.get("dispersion"),
                                   m=rec["m"], tidy=pd.read_csv(paths["pooled"]), varcomp=vc,
                                   warnings=tuple(rec["warnings"]), complete_case=cc,
                                   complete_case_rows=None if cc is None else int(cc["nobs"][0])))
@@ -71,7 +72,8 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
     run = {
         "input": f"{cfg.data.path} ({ingest['bytes']:,} bytes)",
         "input sha256": ingest["sha256"],
-        "rows / clusters": f"{len(df):,} / {df[cfg.model.cluster].nunique():,}",
+        "rows / clusters": f"{len(df):,} / " + ", ".join(
+            f"{_n_units(df, c):,} {c.name}" for c in cfg.imputation_model().classifications),
         "imputed variables": ", ".join([f"{n} ({v.kind}, level {v.level})"
                                         for n, v in cfg.model.variables.items()]
                                        + ([f"{cfg.imputation_model().outcome} (outcome of the analysis model)"]
@@ -95,6 +97,13 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return str(path)
+
+
+def _n_units(df, c) -> int:
+    """Units of a classification in the data (combinations of nested ids; union of membership ids)."""
+    if c.kind == "membership":
+        return int(pd.unique(pd.concat([df[x].dropna() for x in c.columns])).size)
+    return int(df[list(c.columns)].drop_duplicates().shape[0])
 
 
 @task(name="manifest", retries=0)  # no retries: a local write
@@ -154,7 +163,8 @@ def publish_artifacts(assembled: dict[str, Any], pooled: list[dict[str, Any]], o
     lines += ["## Worst R-hat", "", _markdown(worst), ""]
     for rec in pooled:
         tidy = pd.read_csv(rec["paths"]["pooled"])
-        lines += [f"## {rec['name']}", f"`{rec['formula']}` ({rec['family']}, m = {rec['m']})", "",
+        disp = f", dispersion `{rec['dispersion']}`" if rec.get("dispersion") else ""
+        lines += [f"## {rec['name']}", f"`{rec['formula']}` ({rec['family']}{disp}, m = {rec['m']})", "",
                   _markdown(tidy), ""]
         create_table_artifact(key=_key(f"pooled-{rec['name']}"), table=tidy.to_dict(orient="records"),
                               description=f"Pooled estimates: {rec['formula']}")

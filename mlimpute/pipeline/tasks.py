@@ -190,6 +190,7 @@ def pool_analysis(cfg: PipelineConfig, analysis: AnalysisConfig,
     return {
         "name": a.name,
         "formula": a.formula,
+        "dispersion": a.dispersion,
         "family": a.family,
         "m": pooled.m,
         "paths": {k: str(v) for k, v in paths.items()},

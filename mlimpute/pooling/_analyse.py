@@ -48,7 +48,9 @@ def analyse(
         Passed to :func:`mlimpute.pool` (``df_com=None``: each fit's ``df_resid``).
     **kw
         Passed to :func:`mlimpute.lmm` / :func:`mlimpute.glmm` (e.g. ``reml=False``,
-        ``link="probit"``, ``nagq=10``).
+        ``dispersion="~ sex"``, ``link="probit"``, ``nagq=10``). With ``dispersion`` the
+        variance function's log-variance coefficients are pooled among the variance
+        components (see :func:`mlimpute.pool`).
 
     Returns
     -------

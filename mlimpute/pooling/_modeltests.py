@@ -293,7 +293,8 @@ def _user_loglik(fits: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
     """Log-likelihoods at each fit's own estimates and at the averaged parameters.
 
     As mitml's ``.evaluateUserLogLik``: average the fixed effects, each random-effect
-    covariance matrix and the residual variance over imputations, then evaluate every
+    covariance matrix and the residual variance over imputations (and a variance function's
+    log-variance coefficients, ``"gamma"``, when the fits have one), then evaluate every
     imputation's likelihood there.
     """
     unsupported = SpecError(
@@ -315,9 +316,12 @@ def _user_loglik(fits: list[Any]) -> tuple[np.ndarray, np.ndarray, int]:
            for j in range(n_tau)]
     sig = [p.get("sigma2") for p in pars]
     sigma2 = None if sig[0] is None else float(np.mean(np.asarray(sig, dtype=float)))
+    extra = {}
+    if "gamma" in pars[0]:
+        extra["gamma"] = np.mean([np.asarray(p["gamma"], dtype=float) for p in pars], axis=0)
     ll = np.array([f.loglik for f in fits], dtype=float)
     try:
-        ll_pooled = np.array([f.loglik_at(beta, tau, sigma2) for f in fits], dtype=float)
+        ll_pooled = np.array([f.loglik_at(beta, tau, sigma2, **extra) for f in fits], dtype=float)
     except NotImplementedError as err:  # e.g. a GLMM whose likelihood is not evaluable here
         raise unsupported from err
     return ll, ll_pooled, _n_par(fits[0])
@@ -374,7 +378,7 @@ def _n_par(fit: Any) -> int:
         p = fit.covariance_parameters()
         n = len(np.atleast_1d(p["beta"]))
         n += sum(np.atleast_2d(t).shape[0] * (np.atleast_2d(t).shape[0] + 1) // 2 for t in p["tau"])
-        return n + (p.get("sigma2") is not None)
+        return n + (p.get("sigma2") is not None) + len(p.get("gamma", ()))
     return len(fit.params) + (len(fit.varcomp()) if callable(getattr(fit, "varcomp", None)) else 0)
 
 

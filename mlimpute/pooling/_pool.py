@@ -100,7 +100,10 @@ def pool(fits: Any, df_com: Any = None, *, conf_level: float = 0.95) -> PooledRe
     (``varcomp_cov()``) by the delta method, and the estimate and interval are transformed
     back (Rubin 1987; Schafer 1997; van Buuren 2018, §5.2; Marshall et al. 2009):
     variances on :math:`\log\sigma^2` (:math:`\mathrm{Var} \approx \mathrm{Var}(\hat\sigma^2)/
-    \hat\sigma^4`), covariances on their own scale, and the ICC (variance partition coefficient
+    \hat\sigma^4`), covariances on their own scale, a variance function's coefficients
+    (``lmm(..., dispersion=...)``: :math:`\log\sigma^2_i = \log\sigma^2 + w_i^\top\gamma`,
+    rows ``("Residual", term)``) as they are, since they are log-variance coefficients already
+    (method ``rubin_identity``, on the log-variance scale), and the ICC (variance partition coefficient
     at covariates 0) of grouping factor :math:`g`,
     :math:`\rho_g = \tau_g/(\sum_h \tau_h + \sigma^2)` over the random-intercept variances,
     on :math:`\operatorname{logit}\rho_g = \log\tau_g - \log(\sum_{h\ne g}\tau_h+\sigma^2)`.

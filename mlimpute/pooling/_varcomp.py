@@ -7,7 +7,11 @@ normal, using each fit's asymptotic covariance of the variance-component estimat
 
 * variances (random-effect and residual): ``log``;
 * covariances: identity (unbounded, symmetric around 0);
-* ICC / variance partition coefficient of each grouping factor: ``logit``.
+* a variance function's coefficients (rows ``("Residual", term, None)`` of
+  ``lmm(..., dispersion=...)``): identity -- they are log-variance coefficients already
+  (``log σ²_i = log σ² + w_iᵀγ``), so the log scale is their own;
+* ICC / variance partition coefficient of each grouping factor: ``logit`` (with a variance
+  function: at ``w = 0``, where the residual variance is σ²).
 
 Each row is pooled on its own, so a problem in one imputation costs only the rows it touches:
 
@@ -214,18 +218,23 @@ def _components(
     return keys, theta, cov
 
 
+def _is_dispersion(key: Key) -> bool:
+    """A variance function's coefficient: ``("Residual", term, None)``, a log-variance already."""
+    return key[0] == "Residual" and key[1] is not None
+
+
 def _component_rows(keys: list[Key], theta: np.ndarray) -> list[_Row]:
-    """Variances on the log scale, covariances on their own."""
+    """Variances on the log scale, covariances and log-variance coefficients on their own."""
     m, n_k = theta.shape
     rows = []
     for j, key in enumerate(keys):
         grad = np.zeros((m, n_k))
-        if key[2] is None:  # a variance
+        if key[2] is None and not _is_dispersion(key):  # a variance
             with np.errstate(divide="ignore", invalid="ignore"):
                 z = np.log(theta[:, j])
                 grad[:, j] = 1.0 / theta[:, j]
             rows.append(_Row(key, "rubin_log", theta[:, j], z, grad))
-        else:  # a covariance
+        else:  # a covariance or a log-variance coefficient
             grad[:, j] = 1.0
             rows.append(_Row(key, "rubin_identity", theta[:, j], theta[:, j].copy(), grad))
     return rows
@@ -239,7 +248,7 @@ def _icc_rows(keys: list[Key], theta: np.ndarray, fits: tuple[Any, ...]) -> list
         for j, key in enumerate(keys)
         if key[0] != "Residual" and key[1] in _INTERCEPT and key[2] is None
     }
-    resid = [j for j, key in enumerate(keys) if key[0] == "Residual"]
+    resid = [j for j, key in enumerate(keys) if key[0] == "Residual" and not _is_dispersion(key)]
     rows = []
     if resid:
         # tau_g / (sum of intercept variances + sigma^2), the VPC at covariates 0;

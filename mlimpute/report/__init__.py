@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ..diagnostics import ESS_LIMIT, RHAT_LIMIT
-from ._data import (ImputedVariable, PooledTable, describe_model, flag_diagnostics, main_parameters,
-                    missing_patterns, observed_vs_imputed)
+from ._data import (ImputedVariable, PooledTable, describe_model, diagnostics_by_group, flag_diagnostics,
+                    main_parameters, missing_patterns, observed_vs_imputed)
 from ._html import CSS, bullets, info, table
 from ._plots import density_plot, forest_plot, pattern_plot, trace_plot
 
@@ -42,7 +42,9 @@ __all__ = ["PooledTable", "ImputedVariable", "render_report", "observed_vs_imput
 _TIDY = ["term", "estimate", "std_error", "conf_low", "conf_high", "df", "p_value", "riv", "fmi"]
 _HEADERS = {"std_error": "SE", "conf_low": "95% low", "conf_high": "95% high", "p_value": "p",
             "riv": "RIV", "fmi": "FMI", "ess_bulk": "ESS bulk", "ess_tail": "ESS tail",
-            "rhat": "R-hat", "term1": "term", "term2": "with", "mean": "mean of m"}
+            "rhat": "R-hat", "term1": "term", "term2": "with", "mean": "mean of m",
+            "max_rhat": "largest R-hat", "min_ess_bulk": "smallest ESS bulk",
+            "min_ess_tail": "smallest ESS tail"}
 
 _VARCOMP_NOTE = (
     "Rows: the variance of each random effect of a grouping factor (<i>term</i>), the "
@@ -55,13 +57,24 @@ _VARCOMP_NOTE = (
     "A component estimated as 0 in some imputation has no interval (method mean_only); the "
     "other rows keep theirs.")
 
+_DISPERSION_NOTE = (
+    "Residual rows with a <i>term</i>: the coefficients γ of the variance function, "
+    "log σ²<sub>i</sub> = log σ² + w<sub>i</sub>′γ with w<sub>i</sub> the columns of the dispersion "
+    "formula without intercept, so exp(γ) is the ratio of residual variances for that level, or per "
+    "unit of that predictor; the Residual row without a term is σ², the residual variance where w = 0 "
+    "(reference levels, predictors at 0), which is also the level-1 variance of the ICC. γ is "
+    "pooled as it is, by Rubin's rules on the log-variance scale (method rubin_identity).")
+
 
 def _pooled_section(p: PooledTable) -> str:
     cc = (f" Grey: the same model on the {p.complete_case_rows:,} complete cases (rows without a "
           "missing value in its variables), for comparison." if p.complete_case is not None
           else "")
+    disp = ("" if p.dispersion is None else
+            f"; residual variance log σ²<sub>i</sub> = log σ² + w<sub>i</sub>′γ, w from "
+            f"<code>{html.escape(p.dispersion)}</code>")
     parts = [f"<h3>{html.escape(p.name)}</h3>",
-             f"<p><code>{html.escape(p.formula)}</code> ({html.escape(p.family)}). Pooled over "
+             f"<p><code>{html.escape(p.formula)}</code> ({html.escape(p.family)}{disp}). Pooled over "
              f"m = {p.m} imputations by Rubin's rules: the estimate is the average of the m "
              "estimates; its variance adds the between-imputation variance to the average "
              "within-imputation variance; t-intervals on Barnard–Rubin degrees of freedom. "
@@ -76,6 +89,8 @@ def _pooled_section(p: PooledTable) -> str:
         parts += ["<p><b>Variance components and ICC</b></p>",
                   table(vc, text_cols=("group", "term1", "term2", "method"), headers=_HEADERS),
                   f'<p class="note">{_VARCOMP_NOTE}</p>']
+        if p.dispersion is not None:
+            parts.append(f'<p class="note">{_DISPERSION_NOTE}</p>')
     if p.warnings:  # listed once, at the top with the run's other warnings
         parts.append(f'<p class="warnings">{len(p.warnings)} warning(s): see Warnings above.</p>')
     return "\n".join(parts)
@@ -95,8 +110,13 @@ def _convergence(diagnostics: pd.DataFrame, traces: Sequence[np.ndarray],
     else:
         head = (f'<p class="ok">All {len(diagnostics)} parameters within the limits (R-hat ≤ '
                 f"{RHAT_LIMIT}, bulk and tail ESS ≥ {ESS_LIMIT}).</p>")
+    groups = diagnostics_by_group(diagnostics)
+    by_group = ("<p>By part of the model (level 1, each classification, the analysis model):</p>"
+                + table(groups, flags=(groups["max_rhat"] > RHAT_LIMIT).to_numpy()
+                        | (np.fmin(groups["min_ess_bulk"], groups["min_ess_tail"]) < ESS_LIMIT).to_numpy(),
+                        text_cols=("group",), headers=_HEADERS)) if len(groups) > 1 else ""
     return [
-        "<h2>Convergence of the imputation model</h2>", head,
+        "<h2>Convergence of the imputation model</h2>", head, by_group,
         f"<details><summary>R-hat and ESS of all {len(diagnostics)} parameters</summary>"
         + table(diagnostics, flags=flags, text_cols=("parameter",), headers=_HEADERS) + "</details>",
         f"<h3>Traces after burn-in ({len(show)} of {len(parameter_names)} parameters)</h3>",

@@ -25,6 +25,7 @@ class PooledTable:
 
     ``complete_case``: the same model fitted on the rows without missing values (term,
     estimate, conf_low, conf_high), drawn beside the pooled estimates; None if not fitted.
+    ``dispersion``: the analysis's variance function (``lmm(..., dispersion=...)``), if any.
     """
 
     name: str
@@ -36,6 +37,7 @@ class PooledTable:
     warnings: tuple[str, ...] = ()
     complete_case: pd.DataFrame | None = None
     complete_case_rows: int | None = None
+    dispersion: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,21 @@ class ImputedVariable:
     imputed: pd.DataFrame = field(repr=False)  # columns imputation, value
 
 
+def _structure(model: ImputationModel) -> str:
+    c = model.classifications
+    if model.two_level:
+        return f"clustered by <code>{html.escape(model.cluster)}</code>"
+    kinds = {x.kind for x in c}
+    names = ", ".join(f"<code>{html.escape(x.name)}</code>" for x in c)
+    if kinds == {"nested"}:
+        return f"with nested classifications {names} (outermost first), random intercepts at each"
+    if kinds == {"crossed"}:
+        return f"with crossed classifications {names}, random intercepts for each"
+    m = c[0]
+    return (f"with the multiple-membership classification {names} (ids "
+            f"{', '.join(m.columns)}, weights {', '.join(m.weights)})")
+
+
 def describe_model(model: ImputationModel) -> str:
     """One paragraph (HTML) saying which imputation model ran."""
     def names(cols):
@@ -56,7 +73,7 @@ def describe_model(model: ImputationModel) -> str:
 
     cov = names([*model.covariates, *model.level2_covariates])
     joint = (f"the joint latent-normal multilevel model (Goldstein, Carpenter &amp; Browne) of "
-             f"{names(model.variables)} given {cov}, clustered by <code>{html.escape(model.cluster)}</code>"
+             f"{names(model.variables)} given {cov}, {_structure(model)}"
              + (", with cluster-specific level-1 covariances" if model.covariance == "cluster" else ""))
     if model.substantive is None:
         return (f"<p>Imputation model: {joint}. Analyses with random slopes, interactions or "
@@ -97,8 +114,10 @@ def observed_vs_imputed(df: pd.DataFrame, long: pd.DataFrame,
         values = long[name].to_numpy()[mask]
         imputed = pd.DataFrame({"imputation": imp[mask], "value": values})
         observed = df.loc[~holes, name]
-        if var.level == 2:
-            cl = df[model.cluster].to_numpy()
+        if var.level != 1:  # one value per cluster (unit of its classification)
+            cols = (model.cluster,) if var.level == 2 else model.classification(var.level).columns
+            cl = df[list(cols)].astype(str).agg("/".join, axis=1).to_numpy() if len(cols) > 1 \
+                else df[cols[0]].to_numpy()
             observed = pd.Series(observed.to_numpy(), index=cl[~holes]).groupby(level=0).first()
             imputed["cluster"] = np.tile(cl, len(long) // n)[mask]
             imputed = imputed.groupby(["imputation", "cluster"], sort=True,
@@ -106,6 +125,30 @@ def observed_vs_imputed(df: pd.DataFrame, long: pd.DataFrame,
         out.append(ImputedVariable(name=name, kind=var.kind, level=var.level,
                                    observed=observed.reset_index(drop=True), imputed=imputed))
     return out
+
+
+def parameter_group(name: str) -> str:
+    """The part of the model a monitored parameter belongs to: "level 1", a classification's
+    name ("cluster" for the two-level model's level 2), or "analysis model"."""
+    if "~" in name.split("[", 1)[0]:
+        return "analysis model"
+    head = name.split("[", 1)[0]
+    if head in ("beta1", "omega1"):
+        return "level 1"
+    if head in ("beta2", "omega2", "omega1_scale", "omega1_df"):
+        return "cluster"
+    if head in ("beta", "omega"):
+        return name.split("[", 2)[1].split("]", 1)[0]
+    return "thresholds"
+
+
+def diagnostics_by_group(diag: pd.DataFrame) -> pd.DataFrame:
+    """Per part of the model (``parameter_group``): parameters, largest R-hat, smallest bulk and
+    tail ESS."""
+    g = diag.assign(group=[parameter_group(p) for p in diag["parameter"]])
+    out = g.groupby("group", sort=False).agg(parameters=("parameter", "size"), max_rhat=("rhat", "max"),
+                                             min_ess_bulk=("ess_bulk", "min"), min_ess_tail=("ess_tail", "min"))
+    return out.reset_index()
 
 
 def flag_diagnostics(diag: pd.DataFrame) -> np.ndarray:

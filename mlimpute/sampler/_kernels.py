@@ -26,9 +26,11 @@ import numpy as np
 from numba import njit
 
 __all__ = ["BINARY", "ORDINAL", "NOMINAL", "ndtr", "ndtri", "log_ndtr", "latent_column",
-           "ordinal_loglik_ratio", "missing_rows", "fitted_rows", "residual_crossprod"]
+           "ordinal_loglik_ratio", "missing_rows", "fitted_rows", "residual_crossprod", "scaled_crossprod",
+           "NO_SCALE"]
 
 BINARY, ORDINAL, NOMINAL = 0, 1, 2
+NO_SCALE = np.ones((1, 1))   # the row scales of kernels without variance functions (not read)
 _INV_SQRT2 = 0.7071067811865476
 _LOG_SQRT_2PI = 0.9189385332046728
 _FAR = -37.0          # below this Φ(z) < 1e-300: use logs
@@ -157,7 +159,7 @@ def _log_interval(cm, sd, lo, hi):
 
 
 @njit(cache=True)
-def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
+def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u, rs, use_rs):
     """Redraw latent column ``c`` of every row with an observed category from its conditional
     given the row's other columns, restricted by that category (rows with a missing category,
     ``codes < 0``, are left to the missing-cell step).
@@ -166,7 +168,9 @@ def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
     ``mean[i, c] − Σ_k qc[k] (y[i, k] − mean[i, k])``; ``cols`` are the variable's latent
     columns and ``m`` the position of ``c`` among them (nominal); ``cuts`` the ordinal
     thresholds with ±inf ends; ``u`` uniforms in (0, 1]. Updates ``y`` in place (residuals are
-    formed on the fly: no N×p temporary).
+    formed on the fly: no N×p temporary). With ``use_rs`` the other columns' residuals are
+    scaled by ``rs[i, k]`` (variance functions: the row's covariance is D_i^½ Ω D_i^½ and
+    rs = D_i^-½; the latent columns themselves have scale 1).
     """
     n, p = y.shape
     K = cols.size + 1 if kind == NOMINAL else cuts.size - 1
@@ -175,8 +179,12 @@ def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
         if code < 0:
             continue
         acc = 0.0
-        for k in range(p):
-            acc += qc[k] * (y[i, k] - mean[i, k])
+        if use_rs:
+            for k in range(p):
+                acc += qc[k] * (y[i, k] - mean[i, k]) * rs[i, k]
+        else:
+            for k in range(p):
+                acc += qc[k] * (y[i, k] - mean[i, k])
         cm = mean[i, c] - acc
         if kind == BINARY:
             x = one_sided(cm, sd, 0.0, 1.0 if code == 1 else -1.0, u[i])
@@ -202,7 +210,7 @@ def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
 
 
 @njit(cache=True)
-def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old, k):
+def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old, k, rs, use_rs):
     """Σ_i log P_new(category_i) − log P_old(category_i) over the rows whose observed category
     is k−1 or k: the only ones whose interval moves with the threshold γ_k = ``new[k]``
     (the others' probabilities cancel in the ratio)."""
@@ -214,7 +222,7 @@ def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old, k):
             continue
         acc = 0.0
         for m in range(p):
-            acc += qc[m] * (y[i, m] - mean[i, m])
+            acc += qc[m] * (y[i, m] - mean[i, m]) * (rs[i, m] if use_rs else 1.0)
         cm = mean[i, c] - acc
         total += _log_interval(cm, sd, new[code], new[code + 1])
         total -= _log_interval(cm, sd, old[code], old[code + 1])
@@ -222,8 +230,11 @@ def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old, k):
 
 
 @njit(cache=True)
-def missing_rows(y, mean, rows, pid, masks, K, C, cluster, per_cluster, z):
+def missing_rows(y, mean, rows, pid, masks, K, C, cluster, per_cluster, z, rs, use_rs):
     """Missing cells ``μ_m + K (y_o − μ_o) + C z`` of every row with a hole, in row order.
+
+    With ``use_rs`` (variance functions) the conditional is taken on the scaled residuals
+    ``(y − μ) rs`` and the drawn residual unscaled: ``μ_m + (K e_o + C z) / rs_m``.
 
     ``K``, ``C``: (patterns, Jc, p, p) from ``missing.conditionals`` (zero outside their blocks);
     the Jc index is the row's cluster when ``per_cluster``, else 0; ``z``: one standard normal
@@ -251,14 +262,16 @@ def missing_rows(y, mean, rows, pid, masks, K, C, cluster, per_cluster, z):
         for t in range(nobs[g]):
             b = obs[g, t]
             e[b] = y[i, b] - mean[i, b]
+            if use_rs:
+                e[b] *= rs[i, b]
         for s in range(nmiss[g]):
             a = miss[g, s]
-            v = mean[i, a]
+            v = 0.0
             for t in range(nobs[g]):
                 v += K[g, j, a, obs[g, t]] * e[obs[g, t]]
             for t in range(s + 1):       # C is lower triangular within the missing block
                 v += C[g, j, a, miss[g, t]] * z[pos + t]
-            y[i, a] = v
+            y[i, a] = mean[i, a] + (v / rs[i, a] if use_rs else v)
         pos += nmiss[g]
 
 
@@ -278,6 +291,24 @@ def fitted_rows(x, b, u1, cluster, z, q, out):
             for k in range(q):
                 v += z[i, k] * u1[j, l * q + k]
             out[i, l] = v
+    return out
+
+
+@njit(cache=True)
+def scaled_crossprod(y, fitted, rs):
+    """Σ ẽ_i ẽ_i' of the scaled residuals ẽ = (y − f) ∘ rs (variance functions)."""
+    n, p = y.shape
+    out = np.zeros((p, p))
+    e = np.empty(p)
+    for i in range(n):
+        for a in range(p):
+            e[a] = (y[i, a] - fitted[i, a]) * rs[i, a]
+        for a in range(p):
+            for b in range(a + 1):
+                out[a, b] += e[a] * e[b]
+    for a in range(p):
+        for b in range(a):
+            out[b, a] = out[a, b]
     return out
 
 

@@ -111,6 +111,7 @@ def log_interval_prob(mean: np.ndarray, sd: float, lo: np.ndarray, hi: np.ndarra
 def _cowles(
     rng: np.random.Generator, cuts: np.ndarray, y: np.ndarray, mean: np.ndarray,
     qc: np.ndarray, sd: float, c: int, codes: np.ndarray, steps: np.ndarray,
+    rs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cowles MH updates of the free thresholds γ_2..γ_{K−1} (``cuts`` has ±inf ends), one
     threshold at a time, each with its own step size; returns the thresholds and one
@@ -130,7 +131,8 @@ def _cowles(
                                    np.array([cur[k + 1]]))[0]
         log_q = (np.log(ndtr((cur[k + 1] - cur[k]) / step) - ndtr((cur[k - 1] - cur[k]) / step))
                  - np.log(ndtr((cur[k + 1] - prop[k]) / step) - ndtr((cur[k - 1] - prop[k]) / step)))
-        ratio = kern.ordinal_loglik_ratio(y, mean, qc, sd, c, codes, prop, cur, k)
+        ratio = kern.ordinal_loglik_ratio(y, mean, qc, sd, c, codes, prop, cur, k,
+                                          kern.NO_SCALE if rs is None else rs, rs is not None)
         if np.log(rng.random()) < ratio + log_q:
             cur, accepted[k - 2] = prop, 1.0
     return cur, accepted
@@ -145,6 +147,7 @@ def update_latents(
     cuts: tuple[np.ndarray, ...],
     steps: np.ndarray,
     codes: tuple[np.ndarray, ...] | None = None,
+    rs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
     """Redraw the latents of every categorical cell (and ordinal thresholds); ``prec`` is the
     inverse of the rows' covariance.
@@ -157,6 +160,7 @@ def update_latents(
     array per ordinal codec, in codec order) and the acceptance indicator of each free threshold
     update. ``codes`` (one array per codec) replaces the observed category codes (the
     substantive component passes the current categories of some imputed cells; see ``outcome``).
+    ``rs``: the rows' inverse scales of a variance function (residuals are scaled by them).
     """
     mean = np.ascontiguousarray(mean)
     n = y.shape[0]
@@ -178,10 +182,11 @@ def update_latents(
                 nf = codec.n_categories - 2
                 if nf > 0:
                     new_cuts[o], accepted[a:a + nf] = _cowles(rng, cuts[o], y, mean, qc, sd, c,
-                                                              var_codes, steps[a:a + nf])
+                                                              var_codes, steps[a:a + nf], rs)
                 ck = new_cuts[o]
                 o, a = o + 1, a + nf
-            kern.latent_column(y, mean, qc, sd, c, kind, var_codes, cols, m, ck, _uniforms(rng, n))
+            kern.latent_column(y, mean, qc, sd, c, kind, var_codes, cols, m, ck, _uniforms(rng, n),
+                               kern.NO_SCALE if rs is None else rs, rs is not None)
     return y, tuple(new_cuts), accepted
 
 

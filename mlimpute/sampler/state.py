@@ -146,6 +146,10 @@ def constraints(data: ModelData) -> tuple[Constraint | None, Constraint | None]:
 
 
 def prepare_static(data: ModelData) -> Static:
+    if data.classes:  # several classifications: their own sampler (multi)
+        from .multi import prepare_multi
+
+        return prepare_multi(data)
     p1, p2, q = data.y1.shape[1], data.y2.shape[1], data.z.shape[1]
     x1tx1 = data.x1.T @ data.x1
     x2tx2 = data.x2.T @ data.x2
@@ -231,6 +235,10 @@ def initial_state(static: Static, rng: np.random.Generator) -> State:
     fixed effects and covariances enough for R-hat to see a chain that has not mixed.
     Constrained covariance elements start at their fixed values.
     """
+    if not isinstance(static, Static):
+        from .multi import initial_multi
+
+        return initial_multi(static, rng)
     data = static.data
     p1, p2, q = static.p1, static.p2, static.q
     cuts1 = tuple(_initial_cuts(c) for c in static.ordinal1)

@@ -18,6 +18,7 @@ from .covariance import draw_covariance, free_lower
 from .fixed import draw_b2, level2_given_u1
 from .latent import update_latents
 from .missing import draw_missing
+from .multi import multi_trace_names, multi_trace_vector, sweep_multi
 from .outcome import draw_cells, draw_parameters, effective_codes, outcome_trace, outcome_trace_names
 from ._kernels import fitted_rows, residual_crossprod
 from .random import draw_fixed_u1
@@ -73,6 +74,8 @@ def sweep(
     the new state, not the old one. ``work``: an optional dict of scratch buffers the caller
     keeps across sweeps (contents are not state).
     """
+    if not isinstance(st, Static):
+        return sweep_multi(rng, st, s, adapt_at)
     data = st.data
     y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale, out = s
     sl1, sl2, slc1, slc2, sla = st.step_slices
@@ -143,6 +146,8 @@ def sweep(
 def trace_vector(st: Static, s: State) -> np.ndarray:
     """The monitored parameters: B1, B2, free elements of Ω1 and Ω2, free thresholds, then the
     substantive model's β, random-effect covariances and residual variance."""
+    if not isinstance(st, Static):
+        return multi_trace_vector(st, s)
     (i1, j1), (i2, j2) = st.free1, st.free2
     cuts = [c[2:-1] for c in (*s.cuts1, *s.cuts2)]
     level1 = [s.l1_scale[i1, j1], [s.l1_df]] if st.cluster_cov else [s.omega1[i1, j1]]
@@ -153,6 +158,8 @@ def trace_vector(st: Static, s: State) -> np.ndarray:
 def trace_names(data: ModelData) -> list[str]:
     """Names of the monitored parameters, in ``trace_vector``'s order (needs only the model's
     arrays, not the sampler's precomputed statistics)."""
+    if data.classes:
+        return multi_trace_names(data)
     p1, p2, q = data.y1.shape[1], data.y2.shape[1], data.z.shape[1]
     con1, con2 = constraints(data)
     names = [f"beta1[{v}:{x}]" for v in data.y1_names for x in data.x1_names]

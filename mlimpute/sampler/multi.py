@@ -1,0 +1,811 @@
+"""The Gibbs sampler for several classifications: nested hierarchies, cross-classifications and
+multiple membership (model (6) generalised; the two-level model keeps its own sampler).
+
+Model (classification notation; rows i, classifications c with units k)::
+
+    y1_i   = X1_i B1 + Σ_c Σ_{k∈c(i)} w_ik a^(c)_k + e_i,              e_i ~ N(0, Ω1)
+    y^(c)_k = X^(c)_k B^(c) + Σ_{c' ⊃ c} e^(c')_{k'}[c] + d^(c)_k      (variables measured at c)
+    u^(c)_k = (a^(c)_k, e^(c)_k, d^(c)_k) ~ N(0, Ω^(c))
+
+``a`` are classification c's random effects on the level-1 variables, ``e`` its effects on the
+variables of the classifications nested in it (classes' variables vary across schools too),
+``d`` the residuals of its own variables (``d`` is determined by the completed y^(c) and the
+other effects; ``(a, e)`` is the *free* part). Single membership: one unit per row and
+classification, w = 1; multiple membership: several, weights summing to 1. Flat priors on the
+B's; inverse-Wishart priors (scale I, df = dimension) on Ω1 and every Ω^(c).
+
+One sweep:
+
+1. latents of the observed categorical cells, at level 1 and at each classification;
+2. B1 | rest and each B^(c) | rest (exact, given the effects);
+3. for each classification, every unit's free effects at once given the rest: batched
+   ``(K, r, r)`` exact draws (single membership), or a sparse exact draw for multiple
+   membership (the units share rows; see ``draw_membership``);
+4. a *shift* move for each classification: every unit's free effects move by −δ and the
+   intercepts they compete with by +δ, δ from its exact conditional (the likelihood does not
+   change along that line: weights sum to 1), removing the see-saw between random-effect means
+   and intercepts that a scan of B | u, u | B suffers;
+5. Ω^(c) | u^(c) (inverse-Wishart, restricted where the classification's own categorical
+   variables fix blocks, as ``covariance``), Ω1 | residuals;
+6. missing cells at every level from their conditional normal.
+
+Variance functions (``Variable(variance="~ sex + (1 | school)")``): row i's level-1 covariance
+is ``D_i^½ Ω1 D_i^½`` with ``log D_i,vv = w_i'γ_v + v^(c)_k`` for the variables v that have
+one (1 elsewhere); ``v^(c)`` is a random effect of classification c, part of u^(c) and so
+correlated with its other effects (Leckie et al. 2014). Every level-1 step then works with the
+scaled residuals ``D_i^-½ e_i ~ N(0, Ω1)``; γ (flat prior) and the units' v are drawn by
+random-walk Metropolis–Hastings (steps tuned in burn-in only), the v of all units of a
+classification at once (they are independent given the rest), the effects (a, e) given v.
+
+Every step is an exact conditional draw, an exact draw along a line, or Metropolis–Hastings
+leaving its conditional invariant (restricted covariance blocks, variance functions), so the
+scan keeps the joint posterior invariant. Level-1 costs O(N·p1·(f1 + C)) per sweep (with
+variance functions O(N·p1²·f1²)), never O(N·units).
+
+References
+----------
+Leckie, G., French, R., Charlton, C., & Browne, W. (2014). Modeling heterogeneous variance-
+covariance components in two-level models. Journal of Educational and Behavioral Statistics,
+39(5), 307-332.
+Browne, W. J., Goldstein, H., & Rasbash, J. (2001). Multiple membership multiple classification
+(MMMC) models. Statistical Modelling, 1(2), 103-124.
+Goldstein, H. (2011). Multilevel Statistical Models (4th ed.), chapters 13-14. Wiley.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import splu
+
+from ..design import ColumnCodec, ModelData
+from . import _class_kernels as ck
+from ._kernels import residual_crossprod, scaled_crossprod
+from .covariance import Constraint, draw_covariance, free_lower
+from .latent import update_latents
+from .linalg import invwishart
+from .missing import conditionals, draw_missing
+
+__all__ = ["MultiState", "MultiStatic", "prepare_multi", "initial_multi", "sweep_multi",
+           "multi_trace_names", "multi_trace_vector"]
+
+
+class MultiState(NamedTuple):
+    """One draw of every unknown (rows sorted as ModelData.order).
+
+    ``ys[c]``, ``bs[c]``, ``us[c]``, ``omegas[c]``, ``cuts[c]``: classification c's completed
+    variables, fixed effects, free random effects (units × r_c, columns as ``layout``),
+    covariance ``Ω^(c)`` over (free, own) and ordinal thresholds; ``steps``: MH step sizes
+    (tuned in burn-in only; slices in ``MultiStatic.step_slices``).
+    """
+
+    y1: np.ndarray
+    b1: np.ndarray
+    omega1: np.ndarray
+    cuts1: tuple
+    ys: tuple
+    bs: tuple
+    us: tuple
+    omegas: tuple
+    cuts: tuple
+    steps: np.ndarray
+    gammas: tuple = ()           # variance functions' coefficients, one array per variable
+    vs: tuple = ()               # each classification's log-variance effects (units × nv)
+    rs: np.ndarray | None = None  # rows' D_i^-½ (kept in step with gammas and vs; None: no functions)
+
+
+@dataclass(frozen=True, eq=False)
+class VarStatic:
+    """A variance function in the sampler: y1 column, design, and where its random effect is
+    (classification index and coordinate among that classification's v's)."""
+
+    col: int
+    w: np.ndarray
+    re: int | None
+    vpos: int
+    wgroups: tuple = ()          # per covariate: each row's value index, when it has few values
+    wvals: tuple = ()            # and those values (None: a continuous covariate, row by row)
+
+
+@dataclass(frozen=True, eq=False)
+class ClassStatic:
+    """What a sweep needs of one classification.
+
+    ``below``: the classifications nested in it (it explains their variables: the e-part),
+    ``above``: those nesting it; ``free``: (start, stop) of the a-part and of each e-part in
+    the free vector (keyed "a" and by classification index); ``blk``/``counts``: the block of
+    each free coordinate and, per unit, the rows/units of each block (for ``draw_units``).
+    """
+
+    index: int
+    cd: object
+    below: tuple[int, ...]
+    above: tuple[int, ...]
+    free: dict
+    r: int
+    p: int
+    nv: int                      # log-variance effects of variance functions (after the free part)
+    con: Constraint | None
+    prior: tuple[np.ndarray, float]
+    blk: np.ndarray
+    counts: np.ndarray
+    xtx_factor: np.ndarray       # F with F F' = (X'X)⁻¹ of its own variables' design
+    x_pinv: np.ndarray
+    patterns: object
+    cat: tuple
+    ww: object = None            # multiple membership: W'W (sparse, units × units)
+
+    @property
+    def dim(self) -> int:
+        return self.r + self.nv + self.p
+
+
+@dataclass(frozen=True, eq=False)
+class MultiStatic:
+    data: ModelData
+    p1: int
+    classes: tuple
+    xtx1_inv: np.ndarray
+    xtx1_factor: np.ndarray
+    prior1: tuple
+    con1: Constraint | None
+    patterns1: object
+    cat1: tuple
+    step_slices: dict
+    free1: tuple
+    free_c: tuple                 # free lower-triangle positions of each Ω^(c)
+    vf: tuple = ()                # VarStatic of each variance function
+    vf_cols: frozenset = frozenset()  # y1 columns with a variance function
+    xtx1: np.ndarray | None = None
+
+
+def _fixed_block(codec: ColumnCodec) -> np.ndarray:
+    w = len(codec.cols)
+    return 0.5 * (np.eye(w) + np.ones((w, w)))
+
+
+def _factor(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    xtx = x.T @ x
+    return np.linalg.inv(np.linalg.cholesky(xtx)).T, np.linalg.solve(xtx, x.T)
+
+
+def prepare_multi(data: ModelData) -> MultiStatic:
+    from .state import Patterns
+
+    model = data.model
+    p1 = data.y1.shape[1]
+    classes = data.classes
+    statics = []
+    n_steps: dict[str, int] = {}
+    cat1 = data.categorical1
+    con1 = Constraint.build(p1, [(list(c.cols), _fixed_block(c)) for c in cat1])
+    for ci, cd in enumerate(classes):
+        below = tuple(b for b in cd.parent)                       # nested in it
+        above = tuple(a for a, other in enumerate(classes) if ci in other.parent)
+        free = {"a": (0, p1)}
+        at = p1
+        for b in below:
+            pb = classes[b].y.shape[1]
+            free[b] = (at, at + pb)
+            at += pb
+        r = at
+        p = cd.y.shape[1]
+        nv = sum(1 for v in data.variances if v.re == ci)
+        cat = tuple(c for c in cd.codecs if c.kind != "continuous")
+        con = Constraint.build(r + nv + p, [([r + nv + k for k in c.cols], _fixed_block(c)) for c in cat])
+        prior = (np.eye(r + nv + p), float(r + nv + p))
+        blk = np.zeros(r, np.int64)
+        counts = np.zeros((cd.n_units, 1 + len(below)))
+        if cd.unit is not None:
+            counts[:, 0] = np.bincount(cd.unit, minlength=cd.n_units)
+        for j, b in enumerate(below):
+            s0, s1 = free[b]
+            blk[s0:s1] = j + 1
+            counts[:, j + 1] = np.bincount(cd.parent[b], minlength=cd.n_units)
+        ww = None
+        if cd.unit is None:   # multiple membership: W (rows × units) and W'W
+            n, m = cd.ids.shape
+            rows = np.repeat(np.arange(n), m)
+            keep = cd.ids.ravel() >= 0
+            W = sparse.csr_matrix((cd.weights.ravel()[keep], (rows[keep], cd.ids.ravel()[keep])),
+                                  shape=(n, cd.n_units))
+            ww = (W.T @ W).tocsc()
+        f, pinv = _factor(cd.x)
+        statics.append(ClassStatic(
+            index=ci, cd=cd, below=below, above=above, free=free, r=r, p=p, nv=nv, con=con, prior=prior,
+            blk=blk, counts=counts, xtx_factor=f, x_pinv=pinv,
+            patterns=Patterns.of(cd.miss), cat=cat, ww=ww))
+        n_steps[f"omega{ci}"] = 0 if con is None else con.n_free
+        n_steps[f"cuts{ci}"] = sum(c.n_categories - 2 for c in cat if c.kind == "ordinal")
+    vf = []
+    for k, v in enumerate(data.variances):
+        vpos = sum(1 for other in data.variances[:k] if other.re == v.re)
+        groups, vals = [], []
+        for j in range(v.w.shape[1]):
+            values, inverse = np.unique(v.w[:, j], return_inverse=True)
+            few = values.size <= 64
+            groups.append(inverse.astype(np.int32) if few else None)
+            vals.append(values if few else None)
+        vf.append(VarStatic(col=v.col, w=v.w, re=v.re, vpos=vpos, wgroups=tuple(groups), wvals=tuple(vals)))
+        n_steps[f"gamma{k}"] = v.w.shape[1]
+        n_steps[f"logvar{k}"] = int(v.re is not None)
+    n_steps = {"omega1": 0 if con1 is None else con1.n_free,
+               "cuts1": sum(c.n_categories - 2 for c in cat1 if c.kind == "ordinal"), **n_steps}
+    bounds = np.cumsum([0, *n_steps.values()])
+    step_slices = {k: slice(int(bounds[i]), int(bounds[i + 1])) for i, k in enumerate(n_steps)}
+    xtx1 = data.x1.T @ data.x1
+    return MultiStatic(
+        data=data, p1=p1, classes=tuple(statics), xtx1_inv=np.linalg.inv(xtx1),
+        xtx1_factor=np.linalg.inv(np.linalg.cholesky(xtx1)).T,
+        prior1=model.prior_l1.resolve(p1, "level-1") if p1 else (np.zeros((0, 0)), 0.0),
+        con1=con1, patterns1=Patterns.of(data.miss1), cat1=cat1, step_slices=step_slices,
+        free1=free_lower(p1, con1), free_c=tuple(free_lower(c.dim, c.con) for c in statics),
+        vf=tuple(vf), vf_cols=frozenset(v.col for v in vf), xtx1=xtx1,
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Means and residuals
+# ------------------------------------------------------------------------------------------
+def _add_effects(out: np.ndarray, cd, A: np.ndarray, sign: float) -> None:
+    A = np.ascontiguousarray(A)
+    if cd.unit is not None:
+        ck.add_unit_effects(out, cd.unit, A, sign)
+    else:
+        ck.add_membership_effects(out, cd.ids, cd.weights, A, sign)
+
+
+def level1_mean(st: MultiStatic, b1: np.ndarray, us: tuple) -> np.ndarray:
+    """μ1 = X1 B1 + Σ_c (membership-weighted) a^(c)."""
+    out = np.empty((st.data.n_rows, st.p1))
+    ck.fixed_part(st.data.x1, np.ascontiguousarray(b1), out, False)
+    for cs, u in zip(st.classes, us):
+        if st.p1:
+            _add_effects(out, cs.cd, u[:, :st.p1], 1.0)
+    return out
+
+
+def _nesting_offsets(st: MultiStatic, ci: int, us: tuple) -> np.ndarray:
+    """Σ over the classifications nesting c of their effects on c's variables (K_c × p_c)."""
+    cs = st.classes[ci]
+    out = np.zeros((cs.cd.n_units, cs.p))
+    for a in cs.above:
+        s0, s1 = st.classes[a].free[ci]
+        out += us[a][st.classes[a].cd.parent[ci], s0:s1]
+    return out
+
+
+def _own_residuals(st: MultiStatic, ci: int, ys, bs, us) -> np.ndarray:
+    """d^(c) = y^(c) − X^(c) B^(c) − nesting offsets."""
+    cs = st.classes[ci]
+    return ys[ci] - cs.cd.x @ bs[ci] - _nesting_offsets(st, ci, us)
+
+
+def _given_free(omega: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """K (p × r) and chol(S) of the own part d given the free part f under Ω^(c)."""
+    dim = omega.shape[0]
+    miss = np.zeros((1, dim), bool)
+    miss[0, r:] = True
+    K, C = conditionals(omega[None], miss)
+    return K[0, 0, r:, :r], C[0, 0, r:, r:]
+
+
+def _free_given_own(omega: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """M (r × p) and R = Ω_ff − Ω_fd Ω_dd⁻¹ Ω_df: the free part's prior given the own part."""
+    if omega.shape[0] == r:
+        return np.zeros((r, 0)), omega
+    dim = omega.shape[0]
+    miss = np.zeros((1, dim), bool)
+    miss[0, :r] = True
+    M, C = conditionals(omega[None], miss)
+    Cf = C[0, 0, :r, :r]
+    return M[0, 0, :r, r:], Cf @ Cf.T
+
+
+def _with_v(us, vs, ci: int) -> np.ndarray:
+    """The free effects and log-variance effects of classification c side by side."""
+    return np.concatenate([us[ci], vs[ci]], axis=1) if vs and vs[ci].shape[1] else us[ci]
+
+
+def class_moments(st: MultiStatic, ci: int, s_b, ys, us, omegas, vs=()) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of classification c's own variables given everything else."""
+    cs = st.classes[ci]
+    nf = cs.r + cs.nv
+    K, C = _given_free(omegas[ci], nf)
+    mean = cs.cd.x @ s_b + _nesting_offsets(st, ci, us) + (_with_v(us, vs, ci) @ K.T if nf else 0.0)
+    return np.ascontiguousarray(mean), C @ C.T
+
+
+# ------------------------------------------------------------------------------------------
+# Random effects of one classification
+# ------------------------------------------------------------------------------------------
+def draw_effects(rng, st: MultiStatic, ci: int, y1: np.ndarray, mu1: np.ndarray, omega1_inv: np.ndarray,
+                 ys, bs, us, omegas, vs=(), rs=None) -> np.ndarray:
+    """All units' free effects of classification c given the rest (μ1 with the current effects
+    of c included; ``rs`` the rows' inverse scales of variance functions). Returns the new
+    (K × r) effects."""
+    cs = st.classes[ci]
+    cd = cs.cd
+    K_u, r, p1 = cd.n_units, cs.r, st.p1
+    old = us[ci]
+    M, R = _free_given_own(omegas[ci], r)
+    Rinv = np.linalg.inv(R)
+    Rinv = 0.5 * (Rinv + Rinv.T)
+    given = _given_parts(st, ci, ys, bs, us, vs)
+    h = (given @ M.T) @ Rinv if given.shape[1] else np.zeros((K_u, r))
+    Qk = np.zeros((K_u, r, r))
+    if p1:
+        # level-1 rows: y1_i − μ1_i + (its effect of c) ~ N(effect of c, Ω_i)
+        e1 = y1 - mu1 if rs is None else None
+        if cd.unit is None:
+            sums = ck.membership_sums(e1, cd.ids, cd.weights, K_u) + cs.ww @ old[:, :p1]
+            h[:, :p1] += sums @ omega1_inv
+        elif rs is None:
+            sums = ck.unit_sums(e1, cd.unit, K_u) + cs.counts[:, :1] * old[:, :p1]
+            h[:, :p1] += sums @ omega1_inv
+            Qk[:, :p1, :p1] = cs.counts[:, :1, None] * omega1_inv
+        else:  # row-specific covariances: Σ_i Ω_i⁻¹ per unit
+            A, hs = ck.unit_precisions(y1, mu1, rs, omega1_inv, cd.unit, K_u)
+            h[:, :p1] += hs + np.einsum("klm,km->kl", A, old[:, :p1])
+            Qk[:, :p1, :p1] = A
+    for j, b in enumerate(cs.below):
+        # variables of a nested classification b: d^(b) − K_b f^(b) + e^(c) ~ N(e^(c), S_b)
+        cb = st.classes[b]
+        s0, s1 = cs.free[b]
+        Kb, Cb = _given_free(omegas[b], cb.r + cb.nv)
+        rho = _own_residuals(st, b, ys, bs, us) - (_with_v(us, vs, b) @ Kb.T if cb.r + cb.nv else 0.0)
+        rho = rho + old[cd.parent[b], s0:s1]
+        Sinv = np.linalg.inv(Cb @ Cb.T)
+        h[:, s0:s1] += ck.unit_sums(np.ascontiguousarray(rho), cd.parent[b], K_u) @ Sinv
+        Qk[:, s0:s1, s0:s1] = cs.counts[:, j + 1, None, None] * Sinv
+    if cd.unit is None:
+        return draw_membership(rng, cs, Rinv, omega1_inv, h)
+    new, ok = ck.draw_units_full(Rinv, Qk, np.ascontiguousarray(h), rng.standard_normal((K_u, r)))
+    if not ok:
+        raise np.linalg.LinAlgError(f"precision of the {cd.name!r} effects is not positive definite")
+    return new
+
+
+def _given_parts(st: MultiStatic, ci: int, ys, bs, us, vs) -> np.ndarray:
+    """What the free effects of c are conditioned on in Ω^(c): its log-variance effects and its
+    own variables' residuals (units × (nv + p))."""
+    cs = st.classes[ci]
+    parts = []
+    if cs.nv:
+        parts.append(vs[ci])
+    if cs.p:
+        parts.append(_own_residuals(st, ci, ys, bs, us))
+    return np.concatenate(parts, axis=1) if parts else np.zeros((cs.cd.n_units, 0))
+
+
+def draw_membership(rng, cs: ClassStatic, Rinv: np.ndarray, omega1_inv: np.ndarray,
+                    h: np.ndarray) -> np.ndarray:
+    """Multiple membership: the units share rows, so their effects are drawn jointly from
+    N(P⁻¹h, P⁻¹) with P = I ⊗ R⁻¹ + W'W ⊗ Ω1⁻¹ (units × level-1 variables).
+
+    With ``R⁻¹ = L L'`` and ``L⁻¹ Ω1⁻¹ L⁻ᵀ = V diag(γ) V'``, ``T = L⁻ᵀ V`` turns P into
+    independent sparse systems ``I + γ_m W'W``, one per m (simultaneous diagonalisation); each is
+    factorised (SuperLU, symmetric positive definite, no pivoting needed) and sampled by
+    perturbation: ``x = (I + γW'W)⁻¹ (h̃ + η + √γ (W'W)^{1/2}ε)`` has the right law with η, ε
+    standard normal, and ``(W'W)^{1/2} ε`` has the law of ``W' ε_rows``, so a draw needs rows'
+    normals, not a square root (Papandreou & Yuille 2010).
+    """
+    cd = cs.cd
+    K_u, r = h.shape
+    L = np.linalg.cholesky(Rinv)
+    Li = np.linalg.inv(L)
+    gam, V = np.linalg.eigh(Li @ omega1_inv @ Li.T)
+    T = Li.T @ V                              # T' R⁻¹ T = I, T' Ω1⁻¹ T = diag(γ)
+    ht = h @ T                                # the linear term in the new coordinates
+    n = cd.ids.shape[0]
+    eps = rng.standard_normal((n, r))
+    Weps = ck.membership_sums(eps, cd.ids, cd.weights, K_u)
+    x = np.empty((K_u, r))
+    eye = sparse.identity(K_u, format="csc")
+    for m in range(r):
+        g = max(float(gam[m]), 0.0)
+        lu = splu((eye + g * cs.ww).tocsc(), permc_spec="MMD_AT_PLUS_A",
+                  options={"SymmetricMode": True}, diag_pivot_thresh=0.0)
+        x[:, m] = lu.solve(ht[:, m] + rng.standard_normal(K_u) + np.sqrt(g) * Weps[:, m])
+    return x @ T.T
+
+
+def shift(rng, st: MultiStatic, ci: int, b1, bs, us, ys, omegas, vs=()):
+    """The shift move of classification c (module notes, step 4): f_k → f_k − δ for every unit,
+    the intercepts of the variables they explain → + δ; δ ~ N(mean_k(f_k − M g_k), R/K), g_k
+    what f is conditioned on (log-variance effects, own variables' residuals)."""
+    cs = st.classes[ci]
+    if not cs.r:
+        return b1, bs, us
+    M, R = _free_given_own(omegas[ci], cs.r)
+    f = us[ci]
+    given = _given_parts(st, ci, ys, bs, us, vs)
+    centre = (f - given @ M.T).mean(axis=0) if given.shape[1] else f.mean(axis=0)
+    delta = centre + np.linalg.cholesky(R / f.shape[0]) @ rng.standard_normal(cs.r)
+    us = list(us)
+    us[ci] = f - delta
+    bs = list(bs)
+    if st.p1:
+        b1 = b1.copy()
+        b1[0] += delta[:st.p1]
+    for b in cs.below:
+        s0, s1 = cs.free[b]
+        bb = bs[b].copy()
+        bb[0] += delta[s0:s1]
+        bs[b] = bb
+    return b1, tuple(bs), tuple(us)
+
+
+# ------------------------------------------------------------------------------------------
+# Variance functions
+# ------------------------------------------------------------------------------------------
+def draw_variance_functions(rng, st: MultiStatic, y1, mu1, omega1_inv, rs, gammas, vs, us, ys, bs,
+                            omegas, steps, adapt_at):
+    """γ of every variance function and the log-variance effects of every unit, by random-walk
+    Metropolis–Hastings given the level-1 residuals y1 − μ1 (``rs`` is updated in place).
+
+    A proposal moves the log-variance of whole groups of rows by the same amount (the rows with
+    one value of a dummy-like covariate, for γ; the rows of one unit, for its v), so after one
+    pass collecting each group's sufficient statistics (``logvar_stats``) every proposal costs
+    O(groups) (``mh_shared``, ``mh_units``): MH_REPEATS proposals per sweep at the price of
+    about two passes. A covariate
+    with many values is proposed row by row (``logvar_change``). The units' v are proposed all
+    at once and accepted each on its own (they are independent given the rest).
+    """
+    from .sweep import _adapt as adapt
+
+    gammas, vs = list(gammas), list(vs)
+    y1 = np.ascontiguousarray(y1)
+    zeros = np.zeros(st.data.n_rows, np.int64)
+    for k, v in enumerate(st.vf):
+        sl = st.step_slices[f"gamma{k}"]
+        g = gammas[k].copy()
+        acc = np.zeros(g.size)
+        for j in range(g.size):
+            step = steps[sl][j]
+            if v.wgroups[j] is not None:
+                c = v.wvals[j]
+                cnt, SA, SB = ck.logvar_stats(y1, mu1, rs, omega1_inv, v.col, v.wgroups[j], c.size)
+                total, n_acc = ck.mh_shared(c, cnt, SA, SB, step, rng.standard_normal(MH_REPEATS),
+                                            np.log(rng.random(MH_REPEATS)))
+                acc[j] = n_acc / MH_REPEATS
+                if total:
+                    ck.scale_column(rs, v.col, v.wgroups[j], np.exp(-0.5 * c * total))
+                    g[j] += total
+            else:
+                e1 = np.ascontiguousarray(y1 - mu1)
+                for _ in range(MH_REPEATS):
+                    dj = step * rng.standard_normal()
+                    delta = dj * v.w[:, j]
+                    change = ck.logvar_change(e1, rs, omega1_inv, v.col, delta, zeros, 1)[0]
+                    if np.log(rng.random()) < change:
+                        g[j] += dj
+                        rs[:, v.col] *= np.exp(-0.5 * delta)
+                        acc[j] += 1.0 / MH_REPEATS
+        gammas[k] = g
+        if adapt_at is not None and acc.size:
+            steps[sl] = adapt(steps[sl], acc, adapt_at)
+        if v.re is None:
+            continue
+        ci = v.re
+        cs = st.classes[ci]
+        unit = cs.cd.unit
+        col = cs.r + v.vpos
+        # prior of v given the classification's other effects and residuals
+        u = np.concatenate([us[ci], vs[ci], _own_residuals(st, ci, ys, bs, us) if cs.p else
+                            np.zeros((cs.cd.n_units, 0))], axis=1)
+        others = np.r_[0:col, col + 1:u.shape[1]]
+        om = omegas[ci]
+        w = np.linalg.solve(om[np.ix_(others, others)], om[others, col])
+        mean = u[:, others] @ w
+        sd = np.sqrt(om[col, col] - om[col, others] @ w)
+        sl = st.step_slices[f"logvar{k}"]
+        start = np.ascontiguousarray(vs[ci][:, v.vpos])
+        K = cs.cd.n_units
+        cnt, SA, SB = ck.logvar_stats(y1, mu1, rs, omega1_inv, v.col, unit, K)
+        cur, rate = ck.mh_units(cnt, SA, SB, mean, float(sd), start, float(steps[sl][0]),
+                                rng.standard_normal((UNIT_REPEATS, K)), np.log(rng.random((UNIT_REPEATS, K))))
+        ck.scale_column(rs, v.col, unit, np.exp(-0.5 * (cur - start)))
+        vv = vs[ci].copy()
+        vv[:, v.vpos] = cur
+        vs[ci] = vv
+        if adapt_at is not None:
+            steps[sl] = adapt(steps[sl], np.array([rate]), adapt_at)
+    return tuple(gammas), tuple(vs)
+
+
+SHIFT_REPEATS = 10
+MH_REPEATS = 5     # random-walk proposals per sweep for each γ (O(groups) each)
+UNIT_REPEATS = 3   # and for the units' log-variance effects (their random numbers cost most)
+
+
+def shift_logvar(rng, st: MultiStatic, omega1: np.ndarray, rs: np.ndarray, vs: tuple, us, ys, bs,
+                 omegas) -> tuple[np.ndarray, tuple]:
+    """For each variance function with a random effect: v_k → v_k − δ for every unit and
+    Ω1 → A Ω1 A, A = diag(1, …, e^{δ/2}, …, 1) at its variable, a move along which the
+    likelihood does not change (D_i^½ Ω1 D_i^½ is the same). Without it the mean of the v's
+    and the variable's baseline variance Ω1_vv see-saw (ESS 28 of 1,600 draws measured).
+
+    Random-walk Metropolis–Hastings on δ (a symmetric proposal on the additive group), the
+    target being the priors along the line: Σ_k log N(u_k − δ e_v; 0, Ω^(c)) and the
+    inverse-Wishart density of Ω1 at A Ω1 A with its Jacobian |A|^{p+1}, which reduce to::
+
+        δ e'Λ Σ_k u_k − ½ K δ² e'Λe − ν1 δ / 2 − ½ Σ_lm Ψ_lm (Ω1⁻¹)_lm (1/(a_l a_m) − 1)
+
+    (Λ = Ω^(c)⁻¹, u_k the unit's effects with its own variables' residuals, Ψ, ν1 Ω1's prior).
+    """
+    scale1, df1 = st.prior1
+    om_inv = np.linalg.inv(omega1)
+    vs = list(vs)
+    for v in st.vf:
+        if v.re is None:
+            continue
+        ci = v.re
+        cs = st.classes[ci]
+        u = np.concatenate([us[ci], vs[ci], _own_residuals(st, ci, ys, bs, us) if cs.p else
+                            np.zeros((cs.cd.n_units, 0))], axis=1)
+        lam = np.linalg.inv(omegas[ci])
+        col = cs.r + v.vpos
+        K = u.shape[0]
+        usum = u.sum(axis=0)
+        scale = 2.4 * np.sqrt(omegas[ci][col, col] / K)   # about the posterior SD of the v's mean
+        total = 0.0
+        for _ in range(SHIFT_REPEATS):   # O(units) each: repeated to move as far as a draw would
+            delta = scale * rng.standard_normal()
+            a = np.ones(st.p1)
+            a[v.col] = np.exp(0.5 * delta)
+            log_ratio = (delta * lam[col] @ usum - 0.5 * K * delta ** 2 * lam[col, col]
+                         - 0.5 * df1 * delta - 0.5 * np.sum(scale1 * om_inv * (1.0 / np.outer(a, a) - 1.0)))
+            if np.log(rng.random()) < log_ratio:
+                usum[col] -= K * delta
+                omega1 = omega1 * np.outer(a, a)
+                om_inv = om_inv / np.outer(a, a)
+                total += delta
+        if total:
+            vv = vs[ci].copy()
+            vv[:, v.vpos] -= total
+            vs[ci] = vv
+            rs[:, v.col] *= np.exp(0.5 * total)
+    return omega1, tuple(vs)
+
+
+# ------------------------------------------------------------------------------------------
+# Starting values
+# ------------------------------------------------------------------------------------------
+def _constrain(omega: np.ndarray, con: Constraint | None) -> np.ndarray:
+    from .state import _constrain_start
+
+    return _constrain_start(omega, con)
+
+
+def initial_multi(st: MultiStatic, rng: np.random.Generator) -> MultiState:
+    """Hot-deck fills, least-squares fixed effects, zero random effects, moment covariances."""
+    from .state import _fill_categorical, _hot_deck, _initial_cuts
+
+    data = st.data
+    cuts1 = tuple(_initial_cuts(c) for c in st.cat1 if c.kind == "ordinal")
+    y1 = _fill_categorical(rng, _hot_deck(rng, data.y1, data.miss1), st.cat1, cuts1)
+    b1 = st.xtx1_inv @ (data.x1.T @ y1)
+    resid = y1 - data.x1 @ b1
+    ys, bs, us, omegas, cuts = [], [], [], [], []
+    for cs in st.classes:
+        cd = cs.cd
+        cc = tuple(_initial_cuts(c) for c in cs.cat if c.kind == "ordinal")
+        y = _fill_categorical(rng, _hot_deck(rng, cd.y, cd.miss), cs.cat, cc)
+        b = cs.x_pinv @ y
+        ys.append(y)
+        bs.append(b)
+        cuts.append(cc)
+        us.append(np.zeros((cd.n_units, cs.r)))
+        # the variance of the units' mean level-1 residuals: a moment start of the a-part
+        if cd.unit is not None and st.p1:
+            means = ck.unit_sums(resid, cd.unit, cd.n_units) / np.maximum(cs.counts[:, :1], 1)
+            a_var = means.var(axis=0)
+        else:
+            a_var = np.full(st.p1, 0.1) * resid.var(axis=0) if st.p1 else np.zeros(0)
+        e_var = np.concatenate([0.1 * np.ones(st.classes[b].p) for b in cs.below]) if cs.below else np.zeros(0)
+        d_var = (y - cd.x @ b).var(axis=0) if cs.p else np.zeros(0)
+        omega = np.diag(np.concatenate([a_var, e_var, np.full(cs.nv, 0.1), d_var]) + 1e-3)
+        omegas.append(_constrain(omega, cs.con))
+    if st.p1:
+        omega1 = resid.T @ resid / max(data.n_rows - 1, 1)
+        omega1 = omega1 + 1e-6 * np.trace(omega1) / st.p1 * np.eye(st.p1)
+    else:
+        omega1 = np.zeros((0, 0))
+    omega1 = _constrain(omega1, st.con1)
+    n_steps = max(s.stop for s in st.step_slices.values())
+    steps = np.full(n_steps, 0.1)
+    for key, sl in st.step_slices.items():
+        if key.startswith("cuts"):
+            steps[sl] = 0.05
+    for key, sl in st.step_slices.items():
+        if key.startswith("logvar"):
+            steps[sl] = 1.0      # (a multiple of the prior's conditional SD)
+    return MultiState(y1=y1, b1=b1, omega1=omega1, cuts1=cuts1, ys=tuple(ys), bs=tuple(bs),
+                      us=tuple(us), omegas=tuple(omegas), cuts=tuple(cuts), steps=steps,
+                      gammas=tuple(np.zeros(v.w.shape[1]) for v in st.vf),
+                      vs=tuple(np.zeros((cs.cd.n_units, cs.nv)) for cs in st.classes),
+                      rs=np.ones((data.n_rows, st.p1)) if st.vf else None)
+
+
+# ------------------------------------------------------------------------------------------
+# One sweep
+# ------------------------------------------------------------------------------------------
+def _adapt(steps, sl, acc, adapt_at):
+    if adapt_at is not None and acc.size:
+        from .sweep import _adapt as adapt
+
+        steps[sl] = adapt(steps[sl], acc, adapt_at)
+
+
+def _draw_fixed(rng, st: MultiStatic, y1: np.ndarray, mu1: np.ndarray, b1: np.ndarray,
+                omega1: np.ndarray, omega1_inv: np.ndarray, rs: np.ndarray | None) -> np.ndarray:
+    """B1 | rest (flat prior): vec(B1) ~ N(vec(B1 + (X'X)⁻¹X'(y1 − μ1)), Ω1 ⊗ (X'X)⁻¹); with
+    variance functions the rows' covariances differ: precision H = Σ_i Ω_i⁻¹ ⊗ x_i x_i'."""
+    if rs is None:
+        mean = b1 + st.xtx1_inv @ (st.data.x1.T @ (y1 - mu1))
+        z = rng.standard_normal(b1.shape)
+        return mean + st.xtx1_factor @ z @ np.linalg.cholesky(omega1).T
+    from ._small import chol, gaussian_draw
+
+    # H = Σ_{l,m} Ω⁻¹_lm ⊗ X' diag(rs_l rs_m) X: one weighted Gram matrix per pair of columns
+    # (BLAS), X'X itself where neither column has a variance function
+    x = st.data.x1
+    p, f = st.p1, x.shape[1]
+    H = np.empty((p * f, p * f))
+    for l in range(p):
+        for m in range(l + 1):
+            w = rs[:, l] * rs[:, m]
+            G = st.xtx1 if (l not in st.vf_cols and m not in st.vf_cols) else x.T @ (x * w[:, None])
+            H[l * f:(l + 1) * f, m * f:(m + 1) * f] = omega1_inv[l, m] * G
+            H[m * f:(m + 1) * f, l * f:(l + 1) * f] = omega1_inv[l, m] * G.T
+    g = ck.weighted_gradient(x, y1, mu1, rs, omega1_inv)      # vec(X' (rs ∘ ((rs ∘ e) Ω⁻¹)))
+    L, ok = chol(H)
+    if not ok:
+        raise np.linalg.LinAlgError("the level-1 fixed effects' precision is not positive definite")
+    step = gaussian_draw(L, g, rng.standard_normal(g.size))       # H⁻¹g + L'⁻¹z
+    return b1 + step.reshape(p, f).T
+
+
+def _draw_class_fixed(rng, st: MultiStatic, ci: int, ys, bs, us, omegas, vs=()) -> np.ndarray:
+    """B^(c) | rest: y^(c) − offsets − f K' = X B^(c) + N(0, S) rows."""
+    cs = st.classes[ci]
+    nf = cs.r + cs.nv
+    K, C = _given_free(omegas[ci], nf)
+    target = ys[ci] - _nesting_offsets(st, ci, us) - (_with_v(us, vs, ci) @ K.T if nf else 0.0)
+    z = rng.standard_normal((cs.x_pinv.shape[0], cs.p))
+    return cs.x_pinv @ target + cs.xtx_factor @ z @ C.T
+
+
+def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
+                adapt_at: int | None = None) -> MultiState:
+    """One sweep (module notes); y1, every ys[c] and the row scales are updated in place."""
+    data = st.data
+    y1, b1, omega1, cuts1, ys, bs, us, omegas, cuts, steps, gammas, vs, rs = s
+    steps = steps.copy()
+    sl = st.step_slices
+    ys, bs, us, omegas, cuts = list(ys), list(bs), list(us), list(omegas), list(cuts)
+    if st.p1:
+        omega1_inv = np.linalg.inv(omega1)
+        omega1_inv = 0.5 * (omega1_inv + omega1_inv.T)
+        mu1 = level1_mean(st, b1, us)   # then kept current as B1 and the effects change
+        if st.cat1:
+            y1, cuts1, acc = update_latents(rng, y1, mu1, omega1_inv, st.cat1, cuts1, steps[sl["cuts1"]],
+                                            rs=rs)
+            _adapt(steps, sl["cuts1"], acc, adapt_at)
+    for ci, cs in enumerate(st.classes):
+        if cs.cat:
+            mean, cov = class_moments(st, ci, bs[ci], ys, us, omegas, vs)
+            ys[ci], cuts[ci], acc = update_latents(rng, ys[ci], mean, np.linalg.inv(cov), cs.cat, cuts[ci],
+                                                   steps[sl[f"cuts{ci}"]])
+            _adapt(steps, sl[f"cuts{ci}"], acc, adapt_at)
+    if st.p1:
+        new_b1 = _draw_fixed(rng, st, y1, mu1, b1, omega1, omega1_inv, rs)
+        ck.fixed_part(data.x1, np.ascontiguousarray(new_b1 - b1), mu1, True)
+        b1 = new_b1
+    for ci, cs in enumerate(st.classes):
+        if cs.p:
+            bs[ci] = _draw_class_fixed(rng, st, ci, ys, bs, us, omegas, vs)
+    for ci, cs in enumerate(st.classes):
+        if not cs.r:
+            continue
+        old = us[ci]
+        us[ci] = draw_effects(rng, st, ci, y1, mu1 if st.p1 else None,
+                              omega1_inv if st.p1 else None, ys, bs, us, omegas, vs, rs)
+        if st.p1:
+            _add_effects(mu1, cs.cd, us[ci][:, :st.p1] - old[:, :st.p1], 1.0)
+        b1, bs_t, us_t = shift(rng, st, ci, b1, bs, us, ys, omegas, vs)   # μ1 unchanged
+        bs, us = list(bs_t), list(us_t)
+    if st.vf:
+        gammas, vs = draw_variance_functions(rng, st, y1, mu1, omega1_inv, rs, gammas, vs, us, ys, bs,
+                                             omegas, steps, adapt_at)
+    for ci, cs in enumerate(st.classes):
+        d = _own_residuals(st, ci, ys, bs, us) if cs.p else np.zeros((cs.cd.n_units, 0))
+        u = np.concatenate([_with_v(us, vs, ci), d], axis=1)
+        scale, df = cs.prior
+        omegas[ci], acc = draw_covariance(rng, df + u.shape[0], scale + u.T @ u, cs.con, omegas[ci],
+                                          steps[sl[f"omega{ci}"]])
+        _adapt(steps, sl[f"omega{ci}"], acc, adapt_at)
+    if st.p1:
+        if rs is None:
+            S1 = residual_crossprod(y1, mu1, np.zeros(data.n_rows, np.int64), 1)[0]
+        else:
+            S1 = scaled_crossprod(y1, mu1, rs)
+        scale1, df1 = st.prior1
+        omega1, acc = draw_covariance(rng, df1 + data.n_rows, scale1 + S1, st.con1, omega1, steps[sl["omega1"]])
+        _adapt(steps, sl["omega1"], acc, adapt_at)
+        if st.vf:
+            omega1, vs = shift_logvar(rng, st, omega1, rs, vs, us, ys, bs, omegas)
+        if st.patterns1.n_patterns:
+            y1 = draw_missing(rng, y1, mu1, omega1, st.patterns1, rs=rs)
+    for ci, cs in enumerate(st.classes):
+        if cs.patterns.n_patterns:
+            mean, cov = class_moments(st, ci, bs[ci], ys, us, omegas, vs)
+            ys[ci] = draw_missing(rng, ys[ci], mean, cov, cs.patterns)
+    return MultiState(y1, b1, omega1, cuts1, tuple(ys), tuple(bs), tuple(us), tuple(omegas),
+                      tuple(cuts), steps, gammas, vs, rs)
+
+
+# ------------------------------------------------------------------------------------------
+# Monitored parameters
+# ------------------------------------------------------------------------------------------
+def _free_names(data: ModelData, ci: int) -> list[str]:
+    """Names of classification c's effect coordinates: level-1 variables, then the variables of
+    the classifications nested in it, its log-variance effects, then its own variables."""
+    cd = data.classes[ci]
+    names = list(data.y1_names)
+    for b in cd.parent:
+        names += list(data.classes[b].y_names)
+    names += [f"logvar({v.name})" for v in data.variances if v.re == ci]
+    return names + list(cd.y_names)
+
+
+def multi_trace_names(data: ModelData) -> list[str]:
+    st_like = prepare_names(data)
+    names = [f"beta1[{v}:{x}]" for v in data.y1_names for x in data.x1_names]
+    for cd in data.classes:
+        names += [f"beta[{cd.name}][{v}:{x}]" for v in cd.y_names for x in cd.x_names]
+    (i1, j1), free_c = st_like
+    names += [f"omega1[{data.y1_names[a]},{data.y1_names[b]}]" for a, b in zip(i1, j1)]
+    for v in data.variances:
+        names += [f"gamma[{v.name}:{w}]" for w in v.w_names]
+    for ci, cd in enumerate(data.classes):
+        fn = _free_names(data, ci)
+        i, j = free_c[ci]
+        names += [f"omega[{cd.name}][{fn[a]},{fn[b]}]" for a, b in zip(i, j)]
+    for c in data.categorical1:
+        if c.kind == "ordinal":
+            names += [f"cut[{c.name}:{k}]" for k in range(2, c.n_categories)]
+    for cd in data.classes:
+        for c in cd.codecs:
+            if c.kind == "ordinal":
+                names += [f"cut[{c.name}:{k}]" for k in range(2, c.n_categories)]
+    return names
+
+
+def prepare_names(data: ModelData):
+    """Free lower-triangle positions of Ω1 and each Ω^(c) (without the sweep's statistics)."""
+    p1 = data.y1.shape[1]
+    con1 = Constraint.build(p1, [(list(c.cols), _fixed_block(c)) for c in data.categorical1])
+    free_c = []
+    for ci, cd in enumerate(data.classes):
+        r = p1 + sum(data.classes[b].y.shape[1] for b in cd.parent)
+        r += sum(1 for v in data.variances if v.re == ci)
+        cat = [c for c in cd.codecs if c.kind != "continuous"]
+        con = Constraint.build(r + cd.y.shape[1], [([r + k for k in c.cols], _fixed_block(c)) for c in cat])
+        free_c.append(free_lower(r + cd.y.shape[1], con))
+    return free_lower(p1, con1), free_c
+
+
+def multi_trace_vector(st: MultiStatic, s: MultiState) -> np.ndarray:
+    i1, j1 = st.free1
+    parts = [s.b1.T.ravel(), *(b.T.ravel() for b in s.bs), s.omega1[i1, j1], *s.gammas]
+    for (i, j), om in zip(st.free_c, s.omegas):
+        parts.append(om[i, j])
+    parts += [c[2:-1] for c in s.cuts1]
+    for cc in s.cuts:
+        parts += [c[2:-1] for c in cc]
+    return np.concatenate(parts)
