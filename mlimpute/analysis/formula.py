@@ -214,6 +214,9 @@ def _parse_membership(inner: str, term: str) -> Membership:
         raise SpecError(f"mm() in random term {term!r} names no id column; write mm(s1, s2, weights = (w1, w2))")
     if len(set(ids)) != len(ids):
         raise SpecError(f"mm() in random term {term!r} names an id column twice; name each column once")
+    if weights is not None and set(ids) & set(weights):
+        both = ", ".join(sorted(set(ids) & set(weights)))
+        raise SpecError(f"mm() in random term {term!r} uses {both} both as ids and as weights; name other columns")
     if weights is not None and len(weights) != len(ids):
         raise SpecError(
             f"mm() in random term {term!r} has {len(ids)} id columns but {len(weights)} weight columns; "

@@ -93,6 +93,7 @@ def test_multiple_membership():
     [
         ("y ~ (1 | mm(a, b, weights = (w1)))", "2 id columns but 1 weight columns"),
         ("y ~ (1 | mm(a, a))", "names an id column twice"),
+        ("y ~ (1 | mm(a, b, weights = (b, w)))", "uses b both as ids and as weights"),
         ("y ~ (1 | mm(a, b, weights = w1))", "must be a parenthesised list of columns"),
         ("y ~ (1 | mm(a, b, scale = 1))", "unknown argument 'scale = 1'"),
         ("y ~ (1 | mm(a, b)/c)", "combines mm\\(\\) with other grouping factors"),
