@@ -20,7 +20,8 @@ Two solvers, chosen by :func:`make_algebra`:
   chain (one factor; pupils in classes in schools): per-group sufficient statistics and batched
   ``(G, q, q)`` Cholesky factors, eliminated from the finest factor up. After the one-off
   ``O(N m²)`` cross products, one evaluation costs ``O(Σ_k G_k m³)``, independent of N.
-- :class:`~mlimpute.analysis._sparse.SparseAlgebra` otherwise (crossed factors): sparse ``A``
+- :class:`~mlimpute.analysis._sparse.SparseAlgebra` otherwise (crossed factors, multiple
+  membership, whose rows of ``Z`` have several weighted blocks): sparse ``A``
   factored by SuperLU (``scipy.sparse.linalg.splu``) with a symmetric fill-reducing ordering
   and diagonal pivoting. CHOLMOD is not available, and SuperLU's ``U`` diagonal gives
   ``log|A|`` because its ``L`` has a unit diagonal.
@@ -40,8 +41,13 @@ __all__ = ["nesting_chain", "make_algebra", "sort_design"]
 
 
 def nesting_chain(design: Design) -> list[int] | None:
-    """Factor indices from finest to coarsest if each factor is nested in the next, else None."""
+    """Factor indices from finest to coarsest if each factor is nested in the next, else None.
+
+    A multiple-membership factor is in no chain: a row belongs to several of its levels.
+    """
     factors = design.factors
+    if any(f.weights is not None for f in factors):
+        return None
     order = sorted(range(len(factors)), key=lambda k: -factors[k].levels)
     for fine, coarse in zip(order[:-1], order[1:]):
         a, b = factors[fine], factors[coarse]
@@ -77,6 +83,7 @@ def make_algebra(structure: Structure, design: Design, algebra: str = "auto"):
     if chain is None:
         raise SpecError(
             "algebra='nested' needs grouping factors nested in each other (each level of a finer factor in one "
-            f"level of the next coarser one); {', '.join(structure.factor_labels)} are crossed: use algebra='auto'"
+            f"level of the next coarser one, each row in one level); {', '.join(structure.factor_labels)} are crossed "
+            "or of multiple membership: use algebra='auto'"
         )
     return NestedAlgebra(structure, design, chain)

@@ -18,6 +18,7 @@ from formulaic.errors import FormulaicError
 from scipy.linalg import qr
 
 from ..errors import DataError, SpecError
+from ._membership import membership_codes
 from .formula import ParsedFormula, RandomTerm
 
 __all__ = ["TermDesign", "FactorDesign", "Design", "build_design"]
@@ -37,11 +38,17 @@ class TermDesign:
 
 @dataclass(frozen=True)
 class FactorDesign:
-    """One grouping factor: integer level codes ``0..levels-1`` per row."""
+    """One grouping factor: integer level codes ``0..levels-1`` per row.
+
+    For multiple membership (``mm( … )``) ``codes`` and ``weights`` are ``(N, K)``: row i belongs
+    to level ``codes[i, k]`` with weight ``weights[i, k]`` (0 for an unused membership); an
+    ordinary factor has ``(N,)`` codes and ``weights`` None (weight 1).
+    """
 
     label: str
     codes: np.ndarray
     levels: int
+    weights: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,8 @@ class Design:
         return Design(
             response=self.response, y=self.y[order], X=np.ascontiguousarray(self.X[order]), x_names=self.x_names,
             terms=tuple(TermDesign(t.group, t.names, np.ascontiguousarray(t.Z[order]), t.text) for t in self.terms),
-            factors=tuple(FactorDesign(f.label, f.codes[order], f.levels) for f in self.factors),
+            factors=tuple(FactorDesign(f.label, f.codes[order], f.levels, None if f.weights is None else f.weights[order])
+                          for f in self.factors),
             rows=self.rows[order],
         )
 
@@ -105,7 +113,8 @@ def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
 
 def _missing_rows(data: pd.DataFrame, parsed: ParsedFormula, used: set[str], na_action: str) -> np.ndarray:
     """Boolean mask of the rows to keep; raises on missing grouping values."""
-    groups = sorted({c for term in parsed.random for c in term.group})
+    structural = {c for term in parsed.random if term.membership is not None for c in term.columns}
+    groups = sorted({c for term in parsed.random if term.membership is None for c in term.group})
     for col in groups:
         miss = data[col].isna().to_numpy()
         if miss.any():
@@ -116,7 +125,7 @@ def _missing_rows(data: pd.DataFrame, parsed: ParsedFormula, used: set[str], na_
             )
     keep = np.ones(len(data), dtype=bool)
     report = []
-    for col in sorted(used - set(groups)):
+    for col in sorted(used - set(groups) - structural):  # mm() ids and weights may be missing by design
         miss = data[col].isna().to_numpy()
         if miss.any():
             keep &= ~miss
@@ -183,15 +192,20 @@ def _check_rank(X: np.ndarray, names: tuple[str, ...], what: str = "fixed-effect
         )
 
 
-def _factor(df: pd.DataFrame, columns: tuple[str, ...], label: str) -> FactorDesign:
-    codes = df.groupby(list(columns), sort=True, observed=True).ngroup().to_numpy(dtype=np.int64)
-    levels = int(codes.max()) + 1
+def _factor(df: pd.DataFrame, term: RandomTerm, labels: pd.Index) -> FactorDesign:
+    label = term.group_label
+    weights = None
+    if term.membership is not None:
+        codes, weights, levels = membership_codes(df, term.membership, label, labels)
+    else:
+        codes = df.groupby(list(term.group), sort=True, observed=True).ngroup().to_numpy(dtype=np.int64)
+        levels = int(codes.max()) + 1
     if levels < 2:
         raise DataError(
             f"grouping factor {label!r} has only one level in the data used; a random effect needs at least two "
             "groups: drop the term or check the column"
         )
-    return FactorDesign(label=label, codes=codes, levels=levels)
+    return FactorDesign(label=label, codes=codes, levels=levels, weights=weights)
 
 
 def _random_terms(df: pd.DataFrame, term: RandomTerm, labels: pd.Index) -> list[TermDesign]:
@@ -232,7 +246,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
     response_vars = {bare} if bare in data.columns else set(_formula(parsed.response, "response").required_variables)
     used = set(response_vars) | set(_formula(parsed.fixed, "fixed part").required_variables)
     for term in parsed.random:
-        used |= set(_formula(term.expr, f"random term {term.text}").required_variables) | set(term.group)
+        used |= set(_formula(term.expr, f"random term {term.text}").required_variables) | set(term.columns)
     used = {str(v) for v in used} | set(extra_columns)
     _check_columns(used, data, parsed.text)
     keep = _missing_rows(data, parsed, used, na_action)
@@ -255,10 +269,17 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
 
     terms: list[TermDesign] = []
     factors: dict[str, FactorDesign] = {}
+    membership: dict[str, object] = {}
     for term in parsed.random:
         label = term.group_label
         if label not in factors:
-            factors[label] = _factor(df, term.group, label)
+            factors[label] = _factor(df, term, labels)
+            membership[label] = term.membership
+        elif membership[label] != term.membership:
+            raise SpecError(
+                f"grouping factor {label!r} has other weights in {term.text!r} than in an earlier term; "
+                "give the terms of one multiple-membership factor the same weights"
+            )
         for t in _random_terms(df, term, labels):
             seen = {n for other in terms if other.group == label for n in other.names}
             dup = seen.intersection(t.names)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConvergenceError
+from ._membership import factor_rows
 from ._solution import factor_columns
 from ._design import Design
 from ._family import Family
@@ -59,7 +60,6 @@ class Pirls:
     def __init__(self, design: Design, structure: Structure, algebra, family: Family, maxit: int = 200):
         self.design, self.structure, self.algebra, self.family = design, structure, algebra, family
         self.Zf = [factor_columns(structure, design, f) for f in range(len(structure.factor_labels))]
-        self.codes = [f.codes for f in design.factors]
         self.tol, self.maxit = _TOL[family.link], maxit
 
     def zero_u(self) -> list[np.ndarray]:
@@ -68,9 +68,9 @@ class Pirls:
     def random_part(self, theta: np.ndarray, us: list[np.ndarray]) -> np.ndarray:
         """``ZΛu`` row by row."""
         out = np.zeros(self.design.nobs)
-        for lam, z, c, u in zip(self.structure.factor_lambdas(theta), self.Zf, self.codes, us):
-            b = u @ lam.T
-            out += z[:, 0] * b[c, 0] if z.shape[1] == 1 else np.einsum("nq,nq->n", z, b[c])
+        for lam, z, f, u in zip(self.structure.factor_lambdas(theta), self.Zf, self.design.factors, us):
+            b = factor_rows(f, u @ lam.T)
+            out += z[:, 0] * b[:, 0] if z.shape[1] == 1 else np.einsum("nq,nq->n", z, b)
         return out
 
     @staticmethod

@@ -3,7 +3,8 @@
 Notes
 -----
 ``Z`` is the ``N × Q`` sparse random-effects design with the columns of factor ``f`` ordered
-level by level (``offset_f + level · q_f + column``), and ``Λ`` the ``Q × Q`` block-diagonal
+level by level (``offset_f + level · q_f + column``); a row of a multiple-membership factor has
+one weighted block per membership (:mod:`._membership`). ``Λ`` is ``Λ`` the ``Q × Q`` block-diagonal
 matrix that repeats each ``Λ_f`` once per level. Its non-zero pattern is fixed, so each
 evaluation only refills ``Λ.data`` from theta through an index map (lme4's ``Lind``).
 
@@ -21,6 +22,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.linalg import splu
 
+from ._membership import factor_entries
 from ._solution import Solution, factor_columns
 from ._design import Design
 from ._structure import Structure
@@ -41,11 +43,12 @@ class SparseAlgebra:
         at = 0
         for f in range(len(structure.factor_labels)):
             Zf = factor_columns(structure, design, f)
-            codes, nlev, q = design.factors[f].codes, design.factors[f].levels, Zf.shape[1]
+            nlev, q = design.factors[f].levels, Zf.shape[1]
+            rows, codes, weights = factor_entries(design.factors[f])
             for c in range(q):
-                zrows.append(np.arange(n))
+                zrows.append(rows)
                 zcols.append(at + codes * q + c)
-                zdata.append(Zf[:, c])
+                zdata.append(Zf[rows, c] if weights is None else weights * Zf[rows, c])
             # pattern of Λ_f: lower triangles of its terms' blocks, theta index of each entry
             block = []
             a = 0

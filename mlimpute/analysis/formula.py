@@ -11,7 +11,10 @@ Grammar of the bars (as in lme4):
 - ``(0 + x | g)`` or ``(x - 1 | g)``: a random slope without intercept;
 - ``(1 + x || g)``: uncorrelated terms, one per model-matrix column of ``1 + x``;
 - ``(1 | a:b)``: grouping by the combinations of ``a`` and ``b``;
-- ``(1 | a/b)``: nesting, the same as ``(1 | a) + (1 | a:b)``.
+- ``(1 | a/b)``: nesting, the same as ``(1 | a) + (1 | a:b)``;
+- ``(1 | mm(s1, s2, s3, weights = (w1, w2, w3)))``: multiple membership (Browne, Goldstein &
+  Rasbash 2001): a row belongs to the units named in ``s1, s2, s3`` with weights ``w1, w2, w3``
+  (without ``weights =``, equal weights over the ids present in the row).
 """
 
 from __future__ import annotations
@@ -21,9 +24,28 @@ from dataclasses import dataclass
 
 from ..errors import SpecError
 
-__all__ = ["RandomTerm", "ParsedFormula", "parse_formula"]
+__all__ = ["Membership", "RandomTerm", "ParsedFormula", "parse_formula"]
 
 _NAME = re.compile(r"^(?:[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`)$")
+_MM = re.compile(r"^mm\s*\((.*)\)$", re.DOTALL)
+_WEIGHTS = re.compile(r"^weights\s*=\s*(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Membership:
+    """The columns of an ``mm( … )`` grouping: one id column and one weight column per membership.
+
+    Attributes
+    ----------
+    ids : tuple of str
+        Columns holding the ids of the units a row belongs to (missing where it has fewer).
+    weights : tuple of str or None
+        Columns holding the weights, in the order of ``ids``; None: equal weights over the ids
+        present in the row.
+    """
+
+    ids: tuple[str, ...]
+    weights: tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -40,17 +62,29 @@ class RandomTerm:
         False for ``||``: the columns of ``expr`` get independent random effects.
     text : str
         The term as written (for messages).
+    membership : Membership or None
+        Set for a multiple-membership grouping ``mm( … )``; ``group`` is then its id columns.
     """
 
     expr: str
     group: tuple[str, ...]
     correlated: bool
     text: str
+    membership: Membership | None = None
 
     @property
     def group_label(self) -> str:
-        """Name of the grouping factor: the columns joined by ``:``."""
+        """Name of the grouping factor: the columns joined by ``:``, or ``mm(s1, s2)``."""
+        if self.membership is not None:
+            return f"mm({', '.join(self.group)})"
         return ":".join(self.group)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every data column of the grouping (for ``mm( … )`` the id and weight columns)."""
+        if self.membership is None or self.membership.weights is None:
+            return self.group
+        return self.group + self.membership.weights
 
 
 @dataclass(frozen=True)
@@ -137,6 +171,60 @@ def _has_grouping_bar(piece: str) -> bool:
     return any(ch == "|" and not any(stack) for _, ch, _, stack in _scan(piece))
 
 
+def _split_commas(text: str) -> list[str]:
+    """Cut ``text`` at its top-level commas."""
+    cuts = [i for i, ch, depth, _ in _scan(text) if ch == "," and depth == 0]
+    return [text[a + 1 : b].strip() for a, b in zip([-1] + cuts, cuts + [len(text)])]
+
+
+def _column(name: str, term: str, what: str) -> str:
+    if not _NAME.match(name):
+        raise SpecError(
+            f"{what} {name!r} in random term {term!r} is not a column name; write "
+            "mm(s1, s2, weights = (w1, w2)) with the id and weight columns of the data"
+        )
+    return name.strip("`")
+
+
+def _parse_membership(inner: str, term: str) -> Membership:
+    """``"s1, s2, weights = (w1, w2)"`` -> ``Membership(("s1", "s2"), ("w1", "w2"))``."""
+    ids: list[str] = []
+    weights: list[str] | None = None
+    for arg in _split_commas(inner):
+        kw = _WEIGHTS.match(arg)
+        if kw is not None:
+            if weights is not None:
+                raise SpecError(f"random term {term!r} gives weights twice; write one weights = (w1, w2, ...)")
+            value = kw.group(1).strip()
+            if value.startswith("c("):
+                value = value[1:]
+            if not (value.startswith("(") and value.endswith(")")):
+                raise SpecError(
+                    f"weights in random term {term!r} must be a parenthesised list of columns like "
+                    f"weights = (w1, w2), got {value!r}"
+                )
+            weights = [_column(w, term, "weight column") for w in _split_commas(value[1:-1])]
+        elif "=" in arg:
+            raise SpecError(f"mm() in random term {term!r} has an unknown argument {arg!r}; its only keyword is weights")
+        else:
+            if weights is not None:
+                raise SpecError(f"random term {term!r}: the id columns of mm() come before weights = (...)")
+            ids.append(_column(arg, term, "membership id column"))
+    if not ids:
+        raise SpecError(f"mm() in random term {term!r} names no id column; write mm(s1, s2, weights = (w1, w2))")
+    if len(set(ids)) != len(ids):
+        raise SpecError(f"mm() in random term {term!r} names an id column twice; name each column once")
+    if weights is not None and set(ids) & set(weights):
+        both = ", ".join(sorted(set(ids) & set(weights)))
+        raise SpecError(f"mm() in random term {term!r} uses {both} both as ids and as weights; name other columns")
+    if weights is not None and len(weights) != len(ids):
+        raise SpecError(
+            f"mm() in random term {term!r} has {len(ids)} id columns but {len(weights)} weight columns; "
+            "give one weight column per id column, in the same order"
+        )
+    return Membership(ids=tuple(ids), weights=None if weights is None else tuple(weights))
+
+
 def _parse_group(text: str, term: str) -> list[tuple[str, ...]]:
     """``"a/b"`` -> ``[("a",), ("a", "b")]``; ``"a:b"`` -> ``[("a", "b")]``."""
     nested = [part.strip() for part in text.split("/")]
@@ -211,6 +299,17 @@ def parse_formula(formula: str) -> ParsedFormula:
         if not expr or not group:
             raise SpecError(
                 f"random term {piece!r} needs an expression and a grouping factor on both sides of the bar, like (1 | school)"
+            )
+        mm = _MM.match(group)
+        if mm is not None:
+            membership = _parse_membership(mm.group(1), piece)
+            random.append(RandomTerm(expr=expr, group=membership.ids, correlated=(width == 1), text=piece,
+                                     membership=membership))
+            continue
+        if "mm(" in group.replace(" ", ""):
+            raise SpecError(
+                f"random term {piece!r} combines mm() with other grouping factors; a multiple-membership "
+                "grouping stands alone, like (1 | mm(s1, s2, weights = (w1, w2)))"
             )
         for columns in _parse_group(group, piece):
             random.append(RandomTerm(expr=expr, group=columns, correlated=(width == 1), text=piece))

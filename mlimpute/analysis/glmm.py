@@ -72,6 +72,11 @@ class GlmmEngine:
                     f"nagq={nagq} (adaptive Gauss-Hermite) needs a single scalar random term like (1 | g); "
                     f"{formula!r} has {sum(len(t.names) for t in design.terms)} random coefficients: use nagq=1 (Laplace)"
                 )
+            if design.factors[0].weights is not None:
+                raise SpecError(
+                    f"nagq={nagq} (adaptive Gauss-Hermite) integrates cluster by cluster, but the multiple-membership "
+                    f"factor {design.factors[0].label!r} links the clusters of a row: use nagq=1 (Laplace)"
+                )
             nodes, weights = hermegauss(nagq)
             self.nodes, self.weights = nodes, weights / math.sqrt(2 * math.pi)
             self.zcol = factor_columns(self.structure, design, 0)[:, 0]
@@ -217,7 +222,8 @@ def glmm(formula: str, data: pd.DataFrame, family: str = "binomial", link: str |
     Parameters
     ----------
     formula : str
-        lme4-style formula, as for :func:`~mlimpute.lmm`.
+        lme4-style formula, as for :func:`~mlimpute.lmm` (multiple membership included, with
+        ``nagq=1``).
     data : pandas.DataFrame
     family : {"binomial", "poisson"}
         Binomial: the response is 0/1 numeric, bool, or a two-level categorical/string column
@@ -239,7 +245,8 @@ def glmm(formula: str, data: pd.DataFrame, family: str = "binomial", link: str |
     Raises
     ------
     SpecError
-        Unknown family/link, ``nagq`` < 1 or > 25, ``nagq > 1`` with a non-scalar random part.
+        Unknown family/link, ``nagq`` < 1 or > 25, ``nagq > 1`` with a non-scalar random part
+        or a multiple-membership factor.
     DataError
         As :func:`~mlimpute.lmm`, plus a binomial response that is not 0/1 or a Poisson response
         that is not a count.
@@ -256,9 +263,13 @@ def glmm(formula: str, data: pd.DataFrame, family: str = "binomial", link: str |
     sums deviance residuals instead and so omits the saturated log-likelihood
     ``Σ log p(y | μ = y)`` (a constant); estimates are unaffected.
 
+    Multiple membership ``(1 | mm(s1, s2, weights = (w1, w2)))``: ``η_i = x_iᵀβ + Σ_k w_ik z_iᵀ u_{s_ik}``
+    (see :func:`~mlimpute.lmm`); the Laplace approximation is as above with that ``Z``.
+
     References
     ----------
-    Bates et al. (2015); Pinheiro & Chao (2006); Goldstein (2011).
+    Bates et al. (2015); Pinheiro & Chao (2006); Goldstein (2011); Browne, Goldstein & Rasbash
+    (2001), *Statistical Modelling* 1, 103–124.
     """
     fam = get_family(family, link)
     if not isinstance(nagq, (int, np.integer)) or isinstance(nagq, bool) or not 1 <= nagq <= 25:

@@ -250,7 +250,8 @@ def lmm(formula: str, data: pd.DataFrame, reml: bool = True, dispersion: str | N
     formula : str
         ``"y ~ x + C(g) + x:z + (1 + x | school) + (1 | class)"``: fixed part and random-term
         expressions in formulaic's syntax; bars as lme4 (``(0 + x | g)``, ``(1 + x || g)``,
-        ``(1 | a:b)``, ``(1 | a/b)``).
+        ``(1 | a:b)``, ``(1 | a/b)``); multiple membership
+        ``(1 | mm(s1, s2, s3, weights = (w1, w2, w3)))`` (see Notes).
     data : pandas.DataFrame
     reml : bool
         REML (True, lme4's default) or ML.
@@ -292,9 +293,18 @@ def lmm(formula: str, data: pd.DataFrame, reml: bool = True, dispersion: str | N
     -----
     See the module docstring for the profiled deviance, with and without a variance function.
 
+    Multiple membership: a row i belonging to the units ``s_i1, …, s_iK`` of ``mm( … )`` with
+    weights ``w_ik`` (``Σ_k w_ik = 1``; ids missing where a row has fewer units, their weights 0
+    or missing; without ``weights =`` the ids present share equally) has the random part
+    ``Σ_k w_ik z_iᵀ u_{s_ik}``, ``u_s ~ N(0, Σ)``, so ``y ~ N(Xβ, σ²I + Z (I ⊗ Σ) Zᵀ)`` with
+    several weighted blocks in each row of ``Z``; the factor's levels are the union of the ids,
+    and ``varcomp()`` names its group ``mm(s1, s2, s3)``. Fitted by the sparse solver.
+
     References
     ----------
-    Bates, Mächler, Bolker & Walker (2015); Goldstein (2011); Pinheiro & Bates (2000), §5.2.
+    Bates, Mächler, Bolker & Walker (2015); Goldstein (2011); Pinheiro & Bates (2000), §5.2;
+    Browne, W. J., Goldstein, H. & Rasbash, J. (2001). Multiple membership multiple
+    classification (MMMC) models. *Statistical Modelling* 1, 103–124.
     """
     options = fit_options(opts, _DEFAULTS, "lmm")
     parsed = parse_formula(formula)

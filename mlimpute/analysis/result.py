@@ -206,7 +206,8 @@ class MixedResult:
         logit: ``τ₀₀ / (τ₀₀ + π²/3)`` and probit ``τ₀₀ / (τ₀₀ + 1)`` (latent-response scale,
         Goldstein, Browne & Rasbash 2002); None for Poisson, whose VPC depends on the mean.
         With a variance function σ² is the residual variance where its predictors are 0, so
-        this is the ICC there (the reference level).
+        this is the ICC there (the reference level). For a multiple-membership ``mm( … )`` term
+        it is the VPC of a unit wholly in one unit.
         """
         if len(self.random_names) != 1 or self.random_names[0] != ("Intercept",):
             return None

@@ -24,7 +24,7 @@ from mlimpute.errors import DataError, SpecError
 
 from . import store
 
-__all__ = ["check_all", "check_data", "check_output_dir", "check_runner", "analysis_columns"]
+__all__ = ["check_all", "check_data", "check_output_dir", "check_runner", "analysis_columns", "membership_columns"]
 
 
 def check_all(cfg: PipelineConfig, api_url: str | None = None) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def analysis_columns(a: AnalysisConfig) -> set[str]:
     parsed = parse_formula(a.formula)
     parts = [("response", parsed.response), ("fixed part", parsed.fixed)]
     parts += [(f"random term {t.text}", t.expr) for t in parsed.random]
-    cols = {c for t in parsed.random for c in t.group}
+    cols = {c for t in parsed.random for c in t.columns}
     for what, rhs in parts:
         try:
             cols |= {str(v) for v in Formula(rhs).required_variables}
@@ -82,6 +82,14 @@ def analysis_columns(a: AnalysisConfig) -> set[str]:
     if a.dispersion is not None:
         cols |= dispersion_columns(a.dispersion)
     return cols
+
+
+def membership_columns(a: AnalysisConfig) -> set[str]:
+    """The id and weight columns of the formula's ``mm( … )`` terms: missing where a unit has fewer
+    memberships, by design (not missing data)."""
+    from mlimpute.analysis.formula import parse_formula
+
+    return {c for t in parse_formula(a.formula).random if t.membership is not None for c in t.columns}
 
 
 def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
@@ -98,7 +106,7 @@ def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
             raise DataError(f"[[analysis]] {a.name!r}: column {col!r} of {where} is "
                             f"not in the data; {hint} Fix the formula or the data")
         holes = int(df[col].isna().sum())
-        if holes and col not in imputed:
+        if holes and col not in imputed and col not in membership_columns(a):
             raise DataError(
                 f"[[analysis]] {a.name!r}: column {col!r} has {holes} missing values but is not "
                 "imputed, so every completed dataset would still have holes; add it to "

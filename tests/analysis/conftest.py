@@ -29,11 +29,15 @@ class Reference:
     def std_errors(self) -> pd.Series:
         return pd.Series(self.coef["std_error"].to_numpy(), index=[_TERMS.get(t, t) for t in self.coef["term"]])
 
-    def varcomp(self) -> dict:
-        """{(group, term1, term2): value}, lme4's group suffixes (".1") dropped for ``||`` terms."""
+    def varcomp(self, groups: dict | None = None) -> dict:
+        """{(group, term1, term2): value}, lme4's group suffixes (".1") dropped for ``||`` terms.
+
+        ``groups`` renames lme4's groups to ours (lme4 writes ``school/class`` as ``class:school``).
+        """
         out = {}
         for _, r in self.vc.iterrows():
             group = re.sub(r"\.\d+$", "", r["group"])
+            group = (groups or {}).get(group, group)
             t1 = None if pd.isna(r["var1"]) else _TERMS.get(r["var1"], r["var1"])
             t2 = None if pd.isna(r["var2"]) else _TERMS.get(r["var2"], r["var2"])
             out[(group, t1, t2)] = float(r["vcov"])
@@ -50,7 +54,8 @@ def max_rel(a, b) -> float:
     return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
-def compare(fit, ref: Reference, *, rtol_beta=1e-4, rtol_se=1e-4, rtol_vc=1e-3, atol_ll=1e-3) -> dict:
+def compare(fit, ref: Reference, *, rtol_beta=1e-4, rtol_se=1e-4, rtol_vc=1e-3, atol_ll=1e-3,
+            groups: dict | None = None) -> dict:
     """Assert fit ≈ lme4 and return the observed maximum errors (for the report)."""
     est, se = ref.estimates(), ref.std_errors()
     assert list(fit.params.index) == list(est.index)
@@ -60,7 +65,7 @@ def compare(fit, ref: Reference, *, rtol_beta=1e-4, rtol_se=1e-4, rtol_vc=1e-3, 
         "se": max_rel(tidy.loc[se.index, "std_error"], se),
         "loglik": abs(fit.loglik - ref.info["logLik"]),
     }
-    ours, theirs = fit_varcomp(fit), ref.varcomp()
+    ours, theirs = fit_varcomp(fit), ref.varcomp(groups)
     assert set(ours) == set(theirs)
     keys = list(theirs)
     # covariances can be near 0, so compare them relative to the variances of their group

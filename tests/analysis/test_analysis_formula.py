@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlimpute import SpecError
-from mlimpute.analysis.formula import RandomTerm, parse_formula
+from mlimpute.analysis.formula import Membership, RandomTerm, parse_formula
 
 
 def test_fixed_and_random_parts():
@@ -72,3 +72,37 @@ def test_malformed_formulas(formula, message):
 def test_not_a_string():
     with pytest.raises(SpecError, match="formula must be a string"):
         parse_formula(None)
+
+
+def test_multiple_membership():
+    p = parse_formula("y ~ x + (1 + x | mm(school1, school2, school3, weights = (w1, w2, w3))) + (1 | g)")
+    mm = p.random[0]
+    assert (mm.expr, mm.group, mm.correlated) == ("1 + x", ("school1", "school2", "school3"), True)
+    assert mm.membership == Membership(("school1", "school2", "school3"), ("w1", "w2", "w3"))
+    assert mm.group_label == "mm(school1, school2, school3)"
+    assert mm.columns == ("school1", "school2", "school3", "w1", "w2", "w3")
+    assert p.random[1].membership is None and p.random[1].columns == ("g",)
+    # R's c(...) spelling; no weights: equal weights over the ids present
+    assert parse_formula("y ~ (1 | mm(a, b, weights = c(u, v)))").random[0].membership == Membership(("a", "b"), ("u", "v"))
+    bare = parse_formula("y ~ (1 || mm(a,b))").random[0]
+    assert bare.membership == Membership(("a", "b"), None) and not bare.correlated and bare.columns == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    ("formula", "message"),
+    [
+        ("y ~ (1 | mm(a, b, weights = (w1)))", "2 id columns but 1 weight columns"),
+        ("y ~ (1 | mm(a, a))", "names an id column twice"),
+        ("y ~ (1 | mm(a, b, weights = (b, w)))", "uses b both as ids and as weights"),
+        ("y ~ (1 | mm(a, b, weights = w1))", "must be a parenthesised list of columns"),
+        ("y ~ (1 | mm(a, b, scale = 1))", "unknown argument 'scale = 1'"),
+        ("y ~ (1 | mm(a, b)/c)", "combines mm\\(\\) with other grouping factors"),
+        ("y ~ (1 | mm(log(a), b))", "membership id column 'log\\(a\\)' .* is not a column name"),
+        ("y ~ (1 | mm(a, b, weights = (w1, 2)))", "weight column '2' .* is not a column name"),
+        ("y ~ (1 | mm(weights = (w1, w2), a, b))", "id columns of mm\\(\\) come before weights"),
+        ("y ~ (1 | mm(weights = (w1, w2)))", "names no id column"),
+    ],
+)
+def test_malformed_membership(formula, message):
+    with pytest.raises(SpecError, match=message):
+        parse_formula(formula)

@@ -88,6 +88,13 @@ def test_logistic_crossed(lme4_data, lme4_ref, lme4_compare):
     lme4_compare(fit, lme4_ref("extra_logit_crossed"), atol_ll=1e-6)
 
 
+def test_logistic_three_levels(lme4_data, lme4_ref, lme4_compare):
+    fit = mi.glmm("yb ~ x + (1 | school/class)", lme4_data("three_level"))
+    # measured: beta 8.5e-7, SEs 4.4e-6 (finite-difference Hessians on both sides), variances 6.3e-7
+    lme4_compare(fit, lme4_ref("three_level_logit"), rtol_beta=1e-4, rtol_se=1e-4, rtol_vc=1e-4, atol_ll=1e-6,
+                 groups={"class:school": "school:class"})
+
+
 def test_icc_logit(jsp):
     fit = mi.glmm(JSP, jsp)
     tau = fit.varcomp().estimate[0]
