@@ -62,9 +62,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_and_check(config: str | Path, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    from .pipeline.checks import check_all
-
     from .config import load_config
+    from .pipeline.checks import check_all
 
     cfg = load_config(config, overrides)
     return cfg, check_all(cfg)
@@ -74,8 +73,10 @@ def _load_and_check(config: str | Path, overrides: dict[str, Any]) -> tuple[Any,
 # Commands
 # ------------------------------------------------------------------------------------------
 def _validate(args: argparse.Namespace) -> int:
+    from .pipeline.checks import describe_clusters
+
     cfg, summary = _load_and_check(args.config, _overrides(args))
-    print(f"{args.config}: OK. {summary['rows']} rows in {summary['clusters']} clusters; to impute: "
+    print(f"{args.config}: OK. {summary['rows']} rows in {describe_clusters(summary['clusters'])} clusters; to impute: "
           + ", ".join(f"{k} ({v} missing)" for k, v in summary["missing"].items())
           + f"; {len(cfg.analysis)} analysis(es); output to {cfg.output.dir}")
     return EXIT_OK

@@ -55,10 +55,18 @@ def check_data(cfg: PipelineConfig) -> dict[str, Any]:
     return {
         "rows": int(len(df)),
         "columns": [str(c) for c in df.columns],
-        "clusters": (f"{len(data.sizes)}" if not data.classes else
-                     " × ".join(f"{c.n_units} {c.name}" for c in reversed(data.classes))),
+        # one cluster column: the number of clusters; several classifications: units per name
+        "clusters": (int(len(data.sizes)) if not data.classes else
+                     {c.name: c.n_units for c in reversed(data.classes)}),
         "missing": missing,
     }
+
+
+def describe_clusters(clusters) -> str:
+    """``check_data``'s cluster count as words: "65" or "65 school × 194 class"."""
+    if isinstance(clusters, dict):
+        return " × ".join(f"{n} {name}" for name, n in clusters.items())
+    return str(clusters)
 
 
 def analysis_columns(a: AnalysisConfig) -> set[str]:

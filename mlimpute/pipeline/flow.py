@@ -31,7 +31,7 @@ import mlimpute
 from mlimpute.config import PipelineConfig, load_config
 from mlimpute.impute import split_imputations
 
-from . import notices, store
+from . import checks, notices, store
 from .outputs import MANIFEST, publish_artifacts, write_manifest, write_report
 from .progress import Progress, numba_cache_present
 from .runtime import task_runner
@@ -82,7 +82,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
     (out / MANIFEST).unlink(missing_ok=True)  # a manifest means one complete run
     bar = Progress(progress, logger)
     try:
-        bar.note(f"{summary['rows']} rows in {summary['clusters']} clusters; missing: "
+        bar.note(f"{summary['rows']} rows in {checks.describe_clusters(summary['clusters'])} clusters; missing: "
                  + ", ".join(f"{k} {v}" for k, v in summary["missing"].items()))
 
         if not numba_cache_present():
