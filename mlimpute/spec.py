@@ -44,7 +44,8 @@ class Variable:
         ordered pandas Categorical, else the sorted observed values). For binary and nominal
         variables, the full set of categories when some are not observed.
     variance : str, optional
-        A variance function of a continuous level-1 variable: its residual variance is
+        A variance function of a continuous level-1 variable: its residual variance given the
+        other level-1 variables (those without a function, and the earlier ones with) is
         multiplied by ``exp(w_i'γ + v_k)``, ``w`` the columns of a one-sided formula of complete
         covariates (``"~ sex + ses"``; no intercept: Ω1 keeps the baseline) and ``v_k`` an
         optional random effect of a classification on the log-variance (``"~ sex + (1 |

@@ -96,8 +96,7 @@ def test_latent_column_draws_the_truncated_conditional_and_skips_missing_rows(ki
 
     expected = truncated_normal(Fixed(), cm, sd, lo, hi)
     got = y.copy()
-    k.latent_column(got, mean, qc, sd, c, kcode, codes, cols, 0, cuts if kind == "ordinal" else np.zeros(2), u,
-                    k.NO_SCALE, False)
+    k.latent_column(got, mean, qc, sd, c, kcode, codes, cols, 0, cuts if kind == "ordinal" else np.zeros(2), u)
     assert np.allclose(got[obs, c], expected[obs], rtol=1e-12, atol=1e-12)
     assert np.array_equal(got[~obs], y[~obs])
     assert np.array_equal(np.delete(got, c, axis=1), np.delete(y, c, axis=1))

@@ -15,8 +15,7 @@ from numba import njit
 from ._small import chol
 
 __all__ = ["fixed_part", "add_unit_effects", "add_membership_effects", "unit_sums",
-           "membership_sums", "draw_units_full", "unit_precisions", "logvar_change", "logvar_stats",
-           "scale_column", "mh_shared", "mh_units", "weighted_gradient", "weighted_normal_equations",
+           "membership_sums", "draw_units_full", "scale_column", "mh_shared", "mh_units",
            "level1_fixed_and_units"]
 
 
@@ -85,25 +84,6 @@ def membership_sums(R, ids, weights, K):
     return out
 
 
-# ------------------------------------------------------------------------------------------
-# Variance functions: rows with covariance D_i^½ Ω1 D_i^½, rs = D_i^-½ (1 where no function)
-# ------------------------------------------------------------------------------------------
-@njit(cache=True)
-def unit_precisions(y, mu, rs, om_inv, unit, K):
-    """Per unit k: A_k = Σ_{i∈k} Ω_i⁻¹ (K, p, p) and Σ_{i∈k} Ω_i⁻¹ (y_i − μ_i) (K, p)."""
-    n, p = y.shape
-    A = np.zeros((K, p, p))
-    h = np.zeros((K, p))
-    for i in range(n):
-        k = unit[i]
-        for l in range(p):
-            for m in range(p):
-                wlm = rs[i, l] * om_inv[l, m] * rs[i, m]
-                A[k, l, m] += wlm
-                h[k, l] += wlm * (y[i, m] - mu[i, m])
-    return A, h
-
-
 @njit(cache=True)
 def draw_units_full(prior_prec, Qk, h, z):
     """Every unit's effects from N(P_k⁻¹ h_k, P_k⁻¹), P_k = prior_prec + Qk[k]."""
@@ -133,53 +113,9 @@ def draw_units_full(prior_prec, Qk, h, z):
     return out, True
 
 
-@njit(cache=True)
-def logvar_change(e, rs, om_inv, col, delta, unit, K):
-    """The level-1 log-likelihood change, per unit (``unit`` given) or in all (``K`` = 1 and
-    unit = None-like zeros), when every row's log-variance of column ``col`` moves by
-    ``delta[i]``: −½ Δ_i − ½ (q_i' − q_i), q_i = ẽ_i'Ω1⁻¹ẽ_i, ẽ = e ∘ rs (only ẽ_col changes,
-    by the factor exp(−Δ_i/2))."""
-    n, p = e.shape
-    out = np.zeros(K)
-    for i in range(n):
-        d = delta[i]
-        if d == 0.0:
-            continue
-        old = e[i, col] * rs[i, col]
-        new = old * math.exp(-0.5 * d)
-        cross = 0.0
-        for m in range(p):
-            if m != col:
-                cross += om_inv[col, m] * e[i, m] * rs[i, m]
-        dq = om_inv[col, col] * (new * new - old * old) + 2.0 * cross * (new - old)
-        out[unit[i]] += -0.5 * d - 0.5 * dq
-    return out
-
-
-@njit(cache=True)
-def logvar_stats(y, mu, rs, om_inv, col, group, G):
-    """Per group g (a value of a dummy-like covariate, or a unit): the count and the sums
-    SA = Σ Ω⁻¹_vv ẽ_iv² and SB = Σ ẽ_iv Σ_{m≠v} Ω⁻¹_vm ẽ_im of the scaled residuals ẽ = (y − μ) rs,
-    v = ``col``. If every row of group g has its log-variance moved by c_g δ, the level-1
-    log-likelihood changes by −½ n_g c_g δ − ½ SA_g (e^{−c_g δ} − 1) − SB_g (e^{−c_g δ/2} − 1):
-    a proposal then costs O(groups), not O(rows)."""
-    n, p = y.shape
-    cnt = np.zeros(G)
-    SA = np.zeros(G)
-    SB = np.zeros(G)
-    for i in range(n):
-        ev = (y[i, col] - mu[i, col]) * rs[i, col]
-        cross = 0.0
-        for m in range(p):
-            if m != col:
-                cross += om_inv[col, m] * (y[i, m] - mu[i, m]) * rs[i, m]
-        g = group[i]
-        cnt[g] += 1.0
-        SA[g] += om_inv[col, col] * ev * ev
-        SB[g] += ev * cross
-    return cnt, SA, SB
-
-
+# ------------------------------------------------------------------------------------------
+# Variance functions: moves of groups' log-variances (statistics from ``_vf_kernels.eta_stats``)
+# ------------------------------------------------------------------------------------------
 @njit(cache=True)
 def scale_column(rs, col, group, factor):
     """rs[i, col] *= factor[group[i]]."""
@@ -188,13 +124,14 @@ def scale_column(rs, col, group, factor):
 
 
 @njit(cache=True, inline="always")
-def _change(d, c, cnt, SA, SB):
+def _change(d, c, cnt, SA):
+    """The log-likelihood change of a group (count, SA = Σ η̃²/s²) whose log-variances move by c d."""
     cd = c * d
-    return -0.5 * cnt * cd - 0.5 * SA * math.expm1(-cd) - SB * math.expm1(-0.5 * cd)
+    return -0.5 * cnt * cd - 0.5 * SA * math.expm1(-cd)
 
 
 @njit(cache=True)
-def mh_shared(c, cnt, SA, SB, step, z, logu):
+def mh_shared(c, cnt, SA, step, z, logu):
     """Random-walk MH on one shift δ of every group's log-variance by c_g δ (a γ component);
     ``z``/``logu``: a normal and a log-uniform per proposal. Returns the total move and the
     number of proposals accepted."""
@@ -204,7 +141,7 @@ def mh_shared(c, cnt, SA, SB, step, z, logu):
         d = total + step * z[t]
         change = 0.0
         for g in range(c.size):
-            change += _change(d, c[g], cnt[g], SA[g], SB[g]) - _change(total, c[g], cnt[g], SA[g], SB[g])
+            change += _change(d, c[g], cnt[g], SA[g]) - _change(total, c[g], cnt[g], SA[g])
         if logu[t] < change:
             total = d
             accepted += 1
@@ -212,7 +149,7 @@ def mh_shared(c, cnt, SA, SB, step, z, logu):
 
 
 @njit(cache=True)
-def mh_units(cnt, SA, SB, mean, sd, cur, step, z, logu):
+def mh_units(cnt, SA, mean, sd, cur, step, z, logu):
     """Random-walk MH on every unit's log-variance effect v_k (prior N(mean_k, sd²), moves from
     ``cur`` at the start, when the statistics were taken), each accepted on its own; ``z``,
     ``logu``: (proposals, units). Returns the new v and the share of proposals accepted."""
@@ -222,76 +159,13 @@ def mh_units(cnt, SA, SB, mean, sd, cur, step, z, logu):
     for t in range(z.shape[0]):
         for k in range(K):
             prop = out[k] + step * sd * z[t, k]
-            dl = (_change(prop - cur[k], 1.0, cnt[k], SA[k], SB[k])
-                  - _change(out[k] - cur[k], 1.0, cnt[k], SA[k], SB[k]))
+            dl = (_change(prop - cur[k], 1.0, cnt[k], SA[k])
+                  - _change(out[k] - cur[k], 1.0, cnt[k], SA[k]))
             dp = -0.5 * ((prop - mean[k]) ** 2 - (out[k] - mean[k]) ** 2) / (sd * sd)
             if logu[t, k] < dl + dp:
                 out[k] = prop
                 accepted += 1
     return out, accepted / (z.shape[0] * K)
-
-
-@njit(cache=True)
-def weighted_gradient(x, y, mu, rs, om_inv):
-    """g = vec(X' (rs ∘ ((rs ∘ (y − μ)) Ω1⁻¹))) (variable-major), one pass, no temporaries."""
-    n, f = x.shape
-    p = y.shape[1]
-    g = np.zeros(p * f)
-    e = np.empty(p)
-    for i in range(n):
-        for m in range(p):
-            e[m] = (y[i, m] - mu[i, m]) * rs[i, m]
-        for l in range(p):
-            v = 0.0
-            for m in range(p):
-                v += om_inv[l, m] * e[m]
-            v *= rs[i, l]
-            for a in range(f):
-                g[l * f + a] += x[i, a] * v
-    return g
-
-
-@njit(cache=True)
-def weighted_normal_equations(x, y, mu, rs, om_inv, vf, xtx):
-    """B1's precision H = Σ_i Ω_i⁻¹ ⊗ x_i x_i' and linear term g = Σ_i vec(x_i (Ω_i⁻¹ e_i)')
-    (variable-major), Ω_i⁻¹ = R_i Ω1⁻¹ R_i, e = y − μ, in one pass without temporaries: the
-    block of columns l, m is Ω1⁻¹_lm Σ_i rs_il rs_im x_i x_i', that is Ω1⁻¹_lm X'X when neither
-    has a variance function (``vf[l]`` False)."""
-    n, f = x.shape
-    p = y.shape[1]
-    S = np.zeros((p, p, f, f))          # Σ_i rs_il rs_im x_ia x_ib, lower triangles (b ≤ a, m ≤ l)
-    g = np.zeros(p * f)
-    e = np.empty(p)
-    for i in range(n):
-        for m in range(p):
-            e[m] = (y[i, m] - mu[i, m]) * rs[i, m]
-        for l in range(p):
-            v = 0.0
-            for m in range(p):
-                v += om_inv[l, m] * e[m]
-            v *= rs[i, l]
-            for a in range(f):
-                g[l * f + a] += x[i, a] * v
-            for m in range(l + 1):
-                if not (vf[l] or vf[m]):
-                    continue
-                w = rs[i, l] * rs[i, m]
-                for a in range(f):
-                    xa = x[i, a] * w
-                    for b in range(a + 1):
-                        S[l, m, a, b] += xa * x[i, b]
-    H = np.empty((p * f, p * f))
-    for l in range(p):
-        for m in range(l + 1):
-            for a in range(f):
-                for b in range(f):
-                    if vf[l] or vf[m]:
-                        val = S[l, m, max(a, b), min(a, b)] * om_inv[l, m]
-                    else:
-                        val = xtx[a, b] * om_inv[l, m]
-                    H[l * f + a, m * f + b] = val
-                    H[m * f + b, l * f + a] = val
-    return H, g
 
 
 @njit(cache=True)

@@ -26,11 +26,10 @@ import numpy as np
 from numba import njit
 
 __all__ = ["BINARY", "ORDINAL", "NOMINAL", "ndtr", "ndtri", "log_ndtr", "latent_column",
-           "ordinal_loglik_ratio", "missing_rows", "fitted_rows", "residual_crossprod", "scaled_crossprod",
-           "NO_SCALE"]
+           "ordinal_loglik_ratio", "missing_rows", "fitted_rows", "residual_crossprod",
+           "draw_category_latent"]
 
 BINARY, ORDINAL, NOMINAL = 0, 1, 2
-NO_SCALE = np.ones((1, 1))   # the row scales of kernels without variance functions (not read)
 _INV_SQRT2 = 0.7071067811865476
 _LOG_SQRT_2PI = 0.9189385332046728
 _FAR = -37.0          # below this Φ(z) < 1e-300: use logs
@@ -158,8 +157,32 @@ def _log_interval(cm, sd, lo, hi):
     return lb + math.log1p(-math.exp(la - lb))
 
 
+@njit(cache=True, inline="always")
+def draw_category_latent(y, i, cm, sd, kind, code, cols, m, K, cuts, u):
+    """The latent of row i's column for its observed ``code``: N(cm, sd²) restricted to the
+    category's region (module notes of ``latent``)."""
+    if kind == BINARY:
+        return one_sided(cm, sd, 0.0, 1.0 if code == 1 else -1.0, u)
+    if kind == ORDINAL:
+        if code == 0:
+            return one_sided(cm, sd, cuts[1], -1.0, u)
+        if code == K - 1:
+            return one_sided(cm, sd, cuts[K - 1], 1.0, u)
+        return two_sided(cm, sd, cuts[code], cuts[code + 1], u)
+    # nominal; the reference category is the last
+    if code == K - 1:
+        return one_sided(cm, sd, 0.0, -1.0, u)
+    if code == m:
+        low = 0.0
+        for k in range(cols.size):
+            if k != m and y[i, cols[k]] > low:
+                low = y[i, cols[k]]
+        return one_sided(cm, sd, low, 1.0, u)
+    return one_sided(cm, sd, y[i, cols[code]], -1.0, u)
+
+
 @njit(cache=True)
-def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u, rs, use_rs):
+def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u):
     """Redraw latent column ``c`` of every row with an observed category from its conditional
     given the row's other columns, restricted by that category (rows with a missing category,
     ``codes < 0``, are left to the missing-cell step).
@@ -168,9 +191,7 @@ def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u, rs, use_rs)
     ``mean[i, c] − Σ_k qc[k] (y[i, k] − mean[i, k])``; ``cols`` are the variable's latent
     columns and ``m`` the position of ``c`` among them (nominal); ``cuts`` the ordinal
     thresholds with ±inf ends; ``u`` uniforms in (0, 1]. Updates ``y`` in place (residuals are
-    formed on the fly: no N×p temporary). With ``use_rs`` the other columns' residuals are
-    scaled by ``rs[i, k]`` (variance functions: the row's covariance is D_i^½ Ω D_i^½ and
-    rs = D_i^-½; the latent columns themselves have scale 1).
+    formed on the fly: no N×p temporary).
     """
     n, p = y.shape
     K = cols.size + 1 if kind == NOMINAL else cuts.size - 1
@@ -179,38 +200,13 @@ def latent_column(y, mean, qc, sd, c, kind, codes, cols, m, cuts, u, rs, use_rs)
         if code < 0:
             continue
         acc = 0.0
-        if use_rs:
-            for k in range(p):
-                acc += qc[k] * (y[i, k] - mean[i, k]) * rs[i, k]
-        else:
-            for k in range(p):
-                acc += qc[k] * (y[i, k] - mean[i, k])
-        cm = mean[i, c] - acc
-        if kind == BINARY:
-            x = one_sided(cm, sd, 0.0, 1.0 if code == 1 else -1.0, u[i])
-        elif kind == ORDINAL:
-            if code == 0:
-                x = one_sided(cm, sd, cuts[1], -1.0, u[i])
-            elif code == K - 1:
-                x = one_sided(cm, sd, cuts[K - 1], 1.0, u[i])
-            else:
-                x = two_sided(cm, sd, cuts[code], cuts[code + 1], u[i])
-        else:  # nominal; the reference category is the last
-            if code == K - 1:
-                x = one_sided(cm, sd, 0.0, -1.0, u[i])
-            elif code == m:
-                low = 0.0
-                for k in range(cols.size):
-                    if k != m and y[i, cols[k]] > low:
-                        low = y[i, cols[k]]
-                x = one_sided(cm, sd, low, 1.0, u[i])
-            else:
-                x = one_sided(cm, sd, y[i, cols[code]], -1.0, u[i])
-        y[i, c] = x
+        for k in range(p):
+            acc += qc[k] * (y[i, k] - mean[i, k])
+        y[i, c] = draw_category_latent(y, i, mean[i, c] - acc, sd, kind, code, cols, m, K, cuts, u[i])
 
 
 @njit(cache=True)
-def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old, k, rs, use_rs):
+def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old, k):
     """Σ_i log P_new(category_i) − log P_old(category_i) over the rows whose observed category
     is k−1 or k: the only ones whose interval moves with the threshold γ_k = ``new[k]``
     (the others' probabilities cancel in the ratio)."""
@@ -222,7 +218,7 @@ def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old, k, rs, use_rs):
             continue
         acc = 0.0
         for m in range(p):
-            acc += qc[m] * (y[i, m] - mean[i, m]) * (rs[i, m] if use_rs else 1.0)
+            acc += qc[m] * (y[i, m] - mean[i, m])
         cm = mean[i, c] - acc
         total += _log_interval(cm, sd, new[code], new[code + 1])
         total -= _log_interval(cm, sd, old[code], old[code + 1])
@@ -230,11 +226,8 @@ def ordinal_loglik_ratio(y, mean, qc, sd, c, codes, new, old, k, rs, use_rs):
 
 
 @njit(cache=True)
-def missing_rows(y, mean, rows, pid, masks, K, C, cluster, per_cluster, z, rs, use_rs):
+def missing_rows(y, mean, rows, pid, masks, K, C, cluster, per_cluster, z):
     """Missing cells ``μ_m + K (y_o − μ_o) + C z`` of every row with a hole, in row order.
-
-    With ``use_rs`` (variance functions) the conditional is taken on the scaled residuals
-    ``(y − μ) rs`` and the drawn residual unscaled: ``μ_m + (K e_o + C z) / rs_m``.
 
     ``K``, ``C``: (patterns, Jc, p, p) from ``missing.conditionals`` (zero outside their blocks);
     the Jc index is the row's cluster when ``per_cluster``, else 0; ``z``: one standard normal
@@ -262,16 +255,14 @@ def missing_rows(y, mean, rows, pid, masks, K, C, cluster, per_cluster, z, rs, u
         for t in range(nobs[g]):
             b = obs[g, t]
             e[b] = y[i, b] - mean[i, b]
-            if use_rs:
-                e[b] *= rs[i, b]
         for s in range(nmiss[g]):
             a = miss[g, s]
-            v = 0.0
+            v = mean[i, a]
             for t in range(nobs[g]):
                 v += K[g, j, a, obs[g, t]] * e[obs[g, t]]
             for t in range(s + 1):       # C is lower triangular within the missing block
                 v += C[g, j, a, miss[g, t]] * z[pos + t]
-            y[i, a] = mean[i, a] + (v / rs[i, a] if use_rs else v)
+            y[i, a] = v
         pos += nmiss[g]
 
 
@@ -291,24 +282,6 @@ def fitted_rows(x, b, u1, cluster, z, q, out):
             for k in range(q):
                 v += z[i, k] * u1[j, l * q + k]
             out[i, l] = v
-    return out
-
-
-@njit(cache=True)
-def scaled_crossprod(y, fitted, rs):
-    """Σ ẽ_i ẽ_i' of the scaled residuals ẽ = (y − f) ∘ rs (variance functions)."""
-    n, p = y.shape
-    out = np.zeros((p, p))
-    e = np.empty(p)
-    for i in range(n):
-        for a in range(p):
-            e[a] = (y[i, a] - fitted[i, a]) * rs[i, a]
-        for a in range(p):
-            for b in range(a + 1):
-                out[a, b] += e[a] * e[b]
-    for a in range(p):
-        for b in range(a):
-            out[b, a] = out[a, b]
     return out
 
 

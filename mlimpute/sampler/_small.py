@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["chol", "gaussian_draw", "tri_inv", "mm", "mm_add", "symmetrise", "eigh", "spd_inv", "log_iw_kernel",
+__all__ = ["chol", "chol_into", "gaussian_draw", "tri_inv", "mm", "mm_add", "symmetrise", "eigh", "spd_inv", "log_iw_kernel",
            "iw_from_parts", "complete_block", "constrained_iw", "pattern_conditionals"]
 
 
@@ -25,20 +25,30 @@ def chol(A):
     """Lower Cholesky factor of ``A`` and whether ``A`` was positive definite."""
     p = A.shape[0]
     L = np.zeros((p, p))
+    for i in range(p):
+        for j in range(i + 1):
+            L[i, j] = A[i, j]
+    return L, chol_into(L, p)
+
+
+@njit(cache=True, inline="always")
+def chol_into(L, p):
+    """Cholesky in place: the lower triangle of ``L[:p, :p]`` holds A on entry and its factor
+    on return (the upper triangle is not read); False if A was not positive definite."""
     for j in range(p):
-        s = A[j, j]
+        s = L[j, j]
         for k in range(j):
             s -= L[j, k] * L[j, k]
         if not s > 0.0:
-            return L, False
+            return False
         d = math.sqrt(s)
         L[j, j] = d
         for i in range(j + 1, p):
-            t = A[i, j]
+            t = L[i, j]
             for k in range(j):
                 t -= L[i, k] * L[j, k]
             L[i, j] = t / d
-    return L, True
+    return True
 
 
 @njit(cache=True)

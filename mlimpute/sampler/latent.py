@@ -44,6 +44,7 @@ from scipy.special import ndtr
 
 from ..design import ColumnCodec
 from . import _kernels as kern
+from . import _vf_kernels as vfk
 
 __all__ = ["truncated_normal", "one_sided_normal", "log_interval_prob", "update_latents",
            "cuts_to_codes", "latents_to_codes", "initial_latent"]
@@ -111,7 +112,7 @@ def log_interval_prob(mean: np.ndarray, sd: float, lo: np.ndarray, hi: np.ndarra
 def _cowles(
     rng: np.random.Generator, cuts: np.ndarray, y: np.ndarray, mean: np.ndarray,
     qc: np.ndarray, sd: float, c: int, codes: np.ndarray, steps: np.ndarray,
-    rs: np.ndarray | None = None, prior_sd: float | None = None,
+    vf: tuple | None = None, prior_sd: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cowles MH updates of the free thresholds γ_2..γ_{K−1} (``cuts`` has ±inf ends), one
     threshold at a time, each with its own step size; returns the thresholds and one
@@ -131,8 +132,10 @@ def _cowles(
                                    np.array([cur[k + 1]]))[0]
         log_q = (np.log(ndtr((cur[k + 1] - cur[k]) / step) - ndtr((cur[k - 1] - cur[k]) / step))
                  - np.log(ndtr((cur[k + 1] - prop[k]) / step) - ndtr((cur[k - 1] - prop[k]) / step)))
-        ratio = kern.ordinal_loglik_ratio(y, mean, qc, sd, c, codes, prop, cur, k,
-                                          kern.NO_SCALE if rs is None else rs, rs is not None)
+        if vf is None:
+            ratio = kern.ordinal_loglik_ratio(y, mean, qc, sd, c, codes, prop, cur, k)
+        else:
+            ratio = vfk.vf_ordinal_ratio(y, mean, *vf, c, codes, prop, cur, k)
         if prior_sd is not None:  # N(0, sd²) on every threshold (categorical_prior_sd)
             ratio -= 0.5 * (prop[k] ** 2 - cur[k] ** 2) / prior_sd ** 2
         if np.log(rng.random()) < ratio + log_q:
@@ -149,7 +152,7 @@ def update_latents(
     cuts: tuple[np.ndarray, ...],
     steps: np.ndarray,
     codes: tuple[np.ndarray, ...] | None = None,
-    rs: np.ndarray | None = None,
+    vf: tuple | None = None,
     prior_sd: float | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
     """Redraw the latents of every categorical cell (and ordinal thresholds); ``prec`` is the
@@ -163,8 +166,8 @@ def update_latents(
     array per ordinal codec, in codec order) and the acceptance indicator of each free threshold
     update. ``codes`` (one array per codec) replaces the observed category codes (the
     substantive component passes the current categories of some imputed cells; see ``outcome``).
-    ``rs``: the rows' inverse scales of a variance function (residuals are scaled by them);
-    ``prior_sd``: normal priors on the thresholds (None: flat).
+    ``vf``: variance functions' (A0, G, rs, vcols) (``_vf_kernels``: each row has its own
+    precision, which replaces ``prec``); ``prior_sd``: normal priors on the thresholds (None: flat).
     """
     mean = np.ascontiguousarray(mean)
     n = y.shape[0]
@@ -186,11 +189,13 @@ def update_latents(
                 nf = codec.n_categories - 2
                 if nf > 0:
                     new_cuts[o], accepted[a:a + nf] = _cowles(rng, cuts[o], y, mean, qc, sd, c,
-                                                              var_codes, steps[a:a + nf], rs, prior_sd)
+                                                              var_codes, steps[a:a + nf], vf, prior_sd)
                 ck = new_cuts[o]
                 o, a = o + 1, a + nf
-            kern.latent_column(y, mean, qc, sd, c, kind, var_codes, cols, m, ck, _uniforms(rng, n),
-                               kern.NO_SCALE if rs is None else rs, rs is not None)
+            if vf is None:
+                kern.latent_column(y, mean, qc, sd, c, kind, var_codes, cols, m, ck, _uniforms(rng, n))
+            else:
+                vfk.vf_latent_column(y, mean, *vf, c, kind, var_codes, cols, m, ck, _uniforms(rng, n))
     return y, tuple(new_cuts), accepted
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import NO_SCALE, missing_rows
+from ._kernels import missing_rows
+from ._vf_kernels import vf_missing_rows
 from ._small import pattern_conditionals
 from .state import Patterns
 
@@ -42,18 +43,24 @@ def conditionals(covs: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def draw_missing(
     rng: np.random.Generator, y: np.ndarray, mean: np.ndarray, cov: np.ndarray,
-    patterns: Patterns, cluster: np.ndarray | None = None, rs: np.ndarray | None = None,
+    patterns: Patterns, cluster: np.ndarray | None = None, vf: tuple | None = None,
 ) -> np.ndarray:
     """Redraw the missing cells of every row from their conditional normal given the row's
     other cells (``y`` is modified in place and returned). ``cov`` is (p, p), or (J, p, p)
-    with a covariance per cluster (then ``cluster`` gives each row's cluster). ``rs``: the rows'
-    inverse scales of a variance function (row covariance D^½ cov D^½, rs = D^-½)."""
+    with a covariance per cluster (then ``cluster`` gives each row's cluster). ``vf``: variance
+    functions' (A0, G, rs, vcols): each row then has its own precision (``_vf_kernels``;
+    ``cov`` is not used)."""
     if not patterns.n_patterns:
+        return y
+    if vf is not None:
+        z = rng.standard_normal(patterns.n_cells)
+        if not vf_missing_rows(y, np.ascontiguousarray(mean), patterns.rows, patterns.pid, patterns.masks, *vf, z):
+            raise np.linalg.LinAlgError("a row's precision is not positive definite")
         return y
     per_cluster = cov.ndim == 3
     K, C = conditionals(cov if per_cluster else cov[None], patterns.masks)
     z = rng.standard_normal(patterns.n_cells)
     cl = cluster if per_cluster else np.zeros(1, dtype=np.int64)
     missing_rows(y, np.ascontiguousarray(mean), patterns.rows, patterns.pid, patterns.masks,
-                 K, C, cl, per_cluster, z, NO_SCALE if rs is None else rs, rs is not None)
+                 K, C, cl, per_cluster, z)
     return y
