@@ -39,14 +39,26 @@ def grouped_vc_name(row) -> str:
     return f"{name[:4]}{row['group']}:{name[4:]}"
 
 
-def rows_single(fit, design, method, rep, name=vc_name):
-    """One fit (no imputation): fixed effects with Wald intervals, variance components."""
+def rows_single(fit, design, method, rep, name=vc_name, varcomp_intervals=False):
+    """One fit (no imputation): fixed effects with Wald intervals, variance components (with
+    ``varcomp_intervals``: Wald intervals from ``fit.varcomp_cov()`` on the scales of the
+    pooling, log for variances, identity for covariances and variance-function coefficients;
+    else none)."""
     out = []
     for _, r in fit.tidy().iterrows():
         out.append((design, method, rep, r["term"], r["estimate"], r["estimate"] - 1.96 * r["std_error"],
                     r["estimate"] + 1.96 * r["std_error"]))
-    for _, r in fit.varcomp().iterrows():
-        out.append((design, method, rep, name(r), r["estimate"], np.nan, np.nan))
+    cov = fit.varcomp_cov().to_numpy() if varcomp_intervals else None
+    for k, (group, term1, term2) in enumerate(fit.varcomp_labels):
+        row = {"group": group, "term1": term1, "term2": term2}
+        est, lo, hi = float(fit.psi[k]), np.nan, np.nan
+        if cov is not None and np.isfinite(cov[k, k]):
+            se = np.sqrt(cov[k, k])
+            if group != "Residual" and term2 is None or group == "Residual" and term1 is None:
+                lo, hi = est * np.exp(-1.96 * se / est), est * np.exp(1.96 * se / est)
+            else:
+                lo, hi = est - 1.96 * se, est + 1.96 * se
+        out.append((design, method, rep, name(row), est, lo, hi))
     return out
 
 

@@ -4,12 +4,16 @@ truth.
     python benchmarks/study_variance.py --reps 300 --jobs 1
     python benchmarks/study_variance.py --reps 10            # a quick look
 
-Design: 100 clusters × 20 units; sex (0/1) and z complete; x ~ N(0.5 z, 1);
+Designs: 100 clusters × 20 units; sex (0/1) and z complete; x ~ N(0.5 z, 1);
 y = 1 + 0.5 x + 0.5 sex + u_j + e_ij, Var(u) = 0.3, Var(e_ij) = exp(log 4 · sex + v_j) (residual
-SD twice as large for sex = 1) with a cluster effect on the log-variance v_j ~ N(0, 0.2).
-Missing at random given z and sex: y 30%, x 30%. Analysis ``lmm(y ~ x + sex + (1 | g),
-dispersion = "~ sex")``: its γ estimates log 4 and its residual variance the sex = 0 marginal
-variance E[exp v] = exp(0.1).
+SD twice as large for sex = 1); ``location-scale``: with a cluster effect on the log-variance
+v_j ~ N(0, 0.2), ``group-variance``: without (v = 0). Missing at random given z and sex: y 30%,
+x 30%. Analysis ``lmm(y ~ x + sex + (1 | g), dispersion = "~ sex")``: its γ estimates log 4 and
+its residual variance the sex = 0 marginal variance, E[exp v] = exp(0.1) or 1. The analysis
+model has no v_j (neither nlme nor glmmTMB fits one), so under ``location-scale`` its standard
+errors of γ and σ² are too small even without missing data: ``full`` and ``cc`` get Wald
+intervals from the fit's covariance of the variance components to show it; ``group-variance``
+is the design where the analysis model is right.
 
 Methods: ``full`` (before deletion), ``cc`` (complete cases), ``homo`` (the joint model with one
 residual variance), ``vf`` (``Variable("continuous", variance="~ sex + (1 | g)")``). M = 20.
@@ -36,10 +40,12 @@ import _study as study  # noqa: E402
 
 import mlimpute as mi  # noqa: E402
 
-FORMULA = {"location-scale": "y ~ x + sex + (1 | g)"}
+FORMULA = {"location-scale": "y ~ x + sex + (1 | g)", "group-variance": "y ~ x + sex + (1 | g)"}
 DISPERSION = "~ sex"
 TRUTH = {"location-scale": {"Intercept": 1.0, "x": 0.5, "sex": 0.5, "var(Intercept)": 0.3,
-                            "Residual": float(np.exp(0.1)), "gamma(sex)": float(np.log(4))}}
+                            "Residual": float(np.exp(0.1)), "gamma(sex)": float(np.log(4))},
+         "group-variance": {"Intercept": 1.0, "x": 0.5, "sex": 0.5, "var(Intercept)": 0.3,
+                            "Residual": 1.0, "gamma(sex)": float(np.log(4))}}
 M, CHAINS, BURN, BETWEEN = 20, 2, 1000, 50
 
 
@@ -47,13 +53,14 @@ def _expit(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def simulate(rng: np.random.Generator, J: int = 100, n: int = 20) -> tuple[pd.DataFrame, pd.DataFrame]:
+def simulate(rng: np.random.Generator, J: int = 100, n: int = 20, sd_v: float = np.sqrt(0.2)
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
     g = np.repeat(np.arange(J), n)
     N = J * n
     sex = rng.integers(0, 2, N)
     z = rng.normal(size=N)
     x = 0.5 * z + rng.normal(size=N)
-    v = rng.normal(0, np.sqrt(0.2), J)
+    v = rng.normal(0, sd_v, J)
     y = (1 + 0.5 * x + 0.5 * sex + rng.normal(0, np.sqrt(0.3), J)[g]
          + np.exp(0.5 * (np.log(4) * sex + v[g])) * rng.normal(size=N))
     full = pd.DataFrame({"g": g, "sex": sex, "z": z, "x": x, "y": y})
@@ -75,15 +82,17 @@ def _models() -> dict:
 def replicate(args) -> list[tuple]:
     design, rep, methods = args
     rng = np.random.default_rng([20261203, rep])
-    data, full = simulate(rng)
+    data, full = simulate(rng, sd_v=np.sqrt(0.2) if design == "location-scale" else 0.0)
     f = FORMULA[design]
     rows: list[tuple] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if "full" in methods:
-            rows += study.rows_single(mi.lmm(f, full, dispersion=DISPERSION), design, "full", rep)
+            rows += study.rows_single(mi.lmm(f, full, dispersion=DISPERSION), design, "full", rep,
+                                      varcomp_intervals=True)
         if "cc" in methods:
-            rows += study.rows_single(mi.lmm(f, data.dropna(), dispersion=DISPERSION), design, "cc", rep)
+            rows += study.rows_single(mi.lmm(f, data.dropna(), dispersion=DISPERSION), design, "cc", rep,
+                                      varcomp_intervals=True)
         for method, model in _models().items():
             if method not in methods:
                 continue

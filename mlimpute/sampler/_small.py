@@ -294,8 +294,9 @@ def complete_block(df, scale, c, f, o_cc, chi, z):
 def constrained_iw(df, scale, c, f, target, fi, fj, current, steps, z_mh, logu, chi, z):
     """One draw of Ω ~ IW(df, scale) restricted to ``Ω_cc = target`` where ``target`` is not NaN:
     componentwise random-walk MH on the free elements (fi, fj) of Ω_cc under its marginal
-    IW(df − s, Ψ_cc), then the rest exactly (``complete_block``). Returns Ω, the acceptance
-    indicators and whether the scale was positive definite."""
+    IW(df − s, Ψ_cc), ``z_mh.shape[0]`` scans of them (``z_mh``, ``logu``: (scans, free)), then
+    the rest exactly (``complete_block``). Returns Ω, each element's share of accepted
+    proposals and whether the scale was positive definite."""
     r, s = c.size, f.size
     o_cc = np.empty((r, r))
     for a in range(r):
@@ -308,20 +309,22 @@ def constrained_iw(df, scale, c, f, target, fi, fj, current, steps, z_mh, logu, 
         psi_cc = _sub(scale, c, c)
         logp = log_iw_kernel(o_cc, df - s, psi_cc)
         prop = o_cc.copy()
-        for k in range(fi.size):
-            i, j = fi[k], fj[k]
-            v = o_cc[i, j] + steps[k] * z_mh[k]
-            prop[i, j] = v
-            prop[j, i] = v
-            lp = log_iw_kernel(prop, df - s, psi_cc)
-            if logu[k] < lp - logp:
-                o_cc[i, j] = v
-                o_cc[j, i] = v
-                logp = lp
-                acc[k] = 1.0
-            else:
-                prop[i, j] = o_cc[i, j]
-                prop[j, i] = o_cc[j, i]
+        scans = z_mh.shape[0]
+        for t in range(scans):
+            for k in range(fi.size):
+                i, j = fi[k], fj[k]
+                v = o_cc[i, j] + steps[k] * z_mh[t, k]
+                prop[i, j] = v
+                prop[j, i] = v
+                lp = log_iw_kernel(prop, df - s, psi_cc)
+                if logu[t, k] < lp - logp:
+                    o_cc[i, j] = v
+                    o_cc[j, i] = v
+                    logp = lp
+                    acc[k] += 1.0 / scans
+                else:
+                    prop[i, j] = o_cc[i, j]
+                    prop[j, i] = o_cc[j, i]
     if s == 0:
         return o_cc, acc, True
     out, ok = complete_block(df, scale, c, f, o_cc, chi, z)
