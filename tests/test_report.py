@@ -171,6 +171,11 @@ def test_report_says_which_imputation_model_ran_and_plots_the_imputed_outcome():
     assert "<code>standlrt</code> given <code>sex</code>" in text
     joint = mi.ImputationModel(cluster="school", variables={"normexam": "continuous"})
     assert "not compatible" in describe_model(joint) and "substantive" in describe_model(joint)
+    hetero = mi.ImputationModel(cluster="school", covariates=["sex"],
+                                variables={"normexam": mi.Variable("continuous", variance="~ sex + (1 | school)")})
+    assert ("variance functions" in describe_model(hetero)
+            and "<code>normexam</code> <code>~ sex + (1 | school)</code>" in describe_model(hetero))
+    assert "variance functions" not in describe_model(joint)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mi.ConvergenceWarning)  # a short run: plumbing only
         res = mi.impute(df, smc, n_imputations=2, burn=20, between=5, chains=1, seed=3)

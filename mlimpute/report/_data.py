@@ -66,6 +66,15 @@ def _structure(model: ImputationModel) -> str:
             f"{', '.join(m.columns)}, weights {', '.join(m.weights)})")
 
 
+def _variance_functions(model: ImputationModel) -> str:
+    vf = [(n, v.variance) for n, v in model.variables.items() if v.variance is not None]
+    if not vf:
+        return ""
+    parts = ", ".join(f"<code>{html.escape(n)}</code> <code>{html.escape(f)}</code>" for n, f in vf)
+    return (f"; variance functions (the level-1 residual variance given the other level-1 "
+            f"variables multiplied by exp(w'γ + v)): {parts}")
+
+
 def describe_model(model: ImputationModel) -> str:
     """One paragraph (HTML) saying which imputation model ran."""
     def names(cols):
@@ -74,7 +83,8 @@ def describe_model(model: ImputationModel) -> str:
     cov = names([*model.covariates, *model.level2_covariates])
     joint = (f"the joint latent-normal multilevel model (Goldstein, Carpenter &amp; Browne) of "
              f"{names(model.variables)} given {cov}, {_structure(model)}"
-             + (", with cluster-specific level-1 covariances" if model.covariance == "cluster" else ""))
+             + (", with cluster-specific level-1 covariances" if model.covariance == "cluster" else "")
+             + _variance_functions(model))
     if model.substantive is None:
         return (f"<p>Imputation model: {joint}. Analyses with random slopes, interactions or "
                 "non-linear terms of imputed variables are not compatible with it (their estimates "
