@@ -39,7 +39,7 @@ import pandas as pd
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-OUT_CSV = ROOT / "docs" / "data" / "classifications_reps.csv"
+OUT_CSV = ROOT / "docs" / "data" / "classifications_reps.csv.gz"
 OUT_MD = ROOT / "docs" / "classifications.md"
 
 import _study as study  # noqa: E402

@@ -20,7 +20,7 @@ before this issue), ``smc`` (ImputationModel(substantive=...)). M = 20 imputatio
 chains. Fixed effects: Rubin's rules with Barnard–Rubin df; variance components: the average
 over imputations (``mean``) for bias, Rubin's rules on the log scale for the interval.
 
-Results: per replication in ``docs/data/substantive_reps.csv`` (resumable), the summary table
+Results: per replication in ``docs/data/substantive_reps.csv.gz`` (resumable), the summary table
 in ``docs/substantive.md``: mean estimate, relative bias (% of truth, with its Monte Carlo SE),
 RMSE and 95% coverage (with its Monte Carlo SE).
 """
@@ -38,7 +38,7 @@ import pandas as pd
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
-OUT_CSV = ROOT / "docs" / "data" / "substantive_reps.csv"
+OUT_CSV = ROOT / "docs" / "data" / "substantive_reps.csv.gz"
 OUT_MD = ROOT / "docs" / "substantive.md"
 
 import mlimpute as mi  # noqa: E402
