@@ -265,8 +265,10 @@ class ImputationModel:
     link : {"logit", "probit"}, optional
         For ``family="binomial"`` (default "logit", as glmer); "identity" for gaussian.
     prior_substantive : CovariancePrior
-        Inverse-Wishart prior of the substantive model's random-effect covariance; by default,
-        as jomo.lmer, df = its dimension and scale = the complete-case estimate.
+        Inverse-Wishart prior of the substantive model's random-effect covariance; by default
+        df = its dimension q and the scale (2q + 1) times the complete-case estimate, so that
+        the prior's mode is that estimate (jomo.lmer takes the estimate itself as the scale,
+        which pulls weakly identified variances toward a fifth of it).
     categorical_prior_sd : float, optional
         Weakly informative N(0, sd²) priors on the fixed effects of the categorical variables'
         latent columns and on ordinal thresholds (their latent scale is 1: 2.5–5 is weak). The

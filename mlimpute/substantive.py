@@ -585,17 +585,25 @@ PRIOR_FLOOR = 0.05   # fraction of the outcome's variance (in each column's unit
 
 
 def _complete_case_start(model, df, used, y_name, x_names, q, z_obs: np.ndarray, y_obs: np.ndarray) -> dict:
-    """Starting values and prior scales from the complete-case fit, as jomo.lmer/jomo.glmer do:
-    the random-effect covariance's inverse-Wishart prior has df = its dimension and scale = the
-    complete-case estimate; the residual variance's prior is IW(1, σ̂²_cc).
+    """Starting values and prior scales from the complete-case fit, as jomo.lmer/jomo.glmer do,
+    except where the prior is centred: the random-effect covariance's inverse-Wishart prior has
+    df ν = its dimension q and scale Ψ = (ν + q + 1) · Σ̂_cc, so that its mode is the
+    complete-case estimate Σ̂_cc; the residual variance's prior is IW(1, σ̂²_cc).
+
+    jomo takes Ψ = Σ̂_cc, whose mode is Σ̂_cc / (2q + 1). Where the data say little about a
+    variance (the random slope of a binary outcome with ~15 observed rows per cluster) the
+    posterior follows the prior, and that pulls it toward a fifth of the complete-case value:
+    measured on the binary design of ``benchmarks/study_substantive.py``, the pooled slope
+    variance came out 7.5 % of the truth below the complete-data estimate (200 replications);
+    with the centred scale, +0.8 ± 4.7 % (24 replications). Where the data are informative the
+    scale adds about Ψ / J to a variance's posterior mean.
 
     Unlike jomo, each variance of the scale is kept at least ``PRIOR_FLOOR`` · Var(y) / mean(z_k²)
     (z_k the random-effect column, Var(y) the outcome's variance, 1 for probit and π²/3 for logit
     latent scales). A complete-case fit on the boundary (a variance estimated as 0, common when
     the outcome drives the missingness) otherwise makes an inverse-Wishart scale near 0, whose
     prior mass piles up at 0: measured here, chains started there stayed at a random-intercept
-    variance of 1e-7 for 3,000 sweeps while the data said 0.24. The floor adds about
-    floor / (J − 1) to the posterior mean of a variance (0.05 · Var(y) / J).
+    variance of 1e-7 for 3,000 sweeps while the data said 0.24.
     """
     from .analysis import glmm, lmm
 
@@ -642,7 +650,7 @@ def _complete_case_start(model, df, used, y_name, x_names, q, z_obs: np.ndarray,
         est_cov = corr * np.outer(sd_new, sd_new)
         if np.linalg.eigvalsh(est_cov).min() <= 0:
             est_cov = np.diag(sd_new ** 2)
-    scale = est_cov
+    scale = (q + q + 1.0) * est_cov
     prior = model.prior_substantive
     if prior.scale is not None:
         scale, df_prior = prior.resolve(q, "substantive random-effect")

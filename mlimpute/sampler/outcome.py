@@ -8,7 +8,8 @@ Model (Goldstein, Carpenter & Browne 2014)::
 times model (6) of the incomplete covariates x given the complete ones. The design rows D(x)
 are re-evaluated from the current covariates by the compiled program of
 ``mlimpute.substantive``. Flat prior on β; Σ_b ~ IW(df, Ψ) per covariance block (jomo's
-default: df = its dimension, Ψ = the complete-case estimate); σ² ~ IW(1, σ̂²_cc) as jomo.lmer.
+default df = its dimension, Ψ centred on the complete-case estimate: ``substantive``);
+σ² ~ IW(1, σ̂²_cc) as jomo.lmer.
 
 Steps (each leaves the joint posterior invariant; the component meets the rest of the sampler
 only through the completed covariates and the linear predictor):
