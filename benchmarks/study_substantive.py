@@ -143,8 +143,9 @@ INTRO = ("Made by `python benchmarks/study_substantive.py` (see its docstring fo
          "with df = its dimension q and its mode at the complete-case estimate. With jomo's scale "
          "(the estimate itself, a mode 2q + 1 times smaller) the binary design's slope variance "
          "came out at −14.0 ± 2.9 % (complete data −6.5 ± 2.4 %; paired difference −7.5 ± 1.8 % of "
-         "the truth), the others as below within their Monte Carlo error "
-         "(`docs/data/substantive_reps_prior_jomo.csv.gz`). jomo.glmer samples a probit model but "
+         "the truth), and the gaussian designs' slope variances −1.6 ± 1.3 % (interaction) and −1.0 ± "
+         "1.4 % (quadratic), 3–5 points below the rows here; fixed effects alike "
+         "(`docs/data/substantive_reps_prior_jomo.csv.gz`, the `smc` rows of that run). jomo.glmer samples a probit model but "
          "takes its prior scale from a logit complete-case fit, about 2.9 times larger on its "
          "own scale, which is what lifts its slope variance here.")
 
