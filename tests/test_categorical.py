@@ -233,3 +233,24 @@ def test_two_level_sampler_path_applies_the_prior_through_the_general_builder():
     model = mi.ImputationModel(cluster="g", variables={"y": "continuous", "o": "ordinal"}, covariates=["x"])
     with pytest.raises(mi.DataError, match="variable 'o' is separated"):
         _build_classified(df, model)
+
+
+def test_separation_check_on_a_subset_of_large_data_agrees_with_the_full_program():
+    """The subset shortcut answers as the linear program on all rows: complete separation, a
+    quasi-separation by a rare dummy that the subset misses, and overlapping data."""
+    from mlimpute.identification import _separating_lp, separating_direction
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    t = rng.normal(size=n)
+    d = np.zeros(n)
+    d[[17, 5_003, 11_111]] = 1.0                         # off the evenly spaced subset
+    x = np.column_stack([np.ones(n), t, d])
+    complete = t > 0
+    rare = (rng.random(n) < 0.4) | (d == 1)              # d = 1 only on one side: quasi-separated
+    overlap = 0.5 * t + rng.logistic(size=n) > 0
+    for side, separated in ((complete, True), (rare, True), (overlap, False)):
+        got = separating_direction(x, side, subset=500)
+        assert (got is not None) == separated
+        assert (_separating_lp(x, side) is not None) == separated
+    assert separating_direction(x, rare, subset=500)[2] > 0.5
