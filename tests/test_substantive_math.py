@@ -266,9 +266,14 @@ def test_outcome_block_is_the_exact_joint_conditional(split):
     dim = nf + J * q
 
     def draw(z):
-        beta, b, _, _, good = ok.outcome_block(D, nf, ytil, w, wconst, dyn, dyn, stat, cluster, sigma_b,
-                                               np.array([0]), np.array([q]), z, rows)
+        beta, b, WW, Wr, good = ok.outcome_block(D, nf, ytil, w, wconst, dyn, dyn, stat, cluster, sigma_b,
+                                                 np.array([0]), np.array([q]), z)
         assert good
+        # the parameter-expansion statistics, by their definition over the rows
+        wk = D[:, nf:] * b[cluster]
+        r = ytil - D[:, :nf] @ beta
+        assert np.allclose(WW, wk.T @ (w[:, None] * wk), rtol=1e-12, atol=1e-12)
+        assert np.allclose(Wr, wk.T @ (w * r), rtol=1e-12, atol=1e-12)
         return np.concatenate([beta, b.ravel()])
 
     A = np.zeros((N_, dim))

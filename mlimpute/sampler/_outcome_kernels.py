@@ -108,8 +108,7 @@ def _set_source(S, i, s, v, D, prog, nf, beta, b, j, eta):
 # The outcome's parameters
 # ------------------------------------------------------------------------------------------
 @njit(cache=True)
-def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, cov, bstart, bwidth, z,
-                  obs_rows):
+def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, cov, bstart, bwidth, z):
     """Draw (β, b_1..b_J) as one block given the pseudo-response and the random-effect
     precision ``sinv``; β with the b integrated out (flat prior), then each b_j given β.
 
@@ -122,7 +121,7 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, co
     ``wconst`` are precomputed with unit weight in ``stat = (X'X, X'y, Z'Z, Z'X, Z'y)``
     (scaled by wconst here); ``quad_rows`` / ``lin_rows`` are the rows whose quadratic /
     linear terms are accumulated now (weights ``w[i]`` when wconst is 0). Returns β, b, the
-    statistics ``W'ΩW``, ``W'Ω r`` of the parameter-expansion move over ``obs_rows`` and
+    statistics ``W'ΩW``, ``W'Ω r`` of the parameter-expansion move (rows with an observed outcome) and
     whether the precisions were positive definite.
     """
     XX0, Xy0, ZZ0, ZX0, Zy0 = stat
@@ -222,26 +221,19 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, co
                 v -= L[s, r] * b[j, s]
             b[j, r] = v / L[r, r]
     # the statistics of the parameter-expansion move (see outcome.expand_random_effects): the
-    # regression of the fixed part's residual on w_ik = z_ik b_jk, with the rows' precisions
+    # regression of the fixed part's residual r_i = ỹ_i − x_i'β on w_ik = z_ik b_jk with the rows'
+    # precisions, from the clusters' cross-products already formed (no pass over the rows):
+    # W'ΩW = Σ_j (b_j b_j') ∘ Z_j'WZ_j,  W'Ωr = Σ_j b_j ∘ (Z_j'Wỹ_j − Z_j'WX_j β)
     WW = np.zeros((q, q))
     Wr = np.zeros(q)
-    wk = np.empty(q)
-    for t in range(obs_rows.size):
-        i = obs_rows[t]
-        if wconst > 0.0:
-            wi = wconst
-        else:
-            wi = w[i]
-        r = ytil[i]
-        for a in range(nf):
-            r -= D[i, a] * beta[a]
-        j = cluster[i]
+    for j in range(J):
         for k in range(q):
-            wk[k] = D[i, nf + k] * b[j, k]
-        for k in range(q):
-            Wr[k] += wi * wk[k] * r
+            v = Zy[j, k]
+            for a in range(nf):
+                v -= ZX[j, k, a] * beta[a]
+            Wr[k] += b[j, k] * v
             for m in range(k + 1):
-                WW[k, m] += wi * wk[k] * wk[m]
+                WW[k, m] += b[j, k] * b[j, m] * ZZ[j, k, m]
     for k in range(q):
         for m in range(k):
             WW[m, k] = WW[k, m]

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _small
-from .linalg import invwishart
+from .linalg import chisquares, invwishart
 
 __all__ = ["Constraint", "free_lower", "draw_covariance", "complete_given_block", "log_iw_kernel"]
 
@@ -136,7 +136,7 @@ def draw_covariance(
         z_mh = logu = np.zeros((1, 0))
         stp = np.zeros(0)
         cur = scale  # not read: every element of the block is fixed
-    chi = rng.chisquare(df - np.arange(s)) if s else np.zeros(0)
+    chi = chisquares(rng, df - np.arange(s)) if s else np.zeros(0)
     z = rng.standard_normal(s * (s - 1) // 2 + r * s)
     out, acc, ok = _small.constrained_iw(float(df), scale, con.cat, con.rest, con.target,
                                          con.free[0], con.free[1], cur, stp, z_mh, logu, chi, z)
@@ -154,7 +154,7 @@ def complete_given_block(
     if f.size == 0:
         return o_cc
     s = f.size
-    chi = rng.chisquare(df - np.arange(s))
+    chi = chisquares(rng, df - np.arange(s))
     z = rng.standard_normal(s * (s - 1) // 2 + c.size * s)
     out, ok = _small.complete_block(float(df), np.ascontiguousarray(scale, dtype=float), c, f,
                                     np.ascontiguousarray(o_cc, dtype=float), chi, z)

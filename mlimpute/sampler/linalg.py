@@ -76,6 +76,8 @@ def invwishart(rng: np.random.Generator, df: float, scale: np.ndarray) -> np.nda
     and ``A_ij ~ N(0, 1)`` below the diagonal, then ``W = C A A' C' ~ W(df, Ψ⁻¹)`` and
     ``W⁻¹ = C'⁻¹ A'⁻¹ A⁻¹ C⁻¹ ~ IW(df, Ψ)``.
     """
+    if isinstance(df, (float, int)) and isinstance(scale, np.ndarray) and scale.ndim == 2:
+        return _invwishart_one(rng, float(df), scale)
     scale = np.asarray(scale, dtype=float)
     p = scale.shape[-1]
     if scale.ndim == 2 and np.ndim(df) == 0:
@@ -103,9 +105,35 @@ def invwishart(rng: np.random.Generator, df: float, scale: np.ndarray) -> np.nda
 def _invwishart_one(rng: np.random.Generator, df: float, scale: np.ndarray) -> np.ndarray:
     """One ``IW(df, scale)`` draw (it runs every sweep: the algebra is compiled in ``_small``)."""
     p = scale.shape[0]
-    chi = rng.chisquare(df - np.arange(p))
+    chi = np.empty(p)                  # = rng.chisquare(df - arange(p)), without its array checks
+    for k in range(p):
+        chi[k] = rng.chisquare(df - k)
     z = rng.standard_normal(p * (p - 1) // 2)
     out, ok = _small.iw_from_parts(np.ascontiguousarray(scale), chi, z)
     if not ok:
         raise np.linalg.LinAlgError("inverse-Wishart scale is not positive definite")
     return out
+
+
+def chisquares(rng: np.random.Generator, df: np.ndarray) -> np.ndarray:
+    """``rng.chisquare(df)`` for a short vector, element by element: the same draws from the same
+    stream, without the array path's Python-level argument check (a few µs that a small model
+    pays several times a sweep)."""
+    if df.size > 8:
+        return rng.chisquare(df)
+    out = np.empty(df.size)
+    for k in range(df.size):
+        out[k] = rng.chisquare(df[k])
+    return out
+
+
+def inv_spd(a: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive-definite matrix (or a stack of them), exactly symmetric;
+    a single small matrix is inverted by a compiled Cholesky (``np.linalg.inv``'s call overhead
+    is most of the time at the sizes a sweep inverts)."""
+    if a.ndim == 2:
+        out, ok = _small.spd_inv(np.ascontiguousarray(a, dtype=float))
+        if ok:
+            return out
+    out = np.linalg.inv(a)
+    return 0.5 * (out + np.swapaxes(out, -1, -2))

@@ -17,6 +17,7 @@ from .clustercov import draw_cluster_omegas, draw_hyper
 from .covariance import draw_covariance, free_lower
 from .fixed import draw_b2, level2_given_u1
 from .latent import update_latents
+from .linalg import inv_spd
 from .missing import draw_missing
 from .multi import multi_trace_names, multi_trace_vector, sweep_multi
 from .outcome import draw_cells, draw_parameters, effective_codes, outcome_trace, outcome_trace_names
@@ -84,8 +85,7 @@ def sweep(
     # y1 and y2 are updated in place: the sweep owns the incoming state's data arrays (the chain
     # keeps only the newest state), which saves a copy of the N×p matrix per sweep
     if st.p1:  # Ω1 does not change before the block draw: one inverse serves both steps
-        omega1_inv = np.linalg.inv(omega1)
-        omega1_inv = 0.5 * (omega1_inv + np.swapaxes(omega1_inv, -1, -2))
+        omega1_inv = inv_spd(omega1)
     if st.cat1:
         fitted1 = _fitted(st, b1, u1, work)
         codes = effective_codes(ost, out, st.cat1, 1, data.starts) if ost else None
@@ -107,7 +107,7 @@ def sweep(
     elif st.p2:  # level-2 variables only: B2 from its own conditional
         b2 = draw_b2(rng, st, y2, u1, omega2)
     if st.d:
-        u = np.concatenate([u1, y2 - data.x2 @ b2], axis=1)
+        u = np.concatenate([u1, y2 - data.x2 @ b2], axis=1) if st.p2 else u1
         scale2, df2 = st.prior2
         omega2, acc = draw_covariance(rng, df2 + u.shape[0], scale2 + u.T @ u, st.con2, omega2, steps[sl2])
         if adapt_at is not None and acc.size:
@@ -131,12 +131,12 @@ def sweep(
         if st.patterns1.n_patterns:  # (omega1 is a (J, p1, p1) stack with covariance="cluster")
             y1 = draw_missing(rng, y1, fitted1, omega1, st.patterns1, data.cluster)
         if ost is not None and ost.rows1.size:
-            prec1 = np.linalg.inv(omega1)
+            prec1 = inv_spd(omega1)
     if st.p2 and (st.patterns2.n_patterns or (ost is not None and ost.clusters2.size)):
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
         if st.patterns2.n_patterns:
             y2 = draw_missing(rng, y2, mean2, cov2, st.patterns2)
-        prec2 = np.linalg.inv(cov2)
+        prec2 = inv_spd(cov2)
     if ost is not None:
         mh = draw_cells(rng, ost, out, data, y1, fitted1, prec1, y2, mean2, prec2, cuts1, cuts2)
         out = draw_parameters(rng, ost, out, data, adapt_at, mh)
