@@ -46,13 +46,14 @@ def time_model(df: pd.DataFrame, variable, sweeps: int) -> float:
     st = prepare_static(prepare(df, model))
     with threadpool_limits(limits=1, user_api="blas"):
         s = initial_state(st, rng)
+        work: dict = {}   # as run_chain: scratch kept across sweeps
         for _ in range(max(3, sweeps // 5)):
-            s = sweep(rng, st, s)
+            s = sweep(rng, st, s, work=work)
         out = []
         for _ in range(3):
             c0 = time.process_time()
             for _ in range(sweeps):
-                s = sweep(rng, st, s)
+                s = sweep(rng, st, s, work=work)
             out.append((time.process_time() - c0) / sweeps)
     return 1e3 * float(np.median(out))
 

@@ -267,6 +267,37 @@ def test_recovers_a_location_scale_model():
     assert 1.5 < ratio < 2.6
 
 
+def test_kept_level1_mean_is_the_recomputed_one():
+    """The general sampler keeps μ1 across sweeps (``work``): the chain is the one that
+    recomputes it every sweep, to rounding, and μ1 equals X1 B1 + effects of the state."""
+    from mlimpute.impute import prepare
+    from mlimpute.sampler import initial_state, prepare_static, sweep
+    from mlimpute.sampler.multi import level1_mean
+
+    df = _hetero(np.random.default_rng(4))
+    df.loc[np.random.default_rng(5).random(len(df)) < 0.2, "x"] = np.nan
+    model = mi.ImputationModel(cluster="g", variables={"y": mi.Variable("continuous", variance="~ sex + (1 | g)"),
+                                                       "x": "continuous"}, covariates=["sex"])
+    st = prepare_static(prepare(df, model))
+    states = []
+    for work in ({}, None):
+        rng = np.random.default_rng(9)
+        s = initial_state(st, rng)
+        for it in range(60):
+            s = sweep(rng, st, s, adapt_at=it if it < 30 else None, work=work)
+        states.append(s)
+    kept, fresh = states
+    work = {}
+    rng = np.random.default_rng(9)
+    s = initial_state(st, rng)
+    for it in range(60):
+        s = sweep(rng, st, s, adapt_at=it if it < 30 else None, work=work)
+    assert np.allclose(work["mu1"][0], level1_mean(st, s.b1, s.us), rtol=1e-12, atol=1e-12)
+    assert np.allclose(kept.b1, fresh.b1, rtol=1e-9, atol=1e-12)
+    assert np.allclose(kept.y1, fresh.y1, rtol=1e-9, atol=1e-12)
+    assert np.allclose(kept.omega1, fresh.omega1, rtol=1e-9, atol=1e-12)
+
+
 def test_mixed_types_with_a_variance_function():
     """y heteroscedastic given x (y = 1 + 0.8x + u + √d η), x and a binary c incomplete: γ is
     recovered (within 4 posterior SDs) although y and x are strongly correlated, the imputed y

@@ -105,6 +105,10 @@ def invwishart(rng: np.random.Generator, df: float, scale: np.ndarray) -> np.nda
 def _invwishart_one(rng: np.random.Generator, df: float, scale: np.ndarray) -> np.ndarray:
     """One ``IW(df, scale)`` draw (it runs every sweep: the algebra is compiled in ``_small``)."""
     p = scale.shape[0]
+    if p == 1:                         # the same draw: Bartlett's A is √χ²(df)
+        if not scale[0, 0] > 0.0:
+            raise np.linalg.LinAlgError("inverse-Wishart scale is not positive definite")
+        return np.array([[scale[0, 0] / rng.chisquare(df)]])
     chi = np.empty(p)                  # = rng.chisquare(df - arange(p)), without its array checks
     for k in range(p):
         chi[k] = rng.chisquare(df - k)
@@ -131,6 +135,8 @@ def inv_spd(a: np.ndarray) -> np.ndarray:
     """Inverse of a symmetric positive-definite matrix (or a stack of them), exactly symmetric;
     a single small matrix is inverted by a compiled Cholesky (``np.linalg.inv``'s call overhead
     is most of the time at the sizes a sweep inverts)."""
+    if a.shape == (1, 1) and a[0, 0] > 0.0:
+        return np.array([[1.0 / a[0, 0]]])
     if a.ndim == 2:
         out, ok = _small.spd_inv(np.ascontiguousarray(a, dtype=float))
         if ok:

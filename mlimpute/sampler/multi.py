@@ -29,6 +29,9 @@ One sweep:
    variables fix blocks, as ``covariance``), Ω1 | residuals;
 6. missing cells at every level from their conditional normal.
 
+With variance functions, γ and the log-variance effects come between 4 and 5, and Ω1's draw
+is followed by the shift move of the log-variance effects against s².
+
 Variance functions (``Variable(variance="~ sex + (1 | school)")``): the residual of a variable
 v that has one is heteroscedastic *given the other level-1 variables* (its lead: those without
 a function, then the earlier ones with): ``e_v = b_v'e_lead + √d_iv η``, ``η ~ N(0, s_v²)``,
@@ -73,7 +76,7 @@ from . import _vf_kernels as vfk
 from ._kernels import residual_crossprod
 from .covariance import Constraint, draw_covariance, free_lower
 from .latent import update_latents
-from .linalg import invwishart
+from .linalg import inv_spd, invwishart
 from .missing import conditionals, draw_missing
 
 __all__ = ["MultiState", "MultiStatic", "prepare_multi", "initial_multi", "sweep_multi",
@@ -832,18 +835,30 @@ def _draw_class_fixed(rng, st: MultiStatic, ci: int, ys, bs, us, omegas, vs=()) 
     return _precision_draw(rng, H, g, bs[ci], cs.fixed_prior)
 
 
+def _current_mean(st: MultiStatic, b1: np.ndarray, us: list, work: dict | None) -> np.ndarray:
+    """μ1 of (B1, effects): the previous sweep's, kept current through it, when the state is the
+    one it ended with (the arrays themselves: a new draw is a new array), else afresh."""
+    if work is not None:
+        mu1, b1_of, us_of = work.get("mu1", (None, None, ()))
+        if (mu1 is not None and b1_of is b1 and len(us_of) == len(us)
+                and all(a is b for a, b in zip(us_of, us))):
+            return mu1
+    return level1_mean(st, b1, us)
+
+
 def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
-                adapt_at: int | None = None) -> MultiState:
-    """One sweep (module notes); y1, every ys[c] and the row scales are updated in place."""
+                adapt_at: int | None = None, work: dict | None = None) -> MultiState:
+    """One sweep (module notes); y1, every ys[c] and the row scales are updated in place.
+    ``work``: scratch the caller keeps across sweeps (here μ1, which the sweep keeps current
+    as B1 and the effects change, so that the next sweep need not recompute it)."""
     data = st.data
     y1, b1, omega1, cuts1, ys, bs, us, omegas, cuts, steps, gammas, vs, rs = s
     steps = steps.copy()
     sl = st.step_slices
     ys, bs, us, omegas, cuts = list(ys), list(bs), list(us), list(omegas), list(cuts)
     if st.p1:
-        omega1_inv = np.linalg.inv(omega1)
-        omega1_inv = 0.5 * (omega1_inv + omega1_inv.T)
-        mu1 = level1_mean(st, b1, us)   # then kept current as B1 and the effects change
+        omega1_inv = inv_spd(omega1)
+        mu1 = _current_mean(st, b1, us, work)   # then kept current as B1 and the effects change
         vf = _vf_tuple(st, rs, omega1) if st.vf else None
         if st.cat1:
             y1, cuts1, acc = update_latents(rng, y1, mu1, omega1_inv, st.cat1, cuts1, steps[sl["cuts1"]],
@@ -899,7 +914,10 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
         if cs.patterns.n_patterns:
             mean, cov = class_moments(st, ci, bs[ci], ys, us, omegas, vs)
             ys[ci] = draw_missing(rng, ys[ci], mean, cov, cs.patterns)
-    return MultiState(y1, b1, omega1, cuts1, tuple(ys), tuple(bs), tuple(us), tuple(omegas),
+    us = tuple(us)
+    if work is not None and st.p1:
+        work["mu1"] = (mu1, b1, us)
+    return MultiState(y1, b1, omega1, cuts1, tuple(ys), tuple(bs), us, tuple(omegas),
                       tuple(cuts), steps, gammas, vs, rs)
 
 

@@ -76,7 +76,7 @@ def sweep(
     keeps across sweeps (contents are not state).
     """
     if not isinstance(st, Static):
-        return sweep_multi(rng, st, s, adapt_at)
+        return sweep_multi(rng, st, s, adapt_at, work)
     data = st.data
     y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale, out = s
     sl1, sl2, slc1, slc2, sla = st.step_slices
