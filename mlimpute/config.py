@@ -143,6 +143,7 @@ class ModelConfig(_Section):
     link: Literal["identity", "logit", "probit"] | None = None
     prior_substantive: PriorConfig | None = None
     categorical_prior_sd: float | None = Field(default=None, gt=0)
+    standardize: bool = True
 
     @model_validator(mode="after")
     def _something_to_impute(self) -> "ModelConfig":
@@ -180,7 +181,7 @@ class ModelConfig(_Section):
             cluster=cluster, variables=variables, covariates=self.covariates,
             level2_covariates=self.level2_covariates, random_slopes=self.random_slopes,
             covariance=self.covariance, substantive=self.substantive, family=self.family,
-            categorical_prior_sd=self.categorical_prior_sd,
+            categorical_prior_sd=self.categorical_prior_sd, standardize=self.standardize,
             link=self.link, **priors)
 
 

@@ -9,6 +9,7 @@ the input rows: a shuffled input gets the same imputations, in its own order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,11 @@ import pandas as pd
 from .errors import DataError
 from .spec import ImputationModel
 from .identification import check_identified
+from .scaling import unscale_values
 from .substantive import OutcomeData, build_outcome
+
+if TYPE_CHECKING:
+    from .scaling import Scaling
 
 __all__ = ["ModelData", "ColumnCodec", "build", "MAX_NOMINAL_CATEGORIES", "latent_names", "missing_units",
            "long_table"]
@@ -96,6 +101,7 @@ class ModelData:
     outcome: "OutcomeData | None" = None   # the substantive model (see mlimpute.substantive)
     classes: tuple = ()   # several classifications (structure.ClassData each, sampler order)
     variances: tuple = ()  # variance functions (structure.VarianceData each)
+    scaling: "Scaling | None" = None   # internal centres and scales (mlimpute.scaling), if any
 
     @property
     def output_codecs(self) -> tuple[ColumnCodec, ...]:
@@ -582,7 +588,7 @@ def long_table(df: pd.DataFrame, data: ModelData, imputed: dict[str, np.ndarray]
         else:
             # cluster (unit) values per imputation, observed or imputed, then spread to the rows
             y, _, unit = data.unit_arrays(codec)
-            per_cluster = np.repeat((y[:, codec.cols[0]] if codec.kind == "continuous"
+            per_cluster = np.repeat((unscale_values(data, codec, y[:, codec.cols[0]]) if codec.kind == "continuous"
                                      else codec.codes)[None, :], m, axis=0)
             per_cluster = per_cluster.astype(imp.dtype)
             per_cluster[:, units[codec.name]] = imp

@@ -22,6 +22,7 @@ from . import diagnostics as diag
 from .design import ModelData, build, long_table, missing_units
 from .errors import DataError, SpecError
 from .result import ImputationResult
+from .scaling import standardize, unscale_values
 from .sampler import initial_state, prepare_static, sweep, trace_names, trace_vector
 from .sampler.latent import latents_to_codes
 from .sampler.outcome import impute_outcome
@@ -196,7 +197,7 @@ def _current_imputations(rng, st, state, units: dict[str, np.ndarray]) -> dict[s
             continue
         y = arrays[c.level]
         if c.kind == "continuous":
-            out[c.name] = y[rows, c.cols[0]]
+            out[c.name] = unscale_values(st.data, c, y[rows, c.cols[0]])
         else:
             out[c.name] = latents_to_codes(c, y[rows][:, list(c.cols)], ordinal.get(c.name))
     return out
@@ -211,7 +212,7 @@ def prepare(df: pd.DataFrame, model: ImputationModel) -> ModelData:
             "the data already has a column named 'imputation', which the output uses for the "
             "imputation number; rename it"
         )
-    return build(df, model)
+    return standardize(build(df, model))
 
 
 def assemble(

@@ -97,7 +97,9 @@ class Variable:
 class CovariancePrior:
     """Inverse-Wishart prior ``IW(df, scale)`` for a covariance matrix.
 
-    ``None`` fields take jomo's defaults: the identity scale and ``df`` equal to the dimension.
+    ``None`` fields take jomo's defaults: the identity scale and ``df`` equal to the dimension
+    (on the standardised scale the sampler works on unless ``standardize=False``; a scale given
+    here is on the data's scale: see :mod:`mlimpute.scaling`).
     The scale is stored as nested tuples so that the specification stays hashable.
     """
 
@@ -275,6 +277,12 @@ class ImputationModel:
         default (None) keeps flat priors, as jomo; a declared category that is never observed, or
         a categorical variable separated by a covariate, then has no proper posterior and is
         refused before sampling, naming this option as a fix.
+    standardize : bool
+        Fit the model to centred and scaled continuous variables and scaled covariates, with
+        every prior defined on that scale, and report everything on the data's scale (default
+        True; see :mod:`mlimpute.scaling`): the default priors then mean the same for any units
+        of measurement. False keeps the data's scale (jomo's convention). A substantive model
+        always keeps the data's scale.
 
     Notes
     -----
@@ -305,6 +313,7 @@ class ImputationModel:
     link: Link | None = None
     prior_substantive: CovariancePrior = field(default_factory=CovariancePrior)
     categorical_prior_sd: float | None = None
+    standardize: bool = True
 
     def __post_init__(self) -> None:
         self._normalise_cluster()
@@ -365,6 +374,8 @@ class ImputationModel:
                 )
         if not all(isinstance(p, CovariancePrior) for p in (self.prior_l1, self.prior_l2, self.prior_substantive)):
             raise SpecError("prior_l1, prior_l2 and prior_substantive must be mlimpute.CovariancePrior instances")
+        if not isinstance(self.standardize, bool):
+            raise SpecError(f"standardize={self.standardize!r} must be True or False")
         if self.categorical_prior_sd is not None and not (
                 isinstance(self.categorical_prior_sd, (int, float)) and not isinstance(self.categorical_prior_sd, bool)
                 and np.isfinite(self.categorical_prior_sd) and self.categorical_prior_sd > 0):

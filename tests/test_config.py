@@ -58,6 +58,7 @@ covariance = "common"
 substantive = "y ~ x * z + (1 + x | school)"
 family = "binomial"
 link = "probit"
+standardize = false
 [model.prior_l1]
 scale = [[1, 0], [0, 2.5]]
 df = 3
@@ -83,6 +84,8 @@ df_com = 100
     assert m.prior_l2 == mi.CovariancePrior(df=5.0)
     assert (m.substantive, m.family, m.link) == ("y ~ x * z + (1 + x | school)", "binomial", "probit")
     assert m.prior_substantive == mi.CovariancePrior(df=4.0)
+    assert m.standardize is False and cfg.imputation_model().standardize is False
+    assert load_config(write(tmp_path, BASE)).imputation_model().standardize is True
     a = cfg.analysis[0]
     assert a.fit_options() == {"link": "probit", "nagq": 5}
     hetero = load_config(write(tmp_path, text + '[[analysis]]\nname = "h"\nformula = "y ~ x + (1 | school)"\n'

@@ -86,7 +86,10 @@ def describe_model(model: ImputationModel) -> str:
              + (", with cluster-specific level-1 covariances" if model.covariance == "cluster" else "")
              + _variance_functions(model))
     if model.substantive is None:
-        return (f"<p>Imputation model: {joint}. Analyses with random slopes, interactions or "
+        scale = (" Fitted to standardised variables and covariates (priors on that scale), "
+                 "reported on the data's scale." if model.standardize else
+                 " Fitted on the data's scale (<code>standardize = false</code>).")
+        return (f"<p>Imputation model: {joint}.{scale} Analyses with random slopes, interactions or "
                 "non-linear terms of imputed variables are not compatible with it (their estimates "
                 "shrink toward zero); give the analysis model as <code>substantive</code> for "
                 "those.</p>")

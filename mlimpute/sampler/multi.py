@@ -12,7 +12,8 @@ variables of the classifications nested in it (classes' variables vary across sc
 ``d`` the residuals of its own variables (``d`` is determined by the completed y^(c) and the
 other effects; ``(a, e)`` is the *free* part). Single membership: one unit per row and
 classification, w = 1; multiple membership: several, weights summing to 1. Flat priors on the
-B's; inverse-Wishart priors (scale I, df = dimension) on Ω1 and every Ω^(c).
+B's; inverse-Wishart priors (scale I, df = dimension) on Ω1 and every Ω^(c) (on the
+standardised scale of ``mlimpute.scaling``).
 
 One sweep:
 
@@ -71,6 +72,7 @@ from scipy import sparse
 from scipy.sparse.linalg import splu
 
 from ..design import ColumnCodec, ModelData
+from ..scaling import prior_scale
 from . import _class_kernels as ck
 from . import _vf_kernels as vfk
 from ._kernels import residual_crossprod
@@ -176,6 +178,7 @@ class MultiStatic:
     vf_other: np.ndarray | None = None  # the others (O)
     vf_leads: tuple = ()          # each function's lead: O and the earlier functions' columns
     con1_other: Constraint | None = None   # con1 on Ω1[O, O]
+    trace_map: tuple | None = None   # (offset, factor): the monitored parameters on the data's scale
 
 
 def _fixed_block(codec: ColumnCodec) -> np.ndarray:
@@ -272,13 +275,22 @@ def prepare_multi(data: ModelData) -> MultiStatic:
     return MultiStatic(
         data=data, p1=p1, classes=tuple(statics), xtx1_inv=np.linalg.inv(xtx1),
         xtx1_factor=np.linalg.inv(np.linalg.cholesky(xtx1)).T,
-        prior1=model.prior_l1.resolve(p1, "level-1") if p1 else (np.zeros((0, 0)), 0.0),
+        prior1=_level1_prior(data) if p1 else (np.zeros((0, 0)), 0.0),
         con1=con1, patterns1=Patterns.of(data.miss1), cat1=cat1, step_slices=step_slices,
         free1=free_lower(p1, con1), free_c=tuple(free_lower(c.dim, c.con) for c in statics),
         vf=tuple(vf), vf_cols=frozenset(v.col for v in vf), xtx1=xtx1,
         vf_vcols=vcols, vf_other=other, vf_leads=leads,
         con1_other=con1_other, fixed_prior1=_prior(p1, data.x1.shape[1], cat1, model.categorical_prior_sd),
+        trace_map=multi_trace_affine(data),
     )
+
+
+def _level1_prior(data: ModelData) -> tuple[np.ndarray, float]:
+    """Ω1's prior (scale, df); a scale the user states is on the data's scale."""
+    scale, df = data.model.prior_l1.resolve(data.y1.shape[1], "level-1")
+    if data.scaling is not None and data.model.prior_l1.scale is not None:
+        scale = prior_scale(scale, data.scaling.y1[1])
+    return scale, df
 
 
 # ------------------------------------------------------------------------------------------
@@ -980,4 +992,46 @@ def multi_trace_vector(st: MultiStatic, s: MultiState) -> np.ndarray:
     parts += [c[2:-1] for c in s.cuts1]
     for cc in s.cuts:
         parts += [c[2:-1] for c in cc]
-    return np.concatenate(parts)
+    out = np.concatenate(parts)
+    if st.trace_map is not None:   # on the data's scale (mlimpute.scaling)
+        out = st.trace_map[0] + st.trace_map[1] * out
+    return out
+
+
+def multi_trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, b) with θ = a + b θ* for each monitored parameter, in ``multi_trace_vector``'s order
+    (``mlimpute.scaling``); None without internal scaling."""
+    sc = data.scaling
+    if sc is None:
+        return None
+    offset, factor = [], []
+
+    def coefficients(centre, scale, xs):
+        for v in range(scale.size):
+            factor.extend(scale[v] / xs)
+            offset.extend([centre[v]] + [0.0] * (xs.size - 1))
+
+    coefficients(*sc.y1, sc.x1)
+    for cy, cx in zip(sc.classes, sc.class_x):
+        coefficients(*cy, cx)
+    (i1, j1), free_c = prepare_names(data)
+    s1 = sc.y1[1]
+    factor.extend(s1[i1] * s1[j1])
+    offset.extend([0.0] * i1.size)
+    n_gamma = sum(len(v.w_names) for v in data.variances)
+    factor.extend([1.0] * n_gamma)
+    offset.extend([0.0] * n_gamma)
+    for ci, cd in enumerate(data.classes):
+        coord = [s1]                                   # the order of _free_names
+        coord += [sc.classes[b][1] for b in cd.parent]
+        coord.append(np.ones(sum(1 for v in data.variances if v.re == ci)))
+        coord.append(sc.classes[ci][1])
+        c = np.concatenate(coord)
+        i, j = free_c[ci]
+        factor.extend(c[i] * c[j])
+        offset.extend([0.0] * i.size)
+    n_cuts = sum(k.n_categories - 2 for k in data.categorical1 if k.kind == "ordinal")
+    n_cuts += sum(k.n_categories - 2 for cd in data.classes for k in cd.codecs if k.kind == "ordinal")
+    factor.extend([1.0] * n_cuts)
+    offset.extend([0.0] * n_cuts)
+    return np.array(offset), np.array(factor)

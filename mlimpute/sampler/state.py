@@ -9,6 +9,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from ..design import ColumnCodec, ModelData
+from ..scaling import level2_coordinates, prior_scale
 from ._kernels import fitted_rows, residual_crossprod
 from .covariance import Constraint, free_lower
 from .latent import initial_latent
@@ -117,6 +118,7 @@ class Static:
     xtx_j: np.ndarray | None = None    # (J, f1, f1) per-cluster X1_j'X1_j (cluster covariance)
     outcome: OutcomeStatic | None = None   # the substantive model (None: model (6) alone)
     fixed_prior: np.ndarray | None = None  # prior precision of vec(B1), vec(B2) (categorical_prior_sd)
+    trace_map: tuple | None = None     # (offset, factor): the monitored parameters on the data's scale
 
     @property
     def d(self) -> int:
@@ -159,6 +161,11 @@ def prepare_static(data: ModelData) -> Static:
     model = data.model
     prior1 = model.prior_l1.resolve(p1, "level-1") if p1 else (np.zeros((0, 0)), 0.0)
     prior2 = model.prior_l2.resolve(p1 * q + p2, "level-2")
+    if data.scaling is not None:   # a prior the user states is on the data's scale
+        if p1 and model.prior_l1.scale is not None:
+            prior1 = (prior_scale(prior1[0], data.scaling.y1[1]), prior1[1])
+        if model.prior_l2.scale is not None:
+            prior2 = (prior_scale(prior2[0], level2_coordinates(data)), prior2[1])
     cat1, cat2 = data.categorical1, data.categorical2
     con1, con2 = constraints(data)
     n_steps = [0 if con is None else con.n_free for con in (con1, con2)]
@@ -192,7 +199,37 @@ def prepare_static(data: ModelData) -> Static:
         cluster_cov=cluster_cov, xtx_j=xtx_j,
         outcome=prepare_outcome(data) if data.outcome is not None else None,
         fixed_prior=fixed_prior(data),
+        trace_map=trace_affine(data),
     )
+
+
+def trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:
+    """(a, b) with θ = a + b θ* for each monitored parameter of the two-level sampler, in
+    ``trace_vector``'s order (``mlimpute.scaling``); None without internal scaling."""
+    sc = data.scaling
+    if sc is None:
+        return None
+    (m1, s1), (m2, s2) = sc.y1, sc.y2
+    offset, factor = [], []
+    for m, s, xs in ((m1, s1, sc.x1), (m2, s2, sc.x2)):
+        for v in range(s.size):                       # vec(B'): variable-major
+            factor += list(s[v] / xs)
+            offset += [m[v]] + [0.0] * (xs.size - 1)
+    con1, con2 = constraints(data)
+    i1, j1 = free_lower(s1.size, con1)
+    factor += list(s1[i1] * s1[j1])
+    offset += [0.0] * i1.size
+    if data.model.covariance == "cluster":            # the scale matrix, then its df
+        factor.append(1.0)
+        offset.append(0.0)
+    c = level2_coordinates(data)
+    i2, j2 = free_lower(c.size, con2)
+    factor += list(c[i2] * c[j2])
+    offset += [0.0] * i2.size
+    n_cuts = sum(k.n_categories - 2 for k in (*data.categorical1, *data.categorical2) if k.kind == "ordinal")
+    factor += [1.0] * n_cuts
+    offset += [0.0] * n_cuts
+    return np.array(offset), np.array(factor)
 
 
 def fixed_prior(data: ModelData) -> np.ndarray | None:

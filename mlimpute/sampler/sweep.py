@@ -144,15 +144,18 @@ def sweep(
 
 
 def trace_vector(st: Static, s: State) -> np.ndarray:
-    """The monitored parameters: B1, B2, free elements of Ω1 and Ω2, free thresholds, then the
-    substantive model's β, random-effect covariances and residual variance."""
+    """The monitored parameters on the data's scale: B1, B2, free elements of Ω1 and Ω2, free
+    thresholds, then the substantive model's β, random-effect covariances and residual variance."""
     if not isinstance(st, Static):
         return multi_trace_vector(st, s)
     (i1, j1), (i2, j2) = st.free1, st.free2
     cuts = [c[2:-1] for c in (*s.cuts1, *s.cuts2)]
     level1 = [s.l1_scale[i1, j1], [s.l1_df]] if st.cluster_cov else [s.omega1[i1, j1]]
     sub = [outcome_trace(st.data.outcome, s.outcome)] if st.outcome is not None else []
-    return np.concatenate([s.b1.T.ravel(), s.b2.T.ravel(), *level1, s.omega2[i2, j2], *cuts, *sub])
+    out = np.concatenate([s.b1.T.ravel(), s.b2.T.ravel(), *level1, s.omega2[i2, j2], *cuts, *sub])
+    if st.trace_map is not None:   # on the data's scale (mlimpute.scaling)
+        out = st.trace_map[0] + st.trace_map[1] * out
+    return out
 
 
 def trace_names(data: ModelData) -> list[str]:
