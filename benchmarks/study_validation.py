@@ -165,7 +165,7 @@ def _render(done: pd.DataFrame):
               f"range {100 * mi_cov['coverage'].min():.1f}–{100 * mi_cov['coverage'].max():.1f} %."]
     cc = summary[summary["method"] == "cc"].set_index(["design", "parameter"])
     mim = summary[summary["method"] == "mi"].set_index(["design", "parameter"])
-    both = cc.join(mim, lsuffix="_cc", rsuffix="_mi", how="inner")
+    both = cc.merge(mim, left_index=True, right_index=True, suffixes=("_cc", "_mi"))
     biased = both[np.abs(both["bias_cc"]) > 2 * both["rel_bias_mcse_cc"] * np.abs(both["truth_cc"]) / 100]
     better = np.abs(biased["bias_mi"]) < np.abs(biased["bias_cc"])
     lines += [f"- complete cases biased (|bias| > 2 MC SE) in {len(biased)} (cell, parameter) pairs; mi's "
