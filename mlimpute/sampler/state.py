@@ -113,6 +113,7 @@ class Static:
     con1: Constraint | None            # fixed elements of Ω1 (categorical latent columns)
     con2: Constraint | None            # fixed elements of Ω2 (level-2 categorical latents)
     step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster), collapsed
+                                       # covariances, collapsed random effects
     free1: tuple[np.ndarray, np.ndarray]   # lower-triangle positions of Ω1 not fixed by con1
     free2: tuple[np.ndarray, np.ndarray]   # likewise of Ω2 (both monitored every sweep)
     cluster_cov: bool = False          # covariance="cluster"
@@ -121,6 +122,8 @@ class Static:
     fixed_prior: np.ndarray | None = None  # prior precision of vec(B1), vec(B2) (categorical_prior_sd)
     trace_map: tuple | None = None     # (offset, factor): the monitored parameters on the data's scale
     collapsed1: CollapsedPairs | None = None   # level-1 pairs with a collapsed move (``collapsed``)
+    collapsed_columns: tuple = ()      # (latent column, cat1 index) with collapsed moves, in order
+    collapsed_u: bool = False          # their random intercepts get one too
 
     @property
     def d(self) -> int:
@@ -178,8 +181,14 @@ def prepare_static(data: ModelData) -> Static:
     # level 1 is continuous, nor with a substantive model, which overrides some categories)
     pairs = collapsed_pairs(cat1, con1) if data.outcome is None and not cluster_cov else collapsed_pairs((), None)
     n_steps.append(len(pairs))
+    # and of the categorical latents' random intercepts (random intercepts only), column by column
+    collapsing = data.outcome is None and not cluster_cov
+    effects = collapsing and q == 1 and bool(cat1)
+    columns = tuple((col, k) for k, c in enumerate(cat1) for col in c.cols
+                    if effects or col in set(pairs.a.tolist()))
+    n_steps.append(len(columns) if effects else 0)
     bounds = np.cumsum([0, *n_steps])
-    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(6))
+    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(7))
     xtx_j = (np.add.reduceat(data.x1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
              if cluster_cov else None)
     # rows/clusters whose missing cells the substantive component draws are left out of the
@@ -205,7 +214,7 @@ def prepare_static(data: ModelData) -> Static:
         cluster_cov=cluster_cov, xtx_j=xtx_j,
         outcome=prepare_outcome(data) if data.outcome is not None else None,
         fixed_prior=fixed_prior(data),
-        trace_map=trace_affine(data), collapsed1=pairs,
+        trace_map=trace_affine(data), collapsed1=pairs, collapsed_columns=columns, collapsed_u=effects,
     )
 
 
@@ -341,6 +350,7 @@ def initial_state(static: Static, rng: np.random.Generator) -> State:
         omega1 = np.repeat(omega1[None], data.n_clusters, axis=0)
         steps[static.step_slices[4]] = 0.3
     steps[static.step_slices[5]] = 0.1
+    steps[static.step_slices[6]] = 0.5
     outcome = None
     if static.outcome is not None:
         cuts = dict(zip([c.name for c in (*static.ordinal1, *static.ordinal2)], (*cuts1, *cuts2)))
