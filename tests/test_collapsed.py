@@ -50,6 +50,18 @@ def _setup(kind):
     return rng, omega, mean, y, (_Codec("binary", (1,), codes_a, 2), second), con, cuts
 
 
+def _matches(draws, grid, logt, lags, rel_sd):
+    """The chain's mean within 4 Monte Carlo SEs (autocorrelation-corrected) and its SD within
+    ``rel_sd`` of the density exp(logt) on ``grid``."""
+    wgt = np.exp(logt - logt.max())
+    wgt /= wgt.sum()
+    mu = (wgt * grid).sum()
+    sd = np.sqrt((wgt * (grid - mu) ** 2).sum())
+    ess = draws.size / (1 + 2 * sum(np.corrcoef(draws[:-k], draws[k:])[0, 1] for k in range(1, lags)))
+    assert abs(draws.mean() - mu) < 4 * sd / np.sqrt(ess)
+    assert draws.std() == pytest.approx(sd, rel=rel_sd)
+
+
 def _interval(codec, a, y):
     """A direct transcription of the regions (latent module notes) for the quadrature."""
     codes = codec.codes
@@ -110,13 +122,7 @@ def test_move_targets_the_collapsed_conditional(kind, collapse):
         pr = stats.norm.cdf((hi[obs] - m) / s) - stats.norm.cdf((lo[obs] - m) / s)
         with np.errstate(divide="ignore"):
             logt[g] = stats.invwishart(df=nu, scale=psi).logpdf(o) + np.log(pr).sum()
-    wgt = np.exp(logt - logt.max())
-    wgt /= wgt.sum()
-    mu = (wgt * grid).sum()
-    sd = np.sqrt((wgt * (grid - mu) ** 2).sum())
-    ess = draws.size / (1 + 2 * sum(np.corrcoef(draws[:-k], draws[k:])[0, 1] for k in range(1, 30)))
-    assert abs(draws.mean() - mu) < 4 * sd / np.sqrt(ess)
-    assert draws.std() == pytest.approx(sd, rel=0.12)
+    _matches(draws, grid, logt, lags=30, rel_sd=0.12)
 
 
 def test_sampler_with_collapsed_moves_recovers_the_latent_correlation():
@@ -182,10 +188,4 @@ def test_effect_move_targets_the_collapsed_conditional():
     for i in rows:
         cm = base[i, 1] + grid + omega1[1, 0] / omega1[0, 0] * (y[i, 0] - base[i, 0] - u1[0, 0])
         logt = logt + (stats.norm.logsf(0, cm, sd) if codes[i] == 1 else stats.norm.logcdf(0, cm, sd))
-    wgt = np.exp(logt - logt.max())
-    wgt /= wgt.sum()
-    mu = (wgt * grid).sum()
-    sdev = np.sqrt((wgt * (grid - mu) ** 2).sum())
-    ess = draws.size / (1 + 2 * sum(np.corrcoef(draws[:-k], draws[k:])[0, 1] for k in range(1, 40)))
-    assert abs(draws.mean() - mu) < 4 * sdev / np.sqrt(ess)
-    assert draws.std() == pytest.approx(sdev, rel=0.1)
+    _matches(draws, grid, logt, lags=40, rel_sd=0.1)
