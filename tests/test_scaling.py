@@ -75,12 +75,11 @@ def test_imputations_and_parameters_are_equivariant_to_units():
     }
     for name, value in expect.items():
         assert s2[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
-    # the diagnostics are those of the same chains (rank-based: rounding can break ties
-    # differently, e.g. the two draws equidistant from an even sample's median in the folded
-    # R-hat, which moves it by up to ~1% with 2 x 40 draws)
+    # the diagnostics are those of the same chains (rank-based: rounding can break the ties
+    # of a Metropolis-Hastings parameter's repeated values differently)
     d1 = r1.diagnostics().set_index("parameter")["rhat"]
     d2 = r2.diagnostics().set_index("parameter")["rhat"]
-    np.testing.assert_allclose(d2.loc[d1.index], d1, rtol=2e-2)
+    np.testing.assert_allclose(d2.loc[d1.index], d1, rtol=5e-3)
 
 
 def test_user_prior_is_stated_on_the_data_scale():

@@ -11,7 +11,6 @@ from scipy.special import ndtri
 from ..design import ColumnCodec, ModelData
 from ..scaling import level2_coordinates, prior_scale
 from ._kernels import fitted_rows, residual_crossprod
-from .collapsed import CollapsedPairs, collapsed_pairs
 from .covariance import Constraint, free_lower
 from .latent import initial_latent
 from .outcome import OutcomeState, OutcomeStatic, initial_outcome, prepare_outcome, substantive_units
@@ -31,8 +30,8 @@ class State(NamedTuple):
     cuts1, cuts2 : thresholds of the level-1 / level-2 ordinal variables, one array
          ``[-inf, 0, γ_2, …, γ_{K-1}, inf]`` per variable
     steps : Metropolis–Hastings step sizes (tuned during burn-in only): free elements of the
-         constrained blocks of Ω1 and Ω2, the threshold proposals, (covariance="cluster")
-         the df of the Ω1_j prior, then the collapsed moves (see Static.step_slices)
+         constrained blocks of Ω1 and Ω2, the threshold proposals, then (covariance="cluster")
+         the df of the Ω1_j prior (see Static.step_slices)
     omega1 is (J, p1, p1) with covariance="cluster"; l1_df, l1_scale are then the a and A of
          Ω1_j ~ IW(a, A).
 
@@ -112,8 +111,7 @@ class Static:
     cat2: tuple[ColumnCodec, ...]
     con1: Constraint | None            # fixed elements of Ω1 (categorical latent columns)
     con2: Constraint | None            # fixed elements of Ω2 (level-2 categorical latents)
-    step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster), collapsed
-                                       # covariances, collapsed random effects
+    step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster)
     free1: tuple[np.ndarray, np.ndarray]   # lower-triangle positions of Ω1 not fixed by con1
     free2: tuple[np.ndarray, np.ndarray]   # likewise of Ω2 (both monitored every sweep)
     cluster_cov: bool = False          # covariance="cluster"
@@ -121,9 +119,6 @@ class Static:
     outcome: OutcomeStatic | None = None   # the substantive model (None: model (6) alone)
     fixed_prior: np.ndarray | None = None  # prior precision of vec(B1), vec(B2) (categorical_prior_sd)
     trace_map: tuple | None = None     # (offset, factor): the monitored parameters on the data's scale
-    collapsed1: CollapsedPairs | None = None   # level-1 pairs with a collapsed move (``collapsed``)
-    collapsed_columns: tuple = ()      # (latent column, cat1 index) with collapsed moves, in order
-    collapsed_u: bool = False          # their random intercepts get one too
 
     @property
     def d(self) -> int:
@@ -177,18 +172,8 @@ def prepare_static(data: ModelData) -> Static:
     n_steps += [sum(c.n_categories - 2 for c in cs if c.kind == "ordinal") for cs in (cat1, cat2)]
     cluster_cov = model.covariance == "cluster"
     n_steps.append(1 if cluster_cov else 0)
-    # collapsed moves of the cross-categorical covariances (not with cluster covariances, whose
-    # level 1 is continuous, nor with a substantive model, which overrides some categories)
-    pairs = collapsed_pairs(cat1, con1) if data.outcome is None and not cluster_cov else collapsed_pairs((), None)
-    n_steps.append(len(pairs))
-    # and of the categorical latents' random intercepts (random intercepts only), column by column
-    collapsing = data.outcome is None and not cluster_cov
-    effects = collapsing and q == 1 and bool(cat1)
-    columns = tuple((col, k) for k, c in enumerate(cat1) for col in c.cols
-                    if effects or col in set(pairs.a.tolist()))
-    n_steps.append(len(columns) if effects else 0)
     bounds = np.cumsum([0, *n_steps])
-    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(7))
+    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(5))
     xtx_j = (np.add.reduceat(data.x1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
              if cluster_cov else None)
     # rows/clusters whose missing cells the substantive component draws are left out of the
@@ -214,7 +199,7 @@ def prepare_static(data: ModelData) -> Static:
         cluster_cov=cluster_cov, xtx_j=xtx_j,
         outcome=prepare_outcome(data) if data.outcome is not None else None,
         fixed_prior=fixed_prior(data),
-        trace_map=trace_affine(data), collapsed1=pairs, collapsed_columns=columns, collapsed_u=effects,
+        trace_map=trace_affine(data),
     )
 
 
@@ -349,8 +334,6 @@ def initial_state(static: Static, rng: np.random.Generator) -> State:
         l1_scale = (l1_df - p1 - 1) * omega1
         omega1 = np.repeat(omega1[None], data.n_clusters, axis=0)
         steps[static.step_slices[4]] = 0.3
-    steps[static.step_slices[5]] = 0.1
-    steps[static.step_slices[6]] = 0.5
     outcome = None
     if static.outcome is not None:
         cuts = dict(zip([c.name for c in (*static.ordinal1, *static.ordinal2)], (*cuts1, *cuts2)))

@@ -1,9 +1,7 @@
 """One Gibbs sweep of the joint model, composed from the full conditionals.
 
 Order: latents of observed categorical cells (with ordinal thresholds) → (B1, B2, U1) as one
-block → Ω2 → Ω1 → for each categorical latent column, its random intercepts and its
-covariances with other categorical columns with its latents integrated out, then the latents
-(``collapsed``) → missing cells. The textbook scan draws B1 | rest, B2 | rest and U | rest as separate
+block → Ω2 → Ω1 → missing cells. The textbook scan draws B1 | rest, B2 | rest and U | rest as separate
 steps; drawing (B1, B2) with U1 integrated out and then U1 | B1, B2 is an exact draw from the
 same joint conditional and mixes far better (see ``random``). Any fixed scan order of exact (block)
 conditionals and MH steps that leave them invariant keeps the joint posterior of parameters,
@@ -16,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from .clustercov import draw_cluster_omegas, draw_hyper
-from .collapsed import collapsed_moves
 from .covariance import draw_covariance, free_lower
 from .fixed import draw_b2, level2_given_u1
 from .latent import update_latents
@@ -82,7 +79,7 @@ def sweep(
         return sweep_multi(rng, st, s, adapt_at, work)
     data = st.data
     y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale, out = s
-    sl1, sl2, slc1, slc2, sla, slk, slu = st.step_slices
+    sl1, sl2, slc1, slc2, sla = st.step_slices
     ost = st.outcome
     steps = steps.copy()
     # y1 and y2 are updated in place: the sweep owns the incoming state's data arrays (the chain
@@ -131,20 +128,6 @@ def sweep(
             omega1, acc = draw_covariance(rng, df1 + y1.shape[0], scale1 + S1, st.con1, omega1, steps[sl1])
             if adapt_at is not None and acc.size:
                 steps[sl1] = _adapt(steps[sl1], acc, adapt_at)
-            if st.collapsed_columns:   # (u_a, Ω1_ab, z_a) blocks of the categorical latents
-                u2 = y2 - data.x2 @ b2 if st.p2 else np.zeros((data.n_clusters, 0))
-                effects = (u1, u2, omega2, data.cluster) if st.collapsed_u else None
-                omega1, new_u1, acc_p, acc_u = collapsed_moves(
-                    rng, st.collapsed_columns, st.collapsed1, y1, fitted1, omega1, st.prior1, st.cat1, cuts1,
-                    effects, steps[slk], steps[slu])
-                if new_u1 is not None:
-                    u1 = new_u1
-                    if work is not None:   # the fitted rows followed the new u1 in place
-                        work["fitted1_of"] = (b1, u1)
-                if adapt_at is not None:
-                    steps[slk] = _adapt(steps[slk], acc_p, adapt_at)
-                    if st.collapsed_u:
-                        steps[slu] = _adapt(steps[slu], acc_u, adapt_at)
         if st.patterns1.n_patterns:  # (omega1 is a (J, p1, p1) stack with covariance="cluster")
             y1 = draw_missing(rng, y1, fitted1, omega1, st.patterns1, data.cluster)
         if ost is not None and ost.rows1.size:
