@@ -18,7 +18,8 @@ the machine is shared, CPU time is the steadier of the two), BLAS pinned to one 
 Memory: peak of the sampler's array allocations (tracemalloc, which numpy reports to) while it
 prepares the model arrays and runs the sweeps, as a multiple of the data's size in memory
 (RSS would also count the interpreter and the compiled kernels).
-jomo (2.7): jomo.MCMCchain on the same model (Y, Y2, X, clus), seconds / nburn.
+jomo (2.7): jomo.MCMCchain on the same model (Y, Y2, X, clus); every R time is the difference
+of two runs of different length divided by the extra iterations (fixed costs removed).
 pan: the continuous level-1 variables only (pan has no level-2 or categorical variables).
 R runs only where `Rscript` and the packages exist; jomo is skipped above 100k rows (it scans all
 rows for every cluster, O(N·J) per iteration: hours at 1M rows).
@@ -138,20 +139,21 @@ if (kind == "substantive") {
   do_jomo <- FALSE
   kind <- "none"
 }
+# every time is the difference of two runs of different length: the calls' fixed costs (jomo's
+# set-up took seconds on 5,000 rows) would otherwise count as iterations
+per_iter <- function(run) 1000 * (run(2 + iters) - run(2)) / iters
 if (do_jomo && requireNamespace("jomo", quietly = TRUE)) {
   Y <- d[, c("y1", "y2")]
   if (kind == "mixed") { Y$b <- factor(d$b); Y$f <- factor(d$f) }
   Y2 <- data.frame(w = d$w); X <- data.frame(cons = 1, x = d$x)
-  t <- system.time(suppressMessages(capture.output(jomo::jomo.MCMCchain(Y = Y, Y2 = Y2, X = X,
-                   clus = d$g, nburn = iters, output = 0))))[["elapsed"]]
-  out["jomo"] <- 1000 * t / iters
+  out["jomo"] <- per_iter(function(k) system.time(suppressMessages(capture.output(jomo::jomo.MCMCchain(
+    Y = Y, Y2 = Y2, X = X, clus = d$g, nburn = k, output = 0))))[["elapsed"]])
 }
 if (kind != "none" && requireNamespace("pan", quietly = TRUE)) {
   y <- as.matrix(d[, c("y1", "y2")]); pred <- cbind(1, d$x)
   prior <- list(a = 2, Binv = diag(2), c = 2, Dinv = diag(2))
-  t <- system.time(pan::pan(y, d$g, pred, xcol = 1:2, zcol = 1, prior = prior, seed = 1,
-                            iter = iters))[["elapsed"]]
-  out["pan"] <- 1000 * t / iters
+  out["pan"] <- per_iter(function(k) system.time(pan::pan(y, d$g, pred, xcol = 1:2, zcol = 1, prior = prior,
+                                                          seed = 1, iter = k))[["elapsed"]])
 }
 cat(sprintf("%s=%.6f\n", names(out), out), sep = "")
 """
@@ -200,9 +202,10 @@ def main(argv: list[str] | None = None) -> None:
             proc = subprocess.run([sys.executable, __file__, "--sweeps", str(sweeps), "--worker", str(J), str(n), kind],
                                   capture_output=True, text=True, check=True)
             ours = json.loads(proc.stdout.strip().splitlines()[-1])
-            # jomo.lmer is timed as a difference of two runs: enough iterations (~1.5 s at its
-            # speed) that the difference is not noise
-            iters = max(args.r_iters, 2_000_000 // N) if kind == "substantive" else args.r_iters
+            # R is timed as a difference of two runs: enough iterations (~1.5-3 s at its speed)
+            # that the difference is not noise (jomo scans all rows for every cluster: O(N·J))
+            iters = (max(args.r_iters, 2_000_000 // N) if kind == "substantive"
+                     else max(args.r_iters, int(3e8 // (N * J))))
             r = {} if args.no_r else time_r(simulate(J, n, kind), iters if N <= 100_000 else 3,
                                             N <= 100_000, kind)
             jomo, pan = r.get("jomo", np.nan), r.get("pan", np.nan)
