@@ -19,7 +19,8 @@ Memory: peak of the sampler's array allocations (tracemalloc, which numpy report
 prepares the model arrays and runs the sweeps, as a multiple of the data's size in memory
 (RSS would also count the interpreter and the compiled kernels).
 jomo (2.7): jomo.MCMCchain on the same model (Y, Y2, X, clus); every R time is the difference
-of two runs of different length divided by the extra iterations (fixed costs removed).
+of two runs of different length divided by the extra iterations (iterations iters+1..2·iters:
+fixed costs and jomo's slower first iterations removed).
 pan: the continuous level-1 variables only (pan has no level-2 or categorical variables).
 R runs only where `Rscript` and the packages exist; jomo is skipped above 100k rows (it scans all
 rows for every cluster, O(N·J) per iteration: hours at 1M rows).
@@ -139,9 +140,11 @@ if (kind == "substantive") {
   do_jomo <- FALSE
   kind <- "none"
 }
-# every time is the difference of two runs of different length: the calls' fixed costs (jomo's
-# set-up took seconds on 5,000 rows) would otherwise count as iterations
-per_iter <- function(run) 1000 * (run(2 + iters) - run(2)) / iters
+# every time is the difference of two runs of different length, iterations iters+1..2*iters: the
+# calls' fixed costs (jomo's set-up took seconds on 5,000 rows) and jomo's first iterations (up
+# to 5x slower than later ones on the mixed model: its truncated normals are drawn by rejection
+# and reject more from its starting values) would otherwise count as the cost per iteration
+per_iter <- function(run) 1000 * (run(2 * iters) - run(iters)) / iters
 if (do_jomo && requireNamespace("jomo", quietly = TRUE)) {
   Y <- d[, c("y1", "y2")]
   if (kind == "mixed") { Y$b <- factor(d$b); Y$f <- factor(d$f) }
