@@ -286,6 +286,32 @@ def fitted_rows(x, b, u1, cluster, z, q, out):
 
 
 @njit(cache=True)
+def fitted_crossprod(x, b, u1, cluster, z, q, out, y):
+    """``fitted_rows`` and, in the same pass, Σ (y_i − f_i)(y_i − f_i)' over all rows (p × p)."""
+    n, f = x.shape
+    p = b.shape[1]
+    S = np.zeros((p, p))
+    e = np.empty(p)
+    for i in range(n):
+        j = cluster[i]
+        for l in range(p):
+            v = 0.0
+            for a in range(f):
+                v += x[i, a] * b[a, l]
+            for k in range(q):
+                v += z[i, k] * u1[j, l * q + k]
+            out[i, l] = v
+            e[l] = y[i, l] - v
+        for a in range(p):
+            for c in range(a + 1):
+                S[a, c] += e[a] * e[c]
+    for a in range(p):
+        for c in range(a):
+            S[c, a] = S[a, c]
+    return S
+
+
+@njit(cache=True)
 def residual_crossprod(y, fitted, cluster, n_groups):
     """Σ (y_i − f_i)(y_i − f_i)' per cluster (n_groups = J) or overall (n_groups = 1),
     without materialising the N×p residual matrix."""

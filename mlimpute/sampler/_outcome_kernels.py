@@ -458,7 +458,9 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
       latent is drawn inside it.
 
     The outcome's precision is ``wconst`` for every row, or ``w[i]`` where wconst is 0. ``z``,
-    ``u``: a normal and two uniforms per cell. S, D and eta follow every change.
+    ``u``: a normal and two uniforms per cell (the uniforms are read only by Metropolis–Hastings
+    and categorical cells: ``u`` may be empty when there are none). S, D and eta follow every
+    change.
     """
     p = y.shape[1]
     lo = np.empty(64)
@@ -481,7 +483,7 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
             m = mu[j, k] - acc / qkk
             sd = 1.0 / math.sqrt(qkk)
             s = colsrc[k]
-            zz, u1, u2 = z[t], u[2 * t], u[2 * t + 1]
+            zz = z[t]
             t += 1
             if s < 0:  # not read by the formula: model (6) alone
                 y[j, k] = m + sd * zz
@@ -504,6 +506,9 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
                     prec = 1.0 / (sd * sd) + A
                     v = (m / (sd * sd) + B) / prec + zz / math.sqrt(prec)
                 else:
+                    if u.size < 2 * t:
+                        raise ValueError("cells: uniforms missing for a Metropolis-Hastings cell")
+                    u1 = u[2 * t - 2]
                     v = v0 + steps[s] * sd * zz
                     logr = (-0.5 * ((v - m) ** 2 - (v0 - m) ** 2) / (sd * sd)
                             + _unit_loglik(S, s, v, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst,
@@ -517,6 +522,9 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
                         v = v0
                 y[j, k] = v
             else:
+                if u.size < 2 * t:
+                    raise ValueError("cells: uniforms missing for a categorical cell")
+                u1, u2 = u[2 * t - 2], u[2 * t - 1]
                 n = _intervals(colkind[k], y[j], colfirst[k], colwidth[k], k,
                                cuts[max(colcut[k], 0)], lo, hi, cat)
                 for c in range(n):

@@ -61,7 +61,6 @@ from ..design import ModelData
 from ..substantive import OutcomeData
 from . import _outcome_kernels as ok
 from .latent import latents_to_codes
-from .linalg import chisquares
 
 __all__ = ["OutcomeState", "OutcomeStatic", "prepare_outcome", "initial_outcome", "draw_cells",
            "draw_parameters", "effective_codes", "impute_outcome", "outcome_trace",
@@ -111,6 +110,7 @@ class OutcomeStatic:
     miss_rows: np.ndarray       # rows whose outcome is imputed
     rows1: np.ndarray           # rows with an observed outcome and a missing formula covariate
     rows1_end: np.ndarray       # rows1 + 1 (each unit of rows1 is one row)
+    uniforms1: bool             # a cell of rows1 needs uniforms (MH or categorical)
     clusters2: np.ndarray       # clusters with an observed outcome and a missing level-2 one
     cols1: _Columns
     cols2: _Columns
@@ -131,6 +131,7 @@ class OutcomeStatic:
     bwidth: np.ndarray
     bdf: np.ndarray             # and prior df (the prior's for one block, else the width)
     chi_df: np.ndarray          # df − i of each Bartlett χ² of the blocks' draws, before adding J
+    chi_df_list: tuple          # the same as floats
     n_lower: int                # normals below the Bartlett diagonals
 
     @property
@@ -218,7 +219,8 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
     bdf = (np.array([od.prior_df]) if len(od.blocks) == 1 else bwidth.astype(float))
     return OutcomeStatic(
         od=od, prog=prog, obs_rows=obs, miss_rows=np.flatnonzero(~od.observed), rows1=rows1,
-        rows1_end=rows1 + 1,        clusters2=clusters2, cols1=cols1, cols2=cols2,
+        rows1_end=rows1 + 1, uniforms1=_needs_uniforms(cols1, od.program.linear),
+        clusters2=clusters2, cols1=cols1, cols2=cols2,
         n_cells1=int(data.miss1[rows1].sum()), n_cells2=int(data.miss2[clusters2].sum()),
         src_level=src_level, src_col=src_col,
         src_codec=tuple(None if s.codec is None else codec_of[s.codec] for s in od.sources),
@@ -226,6 +228,7 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
         lin_rows=lin_rows, stat=stat, zeros1=np.zeros(rows1.size, np.int64),
         zeros2=np.zeros(clusters2.size, np.int64), bstart=bstart, bwidth=bwidth, bdf=bdf,
         chi_df=np.concatenate([d - np.arange(w) for d, w in zip(bdf, bwidth)]),
+        chi_df_list=tuple(float(v) for d, w in zip(bdf, bwidth) for v in d - np.arange(w)),
         n_lower=int(sum(w * (w - 1) // 2 for w in bwidth)),
     )
 
@@ -255,6 +258,13 @@ def refresh_sources(ost: OutcomeStatic, S: np.ndarray, rows: np.ndarray, y1: np.
 _NO_CUTS = np.full((1, 2), np.inf)
 
 
+def _needs_uniforms(cols: _Columns, linear: np.ndarray) -> bool:
+    """Whether some latent column read by the formula is categorical or enters non-linearly
+    (the cells kernel then draws by Metropolis–Hastings or among intervals)."""
+    read = cols.src >= 0
+    return bool(np.any(read & ((cols.kind != ok.CONT) | ~linear[np.maximum(cols.src, 0)])))
+
+
 def _padded_cuts(cuts: tuple) -> np.ndarray:
     if not cuts:
         return _NO_CUTS
@@ -266,6 +276,7 @@ def _padded_cuts(cuts: tuple) -> np.ndarray:
 
 
 _NO_WEIGHTS = np.zeros(1)
+_NO_UNIFORMS = np.zeros(0)
 
 
 def _pseudo(ost: OutcomeStatic, o: OutcomeState) -> tuple[np.ndarray, np.ndarray, float]:
@@ -350,7 +361,7 @@ def draw_cells(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData, y1, fi
         c = ost.cols1
         ok.cells(y1, fitted1, Q, qidx, ost.rows1, ost.rows1, ost.rows1_end, data.miss1, c.kind, c.first,
                  c.width, c.src, c.cut, _padded_cuts(cuts1), *common, rng.standard_normal(n),
-                 1.0 - rng.random(2 * n))
+                 1.0 - rng.random(2 * n) if ost.uniforms1 else _NO_UNIFORMS)
     if ost.clusters2.size:
         n = ost.n_cells2
         c = ost.cols2
@@ -415,7 +426,9 @@ def expand_random_effects(rng, ost: OutcomeStatic, b: np.ndarray, WW: np.ndarray
     rejected). The prior stays the target: nothing about Σ_b's prior changes.
     """
     J = b.shape[0]
-    chi = chisquares(rng, ost.chi_df + J)
+    chi = np.empty(ost.chi_df.size)   # = rng.chisquare(chi_df + J), element by element (cheaper)
+    for k, d in enumerate(ost.chi_df_list):
+        chi[k] = rng.chisquare(d + J)
     z = rng.standard_normal(ost.n_lower + b.shape[1])
     logu = np.log(rng.random())
     b, cov, _, good = ok.covariance_and_expansion(b, ost.od.prior_scale, ost.bstart, ost.bwidth, ost.bdf,

@@ -21,7 +21,7 @@ from .linalg import inv_spd
 from .missing import draw_missing
 from .multi import multi_trace_names, multi_trace_vector, sweep_multi
 from .outcome import draw_cells, draw_parameters, effective_codes, outcome_trace, outcome_trace_names
-from ._kernels import fitted_rows, residual_crossprod
+from ._kernels import fitted_crossprod, fitted_rows, residual_crossprod
 from .random import draw_fixed_u1
 from ..design import ModelData
 from .state import State, Static, constraints
@@ -56,6 +56,21 @@ def _fitted(st: Static, b1: np.ndarray, u1: np.ndarray, work: dict | None) -> np
     fitted_rows(data.x1, np.ascontiguousarray(b1), u1, data.cluster, data.z, st.q, out)
     work["fitted1"], work["fitted1_of"] = out, (b1, u1)
     return out
+
+
+def _fitted_and_crossprod(st: Static, b1: np.ndarray, u1: np.ndarray, y1: np.ndarray,
+                          work: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """``_fitted`` and the residuals' cross-product Σ (y − f)(y − f)' in one pass (the Ω1 step
+    needs both right after the block draw, when the fitted rows are always new)."""
+    data = st.data
+    shape = (data.n_rows, st.p1)
+    work = {} if work is None else work
+    out = work.get("fitted1")
+    if out is None or out.shape != shape:
+        out = np.empty(shape)
+    S = fitted_crossprod(data.x1, np.ascontiguousarray(b1), u1, data.cluster, data.z, st.q, out, y1)
+    work["fitted1"], work["fitted1_of"] = out, (b1, u1)
+    return out, S
 
 
 def _level2_moments(st: Static, b2, u1, omega2):
@@ -114,9 +129,9 @@ def sweep(
             steps[sl2] = _adapt(steps[sl2], acc, adapt_at)
     fitted1 = prec1 = mean2 = prec2 = None
     if st.p1:
-        fitted1 = _fitted(st, b1, u1, work)
         scale1, df1 = st.prior1
         if st.cluster_cov:
+            fitted1 = _fitted(st, b1, u1, work)
             S1 = residual_crossprod(y1, fitted1, data.cluster, data.n_clusters)
             omega1 = draw_cluster_omegas(rng, S1, data.sizes, l1_df, l1_scale)
             l1_df, l1_scale, acc = draw_hyper(rng, omega1, l1_df, np.linalg.inv(scale1), df1 + 1.0,
@@ -124,7 +139,7 @@ def sweep(
             if adapt_at is not None:
                 steps[sla] = _adapt(steps[sla], np.array([float(acc)]), adapt_at)
         else:
-            S1 = residual_crossprod(y1, fitted1, data.cluster, 1)[0]
+            fitted1, S1 = _fitted_and_crossprod(st, b1, u1, y1, work)
             omega1, acc = draw_covariance(rng, df1 + y1.shape[0], scale1 + S1, st.con1, omega1, steps[sl1])
             if adapt_at is not None and acc.size:
                 steps[sl1] = _adapt(steps[sl1], acc, adapt_at)
