@@ -271,23 +271,14 @@ def fitted_rows(x, b, u1, cluster, z, q, out):
     """Level-1 means ``X1 B1 + Z U1_j`` row by row into ``out`` (N, p), without a temporary
     per term. ``u1`` is (J, p·q) variable-major (``u1[j, l*q + k]``); ``z`` is (N, q).
     """
-    n, f = x.shape
-    p = b.shape[1]
-    for i in range(n):
-        j = cluster[i]
-        for l in range(p):
-            v = 0.0
-            for a in range(f):
-                v += x[i, a] * b[a, l]
-            for k in range(q):
-                v += z[i, k] * u1[j, l * q + k]
-            out[i, l] = v
+    fitted_crossprod(x, b, u1, cluster, z, q, out, out, False)
     return out
 
 
 @njit(cache=True)
-def fitted_crossprod(x, b, u1, cluster, z, q, out, y):
-    """``fitted_rows`` and, in the same pass, Σ (y_i − f_i)(y_i − f_i)' over all rows (p × p)."""
+def fitted_crossprod(x, b, u1, cluster, z, q, out, y, cross=True):
+    """``fitted_rows`` and, in the same pass (``cross``), Σ (y_i − f_i)(y_i − f_i)' over all
+    rows (p × p)."""
     n, f = x.shape
     p = b.shape[1]
     S = np.zeros((p, p))
@@ -302,9 +293,10 @@ def fitted_crossprod(x, b, u1, cluster, z, q, out, y):
                 v += z[i, k] * u1[j, l * q + k]
             out[i, l] = v
             e[l] = y[i, l] - v
-        for a in range(p):
-            for c in range(a + 1):
-                S[a, c] += e[a] * e[c]
+        if cross:
+            for a in range(p):
+                for c in range(a + 1):
+                    S[a, c] += e[a] * e[c]
     for a in range(p):
         for c in range(a):
             S[c, a] = S[a, c]
