@@ -266,9 +266,13 @@ def test_outcome_block_is_the_exact_joint_conditional(split):
     dim = nf + J * q
 
     def draw(z):
-        beta, b, WW, Wr, good = ok.outcome_block(D, nf, ytil, w, wconst, dyn, dyn, stat, cluster, sigma_b,
-                                                 np.array([0]), np.array([q]), z)
+        beta, b, WW, Wr, good, stats = ok.outcome_block(D, nf, ytil, w, wconst, dyn, dyn, stat, cluster, sigma_b,
+                                                        np.array([0]), np.array([q]), z)
         assert good
+        # the residual sum of squares from the cross-products, against the rows
+        eta = D[:, :nf] @ beta + (D[:, nf:] * b[cluster]).sum(axis=1)
+        sse = ok.gaussian_sse(beta, b, stats, wconst * np.sum(ytil ** 2), wconst)
+        assert sse == pytest.approx(np.sum((ytil - eta) ** 2), rel=1e-10)
         # the parameter-expansion statistics, by their definition over the rows
         wk = D[:, nf:] * b[cluster]
         r = ytil - D[:, :nf] @ beta

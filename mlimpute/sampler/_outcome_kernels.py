@@ -21,8 +21,8 @@ from numba import njit
 from . import _kernels as kern
 from ._small import chol, gaussian_draw, iw_from_parts, spd_inv
 
-__all__ = ["design_rows", "linear_predictor", "linear_predictor_sse", "outcome_block", "cross_products",
-           "probit_latents", "cells", "covariance_and_expansion", "CONT", "BIN", "ORD", "NOM"]
+__all__ = ["design_rows", "linear_predictor", "outcome_block", "cross_products",
+           "probit_latents", "cells", "covariance_and_expansion", "gaussian_sse", "CONT", "BIN", "ORD", "NOM"]
 
 CONT, BIN, ORD, NOM = 0, 1, 2, 3
 _LOG0 = -1e300
@@ -121,20 +121,22 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, co
     ``wconst`` are precomputed with unit weight in ``stat = (X'X, X'y, Z'Z, Z'X, Z'y)``
     (scaled by wconst here); ``quad_rows`` / ``lin_rows`` are the rows whose quadratic /
     linear terms are accumulated now (weights ``w[i]`` when wconst is 0). Returns β, b, the
-    statistics ``W'ΩW``, ``W'Ω r`` of the parameter-expansion move (rows with an observed outcome) and
-    whether the precisions were positive definite.
+    statistics ``W'ΩW``, ``W'Ω r`` of the parameter-expansion move (rows with an observed
+    outcome), whether the precisions were positive definite, and the weighted cross-products
+    ``(X'WX, X'Wỹ, Z_j'WZ_j, Z_j'WX_j, Z_j'Wỹ_j)`` (``gaussian_sse`` forms the residual sum of
+    squares from them).
     """
     XX0, Xy0, ZZ0, ZX0, Zy0 = stat
     J = ZZ0.shape[0]
     q = D.shape[1] - nf
-    sinv, good = _block_inverse(cov, bstart, bwidth)
-    if not good:
-        return np.zeros(nf), np.zeros((J, q)), np.zeros((q, q)), np.zeros(q), False
     H = XX0 * wconst
     g = Xy0 * wconst
     ZZ = ZZ0 * wconst
     ZX = ZX0 * wconst
     Zy = Zy0 * wconst
+    sinv, good = _block_inverse(cov, bstart, bwidth)
+    if not good:
+        return np.zeros(nf), np.zeros((J, q)), np.zeros((q, q)), np.zeros(q), False, (H, g, ZZ, ZX, Zy)
     for t in range(quad_rows.size):
         i = quad_rows[t]
         if wconst > 0.0:
@@ -166,6 +168,7 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, co
     for a in range(nf):
         for c in range(a):
             H[c, a] = H[a, c]
+    stats = (H.copy(), g.copy(), ZZ, ZX, Zy)
     Ls = np.zeros((J, q, q))
     LT = np.zeros((J, q, nf))
     Lh = np.zeros((J, q))
@@ -180,7 +183,7 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, co
                     v -= L[r, k] * L[s, k]
                 if r == s:
                     if not v > 0.0:
-                        return beta, b, np.zeros((q, q)), np.zeros(q), False
+                        return beta, b, np.zeros((q, q)), np.zeros(q), False, stats
                     L[r, r] = math.sqrt(v)
                 else:
                     L[r, s] = v / L[s, s]
@@ -205,7 +208,7 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, co
             H[c, a] = H[a, c]
     LH, ok = chol(H)
     if not ok:
-        return beta, b, np.zeros((q, q)), np.zeros(q), False
+        return beta, b, np.zeros((q, q)), np.zeros(q), False, stats
     beta = gaussian_draw(LH, g, z[:nf])
     rhs = np.empty(q)
     for j in range(J):
@@ -237,7 +240,36 @@ def outcome_block(D, nf, ytil, w, wconst, quad_rows, lin_rows, stat, cluster, co
     for k in range(q):
         for m in range(k):
             WW[m, k] = WW[k, m]
-    return beta, b, WW, Wr, True
+    return beta, b, WW, Wr, True, stats
+
+
+@njit(cache=True)
+def gaussian_sse(beta, b, stats, wyy, wconst):
+    """Σ (y − η)² over the rows with an observed outcome, η = x'β + z'b_j, from their weighted
+    cross-products (``outcome_block``'s ``stats``; ``wyy`` = wconst · Σ y²):
+    Σ w(y − η)² = wyy − 2(β'X'Wy + Σ_j b_j'Z_j'Wy_j) + β'X'WXβ + 2Σ_j b_j'Z_j'WX_jβ + Σ_j b_j'Z_j'WZ_j b_j
+    (Z_j'WZ_j: lower triangles). No pass over the rows."""
+    XX, Xy, ZZ, ZX, Zy = stats
+    nf = beta.size
+    J, q = b.shape
+    total = wyy
+    for a in range(nf):
+        total -= 2.0 * beta[a] * Xy[a]
+        for c in range(nf):
+            total += beta[a] * XX[a, c] * beta[c]
+    for j in range(J):
+        for r in range(q):
+            br = b[j, r]
+            if br == 0.0:
+                continue
+            v = -2.0 * Zy[j, r]
+            for a in range(nf):
+                v += 2.0 * ZX[j, r, a] * beta[a]
+            v += ZZ[j, r, r] * br
+            for s in range(r):
+                v += 2.0 * ZZ[j, r, s] * b[j, s]
+            total += br * v
+    return max(total, 0.0) / wconst
 
 
 @njit(cache=True)
@@ -307,25 +339,6 @@ def covariance_and_expansion(b, psi, bstart, bwidth, dfs, WW, Wr, chi, zi, za, l
         for c in range(q):
             cov[r, c] *= a[r] * a[c]
     return out, cov, True, True
-
-
-@njit(cache=True)
-def linear_predictor_sse(D, nf, beta, b, cluster, rows, eta, ytil):
-    """``eta`` at ``rows`` (as ``linear_predictor``) and Σ (ytil − η)² over them."""
-    q = D.shape[1] - nf
-    sse = 0.0
-    for t in range(rows.size):
-        i = rows[t]
-        e = 0.0
-        for a in range(nf):
-            e += D[i, a] * beta[a]
-        j = cluster[i]
-        for r in range(q):
-            e += D[i, nf + r] * b[j, r]
-        eta[i] = e
-        res = ytil[i] - e
-        sse += res * res
-    return sse
 
 
 @njit(cache=True)

@@ -132,6 +132,7 @@ class OutcomeStatic:
     bdf: np.ndarray             # and prior df (the prior's for one block, else the width)
     chi_df: np.ndarray          # df − i of each Bartlett χ² of the blocks' draws, before adding J
     chi_df_list: tuple          # the same as floats
+    yy: float                   # gaussian: Σ y² over the rows with an observed outcome
     n_lower: int                # normals below the Bartlett diagonals
 
     @property
@@ -229,6 +230,7 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
         zeros2=np.zeros(clusters2.size, np.int64), bstart=bstart, bwidth=bwidth, bdf=bdf,
         chi_df=np.concatenate([d - np.arange(w) for d, w in zip(bdf, bwidth)]),
         chi_df_list=tuple(float(v) for d, w in zip(bdf, bwidth) for v in d - np.arange(w)),
+        yy=float(np.sum(od.y[obs] ** 2)) if od.family == "gaussian" else 0.0,
         n_lower=int(sum(w * (w - 1) // 2 for w in bwidth)),
     )
 
@@ -383,16 +385,22 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
     ytil, w, wconst = _pseudo(ost, o)
     J, nf = data.n_clusters, od.n_fixed
     z = rng.standard_normal(nf + J * od.q)
-    beta, b, WW, Wr, good = ok.outcome_block(o.D, nf, ytil, w, wconst, ost.quad_rows, ost.lin_rows,
-                                             ost.stat, data.cluster, o.cov, ost.bstart, ost.bwidth, z)
+    beta, b, WW, Wr, good, stats = ok.outcome_block(o.D, nf, ytil, w, wconst, ost.quad_rows, ost.lin_rows,
+                                                    ost.stat, data.cluster, o.cov, ost.bstart, ost.bwidth, z)
     if not good:
         raise np.linalg.LinAlgError("the substantive model's precision is not positive definite")
     b, cov = expand_random_effects(rng, ost, b, WW, Wr)
     eta = o.eta
-    sse = ok.linear_predictor_sse(o.D, nf, beta, b, data.cluster, ost.obs_rows, eta, ytil)
     sigma2 = o.sigma2
     if ost.family == "gaussian":
+        # the linear predictors only where the covariate draws read them (rows whose design
+        # changes: the others' are never read, and the imputed outcomes recompute theirs); the
+        # residual sum of squares from the cross-products
+        ok.linear_predictor(o.D, nf, beta, b, data.cluster, ost.quad_rows, eta)
+        sse = ok.gaussian_sse(beta, b, stats, wconst * ost.yy, wconst)
         sigma2 = float((od.sigma2_prior + sse) / rng.chisquare(1.0 + ost.obs_rows.size))
+    else:
+        ok.linear_predictor(o.D, nf, beta, b, data.cluster, ost.obs_rows, eta)
     steps = o.steps
     if adapt_at is not None and mh is not None:
         accepted, tried = mh
