@@ -172,6 +172,16 @@ def _render(done: pd.DataFrame):
               f"bias smaller there in {int(better.sum())}"
               + (": all." if len(biased) and better.all() else
                  (f"; not in {', '.join(f'{d} {p}' for (d, p) in biased.index[~better])}." if len(biased) else "."))]
+    full_cov = summary[(summary["method"] == "full") & summary["coverage"].notna()]
+    for par in PARAMETERS:
+        a = mi_cov[mi_cov["parameter"] == par]["coverage"]
+        b = full_cov[full_cov["parameter"] == par]["coverage"]
+        if len(a):
+            lines.append(f"- {par}: mi coverage over the cells mean {100 * a.mean():.1f} %, range "
+                         f"{100 * a.min():.1f}–{100 * a.max():.1f}"
+                         + (f" (complete data: mean {100 * b.mean():.1f}, range {100 * b.min():.1f}–"
+                            f"{100 * b.max():.1f}; with 200 replications a cell's Monte Carlo SE is about 1.5)"
+                            if len(b) else ""))
     for cell_kind in ("cont", "bin"):
         sub = mi_cov[(mi_cov["parameter"] == "x") & mi_cov["design"].str.endswith(cell_kind)]
         if len(sub):
