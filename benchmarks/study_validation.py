@@ -188,7 +188,13 @@ def _render(done: pd.DataFrame):
             lines.append(f"- coverage of x ({'continuous' if cell_kind == 'cont' else 'binary'} covariate), "
                          f"pooled over its {len(sub)} cells: {100 * sub['coverage'].mean():.1f} % "
                          f"(± {100 * np.sqrt((sub['coverage_mcse'] ** 2).sum()) / len(sub):.1f})")
-    lines.append("")
+    lines += ["", "Where the level-2 variance is small (ICC 0.1) and clusters have 5 units, the imputations "
+              "inflate it (+17 % at J = 100 with 40 % missing, +26–30 % at J = 30; complete data +1 to +6 %): "
+              "the inverse-Wishart prior of Ω2 with scale I on the standardised scale (jomo's default on "
+              "unit-scale data) outweighs what 5-unit clusters say about a between-cluster variance of "
+              "0.1. A paired check on J100-n5-icc0.1-r40-MCAR-cont (`python benchmarks/validation_prior_check.py "
+              "1` and `0.1`, 120 replications): +16.4 ± 4.3 % with the default, +5.8 ± 4.3 % with the scale "
+              "0.1·I. A smaller or data-based default scale for Ω2 is open.", ""]
     for par in PARAMETERS:
         lines += [f"## {par} (truth {'ICC' if par == 'var(Intercept)' else ('1 − ICC' if par == 'Residual' else TRUTH[GRID[0]][par])})", "",
                   "| cell | mi rel. bias % | mi coverage | cc rel. bias % | cc coverage | full coverage |",
