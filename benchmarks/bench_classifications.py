@@ -23,10 +23,10 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
+from _timing import timed_sweeps
 
 
 def nested(rng, schools: int, classes_per: int = 10, pupils_per: int = 20) -> tuple[pd.DataFrame, object]:
@@ -85,8 +85,6 @@ def crossed(rng, N: int = 100_000, A: int = 1000, B: int = 500) -> tuple[pd.Data
 def worker(case: str, size: int, sweeps: int) -> dict:
     import tracemalloc
 
-    from threadpoolctl import threadpool_limits
-
     from mlimpute.impute import prepare
     from mlimpute.sampler import initial_state, prepare_static, sweep
 
@@ -98,22 +96,15 @@ def worker(case: str, size: int, sweeps: int) -> dict:
     data_mb = df.memory_usage(deep=True).sum() / 2**20
     tracemalloc.start()
     st = prepare_static(prepare(df, model))
-    wall, cpu = [], []
-    with threadpool_limits(limits=1, user_api="blas"):
-        s = initial_state(st, rng)
-        work: dict = {}   # as run_chain: scratch kept across sweeps
-        for _ in range(3):
-            s = sweep(rng, st, s, work=work)
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    peak = []
+
+    def read_peak():
+        peak.append(tracemalloc.get_traced_memory()[1] / 2**20)
         tracemalloc.stop()
-        for _ in range(3):
-            w0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(sweeps):
-                s = sweep(rng, st, s, work=work)
-            wall.append((time.perf_counter() - w0) / sweeps)
-            cpu.append((time.process_time() - c0) / sweeps)
-    return {"rows": len(df), "wall_ms": 1e3 * float(np.median(wall)), "cpu_ms": 1e3 * float(np.median(cpu)),
-            "mem_ratio": peak / data_mb, "data_mb": data_mb}
+
+    wall_ms, cpu_ms = timed_sweeps(rng, st, sweeps, 3, read_peak)
+    return {"rows": len(df), "wall_ms": wall_ms, "cpu_ms": cpu_ms, "mem_ratio": peak[0] / data_mb,
+            "data_mb": data_mb}
 
 
 def main(argv: list[str] | None = None) -> None:

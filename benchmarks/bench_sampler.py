@@ -34,11 +34,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _timing import timed_sweeps
 
 VARS = {
     "continuous": {"y1": "continuous", "y2": "continuous"},
@@ -89,8 +89,6 @@ def time_ours(J: int, n: int, kind: str, sweeps: int) -> dict:
     """Runs in a fresh process (see main) so that its peak memory can be measured."""
     import tracemalloc
 
-    from threadpoolctl import threadpool_limits
-
     from mlimpute.impute import prepare
     from mlimpute.sampler import initial_state, prepare_static, sweep
 
@@ -102,23 +100,14 @@ def time_ours(J: int, n: int, kind: str, sweeps: int) -> dict:
     sweep(np.random.default_rng(0), st, initial_state(st, np.random.default_rng(0)))
     tracemalloc.start()
     st = prepare_static(prepare(df, _model(kind)))
-    rng = np.random.default_rng(0)
-    wall, cpu = [], []
-    work: dict = {}
-    with threadpool_limits(limits=1, user_api="blas"):
-        s = initial_state(st, rng)
-        for _ in range(max(3, sweeps // 10)):
-            s = sweep(rng, st, s, work=work)
-        peak_mb = tracemalloc.get_traced_memory()[1] / 2**20
+    peak_mb = []
+
+    def read_peak():
+        peak_mb.append(tracemalloc.get_traced_memory()[1] / 2**20)
         tracemalloc.stop()
-        for _ in range(3):
-            w0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(sweeps):
-                s = sweep(rng, st, s, work=work)
-            wall.append((time.perf_counter() - w0) / sweeps)
-            cpu.append((time.process_time() - c0) / sweeps)
-    return {"wall_ms": 1e3 * float(np.median(wall)), "cpu_ms": 1e3 * float(np.median(cpu)),
-            "mem_ratio": peak_mb / data_mb, "data_mb": data_mb}
+
+    wall_ms, cpu_ms = timed_sweeps(np.random.default_rng(0), st, sweeps, max(3, sweeps // 10), read_peak)
+    return {"wall_ms": wall_ms, "cpu_ms": cpu_ms, "mem_ratio": peak_mb[0] / data_mb, "data_mb": data_mb}
 
 
 R_SCRIPT = r"""

@@ -14,10 +14,10 @@ timed blocks of process CPU time (the machine is shared) after a warm-up.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import pandas as pd
+from _timing import timed_sweeps
 
 
 def data(rows: int, seed: int = 3) -> pd.DataFrame:
@@ -35,27 +35,14 @@ def data(rows: int, seed: int = 3) -> pd.DataFrame:
 
 
 def time_model(df: pd.DataFrame, variable, sweeps: int) -> float:
-    from threadpoolctl import threadpool_limits
-
     import mlimpute as mi
     from mlimpute.impute import prepare
-    from mlimpute.sampler import initial_state, prepare_static, sweep
+    from mlimpute.sampler import prepare_static
 
     model = mi.ImputationModel(cluster="g", variables={"y": variable, "x": "continuous"}, covariates=["sex"])
     rng = np.random.default_rng(0)
     st = prepare_static(prepare(df, model))
-    with threadpool_limits(limits=1, user_api="blas"):
-        s = initial_state(st, rng)
-        work: dict = {}   # as run_chain: scratch kept across sweeps
-        for _ in range(max(3, sweeps // 5)):
-            s = sweep(rng, st, s, work=work)
-        out = []
-        for _ in range(3):
-            c0 = time.process_time()
-            for _ in range(sweeps):
-                s = sweep(rng, st, s, work=work)
-            out.append((time.process_time() - c0) / sweeps)
-    return 1e3 * float(np.median(out))
+    return timed_sweeps(rng, st, sweeps, max(3, sweeps // 5))[1]
 
 
 def main(argv=None) -> None:

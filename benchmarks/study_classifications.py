@@ -171,14 +171,8 @@ INTRO = ("Made by `python benchmarks/study_classifications.py` (see its docstrin
          "on the log scale (interval); `full` is the analysis before deletion.")
 
 
-def summarise(reps: pd.DataFrame) -> pd.DataFrame:
-    return study.summarise(reps, TRUTH)
-
-
-def _render(done: pd.DataFrame):
-    summary = summarise(done)
-    return study.markdown(summary, done, "Several classifications: simulation study", INTRO, FORMULA, TRUTH,
-                          ["full", "cc", "twolevel", "multi"]), summary
+_render = study.markdown_render("Several classifications: simulation study", INTRO, FORMULA, TRUTH,
+                               ["full", "cc", "twolevel", "multi"])
 
 
 def main(argv=None) -> None:

@@ -154,10 +154,8 @@ def summarise(reps: pd.DataFrame) -> pd.DataFrame:
     return study.summarise(reps, TRUTH)
 
 
-def _render(done: pd.DataFrame):
-    summary = summarise(done)
-    return study.markdown(summary, done, "Substantive-model-compatible imputation: simulation study",
-                          INTRO, FORMULA, TRUTH, ["full", "cc", "joint", "smc", "jomo"]), summary
+_render = study.markdown_render("Substantive-model-compatible imputation: simulation study", INTRO, FORMULA,
+                                TRUTH, ["full", "cc", "joint", "smc", "jomo"])
 
 
 def main(argv=None) -> None:

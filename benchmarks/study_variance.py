@@ -122,14 +122,8 @@ INTRO = ("Made by `python benchmarks/study_variance.py` (see its docstring for t
          "y's residual given x (`mlimpute/sampler/multi.py`, section Variance functions).")
 
 
-def summarise(reps: pd.DataFrame) -> pd.DataFrame:
-    return study.summarise(reps, TRUTH)
-
-
-def _render(done: pd.DataFrame):
-    summary = summarise(done)
-    return study.markdown(summary, done, "Variance functions: simulation study", INTRO, FORMULA, TRUTH,
-                          ["full", "cc", "homo", "vf"]), summary
+_render = study.markdown_render("Variance functions: simulation study", INTRO, FORMULA, TRUTH,
+                               ["full", "cc", "homo", "vf"])
 
 
 def main(argv=None) -> None:
