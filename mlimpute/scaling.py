@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-__all__ = ["Scaling", "standardize", "column_scales"]
+__all__ = ["Scaling", "standardize", "column_scales", "TraceMap"]
 
 
 @dataclass(frozen=True)
@@ -150,3 +150,31 @@ def level2_coordinates(data) -> np.ndarray | None:
         return None
     u1 = (s.y1[1][:, None] / s.z[None, :]).ravel()
     return np.concatenate([u1, s.y2[1]])
+
+
+class TraceMap:
+    """The (a, b) of θ = a + b θ* for a sampler's monitored parameters, built in trace order."""
+
+    def __init__(self) -> None:
+        self.offset: list[float] = []
+        self.factor: list[float] = []
+
+    def coefficients(self, centre: np.ndarray, scale: np.ndarray, xs: np.ndarray) -> None:
+        """vec(B') (variable-major) of variables with these centres and scales on a design with
+        these column scales, the intercept first: b = s_v / d_x, a = m_v for the intercept."""
+        for v in range(scale.size):
+            self.factor.extend(scale[v] / xs)
+            self.offset.extend([centre[v]] + [0.0] * (xs.size - 1))
+
+    def covariances(self, coord: np.ndarray, i: np.ndarray, j: np.ndarray) -> None:
+        """Elements (i, j) of a covariance whose coordinates have scales ``coord``."""
+        self.factor.extend(coord[i] * coord[j])
+        self.offset.extend([0.0] * len(i))
+
+    def unchanged(self, n: int) -> None:
+        """n unit-free parameters (thresholds, variance-function coefficients, a df)."""
+        self.factor.extend([1.0] * n)
+        self.offset.extend([0.0] * n)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array(self.offset), np.array(self.factor)

@@ -72,13 +72,13 @@ from scipy import sparse
 from scipy.sparse.linalg import splu
 
 from ..design import ColumnCodec, ModelData
-from ..scaling import prior_scale
+from ..scaling import TraceMap, prior_scale
 from . import _class_kernels as ck
 from . import _vf_kernels as vfk
 from ._kernels import residual_crossprod
 from .covariance import Constraint, draw_covariance, free_lower
 from .latent import update_latents
-from .linalg import inv_spd, invwishart
+from .linalg import inv_spd
 from .missing import conditionals, draw_missing
 
 __all__ = ["MultiState", "MultiStatic", "prepare_multi", "initial_multi", "sweep_multi",
@@ -804,7 +804,6 @@ def _draw_fixed(rng, st: MultiStatic, y1: np.ndarray, mu1: np.ndarray, b1: np.nd
     precisions P (``categorical_prior_sd``) in precision form: N((H + P)⁻¹ (g + H b), (H + P)⁻¹)
     with g = Σ_i vec(x_i (W_i e_i)') at the current b."""
     x = st.data.x1
-    p, f = st.p1, x.shape[1]
     if vf is None and st.fixed_prior1 is None:
         mean = b1 + st.xtx1_inv @ (x.T @ (y1 - mu1))
         z = rng.standard_normal(b1.shape)
@@ -1004,34 +1003,20 @@ def multi_trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:
     sc = data.scaling
     if sc is None:
         return None
-    offset, factor = [], []
-
-    def coefficients(centre, scale, xs):
-        for v in range(scale.size):
-            factor.extend(scale[v] / xs)
-            offset.extend([centre[v]] + [0.0] * (xs.size - 1))
-
-    coefficients(*sc.y1, sc.x1)
+    tm = TraceMap()
+    tm.coefficients(*sc.y1, sc.x1)
     for cy, cx in zip(sc.classes, sc.class_x):
-        coefficients(*cy, cx)
+        tm.coefficients(*cy, cx)
     (i1, j1), free_c = prepare_names(data)
     s1 = sc.y1[1]
-    factor.extend(s1[i1] * s1[j1])
-    offset.extend([0.0] * i1.size)
-    n_gamma = sum(len(v.w_names) for v in data.variances)
-    factor.extend([1.0] * n_gamma)
-    offset.extend([0.0] * n_gamma)
+    tm.covariances(s1, i1, j1)
+    tm.unchanged(sum(len(v.w_names) for v in data.variances))
     for ci, cd in enumerate(data.classes):
         coord = [s1]                                   # the order of _free_names
         coord += [sc.classes[b][1] for b in cd.parent]
         coord.append(np.ones(sum(1 for v in data.variances if v.re == ci)))
         coord.append(sc.classes[ci][1])
-        c = np.concatenate(coord)
-        i, j = free_c[ci]
-        factor.extend(c[i] * c[j])
-        offset.extend([0.0] * i.size)
-    n_cuts = sum(k.n_categories - 2 for k in data.categorical1 if k.kind == "ordinal")
-    n_cuts += sum(k.n_categories - 2 for cd in data.classes for k in cd.codecs if k.kind == "ordinal")
-    factor.extend([1.0] * n_cuts)
-    offset.extend([0.0] * n_cuts)
-    return np.array(offset), np.array(factor)
+        tm.covariances(np.concatenate(coord), *free_c[ci])
+    tm.unchanged(sum(k.n_categories - 2 for k in data.categorical1 if k.kind == "ordinal")
+                 + sum(k.n_categories - 2 for cd in data.classes for k in cd.codecs if k.kind == "ordinal"))
+    return tm.arrays()

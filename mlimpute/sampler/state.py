@@ -9,7 +9,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from ..design import ColumnCodec, ModelData
-from ..scaling import level2_coordinates, prior_scale
+from ..scaling import TraceMap, level2_coordinates, prior_scale
 from ._kernels import fitted_rows, residual_crossprod
 from .covariance import Constraint, free_lower
 from .latent import initial_latent
@@ -209,27 +209,18 @@ def trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:
     sc = data.scaling
     if sc is None:
         return None
-    (m1, s1), (m2, s2) = sc.y1, sc.y2
-    offset, factor = [], []
-    for m, s, xs in ((m1, s1, sc.x1), (m2, s2, sc.x2)):
-        for v in range(s.size):                       # vec(B'): variable-major
-            factor += list(s[v] / xs)
-            offset += [m[v]] + [0.0] * (xs.size - 1)
+    tm = TraceMap()
+    tm.coefficients(*sc.y1, sc.x1)
+    tm.coefficients(*sc.y2, sc.x2)
     con1, con2 = constraints(data)
-    i1, j1 = free_lower(s1.size, con1)
-    factor += list(s1[i1] * s1[j1])
-    offset += [0.0] * i1.size
+    s1 = sc.y1[1]
+    tm.covariances(s1, *free_lower(s1.size, con1))
     if data.model.covariance == "cluster":            # the scale matrix, then its df
-        factor.append(1.0)
-        offset.append(0.0)
+        tm.unchanged(1)
     c = level2_coordinates(data)
-    i2, j2 = free_lower(c.size, con2)
-    factor += list(c[i2] * c[j2])
-    offset += [0.0] * i2.size
-    n_cuts = sum(k.n_categories - 2 for k in (*data.categorical1, *data.categorical2) if k.kind == "ordinal")
-    factor += [1.0] * n_cuts
-    offset += [0.0] * n_cuts
-    return np.array(offset), np.array(factor)
+    tm.covariances(c, *free_lower(c.size, con2))
+    tm.unchanged(sum(k.n_categories - 2 for k in (*data.categorical1, *data.categorical2) if k.kind == "ordinal"))
+    return tm.arrays()
 
 
 def fixed_prior(data: ModelData) -> np.ndarray | None:

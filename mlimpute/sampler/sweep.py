@@ -46,15 +46,22 @@ def _fitted(st: Static, b1: np.ndarray, u1: np.ndarray, work: dict | None) -> np
     (the sampler never modifies them in place; a new draw is a new array).
     """
     data = st.data
-    shape = (data.n_rows, st.p1)
     work = {} if work is None else work
-    out, src = work.get("fitted1"), work.get("fitted1_of", (None, None))
-    if out is not None and out.shape == shape and src[0] is b1 and src[1] is u1:
+    out, src = _fitted_buffer(st, work), work.get("fitted1_of", (None, None))
+    if src[0] is b1 and src[1] is u1:
         return out
-    if out is None or out.shape != shape:
-        out = np.empty(shape)
     fitted_rows(data.x1, np.ascontiguousarray(b1), u1, data.cluster, data.z, st.q, out)
-    work["fitted1"], work["fitted1_of"] = out, (b1, u1)
+    work["fitted1_of"] = (b1, u1)
+    return out
+
+
+def _fitted_buffer(st: Static, work: dict) -> np.ndarray:
+    """The N×p1 buffer of the fitted rows kept in ``work`` (allocated on first use)."""
+    shape = (st.data.n_rows, st.p1)
+    out = work.get("fitted1")
+    if out is None or out.shape != shape:
+        out = work["fitted1"] = np.empty(shape)
+        work.pop("fitted1_of", None)
     return out
 
 
@@ -63,13 +70,10 @@ def _fitted_and_crossprod(st: Static, b1: np.ndarray, u1: np.ndarray, y1: np.nda
     """``_fitted`` and the residuals' cross-product Σ (y − f)(y − f)' in one pass (the Ω1 step
     needs both right after the block draw, when the fitted rows are always new)."""
     data = st.data
-    shape = (data.n_rows, st.p1)
     work = {} if work is None else work
-    out = work.get("fitted1")
-    if out is None or out.shape != shape:
-        out = np.empty(shape)
+    out = _fitted_buffer(st, work)
     S = fitted_crossprod(data.x1, np.ascontiguousarray(b1), u1, data.cluster, data.z, st.q, out, y1)
-    work["fitted1"], work["fitted1_of"] = out, (b1, u1)
+    work["fitted1_of"] = (b1, u1)
     return out, S
 
 
