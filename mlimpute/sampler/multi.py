@@ -76,10 +76,12 @@ from ..scaling import TraceMap, prior_scale
 from . import _class_kernels as ck
 from . import _vf_kernels as vfk
 from ._kernels import residual_crossprod
+from .adapt import adapt_steps
 from .covariance import Constraint, draw_covariance, free_lower
 from .latent import update_latents
 from .linalg import inv_spd
 from .missing import conditionals, draw_missing
+from .state import Patterns, _constrain_start, _fill_categorical, _hot_deck, _initial_cuts
 
 __all__ = ["MultiState", "MultiStatic", "prepare_multi", "initial_multi", "sweep_multi",
            "multi_trace_names", "multi_trace_vector"]
@@ -202,8 +204,6 @@ def _factor(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepare_multi(data: ModelData) -> MultiStatic:
-    from .state import Patterns
-
     model = data.model
     p1 = data.y1.shape[1]
     classes = data.classes
@@ -601,8 +601,6 @@ def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us
     is proposed row by row (``eta_change``). The units' v are proposed all at once and accepted
     each on its own (they are independent given the rest).
     """
-    from .sweep import _adapt as adapt
-
     gammas, vs = list(gammas), list(vs)
     y1 = np.ascontiguousarray(y1)
     for k, v in enumerate(st.vf):
@@ -631,7 +629,7 @@ def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us
                         acc[j] += 1.0 / MH_REPEATS
         gammas[k] = g
         if adapt_at is not None and acc.size:
-            steps[sl] = adapt(steps[sl], acc, adapt_at)
+            steps[sl] = adapt_steps(steps[sl], acc, adapt_at)
         if v.re is None:
             continue
         ci = v.re
@@ -657,7 +655,7 @@ def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us
         vv[:, v.vpos] = cur
         vs[ci] = vv
         if adapt_at is not None:
-            steps[sl] = adapt(steps[sl], np.array([rate]), adapt_at)
+            steps[sl] = adapt_steps(steps[sl], np.array([rate]), adapt_at)
     return tuple(gammas), tuple(vs)
 
 
@@ -732,15 +730,11 @@ def shift_logvar(rng, st: MultiStatic, omega1: np.ndarray, rs: np.ndarray, vs: t
 # Starting values
 # ------------------------------------------------------------------------------------------
 def _constrain(omega: np.ndarray, con: Constraint | None) -> np.ndarray:
-    from .state import _constrain_start
-
     return _constrain_start(omega, con)
 
 
 def initial_multi(st: MultiStatic, rng: np.random.Generator) -> MultiState:
     """Hot-deck fills, least-squares fixed effects, zero random effects, moment covariances."""
-    from .state import _fill_categorical, _hot_deck, _initial_cuts
-
     data = st.data
     cuts1 = tuple(_initial_cuts(c) for c in st.cat1 if c.kind == "ordinal")
     y1 = _fill_categorical(rng, _hot_deck(rng, data.y1, data.miss1), st.cat1, cuts1)
@@ -792,9 +786,7 @@ def initial_multi(st: MultiStatic, rng: np.random.Generator) -> MultiState:
 # ------------------------------------------------------------------------------------------
 def _adapt(steps, sl, acc, adapt_at):
     if adapt_at is not None and acc.size:
-        from .sweep import _adapt as adapt
-
-        steps[sl] = adapt(steps[sl], acc, adapt_at)
+        steps[sl] = adapt_steps(steps[sl], acc, adapt_at)
 
 
 def _draw_fixed(rng, st: MultiStatic, y1: np.ndarray, mu1: np.ndarray, b1: np.ndarray,

@@ -15,7 +15,7 @@ from .covariance import Constraint, free_lower
 from .latent import initial_latent
 from .outcome import OutcomeState, OutcomeStatic, initial_outcome, prepare_outcome, substantive_units
 
-__all__ = ["State", "Static", "Patterns", "constraints", "prepare_static", "initial_state"]
+__all__ = ["State", "Static", "Patterns", "constraints", "prepare_two_level", "initial_two_level"]
 
 
 class State(NamedTuple):
@@ -148,11 +148,8 @@ def constraints(data: ModelData) -> tuple[Constraint | None, Constraint | None]:
     return con1, con2
 
 
-def prepare_static(data: ModelData) -> Static:
-    if data.classes:  # several classifications: their own sampler (multi)
-        from .multi import prepare_multi
-
-        return prepare_multi(data)
+def prepare_two_level(data: ModelData) -> Static:
+    """The two-level sampler's ``Static`` (``sweep.prepare_static`` chooses the sampler)."""
     p1, p2, q = data.y1.shape[1], data.y2.shape[1], data.z.shape[1]
     x1tx1 = data.x1.T @ data.x1
     x2tx2 = data.x2.T @ data.x2
@@ -274,17 +271,13 @@ def _fill_categorical(rng, y, codecs, cuts) -> np.ndarray:
     return y
 
 
-def initial_state(static: Static, rng: np.random.Generator) -> State:
+def initial_two_level(static: Static, rng: np.random.Generator) -> State:
     """Starting values: hot-deck fills, least-squares B, moment-based covariances.
 
     Different chains start from different hot-deck fills, which disperses the starts of the
     fixed effects and covariances enough for R-hat to see a chain that has not mixed.
     Constrained covariance elements start at their fixed values.
     """
-    if not isinstance(static, Static):
-        from .multi import initial_multi
-
-        return initial_multi(static, rng)
     data = static.data
     p1, p2, q = static.p1, static.p2, static.q
     cuts1 = tuple(_initial_cuts(c) for c in static.ordinal1)

@@ -13,28 +13,31 @@ from __future__ import annotations
 
 import numpy as np
 
+from .adapt import adapt_steps
 from .clustercov import draw_cluster_omegas, draw_hyper
 from .covariance import draw_covariance, free_lower
 from .fixed import draw_b2, level2_given_u1
 from .latent import update_latents
 from .linalg import inv_spd
 from .missing import draw_missing
-from .multi import multi_trace_names, multi_trace_vector, sweep_multi
+from .multi import initial_multi, multi_trace_names, multi_trace_vector, prepare_multi, sweep_multi
 from .outcome import draw_cells, draw_parameters, effective_codes, outcome_trace, outcome_trace_names
 from ._kernels import fitted_crossprod, fitted_rows, residual_crossprod
 from .random import draw_fixed_u1
 from ..design import ModelData
-from .state import State, Static, constraints
+from .state import State, Static, constraints, initial_two_level, prepare_two_level
 
-__all__ = ["sweep", "trace_vector", "trace_names"]
+__all__ = ["prepare_static", "initial_state", "sweep", "trace_vector", "trace_names"]
 
-TARGET_ACCEPT = 0.35
+def prepare_static(data: ModelData):
+    """What the sweeps need that does not change: the two-level sampler's ``Static``, or with
+    several classifications or a variance function the general sampler's (``multi``)."""
+    return prepare_multi(data) if data.classes else prepare_two_level(data)
 
 
-def _adapt(steps: np.ndarray, accepted: np.ndarray, it: int) -> np.ndarray:
-    """Robbins–Monro step-size tuning toward TARGET_ACCEPT (used during burn-in only)."""
-    gain = min(0.5, 3.0 / np.sqrt(it + 1.0))
-    return steps * np.exp(gain * (accepted - TARGET_ACCEPT))
+def initial_state(st, rng: np.random.Generator):
+    """Starting values for either sampler (``state.initial_two_level``, ``multi.initial_multi``)."""
+    return initial_two_level(st, rng) if isinstance(st, Static) else initial_multi(st, rng)
 
 
 def _fitted(st: Static, b1: np.ndarray, u1: np.ndarray, work: dict | None) -> np.ndarray:
@@ -111,14 +114,14 @@ def sweep(
         y1, cuts1, acc = update_latents(rng, y1, fitted1, omega1_inv, st.cat1,
                                         cuts1, steps[slc1], codes, prior_sd=data.model.categorical_prior_sd)
         if adapt_at is not None and acc.size:
-            steps[slc1] = _adapt(steps[slc1], acc, adapt_at)
+            steps[slc1] = adapt_steps(steps[slc1], acc, adapt_at)
     if st.cat2:
         mean2, cov2 = _level2_moments(st, b2, u1, omega2)
         codes = effective_codes(ost, out, st.cat2, 2, data.starts) if ost else None
         y2, cuts2, acc = update_latents(rng, y2, mean2, np.linalg.inv(cov2), st.cat2,
                                         cuts2, steps[slc2], codes, prior_sd=data.model.categorical_prior_sd)
         if adapt_at is not None and acc.size:
-            steps[slc2] = _adapt(steps[slc2], acc, adapt_at)
+            steps[slc2] = adapt_steps(steps[slc2], acc, adapt_at)
     if st.p1:
         b1, b2_new, u1 = draw_fixed_u1(rng, st, y1, y2, omega1_inv, omega2)
         if st.p2:
@@ -130,7 +133,7 @@ def sweep(
         scale2, df2 = st.prior2
         omega2, acc = draw_covariance(rng, df2 + u.shape[0], scale2 + u.T @ u, st.con2, omega2, steps[sl2])
         if adapt_at is not None and acc.size:
-            steps[sl2] = _adapt(steps[sl2], acc, adapt_at)
+            steps[sl2] = adapt_steps(steps[sl2], acc, adapt_at)
     fitted1 = prec1 = mean2 = prec2 = None
     if st.p1:
         scale1, df1 = st.prior1
@@ -141,12 +144,12 @@ def sweep(
             l1_df, l1_scale, acc = draw_hyper(rng, omega1, l1_df, np.linalg.inv(scale1), df1 + 1.0,
                                               float(st.p1), steps[sla][0])
             if adapt_at is not None:
-                steps[sla] = _adapt(steps[sla], np.array([float(acc)]), adapt_at)
+                steps[sla] = adapt_steps(steps[sla], np.array([float(acc)]), adapt_at)
         else:
             fitted1, S1 = _fitted_and_crossprod(st, b1, u1, y1, work)
             omega1, acc = draw_covariance(rng, df1 + y1.shape[0], scale1 + S1, st.con1, omega1, steps[sl1])
             if adapt_at is not None and acc.size:
-                steps[sl1] = _adapt(steps[sl1], acc, adapt_at)
+                steps[sl1] = adapt_steps(steps[sl1], acc, adapt_at)
         if st.patterns1.n_patterns:  # (omega1 is a (J, p1, p1) stack with covariance="cluster")
             y1 = draw_missing(rng, y1, fitted1, omega1, st.patterns1, data.cluster)
         if ost is not None and ost.rows1.size:
