@@ -35,7 +35,7 @@ from . import checks, notices, store
 from .outputs import MANIFEST, publish_artifacts, write_manifest, write_report
 from .progress import Progress, numba_cache_present
 from .runtime import task_runner
-from .serve import FLOW_NAME, announce_finished
+from .finished import FLOW_NAME, announce_finished
 from .tasks import (assemble_imputations, cached, fit_imputation, ingest, pool_analysis,
                     sample_chain, validate)
 
