@@ -26,10 +26,9 @@ def _spd(rng, p):
 def _vf_setup(rng, n, p, vcols):
     """Ω1, rows' d and the (b, s²) of each function (lead: the others, then earlier functions)."""
     om = _spd(rng, p)
+    other, leads, grids = multi.vf_layout(p, np.array(vcols, np.int64))
     st = SimpleNamespace(p1=p, vf=[SimpleNamespace(col=c) for c in vcols], vf_vcols=np.array(vcols, np.int64),
-                         vf_other=np.setdiff1d(np.arange(p), vcols))
-    st.vf_leads = tuple(np.sort(np.concatenate([st.vf_other, vcols[:k]])).astype(np.int64)
-                        for k in range(len(vcols)))
+                         vf_other=other, vf_leads=leads, vf_grids=grids)
     bmat, s2 = multi.vf_params(st, om)
     d = np.ones((n, p))
     d[:, vcols] = np.exp(rng.normal(0, 0.5, (n, len(vcols))))

@@ -107,6 +107,16 @@ def vf_missing_rows(y, mean, rows, pid, masks, A0, G, rs, vcols, z):
                 e[a] = 0.0
             else:
                 e[a] = y[i, a] - mean[i, a]
+        if nm == 1:                       # one hole: N(μ_c − Σ_k W_ck e_k / W_cc, 1 / W_cc)
+            c = idx[0]
+            _precision_row(A0, G, rs, vcols, i, c, w)
+            acc = 0.0
+            for b in range(p):
+                acc += w[b] * e[b]
+            sd = 1.0 / math.sqrt(w[c])
+            y[i, c] = mean[i, c] + sd * z[pos] - sd * sd * acc
+            pos += 1
+            continue
         for s in range(nm):
             _precision_row(A0, G, rs, vcols, i, idx[s], w)
             acc = 0.0
@@ -134,26 +144,69 @@ def vf_missing_rows(y, mean, rows, pid, masks, A0, G, rs, vcols, z):
     return True
 
 
-@njit(cache=True)
+BLOCK = 256   # rows per block: the row loops below run over a block's rows (SIMD), the small
+              # loops over variables and functions once per block (their overhead amortised)
+_FAST = {"reassoc", "contract"}   # sums may be reordered (block partial sums); no other liberties
+
+
+@njit(cache=True, inline="always")
+def _load_block(y, mu, rs, vcols, G, i0, nb, E, RHO, GE):
+    """E[a, r] = e_{i0+r, a}; RHO[j, r] = ρ_{i0+r, j}; GE[j, r] = ρ g_j'e (for the block's rows)."""
+    p = y.shape[1]
+    for a in range(p):
+        for r in range(nb):
+            E[a, r] = y[i0 + r, a] - mu[i0 + r, a]
+    for j in range(vcols.size):
+        col = vcols[j]
+        for r in range(nb):
+            RHO[j, r] = rs[i0 + r, col] ** 2
+            GE[j, r] = 0.0
+        for a in range(p):
+            g = G[j, a]
+            if g != 0.0:
+                for r in range(nb):
+                    GE[j, r] += g * E[a, r]
+        for r in range(nb):
+            GE[j, r] *= RHO[j, r]
+
+
+@njit(cache=True, inline="always")
+def _run_sum(A, a, s, e):
+    acc = 0.0
+    for t in range(s, e):
+        acc += A[a, t]
+    return acc
+
+
+@njit(cache=True, fastmath=_FAST)
 def vf_moments(y, mu, rs, vcols):
     """Σ e e' (p × p) and, per function j, Σ ρ_ij e e' (the rows weighted by 1/d_ij), e = y − μ."""
     n, p = y.shape
     m = vcols.size
     M0 = np.zeros((p, p))
     Mw = np.zeros((m, p, p))
-    e = np.empty(p)
-    for i in range(n):
+    E = np.empty((p, BLOCK))
+    RHO = np.empty((m, BLOCK))
+    for i0 in range(0, n, BLOCK):
+        nb = min(BLOCK, n - i0)
         for a in range(p):
-            e[a] = y[i, a] - mu[i, a]
+            for r in range(nb):
+                E[a, r] = y[i0 + r, a] - mu[i0 + r, a]
+        for j in range(m):
+            col = vcols[j]
+            for r in range(nb):
+                RHO[j, r] = rs[i0 + r, col] ** 2
         for a in range(p):
             for b in range(a + 1):
-                M0[a, b] += e[a] * e[b]
-        for j in range(m):
-            w = rs[i, vcols[j]] ** 2
-            for a in range(p):
-                wa = w * e[a]
-                for b in range(a + 1):
-                    Mw[j, a, b] += wa * e[b]
+                acc = 0.0
+                for r in range(nb):
+                    acc += E[a, r] * E[b, r]
+                M0[a, b] += acc
+                for j in range(m):
+                    acc = 0.0
+                    for r in range(nb):
+                        acc += RHO[j, r] * E[a, r] * E[b, r]
+                    Mw[j, a, b] += acc
     for a in range(p):
         for b in range(a):
             M0[b, a] = M0[a, b]
@@ -162,7 +215,7 @@ def vf_moments(y, mu, rs, vcols):
     return M0, Mw
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_FAST)
 def vf_normal_equations(x, y, mu, A0, G, rs, vcols, xtx):
     """B1's precision Σ_i W_i ⊗ x_i x_i' = A0 ⊗ X'X + Σ_j g_j g_j' ⊗ X' diag(ρ_j) X and linear
     term Σ_i vec(x_i (W_i e_i)') (variable-major), in one pass: O(N·(p² + p·f + m·f²))."""
@@ -171,31 +224,43 @@ def vf_normal_equations(x, y, mu, A0, G, rs, vcols, xtx):
     m = vcols.size
     S = np.zeros((m, f, f))          # X' diag(ρ_j) X, lower triangles
     grad = np.zeros((p, f))
-    e = np.empty(p)
-    we = np.empty(p)
-    for i in range(n):
-        for a in range(p):
-            e[a] = y[i, a] - mu[i, a]
-        for a in range(p):
-            acc = 0.0
+    E = np.empty((p, BLOCK))
+    WE = np.empty((p, BLOCK))
+    RHO = np.empty((m, BLOCK))
+    GE = np.empty((m, BLOCK))
+    XT = np.empty((f, BLOCK))
+    for i0 in range(0, n, BLOCK):
+        nb = min(BLOCK, n - i0)
+        _load_block(y, mu, rs, vcols, G, i0, nb, E, RHO, GE)
+        for a in range(f):
+            for r in range(nb):
+                XT[a, r] = x[i0 + r, a]
+        for a in range(p):                       # W_i e_i = A0 e_i + Σ_j ρ_ij (g_j'e_i) g_j
+            for r in range(nb):
+                WE[a, r] = 0.0
             for b in range(p):
-                acc += A0[a, b] * e[b]
-            we[a] = acc
+                c = A0[a, b]
+                if c != 0.0:
+                    for r in range(nb):
+                        WE[a, r] += c * E[b, r]
+            for j in range(m):
+                g = G[j, a]
+                if g != 0.0:
+                    for r in range(nb):
+                        WE[a, r] += GE[j, r] * g
         for j in range(m):
-            rho = rs[i, vcols[j]] ** 2
-            ge = 0.0
-            for a in range(p):
-                ge += G[j, a] * e[a]
-            ge *= rho
-            for a in range(p):
-                we[a] += ge * G[j, a]
             for a in range(f):
-                xa = rho * x[i, a]
                 for b in range(a + 1):
-                    S[j, a, b] += xa * x[i, b]
+                    acc = 0.0
+                    for r in range(nb):
+                        acc += RHO[j, r] * XT[a, r] * XT[b, r]
+                    S[j, a, b] += acc
         for a in range(p):
             for b in range(f):
-                grad[a, b] += we[a] * x[i, b]
+                acc = 0.0
+                for r in range(nb):
+                    acc += WE[a, r] * XT[b, r]
+                grad[a, b] += acc
     H = np.empty((p * f, p * f))
     for l in range(p):
         for k in range(p):
@@ -209,7 +274,7 @@ def vf_normal_equations(x, y, mu, A0, G, rs, vcols, xtx):
     return H, grad.ravel()
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_FAST)
 def vf_unit_precisions(y, mu, A0, G, rs, vcols, unit, K):
     """Per unit k: Σ_{i∈k} W_i (K, p, p) and Σ_{i∈k} W_i e_i (K, p), from per-unit sums of e,
     the count, ρ_j and ρ_j g_j'e (one pass)."""
@@ -217,20 +282,26 @@ def vf_unit_precisions(y, mu, A0, G, rs, vcols, unit, K):
     m = vcols.size
     es = np.zeros((K, p))
     cnt = np.zeros(K)
-    r = np.zeros((K, m))
+    r_ = np.zeros((K, m))
     rge = np.zeros((K, m))
-    for i in range(n):
-        k = unit[i]
-        cnt[k] += 1.0
-        for a in range(p):
-            es[k, a] += y[i, a] - mu[i, a]
-        for j in range(m):
-            rho = rs[i, vcols[j]] ** 2
-            ge = 0.0
+    E = np.empty((p, BLOCK))
+    RHO = np.empty((m, BLOCK))
+    GE = np.empty((m, BLOCK))
+    for i0 in range(0, n, BLOCK):
+        nb = min(BLOCK, n - i0)
+        _load_block(y, mu, rs, vcols, G, i0, nb, E, RHO, GE)
+        r = 0
+        while r < nb:                # runs of rows of one unit (the whole cluster, sorted data)
+            k = unit[i0 + r]
+            s = r
+            while r < nb and unit[i0 + r] == k:
+                r += 1
+            cnt[k] += r - s
             for a in range(p):
-                ge += G[j, a] * (y[i, a] - mu[i, a])
-            r[k, j] += rho
-            rge[k, j] += rho * ge
+                es[k, a] += _run_sum(E, a, s, r)
+            for j in range(m):
+                r_[k, j] += _run_sum(RHO, j, s, r)
+                rge[k, j] += _run_sum(GE, j, s, r)
     A = np.empty((K, p, p))
     h = np.zeros((K, p))
     for k in range(K):
@@ -239,7 +310,7 @@ def vf_unit_precisions(y, mu, A0, G, rs, vcols, unit, K):
             for b in range(p):
                 v = cnt[k] * A0[a, b]
                 for j in range(m):
-                    v += r[k, j] * G[j, a] * G[j, b]
+                    v += r_[k, j] * G[j, a] * G[j, b]
                 A[k, a, b] = v
                 acc += A0[a, b] * es[k, b]
             for j in range(m):
@@ -248,7 +319,7 @@ def vf_unit_precisions(y, mu, A0, G, rs, vcols, unit, K):
     return A, h
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_FAST)
 def eta_stats(y, mu, rs, gvec, v, group, G):
     """Per group: the count and SA = Σ ρ_iv (g'e_i)² (= η_i² / s² / d_iv): if every row of
     group g has its log-variance moved by c_g δ the log-likelihood changes by
@@ -256,13 +327,37 @@ def eta_stats(y, mu, rs, gvec, v, group, G):
     n, p = y.shape
     cnt = np.zeros(G)
     SA = np.zeros(G)
-    for i in range(n):
-        acc = 0.0
-        for l in range(p):
-            acc += gvec[l] * (y[i, l] - mu[i, l])
-        g = group[i]
-        cnt[g] += 1.0
-        SA[g] += rs[i, v] ** 2 * acc * acc
+    Q = np.empty((1, BLOCK))
+    for i0 in range(0, n, BLOCK):
+        nb = min(BLOCK, n - i0)
+        for r in range(nb):
+            Q[0, r] = 0.0
+        for a in range(p):
+            g = gvec[a]
+            if g != 0.0:
+                for r in range(nb):
+                    Q[0, r] += g * (y[i0 + r, a] - mu[i0 + r, a])
+        for r in range(nb):
+            Q[0, r] = rs[i0 + r, v] ** 2 * Q[0, r] * Q[0, r]
+        if G <= 8:                   # few groups: a masked sum per group (no scatter)
+            for k in range(G):
+                c = 0.0
+                acc = 0.0
+                for r in range(nb):
+                    hit = group[i0 + r] == k
+                    c += 1.0 if hit else 0.0
+                    acc += Q[0, r] if hit else 0.0
+                cnt[k] += c
+                SA[k] += acc
+            continue
+        r = 0
+        while r < nb:                # runs of rows of one group (a unit: its sorted cluster)
+            k = group[i0 + r]
+            s = r
+            while r < nb and group[i0 + r] == k:
+                r += 1
+            cnt[k] += r - s
+            SA[k] += _run_sum(Q, 0, s, r)
     return cnt, SA
 
 

@@ -64,6 +64,7 @@ Goldstein, H. (2011). Multilevel Statistical Models (4th ed.), chapters 13-14. W
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -179,6 +180,7 @@ class MultiStatic:
     vf_vcols: np.ndarray | None = None  # y1 columns with a variance function, in order
     vf_other: np.ndarray | None = None  # the others (O)
     vf_leads: tuple = ()          # each function's lead: O and the earlier functions' columns
+    vf_grids: tuple = ()          # np.ix_ of Ω1's O block, then of each lead (see vf_layout)
     con1_other: Constraint | None = None   # con1 on Ω1[O, O]
     trace_map: tuple | None = None   # (offset, factor): the monitored parameters on the data's scale
 
@@ -268,8 +270,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
     step_slices = {k: slice(int(bounds[i]), int(bounds[i + 1])) for i, k in enumerate(n_steps)}
     xtx1 = data.x1.T @ data.x1
     vcols = np.array([v.col for v in vf], np.int64)
-    other = np.setdiff1d(np.arange(p1), vcols)
-    leads = tuple(np.sort(np.concatenate([other, vcols[:k]])).astype(np.int64) for k in range(len(vf)))
+    other, leads, grids = vf_layout(p1, vcols)
     at = {int(c): i for i, c in enumerate(other)}
     con1_other = Constraint.build(other.size, [([at[k] for k in c.cols], _fixed_block(c)) for c in cat1])
     return MultiStatic(
@@ -279,7 +280,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         con1=con1, patterns1=Patterns.of(data.miss1), cat1=cat1, step_slices=step_slices,
         free1=free_lower(p1, con1), free_c=tuple(free_lower(c.dim, c.con) for c in statics),
         vf=tuple(vf), vf_cols=frozenset(v.col for v in vf), xtx1=xtx1,
-        vf_vcols=vcols, vf_other=other, vf_leads=leads,
+        vf_vcols=vcols, vf_other=other, vf_leads=leads, vf_grids=grids,
         con1_other=con1_other, fixed_prior1=_prior(p1, data.x1.shape[1], cat1, model.categorical_prior_sd),
         trace_map=multi_trace_affine(data),
     )
@@ -503,6 +504,15 @@ def shift(rng, st: MultiStatic, ci: int, b1, bs, us, ys, omegas, vs=()):
 # m functions has s² ~ IW(ν − (m − 1 − k), Ψ_v·lead) (one-dimensional: an inverse gamma) and
 # b | s² ~ N(Ψ_ll⁻¹Ψ_lv, s² Ψ_ll⁻¹) (the usual partition of an inverse Wishart), so each part
 # has a conjugate draw given the rows (``draw_level1_covariance``).
+def vf_layout(p1: int, vcols: np.ndarray) -> tuple[np.ndarray, tuple, tuple]:
+    """The columns without a function (O), each function's lead (O and the earlier functions'
+    columns) and the index grids of Ω1[O, O] and of each Ω1[lead, lead] (made once: ``np.ix_``
+    costs more than the small blocks it takes)."""
+    other = np.setdiff1d(np.arange(p1), vcols)
+    leads = tuple(np.sort(np.concatenate([other, vcols[:k]])).astype(np.int64) for k in range(vcols.size))
+    return other, leads, (np.ix_(other, other), *(np.ix_(lead, lead) for lead in leads))
+
+
 def vf_params(st: MultiStatic, omega1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(bmat, s²): each function's regression on its lead (rows of bmat, zeros elsewhere) and
     its residual variance, from Ω1."""
@@ -511,7 +521,7 @@ def vf_params(st: MultiStatic, omega1: np.ndarray) -> tuple[np.ndarray, np.ndarr
     for k, v in enumerate(st.vf):
         lead = st.vf_leads[k]
         if lead.size:
-            b = np.linalg.solve(omega1[np.ix_(lead, lead)], omega1[lead, v.col])
+            b = np.linalg.solve(omega1[st.vf_grids[k + 1]], omega1[lead, v.col])
             bmat[k, lead] = b
             s2[k] = omega1[v.col, v.col] - omega1[lead, v.col] @ b
         else:
@@ -522,12 +532,11 @@ def vf_params(st: MultiStatic, omega1: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def vf_omega(st: MultiStatic, omega_oo: np.ndarray, bmat: np.ndarray, s2: np.ndarray) -> np.ndarray:
     """Ω1 from Ω1[O, O] and each function's (b, s²) (the inverse of ``vf_params``)."""
     om = np.zeros((st.p1, st.p1))
-    o = st.vf_other
-    om[np.ix_(o, o)] = omega_oo
+    om[st.vf_grids[0]] = omega_oo
     for k, v in enumerate(st.vf):
         lead = st.vf_leads[k]
         b = bmat[k, lead]
-        c = om[np.ix_(lead, lead)] @ b
+        c = om[st.vf_grids[k + 1]] @ b
         om[lead, v.col] = c
         om[v.col, lead] = c
         om[v.col, v.col] = s2[k] + b @ c
@@ -536,11 +545,14 @@ def vf_omega(st: MultiStatic, omega_oo: np.ndarray, bmat: np.ndarray, s2: np.nda
 
 def vf_precision(st: MultiStatic, omega1: np.ndarray, bmat: np.ndarray, s2: np.ndarray) -> tuple:
     """(A0, G) of the rows' precisions W_i = A0 + Σ_j ρ_ij g_j g_j' (``_vf_kernels``)."""
-    o = st.vf_other
+    return _precision_parts(st, omega1[st.vf_grids[0]], bmat, s2)
+
+
+def _precision_parts(st: MultiStatic, omega_oo: np.ndarray, bmat: np.ndarray, s2: np.ndarray) -> tuple:
+    """``vf_precision`` from Ω1[O, O] (the parts Ω1 is drawn in)."""
     A0 = np.zeros((st.p1, st.p1))
-    if o.size:
-        inv = np.linalg.inv(omega1[np.ix_(o, o)])
-        A0[np.ix_(o, o)] = 0.5 * (inv + inv.T)
+    if st.vf_other.size:
+        A0[st.vf_grids[0]] = inv_spd(omega_oo)
     G = -bmat / np.sqrt(s2)[:, None]
     G[np.arange(len(st.vf)), st.vf_vcols] = 1.0 / np.sqrt(s2)
     return A0, G
@@ -556,16 +568,20 @@ def draw_level1_covariance(rng, st: MultiStatic, y1, mu1, rs, omega1, steps):
     inverse Wishart given e_O; then each function's s² ~ IG((ν_k + N)/2, (S − a'A⁻¹a)/2) and
     b | s² ~ N(A⁻¹a, s² A⁻¹), with A, a, S the prior's blocks plus Σ_i e e'/d_iv over the lead
     and v (a weighted regression of e_v on e_lead). Returns Ω1 and the MH acceptances."""
+    omega_oo, bmat, s2, acc = _draw_level1_parts(rng, st, y1, mu1, rs, omega1[st.vf_grids[0]], steps)
+    return vf_omega(st, omega_oo, bmat, s2), acc
+
+
+def _draw_level1_parts(rng, st: MultiStatic, y1, mu1, rs, omega_oo, steps):
+    """``draw_level1_covariance`` in Ω1's parts: (Ω1[O, O], bmat, s², acceptances)."""
     scale1, df1 = st.prior1
     n = st.data.n_rows
     m = len(st.vf)
     M0, Mw = vfk.vf_moments(np.ascontiguousarray(y1), mu1, rs, st.vf_vcols)
-    o = st.vf_other
+    oo = st.vf_grids[0]
     acc = np.zeros(0)
-    omega_oo = omega1[np.ix_(o, o)]
-    if o.size:
-        omega_oo, acc = draw_covariance(rng, df1 - m + n, scale1[np.ix_(o, o)] + M0[np.ix_(o, o)],
-                                        st.con1_other, omega_oo, steps)
+    if st.vf_other.size:
+        omega_oo, acc = draw_covariance(rng, df1 - m + n, scale1[oo] + M0[oo], st.con1_other, omega_oo, steps)
     bmat = np.zeros((m, st.p1))
     s2 = np.empty(m)
     for k, v in enumerate(st.vf):
@@ -573,7 +589,8 @@ def draw_level1_covariance(rng, st: MultiStatic, y1, mu1, rs, omega1, steps):
         S = scale1[c, c] + Mw[k][c, c]
         nu = df1 - (m - 1 - k)
         if lead.size:
-            A = scale1[np.ix_(lead, lead)] + Mw[k][np.ix_(lead, lead)]
+            ll = st.vf_grids[k + 1]
+            A = scale1[ll] + Mw[k][ll]
             a = scale1[lead, c] + Mw[k][lead, c]
             L = np.linalg.cholesky(A)
             bh = np.linalg.solve(A, a)
@@ -583,7 +600,7 @@ def draw_level1_covariance(rng, st: MultiStatic, y1, mu1, rs, omega1, steps):
         s2[k] = 0.5 * q / rng.gamma(0.5 * (nu + n))
         if lead.size:
             bmat[k, lead] = bh + np.sqrt(s2[k]) * np.linalg.solve(L.T, rng.standard_normal(lead.size))
-    return vf_omega(st, omega_oo, bmat, s2), acc
+    return omega_oo, bmat, s2, acc
 
 
 def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us, ys, bs,
@@ -614,7 +631,7 @@ def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us
                 c = v.wvals[j]
                 cnt, SA = vfk.eta_stats(y1, mu1, rs, gvec, v.col, v.wgroups[j], c.size)
                 total, n_acc = ck.mh_shared(c, cnt, SA, step, rng.standard_normal(MH_REPEATS),
-                                            np.log(rng.random(MH_REPEATS)))
+                                            -rng.standard_exponential(MH_REPEATS))
                 acc[j] = n_acc / MH_REPEATS
                 if total:
                     ck.scale_column(rs, v.col, v.wgroups[j], np.exp(-0.5 * c * total))
@@ -636,20 +653,19 @@ def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us
         cs = st.classes[ci]
         unit = cs.cd.unit
         col = cs.r + v.vpos
-        # prior of v given the classification's other effects and residuals
+        # prior of v given the classification's other effects and residuals (Λ = Ω^(c)⁻¹:
+        # mean −Σ_{l≠v} Λ_vl u_l / Λ_vv, variance 1 / Λ_vv)
         u = np.concatenate([us[ci], vs[ci], _own_residuals(st, ci, ys, bs, us) if cs.p else
                             np.zeros((cs.cd.n_units, 0))], axis=1)
-        others = np.r_[0:col, col + 1:u.shape[1]]
-        om = omegas[ci]
-        w = np.linalg.solve(om[np.ix_(others, others)], om[others, col])
-        mean = u[:, others] @ w
-        sd = np.sqrt(om[col, col] - om[col, others] @ w)
+        lam = inv_spd(omegas[ci])[col]
+        mean = u[:, col] - (u @ lam) / lam[col]
+        sd = math.sqrt(1.0 / lam[col])
         sl = st.step_slices[f"logvar{k}"]
         start = np.ascontiguousarray(vs[ci][:, v.vpos])
         K = cs.cd.n_units
         cnt, SA = vfk.eta_stats(y1, mu1, rs, gvec, v.col, unit, K)
-        cur, rate = ck.mh_units(cnt, SA, mean, float(sd), start, float(steps[sl][0]),
-                                rng.standard_normal((UNIT_REPEATS, K)), np.log(rng.random((UNIT_REPEATS, K))))
+        cur, rate = ck.mh_units(cnt, SA, mean, sd, start, float(steps[sl][0]),
+                                rng.standard_normal((UNIT_REPEATS, K)), -rng.standard_exponential((UNIT_REPEATS, K)))
         ck.scale_column(rs, v.col, unit, np.exp(-0.5 * (cur - start)))
         vv = vs[ci].copy()
         vv[:, v.vpos] = cur
@@ -666,7 +682,7 @@ UNIT_REPEATS = 3   # and for the units' log-variance effects (their random numbe
 
 def shift_log_ratio(delta: float, lin: float, quad: float, shape: float, Q: float, s2: float) -> float:
     """The log target ratio of ``shift_logvar`` (``lin`` = e'Λ Σ_k u_k, ``quad`` = K e'Λe)."""
-    return delta * lin - 0.5 * quad * delta ** 2 - shape * delta - 0.5 * Q / s2 * np.expm1(-delta)
+    return delta * lin - 0.5 * quad * delta ** 2 - shape * delta - 0.5 * Q / s2 * math.expm1(-delta)
 
 
 def shift_logvar(rng, st: MultiStatic, omega1: np.ndarray, rs: np.ndarray, vs: tuple, us, ys, bs,
@@ -683,13 +699,19 @@ def shift_logvar(rng, st: MultiStatic, omega1: np.ndarray, rs: np.ndarray, vs: t
         δ e'Λ Σ_k u_k − ½ K δ² e'Λe − (ν_k + |lead|) δ / 2 − Q (e^{−δ} − 1) / (2 s²)
 
     (Λ = Ω^(c)⁻¹, u_k the unit's effects with its own variables' residuals, Q = (−b, 1)'Ψ(−b, 1)
-    over lead and v, Ψ, ν Ω1's prior).
+    over lead and v, Ψ, ν Ω1's prior). Returns Ω1 and the v's (``rs`` is updated in place).
     """
+    bmat, s2 = vf_params(st, omega1)
+    s2, vs = _shift_logvar_parts(rng, st, bmat, s2, rs, vs, us, ys, bs, omegas)
+    return vf_omega(st, omega1[st.vf_grids[0]], bmat, s2), vs
+
+
+def _shift_logvar_parts(rng, st: MultiStatic, bmat, s2, rs, vs, us, ys, bs, omegas):
+    """``shift_logvar`` in Ω1's parts: the new s² and v's."""
     scale1, df1 = st.prior1
     m = len(st.vf)
-    bmat, s2 = vf_params(st, omega1)
+    s2 = s2.copy()
     vs = list(vs)
-    moved = False
     for k, v in enumerate(st.vf):
         if v.re is None:
             continue
@@ -697,33 +719,31 @@ def shift_logvar(rng, st: MultiStatic, omega1: np.ndarray, rs: np.ndarray, vs: t
         cs = st.classes[ci]
         u = np.concatenate([us[ci], vs[ci], _own_residuals(st, ci, ys, bs, us) if cs.p else
                             np.zeros((cs.cd.n_units, 0))], axis=1)
-        lam = np.linalg.inv(omegas[ci])
+        lam = inv_spd(omegas[ci])
         col = cs.r + v.vpos
         K = u.shape[0]
-        usum = u.sum(axis=0)
         lead = st.vf_leads[k]
-        idx = np.append(lead, v.col)
         h = np.append(-bmat[k, lead], 1.0)
-        Q = h @ scale1[np.ix_(idx, idx)] @ h
+        idx = np.append(lead, v.col)
+        Q = float(h @ scale1[np.ix_(idx, idx)] @ h)
         shape = 0.5 * (df1 - (m - 1 - k) + lead.size)
-        scale = 2.4 * np.sqrt(omegas[ci][col, col] / K)   # about the posterior SD of the v's mean
+        scale = 2.4 * math.sqrt(omegas[ci][col, col] / K)   # about the posterior SD of the v's mean
+        lin, quad, s2k = float(lam[col] @ u.sum(axis=0)), K * float(lam[col, col]), float(s2[k])
         total = 0.0
-        for _ in range(SHIFT_REPEATS):   # O(units) each: repeated to move as far as a draw would
-            delta = scale * rng.standard_normal()
-            if np.log(rng.random()) < shift_log_ratio(delta, lam[col] @ usum, K * lam[col, col], shape, Q, s2[k]):
-                usum[col] -= K * delta
-                s2[k] *= np.exp(delta)
-                total += delta
+        # O(1) each: repeated to move as far as a draw would
+        for d, logu in zip(scale * rng.standard_normal(SHIFT_REPEATS),
+                           -rng.standard_exponential(SHIFT_REPEATS)):
+            if logu < shift_log_ratio(float(d), lin, quad, shape, Q, s2k):
+                lin -= quad * d            # Σ_k u_k moves by −K δ e_v
+                s2k *= math.exp(d)
+                total += d
         if total:
+            s2[k] = s2k
             vv = vs[ci].copy()
             vv[:, v.vpos] -= total
             vs[ci] = vv
-            rs[:, v.col] *= np.exp(0.5 * total)
-            moved = True
-    if moved:
-        o = st.vf_other
-        omega1 = vf_omega(st, omega1[np.ix_(o, o)], bmat, s2)
-    return omega1, tuple(vs)
+            rs[:, v.col] *= math.exp(0.5 * total)
+    return s2, tuple(vs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -902,10 +922,12 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
         _adapt(steps, sl[f"omega{ci}"], acc, adapt_at)
     if st.p1:
         if st.vf:
-            omega1, acc = draw_level1_covariance(rng, st, y1, mu1, rs, omega1, steps[sl["omega1"]])
+            omega_oo, bmat, s2, acc = _draw_level1_parts(rng, st, y1, mu1, rs, omega1[st.vf_grids[0]],
+                                                         steps[sl["omega1"]])
             _adapt(steps, sl["omega1"], acc, adapt_at)
-            omega1, vs = shift_logvar(rng, st, omega1, rs, vs, us, ys, bs, omegas)
-            vf = _vf_tuple(st, rs, omega1)
+            s2, vs = _shift_logvar_parts(rng, st, bmat, s2, rs, vs, us, ys, bs, omegas)
+            omega1 = vf_omega(st, omega_oo, bmat, s2)
+            vf = (*_precision_parts(st, omega_oo, bmat, s2), rs, st.vf_vcols)
         else:
             S1 = residual_crossprod(y1, mu1, np.zeros(data.n_rows, np.int64), 1)[0]
             scale1, df1 = st.prior1
