@@ -73,6 +73,64 @@ def test_vf_parameters_round_trip_and_define_the_row_covariances():
         assert np.allclose(Mw[j], (e / d[:, [c]]).T @ e)
 
 
+def test_unit_statistics_from_the_fixed_effects_pass_follow_a_move_of_b1():
+    """The per-unit Σ W_i and Σ W_i e_i that ``vf_unit_finish`` makes from the statistics of B1's
+    pass, taken before B1 moved by dB, equal ``vf_unit_precisions`` after the move (units in
+    runs and scattered); the pass's normal equations are ``vf_normal_equations``'."""
+    rng = np.random.default_rng(8)
+    n, p, K = 600, 3, 7
+    st, om, bmat, s2, d = _vf_setup(rng, n, p, [1, 2])
+    parts = _parts(st, om, bmat, s2, d)
+    y, mu = rng.normal(size=(n, p)), rng.normal(size=(n, p))
+    x = np.column_stack([np.ones(n), rng.normal(size=n), rng.integers(0, 2, n)])
+    dB = rng.normal(size=(x.shape[1], p))
+    H0, g0 = vfk.vf_normal_equations(x, y, mu, *parts, x.T @ x)
+    for unit in (np.sort(rng.integers(0, K, n)), rng.integers(0, K, n)):
+        H, g, stats_ = vfk.vf_normal_equations_units(x, y, mu, *parts, x.T @ x, unit, K)
+        assert np.allclose(H, H0) and np.allclose(g, g0)
+        count = np.bincount(unit, minlength=K).astype(float)
+        A, h = vfk.vf_unit_finish(stats_, count, ck.unit_sums(x, unit, K), dB, parts[0], parts[1])
+        A2, h2 = vfk.vf_unit_precisions(y, mu + x @ dB, *parts, unit, K)
+        assert np.allclose(A, A2) and np.allclose(h, h2)
+
+
+def test_cell_statistics_equal_the_row_statistics():
+    """With a function on a grouping covariate and a unit effect, the rows of a cell share d:
+    the moves' group statistics and Ω1's moments from per-cell moments equal the row-by-row
+    ones, and the cells' scales written back are the rows'. A continuous covariate or too many
+    cells: no cells."""
+    rng = np.random.default_rng(9)
+    n, p, K = 400, 3, 20
+    st, om, bmat, s2, _ = _vf_setup(rng, n, p, [2])
+    sex = rng.integers(0, 2, n).astype(np.int32)
+    unit = np.repeat(np.arange(K), n // K)
+    cells = multi.VarianceCells.build([sex], unit, n)
+    C = cells.count.size
+    assert C == len(set(zip(sex, unit)))
+    rho = np.exp(rng.normal(size=C))
+    d = np.ones((n, p))
+    d[:, 2] = 1.0 / rho[cells.of_row]
+    _, G, rs, _ = parts = _parts(st, om, bmat, s2, d)
+    y, mu = rng.normal(size=(n, p)), rng.normal(size=(n, p))
+    E = vfk.cell_moments(y, mu, cells.of_row, C)
+    e = y - mu
+    for c in (0, 7):
+        assert np.allclose(multi._unpacked(E[c]), e[cells.of_row == c].T @ e[cells.of_row == c])
+    q = E @ multi._packed(np.outer(G[0], G[0]), True)
+    for grp, cgrp, size in ((unit, cells.unit, K), (sex, cells.groups[0], 2)):
+        cnt, SA = vfk.eta_stats(y, mu, rs, G[0], 2, grp, size)
+        assert np.allclose(np.bincount(cgrp, cells.count, size), cnt)
+        assert np.allclose(np.bincount(cgrp, rho * q, size), SA)
+    M0, Mw = vfk.vf_moments(y, mu, rs, st.vf_vcols)
+    got = multi.cell_level1_moments({0: (E, rho)}, 1)
+    assert np.allclose(got[0], M0) and np.allclose(got[1], Mw)
+    rs2 = np.ones((n, p))
+    vfk.set_cell_scales(rs2, 2, cells.of_row, np.sqrt(rho))
+    assert np.allclose(rs2, rs)
+    assert multi.VarianceCells.build([sex, None], unit, n) is None
+    assert multi.VarianceCells.build([np.arange(n) % 150], None, n) is None
+
+
 def test_eta_statistics_and_changes_equal_the_direct_loglikelihood():
     """Moving rows' log-variance of one function by c_g δ changes Σ_i log N(e_i; 0, Σ_i) by the
     grouped formula of ``eta_stats`` and by ``eta_change`` (Σ_i from the definition)."""

@@ -14,9 +14,8 @@ from numba import njit
 
 from ._small import chol
 
-__all__ = ["fixed_part", "add_unit_effects", "add_membership_effects", "unit_sums",
-           "membership_sums", "draw_units_full", "scale_column", "mh_shared", "mh_units",
-           "level1_fixed_and_units"]
+__all__ = ["fixed_part", "fixed_and_units", "add_unit_effects", "add_membership_effects", "unit_sums",
+           "membership_sums", "draw_units_full", "scale_column", "mh_shared", "mh_units"]
 
 
 @njit(cache=True)
@@ -27,6 +26,21 @@ def fixed_part(x, b, out, add):
     for i in range(n):
         for l in range(p):
             v = 0.0
+            for a in range(f):
+                v += x[i, a] * b[a, l]
+            out[i, l] = out[i, l] + v if add else v
+
+
+@njit(cache=True)
+def fixed_and_units(x, b, unit, A, out, add):
+    """out = X B + A[unit] (the level-1 means with one single-membership classification), or
+    out += X B + A[unit] with ``add`` (μ1 after B1 and those effects moved by B and A), one pass."""
+    n, f = x.shape
+    p = b.shape[1]
+    for i in range(n):
+        k = unit[i]
+        for l in range(p):
+            v = A[k, l]
             for a in range(f):
                 v += x[i, a] * b[a, l]
             out[i, l] = out[i, l] + v if add else v
@@ -155,28 +169,15 @@ def mh_units(cnt, SA, mean, sd, cur, step, z, logu):
     ``logu``: (proposals, units). Returns the new v and the share of proposals accepted."""
     K = cur.size
     out = cur.copy()
+    now = np.zeros(K)                 # the change at out (0 at the start)
     accepted = 0
     for t in range(z.shape[0]):
         for k in range(K):
             prop = out[k] + step * sd * z[t, k]
-            dl = (_change(prop - cur[k], 1.0, cnt[k], SA[k])
-                  - _change(out[k] - cur[k], 1.0, cnt[k], SA[k]))
+            new = _change(prop - cur[k], 1.0, cnt[k], SA[k])
             dp = -0.5 * ((prop - mean[k]) ** 2 - (out[k] - mean[k]) ** 2) / (sd * sd)
-            if logu[t, k] < dl + dp:
+            if logu[t, k] < new - now[k] + dp:
                 out[k] = prop
+                now[k] = new
                 accepted += 1
     return out, accepted / (z.shape[0] * K)
-
-
-@njit(cache=True)
-def level1_fixed_and_units(x, b, unit, A, out):
-    """out = X B + A[unit] (the level-1 means with one single-membership classification)."""
-    n, f = x.shape
-    p = b.shape[1]
-    for i in range(n):
-        k = unit[i]
-        for l in range(p):
-            v = A[k, l]
-            for a in range(f):
-                v += x[i, a] * b[a, l]
-            out[i, l] = v

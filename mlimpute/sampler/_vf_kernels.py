@@ -24,7 +24,8 @@ from . import _kernels as kern
 from ._small import chol_into
 
 __all__ = ["vf_latent_column", "vf_ordinal_ratio", "vf_missing_rows", "vf_moments",
-           "vf_normal_equations", "vf_unit_precisions", "eta_stats", "eta_change"]
+           "vf_normal_equations", "vf_unit_precisions", "eta_stats", "eta_change",
+           "cell_moments", "set_cell_scales", "vf_normal_equations_units", "vf_unit_finish"]
 
 
 @njit(cache=True, inline="always")
@@ -108,12 +109,24 @@ def vf_missing_rows(y, mean, rows, pid, masks, A0, G, rs, vcols, z):
             else:
                 e[a] = y[i, a] - mean[i, a]
         if nm == 1:                       # one hole: N(μ_c − Σ_k W_ck e_k / W_cc, 1 / W_cc)
-            c = idx[0]
-            _precision_row(A0, G, rs, vcols, i, c, w)
+            c = idx[0]                    # with W_c· = A0_c· + Σ_j ρ_j G_jc G_j· (e_c = 0)
             acc = 0.0
             for b in range(p):
-                acc += w[b] * e[b]
-            sd = 1.0 / math.sqrt(w[c])
+                acc += A0[c, b] * e[b]
+            wcc = A0[c, c]
+            for j in range(vcols.size):
+                gc = G[j, c]
+                if gc == 0.0:
+                    continue
+                ge = 0.0
+                for b in range(p):
+                    ge += G[j, b] * e[b]
+                f = rs[i, vcols[j]] ** 2 * gc
+                acc += f * ge
+                wcc += f * gc
+            if not wcc > 0.0:
+                return False
+            sd = 1.0 / math.sqrt(wcc)
             y[i, c] = mean[i, c] + sd * z[pos] - sd * sd * acc
             pos += 1
             continue
@@ -215,13 +228,25 @@ def vf_moments(y, mu, rs, vcols):
     return M0, Mw
 
 
-@njit(cache=True, fastmath=_FAST)
+@njit(cache=True)
 def vf_normal_equations(x, y, mu, A0, G, rs, vcols, xtx):
     """B1's precision Σ_i W_i ⊗ x_i x_i' = A0 ⊗ X'X + Σ_j g_j g_j' ⊗ X' diag(ρ_j) X and linear
     term Σ_i vec(x_i (W_i e_i)') (variable-major), in one pass: O(N·(p² + p·f + m·f²))."""
+    H, grad, _ = vf_normal_equations_units(x, y, mu, A0, G, rs, vcols, xtx, np.zeros(0, np.int64), 0)
+    return H, grad
+
+
+@njit(cache=True, fastmath=_FAST)
+def vf_normal_equations_units(x, y, mu, A0, G, rs, vcols, xtx, unit, K):
+    """``vf_normal_equations`` and, in the same pass, what the effects of the K units ``unit``
+    need (``vf_unit_finish``): per unit Σ e, Σ ρ_j, Σ ρ_j g_j'e and Σ ρ_j x (K = 0: none)."""
     n, f = x.shape
     p = y.shape[1]
     m = vcols.size
+    es = np.zeros((K, p))
+    r_ = np.zeros((K, m))
+    rge = np.zeros((K, m))
+    xr = np.zeros((K, m, f))
     S = np.zeros((m, f, f))          # X' diag(ρ_j) X, lower triangles
     grad = np.zeros((p, f))
     E = np.empty((p, BLOCK))
@@ -261,6 +286,24 @@ def vf_normal_equations(x, y, mu, A0, G, rs, vcols, xtx):
                 for r in range(nb):
                     acc += WE[a, r] * XT[b, r]
                 grad[a, b] += acc
+        if K == 0:
+            continue
+        r = 0
+        while r < nb:                # runs of rows of one unit (the whole cluster, sorted data)
+            k = unit[i0 + r]
+            s = r
+            while r < nb and unit[i0 + r] == k:
+                r += 1
+            for a in range(p):
+                es[k, a] += _run_sum(E, a, s, r)
+            for j in range(m):
+                r_[k, j] += _run_sum(RHO, j, s, r)
+                rge[k, j] += _run_sum(GE, j, s, r)
+                for a in range(f):
+                    acc = 0.0
+                    for t in range(s, r):
+                        acc += RHO[j, t] * XT[a, t]
+                    xr[k, j, a] += acc
     H = np.empty((p * f, p * f))
     for l in range(p):
         for k in range(p):
@@ -271,52 +314,61 @@ def vf_normal_equations(x, y, mu, A0, G, rs, vcols, xtx):
                     for j in range(m):
                         v += G[j, l] * G[j, k] * S[j, hi, lo]
                     H[l * f + a, k * f + b] = v
-    return H, grad.ravel()
+    return H, grad.ravel(), (es, r_, rge, xr)
 
 
-@njit(cache=True, fastmath=_FAST)
-def vf_unit_precisions(y, mu, A0, G, rs, vcols, unit, K):
-    """Per unit k: Σ_{i∈k} W_i (K, p, p) and Σ_{i∈k} W_i e_i (K, p), from per-unit sums of e,
-    the count, ρ_j and ρ_j g_j'e (one pass)."""
-    n, p = y.shape
-    m = vcols.size
-    es = np.zeros((K, p))
-    cnt = np.zeros(K)
-    r_ = np.zeros((K, m))
-    rge = np.zeros((K, m))
-    E = np.empty((p, BLOCK))
-    RHO = np.empty((m, BLOCK))
-    GE = np.empty((m, BLOCK))
-    for i0 in range(0, n, BLOCK):
-        nb = min(BLOCK, n - i0)
-        _load_block(y, mu, rs, vcols, G, i0, nb, E, RHO, GE)
-        r = 0
-        while r < nb:                # runs of rows of one unit (the whole cluster, sorted data)
-            k = unit[i0 + r]
-            s = r
-            while r < nb and unit[i0 + r] == k:
-                r += 1
-            cnt[k] += r - s
-            for a in range(p):
-                es[k, a] += _run_sum(E, a, s, r)
-            for j in range(m):
-                r_[k, j] += _run_sum(RHO, j, s, r)
-                rge[k, j] += _run_sum(GE, j, s, r)
+@njit(cache=True)
+def vf_unit_finish(stats, count, xsum, dB, A0, G):
+    """``vf_unit_precisions`` after B1 moved by dB (f × p), from the statistics of
+    ``vf_normal_equations_units`` taken before: every residual moved by −dB'x_i, so per unit
+    Σ e by −dB'Σx and Σ ρ_j g_j'e by −(dB g_j)'Σ ρ_j x. ``count``, ``xsum``: rows and Σ x per unit."""
+    es, r_, rge, xr = stats
+    K, p = es.shape
+    m, f = xr.shape[1], xr.shape[2]
+    dg = np.zeros((m, f))            # dB g_j
+    for j in range(m):
+        for a in range(f):
+            for l in range(p):
+                dg[j, a] += dB[a, l] * G[j, l]
     A = np.empty((K, p, p))
     h = np.zeros((K, p))
+    e = np.empty(p)
+    rg = np.empty(m)
     for k in range(K):
+        for l in range(p):
+            v = es[k, l]
+            for a in range(f):
+                v -= xsum[k, a] * dB[a, l]
+            e[l] = v
+        for j in range(m):
+            v = rge[k, j]
+            for a in range(f):
+                v -= xr[k, j, a] * dg[j, a]
+            rg[j] = v
         for a in range(p):
             acc = 0.0
             for b in range(p):
-                v = cnt[k] * A0[a, b]
+                v = count[k] * A0[a, b]
                 for j in range(m):
                     v += r_[k, j] * G[j, a] * G[j, b]
                 A[k, a, b] = v
-                acc += A0[a, b] * es[k, b]
+                acc += A0[a, b] * e[b]
             for j in range(m):
-                acc += rge[k, j] * G[j, a]
+                acc += rg[j] * G[j, a]
             h[k, a] = acc
     return A, h
+
+
+@njit(cache=True)
+def vf_unit_precisions(y, mu, A0, G, rs, vcols, unit, K):
+    """Per unit k: Σ_{i∈k} W_i (K, p, p) and Σ_{i∈k} W_i e_i (K, p), from per-unit sums of e,
+    the count, ρ_j and ρ_j g_j'e (one pass: ``vf_normal_equations_units`` without covariates)."""
+    n, p = y.shape
+    _, _, stats = vf_normal_equations_units(np.empty((n, 0)), y, mu, A0, G, rs, vcols, np.empty((0, 0)), unit, K)
+    count = np.zeros(K)
+    for i in range(n):
+        count[unit[i]] += 1.0
+    return vf_unit_finish(stats, count, np.empty((K, 0)), np.empty((0, p)), A0, G)
 
 
 @njit(cache=True, fastmath=_FAST)
@@ -359,6 +411,49 @@ def eta_stats(y, mu, rs, gvec, v, group, G):
             cnt[k] += r - s
             SA[k] += _run_sum(Q, 0, s, r)
     return cnt, SA
+
+
+@njit(cache=True, fastmath=_FAST)
+def cell_moments(y, mu, cells, C):
+    """Σ_{i∈c} e_i e_i' per cell c, e = y − μ, as (C, p(p+1)/2) lower triangles in the order of
+    ``np.tril_indices(p)``: with a variance function whose rows of a cell share their d (the same
+    covariate values and unit), every statistic of its moves and of Ω1's draw is a sum over
+    cells of ρ_c times these (``multi.draw_variance_functions``)."""
+    n, p = y.shape
+    T = p * (p + 1) // 2
+    ia = np.empty(T, np.int64)
+    ib = np.empty(T, np.int64)
+    t = 0
+    for a in range(p):
+        for b in range(a + 1):
+            ia[t] = a
+            ib[t] = b
+            t += 1
+    out = np.zeros((C, T))
+    E = np.empty((p, BLOCK))
+    P = np.empty((BLOCK, T))
+    for i0 in range(0, n, BLOCK):
+        nb = min(BLOCK, n - i0)
+        for a in range(p):
+            for r in range(nb):
+                E[a, r] = y[i0 + r, a] - mu[i0 + r, a]
+        for t in range(T):
+            a = ia[t]
+            b = ib[t]
+            for r in range(nb):
+                P[r, t] = E[a, r] * E[b, r]
+        for r in range(nb):
+            c = cells[i0 + r]
+            for t in range(T):
+                out[c, t] += P[r, t]
+    return out
+
+
+@njit(cache=True)
+def set_cell_scales(rs, col, cells, scale):
+    """rs[i, col] = scale[cells[i]] (each row's d^-½ from its cell's)."""
+    for i in range(rs.shape[0]):
+        rs[i, col] = scale[cells[i]]
 
 
 @njit(cache=True)

@@ -64,6 +64,7 @@ Goldstein, H. (2011). Multilevel Statistical Models (4th ed.), chapters 13-14. W
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -123,6 +124,38 @@ class VarStatic:
     vpos: int
     wgroups: tuple = ()          # per covariate: each row's value index, when it has few values
     wvals: tuple = ()            # and those values (None: a continuous covariate, row by row)
+    cells: object = None         # VarianceCells, when the rows fall into few cells of equal d
+
+
+@dataclass(frozen=True, eq=False)
+class VarianceCells:
+    """Rows with the same value of every covariate of a variance function and the same unit of
+    its random effect share their d: each sweep's statistics of the function's moves and of Ω1
+    are sums over these cells (``_vf_kernels.cell_moments``), so the moves cost O(cells) and the
+    rows' scales are written once per sweep."""
+
+    of_row: np.ndarray           # each row's cell
+    count: np.ndarray            # rows per cell (float)
+    first: np.ndarray            # a row of each cell
+    groups: tuple                # per covariate: each cell's value index
+    unit: np.ndarray | None      # each cell's unit (None: no random effect)
+
+    @classmethod
+    def build(cls, groups: list, unit: np.ndarray | None, n: int) -> VarianceCells | None:
+        """None when a covariate is continuous or the cells are not few (more than N / 4)."""
+        if any(g is None for g in groups):
+            return None
+        key = np.zeros(n, np.int64)
+        for col in [*groups, *([] if unit is None else [unit])]:
+            _, key = np.unique(key * (int(col.max()) + 1) + col, return_inverse=True)
+        C = int(key.max()) + 1 if n else 0
+        if C > n // 4:
+            return None
+        first = np.empty(C, np.int64)
+        first[key[::-1]] = np.arange(n)[::-1]
+        return cls(of_row=key.astype(np.int64), count=np.bincount(key, minlength=C).astype(float),
+                   first=first, groups=tuple(g[first] for g in groups),
+                   unit=None if unit is None else unit[first])
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,6 +214,8 @@ class MultiStatic:
     vf_other: np.ndarray | None = None  # the others (O)
     vf_leads: tuple = ()          # each function's lead: O and the earlier functions' columns
     vf_grids: tuple = ()          # np.ix_ of Ω1's O block, then of each lead (see vf_layout)
+    vf_first: tuple | None = None  # (rows, Σ x1) per unit of classification 0 when its effects'
+                                   # statistics come from B1's pass (``_vf_kernels.vf_unit_finish``)
     con1_other: Constraint | None = None   # con1 on Ω1[O, O]
     trace_map: tuple | None = None   # (offset, factor): the monitored parameters on the data's scale
 
@@ -261,7 +296,10 @@ def prepare_multi(data: ModelData) -> MultiStatic:
             few = values.size <= 64
             groups.append(inverse.astype(np.int32) if few else None)
             vals.append(values if few else None)
-        vf.append(VarStatic(col=v.col, w=v.w, re=v.re, vpos=vpos, wgroups=tuple(groups), wvals=tuple(vals)))
+        unit = None if v.re is None else classes[v.re].unit
+        cells = None if v.re is not None and unit is None else VarianceCells.build(groups, unit, data.n_rows)
+        vf.append(VarStatic(col=v.col, w=v.w, re=v.re, vpos=vpos, wgroups=tuple(groups), wvals=tuple(vals),
+                            cells=cells))
         n_steps[f"gamma{k}"] = v.w.shape[1]
         n_steps[f"logvar{k}"] = int(v.re is not None)
     n_steps = {"omega1": 0 if con1 is None else con1.n_free,
@@ -271,6 +309,11 @@ def prepare_multi(data: ModelData) -> MultiStatic:
     xtx1 = data.x1.T @ data.x1
     vcols = np.array([v.col for v in vf], np.int64)
     other, leads, grids = vf_layout(p1, vcols)
+    first = None
+    if vf and p1 and classes and classes[0].unit is not None and statics[0].r:
+        cd0 = classes[0]
+        first = (statics[0].counts[:, 0].copy(), ck.unit_sums(np.ascontiguousarray(data.x1, dtype=float),
+                                                              cd0.unit, cd0.n_units))
     at = {int(c): i for i, c in enumerate(other)}
     con1_other = Constraint.build(other.size, [([at[k] for k in c.cols], _fixed_block(c)) for c in cat1])
     return MultiStatic(
@@ -280,7 +323,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         con1=con1, patterns1=Patterns.of(data.miss1), cat1=cat1, step_slices=step_slices,
         free1=free_lower(p1, con1), free_c=tuple(free_lower(c.dim, c.con) for c in statics),
         vf=tuple(vf), vf_cols=frozenset(v.col for v in vf), xtx1=xtx1,
-        vf_vcols=vcols, vf_other=other, vf_leads=leads, vf_grids=grids,
+        vf_vcols=vcols, vf_other=other, vf_leads=leads, vf_grids=grids, vf_first=first,
         con1_other=con1_other, fixed_prior1=_prior(p1, data.x1.shape[1], cat1, model.categorical_prior_sd),
         trace_map=multi_trace_affine(data),
     )
@@ -310,8 +353,8 @@ def level1_mean(st: MultiStatic, b1: np.ndarray, us: tuple) -> np.ndarray:
     out = np.empty((st.data.n_rows, st.p1))
     first = 0
     if st.p1 and st.classes and st.classes[0].cd.unit is not None:   # one pass for the first
-        ck.level1_fixed_and_units(st.data.x1, np.ascontiguousarray(b1), st.classes[0].cd.unit,
-                                  np.ascontiguousarray(us[0][:, :st.p1]), out)
+        ck.fixed_and_units(st.data.x1, np.ascontiguousarray(b1), st.classes[0].cd.unit,
+                           np.ascontiguousarray(us[0][:, :st.p1]), out, False)
         first = 1
     else:
         ck.fixed_part(st.data.x1, np.ascontiguousarray(b1), out, False)
@@ -376,10 +419,11 @@ def class_moments(st: MultiStatic, ci: int, s_b, ys, us, omegas, vs=()) -> tuple
 # Random effects of one classification
 # ------------------------------------------------------------------------------------------
 def draw_effects(rng, st: MultiStatic, ci: int, y1: np.ndarray, mu1: np.ndarray, omega1_inv: np.ndarray,
-                 ys, bs, us, omegas, vs=(), vf=None) -> np.ndarray:
+                 ys, bs, us, omegas, vs=(), vf=None, unit_stats=None) -> np.ndarray:
     """All units' free effects of classification c given the rest (μ1 with the current effects
-    of c included; ``vf`` the variance functions' (A0, G, rs, vcols), ``_vf_kernels``). Returns
-    the new (K × r) effects."""
+    of c included; ``vf`` the variance functions' (A0, G, rs, vcols), ``_vf_kernels``;
+    ``unit_stats``: their per-unit (Σ W_i, Σ W_i e_i) when already known). Returns the new
+    (K × r) effects."""
     cs = st.classes[ci]
     cd = cs.cd
     K_u, r, p1 = cd.n_units, cs.r, st.p1
@@ -401,7 +445,7 @@ def draw_effects(rng, st: MultiStatic, ci: int, y1: np.ndarray, mu1: np.ndarray,
             h[:, :p1] += sums @ omega1_inv
             Qk[:, :p1, :p1] = cs.counts[:, :1, None] * omega1_inv
         else:  # row-specific precisions: Σ_i W_i per unit
-            A, hs = vfk.vf_unit_precisions(y1, mu1, *vf, cd.unit, K_u)
+            A, hs = unit_stats if unit_stats is not None else vfk.vf_unit_precisions(y1, mu1, *vf, cd.unit, K_u)
             h[:, :p1] += hs + np.einsum("klm,km->kl", A, old[:, :p1])
             Qk[:, :p1, :p1] = A
     for j, b in enumerate(cs.below):
@@ -572,12 +616,13 @@ def draw_level1_covariance(rng, st: MultiStatic, y1, mu1, rs, omega1, steps):
     return vf_omega(st, omega_oo, bmat, s2), acc
 
 
-def _draw_level1_parts(rng, st: MultiStatic, y1, mu1, rs, omega_oo, steps):
-    """``draw_level1_covariance`` in Ω1's parts: (Ω1[O, O], bmat, s², acceptances)."""
+def _draw_level1_parts(rng, st: MultiStatic, y1, mu1, rs, omega_oo, steps, moments=None):
+    """``draw_level1_covariance`` in Ω1's parts: (Ω1[O, O], bmat, s², acceptances);
+    ``moments``: (M0, Mw) of ``vfk.vf_moments`` when already known."""
     scale1, df1 = st.prior1
     n = st.data.n_rows
     m = len(st.vf)
-    M0, Mw = vfk.vf_moments(np.ascontiguousarray(y1), mu1, rs, st.vf_vcols)
+    M0, Mw = moments if moments is not None else vfk.vf_moments(np.ascontiguousarray(y1), mu1, rs, st.vf_vcols)
     oo = st.vf_grids[0]
     acc = np.zeros(0)
     if st.vf_other.size:
@@ -617,17 +662,38 @@ def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us
     MH_REPEATS proposals per sweep at the price of about one pass. A covariate with many values
     is proposed row by row (``eta_change``). The units' v are proposed all at once and accepted
     each on its own (they are independent given the rest).
+
+    A function whose rows fall into few cells of equal d (``VarianceCells``) takes every
+    statistic from one pass of per-cell moments E_c = Σ_{i∈c} e e' (SA of a group = Σ ρ_c g'E_c g
+    over its cells) and moves its cells' ρ_c; its column of ``rs`` is then left to be written
+    after the shift move (``write_cells``): the third value returned maps such a function to
+    (E, ρ), from which Ω1's moments follow too.
     """
     gammas, vs = list(gammas), list(vs)
     y1 = np.ascontiguousarray(y1)
+    pending = {}
     for k, v in enumerate(st.vf):
         sl = st.step_slices[f"gamma{k}"]
         g = gammas[k].copy()
         acc = np.zeros(g.size)
         gvec = np.ascontiguousarray(G[k])
+        cells = v.cells
+        if cells is not None:
+            E = vfk.cell_moments(y1, mu1, cells.of_row, cells.count.size)
+            q = E @ _packed(np.outer(gvec, gvec), True)    # g'E_c g
+            rho = rs[cells.first, v.col] ** 2
         for j in range(g.size):
             step = steps[sl][j]
-            if v.wgroups[j] is not None:
+            if cells is not None:
+                c, grp = v.wvals[j], cells.groups[j]
+                total, n_acc = ck.mh_shared(c, np.bincount(grp, cells.count, c.size),
+                                            np.bincount(grp, rho * q, c.size), step,
+                                            rng.standard_normal(MH_REPEATS), -rng.standard_exponential(MH_REPEATS))
+                acc[j] = n_acc / MH_REPEATS
+                if total:
+                    rho *= np.exp(-c[grp] * total)
+                    g[j] += total
+            elif v.wgroups[j] is not None:
                 c = v.wvals[j]
                 cnt, SA = vfk.eta_stats(y1, mu1, rs, gvec, v.col, v.wgroups[j], c.size)
                 total, n_acc = ck.mh_shared(c, cnt, SA, step, rng.standard_normal(MH_REPEATS),
@@ -647,6 +713,8 @@ def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us
         gammas[k] = g
         if adapt_at is not None and acc.size:
             steps[sl] = adapt_steps(steps[sl], acc, adapt_at)
+        if cells is not None:
+            pending[k] = (E, rho)         # ρ is moved in place below
         if v.re is None:
             continue
         ci = v.re
@@ -663,16 +731,62 @@ def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us
         sl = st.step_slices[f"logvar{k}"]
         start = np.ascontiguousarray(vs[ci][:, v.vpos])
         K = cs.cd.n_units
-        cnt, SA = vfk.eta_stats(y1, mu1, rs, gvec, v.col, unit, K)
+        if cells is not None:
+            cnt, SA = np.bincount(cells.unit, cells.count, K), np.bincount(cells.unit, rho * q, K)
+        else:
+            cnt, SA = vfk.eta_stats(y1, mu1, rs, gvec, v.col, unit, K)
         cur, rate = ck.mh_units(cnt, SA, mean, sd, start, float(steps[sl][0]),
                                 rng.standard_normal((UNIT_REPEATS, K)), -rng.standard_exponential((UNIT_REPEATS, K)))
-        ck.scale_column(rs, v.col, unit, np.exp(-0.5 * (cur - start)))
+        if cells is not None:
+            rho *= np.exp(start - cur)[cells.unit]
+        else:
+            ck.scale_column(rs, v.col, unit, np.exp(-0.5 * (cur - start)))
         vv = vs[ci].copy()
         vv[:, v.vpos] = cur
         vs[ci] = vv
         if adapt_at is not None:
             steps[sl] = adapt_steps(steps[sl], np.array([rate]), adapt_at)
-    return tuple(gammas), tuple(vs)
+    return tuple(gammas), tuple(vs), pending
+
+
+def write_cells(st: MultiStatic, rs: np.ndarray, pending: dict) -> None:
+    """Write the rows' scales of the functions whose cells moved (``draw_variance_functions``)."""
+    for k, (_, rho) in pending.items():
+        v = st.vf[k]
+        vfk.set_cell_scales(rs, v.col, v.cells.of_row, np.sqrt(rho))
+
+
+def cell_level1_moments(pending: dict, m: int):
+    """Ω1's (M0, Mw) of ``vfk.vf_moments`` from every function's cell moments, or None if a
+    function has no cells."""
+    if len(pending) < m or not m:
+        return None
+    E0 = pending[0][0]
+    return _unpacked(E0.sum(axis=0)), np.stack([_unpacked(pending[k][1] @ pending[k][0]) for k in range(m)])
+
+
+@functools.cache
+def _tril(p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.tril_indices(p)`` and the weights 1 (diagonal) / 2 (off), made once per p."""
+    i, j = np.tril_indices(p)
+    return i, j, np.where(i == j, 1.0, 2.0)
+
+
+def _packed(A: np.ndarray, weights: bool = False) -> np.ndarray:
+    """The lower triangle of a symmetric A as ``vfk.cell_moments`` packs it; ``weights``: with
+    the off-diagonal doubled (so that packed(A, True) · packed(M) = Σ_ab A_ab M_ab)."""
+    i, j, w = _tril(A.shape[0])
+    return A[i, j] * w if weights else A[i, j]
+
+
+def _unpacked(v: np.ndarray) -> np.ndarray:
+    """The symmetric matrix of a packed lower triangle."""
+    p = (math.isqrt(8 * v.size + 1) - 1) // 2
+    out = np.empty((p, p))
+    i, j, _ = _tril(p)
+    out[i, j] = v
+    out[j, i] = v
+    return out
 
 
 SHIFT_REPEATS = 10
@@ -706,8 +820,9 @@ def shift_logvar(rng, st: MultiStatic, omega1: np.ndarray, rs: np.ndarray, vs: t
     return vf_omega(st, omega1[st.vf_grids[0]], bmat, s2), vs
 
 
-def _shift_logvar_parts(rng, st: MultiStatic, bmat, s2, rs, vs, us, ys, bs, omegas):
-    """``shift_logvar`` in Ω1's parts: the new s² and v's."""
+def _shift_logvar_parts(rng, st: MultiStatic, bmat, s2, rs, vs, us, ys, bs, omegas, pending=None):
+    """``shift_logvar`` in Ω1's parts: the new s² and v's (``pending``: the cells' ρ of
+    ``draw_variance_functions`` not yet written to ``rs``, moved instead)."""
     scale1, df1 = st.prior1
     m = len(st.vf)
     s2 = s2.copy()
@@ -742,7 +857,10 @@ def _shift_logvar_parts(rng, st: MultiStatic, bmat, s2, rs, vs, us, ys, bs, omeg
             vv = vs[ci].copy()
             vv[:, v.vpos] -= total
             vs[ci] = vv
-            rs[:, v.col] *= math.exp(0.5 * total)
+            if pending and k in pending:
+                pending[k][1][:] *= math.exp(total)
+            else:
+                rs[:, v.col] *= math.exp(0.5 * total)
     return s2, tuple(vs)
 
 
@@ -810,11 +928,11 @@ def _adapt(steps, sl, acc, adapt_at):
 
 
 def _draw_fixed(rng, st: MultiStatic, y1: np.ndarray, mu1: np.ndarray, b1: np.ndarray,
-                omega1: np.ndarray, omega1_inv: np.ndarray, vf: tuple | None) -> np.ndarray:
+                omega1: np.ndarray, omega1_inv: np.ndarray, vf: tuple | None, normal=None) -> np.ndarray:
     """B1 | rest: vec(B1) ~ N(vec(B1 + (X'X)⁻¹X'(y1 − μ1)), Ω1 ⊗ (X'X)⁻¹) under flat priors;
     with variance functions (rows' precisions W_i differ: H = Σ_i W_i ⊗ x_i x_i') or prior
     precisions P (``categorical_prior_sd``) in precision form: N((H + P)⁻¹ (g + H b), (H + P)⁻¹)
-    with g = Σ_i vec(x_i (W_i e_i)') at the current b."""
+    with g = Σ_i vec(x_i (W_i e_i)') at the current b (``normal``: (H, g) when already known)."""
     x = st.data.x1
     if vf is None and st.fixed_prior1 is None:
         mean = b1 + st.xtx1_inv @ (x.T @ (y1 - mu1))
@@ -824,7 +942,7 @@ def _draw_fixed(rng, st: MultiStatic, y1: np.ndarray, mu1: np.ndarray, b1: np.nd
         H = np.kron(omega1_inv, st.xtx1)
         g = (omega1_inv @ (x.T @ (y1 - mu1)).T).ravel()
     else:
-        H, g = vfk.vf_normal_equations(x, y1, mu1, *vf, st.xtx1)
+        H, g = normal if normal is not None else vfk.vf_normal_equations(x, y1, mu1, *vf, st.xtx1)
     return _precision_draw(rng, H, g, b1, st.fixed_prior1)
 
 
@@ -893,9 +1011,23 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
             ys[ci], cuts[ci], acc = update_latents(rng, ys[ci], mean, np.linalg.inv(cov), cs.cat, cuts[ci],
                                                    steps[sl[f"cuts{ci}"]], prior_sd=data.model.categorical_prior_sd)
             _adapt(steps, sl[f"cuts{ci}"], acc, adapt_at)
+    unit_stats = dB = None
     if st.p1:
-        new_b1 = _draw_fixed(rng, st, y1, mu1, b1, omega1, omega1_inv, vf)
-        ck.fixed_part(data.x1, np.ascontiguousarray(new_b1 - b1), mu1, True)
+        # with variance functions and a first classification of single membership, B1's pass
+        # also collects what that classification's effects need, and μ1 is brought up to date
+        # after both in one pass (``_vf_kernels.vf_unit_finish``)
+        normal = None
+        if st.vf_first is not None:
+            unit0 = st.classes[0].cd.unit
+            H, g, stats = vfk.vf_normal_equations_units(data.x1, y1, mu1, *vf, st.xtx1, unit0,
+                                                        st.classes[0].cd.n_units)
+            normal = (H, g)
+        new_b1 = _draw_fixed(rng, st, y1, mu1, b1, omega1, omega1_inv, vf, normal)
+        dB = np.ascontiguousarray(new_b1 - b1)
+        if normal is not None:
+            unit_stats = vfk.vf_unit_finish(stats, *st.vf_first, dB, vf[0], vf[1])
+        else:
+            ck.fixed_part(data.x1, dB, mu1, True)
         b1 = new_b1
     for ci, cs in enumerate(st.classes):
         if cs.p:
@@ -904,15 +1036,25 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
         if not cs.r:
             continue
         old = us[ci]
+        fused = ci == 0 and unit_stats is not None
         us[ci] = draw_effects(rng, st, ci, y1, mu1 if st.p1 else None,
-                              omega1_inv if st.p1 else None, ys, bs, us, omegas, vs, vf)
-        if st.p1:
+                              omega1_inv if st.p1 else None, ys, bs, us, omegas, vs, vf,
+                              unit_stats if fused else None)
+        if fused:
+            ck.fixed_and_units(data.x1, dB, cs.cd.unit,
+                               np.ascontiguousarray(us[ci][:, :st.p1] - old[:, :st.p1]), mu1, True)
+        elif st.p1:
             _add_effects(mu1, cs.cd, us[ci][:, :st.p1] - old[:, :st.p1], 1.0)
         b1, bs_t, us_t = shift(rng, st, ci, b1, bs, us, ys, omegas, vs)   # μ1 unchanged
         bs, us = list(bs_t), list(us_t)
+    pending = {}
     if st.vf:
-        gammas, vs = draw_variance_functions(rng, st, y1, mu1, vf[1], rs, gammas, vs, us, ys, bs,
-                                             omegas, steps, adapt_at)
+        gammas, vs, pending = draw_variance_functions(rng, st, y1, mu1, vf[1], rs, gammas, vs, us, ys, bs,
+                                                      omegas, steps, adapt_at)
+        moments = cell_level1_moments(pending, len(st.vf))
+        if moments is None:
+            write_cells(st, rs, pending)
+            pending = {}
     for ci, cs in enumerate(st.classes):
         d = _own_residuals(st, ci, ys, bs, us) if cs.p else np.zeros((cs.cd.n_units, 0))
         u = np.concatenate([_with_v(us, vs, ci), d], axis=1)
@@ -923,9 +1065,10 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
     if st.p1:
         if st.vf:
             omega_oo, bmat, s2, acc = _draw_level1_parts(rng, st, y1, mu1, rs, omega1[st.vf_grids[0]],
-                                                         steps[sl["omega1"]])
+                                                         steps[sl["omega1"]], moments)
             _adapt(steps, sl["omega1"], acc, adapt_at)
-            s2, vs = _shift_logvar_parts(rng, st, bmat, s2, rs, vs, us, ys, bs, omegas)
+            s2, vs = _shift_logvar_parts(rng, st, bmat, s2, rs, vs, us, ys, bs, omegas, pending)
+            write_cells(st, rs, pending)
             omega1 = vf_omega(st, omega_oo, bmat, s2)
             vf = (*_precision_parts(st, omega_oo, bmat, s2), rs, st.vf_vcols)
         else:
