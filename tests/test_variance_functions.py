@@ -110,7 +110,7 @@ def test_cell_statistics_equal_the_row_statistics():
     rho = np.exp(rng.normal(size=C))
     d = np.ones((n, p))
     d[:, 2] = 1.0 / rho[cells.of_row]
-    _, G, rs, _ = parts = _parts(st, om, bmat, s2, d)
+    _, G, rs, _ = _parts(st, om, bmat, s2, d)
     y, mu = rng.normal(size=(n, p)), rng.normal(size=(n, p))
     E = vfk.cell_moments(y, mu, cells.of_row, C)
     e = y - mu

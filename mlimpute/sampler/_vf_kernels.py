@@ -163,12 +163,18 @@ _FAST = {"reassoc", "contract"}   # sums may be reordered (block partial sums); 
 
 
 @njit(cache=True, inline="always")
+def _residual_block(y, mu, i0, nb, E):
+    """E[a, r] = y − μ of row i0 + r, variable a."""
+    for a in range(y.shape[1]):
+        for r in range(nb):
+            E[a, r] = y[i0 + r, a] - mu[i0 + r, a]
+
+
+@njit(cache=True, inline="always")
 def _load_block(y, mu, rs, vcols, G, i0, nb, E, RHO, GE):
     """E[a, r] = e_{i0+r, a}; RHO[j, r] = ρ_{i0+r, j}; GE[j, r] = ρ g_j'e (for the block's rows)."""
     p = y.shape[1]
-    for a in range(p):
-        for r in range(nb):
-            E[a, r] = y[i0 + r, a] - mu[i0 + r, a]
+    _residual_block(y, mu, i0, nb, E)
     for j in range(vcols.size):
         col = vcols[j]
         for r in range(nb):
@@ -202,9 +208,7 @@ def vf_moments(y, mu, rs, vcols):
     RHO = np.empty((m, BLOCK))
     for i0 in range(0, n, BLOCK):
         nb = min(BLOCK, n - i0)
-        for a in range(p):
-            for r in range(nb):
-                E[a, r] = y[i0 + r, a] - mu[i0 + r, a]
+        _residual_block(y, mu, i0, nb, E)
         for j in range(m):
             col = vcols[j]
             for r in range(nb):
@@ -434,9 +438,7 @@ def cell_moments(y, mu, cells, C):
     P = np.empty((BLOCK, T))
     for i0 in range(0, n, BLOCK):
         nb = min(BLOCK, n - i0)
-        for a in range(p):
-            for r in range(nb):
-                E[a, r] = y[i0 + r, a] - mu[i0 + r, a]
+        _residual_block(y, mu, i0, nb, E)
         for t in range(T):
             a = ia[t]
             b = ib[t]
