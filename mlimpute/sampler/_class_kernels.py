@@ -15,7 +15,8 @@ from numba import njit
 from ._small import chol
 
 __all__ = ["fixed_part", "fixed_and_units", "add_unit_effects", "add_membership_effects", "unit_sums",
-           "membership_sums", "draw_units_full", "scale_column", "mh_shared", "mh_units"]
+           "membership_sums", "draw_units_full", "scale_column", "mh_shared", "mh_units", "cell_moves",
+           "batch_matvec"]
 
 
 @njit(cache=True)
@@ -181,3 +182,61 @@ def mh_units(cnt, SA, mean, sd, cur, step, z, logu):
                 now[k] = new
                 accepted += 1
     return out, accepted / (z.shape[0] * K)
+
+
+@njit(cache=True)
+def cell_moves(q, rho, count, groups, vals, nvals, steps, zg, lg, unit, mean, sd, start, ustep, zu, lu):
+    """The moves of ``multi.draw_variance_functions`` for a function with cells: each covariate
+    j's γ_j (``mh_shared`` on the groups of cells ``groups[j]`` with values ``vals[j, :nvals[j]]``,
+    proposals ``zg[j]``, ``lg[j]``), then the units' log-variance effects (``mh_units``; ``unit``
+    each cell's unit, empty without an effect); the cells' ρ (``q``: their g'E_c g) move in
+    place. Returns γ's moves, their acceptances, the units' new effects and their rate."""
+    C = q.size
+    J = groups.shape[0]
+    totals = np.zeros(J)
+    accepted = np.zeros(J)
+    L = vals.shape[1]
+    cnt = np.empty(L)
+    SA = np.empty(L)
+    for j in range(J):
+        nv = nvals[j]
+        cnt[:] = 0.0
+        SA[:] = 0.0
+        for c in range(C):
+            g = groups[j, c]
+            cnt[g] += count[c]
+            SA[g] += rho[c] * q[c]
+        total, n_acc = mh_shared(vals[j, :nv], cnt[:nv], SA[:nv], steps[j], zg[j], lg[j])
+        totals[j] = total
+        accepted[j] = n_acc
+        if total != 0.0:
+            for c in range(C):
+                rho[c] *= math.exp(-vals[j, groups[j, c]] * total)
+    if unit.size == 0:
+        return totals, accepted, start.copy(), 0.0
+    K = start.size
+    cntk = np.zeros(K)
+    SAk = np.zeros(K)
+    for c in range(C):
+        k = unit[c]
+        cntk[k] += count[c]
+        SAk[k] += rho[c] * q[c]
+    cur, rate = mh_units(cntk, SAk, mean, sd, start, ustep, zu, lu)
+    for c in range(C):
+        k = unit[c]
+        rho[c] *= math.exp(start[k] - cur[k])
+    return totals, accepted, cur, rate
+
+
+@njit(cache=True)
+def batch_matvec(A, x):
+    """out[k] = A[k] @ x[k] for stacks (K, p, p) and (K, p)."""
+    K, p = x.shape
+    out = np.zeros((K, p))
+    for k in range(K):
+        for a in range(p):
+            acc = 0.0
+            for b in range(p):
+                acc += A[k, a, b] * x[k, b]
+            out[k, a] = acc
+    return out

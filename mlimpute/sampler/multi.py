@@ -137,12 +137,15 @@ class VarianceCells:
     of_row: np.ndarray           # each row's cell
     count: np.ndarray            # rows per cell (float)
     first: np.ndarray            # a row of each cell
-    groups: tuple                # per covariate: each cell's value index
-    unit: np.ndarray | None      # each cell's unit (None: no random effect)
+    groups: np.ndarray           # (covariates × cells): each cell's value index
+    unit: np.ndarray             # each cell's unit (empty: no random effect)
+    vals: np.ndarray             # (covariates × most values): each covariate's values, padded
+    nvals: np.ndarray            # and how many
 
     @classmethod
-    def build(cls, groups: list, unit: np.ndarray | None, n: int) -> VarianceCells | None:
-        """None when a covariate is continuous or the cells are not few (more than N / 4)."""
+    def build(cls, groups: list, unit: np.ndarray | None, n: int, vals: list | None = None) -> VarianceCells | None:
+        """None when a covariate is continuous or the cells are not few (more than N / 4);
+        ``vals``: each covariate's values (those its group indices index)."""
         if any(g is None for g in groups):
             return None
         key = np.zeros(n, np.int64)
@@ -153,9 +156,14 @@ class VarianceCells:
             return None
         first = np.empty(C, np.int64)
         first[key[::-1]] = np.arange(n)[::-1]
+        vals = [np.unique(g).astype(float) for g in groups] if vals is None else vals
+        table = np.zeros((len(groups), max([v.size for v in vals], default=0)))
+        for j, v in enumerate(vals):
+            table[j, :v.size] = v
         return cls(of_row=key.astype(np.int64), count=np.bincount(key, minlength=C).astype(float),
-                   first=first, groups=tuple(g[first] for g in groups),
-                   unit=None if unit is None else unit[first])
+                   first=first, groups=np.array([g[first] for g in groups], np.int64).reshape(len(groups), C),
+                   unit=np.zeros(0, np.int64) if unit is None else unit[first].astype(np.int64),
+                   vals=table, nvals=np.array([v.size for v in vals], np.int64))
 
 
 @dataclass(frozen=True, eq=False)
@@ -297,7 +305,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
             groups.append(inverse.astype(np.int32) if few else None)
             vals.append(values if few else None)
         unit = None if v.re is None else classes[v.re].unit
-        cells = None if v.re is not None and unit is None else VarianceCells.build(groups, unit, data.n_rows)
+        cells = None if v.re is not None and unit is None else VarianceCells.build(groups, unit, data.n_rows, vals)
         vf.append(VarStatic(col=v.col, w=v.w, re=v.re, vpos=vpos, wgroups=tuple(groups), wvals=tuple(vals),
                             cells=cells))
         n_steps[f"gamma{k}"] = v.w.shape[1]
@@ -374,6 +382,12 @@ def _nesting_offsets(st: MultiStatic, ci: int, us: tuple) -> np.ndarray:
     return out
 
 
+def _column_means(a: np.ndarray) -> np.ndarray:
+    """a.mean(axis=0) of a tall, narrow array (a product with ones: numpy's reduction along
+    the long axis of such an array costs ten times more)."""
+    return np.ones(a.shape[0]) @ a / a.shape[0]
+
+
 def _own_residuals(st: MultiStatic, ci: int, ys, bs, us) -> np.ndarray:
     """d^(c) = y^(c) − X^(c) B^(c) − nesting offsets."""
     cs = st.classes[ci]
@@ -446,7 +460,7 @@ def draw_effects(rng, st: MultiStatic, ci: int, y1: np.ndarray, mu1: np.ndarray,
             Qk[:, :p1, :p1] = cs.counts[:, :1, None] * omega1_inv
         else:  # row-specific precisions: Σ_i W_i per unit
             A, hs = unit_stats if unit_stats is not None else vfk.vf_unit_precisions(y1, mu1, *vf, cd.unit, K_u)
-            h[:, :p1] += hs + np.einsum("klm,km->kl", A, old[:, :p1])
+            h[:, :p1] += hs + ck.batch_matvec(A, np.ascontiguousarray(old[:, :p1]))
             Qk[:, :p1, :p1] = A
     for j, b in enumerate(cs.below):
         # variables of a nested classification b: d^(b) − K_b f^(b) + e^(c) ~ N(e^(c), S_b)
@@ -520,7 +534,7 @@ def shift(rng, st: MultiStatic, ci: int, b1, bs, us, ys, omegas, vs=()):
     M, R = _free_given_own(omegas[ci], cs.r)
     f = us[ci]
     given = _given_parts(st, ci, ys, bs, us, vs)
-    centre = (f - given @ M.T).mean(axis=0) if given.shape[1] else f.mean(axis=0)
+    centre = _column_means(f - given @ M.T if given.shape[1] else f)
     delta = centre + np.linalg.cholesky(R / f.shape[0]) @ rng.standard_normal(cs.r)
     us = list(us)
     us[ci] = f - delta
@@ -673,80 +687,88 @@ def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us
     y1 = np.ascontiguousarray(y1)
     pending = {}
     for k, v in enumerate(st.vf):
-        sl = st.step_slices[f"gamma{k}"]
-        g = gammas[k].copy()
-        acc = np.zeros(g.size)
+        slg = st.step_slices[f"gamma{k}"]
+        slv = st.step_slices[f"logvar{k}"]
         gvec = np.ascontiguousarray(G[k])
-        cells = v.cells
-        if cells is not None:
+        if v.re is not None:
+            ci = v.re
+            mean, sd = _logvar_prior(st, ci, st.classes[ci].r + v.vpos, us, vs, ys, bs, omegas)
+            start = np.ascontiguousarray(vs[ci][:, v.vpos])
+        if v.cells is not None:
+            cells = v.cells
             E = vfk.cell_moments(y1, mu1, cells.of_row, cells.count.size)
-            q = E @ _packed(np.outer(gvec, gvec), True)    # g'E_c g
             rho = rs[cells.first, v.col] ** 2
-        for j in range(g.size):
-            step = steps[sl][j]
-            if cells is not None:
-                c, grp = v.wvals[j], cells.groups[j]
-                total, n_acc = ck.mh_shared(c, np.bincount(grp, cells.count, c.size),
-                                            np.bincount(grp, rho * q, c.size), step,
-                                            rng.standard_normal(MH_REPEATS), -rng.standard_exponential(MH_REPEATS))
-                acc[j] = n_acc / MH_REPEATS
-                if total:
-                    rho *= np.exp(-c[grp] * total)
-                    g[j] += total
-            elif v.wgroups[j] is not None:
-                c = v.wvals[j]
-                cnt, SA = vfk.eta_stats(y1, mu1, rs, gvec, v.col, v.wgroups[j], c.size)
-                total, n_acc = ck.mh_shared(c, cnt, SA, step, rng.standard_normal(MH_REPEATS),
-                                            -rng.standard_exponential(MH_REPEATS))
-                acc[j] = n_acc / MH_REPEATS
-                if total:
-                    ck.scale_column(rs, v.col, v.wgroups[j], np.exp(-0.5 * c * total))
-                    g[j] += total
-            else:
-                for _ in range(MH_REPEATS):
-                    dj = step * rng.standard_normal()
-                    delta = dj * v.w[:, j]
-                    if np.log(rng.random()) < vfk.eta_change(y1, mu1, rs, gvec, v.col, delta):
-                        g[j] += dj
-                        rs[:, v.col] *= np.exp(-0.5 * delta)
-                        acc[j] += 1.0 / MH_REPEATS
-        gammas[k] = g
+            J, K = cells.groups.shape[0], 0 if v.re is None else start.size
+            z = rng.standard_normal(J * MH_REPEATS + UNIT_REPEATS * K)
+            logu = -rng.standard_exponential(z.size)
+            totals, acc, cur, rate = ck.cell_moves(
+                E @ _packed(np.outer(gvec, gvec), True), rho, cells.count, cells.groups, cells.vals,
+                cells.nvals, steps[slg], z[:J * MH_REPEATS].reshape(J, MH_REPEATS),
+                logu[:J * MH_REPEATS].reshape(J, MH_REPEATS), cells.unit,
+                mean if K else rho[:0], sd if K else 1.0, start if K else rho[:0], float(steps[slv][0]) if K else 0.0,
+                z[J * MH_REPEATS:].reshape(UNIT_REPEATS, K), logu[J * MH_REPEATS:].reshape(UNIT_REPEATS, K))
+            gammas[k] = gammas[k] + totals
+            acc /= MH_REPEATS
+            pending[k] = (E, rho)
+        else:
+            gammas[k], acc = _gamma_moves_by_rows(rng, v, y1, mu1, gvec, rs, gammas[k], steps[slg])
+            if v.re is not None:
+                ci = v.re
+                unit = st.classes[ci].cd.unit
+                cnt, SA = vfk.eta_stats(y1, mu1, rs, gvec, v.col, unit, start.size)
+                cur, rate = ck.mh_units(cnt, SA, mean, sd, start, float(steps[slv][0]),
+                                        rng.standard_normal((UNIT_REPEATS, start.size)),
+                                        -rng.standard_exponential((UNIT_REPEATS, start.size)))
+                ck.scale_column(rs, v.col, unit, np.exp(-0.5 * (cur - start)))
         if adapt_at is not None and acc.size:
-            steps[sl] = adapt_steps(steps[sl], acc, adapt_at)
-        if cells is not None:
-            pending[k] = (E, rho)         # ρ is moved in place below
+            steps[slg] = adapt_steps(steps[slg], acc, adapt_at)
         if v.re is None:
             continue
-        ci = v.re
-        cs = st.classes[ci]
-        unit = cs.cd.unit
-        col = cs.r + v.vpos
-        # prior of v given the classification's other effects and residuals (Λ = Ω^(c)⁻¹:
-        # mean −Σ_{l≠v} Λ_vl u_l / Λ_vv, variance 1 / Λ_vv)
-        u = np.concatenate([us[ci], vs[ci], _own_residuals(st, ci, ys, bs, us) if cs.p else
-                            np.zeros((cs.cd.n_units, 0))], axis=1)
-        lam = inv_spd(omegas[ci])[col]
-        mean = u[:, col] - (u @ lam) / lam[col]
-        sd = math.sqrt(1.0 / lam[col])
-        sl = st.step_slices[f"logvar{k}"]
-        start = np.ascontiguousarray(vs[ci][:, v.vpos])
-        K = cs.cd.n_units
-        if cells is not None:
-            cnt, SA = np.bincount(cells.unit, cells.count, K), np.bincount(cells.unit, rho * q, K)
-        else:
-            cnt, SA = vfk.eta_stats(y1, mu1, rs, gvec, v.col, unit, K)
-        cur, rate = ck.mh_units(cnt, SA, mean, sd, start, float(steps[sl][0]),
-                                rng.standard_normal((UNIT_REPEATS, K)), -rng.standard_exponential((UNIT_REPEATS, K)))
-        if cells is not None:
-            rho *= np.exp(start - cur)[cells.unit]
-        else:
-            ck.scale_column(rs, v.col, unit, np.exp(-0.5 * (cur - start)))
-        vv = vs[ci].copy()
+        vv = vs[v.re].copy()
         vv[:, v.vpos] = cur
-        vs[ci] = vv
+        vs[v.re] = vv
         if adapt_at is not None:
-            steps[sl] = adapt_steps(steps[sl], np.array([rate]), adapt_at)
+            steps[slv] = adapt_steps(steps[slv], np.array([rate]), adapt_at)
     return tuple(gammas), tuple(vs), pending
+
+
+def _logvar_prior(st: MultiStatic, ci: int, col: int, us, vs, ys, bs, omegas) -> tuple[np.ndarray, float]:
+    """The prior of the units' log-variance effect (coordinate ``col`` of classification c)
+    given the classification's other effects and residuals: with Λ = Ω^(c)⁻¹, mean
+    −Σ_{l≠v} Λ_vl u_l / Λ_vv and variance 1 / Λ_vv."""
+    cs = st.classes[ci]
+    u = np.concatenate([us[ci], vs[ci], _own_residuals(st, ci, ys, bs, us) if cs.p else
+                        np.zeros((cs.cd.n_units, 0))], axis=1)
+    lam = inv_spd(omegas[ci])[col]
+    return u[:, col] - (u @ lam) / lam[col], math.sqrt(1.0 / lam[col])
+
+
+def _gamma_moves_by_rows(rng, v: VarStatic, y1, mu1, gvec, rs, gamma, steps) -> tuple[np.ndarray, np.ndarray]:
+    """γ's moves of a function without cells, from passes over the rows (``eta_stats`` for a
+    covariate with few values, ``eta_change`` row by row otherwise); ``rs`` moves in place.
+    Returns γ and the acceptance rates."""
+    g = gamma.copy()
+    acc = np.zeros(g.size)
+    for j in range(g.size):
+        step = steps[j]
+        if v.wgroups[j] is not None:
+            c = v.wvals[j]
+            cnt, SA = vfk.eta_stats(y1, mu1, rs, gvec, v.col, v.wgroups[j], c.size)
+            total, n_acc = ck.mh_shared(c, cnt, SA, step, rng.standard_normal(MH_REPEATS),
+                                        -rng.standard_exponential(MH_REPEATS))
+            acc[j] = n_acc / MH_REPEATS
+            if total:
+                ck.scale_column(rs, v.col, v.wgroups[j], np.exp(-0.5 * c * total))
+                g[j] += total
+        else:
+            for _ in range(MH_REPEATS):
+                dj = step * rng.standard_normal()
+                delta = dj * v.w[:, j]
+                if np.log(rng.random()) < vfk.eta_change(y1, mu1, rs, gvec, v.col, delta):
+                    g[j] += dj
+                    rs[:, v.col] *= np.exp(-0.5 * delta)
+                    acc[j] += 1.0 / MH_REPEATS
+    return g, acc
 
 
 def write_cells(st: MultiStatic, rs: np.ndarray, pending: dict) -> None:
@@ -762,7 +784,8 @@ def cell_level1_moments(pending: dict, m: int):
     if len(pending) < m or not m:
         return None
     E0 = pending[0][0]
-    return _unpacked(E0.sum(axis=0)), np.stack([_unpacked(pending[k][1] @ pending[k][0]) for k in range(m)])
+    return _unpacked(np.ones(E0.shape[0]) @ E0), np.stack([_unpacked(pending[k][1] @ pending[k][0])
+                                                          for k in range(m)])
 
 
 @functools.cache
@@ -843,7 +866,7 @@ def _shift_logvar_parts(rng, st: MultiStatic, bmat, s2, rs, vs, us, ys, bs, omeg
         Q = float(h @ scale1[np.ix_(idx, idx)] @ h)
         shape = 0.5 * (df1 - (m - 1 - k) + lead.size)
         scale = 2.4 * math.sqrt(omegas[ci][col, col] / K)   # about the posterior SD of the v's mean
-        lin, quad, s2k = float(lam[col] @ u.sum(axis=0)), K * float(lam[col, col]), float(s2[k])
+        lin, quad, s2k = float((u @ lam[col]).sum()), K * float(lam[col, col]), float(s2[k])
         total = 0.0
         # O(1) each: repeated to move as far as a draw would
         for d, logu in zip(scale * rng.standard_normal(SHIFT_REPEATS),
