@@ -167,9 +167,9 @@ def test_row_precision_kernels_against_the_row_covariance():
     parts = _parts(st, om, bmat, s2, d)
     mu = rng.normal(size=(n, p))
     y = rng.normal(size=(n, p))
-    mask = np.array([[False, True, True], [True, False, False]])
-    pid = np.array([0, 1, 0, 0, 1], np.int16)
-    z = rng.normal(size=8)
+    mask = np.array([[False, True, True], [True, False, False], [True, True, True]])   # 2, 1, 3 holes
+    pid = np.array([0, 1, 2, 0, 1], np.int16)
+    z = rng.normal(size=9)
     got = y.copy()
     assert vfk.vf_missing_rows(got, mu, np.arange(n, dtype=np.int32), pid, mask, *parts, z)
     pos = 0
@@ -177,8 +177,11 @@ def test_row_precision_kernels_against_the_row_covariance():
         cov = _row_cov(st, om, bmat, s2, d[i])
         m = np.flatnonzero(mask[pid[i]])
         o = np.flatnonzero(~mask[pid[i]])
-        mean = mu[i, m] + cov[np.ix_(m, o)] @ np.linalg.solve(cov[np.ix_(o, o)], y[i, o] - mu[i, o])
-        var = cov[np.ix_(m, m)] - cov[np.ix_(m, o)] @ np.linalg.solve(cov[np.ix_(o, o)], cov[np.ix_(o, m)])
+        if o.size:
+            mean = mu[i, m] + cov[np.ix_(m, o)] @ np.linalg.solve(cov[np.ix_(o, o)], y[i, o] - mu[i, o])
+            var = cov[np.ix_(m, m)] - cov[np.ix_(m, o)] @ np.linalg.solve(cov[np.ix_(o, o)], cov[np.ix_(o, m)])
+        else:
+            mean, var = mu[i], cov
         # the kernel's draw: mean + L'⁻¹ z with L L' = Var⁻¹
         L = np.linalg.cholesky(np.linalg.inv(var))
         assert np.allclose(got[i, m], mean + np.linalg.solve(L.T, z[pos:pos + m.size]))

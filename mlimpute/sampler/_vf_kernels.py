@@ -130,6 +130,44 @@ def vf_missing_rows(y, mean, rows, pid, masks, A0, G, rs, vcols, z):
             y[i, c] = mean[i, c] + sd * z[pos] - sd * sd * acc
             pos += 1
             continue
+        if nm == 2:                       # two holes: the 2 × 2 factorisation written out
+            a0 = idx[0]
+            a1 = idx[1]
+            h0 = 0.0
+            h1 = 0.0
+            for b in range(p):
+                h0 -= A0[a0, b] * e[b]
+                h1 -= A0[a1, b] * e[b]
+            w00 = A0[a0, a0]
+            w01 = A0[a0, a1]
+            w11 = A0[a1, a1]
+            for j in range(vcols.size):
+                g0 = G[j, a0]
+                g1 = G[j, a1]
+                rho = rs[i, vcols[j]] ** 2
+                ge = 0.0
+                for b in range(p):
+                    ge += G[j, b] * e[b]
+                h0 -= rho * g0 * ge
+                h1 -= rho * g1 * ge
+                w00 += rho * g0 * g0
+                w01 += rho * g0 * g1
+                w11 += rho * g1 * g1
+            if not w00 > 0.0:
+                return False
+            l00 = math.sqrt(w00)
+            l10 = w01 / l00
+            d = w11 - l10 * l10
+            if not d > 0.0:
+                return False
+            l11 = math.sqrt(d)
+            t0 = h0 / l00 + z[pos]
+            t1 = (h1 - l10 * (h0 / l00)) / l11 + z[pos + 1]
+            x1 = t1 / l11
+            y[i, a1] = mean[i, a1] + x1
+            y[i, a0] = mean[i, a0] + (t0 - l10 * x1) / l00
+            pos += 2
+            continue
         for s in range(nm):
             _precision_row(A0, G, rs, vcols, i, idx[s], w)
             acc = 0.0
