@@ -16,7 +16,7 @@ from ._small import chol
 
 __all__ = ["fixed_part", "fixed_and_units", "add_unit_effects", "add_membership_effects", "unit_sums",
            "membership_sums", "draw_units_full", "scale_column", "mh_shared", "mh_units", "cell_moves",
-           "batch_matvec"]
+           "batch_matvec", "shift_log_ratio", "shift_line"]
 
 
 @njit(cache=True)
@@ -240,3 +240,23 @@ def batch_matvec(A, x):
                 acc += A[k, a, b] * x[k, b]
             out[k, a] = acc
     return out
+
+
+@njit(cache=True)
+def shift_log_ratio(delta, lin, quad, shape, Q, s2):
+    """The log target ratio of ``multi.shift_logvar`` (``lin`` = e'Λ Σ_k u_k, ``quad`` = K e'Λe)."""
+    return delta * lin - 0.5 * quad * delta ** 2 - shape * delta - 0.5 * Q / s2 * math.expm1(-delta)
+
+
+@njit(cache=True)
+def shift_line(lin, quad, shape, Q, s2, deltas, logu):
+    """Random-walk MH along the line of ``multi.shift_logvar`` (proposals ``deltas`` from the
+    current point, ``logu`` log-uniforms). Returns the total move and s² after it."""
+    total = 0.0
+    for t in range(deltas.size):
+        d = deltas[t]
+        if logu[t] < shift_log_ratio(d, lin, quad, shape, Q, s2):
+            lin -= quad * d            # Σ_k u_k moves by −K δ e_v
+            s2 *= math.exp(d)
+            total += d
+    return total, s2

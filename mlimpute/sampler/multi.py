@@ -817,9 +817,7 @@ MH_REPEATS = 5     # random-walk proposals per sweep for each γ (O(groups) each
 UNIT_REPEATS = 3   # and for the units' log-variance effects (their random numbers cost most)
 
 
-def shift_log_ratio(delta: float, lin: float, quad: float, shape: float, Q: float, s2: float) -> float:
-    """The log target ratio of ``shift_logvar`` (``lin`` = e'Λ Σ_k u_k, ``quad`` = K e'Λe)."""
-    return delta * lin - 0.5 * quad * delta ** 2 - shape * delta - 0.5 * Q / s2 * math.expm1(-delta)
+shift_log_ratio = ck.shift_log_ratio
 
 
 def shift_logvar(rng, st: MultiStatic, omega1: np.ndarray, rs: np.ndarray, vs: tuple, us, ys, bs,
@@ -861,20 +859,13 @@ def _shift_logvar_parts(rng, st: MultiStatic, bmat, s2, rs, vs, us, ys, bs, omeg
         col = cs.r + v.vpos
         K = u.shape[0]
         lead = st.vf_leads[k]
-        h = np.append(-bmat[k, lead], 1.0)
-        idx = np.append(lead, v.col)
-        Q = float(h @ scale1[np.ix_(idx, idx)] @ h)
+        b = bmat[k, lead]
+        Q = float(b @ scale1[st.vf_grids[k + 1]] @ b - 2.0 * b @ scale1[lead, v.col] + scale1[v.col, v.col])
         shape = 0.5 * (df1 - (m - 1 - k) + lead.size)
         scale = 2.4 * math.sqrt(omegas[ci][col, col] / K)   # about the posterior SD of the v's mean
-        lin, quad, s2k = float((u @ lam[col]).sum()), K * float(lam[col, col]), float(s2[k])
-        total = 0.0
-        # O(1) each: repeated to move as far as a draw would
-        for d, logu in zip(scale * rng.standard_normal(SHIFT_REPEATS),
-                           -rng.standard_exponential(SHIFT_REPEATS)):
-            if logu < shift_log_ratio(float(d), lin, quad, shape, Q, s2k):
-                lin -= quad * d            # Σ_k u_k moves by −K δ e_v
-                s2k *= math.exp(d)
-                total += d
+        # SHIFT_REPEATS proposals, O(1) each: repeated to move as far as a draw would
+        total, s2k = ck.shift_line(float((u @ lam[col]).sum()), K * float(lam[col, col]), shape, Q, float(s2[k]),
+                                   scale * rng.standard_normal(SHIFT_REPEATS), -rng.standard_exponential(SHIFT_REPEATS))
         if total:
             s2[k] = s2k
             vv = vs[ci].copy()
@@ -1023,7 +1014,10 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
     if st.p1:
         omega1_inv = inv_spd(omega1)
         mu1 = _current_mean(st, b1, us, work)   # then kept current as B1 and the effects change
-        vf = _vf_tuple(st, rs, omega1) if st.vf else None
+        vf = None
+        if st.vf:   # the row precisions' (A0, G) of the Ω1 the previous sweep ended with, or afresh
+            omega_of, parts = work.get("vf", (None, None)) if work is not None else (None, None)
+            vf = (*parts, rs, st.vf_vcols) if omega_of is omega1 else _vf_tuple(st, rs, omega1)
         if st.cat1:
             y1, cuts1, acc = update_latents(rng, y1, mu1, omega1_inv, st.cat1, cuts1, steps[sl["cuts1"]],
                                             vf=vf, prior_sd=data.model.categorical_prior_sd)
@@ -1108,6 +1102,8 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
     us = tuple(us)
     if work is not None and st.p1:
         work["mu1"] = (mu1, b1, us)
+        if st.vf:
+            work["vf"] = (omega1, vf[:2])
     return MultiState(y1, b1, omega1, cuts1, tuple(ys), tuple(bs), us, tuple(omegas),
                       tuple(cuts), steps, gammas, vs, rs)
 
