@@ -141,7 +141,7 @@ def test_block_draw_of_fixed_effects_and_u1_is_the_exact_joint_conditional(slope
     mean = cov @ lin
 
     def draw(z):
-        b1, b2, u1 = draw_fixed_u1(_FixedNormals(z), st, Y, Y2, oinv, om2)
+        b1, b2, u1, _, _ = draw_fixed_u1(_FixedNormals(z), st, Y, Y2, oinv, om2)
         return np.concatenate([b1.T.ravel(), b2.T.ravel(), u1.ravel()])
 
     got_mean = draw(np.zeros(n))
@@ -184,3 +184,63 @@ def test_missing_cells_drawn_from_their_exact_conditional(per_cluster):
         assert np.allclose(base[i, m], cond_mean, atol=1e-10)
         M = np.column_stack([d[i, m] for d in maps])
         assert np.allclose(M @ M.T, cond_cov, atol=1e-10)
+
+
+@pytest.mark.parametrize("slope,per_cluster", [(False, False), (True, False), (False, True)])
+def test_scale_move_target_is_the_posterior_along_the_group(slope, per_cluster):
+    """The scale move's log target at α (relative to α = 1) equals log π(gθ) + log |J_g(θ)|
+    − log π(θ) written out with scipy's densities: every level-1 row's normal density with
+    effects α_k u_jk, every cluster's N((Du1_j, u2_j); 0, D̃Ω2D̃), Ω2's inverse-Wishart prior at
+    D̃Ω2D̃ and the Jacobian Π α_k^(J + dim + 1) of (u1, Ω2) → (Du1, D̃Ω2D̃); random slopes and
+    cluster-specific Ω1_j included."""
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from _sim import simulate
+
+    import mlimpute as mi
+    from mlimpute.impute import prepare
+    from mlimpute.sampler import prepare_static
+    from mlimpute.sampler.random import _scale_target, scale_statistics
+
+    data_df, _, _ = simulate(np.random.default_rng(7), J=4, n=5, slope=slope, missing=0.0)
+    data_df = data_df.iloc[:-2].copy()
+    data_df["s"] = np.repeat([0.5, -1.0, 2.0, 0.3], 5)[:-2]
+    model = mi.ImputationModel(cluster="g", variables={"y1": "continuous", "y2": "continuous",
+                                                       "w": mi.Variable("continuous", level=2)},
+                               covariates=["x"], level2_covariates=["s"],
+                               random_slopes=["x"] if slope else [])
+    st = prepare_static(prepare(data_df, model))
+    rng = np.random.default_rng(9)
+    J, p1, q = 4, 2, 2 if slope else 1
+    d1, dim = p1 * q, p1 * q + 1
+    X, Z, Y, cl = st.data.x1, st.data.z, st.data.y1, st.data.cluster
+    b1 = rng.normal(size=(X.shape[1], p1))
+    u1 = rng.normal(size=(J, d1))
+    u2 = rng.normal(size=(J, 1))
+    om1 = _spd(rng, p1, (J,)) if per_cluster else _spd(rng, p1)
+    om2 = _spd(rng, dim)
+    psi, nu = 0.5 * np.eye(dim) + 0.1, float(dim + 1)
+    st = __import__("dataclasses").replace(st, prior2=(psi, nu))
+
+    def log_post(u, om):   # the terms of log π that the move changes
+        total = 0.0
+        for i in range(X.shape[0]):
+            U = u[cl[i]].reshape(p1, q)
+            cov = om1[cl[i]] if per_cluster else om1
+            total += stats.multivariate_normal(X[i] @ b1 + U @ Z[i], cov).logpdf(Y[i])
+        for j in range(J):
+            total += stats.multivariate_normal(np.zeros(dim), om).logpdf(np.concatenate([u[j], u2[j]]))
+        return total + stats.invwishart(df=nu, scale=psi).logpdf(om)
+
+    from mlimpute.sampler.random import cluster_crossprod
+
+    Q, h = scale_statistics(st, cluster_crossprod(st, Y), b1, u1, np.linalg.inv(om1))
+    PL = psi * np.linalg.inv(om2)
+    base = _scale_target(Q, h, PL, nu, np.ones(dim), d1)
+    for _ in range(3):
+        alpha = np.exp(rng.normal(0, 0.4, d1))
+        at = np.append(alpha, 1.0)
+        direct = (log_post(u1 * alpha, om2 * np.outer(at, at)) + (J + dim + 1) * np.log(alpha).sum()
+                  - log_post(u1, om2))
+        assert _scale_target(Q, h, PL, nu, at, d1) - base == pytest.approx(direct, rel=1e-9, abs=1e-8)

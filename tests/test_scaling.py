@@ -75,11 +75,19 @@ def test_imputations_and_parameters_are_equivariant_to_units():
     }
     for name, value in expect.items():
         assert s2[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
-    # the diagnostics are those of the same chains (rank-based: rounding can break the ties
-    # of a Metropolis-Hastings parameter's repeated values differently)
+    # the same chains: every monitored parameter's draws are an affine map of the other run's
+    for t1, t2 in zip(r1.traces, r2.traces):
+        for k in range(t1.shape[1]):
+            if np.ptp(t1[:, k]) == 0:
+                continue
+            fit = np.polyfit(t1[:, k], t2[:, k], 1)
+            assert np.abs(t2[:, k] - np.polyval(fit, t1[:, k])).max() <= 1e-9 * np.abs(t2[:, k]).max()
+    # and so their diagnostics (rank-based, on the draws and on their distances from the median:
+    # rounding can order near-equal distances, or a Metropolis-Hastings parameter's repeated
+    # values, differently)
     d1 = r1.diagnostics().set_index("parameter")["rhat"]
     d2 = r2.diagnostics().set_index("parameter")["rhat"]
-    np.testing.assert_allclose(d2.loc[d1.index], d1, rtol=5e-3)
+    np.testing.assert_allclose(d2.loc[d1.index], d1, rtol=2e-2)
 
 
 def test_user_prior_is_stated_on_the_data_scale():

@@ -38,10 +38,10 @@ from numba import njit
 
 from . import _small
 from ._small import mm, mm_add
-from .linalg import back_solve_t, cholesky, forward_solve
+from .linalg import back_solve_t, cholesky, forward_solve, inv_spd
 from .state import Static
 
-__all__ = ["draw_fixed_u1", "cluster_crossprod"]
+__all__ = ["draw_fixed_u1", "cluster_crossprod", "scale_move", "scale_statistics"]
 
 
 def cluster_crossprod(st: Static, y: np.ndarray) -> np.ndarray:
@@ -60,10 +60,13 @@ def draw_fixed_u1(
     y2: np.ndarray,
     omega1_inv: np.ndarray,
     omega2: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw (B1 (f1, p1), B2 (f2, p2), u1 (J, p1*q)) as one block; see the module notes."""
+    scale_steps: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw (B1 (f1, p1), B2 (f2, p2), u1 (J, p1*q)) as one block (see the module notes), then,
+    with ``scale_steps``, the scale move of u1 and Ω2 (``scale_move``). Returns B1, B2, u1, Ω2
+    and the scale move's acceptance rates (empty without it)."""
     if st.q == 1 and omega1_inv.ndim == 2:
-        return _draw_fixed_u1_intercepts(rng, st, y1, y2, omega1_inv, omega2)
+        return _draw_fixed_u1_intercepts(rng, st, y1, y2, omega1_inv, omega2, scale_steps)
     data = st.data
     J, p1, p2, q = data.n_clusters, st.p1, st.p2, st.q
     f1, f2 = data.x1.shape[1], data.x2.shape[1]
@@ -77,7 +80,8 @@ def draw_fixed_u1(
     # Per-cluster precision of u_j and its Cholesky factor.
     P = (omj[:, :, None, :, None] * st.ztz[:, None, :, None, :]).reshape(J, d1, d1) + lam[:d1, :d1]
     L = cholesky(P)
-    h = np.einsum("jlm,jmk->jlk", np.broadcast_to(omj, (J, p1, p1)), cluster_crossprod(st, y1)).reshape(J, d1)
+    zy = cluster_crossprod(st, y1)
+    h = np.einsum("jlm,jmk->jlk", np.broadcast_to(omj, (J, p1, p1)), zy).reshape(J, d1)
     T = (omj[:, :, None, :, None] * st.ztx[:, None, :, None, :]).reshape(J, d1, fb1)
     if p2:
         h -= y2 @ lam12.T
@@ -103,7 +107,10 @@ def draw_fixed_u1(
     z = rng.standard_normal(fb1 + fb2 + J * d1)
     theta = np.linalg.solve(LH.T, np.linalg.solve(LH, g) + z[:fb1 + fb2])
     u1 = back_solve_t(L, Lh - LT @ theta + z[fb1 + fb2:].reshape(J, d1))
-    return theta[:fb1].reshape(p1, f1).T, theta[fb1:].reshape(p2, f2).T, u1
+    acc = np.zeros(0)
+    if scale_steps is not None and d1:
+        u1, omega2, acc = scale_move(rng, st, zy, theta[:fb1].reshape(p1, f1).T, u1, om, omega2, scale_steps)
+    return theta[:fb1].reshape(p1, f1).T, theta[fb1:].reshape(p2, f2).T, u1, omega2, acc
 
 
 def _with_level2(st: Static, H1, h1, lam, y2):
@@ -124,10 +131,11 @@ def _with_level2(st: Static, H1, h1, lam, y2):
 
 def _draw_fixed_u1_intercepts(
     rng: np.random.Generator, st: Static, y1: np.ndarray, y2: np.ndarray,
-    om: np.ndarray, omega2: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    om: np.ndarray, omega2: np.ndarray, scale_steps: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The same block draw for random intercepts only (q = 1) and a common Ω1, in
-    O(N·p·f + J·p·f²) without per-cluster factorisations (compiled: ``_intercepts``).
+    O(N·p·f + J·p·f²) without per-cluster factorisations (compiled: ``_intercepts``, which also
+    makes the scale move: its random numbers are the tail of the one normal vector drawn here).
 
     Notes
     -----
@@ -145,21 +153,26 @@ def _draw_fixed_u1_intercepts(
     data = st.data
     J, p1, p2 = data.n_clusters, st.p1, st.p2
     f1, f2 = data.x1.shape[1], data.x2.shape[1]
-    z = rng.standard_normal(f1 * p1 + f2 * p2 + J * p1)
+    scans = SCALE_SCANS if scale_steps is not None else 0
+    z = rng.standard_normal(f1 * p1 + f2 * p2 + J * p1 + 2 * scans * p1)
     prior = st.fixed_prior if st.fixed_prior is not None else np.zeros(f1 * p1 + f2 * p2)
-    b1, b2, u1, ok = _intercepts(np.ascontiguousarray(y1), data.x1, data.cluster, data.sizes,
-                                 st.ztx[:, 0, :], st.xtx, np.ascontiguousarray(y2), data.x2,
-                                 np.ascontiguousarray(om), np.ascontiguousarray(omega2), z, prior)
+    psi, nu = st.prior2
+    b1, b2, u1, omega2, acc, ok = _intercepts(
+        np.ascontiguousarray(y1), data.x1, data.cluster, data.sizes, st.ztx[:, 0, :], st.xtx,
+        np.ascontiguousarray(y2), data.x2, np.ascontiguousarray(om), np.ascontiguousarray(omega2), z, prior,
+        psi, float(nu), scale_steps if scale_steps is not None else np.zeros(p1), scans)
     if not ok:
         raise np.linalg.LinAlgError("covariance matrix is not positive definite")
-    return b1, b2, u1
+    return b1, b2, u1, omega2, acc
 
 
 @njit(cache=True)
-def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z, prior):
+def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z, prior, psi, nu, steps, scans):
     """``_draw_fixed_u1_intercepts``'s algebra (same symbols); ``z``: fb1 + fb2 + J·p1 standard
-    normals; ``prior``: prior precisions added to θ's (0: flat). Returns B1, B2, U1 and whether
-    the precisions were positive definite. (Loops and
+    normals, then 2·scans·p1 for the scale move (proposals, then uniforms as Φ(z)); ``prior``:
+    prior precisions added to θ's (0: flat); ``psi``, ``nu``, ``steps``: Ω2's prior and the scale
+    move's step sizes. Returns B1, B2, U1, Ω2, the scale move's acceptance rates and whether the
+    precisions were positive definite. (Loops and
     ``_small``'s products rather than ``@``: numba compiles its BLAS bindings slowly.)"""
     n, f1 = x1.shape
     J, p1 = sizes.size, om.shape[0]
@@ -171,13 +184,13 @@ def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z, prior):
     u1 = np.zeros((J, p1))
     lam, ok = _small.spd_inv(omega2)
     if not ok:
-        return b1, b2, u1, False
+        return b1, b2, u1, omega2, np.zeros(p1), False
     lam11 = lam[:p1, :p1].copy()
     lam12 = lam[:p1, p1:].copy()
     lam22 = lam[p1:, p1:].copy()
     L, ok = _small.chol(lam11)
     if not ok:
-        return b1, b2, u1, False
+        return b1, b2, u1, omega2, np.zeros(p1), False
     Li = _small.tri_inv(L)
     ev, V = _small.eigh(_small.symmetrise(mm(mm(Li, om), Li.T)))
     W = mm(Li.T, V)                                          # L⁻ᵀ V   (m, k)
@@ -229,7 +242,7 @@ def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z, prior):
         H[a, a] += prior[a]
     LH, ok = _small.chol(_small.symmetrise(H))
     if not ok:
-        return b1, b2, u1, False
+        return b1, b2, u1, omega2, np.zeros(p1), False
     theta = _small.gaussian_draw(LH, g, z[:fb])              # θ = LH'⁻¹ (LH⁻¹ g + z)
     for m in range(p1):
         for a in range(f1):
@@ -243,7 +256,19 @@ def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z, prior):
     for j in range(J):
         for k in range(p1):
             rw[j, k] = w[k, j] * rw[j, k] + math.sqrt(w[k, j]) * z[fb + j * p1 + k]
-    return b1, b2, mm(rw, W.T), True
+    u1 = mm(rw, W.T)
+    if scans == 0 or p1 == 0:
+        return b1, b2, u1, omega2, np.zeros(p1), True
+    base = fb + J * p1
+    zp = np.empty((scans, p1))
+    logu = np.empty((scans, p1))
+    for t in range(scans):
+        for k in range(p1):
+            zp[t, k] = z[base + t * p1 + k]
+            v = 0.5 * math.erfc(-z[base + (scans + t) * p1 + k] / math.sqrt(2.0))
+            logu[t, k] = math.log(max(v, 1e-300))
+    u1, omega2, acc = _scale_move_intercepts(ysum, sx, b1, u1, om, sizes, psi, nu, omega2, steps, zp, logu)
+    return b1, b2, u1, omega2, acc, True
 
 
 @njit(cache=True)
@@ -277,3 +302,140 @@ def _kron_add(H, r0, c0, C, S, sign):
             for a in range(ra):
                 for b in range(ca):
                     H[r0 + m * ra + a, c0 + n * ca + b] += v * S[a, b]
+
+
+# ------------------------------------------------------------------------------------------
+# Scale move of the random effects (parameter expansion)
+# ------------------------------------------------------------------------------------------
+SCALE_SCANS = 5   # random-walk scans per sweep over the coordinates (O(d²) each)
+
+
+def scale_move(rng: np.random.Generator, st: Static, zy: np.ndarray, b1: np.ndarray, u1: np.ndarray,
+               omega1_inv: np.ndarray, omega2: np.ndarray, steps: np.ndarray):
+    """Rescale each coordinate k of the level-1 random effects and Ω2 with it:
+    u_jk → α_k u_jk for every cluster and Ω2 → DΩ2D, D = diag(α, 1 for the level-2 variables)
+    (after the block draw of B and u1, before Ω2 | u1; with random intercepts only and one Ω1
+    ``_intercepts`` makes it in the block draw's compiled call).
+
+    The moves form a group acting on (u1, Ω2) with everything else fixed; random-walk
+    Metropolis–Hastings on log α (symmetric for the group's Haar measure) accepting with
+    π(gθ)|J_g(θ)| / π(θ) leaves the posterior invariant (Liu & Sabatti 2000), here::
+
+        −½ α'Qα + α'h − ν Σ_k log α_k − ½ Σ_kl Ψ_kl Λ_kl (1 / (α̃_k α̃_l) − 1)
+
+    (Q, h the likelihood of the level-1 rows as a function of α, from per-cluster Z'Z and
+    Z'(Y1 − X1B1); the normal density of the effects and the Jacobian cancel; Ψ, ν Ω2's prior,
+    Λ = Ω2⁻¹, α̃ = (α, 1)). Every coordinate's u's and their variance move together, which a
+    scan of u | Ω2, Ω2 | u does only slowly when the data say little about the effects (a
+    categorical latent's random intercept: ESS 43–52 per 1,000 sweeps measured); a parameter
+    expansion in the manner of Liu, Rubin & Wu (1998) and Gelman et al. (2008), with the model's
+    inverse-Wishart prior kept as the target. ``zy``: the clusters' Z_j'Y1_j (``draw_fixed_u1``).
+    Returns u1, Ω2 and each coordinate's acceptance rate.
+    """
+    d1 = u1.shape[1]
+    psi, nu = st.prior2
+    z, logu = rng.standard_normal((SCALE_SCANS, d1)), -rng.standard_exponential((SCALE_SCANS, d1))
+    Q, h = scale_statistics(st, zy, b1, u1, omega1_inv)
+    alpha, acc = _scale_mh(Q, h, psi * inv_spd(omega2), float(nu), steps, z, logu)
+    D = np.ones(omega2.shape[0])
+    D[:d1] = alpha
+    return u1 * alpha, omega2 * D[:, None] * D[None, :], acc
+
+
+def scale_statistics(st: Static, zy, b1, u1, omega1_inv) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, h) of ``scale_move``: the level-1 log-likelihood with effects α_k u_jk is
+    −½ α'Qα + α'h + const, Q = Σ_j (u_j u_j') ∘ (Ω1⁻¹ ⊗ Z_j'Z_j), h = Σ_j u_j ∘ vec(Ω1⁻¹ Z_j'R_j)
+    (R = Y1 − X1B1, ``zy`` = Z_j'Y1_j as (J, p1, q); per-cluster Ω1_j⁻¹ with ``covariance="cluster"``)."""
+    data = st.data
+    J, p1, q = data.n_clusters, st.p1, st.q
+    d1 = p1 * q
+    if q == 1 and omega1_inv.ndim == 2:
+        return _scale_statistics_intercepts(zy[:, :, 0], st.ztx[:, 0, :], b1, u1, omega1_inv, data.sizes)
+    zr = zy - np.swapaxes(st.ztx @ b1, 1, 2)      # Z_j'R_j as (J, p1, q)
+    U = u1.reshape(J, p1, q)
+    h = np.ones(J) @ (U * (omega1_inv @ zr)).reshape(J, d1)
+    W = np.broadcast_to(omega1_inv, (J, p1, p1))
+    return np.einsum("jls,jmt,jlm,jst->lsmt", U, U, W, st.ztz).reshape(d1, d1), h
+
+
+@njit(cache=True)
+def _scale_statistics_intercepts(ysum, sx, b1, u1, W, sizes):
+    """``scale_statistics`` with random intercepts only and one Ω1: Q = W ∘ Σ_j n_j u_j u_j',
+    h = Σ_j u_j ∘ W (Σ_i y_ij − X1_j'1 B1)."""
+    J, p1 = u1.shape
+    f1 = sx.shape[1]
+    Q = np.zeros((p1, p1))
+    h = np.zeros(p1)
+    r = np.empty(p1)
+    for j in range(J):
+        for l in range(p1):
+            v = ysum[j, l]
+            for a in range(f1):
+                v -= sx[j, a] * b1[a, l]
+            r[l] = v
+        for l in range(p1):
+            acc = 0.0
+            for m in range(p1):
+                acc += W[l, m] * r[m]
+                Q[l, m] += sizes[j] * u1[j, l] * u1[j, m]
+            h[l] += u1[j, l] * acc
+    for l in range(p1):
+        for m in range(p1):
+            Q[l, m] *= W[l, m]
+    return Q, h
+
+
+@njit(cache=True)
+def _scale_move_intercepts(ysum, sx, b1, u1, W, sizes, psi, nu, omega2, steps, z, logu):
+    """``scale_move`` with random intercepts only and one Ω1, in one compiled call."""
+    Q, h = _scale_statistics_intercepts(ysum, sx, b1, u1, W, sizes)
+    lam, ok = _small.spd_inv(omega2)
+    if not ok:
+        return u1, omega2, np.zeros(h.size)
+    alpha, acc = _scale_mh(Q, h, psi * lam, nu, steps, z, logu)
+    dim = omega2.shape[0]
+    d = np.ones(dim)
+    d[:alpha.size] = alpha
+    om = np.empty((dim, dim))
+    for a in range(dim):
+        for b in range(dim):
+            om[a, b] = omega2[a, b] * d[a] * d[b]
+    u = np.empty(u1.shape)
+    for j in range(u1.shape[0]):
+        for k in range(u1.shape[1]):
+            u[j, k] = u1[j, k] * alpha[k]
+    return u, om, acc
+
+
+@njit(cache=True)
+def _scale_target(Q, h, PL, nu, a, d1):
+    """The log target of ``scale_move`` at α̃ = a (up to a constant)."""
+    s = 0.0
+    for k in range(d1):
+        s += a[k] * h[k] - nu * math.log(a[k])
+        for m in range(d1):
+            s -= 0.5 * a[k] * Q[k, m] * a[m]
+    for k in range(PL.shape[0]):
+        for m in range(PL.shape[0]):
+            s -= 0.5 * PL[k, m] / (a[k] * a[m])
+    return s
+
+
+@njit(cache=True)
+def _scale_mh(Q, h, PL, nu, steps, z, logu):
+    """Random-walk MH on each log α_k in turn (``scale_move``); returns α and acceptance rates."""
+    d1 = h.size
+    a = np.ones(PL.shape[0])
+    cur = _scale_target(Q, h, PL, nu, a, d1)
+    acc = np.zeros(d1)
+    for t in range(z.shape[0]):
+        for k in range(d1):
+            old = a[k]
+            a[k] = old * math.exp(steps[k] * z[t, k])
+            new = _scale_target(Q, h, PL, nu, a, d1)
+            if logu[t, k] < new - cur:
+                cur = new
+                acc[k] += 1.0
+            else:
+                a[k] = old
+    return a[:d1].copy(), acc / z.shape[0]

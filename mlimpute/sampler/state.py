@@ -111,7 +111,7 @@ class Static:
     cat2: tuple[ColumnCodec, ...]
     con1: Constraint | None            # fixed elements of Ω1 (categorical latent columns)
     con2: Constraint | None            # fixed elements of Ω2 (level-2 categorical latents)
-    step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster)
+    step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster), scales of u1
     free1: tuple[np.ndarray, np.ndarray]   # lower-triangle positions of Ω1 not fixed by con1
     free2: tuple[np.ndarray, np.ndarray]   # likewise of Ω2 (both monitored every sweep)
     cluster_cov: bool = False          # covariance="cluster"
@@ -169,8 +169,9 @@ def prepare_two_level(data: ModelData) -> Static:
     n_steps += [sum(c.n_categories - 2 for c in cs if c.kind == "ordinal") for cs in (cat1, cat2)]
     cluster_cov = model.covariance == "cluster"
     n_steps.append(1 if cluster_cov else 0)
+    n_steps.append(p1 * q)   # the scale move of the random effects (random.scale_move)
     bounds = np.cumsum([0, *n_steps])
-    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(5))
+    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(6))
     xtx_j = (np.add.reduceat(data.x1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
              if cluster_cov else None)
     # rows/clusters whose missing cells the substantive component draws are left out of the
@@ -318,6 +319,7 @@ def initial_two_level(static: Static, rng: np.random.Generator) -> State:
         l1_scale = (l1_df - p1 - 1) * omega1
         omega1 = np.repeat(omega1[None], data.n_clusters, axis=0)
         steps[static.step_slices[4]] = 0.3
+    steps[static.step_slices[5]] = 0.3
     outcome = None
     if static.outcome is not None:
         cuts = dict(zip([c.name for c in (*static.ordinal1, *static.ordinal2)], (*cuts1, *cuts2)))

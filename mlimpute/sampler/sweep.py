@@ -101,7 +101,7 @@ def sweep(
         return sweep_multi(rng, st, s, adapt_at, work)
     data = st.data
     y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale, out = s
-    sl1, sl2, slc1, slc2, sla = st.step_slices
+    sl1, sl2, slc1, slc2, sla, slx = st.step_slices
     ost = st.outcome
     steps = steps.copy()
     # y1 and y2 are updated in place: the sweep owns the incoming state's data arrays (the chain
@@ -123,7 +123,9 @@ def sweep(
         if adapt_at is not None and acc.size:
             steps[slc2] = adapt_steps(steps[slc2], acc, adapt_at)
     if st.p1:
-        b1, b2_new, u1 = draw_fixed_u1(rng, st, y1, y2, omega1_inv, omega2)
+        b1, b2_new, u1, omega2, acc = draw_fixed_u1(rng, st, y1, y2, omega1_inv, omega2, steps[slx])
+        if adapt_at is not None and acc.size:
+            steps[slx] = adapt_steps(steps[slx], acc, adapt_at)
         if st.p2:
             b2 = b2_new
     elif st.p2:  # level-2 variables only: B2 from its own conditional
