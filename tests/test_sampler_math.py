@@ -87,10 +87,9 @@ class _FixedNormals:
         return self.values[: int(np.prod(size))].reshape(size)
 
 
-@pytest.mark.parametrize("slope", [True, False])   # False: the random-intercept fast path
-def test_block_draw_of_fixed_effects_and_u1_is_the_exact_joint_conditional(slope):
-    """Mean and covariance of (vec B1, vec B2, u_1..u_J) against a dense joint-Gaussian
-    computation that writes out every level-1 row and every cluster's level-2 prior term."""
+def _small_two_level(slope: bool):
+    """The sampler's Static for 4 clusters of 5 (the last of 3) rows: y1, y2 and a level-2 w,
+    covariate x (with a random slope or not), level-2 covariate s."""
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
@@ -99,7 +98,6 @@ def test_block_draw_of_fixed_effects_and_u1_is_the_exact_joint_conditional(slope
     import mlimpute as mi
     from mlimpute.impute import prepare
     from mlimpute.sampler import prepare_static
-    from mlimpute.sampler.random import draw_fixed_u1
 
     data_df, _, _ = simulate(np.random.default_rng(7), J=4, n=5, slope=slope, missing=0.0)
     data_df = data_df.iloc[:-2].copy()  # unequal cluster sizes
@@ -108,7 +106,16 @@ def test_block_draw_of_fixed_effects_and_u1_is_the_exact_joint_conditional(slope
                                                        "w": mi.Variable("continuous", level=2)},
                                covariates=["x"], level2_covariates=["s"],
                                random_slopes=["x"] if slope else [])
-    st = prepare_static(prepare(data_df, model))
+    return prepare_static(prepare(data_df, model))
+
+
+@pytest.mark.parametrize("slope", [True, False])   # False: the random-intercept fast path
+def test_block_draw_of_fixed_effects_and_u1_is_the_exact_joint_conditional(slope):
+    """Mean and covariance of (vec B1, vec B2, u_1..u_J) against a dense joint-Gaussian
+    computation that writes out every level-1 row and every cluster's level-2 prior term."""
+    from mlimpute.sampler.random import draw_fixed_u1
+
+    st = _small_two_level(slope)
     rng = np.random.default_rng(8)
     J, p1, q = 4, 2, 2 if slope else 1
     X, Z, Y, cl = st.data.x1, st.data.z, st.data.y1, st.data.cluster
@@ -193,24 +200,9 @@ def test_scale_move_target_is_the_posterior_along_the_group(slope, per_cluster):
     effects α_k u_jk, every cluster's N((Du1_j, u2_j); 0, D̃Ω2D̃), Ω2's inverse-Wishart prior at
     D̃Ω2D̃ and the Jacobian Π α_k^(J + dim + 1) of (u1, Ω2) → (Du1, D̃Ω2D̃); random slopes and
     cluster-specific Ω1_j included."""
-    import sys
-
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from _sim import simulate
-
-    import mlimpute as mi
-    from mlimpute.impute import prepare
-    from mlimpute.sampler import prepare_static
     from mlimpute.sampler.random import _scale_target, scale_statistics
 
-    data_df, _, _ = simulate(np.random.default_rng(7), J=4, n=5, slope=slope, missing=0.0)
-    data_df = data_df.iloc[:-2].copy()
-    data_df["s"] = np.repeat([0.5, -1.0, 2.0, 0.3], 5)[:-2]
-    model = mi.ImputationModel(cluster="g", variables={"y1": "continuous", "y2": "continuous",
-                                                       "w": mi.Variable("continuous", level=2)},
-                               covariates=["x"], level2_covariates=["s"],
-                               random_slopes=["x"] if slope else [])
-    st = prepare_static(prepare(data_df, model))
+    st = _small_two_level(slope)
     rng = np.random.default_rng(9)
     J, p1, q = 4, 2, 2 if slope else 1
     d1, dim = p1 * q, p1 * q + 1
