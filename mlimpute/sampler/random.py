@@ -258,7 +258,7 @@ def _intercepts(y1, x1, cluster, sizes, sx, xtx, y2, x2, om, omega2, z, prior, p
             rw[j, k] = w[k, j] * rw[j, k] + math.sqrt(w[k, j]) * z[fb + j * p1 + k]
     u1 = mm(rw, W.T)
     if scans == 0 or p1 == 0:
-        return b1, b2, u1, omega2, np.zeros(p1), True
+        return b1, b2, u1, omega2, np.zeros(0), True
     base = fb + J * p1
     zp = np.empty((scans, p1))
     logu = np.empty((scans, p1))
