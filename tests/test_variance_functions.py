@@ -432,3 +432,32 @@ def test_variance_in_toml(tmp_path):
     (tmp_path / "c.toml").write_text(text)
     model = load_config(tmp_path / "c.toml").imputation_model()
     assert model.variables["normexam"].variance == "~ sex + (1 | school)" and model.general
+
+
+def test_two_variance_functions_with_cells_recover_their_parameters():
+    """Two variables with functions (one with a cluster effect on its log-variance, one
+    without), both on cells: Ω1's moments then come from the cells of both (the second given
+    the first); each γ within 4 posterior SDs, the log-variance effects' variance too."""
+    rng = np.random.default_rng(21)
+    J, n = 150, 16
+    g = np.repeat(np.arange(J), n)
+    N = J * n
+    sex = rng.integers(0, 2, N)
+    v = rng.normal(0, np.sqrt(0.2), J)
+    y1 = 1 + rng.normal(0, 0.5, J)[g] + np.exp(0.5 * (np.log(4) * sex + v[g])) * rng.normal(size=N)
+    y2 = 0.5 * y1 + rng.normal(0, 0.4, J)[g] + np.exp(0.5 * np.log(0.5) * sex) * rng.normal(size=N)
+    df = pd.DataFrame({"g": g, "sex": sex, "y1": y1, "y2": y2})
+    for col in ("y1", "y2"):
+        df.loc[rng.random(N) < 0.2, col] = np.nan
+    model = mi.ImputationModel(cluster="g", covariates=["sex"], variables={
+        "y1": mi.Variable("continuous", variance="~ sex + (1 | g)"),
+        "y2": mi.Variable("continuous", variance="~ sex")})
+    st = multi.prepare_multi(__import__("mlimpute.impute", fromlist=["prepare"]).prepare(df, model))
+    assert all(f.cells is not None for f in st.vf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mi.ConvergenceWarning)
+        res = mi.impute(df, model, n_imputations=4, burn=600, between=150, chains=2, seed=3)
+    s = res.summary().set_index("parameter")
+    for name, value in {"gamma[y1:sex]": np.log(4), "gamma[y2:sex]": np.log(0.5),
+                        "omega[g][logvar(y1),logvar(y1)]": 0.2}.items():
+        assert abs(s.loc[name, "mean"] - value) < 4 * s.loc[name, "sd"], (name, s.loc[name, "mean"])
