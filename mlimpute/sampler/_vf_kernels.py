@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from . import _kernels as kern
-from ._small import chol_into
+from ._small import chol_into, mm_add
 
 __all__ = ["vf_latent_column", "vf_ordinal_ratio", "vf_missing_rows", "vf_moments",
            "vf_normal_equations", "vf_unit_precisions", "eta_stats", "eta_change",
@@ -374,14 +374,11 @@ def vf_unit_finish(stats, count, xsum, dB, A0, G):
                 dg[j, a] += dB[a, l] * G[j, l]
     A = np.empty((K, p, p))
     h = np.zeros((K, p))
-    e = np.empty(p)
+    E = es.copy()
+    mm_add(E, xsum, dB, -1.0)        # the units' Σ e after the move
     rg = np.empty(m)
     for k in range(K):
-        for l in range(p):
-            v = es[k, l]
-            for a in range(f):
-                v -= xsum[k, a] * dB[a, l]
-            e[l] = v
+        e = E[k]
         for j in range(m):
             v = rge[k, j]
             for a in range(f):

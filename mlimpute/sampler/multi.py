@@ -824,8 +824,7 @@ UNIT_REPEATS = 3   # and for the units' log-variance effects (their random numbe
 shift_log_ratio = ck.shift_log_ratio
 
 
-def shift_logvar(rng, st: MultiStatic, omega1: np.ndarray, rs: np.ndarray, vs: tuple, us, ys, bs,
-                 omegas) -> tuple[np.ndarray, tuple]:
+def shift_logvar(rng, st: MultiStatic, bmat, s2, rs, vs, us, ys, bs, omegas, pending=None):
     """For each variance function with a random effect: v_k → v_k − δ for every unit and
     s_v² → s_v² e^δ (b_v and the rest of Ω1's parts fixed), a move along which the likelihood
     does not change (d_iv s_v² is the same). Without it the mean of the v's and the variable's
@@ -838,16 +837,10 @@ def shift_logvar(rng, st: MultiStatic, omega1: np.ndarray, rs: np.ndarray, vs: t
         δ e'Λ Σ_k u_k − ½ K δ² e'Λe − (ν_k + |lead|) δ / 2 − Q (e^{−δ} − 1) / (2 s²)
 
     (Λ = Ω^(c)⁻¹, u_k the unit's effects with its own variables' residuals, Q = (−b, 1)'Ψ(−b, 1)
-    over lead and v, Ψ, ν Ω1's prior). Returns Ω1 and the v's (``rs`` is updated in place).
+    over lead and v, Ψ, ν Ω1's prior). Works in Ω1's parts (bmat, s²): returns the new s² and
+    v's; ``rs`` moves in place, or, for the functions in ``pending`` (the cells' ρ of
+    ``draw_variance_functions`` not yet written to ``rs``), their ρ.
     """
-    bmat, s2 = vf_params(st, omega1)
-    s2, vs = _shift_logvar_parts(rng, st, bmat, s2, rs, vs, us, ys, bs, omegas)
-    return vf_omega(st, omega1[st.vf_grids[0]], bmat, s2), vs
-
-
-def _shift_logvar_parts(rng, st: MultiStatic, bmat, s2, rs, vs, us, ys, bs, omegas, pending=None):
-    """``shift_logvar`` in Ω1's parts: the new s² and v's (``pending``: the cells' ρ of
-    ``draw_variance_functions`` not yet written to ``rs``, moved instead)."""
     scale1, df1 = st.prior1
     m = len(st.vf)
     s2 = s2.copy()
@@ -1088,7 +1081,7 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
             omega_oo, bmat, s2, acc = _draw_level1_parts(rng, st, y1, mu1, rs, omega1[st.vf_grids[0]],
                                                          steps[sl["omega1"]], moments)
             _adapt(steps, sl["omega1"], acc, adapt_at)
-            s2, vs = _shift_logvar_parts(rng, st, bmat, s2, rs, vs, us, ys, bs, omegas, pending)
+            s2, vs = shift_logvar(rng, st, bmat, s2, rs, vs, us, ys, bs, omegas, pending)
             write_cells(st, rs, pending)
             omega1 = vf_omega(st, omega_oo, bmat, s2)
             vf = (*_precision_parts(st, omega_oo, bmat, s2), rs, st.vf_vcols)

@@ -363,20 +363,15 @@ def _scale_statistics_intercepts(ysum, sx, b1, u1, W, sizes):
     """``scale_statistics`` with random intercepts only and one Ω1: Q = W ∘ Σ_j n_j u_j u_j',
     h = Σ_j u_j ∘ W (Σ_i y_ij − X1_j'1 B1)."""
     J, p1 = u1.shape
-    f1 = sx.shape[1]
     Q = np.zeros((p1, p1))
     h = np.zeros(p1)
-    r = np.empty(p1)
+    R = ysum.copy()
+    mm_add(R, sx, b1, -1.0)                  # the clusters' Σ_i (y_ij − x_ij B1)
     for j in range(J):
-        for l in range(p1):
-            v = ysum[j, l]
-            for a in range(f1):
-                v -= sx[j, a] * b1[a, l]
-            r[l] = v
         for l in range(p1):
             acc = 0.0
             for m in range(p1):
-                acc += W[l, m] * r[m]
+                acc += W[l, m] * R[j, m]
                 Q[l, m] += sizes[j] * u1[j, l] * u1[j, m]
             h[l] += u1[j, l] * acc
     for l in range(p1):
