@@ -3,6 +3,7 @@ ours vs jomo (``jomo.MCMCchain``'s collected draws), same data, same run.
 
     python benchmarks/bench_ess.py                        # 250 clusters x 16, 2,000 sweeps
     python benchmarks/bench_ess.py --sizes 100x10 --sweeps 500 --no-r
+    python benchmarks/bench_ess.py --no-r --off expansion   # what a move buys: the same run without it
 
 Data: ``bench_sampler.simulate(J, n, "mixed")``: y1, y2 continuous, b binary, f 3-category
 nominal at level 1, w continuous at level 2, covariate x, 20% of every variable missing. Both
@@ -151,7 +152,14 @@ def main(argv=None) -> None:
     ap.add_argument("--sweeps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-r", action="store_true")
+    ap.add_argument("--off", nargs="*", default=[], choices=["expansion", "scale-move"],
+                    help="switch these moves off (the binary/ordinal latents' scale, the random effects' scale)")
     a = ap.parse_args(argv)
+    from mlimpute.sampler import expansion, random
+    if "expansion" in a.off:
+        expansion.ENABLED = False
+    if "scale-move" in a.off:
+        random.SCALE_SCANS = 0
     for size in a.sizes:
         J, n = map(int, size.split("x"))
         df = bs.simulate(J, n, "mixed", seed=a.seed)

@@ -119,6 +119,8 @@ class Static:
     outcome: OutcomeStatic | None = None   # the substantive model (None: model (6) alone)
     fixed_prior: np.ndarray | None = None  # prior precision of vec(B1), vec(B2) (categorical_prior_sd)
     trace_map: tuple | None = None     # (offset, factor): the monitored parameters on the data's scale
+    expand1: tuple = ()                # (latent column, thresholds index or None) of binary/ordinal
+    expand2: tuple = ()                # variables at levels 1 and 2: the moves of ``expansion``
 
     @property
     def d(self) -> int:
@@ -198,7 +200,22 @@ def prepare_two_level(data: ModelData) -> Static:
         outcome=prepare_outcome(data) if data.outcome is not None else None,
         fixed_prior=fixed_prior(data),
         trace_map=trace_affine(data),
+        expand1=() if cluster_cov else expanded_columns(cat1),
+        expand2=expanded_columns(cat2),
     )
+
+
+def expanded_columns(codecs) -> tuple[tuple[int, int | None], ...]:
+    """(latent column, index of its thresholds among the ordinal variables' or None) of every
+    binary and ordinal variable of one level: the columns ``expansion`` rescales."""
+    out, o = [], 0
+    for c in codecs:
+        if c.kind == "ordinal":
+            out.append((c.cols[0], o))
+            o += 1
+        elif c.kind == "binary":
+            out.append((c.cols[0], None))
+    return tuple(out)
 
 
 def trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:

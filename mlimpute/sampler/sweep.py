@@ -1,7 +1,8 @@
 """One Gibbs sweep of the joint model, composed from the full conditionals.
 
 Order: latents of observed categorical cells (with ordinal thresholds) → (B1, B2, U1) as one
-block → Ω2 → Ω1 → missing cells. The textbook scan draws B1 | rest, B2 | rest and U | rest as separate
+block (with the scale move of U1) → the binary/ordinal level-2 latents' scale (``expansion``)
+→ Ω2 → the binary/ordinal level-1 latents' scale → Ω1 → missing cells. The textbook scan draws B1 | rest, B2 | rest and U | rest as separate
 steps; drawing (B1, B2) with U1 integrated out and then U1 | B1, B2 is an exact draw from the
 same joint conditional and mixes far better (see ``random``). Any fixed scan order of exact (block)
 conditionals and MH steps that leave them invariant keeps the joint posterior of parameters,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import expansion
 from .adapt import adapt_steps
 from .clustercov import draw_cluster_omegas, draw_hyper
 from .covariance import draw_covariance, free_lower
@@ -133,7 +135,10 @@ def sweep(
     if st.d:
         u = np.concatenate([u1, y2 - data.x2 @ b2], axis=1) if st.p2 else u1
         scale2, df2 = st.prior2
-        omega2, acc = draw_covariance(rng, df2 + u.shape[0], scale2 + u.T @ u, st.con2, omega2, steps[sl2])
+        S2 = u.T @ u
+        if st.expand2 and expansion.ENABLED:   # the binary/ordinal level-2 latents' scale
+            y2, b2, u, omega2, cuts2, S2, _ = expansion.expand_level2(rng, st, y2, u, S2, b2, omega2, cuts2)
+        omega2, acc = draw_covariance(rng, df2 + u.shape[0], scale2 + S2, st.con2, omega2, steps[sl2])
         if adapt_at is not None and acc.size:
             steps[sl2] = adapt_steps(steps[sl2], acc, adapt_at)
     fitted1 = prec1 = mean2 = prec2 = None
@@ -149,6 +154,11 @@ def sweep(
                 steps[sla] = adapt_steps(steps[sla], np.array([float(acc)]), adapt_at)
         else:
             fitted1, S1 = _fitted_and_crossprod(st, b1, u1, y1, work)
+            if st.expand1 and expansion.ENABLED:   # the binary/ordinal latents' scale
+                y1, b1, u1, omega1, omega2, cuts1, S1, _ = expansion.expand_scales(
+                    rng, st, y1, fitted1, S1, b1, u1, omega1, omega2, cuts1)
+                if work is not None:
+                    work["fitted1_of"] = (b1, u1)
             omega1, acc = draw_covariance(rng, df1 + y1.shape[0], scale1 + S1, st.con1, omega1, steps[sl1])
             if adapt_at is not None and acc.size:
                 steps[sl1] = adapt_steps(steps[sl1], acc, adapt_at)

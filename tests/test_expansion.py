@@ -1,0 +1,321 @@
+"""The marginal-data-augmentation move of binary/ordinal latents (``sampler.expansion``).
+
+The move's acceptance ratio is checked against the expanded target written out from scratch:
+the identified posterior with scipy's densities, the working parameter's density, and the
+Jacobian of the map from the expanded to the identified coordinates by finite differences; its
+proposal against scipy's inverse-Wishart draws; and the whole sampler with the move against the
+sampler without it (the same posterior, within Monte Carlo error).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import mlimpute as mi
+from mlimpute.impute import prepare, run_chain
+from mlimpute.sampler import expansion
+from mlimpute.sampler.expansion import expand_column
+from mlimpute.diagnostics import ess_bulk
+
+
+def _spd(rng, p, ridge=1.0):
+    A = rng.standard_normal((p, p))
+    return A @ A.T / p + ridge * np.eye(p)
+
+
+class _Setup:
+    """A small two-level state: y (continuous), b (binary), o (ordinal, 4 categories) at level 1
+    with random intercepts and slopes (q = 2), one continuous level-2 variable (P = 7)."""
+
+    def __init__(self, a: int, q: int = 2, seed: int = 3):
+        rng = np.random.default_rng(seed)
+        self.a = a
+        self.N, self.J, self.p, self.q, self.f = 6, 2, 3, q, 2
+        self.P = self.p * self.q + 1
+        self.X = np.column_stack([np.ones(self.N), rng.standard_normal(self.N)])
+        self.Z = np.column_stack([np.ones(self.N), rng.standard_normal(self.N)])[:, :q]
+        self.cl = np.array([0, 0, 0, 1, 1, 1])
+        self.zlat = rng.standard_normal((self.N, self.p))
+        self.B = rng.standard_normal((self.f, self.p))
+        self.U = rng.standard_normal((self.J, self.p * self.q))
+        self.u2 = rng.standard_normal((self.J, 1))
+        self.om2 = _spd(rng, self.P)
+        om1 = _spd(rng, self.p)
+        d = np.sqrt(np.diag(om1))
+        d[[0]] = 1.0
+        self.om1 = om1 / d[:, None] / d[None, :]     # b's and o's variances 1
+        self.cuts = np.array([0.7, 1.5])             # o's free thresholds (γ_1 = 0 fixed)
+        self.psi1 = _spd(rng, self.p, 0.5)           # with off-diagonal elements in row a
+        self.nu1, self.psi2, self.nu2 = 4.0, _spd(rng, self.P, 0.5), 8.0
+        self.prec = 1.0 / 2.5 ** 2                   # categorical_prior_sd = 2.5
+        self.n_cuts = 2 if a == 2 else 0
+
+    def residuals(self, zlat, B, U):
+        fit = self.X @ B
+        for l in range(self.p):
+            fit[:, l] += np.sum(self.Z * U[self.cl][:, l * self.q:(l + 1) * self.q], axis=1)
+        return zlat - fit
+
+    def log_post(self, za, Ba, Ua, om2, cuts, om1):
+        """The identified posterior (up to a constant) with column a's parts replaced."""
+        a, q = self.a, self.q
+        zlat, B, U = self.zlat.copy(), self.B.copy(), self.U.copy()
+        zlat[:, a], B[:, a], U[:, a * q:(a + 1) * q] = za, Ba, Ua
+        E = self.residuals(zlat, B, U)
+        out = stats.multivariate_normal(np.zeros(self.p), om1).logpdf(E).sum()
+        v = np.hstack([U, self.u2])
+        out += stats.multivariate_normal(np.zeros(self.P), om2).logpdf(v).sum()
+        out += stats.invwishart(self.nu2, self.psi2).logpdf(om2)
+        out += stats.invwishart(self.nu1, self.psi1).logpdf(om1)   # restricted: same kernel
+        ss = Ba @ Ba + (cuts @ cuts if self.a == 2 else 0.0)
+        return out - 0.5 * self.prec * ss
+
+    # the expanded coordinates of column a's parts, as one vector
+    def pack(self, za, Ba, Ua, om2, cuts, om1):
+        i2, i1 = np.tril_indices(self.P), np.tril_indices(self.p)
+        return np.concatenate([za, Ba, Ua.ravel(), om2[i2], cuts[:self.n_cuts], om1[i1]])
+
+    def unpack(self, v):
+        N, f, J, q, P, p = self.N, self.f, self.J, self.q, self.P, self.p
+        k = np.cumsum([0, N, f, J * q, P * (P + 1) // 2, self.n_cuts, p * (p + 1) // 2])
+        parts = [v[k[i]:k[i + 1]] for i in range(6)]
+        om2, om1 = np.zeros((P, P)), np.zeros((p, p))
+        om2[np.tril_indices(P)] = parts[3]
+        om1[np.tril_indices(p)] = parts[5]
+        om2 = om2 + np.tril(om2, -1).T
+        om1 = om1 + np.tril(om1, -1).T
+        cuts = np.concatenate([parts[4], self.cuts[self.n_cuts:]]) if self.n_cuts else self.cuts
+        return parts[0], parts[1], parts[2].reshape(J, q), om2, cuts, om1
+
+    def identified(self, v):
+        """Map the expanded coordinates to (identified parts, α) as a vector (Ω1_aa left out)."""
+        za, Ba, Ua, om2, cuts, om1 = self.unpack(v)
+        a, q = self.a, self.q
+        alpha = np.sqrt(om1[a, a])
+        d2 = np.ones(self.P)
+        d2[a * q:(a + 1) * q] = alpha
+        d1 = np.ones(self.p)
+        d1[a] = alpha
+        om2, om1 = om2 / d2[:, None] / d2[None, :], om1 / d1[:, None] / d1[None, :]
+        i1 = [(i, j) for i, j in zip(*np.tril_indices(self.p)) if not i == j == a]
+        x = (za / alpha, Ba / alpha, Ua / alpha, om2, cuts / alpha if self.n_cuts else cuts, om1)
+        flat = np.concatenate([x[0], x[1], x[2].ravel(), om2[np.tril_indices(self.P)],
+                               x[4][:self.n_cuts], [om1[i, j] for i, j in i1], [alpha]])
+        return x, alpha, flat
+
+    def log_expanded(self, v):
+        """log π̃ = log π(identified) + log q(α | Ω1) + log |∂(identified, α)/∂(expanded)|."""
+        x, alpha, _ = self.identified(v)
+        om1 = x[5]
+        beta = 0.5 * self.psi1[self.a, self.a] * np.linalg.inv(om1)[self.a, self.a]
+        log_q = stats.invgamma(0.5 * self.nu1, scale=beta).logpdf(alpha ** 2) + np.log(2 * alpha)
+        h = 1e-6
+        jac = np.empty((v.size, v.size))
+        for k in range(v.size):
+            e = np.zeros(v.size)
+            e[k] = h
+            jac[:, k] = (self.identified(v + e)[2] - self.identified(v - e)[2]) / (2 * h)
+        return self.log_post(*x) + log_q + np.linalg.slogdet(jac)[1]
+
+
+@pytest.mark.parametrize("a, q", [(1, 2), (2, 2), (2, 0)])
+def test_acceptance_ratio_is_the_expanded_target(a, q):
+    """log A of ``expand_column`` = log π̃(new) − log π̃(old) − log g(new) + log g(old), g the
+    inverse-Wishart proposal of Ω̃1's row a (its conditional: the ratio of full densities).
+    q = 0 (no random effects of the variable) is the level-2 move: rows are clusters, Ω2 in Ω1's
+    place (``expand_level2``)."""
+    s = _Setup(a, q)
+    rng = np.random.default_rng(11)
+    E = s.residuals(s.zlat, s.B, s.U)
+    S1 = E.T @ E
+    lam2 = np.linalg.inv(s.om2)
+    for _ in range(3):
+        gam, chi, z = rng.gamma(0.5 * s.nu1), rng.chisquare(s.nu1 + s.N), rng.standard_normal(s.p - 1)
+        args = (S1, s.om1, lam2, s.psi1, s.nu1, s.psi2, s.nu2, a, s.q, s.f, s.n_cuts,
+                s.prec * (s.B[:, a] @ s.B[:, a] + (s.cuts @ s.cuts if a == 2 else 0.0)), gam, chi, z)
+        alpha_old, alpha_new, om_tilde_new, _ = expand_column(*args, True)
+        *_, log_acc = expand_column(*args, False)
+        d2 = np.ones(s.P)
+        d2[a * q:(a + 1) * q] = alpha_old
+        d1 = np.ones(s.p)
+        d1[a] = alpha_old
+        common = (alpha_old * s.zlat[:, a], alpha_old * s.B[:, a], alpha_old * s.U[:, a * q:(a + 1) * q],
+                  s.om2 * d2[:, None] * d2[None, :], alpha_old * s.cuts)
+        v_old = s.pack(*common, s.om1 * d1[:, None] * d1[None, :])
+        v_new = s.pack(*common, om_tilde_new)
+        g = stats.invwishart(s.nu1 + s.N, s.psi1 + (E * d1).T @ (E * d1))
+        expected = (s.log_expanded(v_new) - s.log_expanded(v_old)
+                    - g.logpdf(om_tilde_new) + g.logpdf(s.om1 * d1[:, None] * d1[None, :]))
+        assert np.isclose(alpha_new, np.sqrt(om_tilde_new[a, a]))
+        assert log_acc == pytest.approx(expected, abs=1e-6)
+
+
+def test_proposal_is_the_inverse_wishart_conditional():
+    """Given α_old, the proposed row of Ω̃1 follows IW(ν1 + N, Ψ1 + D S1 D) given the rest: its
+    regression on the rest, Ω_rr⁻¹Ω_ra, and conditional variance Ω_aa·r (independent of Ω_rr)
+    against scipy's draws of the whole matrix."""
+    s, a, n = _Setup(1), 1, 20000
+    rng = np.random.default_rng(5)
+    E = s.residuals(s.zlat, s.B, s.U)
+    S1 = E.T @ E
+    lam2 = np.linalg.inv(s.om2)
+    gam = 0.9
+    df = s.nu1 + s.N
+    ours = []
+    for _ in range(n):
+        alpha_old, _, om, _ = expand_column(S1, s.om1, lam2, s.psi1, s.nu1, s.psi2, s.nu2, a, s.q, s.f, 0, 0.0,
+                                            gam, rng.chisquare(df), rng.standard_normal(s.p - 1), True)
+        ours.append(om)
+    d1 = np.ones(s.p)
+    d1[a] = alpha_old
+    theirs = stats.invwishart(df, s.psi1 + (E * d1).T @ (E * d1)).rvs(n, random_state=rng)
+    r = [0, 2]
+
+    def parts(oms):
+        oms = np.asarray(oms)
+        g = np.linalg.solve(oms[:, r][:, :, r], oms[:, r, a][:, :, None])[:, :, 0]
+        cond = oms[:, a, a] - np.einsum("ni,ni->n", oms[:, a, r], g)
+        return np.column_stack([g, np.log(cond)])
+
+    x, y = parts(ours), parts(theirs)
+    se = np.sqrt(x.var(0) / n + y.var(0) / n)
+    assert np.all(np.abs(x.mean(0) - y.mean(0)) < 4 * se)
+    assert np.allclose(x.std(0), y.std(0), rtol=0.05)
+    for k in range(x.shape[1]):
+        assert stats.ks_2samp(x[:, k], y[:, k]).pvalue > 1e-3
+
+
+def _data(seed=0, J=40, n=8):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(J), n)
+    x = rng.standard_normal(J * n)
+    u = rng.standard_normal((J, 2)) * [0.6, 0.8]
+    y = 1 + 0.5 * x + u[g, 0] + rng.standard_normal(J * n)
+    lat = 0.3 + 0.8 * x + 0.5 * y + u[g, 1] + rng.standard_normal(J * n)
+    b = (lat > 0.8).astype(float)
+    o = np.digitize(0.2 - 0.6 * x + u[g, 1] + rng.standard_normal(J * n), [-0.5, 0.4, 1.2]).astype(float)
+    w = (0.4 * u[:, 0] - 0.3 * u[:, 1] + rng.standard_normal(J) > 0.3).astype(float)   # level 2
+    w[rng.random(J) < 0.2] = np.nan
+    df = pd.DataFrame({"g": g, "x": x, "y": y, "b": b, "o": o, "w": w[g]})
+    for c in ("y", "b", "o"):
+        df.loc[rng.random(J * n) < 0.25, c] = np.nan
+    return df
+
+
+MODEL = dict(cluster="g", covariates=["x"], variables={"y": "continuous", "b": "binary", "o": "ordinal",
+                                                      "w": mi.Variable("binary", level=2)})
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sampler_with_the_move_keeps_the_posterior(seed, monkeypatch):
+    """Every monitored parameter's posterior mean with the move equals its mean without it
+    within 4.5 Monte Carlo SEs (effective sample sizes of each run), and the move is taken."""
+    data = prepare(_data(seed), mi.ImputationModel(**MODEL))
+    taken = {1: [], 2: []}
+    for level, name in ((1, "expand_scales"), (2, "expand_level2")):
+        def counting(*args, original=getattr(expansion, name), level=level):
+            out = original(*args)
+            taken[level].append(out[-1])
+            return out
+
+        monkeypatch.setattr(expansion, name, counting)
+    runs = {}
+    for on in (True, False):
+        monkeypatch.setattr(expansion, "ENABLED", on)
+        traces = [run_chain(data, c, 1, 300, 3000, np.random.SeedSequence([seed, c, on])).trace for c in range(2)]
+        runs[on] = np.stack(traces)
+    assert 0.5 < np.mean(taken[1]) <= 1.0 and 0.3 < np.mean(taken[2]) <= 1.0
+    m1, m0 = runs[True].mean((0, 1)), runs[False].mean((0, 1))
+    se2 = [r.reshape(-1, r.shape[2]).var(0, ddof=1) / np.array([ess_bulk(r[:, :, k]) for k in range(r.shape[2])])
+           for r in runs.values()]
+    z = (m1 - m0) / np.sqrt(se2[0] + se2[1])
+    assert np.max(np.abs(z)) < 4.5, z
+
+
+def _burnt_in(seed: int):
+    """A small data set's model and a state after 50 sweeps, with the generator that ran them."""
+    from mlimpute.sampler.sweep import initial_state, prepare_static, sweep
+
+    data = prepare(_data(seed, J=15, n=4), mi.ImputationModel(**MODEL))
+    st = prepare_static(data)
+    rng = np.random.default_rng(seed)
+    state = initial_state(st, rng)
+    for _ in range(50):
+        state = sweep(rng, st, state, work={})
+    return data, st, state, rng
+
+
+def test_a_taken_move_rescales_every_part_of_the_state():
+    """After ``expand_scales`` takes a move, column a's latents, fixed and random effects, Ω2's
+    rows and columns, thresholds, fitted values and residual cross-product are the old ones times
+    one common s > 0; every category is unchanged; Ω1 keeps its fixed diagonal."""
+    from mlimpute.sampler.latent import latents_to_codes
+    from mlimpute.sampler.sweep import _fitted_and_crossprod
+
+    data, st, state, rng = _burnt_in(4)
+    codecs = {c.name: c for c in st.cat1}
+    taken = set()
+    for _ in range(20):
+        y1, b1, u1 = state.y1.copy(), state.b1.copy(), state.u1.copy()
+        fitted, S1 = _fitted_and_crossprod(st, b1, u1, y1, {})
+        fitted, S1 = fitted.copy(), S1.copy()
+        old = (y1.copy(), b1, u1, state.omega2.copy(), state.cuts1)
+        out = expansion.expand_scales(rng, st, y1, fitted, S1, b1, u1, state.omega1, state.omega2, state.cuts1)
+        y1n, b1n, u1n, om1n, om2n, cutsn, S1n, acc = out
+        d = np.ones(state.omega2.shape[0])
+        for t, (a, o) in enumerate(st.expand1):
+            s_ = y1n[:, a] / old[0][:, a]
+            s = s_[0]
+            d[a * st.q:(a + 1) * st.q] = s
+            if not acc[t]:
+                assert s == 1.0
+                continue
+            taken.add(a)
+            assert s > 0 and np.allclose(s_, s)
+            assert np.allclose(b1n[:, a], s * old[1][:, a]) and np.allclose(u1n[:, a], s * old[2][:, a])
+            if o is not None:
+                assert np.allclose(cutsn[o], s * old[4][o])
+            assert om1n[a, a] == 1.0
+        assert np.allclose(om2n, old[3] * d[:, None] * d[None, :])
+        f_new, S_new = _fitted_and_crossprod(st, b1n, u1n, y1n, {})
+        assert np.allclose(fitted, f_new) and np.allclose(S1n, S_new)
+        assert np.all(np.linalg.eigvalsh(om1n) > 0) and np.allclose(np.diag(om1n)[[a for a, _ in st.expand1]], 1.0)
+        oc = 0
+        for name in ("b", "o"):
+            c = codecs[name]
+            cu_old = old[4][oc] if c.kind == "ordinal" else None
+            cu_new = cutsn[oc] if c.kind == "ordinal" else None
+            assert np.array_equal(latents_to_codes(c, old[0][:, list(c.cols)], cu_old),
+                                  latents_to_codes(c, y1n[:, list(c.cols)], cu_new))
+            oc += c.kind == "ordinal"
+        state = state._replace(y1=y1n, b1=b1n, u1=u1n, omega1=om1n, omega2=om2n, cuts1=cutsn)
+    assert taken == {a for a, _ in st.expand1}
+
+
+def test_a_taken_level2_move_rescales_every_part_of_the_state():
+    """``expand_level2``: the level-2 latent, its fixed effects, its coordinate of the clusters'
+    rows u and of u'u are the old ones times one s > 0; its categories are unchanged; Ω2 keeps
+    its fixed diagonal element and stays positive definite."""
+    data, st, state, rng = _burnt_in(5)
+    (a, _), = st.expand2
+    k = st.p1 * st.q + a
+    n_taken = 0
+    for _ in range(10):
+        y2, b2 = state.y2.copy(), state.b2.copy()
+        u = np.concatenate([state.u1, y2 - data.x2 @ b2], axis=1)
+        S2 = u.T @ u
+        y2n, b2n, un, om2n, _, S2n, acc = expansion.expand_level2(
+            rng, st, y2.copy(), u.copy(), S2.copy(), b2, state.omega2, state.cuts2)
+        s = y2n[0, a] / y2[0, a]
+        assert np.allclose(y2n[:, a], s * y2[:, a]) and np.allclose(b2n[:, a], s * b2[:, a])
+        assert np.allclose(un, np.concatenate([state.u1, y2n - data.x2 @ b2n], axis=1))
+        assert np.allclose(S2n, un.T @ un)
+        assert np.array_equal(y2n[:, a] > 0, y2[:, a] > 0)
+        assert om2n[k, k] == 1.0 and np.all(np.linalg.eigvalsh(om2n) > 0)
+        n_taken += bool(acc[0])
+        assert (s != 1.0) == bool(acc[0])
+        state = state._replace(y2=y2n, b2=b2n, omega2=om2n)
+    assert n_taken >= 3
