@@ -199,14 +199,20 @@ def _data(seed=0, J=40, n=8):
     o = np.digitize(0.2 - 0.6 * x + u[g, 1] + rng.standard_normal(J * n), [-0.5, 0.4, 1.2]).astype(float)
     w = (0.4 * u[:, 0] - 0.3 * u[:, 1] + rng.standard_normal(J) > 0.3).astype(float)   # level 2
     w[rng.random(J) < 0.2] = np.nan
-    df = pd.DataFrame({"g": g, "x": x, "y": y, "b": b, "o": o, "w": w[g]})
-    for c in ("y", "b", "o"):
+    h = np.argmax(np.column_stack([np.zeros(J * n), 0.3 * x + u[g, 0] + rng.standard_normal(J * n),
+                                   -0.5 + rng.standard_normal(J * n)]), axis=1).astype(float)
+    v = np.argmax(np.column_stack([np.zeros(J), u[:, 1] + rng.standard_normal(J),
+                                   0.2 + rng.standard_normal(J)]), axis=1).astype(float)
+    v[rng.random(J) < 0.2] = np.nan
+    df = pd.DataFrame({"g": g, "x": x, "y": y, "b": b, "o": o, "h": h, "w": w[g], "v": v[g]})
+    for c in ("y", "b", "o", "h"):
         df.loc[rng.random(J * n) < 0.25, c] = np.nan
     return df
 
 
 MODEL = dict(cluster="g", covariates=["x"], variables={"y": "continuous", "b": "binary", "o": "ordinal",
-                                                      "w": mi.Variable("binary", level=2)})
+                                                      "h": "nominal", "w": mi.Variable("binary", level=2),
+                                                      "v": mi.Variable("nominal", level=2)})
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -214,8 +220,8 @@ def test_sampler_with_the_move_keeps_the_posterior(seed, monkeypatch):
     """Every monitored parameter's posterior mean with the move equals its mean without it
     within 4.5 Monte Carlo SEs (effective sample sizes of each run), and the move is taken."""
     data = prepare(_data(seed), mi.ImputationModel(**MODEL))
-    taken = {1: [], 2: []}
-    for level, name in ((1, "expand_scales"), (2, "expand_level2")):
+    taken = {1: [], 2: [], "nominal": []}
+    for level, name in ((1, "expand_scales"), (2, "expand_level2"), ("nominal", "scale_nominal")):
         def counting(*args, original=getattr(expansion, name), level=level):
             out = original(*args)
             taken[level].append(out[-1])
@@ -228,6 +234,7 @@ def test_sampler_with_the_move_keeps_the_posterior(seed, monkeypatch):
         traces = [run_chain(data, c, 1, 300, 3000, np.random.SeedSequence([seed, c, on])).trace for c in range(2)]
         runs[on] = np.stack(traces)
     assert 0.5 < np.mean(taken[1]) <= 1.0 and 0.3 < np.mean(taken[2]) <= 1.0
+    assert 0.3 < np.mean(np.concatenate(taken["nominal"])) < 0.95
     m1, m0 = runs[True].mean((0, 1)), runs[False].mean((0, 1))
     se2 = [r.reshape(-1, r.shape[2]).var(0, ddof=1) / np.array([ess_bulk(r[:, :, k]) for k in range(r.shape[2])])
            for r in runs.values()]
@@ -266,7 +273,7 @@ def test_a_taken_move_rescales_every_part_of_the_state():
         out = expansion.expand_scales(rng, st, y1, fitted, S1, b1, u1, state.omega1, state.omega2, state.cuts1)
         y1n, b1n, u1n, om1n, om2n, cutsn, S1n, acc = out
         d = np.ones(state.omega2.shape[0])
-        for t, (a, o) in enumerate(st.expand1):
+        for t, (a, o, _) in enumerate(st.expand1):
             s_ = y1n[:, a] / old[0][:, a]
             s = s_[0]
             d[a * st.q:(a + 1) * st.q] = s
@@ -282,7 +289,7 @@ def test_a_taken_move_rescales_every_part_of_the_state():
         assert np.allclose(om2n, old[3] * d[:, None] * d[None, :])
         f_new, S_new = _fitted_and_crossprod(st, b1n, u1n, y1n, {})
         assert np.allclose(fitted, f_new) and np.allclose(S1n, S_new)
-        assert np.all(np.linalg.eigvalsh(om1n) > 0) and np.allclose(np.diag(om1n)[[a for a, _ in st.expand1]], 1.0)
+        assert np.all(np.linalg.eigvalsh(om1n) > 0) and np.allclose(np.diag(om1n)[[a for a, _, _ in st.expand1]], 1.0)
         oc = 0
         for name in ("b", "o"):
             c = codecs[name]
@@ -292,7 +299,7 @@ def test_a_taken_move_rescales_every_part_of_the_state():
                                   latents_to_codes(c, y1n[:, list(c.cols)], cu_new))
             oc += c.kind == "ordinal"
         state = state._replace(y1=y1n, b1=b1n, u1=u1n, omega1=om1n, omega2=om2n, cuts1=cutsn)
-    assert taken == {a for a, _ in st.expand1}
+    assert taken == {a for a, _, _ in st.expand1}
 
 
 def test_a_taken_level2_move_rescales_every_part_of_the_state():
@@ -300,7 +307,7 @@ def test_a_taken_level2_move_rescales_every_part_of_the_state():
     rows u and of u'u are the old ones times one s > 0; its categories are unchanged; Ω2 keeps
     its fixed diagonal element and stays positive definite."""
     data, st, state, rng = _burnt_in(5)
-    (a, _), = st.expand2
+    ((a, _, _),) = st.expand2
     k = st.p1 * st.q + a
     n_taken = 0
     for _ in range(10):
@@ -319,3 +326,91 @@ def test_a_taken_level2_move_rescales_every_part_of_the_state():
         assert (s != 1.0) == bool(acc[0])
         state = state._replace(y2=y2n, b2=b2n, omega2=om2n)
     assert n_taken >= 3
+
+
+@pytest.mark.parametrize("q", [2, 0])
+def test_nominal_block_target_is_the_posterior_along_the_group(q):
+    """``block_scale_target`` at s equals log π(g_s θ) + log |J_{g_s}| − log π(θ) written out with
+    scipy's densities, g_s multiplying a nominal block's latents, fixed effects, random effects
+    and Ω2's coordinates by s with Ω1 kept; the Jacobian counted from the map itself. q = 0 is
+    the level-2 move (no random effects of the block)."""
+    from mlimpute.sampler.expansion import block_exponent, block_scale_target, block_statistics
+
+    s0 = _Setup(1, q)
+    F, W = np.array([1, 2]), 2
+    om1 = np.array([[1.7, 0.4, -0.3], [0.4, 1.0, 0.5], [-0.3, 0.5, 1.0]])   # F's block ½(I + 11')
+    assert np.linalg.eigvalsh(om1).min() > 0
+    coords = np.zeros(s0.P, bool)
+    for c in F:
+        coords[c * q:(c + 1) * q] = True
+
+    def moved(sc):
+        zl, B, U, om2 = s0.zlat.copy(), s0.B.copy(), s0.U.copy(), s0.om2.copy()
+        zl[:, F] *= sc
+        B[:, F] *= sc
+        U[:, coords[:U.shape[1]]] *= sc
+        d = np.where(coords, sc, 1.0)
+        return zl, B, U, om2 * d[:, None] * d[None, :]
+
+    def log_post(zl, B, U, om2):
+        E = s0.residuals(zl, B, U)
+        out = stats.multivariate_normal(np.zeros(s0.p), om1).logpdf(E).sum()
+        out += stats.multivariate_normal(np.zeros(s0.P), om2).logpdf(np.hstack([U, s0.u2])).sum()
+        return out + stats.invwishart(s0.nu2, s0.psi2).logpdf(om2) - 0.5 * s0.prec * np.sum(B[:, F] ** 2)
+
+    def packed(zl, B, U, om2):
+        return np.concatenate([zl[:, F].ravel(), B[:, F].ravel(), U.ravel(), om2[np.tril_indices(s0.P)]])
+
+    E = s0.residuals(s0.zlat, s0.B, s0.U)
+    A, m = block_statistics(E.T @ E, np.linalg.inv(om1), F)
+    k = block_exponent(W, s0.N, s0.f, q, s0.nu2)
+    pl2 = s0.psi2 * np.linalg.inv(s0.om2)
+    prior_ss = s0.prec * np.sum(s0.B[:, F] ** 2)
+    for sc in (0.8, 1.07, 1.3):
+        x1 = moved(sc)
+        nz = packed(*moved(1.0)) != 0
+        log_jac = np.sum(np.log(np.abs(packed(*x1)[nz] / packed(*moved(1.0))[nz])))
+        direct = log_post(*x1) + log_jac - log_post(*moved(1.0))
+        assert block_scale_target(sc, A, m, k, pl2, coords, prior_ss) == pytest.approx(direct, rel=1e-9, abs=1e-8)
+
+
+def test_a_nominal_move_rescales_the_block_and_keeps_the_categories():
+    """``scale_nominal`` at both levels: the block's latents, fixed effects, random effects,
+    Ω2's coordinates and the residuals' cross-product are the old ones times one s; the
+    categories (the largest latent and its sign) are unchanged; moves are taken."""
+    from mlimpute.sampler.latent import latents_to_codes
+    from mlimpute.sampler.sweep import _fitted_and_crossprod
+
+    data, st, state, rng = _burnt_in(6)
+    (cols1, F1, mask1), = st.nominal_blocks[0]
+    (cols2, F2, _), = st.nominal_blocks[1]
+    codec1 = next(c for c in st.cat1 if c.kind == "nominal")
+    codec2 = next(c for c in st.cat2 if c.kind == "nominal")
+    moved = {1: 0, 2: 0}
+    for _ in range(10):
+        y1, b1, u1 = state.y1.copy(), state.b1.copy(), state.u1.copy()
+        fitted, S1 = (a.copy() for a in _fitted_and_crossprod(st, b1, u1, y1, {}))
+        y1n, b1n, u1n, om2n, S1n, _ = expansion.scale_nominal(rng, st, y1.copy(), fitted, S1.copy(), b1, u1,
+                                                              state.omega1, state.omega2, 1)
+        s = y1n[0, cols1[0]] / y1[0, cols1[0]]
+        moved[1] += s != 1.0
+        assert np.allclose(y1n[:, list(cols1)], s * y1[:, list(cols1)])
+        assert np.allclose(b1n[:, list(cols1)], s * b1[:, list(cols1)])
+        assert np.allclose(u1n[:, mask1[:u1.shape[1]]], s * u1[:, mask1[:u1.shape[1]]])
+        d = np.where(mask1, s, 1.0)
+        assert np.allclose(om2n, state.omega2 * d[:, None] * d[None, :])
+        f_new, S_new = _fitted_and_crossprod(st, b1n, u1n, y1n, {})
+        assert np.allclose(fitted, f_new) and np.allclose(S1n, S_new)
+        assert np.array_equal(latents_to_codes(codec1, y1[:, list(cols1)], None),
+                              latents_to_codes(codec1, y1n[:, list(cols1)], None))
+        y2, b2 = state.y2.copy(), state.b2.copy()
+        u = np.concatenate([u1n, y2 - data.x2 @ b2], axis=1)
+        y2n, b2n, _, _, S2n, _ = expansion.scale_nominal(rng, st, y2.copy(), u, u.T @ u, b2, None, om2n, None, 2)
+        s2 = y2n[0, cols2[0]] / y2[0, cols2[0]]
+        moved[2] += s2 != 1.0
+        assert np.allclose(u, np.concatenate([u1n, y2n - data.x2 @ b2n], axis=1)) and np.allclose(S2n, u.T @ u)
+        assert np.allclose(y2n[:, list(cols2)], s2 * y2[:, list(cols2)])
+        assert np.array_equal(latents_to_codes(codec2, y2[:, list(cols2)], None),
+                              latents_to_codes(codec2, y2n[:, list(cols2)], None))
+        state = state._replace(y1=y1n, b1=b1n, u1=u1n, omega2=om2n, y2=y2n, b2=b2n)
+    assert moved[1] >= 3 and moved[2] >= 3

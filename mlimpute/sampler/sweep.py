@@ -138,6 +138,8 @@ def sweep(
         S2 = u.T @ u
         if st.expand2 and expansion.ENABLED:   # the binary/ordinal level-2 latents' scale
             y2, b2, u, omega2, cuts2, S2, _ = expansion.expand_level2(rng, st, y2, u, S2, b2, omega2, cuts2)
+        if st.nominal_blocks[1] and expansion.ENABLED:
+            y2, b2, _, _, S2, _ = expansion.scale_nominal(rng, st, y2, u, S2, b2, None, omega2, None, 2)
         omega2, acc = draw_covariance(rng, df2 + u.shape[0], scale2 + S2, st.con2, omega2, steps[sl2])
         if adapt_at is not None and acc.size:
             steps[sl2] = adapt_steps(steps[sl2], acc, adapt_at)
@@ -157,8 +159,11 @@ def sweep(
             if st.expand1 and expansion.ENABLED:   # the binary/ordinal latents' scale
                 y1, b1, u1, omega1, omega2, cuts1, S1, _ = expansion.expand_scales(
                     rng, st, y1, fitted1, S1, b1, u1, omega1, omega2, cuts1)
-                if work is not None:
-                    work["fitted1_of"] = (b1, u1)
+            if st.nominal_blocks[0] and expansion.ENABLED:  # the nominal latents' common scale
+                y1, b1, u1, omega2, S1, _ = expansion.scale_nominal(rng, st, y1, fitted1, S1, b1, u1,
+                                                                    omega1, omega2, 1)
+            if work is not None:
+                work["fitted1_of"] = (b1, u1)
             omega1, acc = draw_covariance(rng, df1 + y1.shape[0], scale1 + S1, st.con1, omega1, steps[sl1])
             if adapt_at is not None and acc.size:
                 steps[sl1] = adapt_steps(steps[sl1], acc, adapt_at)
