@@ -17,7 +17,7 @@ from scipy import stats
 import mlimpute as mi
 from mlimpute.impute import prepare, run_chain
 from mlimpute.sampler import expansion
-from mlimpute.sampler.expansion import expand_column
+from mlimpute.sampler.expansion import Effects, effects_term, expand_column
 from mlimpute.diagnostics import ess_bulk
 
 
@@ -125,8 +125,8 @@ class _Setup:
 def test_acceptance_ratio_is_the_expanded_target(a, q):
     """log A of ``expand_column`` = log π̃(new) − log π̃(old) − log g(new) + log g(old), g the
     inverse-Wishart proposal of Ω̃1's row a (its conditional: the ratio of full densities).
-    q = 0 (no random effects of the variable) is the level-2 move: rows are clusters, Ω2 in Ω1's
-    place (``expand_level2``)."""
+    The ratio is ``expand_column``'s plus the random effects' ``effects_term``. q = 0 (no random
+    effects of the variable) is the level-2 move: rows are clusters, Ω2 in Ω1's place."""
     s = _Setup(a, q)
     rng = np.random.default_rng(11)
     E = s.residuals(s.zlat, s.B, s.U)
@@ -134,10 +134,13 @@ def test_acceptance_ratio_is_the_expanded_target(a, q):
     lam2 = np.linalg.inv(s.om2)
     for _ in range(3):
         gam, chi, z = rng.gamma(0.5 * s.nu1), rng.chisquare(s.nu1 + s.N), rng.standard_normal(s.p - 1)
-        args = (S1, s.om1, lam2, s.psi1, s.nu1, s.psi2, s.nu2, a, s.q, s.f, s.n_cuts,
+        args = (S1, s.om1, s.psi1, s.nu1, a, s.f, s.n_cuts,
                 s.prec * (s.B[:, a] @ s.B[:, a] + (s.cuts @ s.cuts if a == 2 else 0.0)), gam, chi, z)
         alpha_old, alpha_new, om_tilde_new, _ = expand_column(*args, True)
         *_, log_acc = expand_column(*args, False)
+        mask = np.zeros(s.P, bool)
+        mask[a * q:(a + 1) * q] = True
+        log_acc += effects_term(alpha_old / alpha_new, s.psi2 * lam2, mask, s.nu2)
         d2 = np.ones(s.P)
         d2[a * q:(a + 1) * q] = alpha_old
         d1 = np.ones(s.p)
@@ -161,12 +164,11 @@ def test_proposal_is_the_inverse_wishart_conditional():
     rng = np.random.default_rng(5)
     E = s.residuals(s.zlat, s.B, s.U)
     S1 = E.T @ E
-    lam2 = np.linalg.inv(s.om2)
     gam = 0.9
     df = s.nu1 + s.N
     ours = []
     for _ in range(n):
-        alpha_old, _, om, _ = expand_column(S1, s.om1, lam2, s.psi1, s.nu1, s.psi2, s.nu2, a, s.q, s.f, 0, 0.0,
+        alpha_old, _, om, _ = expand_column(S1, s.om1, s.psi1, s.nu1, a, s.f, 0, 0.0,
                                             gam, rng.chisquare(df), rng.standard_normal(s.p - 1), True)
         ours.append(om)
     d1 = np.ones(s.p)
@@ -220,11 +222,11 @@ def test_sampler_with_the_move_keeps_the_posterior(seed, monkeypatch):
     """Every monitored parameter's posterior mean with the move equals its mean without it
     within 4.5 Monte Carlo SEs (effective sample sizes of each run), and the move is taken."""
     data = prepare(_data(seed), mi.ImputationModel(**MODEL))
-    taken = {1: [], 2: [], "nominal": []}
-    for level, name in ((1, "expand_scales"), (2, "expand_level2"), ("nominal", "scale_nominal")):
-        def counting(*args, original=getattr(expansion, name), level=level):
+    taken = {"expand_scales": [], "scale_nominal": []}
+    for name in taken:
+        def counting(*args, original=getattr(expansion, name), name=name):
             out = original(*args)
-            taken[level].append(out[-1])
+            taken[name].append(out[-1])
             return out
 
         monkeypatch.setattr(expansion, name, counting)
@@ -233,8 +235,8 @@ def test_sampler_with_the_move_keeps_the_posterior(seed, monkeypatch):
         monkeypatch.setattr(expansion, "ENABLED", on)
         traces = [run_chain(data, c, 1, 300, 3000, np.random.SeedSequence([seed, c, on])).trace for c in range(2)]
         runs[on] = np.stack(traces)
-    assert 0.5 < np.mean(taken[1]) <= 1.0 and 0.3 < np.mean(taken[2]) <= 1.0
-    assert 0.3 < np.mean(np.concatenate(taken["nominal"])) < 0.95
+    assert 0.5 < np.mean(np.concatenate(taken["expand_scales"])) <= 1.0
+    assert 0.3 < np.mean(np.concatenate(taken["scale_nominal"])) < 0.95
     m1, m0 = runs[True].mean((0, 1)), runs[False].mean((0, 1))
     se2 = [r.reshape(-1, r.shape[2]).var(0, ddof=1) / np.array([ess_bulk(r[:, :, k]) for k in range(r.shape[2])])
            for r in runs.values()]
@@ -270,10 +272,12 @@ def test_a_taken_move_rescales_every_part_of_the_state():
         fitted, S1 = _fitted_and_crossprod(st, b1, u1, y1, {})
         fitted, S1 = fitted.copy(), S1.copy()
         old = (y1.copy(), b1, u1, state.omega2.copy(), state.cuts1)
-        out = expansion.expand_scales(rng, st, y1, fitted, S1, b1, u1, state.omega1, state.omega2, state.cuts1)
-        y1n, b1n, u1n, om1n, om2n, cutsn, S1n, acc = out
+        out = expansion.expand_scales(rng, st.expand1[0], 0, st.prior1, st.fixed_prior, 0, y1, fitted, S1, b1,
+                                      state.omega1, state.cuts1, [Effects(u1, state.omega2, *st.prior2, st.expand1[1])])
+        y1n, b1n, om1n, cutsn, S1n, (eff,), acc = out
+        u1n, om2n = eff.u, eff.omega
         d = np.ones(state.omega2.shape[0])
-        for t, (a, o, _) in enumerate(st.expand1):
+        for t, (a, o) in enumerate(st.expand1[0]):
             s_ = y1n[:, a] / old[0][:, a]
             s = s_[0]
             d[a * st.q:(a + 1) * st.q] = s
@@ -289,7 +293,7 @@ def test_a_taken_move_rescales_every_part_of_the_state():
         assert np.allclose(om2n, old[3] * d[:, None] * d[None, :])
         f_new, S_new = _fitted_and_crossprod(st, b1n, u1n, y1n, {})
         assert np.allclose(fitted, f_new) and np.allclose(S1n, S_new)
-        assert np.all(np.linalg.eigvalsh(om1n) > 0) and np.allclose(np.diag(om1n)[[a for a, _, _ in st.expand1]], 1.0)
+        assert np.all(np.linalg.eigvalsh(om1n) > 0) and np.allclose(np.diag(om1n)[[a for a, _ in st.expand1[0]]], 1.0)
         oc = 0
         for name in ("b", "o"):
             c = codecs[name]
@@ -299,23 +303,25 @@ def test_a_taken_move_rescales_every_part_of_the_state():
                                   latents_to_codes(c, y1n[:, list(c.cols)], cu_new))
             oc += c.kind == "ordinal"
         state = state._replace(y1=y1n, b1=b1n, u1=u1n, omega1=om1n, omega2=om2n, cuts1=cutsn)
-    assert taken == {a for a, _, _ in st.expand1}
+    assert taken == {a for a, _ in st.expand1[0]}
 
 
 def test_a_taken_level2_move_rescales_every_part_of_the_state():
-    """``expand_level2``: the level-2 latent, its fixed effects, its coordinate of the clusters'
+    """``expand_scales`` at level 2: the level-2 latent, its fixed effects, its coordinate of the clusters'
     rows u and of u'u are the old ones times one s > 0; its categories are unchanged; Ω2 keeps
     its fixed diagonal element and stays positive definite."""
     data, st, state, rng = _burnt_in(5)
-    ((a, _, _),) = st.expand2
+    ((a, _),) = st.expand2[0]
     k = st.p1 * st.q + a
     n_taken = 0
     for _ in range(10):
         y2, b2 = state.y2.copy(), state.b2.copy()
         u = np.concatenate([state.u1, y2 - data.x2 @ b2], axis=1)
         S2 = u.T @ u
-        y2n, b2n, un, om2n, _, S2n, acc = expansion.expand_level2(
-            rng, st, y2.copy(), u.copy(), S2.copy(), b2, state.omega2, state.cuts2)
+        un = u.copy()
+        y2n, b2n, om2n, _, S2n, _, acc = expansion.expand_scales(
+            rng, st.expand2[0], k - a, st.prior2, st.fixed_prior, st.p1 * data.x1.shape[1], y2.copy(),
+            un, S2.copy(), b2, state.omega2, state.cuts2, [])
         s = y2n[0, a] / y2[0, a]
         assert np.allclose(y2n[:, a], s * y2[:, a]) and np.allclose(b2n[:, a], s * b2[:, a])
         assert np.allclose(un, np.concatenate([state.u1, y2n - data.x2 @ b2n], axis=1))
@@ -334,7 +340,7 @@ def test_nominal_block_target_is_the_posterior_along_the_group(q):
     scipy's densities, g_s multiplying a nominal block's latents, fixed effects, random effects
     and Ω2's coordinates by s with Ω1 kept; the Jacobian counted from the map itself. q = 0 is
     the level-2 move (no random effects of the block)."""
-    from mlimpute.sampler.expansion import block_exponent, block_scale_target, block_statistics
+    from mlimpute.sampler.expansion import block_scale_target, block_statistics
 
     s0 = _Setup(1, q)
     F, W = np.array([1, 2]), 2
@@ -363,7 +369,7 @@ def test_nominal_block_target_is_the_posterior_along_the_group(q):
 
     E = s0.residuals(s0.zlat, s0.B, s0.U)
     A, m = block_statistics(E.T @ E, np.linalg.inv(om1), F)
-    k = block_exponent(W, s0.N, s0.f, q, s0.nu2)
+    k = W * (s0.N + s0.f)
     pl2 = s0.psi2 * np.linalg.inv(s0.om2)
     prior_ss = s0.prec * np.sum(s0.B[:, F] ** 2)
     for sc in (0.8, 1.07, 1.3):
@@ -371,7 +377,8 @@ def test_nominal_block_target_is_the_posterior_along_the_group(q):
         nz = packed(*moved(1.0)) != 0
         log_jac = np.sum(np.log(np.abs(packed(*x1)[nz] / packed(*moved(1.0))[nz])))
         direct = log_post(*x1) + log_jac - log_post(*moved(1.0))
-        assert block_scale_target(sc, A, m, k, pl2, coords, prior_ss) == pytest.approx(direct, rel=1e-9, abs=1e-8)
+        ours = block_scale_target(sc, A, m, k, prior_ss) + effects_term(sc, pl2, coords, s0.nu2)
+        assert ours == pytest.approx(direct, rel=1e-9, abs=1e-8)
 
 
 def test_a_nominal_move_rescales_the_block_and_keeps_the_categories():
@@ -382,16 +389,18 @@ def test_a_nominal_move_rescales_the_block_and_keeps_the_categories():
     from mlimpute.sampler.sweep import _fitted_and_crossprod
 
     data, st, state, rng = _burnt_in(6)
-    (cols1, F1, mask1), = st.nominal_blocks[0]
-    (cols2, F2, _), = st.nominal_blocks[1]
+    (cols1,), (mask1,) = st.nominal_blocks[0]
+    (cols2,), _ = st.nominal_blocks[1]
     codec1 = next(c for c in st.cat1 if c.kind == "nominal")
     codec2 = next(c for c in st.cat2 if c.kind == "nominal")
     moved = {1: 0, 2: 0}
     for _ in range(10):
         y1, b1, u1 = state.y1.copy(), state.b1.copy(), state.u1.copy()
         fitted, S1 = (a.copy() for a in _fitted_and_crossprod(st, b1, u1, y1, {}))
-        y1n, b1n, u1n, om2n, S1n, _ = expansion.scale_nominal(rng, st, y1.copy(), fitted, S1.copy(), b1, u1,
-                                                              state.omega1, state.omega2, 1)
+        y1n, b1n, S1n, (eff,), _ = expansion.scale_nominal(
+            rng, (cols1,), 0, st.fixed_prior, 0, y1.copy(), fitted, S1.copy(), b1, state.omega1,
+            [Effects(u1, state.omega2, *st.prior2, (mask1,))])
+        u1n, om2n = eff.u, eff.omega
         s = y1n[0, cols1[0]] / y1[0, cols1[0]]
         moved[1] += s != 1.0
         assert np.allclose(y1n[:, list(cols1)], s * y1[:, list(cols1)])
@@ -405,7 +414,9 @@ def test_a_nominal_move_rescales_the_block_and_keeps_the_categories():
                               latents_to_codes(codec1, y1n[:, list(cols1)], None))
         y2, b2 = state.y2.copy(), state.b2.copy()
         u = np.concatenate([u1n, y2 - data.x2 @ b2], axis=1)
-        y2n, b2n, _, _, S2n, _ = expansion.scale_nominal(rng, st, y2.copy(), u, u.T @ u, b2, None, om2n, None, 2)
+        off = st.p1 * st.q
+        y2n, b2n, S2n, _, _ = expansion.scale_nominal(rng, (cols2,), off, st.fixed_prior, st.p1 * data.x1.shape[1],
+                                                      y2.copy(), u, u.T @ u, b2, om2n, [])
         s2 = y2n[0, cols2[0]] / y2[0, cols2[0]]
         moved[2] += s2 != 1.0
         assert np.allclose(u, np.concatenate([u1n, y2n - data.x2 @ b2n], axis=1)) and np.allclose(S2n, u.T @ u)

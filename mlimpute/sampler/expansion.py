@@ -76,14 +76,15 @@ probit models with sparse inverse correlation matrices. JCGS, 21, 739–757.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from ._small import chol, spd_inv
-from .state import Static
 
-__all__ = ["ENABLED", "expand_scales", "expand_level2", "expand_column", "scale_nominal", "block_scale_target"]
+__all__ = ["ENABLED", "Effects", "expand_scales", "scale_nominal", "expand_column", "effects_term",
+           "block_scale_target", "block_statistics"]
 
 ENABLED = True   # switched off only to measure what the move buys (benchmarks)
 
@@ -94,93 +95,92 @@ def _draws(rng: np.random.Generator, n: int, nu: float, n_rows: int, p: int):
             rng.standard_normal((n, max(p - 1, 1))), np.log(rng.random(n)))
 
 
-def _prior_ss(st: Static, b: np.ndarray, a: int, offset: int, cuts) -> float:
-    """Σ B_a² / sd² + Σ γ_a² / sd² under ``categorical_prior_sd`` (0 with flat priors)."""
-    fp = st.fixed_prior
-    if fp is None:
+class Effects(NamedTuple):
+    """One classification's random effects that move with the latents of a level: its units'
+    effects ``u`` (units × d), its covariance ``omega`` (the first d coordinates are u's), prior
+    (``psi``, ``nu``) and, per moved variable, the mask of that variable's coordinates."""
+
+    u: np.ndarray
+    omega: np.ndarray
+    psi: np.ndarray
+    nu: float
+    masks: tuple
+
+
+def _prior_ss(fixed_prior, b: np.ndarray, c0: int, c1: int, offset: int, cuts) -> float:
+    """Σ B_c² / sd² (+ Σ γ² / sd²) over columns c0:c1 under ``categorical_prior_sd`` (0 with
+    flat priors); ``offset`` of B's block in ``fixed_prior``."""
+    if fixed_prior is None:
         return 0.0
     f = b.shape[0]
-    prec = fp[offset + a * f:offset + (a + 1) * f]
-    out = float(prec @ b[:, a] ** 2)
+    prec = fixed_prior[offset + c0 * f:offset + c1 * f]
+    out = float(prec @ b[:, c0:c1].T.ravel() ** 2)
     if cuts is not None:
         out += float(np.sum(cuts[2:-1] ** 2)) * prec[0]
     return out
 
 
-def expand_scales(rng: np.random.Generator, st: Static, y1: np.ndarray, fitted1: np.ndarray,
-                  S1: np.ndarray, b1: np.ndarray, u1: np.ndarray, omega1: np.ndarray,
-                  omega2: np.ndarray, cuts1: tuple) -> tuple:
-    """One marginal-data-augmentation move per binary/ordinal level-1 variable (module notes).
+def _effects_log_ratio(s: float, effects: list, t: int, pls: list) -> float:
+    return sum(effects_term(s, pl, e.masks[t], e.nu) for e, pl in zip(effects, pls))
 
-    ``S1``: the residuals' cross-product Σ (y − f)(y − f)' of the current state, ``fitted1``
-    X1B1 + ZU1; both are updated in place with ``y1`` (the sweep owns them). Returns
-    (y1, b1, u1, Ω1, Ω2, cuts1, S1, accepted) with new arrays for b1 and u1 when a move is taken.
-    """
-    psi1, nu1 = st.prior1
-    psi2, nu2 = st.prior2
-    q, f1 = st.q, b1.shape[0]
-    gam, chi, z, logu = _draws(rng, len(st.expand1), nu1, y1.shape[0], st.p1)
-    cuts1 = list(cuts1)
-    lam2 = spd_inv(omega2)[0]
-    scratch = np.zeros_like(S1)
-    accepted = np.zeros(len(st.expand1))
-    for t, (a, o, mask) in enumerate(st.expand1):
-        cuts = None if o is None else cuts1[o]
-        _, _, omega1_new, log_acc = expand_column(
-            S1, omega1, lam2, psi1, float(nu1), psi2, float(nu2), a, q, f1,
-            0 if cuts is None else cuts.size - 3, _prior_ss(st, b1, a, 0, cuts), gam[t], chi[t], z[t], False)
-        if not (logu[t] < log_acc):
+
+def _move_effects(s: float, effects: list, t: int, pls: list, copied: list) -> None:
+    """Multiply every classification's coordinates of moved variable t by s (new arrays on the
+    first move of a sweep; Ψ∘Λ follows)."""
+    for g, e in enumerate(effects):
+        if not e.masks[t].any():
             continue
-        s = math.sqrt(omega1_new[a, a])   # expand_column returns s² there (see its docstring)
-        omega1_new[a, a] = 1.0
-        if not accepted.any():   # new arrays for what the state holds; y1, fitted1, S1 are the sweep's
-            b1, u1, omega2 = b1.copy(), u1.copy(), omega2.copy()
-        accepted[t] = 1.0
-        _apply_block(s, a, a + 1, a, a + 1, mask, y1, fitted1, b1, u1, omega2, S1, scratch, lam2)
-        if o is not None:
-            cuts1[o] = cuts1[o] * s
-        omega1 = omega1_new
-    return y1, b1, u1, omega1, omega2, tuple(cuts1), S1, accepted
+        if not copied[g]:
+            effects[g] = e = e._replace(u=e.u.copy(), omega=e.omega.copy())
+            copied[g] = True
+        _scale_effects(s, e.masks[t], e.u, e.omega, pls[g])
 
 
-def expand_level2(rng: np.random.Generator, st: Static, y2: np.ndarray, u: np.ndarray,
-                  S2: np.ndarray, b2: np.ndarray, omega2: np.ndarray, cuts2: tuple) -> tuple:
-    """The same move for each binary/ordinal level-2 variable, before Ω2 | u: its latent is the
-    coordinate k = p1·q + a of the clusters' rows u = (u1, y2 − X2B2) with Ω2_kk = 1, so the
-    move is ``expand_scales``'s with Ω2 in Ω1's place and no random effects below it (q = 0).
-    ``u`` and ``S2`` = u'u are updated in place with ``y2``. Returns (y2, b2, u, Ω2, cuts2, S2,
-    accepted)."""
-    psi2, nu2 = st.prior2
-    f2, off = b2.shape[0], st.p1 * st.q
-    gam, chi, z, logu = _draws(rng, len(st.expand2), nu2, u.shape[0], omega2.shape[0])
-    cuts2 = list(cuts2)
-    none = np.zeros((0, 0))
-    scratch = np.zeros_like(S2)
-    accepted = np.zeros(len(st.expand2))
-    b_off = st.p1 * st.data.x1.shape[1]
-    for t, (a, o, mask) in enumerate(st.expand2):
-        k = off + a
-        cuts = None if o is None else cuts2[o]
-        _, _, omega2_new, log_acc = expand_column(
-            S2, omega2, none, psi2, float(nu2), none, 0.0, k, 0, f2,
-            0 if cuts is None else cuts.size - 3, _prior_ss(st, b2, a, b_off, cuts), gam[t], chi[t], z[t], False)
-        if not (logu[t] < log_acc):
+def expand_scales(rng: np.random.Generator, cols: tuple, off: int, prior: tuple, fixed_prior,
+                  b_off: int, y: np.ndarray, fitted: np.ndarray, S: np.ndarray, b: np.ndarray,
+                  omega: np.ndarray, cuts: tuple, effects: list) -> tuple:
+    """One marginal-data-augmentation move per binary/ordinal variable of a level (module notes).
+
+    ``cols``: (column of ``y``, index of its thresholds in ``cuts`` or None) of each variable;
+    its coordinate in ``S``, ``omega`` and ``fitted`` is column + ``off``. Level 1: ``y`` = Y1,
+    ``fitted`` its fitted values, ``S`` the residuals' cross-product, ``omega`` = Ω1 with
+    ``prior`` = (Ψ1, ν1), ``effects`` each classification's random effects on the level-1
+    variables. Level 2 of the two-level model: ``y`` = Y2, ``fitted`` the clusters' rows
+    u = (u1, Y2 − X2B2), ``S`` = u'u, ``omega`` = Ω2 with its prior, no effects below.
+    ``y``, ``fitted`` and ``S`` are updated in place (the sweep owns them); b, Ω, the effects'
+    arrays are new when a move is taken. Returns (y, b, Ω, cuts, S, effects, accepted)."""
+    psi, nu = prior
+    f = b.shape[0]
+    gam, chi, z, logu = _draws(rng, len(cols), nu, y.shape[0], omega.shape[0])
+    cuts = list(cuts)
+    effects = list(effects)
+    pls = [e.psi * spd_inv(e.omega)[0] for e in effects]
+    copied = [False] * len(effects)
+    scratch = np.zeros_like(S)
+    accepted = np.zeros(len(cols))
+    for t, (a, o) in enumerate(cols):
+        k = a + off
+        ck = None if o is None else cuts[o]
+        _, _, omega_new, log_acc = expand_column(
+            S, omega, psi, float(nu), k, f, 0 if ck is None else ck.size - 3,
+            _prior_ss(fixed_prior, b, a, a + 1, b_off, ck), gam[t], chi[t], z[t], False)
+        s = math.sqrt(omega_new[k, k])   # expand_column returns s² there (see its docstring)
+        if not (logu[t] < log_acc + _effects_log_ratio(s, effects, t, pls)):
             continue
-        s = math.sqrt(omega2_new[k, k])
-        omega2_new[k, k] = 1.0
+        omega_new[k, k] = 1.0
         if not accepted.any():
-            b2 = b2.copy()
+            b = b.copy()
         accepted[t] = 1.0
-        _apply_block(s, a, a + 1, k, k + 1, mask, y2, u, b2, none, none, S2, scratch, none)
+        _scale_rows(s, a, a + 1, k, k + 1, y, fitted, b, S, scratch)
+        _move_effects(s, effects, t, pls, copied)
         if o is not None:
-            cuts2[o] = cuts2[o] * s
-        omega2 = omega2_new
-    return y2, b2, u, omega2, tuple(cuts2), S2, accepted
+            cuts[o] = cuts[o] * s
+        omega = omega_new
+    return y, b, omega, tuple(cuts), S, effects, accepted
 
 
 @njit(cache=True)
-def expand_column(S1, omega1, lam2, psi1, nu1, psi2, nu2, a, q, f1, n_cuts, prior_ss,
-                  gam, chi, z, expanded):
+def expand_column(S1, omega1, psi1, nu1, a, f1, n_cuts, prior_ss, gam, chi, z, expanded):
     """One move for latent column ``a`` given its random draws: ``gam`` ~ Gamma(ν1/2),
     ``chi`` ~ χ²(ν1 + N), ``z`` p1 − 1 standard normals (module notes).
 
@@ -188,11 +188,11 @@ def expand_column(S1, omega1, lam2, psi1, nu1, psi2, nu2, a, q, f1, n_cuts, prio
     and Ω̃_rr⁻¹Ω̃_ra | Ω̃_aa·r ~ N(S̃_rr⁻¹S̃_ra, Ω̃_aa·r S̃_rr⁻¹), independent of Ω̃_rr = Ω1_rr
     (the partition of the inverse Wishart in ``covariance``'s notes).
 
-    Returns (α_old, α_new, Ω1', log acceptance ratio). Ω1' is the proposed identified Ω1 with
-    s² = (α_old / α_new)² in place of its (a, a) element (1 on acceptance), or with ``expanded`` the proposed
-    Ω̃1 itself (for tests)."""
+    Returns (α_old, α_new, Ω1', log acceptance ratio without the random effects' part, which
+    ``effects_term`` adds for each classification). Ω1' is the proposed identified Ω1 with
+    s² = (α_old / α_new)² in place of its (a, a) element (1 on acceptance), or with
+    ``expanded`` the proposed Ω̃1 itself (for tests)."""
     p = S1.shape[0]
-    P = lam2.shape[0]
     lam1, ok = spd_inv(omega1)
     beta = 0.5 * psi1[a, a] * lam1[a, a]
     alpha_old = math.sqrt(beta / gam)
@@ -239,16 +239,7 @@ def expand_column(S1, omega1, lam2, psi1, nu1, psi2, nu2, a, q, f1, n_cuts, prio
             out[i, a] /= alpha_new
             out[a, i] /= alpha_new
     out[a, a] = 1.0
-    log_s = math.log(s)
-    # Ω2's prior at S Ω2 S (S = s on a's q coordinates) against Ω2
-    tr = 0.0
-    for i in range(P):
-        ei = 1.0 / s if a * q <= i < a * q + q else 1.0
-        for j in range(P):
-            ej = 1.0 / s if a * q <= j < a * q + q else 1.0
-            tr += psi2[i, j] * lam2[i, j] * (ei * ej - 1.0)
-    log_acc = -(nu2 + P + 1) * q * log_s - 0.5 * tr
-    log_acc += (f1 + q * (P + 1) + n_cuts) * log_s        # α's exponent (module notes)
+    log_acc = (f1 + n_cuts) * math.log(s)      # the Jacobians of B and the thresholds
     lam1_new, ok = spd_inv(out)
     log_acc += _omega1_terms(alpha_new, lam1_new, a, psi1, nu1) - _omega1_terms(alpha_old, lam1, a, psi1, nu1)
     log_acc -= 0.5 * (s * s - 1.0) * prior_ss
@@ -270,55 +261,53 @@ def _omega1_terms(alpha, lam1, a, psi1, nu1):
 BLOCK_STEPS = 3   # random-walk steps on log s per nominal variable and sweep
 
 
-def scale_nominal(rng: np.random.Generator, st: Static, y: np.ndarray, fitted: np.ndarray | None,
-                  S: np.ndarray, b: np.ndarray, u1: np.ndarray | None, omega: np.ndarray,
-                  omega2: np.ndarray | None, level: int) -> tuple:
-    """The common scale of a nominal variable's latent columns F (module notes, "Nominal").
+def scale_nominal(rng: np.random.Generator, blocks: tuple, off: int, fixed_prior, b_off: int,
+                  y: np.ndarray, fitted: np.ndarray, S: np.ndarray, b: np.ndarray, omega: np.ndarray,
+                  effects: list) -> tuple:
+    """The common scale of each nominal variable's latent columns (module notes, "Nominal").
 
-    Level 1: ``y`` = Y1, ``S`` the residuals' cross-product, ``omega`` = Ω1, and the variable's
-    random effects u1 and Ω2's coordinates move with it. Level 2: ``y`` = Y2, ``S`` = u'u of the
-    clusters' rows u = (u1, Y2 − X2B2) (``fitted`` is u, updated in place), ``omega`` = Ω2, F
-    its level-2 coordinates, no effects below. ``y``, ``fitted`` and ``S`` are updated in place.
-    Returns (y, b, u1, Ω2 or None, S, acceptance rate per variable).
+    ``blocks``: each variable's latent columns of ``y`` (adjacent); the rest as
+    ``expand_scales``. Ω itself is kept. Returns (y, b, S, effects, acceptance rate per variable).
     """
-    blocks = st.nominal_blocks[level - 1]
-    psi2, nu2 = st.prior2
     f = b.shape[0]
-    q = st.q if level == 1 else 0
-    b_off = 0 if level == 1 else st.p1 * st.data.x1.shape[1]
-    empty = np.zeros((0, 0))
-    pl2 = psi2 * spd_inv(omega2)[0] if level == 1 else empty
+    effects = list(effects)
+    pls = [e.psi * spd_inv(e.omega)[0] for e in effects]
+    copied = [False] * len(effects)
     z = rng.standard_normal((len(blocks), BLOCK_STEPS))
     logu = np.log(rng.random((len(blocks), BLOCK_STEPS)))
     rates = np.zeros(len(blocks))
     lam = spd_inv(omega)[0]
-    copied = False
-    for t, (cols, F, coords) in enumerate(blocks):
-        c0, c1 = cols[0], cols[-1] + 1   # a nominal variable's latent columns are adjacent
-        prior_ss = 0.0
-        if st.fixed_prior is not None:
-            prior_ss = float(np.sum(st.fixed_prior[b_off + c0 * f:b_off + c1 * f] * b[:, c0:c1].T.ravel() ** 2))
-        s, rates[t] = _block_scale_mh(S, lam, F, block_exponent(F.size, y.shape[0], f, q, nu2), pl2, coords,
-                                      prior_ss, z[t], logu[t])
-        if s == 1.0:
+    copied_b = False
+    for t, cols in enumerate(blocks):
+        c0, c1 = cols[0], cols[-1] + 1
+        F = np.arange(c0 + off, c1 + off)
+        k = float((c1 - c0) * (y.shape[0] + f))
+        prior_ss = _prior_ss(fixed_prior, b, c0, c1, b_off, None)
+        A, m = block_statistics(S, lam, F)
+        step = 1.7 / math.sqrt(2.0 * A)      # about the target's spread in log s
+        sc, cur = 1.0, 0.0
+        for zt, lu in zip(z[t], logu[t]):     # random-walk MH on log s from s = 1
+            prop = sc * math.exp(step * zt)
+            new = block_scale_target(prop, A, m, k, prior_ss) + _effects_log_ratio(prop, effects, t, pls)
+            if lu < new - cur:
+                sc, cur = prop, new
+                rates[t] += 1.0 / BLOCK_STEPS
+        if sc == 1.0:
             continue
-        if not copied:   # new arrays for what the state holds; y, fitted and S are the sweep's
-            b, copied = b.copy(), True
-            if level == 1:
-                u1, omega2 = u1.copy(), omega2.copy()
-        _apply_block(s, c0, c1, F[0], F[-1] + 1, coords, y, empty if fitted is None else fitted, b,
-                     u1 if level == 1 else empty, omega2 if level == 1 else empty, S, lam, pl2)
-    return y, b, u1, omega2, S, rates
+        if not copied_b:
+            b, copied_b = b.copy(), True
+        s = sc
+        _scale_rows(s, c0, c1, c0 + off, c1 + off, y, fitted, b, S, lam)
+        _move_effects(s, effects, t, pls, copied)
+    return y, b, S, effects, rates
 
 
 @njit(cache=True)
-def _apply_block(s, c0, c1, F0, F1, coords, y, fitted, b, u1, omega2, S, lam, pl2):
-    """Multiply a nominal block's latents (y's columns c0:c1), fitted values and cross-product
-    (coordinates F0:F1), fixed effects and — at level 1 — random effects and Ω2's coordinates by
-    s, in place; Λ and Ψ2∘Λ2 follow (divided by s)."""
+def _scale_rows(s, c0, c1, F0, F1, y, fitted, b, S, lam):
+    """Multiply y's columns c0:c1, the fitted values' and the cross-product's coordinates
+    F0:F1 and B's columns c0:c1 by s, in place; Λ's coordinates are divided by s."""
     scale_columns(y, c0, c1, s)
-    if fitted.shape[0]:
-        scale_columns(fitted, F0, F1, s)
+    scale_columns(fitted, F0, F1, s)
     scale_columns(b, c0, c1, s)
     for i in range(S.shape[0]):
         for k in range(F0, F1):
@@ -326,18 +315,42 @@ def _apply_block(s, c0, c1, F0, F1, coords, y, fitted, b, u1, omega2, S, lam, pl
             S[k, i] *= s
             lam[i, k] /= s
             lam[k, i] /= s
-    if u1.shape[0]:
-        for i in range(u1.shape[0]):
-            for k in range(u1.shape[1]):
-                if coords[k]:
-                    u1[i, k] *= s
-        for i in range(omega2.shape[0]):
-            for k in range(omega2.shape[0]):
-                if coords[k]:
-                    omega2[i, k] *= s
-                    omega2[k, i] *= s
-                    pl2[i, k] /= s
-                    pl2[k, i] /= s
+
+
+@njit(cache=True)
+def _scale_effects(s, mask, u, omega, pl):
+    """Multiply the effects' and the covariance's coordinates in ``mask`` by s, in place;
+    Ψ∘Λ's are divided by s."""
+    for i in range(u.shape[0]):
+        for k in range(u.shape[1]):
+            if mask[k]:
+                u[i, k] *= s
+    for i in range(omega.shape[0]):
+        for k in range(omega.shape[0]):
+            if mask[k]:
+                omega[i, k] *= s
+                omega[k, i] *= s
+                pl[i, k] /= s
+                pl[k, i] /= s
+
+
+@njit(cache=True)
+def effects_term(s, pl, mask, nu):
+    """The part of log π(g_s θ) + log |J| − log π(θ) that a classification's random effects and
+    covariance give when their coordinates ``mask`` are multiplied by s: the inverse-Wishart
+    prior at SΩS, −(ν + P + 1)·n log s − ½ Σ_kl Ψ_kl Λ_kl (e_k e_l − 1) (e = 1/s on the mask),
+    plus the Jacobian n(P + 1) log s of Ω (n coordinates of P); the effects' normal density and
+    their Jacobian cancel."""
+    n = 0
+    tr = 0.0
+    for i in range(pl.shape[0]):
+        if mask[i]:
+            n += 1
+        ei = 1.0 / s if mask[i] else 1.0
+        for j in range(pl.shape[0]):
+            ej = 1.0 / s if mask[j] else 1.0
+            tr += pl[i, j] * (ei * ej - 1.0)
+    return -nu * n * math.log(s) - 0.5 * tr
 
 
 @njit(cache=True)
@@ -350,22 +363,11 @@ def scale_columns(a, c0, c1, s):
 
 
 @njit(cache=True)
-def block_scale_target(s, A, m, k, pl2, coords, prior_ss):
-    """log π(g_s θ) + log |J_{g_s}(θ)| − log π(θ) for the common scale s of a nominal block:
-    k log s − ½(s² − 1)A − (s − 1)m − ½ Σ_kl Ψ2_kl Λ2_kl (e_k e_l − 1) − ½(s² − 1)·prior_ss
-    (e = 1/s on the block's random-effect coordinates of Ω2, 1 elsewhere; module notes)."""
-    tr = 0.0
-    for i in range(pl2.shape[0]):
-        ei = 1.0 / s if coords[i] else 1.0
-        for j in range(pl2.shape[0]):
-            ej = 1.0 / s if coords[j] else 1.0
-            tr += pl2[i, j] * (ei * ej - 1.0)
-    return k * math.log(s) - 0.5 * (s * s - 1.0) * (A + prior_ss) - (s - 1.0) * m - 0.5 * tr
-
-
-def block_exponent(W: int, n_rows: int, f: int, q: int, nu2: float) -> float:
-    """The exponent of s in the nominal block's target: W(N + f − qν2) (module notes)."""
-    return float(W * (n_rows + f - q * nu2))
+def block_scale_target(s, A, m, k, prior_ss):
+    """The rows' part of log π(g_s θ) + log |J_{g_s}(θ)| − log π(θ) for the common scale s of a
+    nominal block: k log s − ½(s² − 1)(A + prior_ss) − (s − 1)m with k = W(N + f) (module
+    notes); ``effects_term`` adds each classification's random effects."""
+    return k * math.log(s) - 0.5 * (s * s - 1.0) * (A + prior_ss) - (s - 1.0) * m
 
 
 @njit(cache=True)
@@ -384,19 +386,3 @@ def block_statistics(S, lam, F):
             else:
                 m += lam[i, j] * S[i, j]
     return A, m
-
-
-@njit(cache=True)
-def _block_scale_mh(S, lam, F, k, pl2, coords, prior_ss, z, logu):
-    """Random-walk MH on log s from s = 1 (step 1.7 / √(2A), about the target's spread);
-    returns s and the acceptance rate."""
-    A, m = block_statistics(S, lam, F)
-    step = 1.7 / math.sqrt(2.0 * A)
-    s, cur, acc = 1.0, 0.0, 0.0
-    for t in range(z.size):
-        prop = s * math.exp(step * z[t])
-        new = block_scale_target(prop, A, m, k, pl2, coords, prior_ss)
-        if logu[t] < new - cur:
-            s, cur = prop, new
-            acc += 1.0
-    return s, acc / z.size

@@ -119,10 +119,9 @@ class Static:
     outcome: OutcomeStatic | None = None   # the substantive model (None: model (6) alone)
     fixed_prior: np.ndarray | None = None  # prior precision of vec(B1), vec(B2) (categorical_prior_sd)
     trace_map: tuple | None = None     # (offset, factor): the monitored parameters on the data's scale
-    expand1: tuple = ()                # (latent column, thresholds index or None, Ω2 mask) of binary/
-    expand2: tuple = ()                # ordinal variables at levels 1 and 2: the moves of ``expansion``
-    nominal_blocks: tuple = ((), ())   # per level, per nominal variable: (its latent columns, their
-    #                                    coordinates in Ω, a mask of its effects' coordinates in Ω2)
+    expand1: tuple = ((), ())          # binary/ordinal variables at levels 1 and 2: ((column, thresholds
+    expand2: tuple = ((), ())          # index or None), ...) and the masks of their effects in Ω2
+    nominal_blocks: tuple = (((), ()), ((), ()))   # per level: (latent columns, ...), Ω2 masks
 
     @property
     def d(self) -> int:
@@ -202,38 +201,39 @@ def prepare_two_level(data: ModelData) -> Static:
         outcome=prepare_outcome(data) if data.outcome is not None else None,
         fixed_prior=fixed_prior(data),
         trace_map=trace_affine(data),
-        expand1=() if cluster_cov else expanded_columns(cat1, q, p1 * q + p2),
+        expand1=((), ()) if cluster_cov else expanded_columns(cat1, q, p1 * q + p2),
         expand2=expanded_columns(cat2, 0, 0),
-        nominal_blocks=(() if cluster_cov else nominal_blocks(cat1, 0, q, p1 * q + p2),
-                        nominal_blocks(cat2, p1 * q, 0, 0)),
+        nominal_blocks=(((), ()) if cluster_cov else nominal_blocks(cat1, q, p1 * q + p2),
+                        nominal_blocks(cat2, 0, 0)),
     )
 
 
-def expanded_columns(codecs, q: int, dim2: int) -> tuple[tuple[int, int | None, np.ndarray], ...]:
-    """(latent column, index of its thresholds among the ordinal variables' or None, mask of its
-    random effects' coordinates among Ω2's ``dim2``) of every binary and ordinal variable of one
-    level: the columns ``expansion`` rescales."""
-    out, o = [], 0
+def expanded_columns(codecs, q: int, dim2: int) -> tuple[tuple, tuple]:
+    """((latent column, index of its thresholds among the ordinal variables' or None), ...) of
+    the binary and ordinal variables of one level, and the masks of their random effects'
+    coordinates among Ω2's ``dim2``: what ``expansion.expand_scales`` moves."""
+    cols, masks, o = [], [], 0
     for c in codecs:
         if c.kind in ("ordinal", "binary"):
-            mask = np.zeros(dim2, np.bool_)
-            mask[c.cols[0] * q:(c.cols[0] + 1) * q] = True
-            out.append((c.cols[0], o if c.kind == "ordinal" else None, mask))
+            cols.append((c.cols[0], o if c.kind == "ordinal" else None))
+            masks.append(effect_mask(c.cols, q, dim2))
             o += c.kind == "ordinal"
-    return tuple(out)
+    return tuple(cols), tuple(masks)
 
 
-def nominal_blocks(codecs, offset: int, q: int, dim2: int) -> tuple:
-    """(columns, their coordinates in the level's covariance matrix, mask of their random
-    effects' coordinates among Ω2's ``dim2``) of each nominal variable (``expansion.scale_nominal``)."""
-    out = []
-    for c in codecs:
-        if c.kind == "nominal":
-            mask = np.zeros(dim2, np.bool_)
-            for k in c.cols:
-                mask[k * q:(k + 1) * q] = True
-            out.append((tuple(c.cols), np.array(c.cols, np.int64) + offset, mask))
-    return tuple(out)
+def nominal_blocks(codecs, q: int, dim2: int) -> tuple[tuple, tuple]:
+    """(latent columns, ...) of the nominal variables of one level and the masks of their random
+    effects' coordinates among Ω2's ``dim2`` (``expansion.scale_nominal``)."""
+    nom = [c for c in codecs if c.kind == "nominal"]
+    return tuple(tuple(c.cols) for c in nom), tuple(effect_mask(c.cols, q, dim2) for c in nom)
+
+
+def effect_mask(cols, q: int, dim: int) -> np.ndarray:
+    """The coordinates k·q … k·q + q − 1 of each latent column k among ``dim``."""
+    mask = np.zeros(dim, np.bool_)
+    for k in cols:
+        mask[k * q:(k + 1) * q] = True
+    return mask
 
 
 def trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:

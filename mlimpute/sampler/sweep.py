@@ -136,10 +136,8 @@ def sweep(
         u = np.concatenate([u1, y2 - data.x2 @ b2], axis=1) if st.p2 else u1
         scale2, df2 = st.prior2
         S2 = u.T @ u
-        if st.expand2 and expansion.ENABLED:   # the binary/ordinal level-2 latents' scale
-            y2, b2, u, omega2, cuts2, S2, _ = expansion.expand_level2(rng, st, y2, u, S2, b2, omega2, cuts2)
-        if st.nominal_blocks[1] and expansion.ENABLED:
-            y2, b2, _, _, S2, _ = expansion.scale_nominal(rng, st, y2, u, S2, b2, None, omega2, None, 2)
+        if expansion.ENABLED and (st.expand2[0] or st.nominal_blocks[1][0]):
+            y2, b2, omega2, cuts2, S2 = _expand_level2(rng, st, y2, u, S2, b2, omega2, cuts2)
         omega2, acc = draw_covariance(rng, df2 + u.shape[0], scale2 + S2, st.con2, omega2, steps[sl2])
         if adapt_at is not None and acc.size:
             steps[sl2] = adapt_steps(steps[sl2], acc, adapt_at)
@@ -156,14 +154,11 @@ def sweep(
                 steps[sla] = adapt_steps(steps[sla], np.array([float(acc)]), adapt_at)
         else:
             fitted1, S1 = _fitted_and_crossprod(st, b1, u1, y1, work)
-            if st.expand1 and expansion.ENABLED:   # the binary/ordinal latents' scale
-                y1, b1, u1, omega1, omega2, cuts1, S1, _ = expansion.expand_scales(
-                    rng, st, y1, fitted1, S1, b1, u1, omega1, omega2, cuts1)
-            if st.nominal_blocks[0] and expansion.ENABLED:  # the nominal latents' common scale
-                y1, b1, u1, omega2, S1, _ = expansion.scale_nominal(rng, st, y1, fitted1, S1, b1, u1,
-                                                                    omega1, omega2, 1)
-            if work is not None:
-                work["fitted1_of"] = (b1, u1)
+            if expansion.ENABLED and (st.expand1[0] or st.nominal_blocks[0][0]):
+                y1, b1, u1, omega1, omega2, cuts1, S1 = _expand_level1(rng, st, y1, fitted1, S1, b1, u1,
+                                                                       omega1, omega2, cuts1)
+                if work is not None:
+                    work["fitted1_of"] = (b1, u1)
             omega1, acc = draw_covariance(rng, df1 + y1.shape[0], scale1 + S1, st.con1, omega1, steps[sl1])
             if adapt_at is not None and acc.size:
                 steps[sl1] = adapt_steps(steps[sl1], acc, adapt_at)
@@ -180,6 +175,33 @@ def sweep(
         mh = draw_cells(rng, ost, out, data, y1, fitted1, prec1, y2, mean2, prec2, cuts1, cuts2)
         out = draw_parameters(rng, ost, out, data, adapt_at, mh)
     return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale, out)
+
+
+def _expand_level1(rng, st: Static, y1, fitted1, S1, b1, u1, omega1, omega2, cuts1):
+    """The scale moves of the level-1 categorical latents (``expansion``): binary and ordinal,
+    then nominal; u1 and Ω2 move with them. y1, fitted1, S1 are updated in place."""
+    eff = [expansion.Effects(u1, omega2, *st.prior2, st.expand1[1])]
+    if st.expand1[0]:
+        y1, b1, omega1, cuts1, S1, eff, _ = expansion.expand_scales(
+            rng, st.expand1[0], 0, st.prior1, st.fixed_prior, 0, y1, fitted1, S1, b1, omega1, cuts1, eff)
+    if st.nominal_blocks[0][0]:
+        eff = [eff[0]._replace(masks=st.nominal_blocks[0][1])]
+        y1, b1, S1, eff, _ = expansion.scale_nominal(rng, st.nominal_blocks[0][0], 0, st.fixed_prior, 0,
+                                                     y1, fitted1, S1, b1, omega1, eff)
+    return y1, b1, eff[0].u, omega1, eff[0].omega, cuts1, S1
+
+
+def _expand_level2(rng, st: Static, y2, u, S2, b2, omega2, cuts2):
+    """The same for the level-2 latents: coordinates p1·q + column of the clusters' rows
+    u = (u1, y2 − X2B2) (updated in place with y2 and S2 = u'u); no effects below them."""
+    off, b_off = st.p1 * st.q, st.p1 * st.data.x1.shape[1]
+    if st.expand2[0]:
+        y2, b2, omega2, cuts2, S2, _, _ = expansion.expand_scales(
+            rng, st.expand2[0], off, st.prior2, st.fixed_prior, b_off, y2, u, S2, b2, omega2, cuts2, [])
+    if st.nominal_blocks[1][0]:
+        y2, b2, S2, _, _ = expansion.scale_nominal(rng, st.nominal_blocks[1][0], off, st.fixed_prior, b_off,
+                                                   y2, u, S2, b2, omega2, [])
+    return y2, b2, omega2, cuts2, S2
 
 
 def trace_vector(st: Static, s: State) -> np.ndarray:
