@@ -310,3 +310,30 @@ def test_membership_recovery_seed_and_row_order():
     perm = np.random.default_rng(9).permutation(len(small))
     b = _run(small.iloc[perm], MM, n_imputations=2, burn=20, between=5, chains=1)
     pd.testing.assert_frame_equal(b.completed(2), a.completed(2).iloc[perm])
+
+
+def test_step_sizes_of_level1_and_of_the_second_classification_are_kept_apart():
+    """Three levels with two categorical pupil variables (free Ω1 elements) and ordinals of 4
+    categories per pupil and of 3 per class: every MH step group has its own slice of the right
+    size (level 1's and classification 1's were both keyed "omega1"/"cuts1", so one overwrote
+    the other and the sampler crashed on its first sweep), and sweeps run."""
+    from mlimpute.sampler.multi import prepare_multi
+
+    rng = np.random.default_rng(3)
+    df = three_level(rng, S=20, C=3, n=5)
+    df["o"] = rng.integers(0, 4, len(df)).astype(float)
+    df["k"] = rng.integers(0, 3, df["school"].max() * 3 + 3)[df["school"] * 3 + df["class"]].astype(float)
+    df.loc[rng.random(len(df)) < 0.1, "o"] = np.nan
+    model = mi.ImputationModel(
+        cluster=["school", "class"], covariates=["x"],
+        variables={"y": "continuous", "b": "binary", "o": "ordinal", "c": mi.Variable("continuous", level="class"),
+                   "k": mi.Variable("ordinal", level="class"), "s": mi.Variable("continuous", level="school")})
+    st = prepare_multi(build(df, model))
+    sl = st.step_slices
+    sizes = {k: v.stop - v.start for k, v in sl.items()}
+    assert sizes["omega1"] == 1 and sizes["cuts1"] == 2
+    assert sizes["cuts_class0"] + sizes["cuts_class1"] == 1
+    bounds = sorted((v.start, v.stop) for v in sl.values())
+    assert all(a[1] <= b[0] for a, b in zip(bounds, bounds[1:]))
+    res = _run(df, model, n_imputations=2, burn=20, between=5, chains=1)
+    assert res.completed(1)["o"].isin([0, 1, 2, 3]).all() and res.completed(2)["k"].isin([0, 1, 2]).all()

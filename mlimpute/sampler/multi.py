@@ -81,13 +81,15 @@ from ..design import ColumnCodec, ModelData
 from ..scaling import TraceMap, prior_scale
 from . import _class_kernels as ck
 from . import _vf_kernels as vfk
+from . import expansion
 from ._kernels import residual_crossprod
 from .adapt import adapt_steps
 from .covariance import Constraint, draw_covariance, free_lower
 from .latent import update_latents
 from .linalg import inv_spd
 from .missing import conditionals, draw_missing
-from .state import Patterns, _constrain_start, _fill_categorical, _hot_deck, _initial_cuts
+from .state import (Patterns, _constrain_start, _fill_categorical, _hot_deck, _initial_cuts, effect_mask,
+                    expanded_columns, nominal_blocks)
 
 __all__ = ["MultiState", "MultiStatic", "prepare_multi", "initial_multi", "sweep_multi",
            "multi_trace_names", "multi_trace_vector"]
@@ -230,6 +232,9 @@ class MultiStatic:
                                    # statistics come from B1's pass (``_vf_kernels.vf_unit_finish``)
     con1_other: Constraint | None = None   # con1 on Ω1[O, O]
     trace_map: tuple | None = None   # (offset, factor): the monitored parameters on the data's scale
+    expand1: tuple = ((), ())     # binary/ordinal level-1 variables: ((column, thresholds index or
+    #                               None), ...) and per classification the masks of their effects
+    nominal1: tuple = ((), ())    # nominal level-1 variables: (latent columns, ...) and the same masks
 
 
 def _fixed_block(codec: ColumnCodec) -> np.ndarray:
@@ -297,8 +302,8 @@ def prepare_multi(data: ModelData) -> MultiStatic:
             blk=blk, counts=counts, xtx_factor=f, x_pinv=pinv,
             patterns=Patterns.of(cd.miss), cat=cat, ww=ww,
             fixed_prior=_prior(cd.y.shape[1], cd.x.shape[1], cat, model.categorical_prior_sd)))
-        n_steps[f"omega{ci}"] = 0 if con is None else con.n_free
-        n_steps[f"cuts{ci}"] = sum(c.n_categories - 2 for c in cat if c.kind == "ordinal")
+        n_steps[f"omega_class{ci}"] = 0 if con is None else con.n_free
+        n_steps[f"cuts_class{ci}"] = sum(c.n_categories - 2 for c in cat if c.kind == "ordinal")
     vf = []
     for k, v in enumerate(data.variances):
         vpos = sum(1 for other in data.variances[:k] if other.re == v.re)
@@ -338,7 +343,19 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         vf_vcols=vcols, vf_other=other, vf_leads=leads, vf_grids=grids, vf_first=first,
         con1_other=con1_other, fixed_prior1=_prior(p1, data.x1.shape[1], cat1, model.categorical_prior_sd),
         trace_map=multi_trace_affine(data),
+        expand1=_moved(expanded_columns(cat1, 1, 0)[0], tuple((a,) for a, _ in expanded_columns(cat1, 1, 0)[0]),
+                       statics, vf),
+        nominal1=_moved(nominal_blocks(cat1, 1, 0)[0], nominal_blocks(cat1, 1, 0)[0], statics, vf),
     )
+
+
+def _moved(cols: tuple, latent_cols: tuple, statics: list, vf: list) -> tuple:
+    """``expansion``'s moves of level-1 latents: the variables (``cols``) and, per classification,
+    the mask of each variable's coordinates of its effects (the a-part: coordinate = latent
+    column, ``latent_cols``). Not with variance functions (Ω1 is drawn in parts there)."""
+    if vf or not cols:
+        return (), ()
+    return cols, tuple(tuple(effect_mask(lc, 1, cs.dim) for lc in latent_cols) for cs in statics)
 
 
 def _level1_prior(data: ModelData) -> tuple[np.ndarray, float]:
@@ -998,6 +1015,25 @@ def _current_mean(st: MultiStatic, b1: np.ndarray, us: list, work: dict | None) 
     return level1_mean(st, b1, us)
 
 
+def _expand_level1(rng, st: MultiStatic, y1, mu1, S1, b1, omega1, cuts1, us, omegas):
+    """The scale moves of the level-1 categorical latents (``expansion``), each classification's
+    effects on them moving with them (y1, μ1 and S1 in place). Returns y1, B1, Ω1, the
+    thresholds, S1 and the effects and covariances as lists."""
+    def effects(masks):
+        return [expansion.Effects(us[ci], omegas[ci], *cs.prior, masks[ci]) for ci, cs in enumerate(st.classes)]
+
+    if st.expand1[0]:
+        y1, b1, omega1, cuts1, S1, eff, _ = expansion.expand_scales(
+            rng, st.expand1[0], 0, st.prior1, st.fixed_prior1, 0, y1, mu1, S1, b1, omega1, cuts1,
+            effects(st.expand1[1]))
+        us, omegas = [e.u for e in eff], [e.omega for e in eff]
+    if st.nominal1[0]:
+        y1, b1, S1, eff, _ = expansion.scale_nominal(rng, st.nominal1[0], 0, st.fixed_prior1, 0, y1, mu1, S1, b1,
+                                                     omega1, effects(st.nominal1[1]))
+        us, omegas = [e.u for e in eff], [e.omega for e in eff]
+    return y1, b1, omega1, cuts1, S1, list(us), list(omegas)
+
+
 def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
                 adapt_at: int | None = None, work: dict | None = None) -> MultiState:
     """One sweep (module notes); y1, every ys[c] and the row scales are updated in place.
@@ -1023,8 +1059,8 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
         if cs.cat:
             mean, cov = class_moments(st, ci, bs[ci], ys, us, omegas, vs)
             ys[ci], cuts[ci], acc = update_latents(rng, ys[ci], mean, np.linalg.inv(cov), cs.cat, cuts[ci],
-                                                   steps[sl[f"cuts{ci}"]], prior_sd=data.model.categorical_prior_sd)
-            _adapt(steps, sl[f"cuts{ci}"], acc, adapt_at)
+                                                   steps[sl[f"cuts_class{ci}"]], prior_sd=data.model.categorical_prior_sd)
+            _adapt(steps, sl[f"cuts_class{ci}"], acc, adapt_at)
     unit_stats = dB = None
     if st.p1:
         # with variance functions and a first classification of single membership, B1's pass
@@ -1074,8 +1110,8 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
         u = np.concatenate([_with_v(us, vs, ci), d], axis=1)
         scale, df = cs.prior
         omegas[ci], acc = draw_covariance(rng, df + u.shape[0], scale + u.T @ u, cs.con, omegas[ci],
-                                          steps[sl[f"omega{ci}"]])
-        _adapt(steps, sl[f"omega{ci}"], acc, adapt_at)
+                                          steps[sl[f"omega_class{ci}"]])
+        _adapt(steps, sl[f"omega_class{ci}"], acc, adapt_at)
     if st.p1:
         if st.vf:
             omega_oo, bmat, s2, acc = _draw_level1_parts(rng, st, y1, mu1, rs, omega1[st.vf_grids[0]],
@@ -1087,6 +1123,9 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
             vf = (*_precision_parts(st, omega_oo, bmat, s2), rs, st.vf_vcols)
         else:
             S1 = residual_crossprod(y1, mu1, np.zeros(data.n_rows, np.int64), 1)[0]
+            if expansion.ENABLED and (st.expand1[0] or st.nominal1[0]):   # the latents' scales
+                y1, b1, omega1, cuts1, S1, us, omegas = _expand_level1(rng, st, y1, mu1, S1, b1, omega1, cuts1,
+                                                                       us, omegas)
             scale1, df1 = st.prior1
             omega1, acc = draw_covariance(rng, df1 + data.n_rows, scale1 + S1, st.con1, omega1, steps[sl["omega1"]])
             _adapt(steps, sl["omega1"], acc, adapt_at)
