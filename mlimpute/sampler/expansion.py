@@ -1,5 +1,8 @@
 """The scale of categorical latents: marginal data augmentation for binary and ordinal
-variables, a group move for nominal ones (two-level sampler, both levels).
+variables, a group move for nominal ones. The two-level sampler runs them at both levels, the
+general sampler (``multi``) for level-1 variables; the random effects that move with a variable
+are passed as a list of ``Effects``, one per classification (one: Ω2's, in the two-level model).
+Not with ``covariance="cluster"`` or variance functions (Ω1 is not one inverse-Wishart there).
 
 Notes
 -----
@@ -31,6 +34,8 @@ dimension of Ω2, q = random effects per variable, K = categories)::
 
     log r = log IW(Ω2; ν2, Ψ2) + log p(B_a) + log p(γ_a) − (f + q(P + 1) + K − 2) log α
             + (ν1/2) log β − β + (1/α − 1) Σ_{k≠a} ψ_ak Λ1_ak
+
+(with several classifications, one IW term and one q(P + 1) per classification: ``effects_term``)
 
 (the last three terms are p_r(Ω1) q(α | Ω1) / IW(Ω̃1; ν1, Ψ1) with the α^{p1} of the
 (Ω1, α) ↔ Ω̃1 Jacobian; the exponent of α collects the Jacobians of B, Ω2 and the thresholds —

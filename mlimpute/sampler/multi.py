@@ -27,7 +27,9 @@ One sweep:
    change along that line: weights sum to 1), removing the see-saw between random-effect means
    and intercepts that a scan of B | u, u | B suffers;
 5. Ω^(c) | u^(c) (inverse-Wishart, restricted where the classification's own categorical
-   variables fix blocks, as ``covariance``), Ω1 | residuals;
+   variables fix blocks, as ``covariance``); the scale moves of the level-1 categorical latents,
+   every classification's effects on them moving with them (``expansion``; not with variance
+   functions); Ω1 | residuals;
 6. missing cells at every level from their conditional normal.
 
 With variance functions, γ and the log-variance effects come between 4 and 5, and Ω1's draw

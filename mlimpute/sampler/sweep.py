@@ -1,12 +1,12 @@
 """One Gibbs sweep of the joint model, composed from the full conditionals.
 
 Order: latents of observed categorical cells (with ordinal thresholds) → (B1, B2, U1) as one
-block (with the scale move of U1) → the binary/ordinal level-2 latents' scale (``expansion``)
-→ Ω2 → the binary/ordinal level-1 latents' scale → Ω1 → missing cells. The textbook scan draws B1 | rest, B2 | rest and U | rest as separate
-steps; drawing (B1, B2) with U1 integrated out and then U1 | B1, B2 is an exact draw from the
-same joint conditional and mixes far better (see ``random``). Any fixed scan order of exact (block)
-conditionals and MH steps that leave them invariant keeps the joint posterior of parameters,
-latents and missing cells invariant. Imputations are the missing cells of states taken
+block (with the scale move of U1) → the level-2 categorical latents' scales (``expansion``) →
+Ω2 → the level-1 categorical latents' scales → Ω1 → missing cells. The textbook scan draws
+B1 | rest, B2 | rest and U | rest as separate steps; drawing (B1, B2) with U1 integrated out
+and then U1 | B1, B2 is an exact draw from the same joint conditional and mixes far better (see
+``random``). Any fixed scan order of exact (block) conditionals and MH steps that leave them
+invariant keeps the joint posterior of parameters, latents and missing cells invariant. Imputations are the missing cells of states taken
 ``between`` sweeps apart.
 """
 
