@@ -399,7 +399,7 @@ def test_a_nominal_move_rescales_the_block_and_keeps_the_categories():
         fitted, S1 = (a.copy() for a in _fitted_and_crossprod(st, b1, u1, y1, {}))
         y1n, b1n, S1n, (eff,), _ = expansion.scale_nominal(
             rng, (cols1,), 0, st.fixed_prior, 0, y1.copy(), fitted, S1.copy(), b1, state.omega1,
-            [Effects(u1, state.omega2, *st.prior2, (mask1,))])
+            [Effects(u1, state.omega2, *st.prior2, st.nominal_blocks[0][1])])
         u1n, om2n = eff.u, eff.omega
         s = y1n[0, cols1[0]] / y1[0, cols1[0]]
         moved[1] += s != 1.0

@@ -125,20 +125,23 @@ def _prior_ss(fixed_prior, b: np.ndarray, c0: int, c1: int, offset: int, cuts) -
     return out
 
 
-def _effects_log_ratio(s: float, effects: list, t: int, pls: list) -> float:
-    return sum(effects_term(s, pl, e.masks[t], e.nu) for e, pl in zip(effects, pls))
+def _groups(effects: list) -> tuple:
+    """The effects as the compiled loops take them: new arrays for u and Ω (moved in place),
+    Ψ∘Λ, masks (variables × coordinates) and ν of each classification; without effects one
+    dummy group whose masks are all False."""
+    if not effects:
+        none = np.zeros((1, 1))
+        return (none,), (none.copy(),), (none.copy(),), (np.zeros((_MANY, 1), np.bool_),), np.zeros(1)
+    return (tuple(e.u.copy() for e in effects), tuple(e.omega.copy() for e in effects),
+            tuple(e.psi * spd_inv(e.omega)[0] for e in effects), tuple(e.masks for e in effects),
+            np.array([float(e.nu) for e in effects]))
 
 
-def _move_effects(s: float, effects: list, t: int, pls: list, copied: list) -> None:
-    """Multiply every classification's coordinates of moved variable t by s (new arrays on the
-    first move of a sweep; Ψ∘Λ follows)."""
-    for g, e in enumerate(effects):
-        if not e.masks[t].any():
-            continue
-        if not copied[g]:
-            effects[g] = e = e._replace(u=e.u.copy(), omega=e.omega.copy())
-            copied[g] = True
-        _scale_effects(s, e.masks[t], e.u, e.omega, pls[g])
+_MANY = 64   # rows of the dummy group's mask: more than the variables of any level
+
+
+def _moved(effects: list, us: tuple, omegas: tuple) -> list:
+    return [e._replace(u=u, omega=o) for e, u, o in zip(effects, us, omegas)]
 
 
 def expand_scales(rng: np.random.Generator, cols: tuple, off: int, prior: tuple, fixed_prior,
@@ -150,38 +153,55 @@ def expand_scales(rng: np.random.Generator, cols: tuple, off: int, prior: tuple,
     its coordinate in ``S``, ``omega`` and ``fitted`` is column + ``off``. Level 1: ``y`` = Y1,
     ``fitted`` its fitted values, ``S`` the residuals' cross-product, ``omega`` = Ω1 with
     ``prior`` = (Ψ1, ν1), ``effects`` each classification's random effects on the level-1
-    variables. Level 2 of the two-level model: ``y`` = Y2, ``fitted`` the clusters' rows
-    u = (u1, Y2 − X2B2), ``S`` = u'u, ``omega`` = Ω2 with its prior, no effects below.
-    ``y``, ``fitted`` and ``S`` are updated in place (the sweep owns them); b, Ω, the effects'
-    arrays are new when a move is taken. Returns (y, b, Ω, cuts, S, effects, accepted)."""
+    variables (``Effects.masks``: variables × coordinates). Level 2 of the two-level model:
+    ``y`` = Y2, ``fitted`` the clusters' rows u = (u1, Y2 − X2B2), ``S`` = u'u, ``omega`` = Ω2
+    with its prior, no effects below. ``y``, ``fitted`` and ``S`` are updated in place (the sweep
+    owns them); B, Ω and the effects' arrays are new. Returns (y, b, Ω, cuts, S, effects, accepted)."""
     psi, nu = prior
-    f = b.shape[0]
-    gam, chi, z, logu = _draws(rng, len(cols), nu, y.shape[0], omega.shape[0])
+    n = len(cols)
+    gam, chi, z, logu = _draws(rng, n, nu, y.shape[0], omega.shape[0])
+    a = np.array([c for c, _ in cols], np.int64)
+    n_cuts = np.array([0 if o is None else cuts[o].size - 3 for _, o in cols], np.int64)
+    prior_ss = np.array([_prior_ss(fixed_prior, b, c, c + 1, b_off, None if o is None else cuts[o])
+                         for c, o in cols])
+    us, omegas, pls, masks, nus = _groups(effects)
+    b = b.copy()
+    omega, s, accepted = _expand_loop(a, off, n_cuts, prior_ss, S, omega, psi, float(nu), y, fitted, b,
+                                      us, omegas, pls, masks, nus, gam, chi, z, logu)
     cuts = list(cuts)
-    effects = list(effects)
-    pls = [e.psi * spd_inv(e.omega)[0] for e in effects]
-    copied = [False] * len(effects)
+    for t, (_, o) in enumerate(cols):
+        if o is not None and accepted[t]:
+            cuts[o] = cuts[o] * s[t]
+    return y, b, omega, tuple(cuts), S, _moved(effects, us, omegas), accepted
+
+
+@njit(cache=True)
+def _expand_loop(a, off, n_cuts, prior_ss, S, omega, psi, nu, y, fitted, b, us, omegas, pls, masks, nus,
+                 gam, chi, z, logu):
+    """``expand_scales``'s moves, one variable after the other (b, the effects and Ω2's moved
+    in place); returns Ω, each variable's s and whether its move was taken."""
+    n = a.size
+    s_all = np.ones(n)
+    accepted = np.zeros(n)
     scratch = np.zeros_like(S)
-    accepted = np.zeros(len(cols))
-    for t, (a, o) in enumerate(cols):
-        k = a + off
-        ck = None if o is None else cuts[o]
-        _, _, omega_new, log_acc = expand_column(
-            S, omega, psi, float(nu), k, f, 0 if ck is None else ck.size - 3,
-            _prior_ss(fixed_prior, b, a, a + 1, b_off, ck), gam[t], chi[t], z[t], False)
+    f = b.shape[0]
+    for t in range(n):
+        k = a[t] + off
+        _, _, omega_new, log_acc = expand_column(S, omega, psi, nu, k, f, n_cuts[t], prior_ss[t],
+                                                 gam[t], chi[t], z[t], False)
         s = math.sqrt(omega_new[k, k])   # expand_column returns s² there (see its docstring)
-        if not (logu[t] < log_acc + _effects_log_ratio(s, effects, t, pls)):
+        for g in range(len(us)):
+            log_acc += effects_term(s, pls[g], masks[g][t], nus[g])
+        if not (logu[t] < log_acc):
             continue
         omega_new[k, k] = 1.0
-        if not accepted.any():
-            b = b.copy()
         accepted[t] = 1.0
-        _scale_rows(s, a, a + 1, k, k + 1, y, fitted, b, S, scratch)
-        _move_effects(s, effects, t, pls, copied)
-        if o is not None:
-            cuts[o] = cuts[o] * s
+        s_all[t] = s
+        _scale_rows(s, a[t], a[t] + 1, k, k + 1, y, fitted, b, S, scratch)
+        for g in range(len(us)):
+            _scale_effects(s, masks[g][t], us[g], omegas[g], pls[g])
         omega = omega_new
-    return y, b, omega, tuple(cuts), S, effects, accepted
+    return omega, s_all, accepted
 
 
 @njit(cache=True)
@@ -274,37 +294,46 @@ def scale_nominal(rng: np.random.Generator, blocks: tuple, off: int, fixed_prior
     ``blocks``: each variable's latent columns of ``y`` (adjacent); the rest as
     ``expand_scales``. Ω itself is kept. Returns (y, b, S, effects, acceptance rate per variable).
     """
+    n = len(blocks)
+    c0 = np.array([c[0] for c in blocks], np.int64)
+    c1 = np.array([c[-1] + 1 for c in blocks], np.int64)
+    prior_ss = np.array([_prior_ss(fixed_prior, b, lo, hi, b_off, None) for lo, hi in zip(c0, c1)])
+    us, omegas, pls, masks, nus = _groups(effects)
+    b = b.copy()
+    z = rng.standard_normal((n, BLOCK_STEPS))
+    logu = np.log(rng.random((n, BLOCK_STEPS)))
+    rates = _nominal_loop(c0, c1, off, prior_ss, S, spd_inv(omega)[0], y, fitted, b, us, omegas, pls, masks, nus,
+                          z, logu)
+    return y, b, S, _moved(effects, us, omegas), rates
+
+
+@njit(cache=True)
+def _nominal_loop(c0, c1, off, prior_ss, S, lam, y, fitted, b, us, omegas, pls, masks, nus, z, logu):
+    """``scale_nominal``'s moves: random-walk MH on log s from s = 1 per variable (step
+    1.7 / √(2A), about the target's spread); returns the acceptance rates."""
+    n = c0.size
+    rates = np.zeros(n)
     f = b.shape[0]
-    effects = list(effects)
-    pls = [e.psi * spd_inv(e.omega)[0] for e in effects]
-    copied = [False] * len(effects)
-    z = rng.standard_normal((len(blocks), BLOCK_STEPS))
-    logu = np.log(rng.random((len(blocks), BLOCK_STEPS)))
-    rates = np.zeros(len(blocks))
-    lam = spd_inv(omega)[0]
-    copied_b = False
-    for t, cols in enumerate(blocks):
-        c0, c1 = cols[0], cols[-1] + 1
-        F = np.arange(c0 + off, c1 + off)
-        k = float((c1 - c0) * (y.shape[0] + f))
-        prior_ss = _prior_ss(fixed_prior, b, c0, c1, b_off, None)
+    for t in range(n):
+        F = np.arange(c0[t] + off, c1[t] + off)
+        k = float((c1[t] - c0[t]) * (y.shape[0] + f))
         A, m = block_statistics(S, lam, F)
-        step = 1.7 / math.sqrt(2.0 * A)      # about the target's spread in log s
+        step = 1.7 / math.sqrt(2.0 * A)
         sc, cur = 1.0, 0.0
-        for zt, lu in zip(z[t], logu[t]):     # random-walk MH on log s from s = 1
-            prop = sc * math.exp(step * zt)
-            new = block_scale_target(prop, A, m, k, prior_ss) + _effects_log_ratio(prop, effects, t, pls)
-            if lu < new - cur:
+        for r in range(z.shape[1]):
+            prop = sc * math.exp(step * z[t, r])
+            new = block_scale_target(prop, A, m, k, prior_ss[t])
+            for g in range(len(us)):
+                new += effects_term(prop, pls[g], masks[g][t], nus[g])
+            if logu[t, r] < new - cur:
                 sc, cur = prop, new
-                rates[t] += 1.0 / BLOCK_STEPS
+                rates[t] += 1.0 / z.shape[1]
         if sc == 1.0:
             continue
-        if not copied_b:
-            b, copied_b = b.copy(), True
-        s = sc
-        _scale_rows(s, c0, c1, c0 + off, c1 + off, y, fitted, b, S, lam)
-        _move_effects(s, effects, t, pls, copied)
-    return y, b, S, effects, rates
+        _scale_rows(sc, c0[t], c1[t], c0[t] + off, c1[t] + off, y, fitted, b, S, lam)
+        for g in range(len(us)):
+            _scale_effects(sc, masks[g][t], us[g], omegas[g], pls[g])
+    return rates
 
 
 @njit(cache=True)

@@ -237,6 +237,7 @@ class MultiStatic:
     expand1: tuple = ((), ())     # binary/ordinal level-1 variables: ((column, thresholds index or
     #                               None), ...) and per classification the masks of their effects
     nominal1: tuple = ((), ())    # nominal level-1 variables: (latent columns, ...) and the same masks
+    #                               (per classification: variables × coordinates)
 
 
 def _fixed_block(codec: ColumnCodec) -> np.ndarray:
@@ -357,7 +358,7 @@ def _moved(cols: tuple, latent_cols: tuple, statics: list, vf: list) -> tuple:
     column, ``latent_cols``). Not with variance functions (Ω1 is drawn in parts there)."""
     if vf or not cols:
         return (), ()
-    return cols, tuple(tuple(effect_mask(lc, 1, cs.dim) for lc in latent_cols) for cs in statics)
+    return cols, tuple(np.array([effect_mask(lc, 1, cs.dim) for lc in latent_cols], np.bool_) for cs in statics)
 
 
 def _level1_prior(data: ModelData) -> tuple[np.ndarray, float]:

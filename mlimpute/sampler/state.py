@@ -119,9 +119,9 @@ class Static:
     outcome: OutcomeStatic | None = None   # the substantive model (None: model (6) alone)
     fixed_prior: np.ndarray | None = None  # prior precision of vec(B1), vec(B2) (categorical_prior_sd)
     trace_map: tuple | None = None     # (offset, factor): the monitored parameters on the data's scale
-    expand1: tuple = ((), ())          # binary/ordinal variables at levels 1 and 2: ((column, thresholds
-    expand2: tuple = ((), ())          # index or None), ...) and the masks of their effects in Ω2
-    nominal_blocks: tuple = (((), ()), ((), ()))   # per level: (latent columns, ...), Ω2 masks
+    expand1: tuple = ((), None)        # binary/ordinal variables at levels 1 and 2: ((column, thresholds
+    expand2: tuple = ((), None)        # index or None), ...) and the masks of their effects in Ω2
+    nominal_blocks: tuple = (((), None), ((), None))   # per level: (latent columns, ...), Ω2 masks
 
     @property
     def d(self) -> int:
@@ -201,9 +201,9 @@ def prepare_two_level(data: ModelData) -> Static:
         outcome=prepare_outcome(data) if data.outcome is not None else None,
         fixed_prior=fixed_prior(data),
         trace_map=trace_affine(data),
-        expand1=((), ()) if cluster_cov else expanded_columns(cat1, q, p1 * q + p2),
+        expand1=((), None) if cluster_cov else expanded_columns(cat1, q, p1 * q + p2),
         expand2=expanded_columns(cat2, 0, 0),
-        nominal_blocks=(((), ()) if cluster_cov else nominal_blocks(cat1, q, p1 * q + p2),
+        nominal_blocks=(((), None) if cluster_cov else nominal_blocks(cat1, q, p1 * q + p2),
                         nominal_blocks(cat2, 0, 0)),
     )
 
@@ -211,21 +211,22 @@ def prepare_two_level(data: ModelData) -> Static:
 def expanded_columns(codecs, q: int, dim2: int) -> tuple[tuple, tuple]:
     """((latent column, index of its thresholds among the ordinal variables' or None), ...) of
     the binary and ordinal variables of one level, and the masks of their random effects'
-    coordinates among Ω2's ``dim2``: what ``expansion.expand_scales`` moves."""
+    coordinates among Ω2's ``dim2`` (variables × dim2): what ``expansion.expand_scales`` moves."""
     cols, masks, o = [], [], 0
     for c in codecs:
         if c.kind in ("ordinal", "binary"):
             cols.append((c.cols[0], o if c.kind == "ordinal" else None))
             masks.append(effect_mask(c.cols, q, dim2))
             o += c.kind == "ordinal"
-    return tuple(cols), tuple(masks)
+    return tuple(cols), np.array(masks, np.bool_).reshape(len(cols), dim2)
 
 
 def nominal_blocks(codecs, q: int, dim2: int) -> tuple[tuple, tuple]:
     """(latent columns, ...) of the nominal variables of one level and the masks of their random
     effects' coordinates among Ω2's ``dim2`` (``expansion.scale_nominal``)."""
     nom = [c for c in codecs if c.kind == "nominal"]
-    return tuple(tuple(c.cols) for c in nom), tuple(effect_mask(c.cols, q, dim2) for c in nom)
+    masks = np.array([effect_mask(c.cols, q, dim2) for c in nom], np.bool_).reshape(len(nom), dim2)
+    return tuple(tuple(c.cols) for c in nom), masks
 
 
 def effect_mask(cols, q: int, dim: int) -> np.ndarray:
