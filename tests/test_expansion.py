@@ -222,21 +222,22 @@ def test_sampler_with_the_move_keeps_the_posterior(seed, monkeypatch):
     """Every monitored parameter's posterior mean with the move equals its mean without it
     within 4.5 Monte Carlo SEs (effective sample sizes of each run), and the move is taken."""
     data = prepare(_data(seed), mi.ImputationModel(**MODEL))
-    taken = {"expand_scales": [], "scale_nominal": []}
-    for name in taken:
-        def counting(*args, original=getattr(expansion, name), name=name):
-            out = original(*args)
-            taken[name].append(out[-1])
-            return out
+    taken = {"augmentation": [], "nominal": []}
 
-        monkeypatch.setattr(expansion, name, counting)
+    def counting(*args, original=expansion.scale_moves):
+        out = original(*args)
+        taken["augmentation"].append(out[-2])
+        taken["nominal"].append(out[-1])
+        return out
+
+    monkeypatch.setattr(expansion, "scale_moves", counting)
     runs = {}
     for on in (True, False):
         monkeypatch.setattr(expansion, "ENABLED", on)
         traces = [run_chain(data, c, 1, 300, 3000, np.random.SeedSequence([seed, c, on])).trace for c in range(2)]
         runs[on] = np.stack(traces)
-    assert 0.5 < np.mean(np.concatenate(taken["expand_scales"])) <= 1.0
-    assert 0.3 < np.mean(np.concatenate(taken["scale_nominal"])) < 0.95
+    assert 0.5 < np.mean(np.concatenate(taken["augmentation"])) <= 1.0
+    assert 0.3 < np.mean(np.concatenate(taken["nominal"])) < 0.95
     m1, m0 = runs[True].mean((0, 1)), runs[False].mean((0, 1))
     se2 = [r.reshape(-1, r.shape[2]).var(0, ddof=1) / np.array([ess_bulk(r[:, :, k]) for k in range(r.shape[2])])
            for r in runs.values()]

@@ -88,10 +88,11 @@ from numba import njit
 
 from ._small import chol, spd_inv
 
-__all__ = ["ENABLED", "Effects", "expand_scales", "scale_nominal", "expand_column", "effects_term",
+__all__ = ["ENABLED", "Effects", "scale_moves", "expand_scales", "scale_nominal", "expand_column", "effects_term",
            "block_scale_target", "block_statistics"]
 
 ENABLED = True   # switched off only to measure what the move buys (benchmarks)
+BLOCK_STEPS = 3   # random-walk steps on log s per nominal variable and sweep
 
 
 def _draws(rng: np.random.Generator, n: int, nu: float, n_rows: int, p: int):
@@ -103,13 +104,14 @@ def _draws(rng: np.random.Generator, n: int, nu: float, n_rows: int, p: int):
 class Effects(NamedTuple):
     """One classification's random effects that move with the latents of a level: its units'
     effects ``u`` (units × d), its covariance ``omega`` (the first d coordinates are u's), prior
-    (``psi``, ``nu``) and, per moved variable, the mask of that variable's coordinates."""
+    (``psi``, ``nu``) and ``masks``: a row per moved variable marking its coordinates (the
+    compiled loops do not check bounds: ``scale_moves`` checks the rows)."""
 
     u: np.ndarray
     omega: np.ndarray
     psi: np.ndarray
     nu: float
-    masks: tuple
+    masks: np.ndarray
 
 
 def _prior_ss(fixed_prior, b: np.ndarray, c0: int, c1: int, offset: int, cuts) -> float:
@@ -125,61 +127,85 @@ def _prior_ss(fixed_prior, b: np.ndarray, c0: int, c1: int, offset: int, cuts) -
     return out
 
 
-def _groups(effects: list) -> tuple:
+def _groups(effects: list, n_moved: int) -> tuple:
     """The effects as the compiled loops take them: new arrays for u and Ω (moved in place),
     Ψ∘Λ, masks (variables × coordinates) and ν of each classification; without effects one
-    dummy group whose masks are all False."""
+    dummy group whose masks (one row per moved variable) are all False."""
     if not effects:
         none = np.zeros((1, 1))
-        return (none,), (none.copy(),), (none.copy(),), (np.zeros((_MANY, 1), np.bool_),), np.zeros(1)
+        return (none,), (none.copy(),), (none.copy(),), (np.zeros((n_moved, 1), np.bool_),), np.zeros(1)
     return (tuple(e.u.copy() for e in effects), tuple(e.omega.copy() for e in effects),
             tuple(e.psi * spd_inv(e.omega)[0] for e in effects), tuple(e.masks for e in effects),
             np.array([float(e.nu) for e in effects]))
-
-
-_MANY = 64   # rows of the dummy group's mask: more than the variables of any level
 
 
 def _moved(effects: list, us: tuple, omegas: tuple) -> list:
     return [e._replace(u=u, omega=o) for e, u, o in zip(effects, us, omegas)]
 
 
-def expand_scales(rng: np.random.Generator, cols: tuple, off: int, prior: tuple, fixed_prior,
-                  b_off: int, y: np.ndarray, fitted: np.ndarray, S: np.ndarray, b: np.ndarray,
-                  omega: np.ndarray, cuts: tuple, effects: list) -> tuple:
-    """One marginal-data-augmentation move per binary/ordinal variable of a level (module notes).
+def scale_moves(rng: np.random.Generator, cols: tuple, blocks: tuple, off: int, prior: tuple, fixed_prior,
+                b_off: int, y: np.ndarray, fitted: np.ndarray, S: np.ndarray, b: np.ndarray,
+                omega: np.ndarray, cuts: tuple, effects: list) -> tuple:
+    """A level's scale moves in one compiled call: marginal data augmentation for each
+    binary/ordinal variable (``cols``), then the group move of each nominal one (``blocks``).
 
-    ``cols``: (column of ``y``, index of its thresholds in ``cuts`` or None) of each variable;
-    its coordinate in ``S``, ``omega`` and ``fitted`` is column + ``off``. Level 1: ``y`` = Y1,
+    ``cols``: (column of ``y``, index of its thresholds in ``cuts`` or None) of each binary or
+    ordinal variable; ``blocks``: each nominal variable's (adjacent) latent columns; a column's
+    coordinate in ``S``, ``omega`` and ``fitted`` is column + ``off``. Level 1: ``y`` = Y1,
     ``fitted`` its fitted values, ``S`` the residuals' cross-product, ``omega`` = Ω1 with
     ``prior`` = (Ψ1, ν1), ``effects`` each classification's random effects on the level-1
-    variables (``Effects.masks``: variables × coordinates). Level 2 of the two-level model:
-    ``y`` = Y2, ``fitted`` the clusters' rows u = (u1, Y2 − X2B2), ``S`` = u'u, ``omega`` = Ω2
-    with its prior, no effects below. ``y``, ``fitted`` and ``S`` are updated in place (the sweep
-    owns them); B, Ω and the effects' arrays are new. Returns (y, b, Ω, cuts, S, effects, accepted)."""
+    variables (``Effects.masks``: a row per variable of ``cols`` then of ``blocks``). Level 2 of
+    the two-level model: ``y`` = Y2, ``fitted`` the clusters' rows u = (u1, Y2 − X2B2), ``S`` =
+    u'u, ``omega`` = Ω2 with its prior, no effects below. ``y``, ``fitted`` and ``S`` are updated
+    in place (the sweep owns them); B, Ω and the effects' arrays are new. Returns (y, B, Ω, cuts,
+    S, effects, taken per binary/ordinal variable, acceptance rate per nominal variable)."""
     psi, nu = prior
-    n = len(cols)
+    n, m = len(cols), len(blocks)
     gam, chi, z, logu = _draws(rng, n, nu, y.shape[0], omega.shape[0])
+    zn = rng.standard_normal((m, BLOCK_STEPS))
+    logun = np.log(rng.random((m, BLOCK_STEPS)))
     a = np.array([c for c, _ in cols], np.int64)
     n_cuts = np.array([0 if o is None else cuts[o].size - 3 for _, o in cols], np.int64)
     prior_ss = np.array([_prior_ss(fixed_prior, b, c, c + 1, b_off, None if o is None else cuts[o])
                          for c, o in cols])
-    us, omegas, pls, masks, nus = _groups(effects)
+    c0 = np.array([c[0] for c in blocks], np.int64)
+    c1 = np.array([c[-1] + 1 for c in blocks], np.int64)
+    prior_nom = np.array([_prior_ss(fixed_prior, b, lo, hi, b_off, None) for lo, hi in zip(c0, c1)])
+    us, omegas, pls, masks, nus = _groups(effects, n + m)
+    if any(mk.shape[0] != n + m for mk in masks):
+        raise ValueError(f"each classification's masks need {n + m} rows, one per moved variable")
     b = b.copy()
-    omega, s, accepted = _expand_loop(a, off, n_cuts, prior_ss, S, omega, psi, float(nu), y, fitted, b,
-                                      us, omegas, pls, masks, nus, gam, chi, z, logu)
+    omega, s, accepted, rates = _moves_loop(a, off, n_cuts, prior_ss, c0, c1, prior_nom, S, omega, psi,
+                                            float(nu), y, fitted, b, us, omegas, pls, masks, nus,
+                                            gam, chi, z, logu, zn, logun)
     cuts = list(cuts)
     for t, (_, o) in enumerate(cols):
         if o is not None and accepted[t]:
             cuts[o] = cuts[o] * s[t]
-    return y, b, omega, tuple(cuts), S, _moved(effects, us, omegas), accepted
+    return y, b, omega, tuple(cuts), S, _moved(effects, us, omegas), accepted, rates
+
+
+def expand_scales(rng, cols, off, prior, fixed_prior, b_off, y, fitted, S, b, omega, cuts, effects) -> tuple:
+    """``scale_moves`` for binary/ordinal variables only. Returns (y, b, Ω, cuts, S, effects,
+    taken)."""
+    return scale_moves(rng, cols, (), off, prior, fixed_prior, b_off, y, fitted, S, b, omega, cuts, effects)[:7]
+
+
+def scale_nominal(rng, blocks, off, fixed_prior, b_off, y, fitted, S, b, omega, effects) -> tuple:
+    """``scale_moves`` for nominal variables only (Ω is kept). Returns (y, b, S, effects,
+    acceptance rates)."""
+    y, b, _, _, S, effects, _, rates = scale_moves(rng, (), blocks, off, (omega, 1.0), fixed_prior, b_off,
+                                                   y, fitted, S, b, omega, (), effects)
+    return y, b, S, effects, rates
 
 
 @njit(cache=True)
-def _expand_loop(a, off, n_cuts, prior_ss, S, omega, psi, nu, y, fitted, b, us, omegas, pls, masks, nus,
-                 gam, chi, z, logu):
-    """``expand_scales``'s moves, one variable after the other (b, the effects and Ω2's moved
-    in place); returns Ω, each variable's s and whether its move was taken."""
+def _moves_loop(a, off, n_cuts, prior_ss, c0, c1, prior_nom, S, omega, psi, nu, y, fitted, b, us, omegas,
+                pls, masks, nus, gam, chi, z, logu, zn, logun):
+    """``scale_moves``' moves, one variable after the other (B, the effects and their
+    covariances moved in place): returns Ω, each binary/ordinal variable's s and whether its move
+    was taken, and each nominal variable's acceptance rate (random-walk MH on log s from s = 1,
+    step 1.7 / √(2A), about the target's spread)."""
     n = a.size
     s_all = np.ones(n)
     accepted = np.zeros(n)
@@ -201,7 +227,28 @@ def _expand_loop(a, off, n_cuts, prior_ss, S, omega, psi, nu, y, fitted, b, us, 
         for g in range(len(us)):
             _scale_effects(s, masks[g][t], us[g], omegas[g], pls[g])
         omega = omega_new
-    return omega, s_all, accepted
+    rates = np.zeros(c0.size)
+    lam, ok = spd_inv(omega)
+    for t in range(c0.size):
+        F = np.arange(c0[t] + off, c1[t] + off)
+        kexp = float((c1[t] - c0[t]) * (y.shape[0] + f))
+        A, m = block_statistics(S, lam, F)
+        step = 1.7 / math.sqrt(2.0 * A)
+        sc, cur = 1.0, 0.0
+        for r in range(zn.shape[1]):
+            prop = sc * math.exp(step * zn[t, r])
+            new = block_scale_target(prop, A, m, kexp, prior_nom[t])
+            for g in range(len(us)):
+                new += effects_term(prop, pls[g], masks[g][n + t], nus[g])
+            if logun[t, r] < new - cur:
+                sc, cur = prop, new
+                rates[t] += 1.0 / zn.shape[1]
+        if sc == 1.0:
+            continue
+        _scale_rows(sc, c0[t], c1[t], c0[t] + off, c1[t] + off, y, fitted, b, S, lam)
+        for g in range(len(us)):
+            _scale_effects(sc, masks[g][n + t], us[g], omegas[g], pls[g])
+    return omega, s_all, accepted, rates
 
 
 @njit(cache=True)
@@ -281,59 +328,6 @@ def _omega1_terms(alpha, lam1, a, psi1, nu1):
         if k != a:
             cross += psi1[a, k] * lam1[k, a]
     return 0.5 * nu1 * math.log(beta) - beta + (1.0 / alpha - 1.0) * cross
-
-
-BLOCK_STEPS = 3   # random-walk steps on log s per nominal variable and sweep
-
-
-def scale_nominal(rng: np.random.Generator, blocks: tuple, off: int, fixed_prior, b_off: int,
-                  y: np.ndarray, fitted: np.ndarray, S: np.ndarray, b: np.ndarray, omega: np.ndarray,
-                  effects: list) -> tuple:
-    """The common scale of each nominal variable's latent columns (module notes, "Nominal").
-
-    ``blocks``: each variable's latent columns of ``y`` (adjacent); the rest as
-    ``expand_scales``. Ω itself is kept. Returns (y, b, S, effects, acceptance rate per variable).
-    """
-    n = len(blocks)
-    c0 = np.array([c[0] for c in blocks], np.int64)
-    c1 = np.array([c[-1] + 1 for c in blocks], np.int64)
-    prior_ss = np.array([_prior_ss(fixed_prior, b, lo, hi, b_off, None) for lo, hi in zip(c0, c1)])
-    us, omegas, pls, masks, nus = _groups(effects)
-    b = b.copy()
-    z = rng.standard_normal((n, BLOCK_STEPS))
-    logu = np.log(rng.random((n, BLOCK_STEPS)))
-    rates = _nominal_loop(c0, c1, off, prior_ss, S, spd_inv(omega)[0], y, fitted, b, us, omegas, pls, masks, nus,
-                          z, logu)
-    return y, b, S, _moved(effects, us, omegas), rates
-
-
-@njit(cache=True)
-def _nominal_loop(c0, c1, off, prior_ss, S, lam, y, fitted, b, us, omegas, pls, masks, nus, z, logu):
-    """``scale_nominal``'s moves: random-walk MH on log s from s = 1 per variable (step
-    1.7 / √(2A), about the target's spread); returns the acceptance rates."""
-    n = c0.size
-    rates = np.zeros(n)
-    f = b.shape[0]
-    for t in range(n):
-        F = np.arange(c0[t] + off, c1[t] + off)
-        k = float((c1[t] - c0[t]) * (y.shape[0] + f))
-        A, m = block_statistics(S, lam, F)
-        step = 1.7 / math.sqrt(2.0 * A)
-        sc, cur = 1.0, 0.0
-        for r in range(z.shape[1]):
-            prop = sc * math.exp(step * z[t, r])
-            new = block_scale_target(prop, A, m, k, prior_ss[t])
-            for g in range(len(us)):
-                new += effects_term(prop, pls[g], masks[g][t], nus[g])
-            if logu[t, r] < new - cur:
-                sc, cur = prop, new
-                rates[t] += 1.0 / z.shape[1]
-        if sc == 1.0:
-            continue
-        _scale_rows(sc, c0[t], c1[t], c0[t] + off, c1[t] + off, y, fitted, b, S, lam)
-        for g in range(len(us)):
-            _scale_effects(sc, masks[g][t], us[g], omegas[g], pls[g])
-    return rates
 
 
 @njit(cache=True)

@@ -238,6 +238,7 @@ class MultiStatic:
     #                               None), ...) and per classification the masks of their effects
     nominal1: tuple = ((), ())    # nominal level-1 variables: (latent columns, ...) and the same masks
     #                               (per classification: variables × coordinates)
+    moves_masks: tuple = ()       # per classification, both masks stacked (``expansion.scale_moves``)
 
 
 def _fixed_block(codec: ColumnCodec) -> np.ndarray:
@@ -349,7 +350,18 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         expand1=_moved(expanded_columns(cat1, 1, 0)[0], tuple((a,) for a, _ in expanded_columns(cat1, 1, 0)[0]),
                        statics, vf),
         nominal1=_moved(nominal_blocks(cat1, 1, 0)[0], nominal_blocks(cat1, 1, 0)[0], statics, vf),
+        moves_masks=_stacked(_moved(expanded_columns(cat1, 1, 0)[0],
+                                    tuple((a,) for a, _ in expanded_columns(cat1, 1, 0)[0]), statics, vf)[1],
+                             _moved(nominal_blocks(cat1, 1, 0)[0], nominal_blocks(cat1, 1, 0)[0], statics, vf)[1],
+                             statics),
     )
+
+
+def _stacked(expand: tuple, nominal: tuple, statics: list) -> tuple:
+    """Per classification, the masks of the binary/ordinal variables then of the nominal ones."""
+    return tuple(np.vstack([m for m in (expand[ci] if expand else None, nominal[ci] if nominal else None)
+                            if m is not None] or [np.zeros((0, cs.dim), np.bool_)])
+                 for ci, cs in enumerate(statics))
 
 
 def _moved(cols: tuple, latent_cols: tuple, statics: list, vf: list) -> tuple:
@@ -1019,22 +1031,13 @@ def _current_mean(st: MultiStatic, b1: np.ndarray, us: list, work: dict | None) 
 
 
 def _expand_level1(rng, st: MultiStatic, y1, mu1, S1, b1, omega1, cuts1, us, omegas):
-    """The scale moves of the level-1 categorical latents (``expansion``), each classification's
-    effects on them moving with them (y1, μ1 and S1 in place). Returns y1, B1, Ω1, the
-    thresholds, S1 and the effects and covariances as lists."""
-    def effects(masks):
-        return [expansion.Effects(us[ci], omegas[ci], *cs.prior, masks[ci]) for ci, cs in enumerate(st.classes)]
-
-    if st.expand1[0]:
-        y1, b1, omega1, cuts1, S1, eff, _ = expansion.expand_scales(
-            rng, st.expand1[0], 0, st.prior1, st.fixed_prior1, 0, y1, mu1, S1, b1, omega1, cuts1,
-            effects(st.expand1[1]))
-        us, omegas = [e.u for e in eff], [e.omega for e in eff]
-    if st.nominal1[0]:
-        y1, b1, S1, eff, _ = expansion.scale_nominal(rng, st.nominal1[0], 0, st.fixed_prior1, 0, y1, mu1, S1, b1,
-                                                     omega1, effects(st.nominal1[1]))
-        us, omegas = [e.u for e in eff], [e.omega for e in eff]
-    return y1, b1, omega1, cuts1, S1, list(us), list(omegas)
+    """The scale moves of the level-1 categorical latents (``expansion.scale_moves``), each
+    classification's effects on them moving with them (y1, μ1 and S1 in place). Returns y1, B1,
+    Ω1, the thresholds, S1 and the effects and covariances as lists."""
+    eff = [expansion.Effects(us[ci], omegas[ci], *cs.prior, st.moves_masks[ci]) for ci, cs in enumerate(st.classes)]
+    y1, b1, omega1, cuts1, S1, eff, _, _ = expansion.scale_moves(
+        rng, st.expand1[0], st.nominal1[0], 0, st.prior1, st.fixed_prior1, 0, y1, mu1, S1, b1, omega1, cuts1, eff)
+    return y1, b1, omega1, cuts1, S1, [e.u for e in eff], [e.omega for e in eff]
 
 
 def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,

@@ -122,6 +122,7 @@ class Static:
     expand1: tuple = ((), None)        # binary/ordinal variables at levels 1 and 2: ((column, thresholds
     expand2: tuple = ((), None)        # index or None), ...) and the masks of their effects in Ω2
     nominal_blocks: tuple = (((), None), ((), None))   # per level: (latent columns, ...), Ω2 masks
+    moves_masks1: np.ndarray | None = None   # level 1's masks of both, stacked (``expansion.scale_moves``)
 
     @property
     def d(self) -> int:
@@ -205,6 +206,7 @@ def prepare_two_level(data: ModelData) -> Static:
         expand2=expanded_columns(cat2, 0, 0),
         nominal_blocks=(((), None) if cluster_cov else nominal_blocks(cat1, q, p1 * q + p2),
                         nominal_blocks(cat2, 0, 0)),
+        moves_masks1=np.vstack([expanded_columns(cat1, q, p1 * q + p2)[1], nominal_blocks(cat1, q, p1 * q + p2)[1]]),
     )
 
 

@@ -178,29 +178,21 @@ def sweep(
 
 
 def _expand_level1(rng, st: Static, y1, fitted1, S1, b1, u1, omega1, omega2, cuts1):
-    """The scale moves of the level-1 categorical latents (``expansion``): binary and ordinal,
-    then nominal; u1 and Ω2 move with them. y1, fitted1, S1 are updated in place."""
-    eff = [expansion.Effects(u1, omega2, *st.prior2, st.expand1[1])]
-    if st.expand1[0]:
-        y1, b1, omega1, cuts1, S1, eff, _ = expansion.expand_scales(
-            rng, st.expand1[0], 0, st.prior1, st.fixed_prior, 0, y1, fitted1, S1, b1, omega1, cuts1, eff)
-    if st.nominal_blocks[0][0]:
-        eff = [eff[0]._replace(masks=st.nominal_blocks[0][1])]
-        y1, b1, S1, eff, _ = expansion.scale_nominal(rng, st.nominal_blocks[0][0], 0, st.fixed_prior, 0,
-                                                     y1, fitted1, S1, b1, omega1, eff)
+    """The scale moves of the level-1 categorical latents (``expansion.scale_moves``): binary
+    and ordinal, then nominal; u1 and Ω2 move with them. y1, fitted1, S1 are updated in place."""
+    eff = [expansion.Effects(u1, omega2, *st.prior2, st.moves_masks1)]
+    y1, b1, omega1, cuts1, S1, eff, _, _ = expansion.scale_moves(
+        rng, st.expand1[0], st.nominal_blocks[0][0], 0, st.prior1, st.fixed_prior, 0, y1, fitted1, S1, b1,
+        omega1, cuts1, eff)
     return y1, b1, eff[0].u, omega1, eff[0].omega, cuts1, S1
 
 
 def _expand_level2(rng, st: Static, y2, u, S2, b2, omega2, cuts2):
     """The same for the level-2 latents: coordinates p1·q + column of the clusters' rows
     u = (u1, y2 − X2B2) (updated in place with y2 and S2 = u'u); no effects below them."""
-    off, b_off = st.p1 * st.q, st.p1 * st.data.x1.shape[1]
-    if st.expand2[0]:
-        y2, b2, omega2, cuts2, S2, _, _ = expansion.expand_scales(
-            rng, st.expand2[0], off, st.prior2, st.fixed_prior, b_off, y2, u, S2, b2, omega2, cuts2, [])
-    if st.nominal_blocks[1][0]:
-        y2, b2, S2, _, _ = expansion.scale_nominal(rng, st.nominal_blocks[1][0], off, st.fixed_prior, b_off,
-                                                   y2, u, S2, b2, omega2, [])
+    y2, b2, omega2, cuts2, S2, _, _, _ = expansion.scale_moves(
+        rng, st.expand2[0], st.nominal_blocks[1][0], st.p1 * st.q, st.prior2, st.fixed_prior,
+        st.p1 * st.data.x1.shape[1], y2, u, S2, b2, omega2, cuts2, [])
     return y2, b2, omega2, cuts2, S2
 
 
