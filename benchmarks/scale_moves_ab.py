@@ -1,8 +1,9 @@
 """What the categorical latents' scale moves (``mlimpute/sampler/expansion.py``) buy: long
 single chains with the moves and without, side by side, on JSPmiss (fluent as ordinal and as
-nominal; the two-level sampler) and on a three-level design (the general sampler).
+nominal; the two-level sampler), on a three-level design (the general sampler) and on a
+two-level design with categorical variables at both levels (``tests/test_expansion.py``'s).
 
-    python benchmarks/scale_moves_ab.py                     # seeds 1-6 on JSPmiss, 1-3 three-level
+    python benchmarks/scale_moves_ab.py                     # seeds 1-6 on JSPmiss, 1-3 the others
     python benchmarks/scale_moves_ab.py --seeds 1 2 --sweeps 5000 --designs ordinal
 
 Each run: one chain of 500 burn-in sweeps then ``--sweeps`` monitored ones (same seed with and
@@ -43,6 +44,15 @@ def _three_level():
     return prepare(_three_level(11, S=60, C=4, n=8), mi.ImputationModel(**THREE))
 
 
+def _both_levels():
+    from tests.test_expansion import MODEL, _data
+    return prepare(_data(21, J=100, n=10), mi.ImputationModel(**MODEL))
+
+
+DESIGNS = {"ordinal": lambda: _jsp("ordinal"), "nominal": lambda: _jsp("nominal"),
+           "three-level": _three_level, "both-levels": _both_levels}
+
+
 def _run(data, seed: int, sweeps: int, on: bool) -> str:
     expansion.ENABLED = on
     names = trace_names(data)
@@ -56,15 +66,15 @@ def _run(data, seed: int, sweeps: int, on: bool) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--designs", nargs="+", default=["ordinal", "nominal", "three-level"],
-                    choices=["ordinal", "nominal", "three-level"])
+    ap.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--sweeps", type=int)
     a = ap.parse_args(argv)
     for design in a.designs:
-        data = _three_level() if design == "three-level" else _jsp(design)
-        seeds = a.seeds or ([1, 2, 3] if design == "three-level" else [1, 2, 3, 4, 5, 6])
-        sweeps = a.sweeps or (10000 if design == "three-level" else 20000)
+        data = DESIGNS[design]()
+        jsp = design in ("ordinal", "nominal")
+        seeds = a.seeds or ([1, 2, 3, 4, 5, 6] if jsp else [1, 2, 3])
+        sweeps = a.sweeps or (20000 if jsp else 10000)
         for seed in seeds:
             print(f"{design} seed {seed}: " + " | ".join(_run(data, seed, sweeps, on) for on in (True, False)),
                   flush=True)
