@@ -337,6 +337,9 @@ def prepare_multi(data: ModelData) -> MultiStatic:
                                                               cd0.unit, cd0.n_units))
     at = {int(c): i for i, c in enumerate(other)}
     con1_other = Constraint.build(other.size, [([at[k] for k in c.cols], _fixed_block(c)) for c in cat1])
+    exp_cols, nom_cols = expanded_columns(cat1, 1, 0)[0], nominal_blocks(cat1, 1, 0)[0]
+    expand1 = _moved(exp_cols, tuple((a,) for a, _ in exp_cols), statics, vf)
+    nominal1 = _moved(nom_cols, nom_cols, statics, vf)
     return MultiStatic(
         data=data, p1=p1, classes=tuple(statics), xtx1_inv=np.linalg.inv(xtx1),
         xtx1_factor=np.linalg.inv(np.linalg.cholesky(xtx1)).T,
@@ -347,13 +350,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         vf_vcols=vcols, vf_other=other, vf_leads=leads, vf_grids=grids, vf_first=first,
         con1_other=con1_other, fixed_prior1=_prior(p1, data.x1.shape[1], cat1, model.categorical_prior_sd),
         trace_map=multi_trace_affine(data),
-        expand1=_moved(expanded_columns(cat1, 1, 0)[0], tuple((a,) for a, _ in expanded_columns(cat1, 1, 0)[0]),
-                       statics, vf),
-        nominal1=_moved(nominal_blocks(cat1, 1, 0)[0], nominal_blocks(cat1, 1, 0)[0], statics, vf),
-        moves_masks=_stacked(_moved(expanded_columns(cat1, 1, 0)[0],
-                                    tuple((a,) for a, _ in expanded_columns(cat1, 1, 0)[0]), statics, vf)[1],
-                             _moved(nominal_blocks(cat1, 1, 0)[0], nominal_blocks(cat1, 1, 0)[0], statics, vf)[1],
-                             statics),
+        expand1=expand1, nominal1=nominal1, moves_masks=_stacked(expand1[1], nominal1[1], statics),
     )
 
 
