@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 __all__ = ["chol", "chol_into", "gaussian_draw", "tri_inv", "mm", "mm_add", "symmetrise", "eigh", "spd_inv", "log_iw_kernel",
-           "iw_from_parts", "complete_block", "constrained_iw", "pattern_conditionals"]
+           "iw_from_parts", "complete_block", "constrained_iw", "pattern_conditionals", "log_iw_rescaled"]
 
 
 @njit(cache=True)
@@ -174,6 +174,20 @@ def spd_inv(A):
         return L, False
     Li = tri_inv(L)
     return mm(Li.T, Li), True                  # A⁻¹ = L⁻ᵀ L⁻¹
+
+
+@njit(cache=True)
+def log_iw_rescaled(pl, nu, f):
+    """For a group move multiplying random-effect coordinates k by f_k (u_k → f_k u_k,
+    Ω → DΩD, D = diag(f)): log IW(DΩD; ν, Ψ) + log |∂(DΩD)/∂Ω|, the effects' normal density and
+    its Jacobian cancelling, as a function of f up to a constant: −ν Σ_k log f_k − ½ Σ_kl
+    pl_kl / (f_k f_l) with pl = Ψ∘Ω⁻¹ (``random.scale_move``, ``expansion.effects_term``)."""
+    out = 0.0
+    for k in range(f.size):
+        out -= nu * math.log(f[k])
+        for m in range(f.size):
+            out -= 0.5 * pl[k, m] / (f[k] * f[m])
+    return out
 
 
 @njit(cache=True)

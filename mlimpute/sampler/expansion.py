@@ -86,7 +86,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from ._small import chol, spd_inv
+from ._small import chol, log_iw_rescaled, spd_inv
 
 __all__ = ["ENABLED", "Effects", "scale_moves", "expand_scales", "scale_nominal", "expand_column", "effects_term",
            "block_scale_target", "block_statistics"]
@@ -365,20 +365,14 @@ def _scale_effects(s, mask, u, omega, pl):
 @njit(cache=True)
 def effects_term(s, pl, mask, nu):
     """The part of log π(g_s θ) + log |J| − log π(θ) that a classification's random effects and
-    covariance give when their coordinates ``mask`` are multiplied by s: the inverse-Wishart
-    prior at SΩS, −(ν + P + 1)·n log s − ½ Σ_kl Ψ_kl Λ_kl (e_k e_l − 1) (e = 1/s on the mask),
-    plus the Jacobian n(P + 1) log s of Ω (n coordinates of P); the effects' normal density and
-    their Jacobian cancel."""
-    n = 0
-    tr = 0.0
-    for i in range(pl.shape[0]):
+    covariance give when their coordinates ``mask`` are multiplied by s: ``_small.
+    log_iw_rescaled`` at those factors against all factors 1 (the inverse-Wishart prior at SΩS
+    with Ω's Jacobian; the effects' normal density and their Jacobian cancel)."""
+    f = np.ones(pl.shape[0])
+    for i in range(f.size):
         if mask[i]:
-            n += 1
-        ei = 1.0 / s if mask[i] else 1.0
-        for j in range(pl.shape[0]):
-            ej = 1.0 / s if mask[j] else 1.0
-            tr += pl[i, j] * (ei * ej - 1.0)
-    return -nu * n * math.log(s) - 0.5 * tr
+            f[i] = s
+    return log_iw_rescaled(pl, nu, f) + 0.5 * np.sum(pl)
 
 
 @njit(cache=True)

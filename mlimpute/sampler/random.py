@@ -404,15 +404,13 @@ def _scale_move_intercepts(ysum, sx, b1, u1, W, sizes, psi, nu, omega2, steps, z
 
 @njit(cache=True)
 def _scale_target(Q, h, PL, nu, a, d1):
-    """The log target of ``scale_move`` at α̃ = a (up to a constant)."""
-    s = 0.0
+    """The log target of ``scale_move`` at α̃ = a (up to a constant): the level-1 rows'
+    likelihood and ``_small.log_iw_rescaled`` (a is 1 beyond the first d1 coordinates)."""
+    s = _small.log_iw_rescaled(PL, nu, a)
     for k in range(d1):
-        s += a[k] * h[k] - nu * math.log(a[k])
+        s += a[k] * h[k]
         for m in range(d1):
             s -= 0.5 * a[k] * Q[k, m] * a[m]
-    for k in range(PL.shape[0]):
-        for m in range(PL.shape[0]):
-            s -= 0.5 * PL[k, m] / (a[k] * a[m])
     return s
 
 
