@@ -259,9 +259,10 @@ def _burnt_in(seed: int):
 
 
 def test_a_taken_move_rescales_every_part_of_the_state():
-    """After ``expand_scales`` takes a move, column a's latents, fixed and random effects, Ω2's
-    rows and columns, thresholds, fitted values and residual cross-product are the old ones times
-    one common s > 0; every category is unchanged; Ω1 keeps its fixed diagonal."""
+    """After ``scale_moves`` takes a binary/ordinal variable's move, column a's latents, fixed
+    and random effects, Ω2's rows and columns, thresholds, fitted values and residual
+    cross-product are the old ones times one common s > 0; every category is unchanged; Ω1 keeps
+    its fixed diagonal."""
     from mlimpute.sampler.latent import latents_to_codes
     from mlimpute.sampler.sweep import _fitted_and_crossprod
 
@@ -273,9 +274,9 @@ def test_a_taken_move_rescales_every_part_of_the_state():
         fitted, S1 = _fitted_and_crossprod(st, b1, u1, y1, {})
         fitted, S1 = fitted.copy(), S1.copy()
         old = (y1.copy(), b1, u1, state.omega2.copy(), state.cuts1)
-        out = expansion.expand_scales(rng, st.expand1[0], 0, st.prior1, st.fixed_prior, 0, y1, fitted, S1, b1,
-                                      state.omega1, state.cuts1, [Effects(u1, state.omega2, *st.prior2, st.expand1[1])])
-        y1n, b1n, om1n, cutsn, S1n, (eff,), acc = out
+        out = expansion.scale_moves(rng, st.expand1[0], (), 0, st.prior1, st.fixed_prior, 0, y1, fitted, S1, b1,
+                                    state.omega1, state.cuts1, [Effects(u1, state.omega2, *st.prior2, st.expand1[1])])
+        y1n, b1n, om1n, cutsn, S1n, (eff,), acc, _ = out
         u1n, om2n = eff.u, eff.omega
         d = np.ones(state.omega2.shape[0])
         for t, (a, o) in enumerate(st.expand1[0]):
@@ -308,7 +309,7 @@ def test_a_taken_move_rescales_every_part_of_the_state():
 
 
 def test_a_taken_level2_move_rescales_every_part_of_the_state():
-    """``expand_scales`` at level 2: the level-2 latent, its fixed effects, its coordinate of the clusters'
+    """``scale_moves`` at level 2: the level-2 latent, its fixed effects, its coordinate of the clusters'
     rows u and of u'u are the old ones times one s > 0; its categories are unchanged; Ω2 keeps
     its fixed diagonal element and stays positive definite."""
     data, st, state, rng = _burnt_in(5)
@@ -320,8 +321,8 @@ def test_a_taken_level2_move_rescales_every_part_of_the_state():
         u = np.concatenate([state.u1, y2 - data.x2 @ b2], axis=1)
         S2 = u.T @ u
         un = u.copy()
-        y2n, b2n, om2n, _, S2n, _, acc = expansion.expand_scales(
-            rng, st.expand2[0], k - a, st.prior2, st.fixed_prior, st.p1 * data.x1.shape[1], y2.copy(),
+        y2n, b2n, om2n, _, S2n, _, acc, _ = expansion.scale_moves(
+            rng, st.expand2[0], (), k - a, st.prior2, st.fixed_prior, st.p1 * data.x1.shape[1], y2.copy(),
             un, S2.copy(), b2, state.omega2, state.cuts2, [])
         s = y2n[0, a] / y2[0, a]
         assert np.allclose(y2n[:, a], s * y2[:, a]) and np.allclose(b2n[:, a], s * b2[:, a])
@@ -383,9 +384,9 @@ def test_nominal_block_target_is_the_posterior_along_the_group(q):
 
 
 def test_a_nominal_move_rescales_the_block_and_keeps_the_categories():
-    """``scale_nominal`` at both levels: the block's latents, fixed effects, random effects,
-    Ω2's coordinates and the residuals' cross-product are the old ones times one s; the
-    categories (the largest latent and its sign) are unchanged; moves are taken."""
+    """``scale_moves`` of nominal variables at both levels: the block's latents, fixed effects,
+    random effects, Ω2's coordinates and the residuals' cross-product are the old ones times one
+    s; the categories (the largest latent and its sign) are unchanged; moves are taken."""
     from mlimpute.sampler.latent import latents_to_codes
     from mlimpute.sampler.sweep import _fitted_and_crossprod
 
@@ -398,9 +399,9 @@ def test_a_nominal_move_rescales_the_block_and_keeps_the_categories():
     for _ in range(10):
         y1, b1, u1 = state.y1.copy(), state.b1.copy(), state.u1.copy()
         fitted, S1 = (a.copy() for a in _fitted_and_crossprod(st, b1, u1, y1, {}))
-        y1n, b1n, S1n, (eff,), _ = expansion.scale_nominal(
-            rng, (cols1,), 0, st.fixed_prior, 0, y1.copy(), fitted, S1.copy(), b1, state.omega1,
-            [Effects(u1, state.omega2, *st.prior2, st.nominal_blocks[0][1])])
+        y1n, b1n, _, _, S1n, (eff,), _, _ = expansion.scale_moves(
+            rng, (), (cols1,), 0, st.prior1, st.fixed_prior, 0, y1.copy(), fitted, S1.copy(), b1, state.omega1,
+            state.cuts1, [Effects(u1, state.omega2, *st.prior2, st.nominal_blocks[0][1])])
         u1n, om2n = eff.u, eff.omega
         s = y1n[0, cols1[0]] / y1[0, cols1[0]]
         moved[1] += s != 1.0
@@ -416,8 +417,9 @@ def test_a_nominal_move_rescales_the_block_and_keeps_the_categories():
         y2, b2 = state.y2.copy(), state.b2.copy()
         u = np.concatenate([u1n, y2 - data.x2 @ b2], axis=1)
         off = st.p1 * st.q
-        y2n, b2n, S2n, _, _ = expansion.scale_nominal(rng, (cols2,), off, st.fixed_prior, st.p1 * data.x1.shape[1],
-                                                      y2.copy(), u, u.T @ u, b2, om2n, [])
+        y2n, b2n, _, _, S2n, _, _, _ = expansion.scale_moves(
+            rng, (), (cols2,), off, st.prior2, st.fixed_prior, st.p1 * data.x1.shape[1], y2.copy(), u, u.T @ u, b2,
+            om2n, state.cuts2, [])
         s2 = y2n[0, cols2[0]] / y2[0, cols2[0]]
         moved[2] += s2 != 1.0
         assert np.allclose(u, np.concatenate([u1n, y2n - data.x2 @ b2n], axis=1)) and np.allclose(S2n, u.T @ u)

@@ -88,7 +88,7 @@ from numba import njit
 
 from ._small import chol, log_iw_rescaled, spd_inv
 
-__all__ = ["ENABLED", "Effects", "scale_moves", "expand_scales", "scale_nominal", "expand_column", "effects_term",
+__all__ = ["ENABLED", "Effects", "scale_moves", "expand_column", "effects_term",
            "block_scale_target", "block_statistics"]
 
 ENABLED = True   # switched off only to measure what the move buys (benchmarks)
@@ -183,20 +183,6 @@ def scale_moves(rng: np.random.Generator, cols: tuple, blocks: tuple, off: int, 
         if o is not None and accepted[t]:
             cuts[o] = cuts[o] * s[t]
     return y, b, omega, tuple(cuts), S, _moved(effects, us, omegas), accepted, rates
-
-
-def expand_scales(rng, cols, off, prior, fixed_prior, b_off, y, fitted, S, b, omega, cuts, effects) -> tuple:
-    """``scale_moves`` for binary/ordinal variables only. Returns (y, b, Ω, cuts, S, effects,
-    taken)."""
-    return scale_moves(rng, cols, (), off, prior, fixed_prior, b_off, y, fitted, S, b, omega, cuts, effects)[:7]
-
-
-def scale_nominal(rng, blocks, off, fixed_prior, b_off, y, fitted, S, b, omega, effects) -> tuple:
-    """``scale_moves`` for nominal variables only (Ω is kept). Returns (y, b, S, effects,
-    acceptance rates)."""
-    y, b, _, _, S, effects, _, rates = scale_moves(rng, (), blocks, off, (omega, 1.0), fixed_prior, b_off,
-                                                   y, fitted, S, b, omega, (), effects)
-    return y, b, S, effects, rates
 
 
 @njit(cache=True)

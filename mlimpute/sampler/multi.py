@@ -350,24 +350,19 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         vf_vcols=vcols, vf_other=other, vf_leads=leads, vf_grids=grids, vf_first=first,
         con1_other=con1_other, fixed_prior1=_prior(p1, data.x1.shape[1], cat1, model.categorical_prior_sd),
         trace_map=multi_trace_affine(data),
-        expand1=expand1, nominal1=nominal1, moves_masks=_stacked(expand1[1], nominal1[1], statics),
+        expand1=expand1, nominal1=nominal1,
+        moves_masks=tuple(np.vstack(pair) for pair in zip(expand1[1], nominal1[1])),
     )
-
-
-def _stacked(expand: tuple, nominal: tuple, statics: list) -> tuple:
-    """Per classification, the masks of the binary/ordinal variables then of the nominal ones."""
-    return tuple(np.vstack([m for m in (expand[ci] if expand else None, nominal[ci] if nominal else None)
-                            if m is not None] or [np.zeros((0, cs.dim), np.bool_)])
-                 for ci, cs in enumerate(statics))
 
 
 def _moved(cols: tuple, latent_cols: tuple, statics: list, vf: list) -> tuple:
     """``expansion``'s moves of level-1 latents: the variables (``cols``) and, per classification,
     the mask of each variable's coordinates of its effects (the a-part: coordinate = latent
     column, ``latent_cols``). Not with variance functions (Ω1 is drawn in parts there)."""
-    if vf or not cols:
-        return (), ()
-    return cols, tuple(np.array([effect_mask(lc, 1, cs.dim) for lc in latent_cols], np.bool_) for cs in statics)
+    if vf:
+        cols = latent_cols = ()
+    return cols, tuple(np.array([effect_mask(lc, 1, cs.dim) for lc in latent_cols],
+                                np.bool_).reshape(len(latent_cols), cs.dim) for cs in statics)
 
 
 def _level1_prior(data: ModelData) -> tuple[np.ndarray, float]:

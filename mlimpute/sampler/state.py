@@ -188,6 +188,10 @@ def prepare_two_level(data: ModelData) -> Static:
     if clusters2.size:
         miss2 = miss2.copy()
         miss2[clusters2] = False
+    # the level-1 latents' scale moves (``expansion``); not with cluster-specific Ω1
+    no_moves = ((), np.zeros((0, p1 * q + p2), np.bool_))
+    expand1 = no_moves if cluster_cov else expanded_columns(cat1, q, p1 * q + p2)
+    nominal1 = no_moves if cluster_cov else nominal_blocks(cat1, q, p1 * q + p2)
     return Static(
         data=data, p1=p1, p2=p2, q=q,
         x2_factor=np.linalg.inv(np.linalg.cholesky(x2tx2)).T,
@@ -202,18 +206,17 @@ def prepare_two_level(data: ModelData) -> Static:
         outcome=prepare_outcome(data) if data.outcome is not None else None,
         fixed_prior=fixed_prior(data),
         trace_map=trace_affine(data),
-        expand1=((), None) if cluster_cov else expanded_columns(cat1, q, p1 * q + p2),
-        expand2=expanded_columns(cat2, 0, 0),
-        nominal_blocks=(((), None) if cluster_cov else nominal_blocks(cat1, q, p1 * q + p2),
-                        nominal_blocks(cat2, 0, 0)),
-        moves_masks1=np.vstack([expanded_columns(cat1, q, p1 * q + p2)[1], nominal_blocks(cat1, q, p1 * q + p2)[1]]),
+        expand1=expand1, expand2=expanded_columns(cat2, 0, 0),
+        nominal_blocks=(nominal1, nominal_blocks(cat2, 0, 0)),
+        moves_masks1=np.vstack([expand1[1], nominal1[1]]),
     )
 
 
 def expanded_columns(codecs, q: int, dim2: int) -> tuple[tuple, tuple]:
     """((latent column, index of its thresholds among the ordinal variables' or None), ...) of
     the binary and ordinal variables of one level, and the masks of their random effects'
-    coordinates among Ω2's ``dim2`` (variables × dim2): what ``expansion.expand_scales`` moves."""
+    coordinates among Ω2's ``dim2`` (variables × dim2): what ``expansion.scale_moves`` moves by
+    marginal data augmentation."""
     cols, masks, o = [], [], 0
     for c in codecs:
         if c.kind in ("ordinal", "binary"):
@@ -225,7 +228,7 @@ def expanded_columns(codecs, q: int, dim2: int) -> tuple[tuple, tuple]:
 
 def nominal_blocks(codecs, q: int, dim2: int) -> tuple[tuple, tuple]:
     """(latent columns, ...) of the nominal variables of one level and the masks of their random
-    effects' coordinates among Ω2's ``dim2`` (``expansion.scale_nominal``)."""
+    effects' coordinates among Ω2's ``dim2`` (``expansion.scale_moves``' group move)."""
     nom = [c for c in codecs if c.kind == "nominal"]
     masks = np.array([effect_mask(c.cols, q, dim2) for c in nom], np.bool_).reshape(len(nom), dim2)
     return tuple(tuple(c.cols) for c in nom), masks
