@@ -36,6 +36,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_sampler as bs  # noqa: E402
+from _moves import add_off_option, switch_off  # noqa: E402
 
 CATEGORICAL = ("b", "f")
 
@@ -152,14 +153,9 @@ def main(argv=None) -> None:
     ap.add_argument("--sweeps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-r", action="store_true")
-    ap.add_argument("--off", nargs="*", default=[], choices=["expansion", "scale-move"],
-                    help="switch these moves off (the binary/ordinal latents' scale, the random effects' scale)")
+    add_off_option(ap)
     a = ap.parse_args(argv)
-    from mlimpute.sampler import expansion, random
-    if "expansion" in a.off:
-        expansion.ENABLED = False
-    if "scale-move" in a.off:
-        random.SCALE_SCANS = 0
+    switch_off(a.off)
     for size in a.sizes:
         J, n = map(int, size.split("x"))
         df = bs.simulate(J, n, "mixed", seed=a.seed)

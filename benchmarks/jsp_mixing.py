@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 import mlimpute as mi
+from _moves import add_off_option, switch_off
 
 DATA = Path(__file__).resolve().parent / "data" / "JSPmiss.csv"
 
@@ -26,12 +27,9 @@ DATA = Path(__file__).resolve().parent / "data" / "JSPmiss.csv"
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--off", nargs="*", default=[], choices=["expansion", "scale-move"])
+    add_off_option(ap)
     a = ap.parse_args(argv)
-    from mlimpute.sampler import expansion, random
-    expansion.ENABLED = "expansion" not in a.off
-    if "scale-move" in a.off:
-        random.SCALE_SCANS = 0
+    switch_off(a.off)
     d = pd.read_csv(DATA)
     for kind in ("nominal", "ordinal"):
         model = mi.ImputationModel(cluster="school", covariates=["sex", "behaviour"],
