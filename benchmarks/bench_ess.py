@@ -4,10 +4,20 @@ ours vs jomo (``jomo.MCMCchain``'s collected draws), same data, same run.
     python benchmarks/bench_ess.py                        # 250 clusters x 16, 2,000 sweeps
     python benchmarks/bench_ess.py --sizes 100x10 --sweeps 500 --no-r
     python benchmarks/bench_ess.py --no-r --off expansion   # what a move buys: the same run without it
+    python benchmarks/bench_ess.py --data jsp --sweeps 10000   # JSPmiss, fluent nominal
+    python benchmarks/bench_ess.py --data jsp --jomo-lib /tmp/jomo_unclamped   # jomo without its clamp
 
-Data: ``bench_sampler.simulate(J, n, "mixed")``: y1, y2 continuous, b binary, f 3-category
-nominal at level 1, w continuous at level 2, covariate x, 20% of every variable missing. Both
-samplers run one chain of ``--burn`` then ``--sweeps`` iterations; ESS (rank-normalised bulk and
+jomo keeps a nominal latent's draw inside (-3, 4); where a category is rare that changes its
+posterior (on JSPmiss the level-2 variances of fluent's latents sit at 0.08 instead of about 0.5)
+and the mixing with it. ``benchmarks/r/build_jomo_unclamped.sh`` builds jomo without the clamp
+into a private library for ``--jomo-lib``.
+
+Data (``--data``): ``mixed`` (default) is ``bench_sampler.simulate(J, n, "mixed")``: y1, y2
+continuous, b binary, f 3-category nominal at level 1, w continuous at level 2, covariate x, 20%
+of every variable missing. ``jsp`` is JSPmiss (``data/JSPmiss.csv``, jomo's example: 1,119 pupils
+in 47 schools): ravens, english continuous and fluent nominal (3 categories, two of them 3 % of
+the values) given sex and behaviour, clustered by school (jomo has no ordinal model, so fluent is
+nominal for both). Both samplers run one chain of ``--burn`` then ``--sweeps`` iterations; ESS (rank-normalised bulk and
 tail, ``mlimpute.diagnostics``, the same function for both) of every monitored parameter of
 the draws after burn-in, grouped into classes: fixed effects, level-1 covariances among
 continuous variables, between a categorical latent and a continuous variable, between two
@@ -28,6 +38,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,35 +49,64 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_sampler as bs  # noqa: E402
 from _moves import add_off_option, switch_off  # noqa: E402
 
-CATEGORICAL = ("b", "f")
+JSP = Path(__file__).resolve().parent / "data" / "JSPmiss.csv"
 
 
-def _cls(level: str, a: str, b: str | None) -> str:
+@dataclass(frozen=True)
+class Design:
+    """A data set, our model of it, its categorical variables and the jomo call's data frames."""
+    df: pd.DataFrame
+    model: object
+    categorical: tuple[str, ...]
+    r_frames: str          # R code defining Y, Y2 (or NULL), X and clus from the data frame d
+
+
+def design(name: str, J: int, n: int, seed: int) -> Design:
+    import mlimpute as mi
+
+    if name == "mixed":
+        return Design(bs.simulate(J, n, "mixed", seed=seed), bs._model("mixed"), ("b", "f"),
+                      "Y <- data.frame(y1 = d$y1, y2 = d$y2, b = factor(d$b), f = factor(d$f))\n"
+                      "Y2 <- data.frame(w = d$w); X <- data.frame(cons = 1, x = d$x); clus <- d$g")
+    if name == "jsp":
+        df = pd.read_csv(JSP)
+        model = mi.ImputationModel(cluster="school", covariates=["sex", "behaviour"],
+                                   variables={"ravens": "continuous", "english": "continuous",
+                                              "fluent": "nominal"})
+        return Design(df, model, ("fluent",),
+                      "Y <- data.frame(ravens = d$ravens, english = d$english, fluent = factor(d$fluent))\n"
+                      "Y2 <- NULL; X <- data.frame(cons = 1, sex = d$sex, upper = as.numeric(d$behaviour == 'upper'))\n"
+                      "clus <- d$school")
+    raise ValueError(f"--data {name!r}: use 'mixed' or 'jsp'")
+
+
+def _cls(level: str, a: str, b: str | None, categorical: tuple[str, ...]) -> str:
     if level == "beta":
         return "fixed effects"
     if level == "2":
         return "level-2 covariances"
-    cats = sum(any(x == c or x.startswith(c + "[") or x.startswith(c + ".") for c in CATEGORICAL) for x in (a, b))
+    cats = sum(any(x == c or x.startswith(c + "[") or x.startswith(c + ".") for c in categorical) for x in (a, b))
     return ["level-1 cov, continuous", "level-1 cov, categorical x continuous",
             "level-1 cov, categorical x categorical"][cats]
 
 
-def classify_ours(name: str) -> str:
+def classify(name: str, categorical: tuple[str, ...], jomo: bool = False) -> str:
     if name.startswith("beta"):
-        return _cls("beta", name, None)
+        return _cls("beta", name, None, categorical)
     m = re.match(r"omega(\d)\[(.+),(.+)\]$", name)
-    return _cls(m.group(1), m.group(2), m.group(3))
+    a, b = (m.group(2).replace("*Z1", ""), m.group(3).replace("*Z1", "")) if jomo else (m.group(2), m.group(3))
+    return _cls(m.group(1), a, b, categorical)
 
 
-def run_ours(df: pd.DataFrame, burn: int, sweeps: int, seed: int) -> tuple[pd.DataFrame, float]:
+def run_ours(d: Design, burn: int, sweeps: int, seed: int) -> tuple[pd.DataFrame, float]:
     from threadpoolctl import threadpool_limits
 
     import mlimpute as mi
 
-    model = bs._model("mixed")
+    df, model = d.df, d.model
     with warnings.catch_warnings():   # compile outside the timing
         warnings.simplefilter("ignore")
-        mi.impute(bs.simulate(5, 4, "mixed"), model, n_imputations=1, burn=2, between=2, chains=1, seed=0)
+        mi.impute(df, model, n_imputations=1, burn=2, between=2, chains=1, seed=0)
     with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c0 = time.process_time()
@@ -79,11 +119,10 @@ def run_ours(df: pd.DataFrame, burn: int, sweeps: int, seed: int) -> tuple[pd.Da
 R_SCRIPT = r"""
 args <- commandArgs(trailingOnly = TRUE)
 d <- read.csv(args[1]); burn <- as.integer(args[2]); sweeps <- as.integer(args[3])
-suppressMessages(library(jomo))
+if (nzchar(args[6])) suppressMessages(library(jomo, lib.loc = args[6])) else suppressMessages(library(jomo))
 set.seed(as.integer(args[5]))
-Y <- data.frame(y1 = d$y1, y2 = d$y2, b = factor(d$b), f = factor(d$f))
-Y2 <- data.frame(w = d$w); X <- data.frame(cons = 1, x = d$x)
-t <- system.time(r <- jomo.MCMCchain(Y = Y, Y2 = Y2, X = X, clus = d$g, nburn = burn + sweeps,
+FRAMES
+t <- system.time(r <- jomo.MCMCchain(Y = Y, Y2 = Y2, X = X, clus = clus, nburn = burn + sweeps,
                                       output = 0))[["elapsed"]]
 keep <- (burn + 1):(burn + sweeps)
 out <- list()
@@ -103,21 +142,14 @@ cat(sprintf("seconds=%.6f\n", t))
 """
 
 
-def classify_jomo(name: str) -> str:
-    if name.startswith("beta"):
-        return _cls("beta", name, None)
-    m = re.match(r"omega(\d)\[(.+),(.+)\]$", name)
-    return _cls(m.group(1), m.group(2).replace("*Z1", ""), m.group(3).replace("*Z1", ""))
-
-
-def run_jomo(df: pd.DataFrame, burn: int, sweeps: int, seed: int) -> tuple[pd.DataFrame, float] | None:
+def run_jomo(d: Design, burn: int, sweeps: int, seed: int, lib: str = "") -> tuple[pd.DataFrame, float] | None:
     if shutil.which("Rscript") is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         csv, script, out = Path(tmp) / "d.csv", Path(tmp) / "ess.R", Path(tmp) / "draws.csv"
-        df.to_csv(csv, index=False, na_rep="NA")
-        script.write_text(R_SCRIPT)
-        proc = subprocess.run(["Rscript", str(script), str(csv), str(burn), str(sweeps), str(out), str(seed)],
+        d.df.to_csv(csv, index=False, na_rep="NA")
+        script.write_text(R_SCRIPT.replace("FRAMES", d.r_frames))
+        proc = subprocess.run(["Rscript", str(script), str(csv), str(burn), str(sweeps), str(out), str(seed), lib],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"  (R failed: {proc.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
@@ -148,23 +180,32 @@ def summarise(t: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", nargs="+", default=["250x16"])
+    ap.add_argument("--data", choices=["mixed", "jsp"], default="mixed")
+    ap.add_argument("--sizes", nargs="+", default=["250x16"], help="J x n of the mixed design")
     ap.add_argument("--burn", type=int, default=500)
     ap.add_argument("--sweeps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-r", action="store_true")
+    ap.add_argument("--jomo-lib", default="", help="R library holding the jomo to run (default: the installed "
+                    "one), e.g. the build of benchmarks/r/build_jomo_unclamped.sh")
     add_off_option(ap)
     a = ap.parse_args(argv)
     switch_off(a.off)
-    for size in a.sizes:
-        J, n = map(int, size.split("x"))
-        df = bs.simulate(J, n, "mixed", seed=a.seed)
-        draws, sec = run_ours(df, a.burn, a.sweeps, a.seed)
-        ours = summarise(ess_table(draws, sec, classify_ours))
-        print(f"\n{J} clusters x {n} ({J * n:,} rows), {a.burn} + {a.sweeps} sweeps; ours {sec:.1f} s CPU")
-        jomo = None if a.no_r else run_jomo(df, a.burn, a.sweeps, a.seed)
+    for size in (a.sizes if a.data == "mixed" else ["JSPmiss"]):
+        J, n = map(int, size.split("x")) if a.data == "mixed" else (0, 0)
+        d = design(a.data, J, n, a.seed)
+        draws, sec = run_ours(d, a.burn, a.sweeps, a.seed)
+        ours_t = ess_table(draws, sec, lambda v: classify(v, d.categorical))
+        ours = summarise(ours_t)
+        print(f"\n{size} ({len(d.df):,} rows), {a.burn} + {a.sweeps} sweeps; ours {sec:.1f} s CPU; smallest bulk ESS "
+              f"{ours_t['bulk_per_1000'].min():.1f} per 1,000 sweeps ({ours_t.loc[ours_t['bulk_per_1000'].idxmin(), 'parameter']})")
+        jomo = None if a.no_r else run_jomo(d, a.burn, a.sweeps, a.seed, a.jomo_lib)
         if jomo is not None:
-            theirs = summarise(ess_table(jomo[0], jomo[1], classify_jomo))
+            theirs_t = ess_table(jomo[0], jomo[1], lambda v: classify(v, d.categorical, jomo=True))
+            theirs = summarise(theirs_t)
+            print(f"smallest ESS per second over all parameters: ours {ours_t['min_ess_per_s'].min():.2f}, jomo "
+                  f"{theirs_t['min_ess_per_s'].min():.3f}, ratio "
+                  f"{ours_t['min_ess_per_s'].min() / theirs_t['min_ess_per_s'].min():.0f}")
             print(f"jomo {jomo[1]:.1f} s")
             ours = ours.merge(theirs, left_index=True, right_index=True, how="left", suffixes=("", "_jomo"))
             ours["ess_per_s_ratio"] = ours["min_ess_per_s"] / ours["min_ess_per_s_jomo"]

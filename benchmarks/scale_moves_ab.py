@@ -1,10 +1,12 @@
 """What the categorical latents' scale moves (``mlimpute/sampler/expansion.py``) buy: long
 single chains with the moves and without, side by side, on JSPmiss (fluent as ordinal and as
-nominal; the two-level sampler), on a three-level design (the general sampler) and on a
-two-level design with categorical variables at both levels (``tests/test_expansion.py``'s).
+nominal; the two-level sampler), on a three-level design (the general sampler), a two-level
+design with categorical variables at both levels and a three-level design with binary, ordinal
+and nominal variables of the classes (``tests/test_expansion.py``'s).
 
     python benchmarks/scale_moves_ab.py                     # seeds 1-6 on JSPmiss, 1-3 the others
     python benchmarks/scale_moves_ab.py --seeds 1 2 --sweeps 5000 --designs ordinal
+    python benchmarks/scale_moves_ab.py --designs class-level --seeds 1 2 --variables cb co ch sb
 
 Each run: one chain of 500 burn-in sweeps then ``--sweeps`` monitored ones (same seed with and
 without the moves). Prints the smallest bulk ESS per 1,000 sweeps over all monitored parameters
@@ -44,24 +46,30 @@ def _three_level():
     return prepare(_three_level(11, S=60, C=4, n=8), mi.ImputationModel(**THREE))
 
 
+def _class_level():
+    from tests.test_expansion import CLASS_LEVEL, _class_level
+    return prepare(_class_level(13, S=60, C=5, n=6), mi.ImputationModel(**CLASS_LEVEL))
+
+
 def _both_levels():
     from tests.test_expansion import MODEL, _data
     return prepare(_data(21, J=100, n=10), mi.ImputationModel(**MODEL))
 
 
 DESIGNS = {"ordinal": lambda: _jsp("ordinal"), "nominal": lambda: _jsp("nominal"),
-           "three-level": _three_level, "both-levels": _both_levels}
+           "three-level": _three_level, "both-levels": _both_levels, "class-level": _class_level}
 
 
-def _run(data, seed: int, sweeps: int, on: bool) -> str:
+def _run(data, seed: int, sweeps: int, on: bool, variables=()) -> str:
     expansion.ENABLED = on
     names = trace_names(data)
     t = time.process_time()
     r = run_chain(data, 0, 1, 500, sweeps, np.random.SeedSequence(seed))
     sec = time.process_time() - t
     e = np.array([ess_bulk(r.trace[None, :, k]) for k in range(len(names))]) * 1000 / sweeps
+    by_var = "".join(f", {v} {min(e[k] for k, n in enumerate(names) if v in n):.1f}" for v in variables)
     return (f"{'with' if on else 'without'}: smallest {e.min():5.1f} per 1,000 ({names[e.argmin()]}), "
-            f"{sec:4.1f} s, {e.min() * sweeps / 1000 / sec:6.1f} ESS/s")
+            f"{sec:4.1f} s, {e.min() * sweeps / 1000 / sec:6.1f} ESS/s{by_var}")
 
 
 def main(argv=None) -> None:
@@ -69,6 +77,8 @@ def main(argv=None) -> None:
     ap.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--sweeps", type=int)
+    ap.add_argument("--variables", nargs="*", default=[],
+                    help="also the smallest ESS per 1,000 of the parameters naming each of these")
     a = ap.parse_args(argv)
     for design in a.designs:
         data = DESIGNS[design]()
@@ -76,7 +86,7 @@ def main(argv=None) -> None:
         seeds = a.seeds or ([1, 2, 3, 4, 5, 6] if jsp else [1, 2, 3])
         sweeps = a.sweeps or (20000 if jsp else 10000)
         for seed in seeds:
-            print(f"{design} seed {seed}: " + " | ".join(_run(data, seed, sweeps, on) for on in (True, False)),
+            print(f"{design} seed {seed}: " + " | ".join(_run(data, seed, sweeps, on, a.variables) for on in (True, False)),
                   flush=True)
     expansion.ENABLED = True
 

@@ -238,6 +238,12 @@ def test_sampler_with_the_move_keeps_the_posterior(seed, monkeypatch):
         runs[on] = np.stack(traces)
     assert 0.5 < np.mean(np.concatenate(taken["augmentation"])) <= 1.0
     assert 0.3 < np.mean(np.concatenate(taken["nominal"])) < 0.95
+    _assert_same_means(runs)
+
+
+def _assert_same_means(runs: dict) -> None:
+    """Each monitored parameter's mean in runs[True] (chains × draws × parameters) equals its
+    mean in runs[False] within 4.5 Monte Carlo SEs (each run's SE from its bulk ESS)."""
     m1, m0 = runs[True].mean((0, 1)), runs[False].mean((0, 1))
     se2 = [r.reshape(-1, r.shape[2]).var(0, ddof=1) / np.array([ess_bulk(r[:, :, k]) for k in range(r.shape[2])])
            for r in runs.values()]
@@ -493,17 +499,108 @@ def test_general_sampler_moves_every_classification_with_the_latents():
     assert moved >= 8
 
 
-def test_general_sampler_with_the_moves_keeps_the_posterior(monkeypatch):
-    """Three levels, binary and nominal at level 1: every monitored parameter's posterior mean
-    with the moves equals its mean without them within 4.5 Monte Carlo SEs."""
-    data = prepare(_three_level(8), mi.ImputationModel(**THREE))
+def _class_level(seed: int, S=40, C=4, n=5):
+    """Pupils (y continuous) in classes with a binary cb, an ordinal co and a nominal ch per
+    class, in schools with a binary sb: the classification-level categorical variables."""
+    rng = np.random.default_rng(seed)
+    school, cls = np.repeat(np.arange(S), C * n), np.repeat(np.arange(S * C), n)
+    N, K = S * C * n, S * C
+    us, uc = rng.normal(0, 0.6, (S, 3)), rng.normal(0, 0.5, (K, 2))
+    x = rng.standard_normal(N)
+    y = 0.5 * x + us[school, 0] + uc[cls, 0] + rng.standard_normal(N)
+    csch = np.repeat(np.arange(S), C)
+    cb = (uc[:, 0] + us[csch, 1] + rng.standard_normal(K) > 0).astype(float)
+    co = np.digitize(uc[:, 0] + us[csch, 2] + rng.standard_normal(K), [-0.5, 0.7]).astype(float)
+    ch = np.argmax(np.column_stack([np.zeros(K), uc[:, 1] + rng.standard_normal(K),
+                                    -0.3 + us[csch, 1] + rng.standard_normal(K)]), axis=1).astype(float)
+    sb = (us[:, 0] + rng.standard_normal(S) > 0).astype(float)
+    df = pd.DataFrame({"school": school, "class": cls % C, "x": x, "y": y, "cb": cb[cls], "co": co[cls],
+                       "ch": ch[cls], "sb": sb[school]})
+    df.loc[rng.random(N) < 0.2, "y"] = np.nan
+    for c in ("cb", "co", "ch"):
+        df.loc[(rng.random(K) < 0.2)[cls], c] = np.nan
+    return df
+
+
+CLASS_LEVEL = dict(cluster=["school", "class"], covariates=["x"],
+                   variables={"y": "continuous", "cb": mi.Variable("binary", level="class"),
+                              "co": mi.Variable("ordinal", level="class"),
+                              "ch": mi.Variable("nominal", level="class"),
+                              "sb": mi.Variable("binary", level="school")})
+
+
+@pytest.mark.parametrize("design", ["level-1", "classification-level"])
+def test_general_sampler_with_the_moves_keeps_the_posterior(design, monkeypatch):
+    """Three levels, binary and nominal at level 1, or binary, ordinal and nominal variables of
+    the classes: every monitored parameter's posterior mean with the moves equals its mean
+    without them within 4.5 Monte Carlo SEs."""
+    seed = {"level-1": 8, "classification-level": 12}[design]
+    df, model = (_three_level(8), THREE) if design == "level-1" else (_class_level(12), CLASS_LEVEL)
+    data = prepare(df, mi.ImputationModel(**model))
     runs = {}
     for on in (True, False):
         monkeypatch.setattr(expansion, "ENABLED", on)
-        runs[on] = np.stack([run_chain(data, c, 1, 300, 2500, np.random.SeedSequence([8, c, on])).trace
+        runs[on] = np.stack([run_chain(data, c, 1, 300, 2500, np.random.SeedSequence([seed, c, on])).trace
                              for c in range(2)])
-    m1, m0 = runs[True].mean((0, 1)), runs[False].mean((0, 1))
-    se2 = [r.reshape(-1, r.shape[2]).var(0, ddof=1) / np.array([ess_bulk(r[:, :, k]) for k in range(r.shape[2])])
-           for r in runs.values()]
-    z = (m1 - m0) / np.sqrt(se2[0] + se2[1])
-    assert np.max(np.abs(z)) < 4.5, z
+    _assert_same_means(runs)
+
+
+def test_general_sampler_moves_classification_level_latents():
+    """A classification's own binary, ordinal and nominal latents: a taken move multiplies the
+    variable's latents, fixed effects, thresholds, Ω^(c) coordinates and the effects and Ω
+    coordinates of the classification nesting it by one s; the units' rows and their
+    cross-product stay those of the new state; categories and fixed elements are unchanged."""
+    from mlimpute.sampler import multi
+    from mlimpute.sampler.latent import latents_to_codes
+    from mlimpute.sampler.sweep import initial_state, prepare_static, sweep
+
+    data = prepare(_class_level(11), mi.ImputationModel(**CLASS_LEVEL))
+    st = prepare_static(data)
+    cls_, school = st.classes
+    assert len(cls_.expand) == 2 and len(cls_.nominal) == 1 and len(school.expand) == 1
+    assert [a for a, _ in cls_.moves_effects] == [1] and school.moves_effects == ()
+    rng = np.random.default_rng(11)
+    state = initial_state(st, rng)
+    for _ in range(50):
+        state = sweep(rng, st, state, work={})
+    moved = {}
+    for _ in range(12):
+        for ci in (0, 1):
+            cs = st.classes[ci]
+            ys, bs, us, omegas, cuts = (list(state.ys), list(state.bs), list(state.us), list(state.omegas),
+                                        list(state.cuts))
+            old = [a.copy() for a in (ys[ci], bs[ci], us[1], omegas[1], omegas[ci])]
+            old_cuts = list(cuts[ci])
+            u = np.concatenate([us[ci], multi._own_residuals(st, ci, ys, bs, us)], axis=1)
+            ys[ci] = ys[ci].copy()
+            S = multi._expand_class(rng, st, ci, u, u.T @ u, ys, bs, us, omegas, cuts)
+            u_new = np.concatenate([us[ci], multi._own_residuals(st, ci, ys, bs, us)], axis=1)
+            assert np.allclose(u, u_new) and np.allclose(S, u_new.T @ u_new)
+            masks = dict(cs.moves_effects)
+            d_outer = np.ones(omegas[1].shape[0])
+            for t, cols in enumerate([(c,) for c, _ in cs.expand] + list(cs.nominal)):
+                s = ys[ci][0, cols[0]] / old[0][0, cols[0]]
+                moved[ci, cols] = moved.get((ci, cols), 0) + (s != 1.0)
+                assert np.allclose(ys[ci][:, list(cols)], s * old[0][:, list(cols)])
+                assert np.allclose(bs[ci][:, list(cols)], s * old[1][:, list(cols)])
+                if 1 in masks:
+                    d_outer[masks[1][t]] = s
+                    mk = masks[1][t][:us[1].shape[1]]
+                    assert np.allclose(us[1][:, mk], s * old[2][:, mk])
+                if t < len(cs.expand) and cs.expand[t][1] is not None:
+                    assert np.allclose(cuts[ci][cs.expand[t][1]], s * old_cuts[cs.expand[t][1]])
+            if ci == 0:   # the school's Ω: the class variables' coordinates times s
+                assert np.allclose(omegas[1], d_outer[:, None] * old[3] * d_outer)
+            con = cs.con   # Ω^(c) (a new row by augmentation) keeps its fixed elements
+            fixed = ~np.isnan(con.target)
+            assert np.allclose(omegas[ci][np.ix_(con.cat, con.cat)][fixed], con.target[fixed])
+            assert np.all(np.linalg.eigvalsh(omegas[ci]) > 0)
+            ordinal = 0
+            for c in cs.cat:
+                cu = (old_cuts[ordinal], cuts[ci][ordinal]) if c.kind == "ordinal" else (None, None)
+                assert np.array_equal(latents_to_codes(c, old[0][:, list(c.cols)], cu[0]),
+                                      latents_to_codes(c, ys[ci][:, list(c.cols)], cu[1]))
+                ordinal += c.kind == "ordinal"
+            state = state._replace(ys=tuple(ys), bs=tuple(bs), us=tuple(us), omegas=tuple(omegas),
+                                   cuts=tuple(cuts))
+    assert len(moved) == 4 and min(moved.values()) >= 3, moved

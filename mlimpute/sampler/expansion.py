@@ -1,8 +1,10 @@
 """The scale of categorical latents: marginal data augmentation for binary and ordinal
 variables, a group move for nominal ones. The two-level sampler runs them at both levels, the
-general sampler (``multi``) for level-1 variables; the random effects that move with a variable
-are passed as a list of ``Effects``, one per classification (one: Ω2's, in the two-level model).
-Not with ``covariance="cluster"`` or variance functions (Ω1 is not one inverse-Wishart there).
+general sampler (``multi``) for level-1 variables and for each classification's own variables;
+the random effects that move with a variable are passed as a list of ``Effects``, one per
+classification (one: Ω2's, in the two-level model; for a classification's own variables, those
+of the classifications nesting it). Not for level-1 variables with ``covariance="cluster"`` or
+variance functions (Ω1 is not one inverse-Wishart there).
 
 Notes
 -----
@@ -48,7 +50,9 @@ scan moves each only within the room the others leave it.
 
 At level 2 the same move runs for a binary/ordinal level-2 variable with Ω2 in Ω1's place: the
 clusters' rows u = (u1, y2 − X2B2) are its data and there are no random effects below it
-(q = 0 in the ratio).
+(q = 0 in the ratio). In the general sampler a classification's own variable moves likewise
+with Ω^(c) in Ω1's place and its units' rows u = (effects, y^(c) − X^(c)B^(c) − nesting offsets)
+as the data; the effects on it of each classification nesting it move along (q = 1 there).
 
 Nominal
 ~~~~~~~

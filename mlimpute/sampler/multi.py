@@ -72,7 +72,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -202,6 +202,9 @@ class ClassStatic:
     cat: tuple
     ww: object = None            # multiple membership: W'W (sparse, units × units)
     fixed_prior: np.ndarray | None = None   # prior precisions of vec(B^(c)) (categorical_prior_sd)
+    expand: tuple = ()           # its binary/ordinal variables: ((column, thresholds index or None), ...)
+    nominal: tuple = ()          # its nominal variables' latent columns
+    moves_effects: tuple = ()    # (classification nesting it, masks: moved variables × that one's dim)
 
     @property
     def dim(self) -> int:
@@ -337,6 +340,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
                                                               cd0.unit, cd0.n_units))
     at = {int(c): i for i, c in enumerate(other)}
     con1_other = Constraint.build(other.size, [([at[k] for k in c.cols], _fixed_block(c)) for c in cat1])
+    statics = [_class_moves(cs, statics) for cs in statics]
     exp_cols, nom_cols = expanded_columns(cat1, 1, 0)[0], nominal_blocks(cat1, 1, 0)[0]
     expand1 = _moved(exp_cols, tuple((a,) for a, _ in exp_cols), statics, vf)
     nominal1 = _moved(nom_cols, nom_cols, statics, vf)
@@ -353,6 +357,22 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         expand1=expand1, nominal1=nominal1,
         moves_masks=tuple(np.vstack(pair) for pair in zip(expand1[1], nominal1[1])),
     )
+
+
+def _class_moves(cs: ClassStatic, statics: list) -> ClassStatic:
+    """``expansion``'s moves of a classification's own categorical latents: its binary/ordinal
+    and nominal variables and, for each classification nesting it, the mask of their effects
+    there (coordinate: the start of its variables' block + latent column)."""
+    cols, blocks = expanded_columns(cs.cat, 1, 0)[0], nominal_blocks(cs.cat, 1, 0)[0]
+    if not (cols or blocks):
+        return cs
+    effects = []
+    for a in cs.above:
+        outer = statics[a]
+        s0 = outer.free[cs.index][0]
+        effects.append((a, np.array([effect_mask([s0 + k for k in lc], 1, outer.dim)
+                                     for lc in [(c,) for c, _ in cols] + list(blocks)], np.bool_)))
+    return replace(cs, expand=cols, nominal=blocks, moves_effects=tuple(effects))
 
 
 def _moved(cols: tuple, latent_cols: tuple, statics: list, vf: list) -> tuple:
@@ -1032,6 +1052,22 @@ def _expand_level1(rng, st: MultiStatic, y1, mu1, S1, b1, omega1, cuts1, us, ome
     return y1, b1, omega1, cuts1, S1, [e.u for e in eff], [e.omega for e in eff]
 
 
+def _expand_class(rng, st: MultiStatic, ci: int, u, S, ys: list, bs: list, us: list, omegas: list,
+                  cuts: list) -> np.ndarray:
+    """The scale moves of classification c's own categorical latents (``expansion.scale_moves``
+    with Ω^(c) in Ω1's place: its units' rows u = (effects, d) are the data, u updated in place),
+    the effects on them of every classification nesting c moving with them. ys, bs, us, omegas
+    and cuts (lists) get the new arrays; returns the new u'u."""
+    cs = st.classes[ci]
+    eff = [expansion.Effects(us[a], omegas[a], *st.classes[a].prior, masks) for a, masks in cs.moves_effects]
+    ys[ci], bs[ci], omegas[ci], cuts[ci], S, eff, _, _ = expansion.scale_moves(
+        rng, cs.expand, cs.nominal, cs.r + cs.nv, cs.prior, cs.fixed_prior, 0, ys[ci], u, S, bs[ci],
+        omegas[ci], cuts[ci], eff)
+    for (a, _), e in zip(cs.moves_effects, eff):
+        us[a], omegas[a] = e.u, e.omega
+    return S
+
+
 def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
                 adapt_at: int | None = None, work: dict | None = None) -> MultiState:
     """One sweep (module notes); y1, every ys[c] and the row scales are updated in place.
@@ -1106,8 +1142,11 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
     for ci, cs in enumerate(st.classes):
         d = _own_residuals(st, ci, ys, bs, us) if cs.p else np.zeros((cs.cd.n_units, 0))
         u = np.concatenate([_with_v(us, vs, ci), d], axis=1)
+        S = u.T @ u
+        if expansion.ENABLED and (cs.expand or cs.nominal):   # its own latents' scales
+            S = _expand_class(rng, st, ci, u, S, ys, bs, us, omegas, cuts)
         scale, df = cs.prior
-        omegas[ci], acc = draw_covariance(rng, df + u.shape[0], scale + u.T @ u, cs.con, omegas[ci],
+        omegas[ci], acc = draw_covariance(rng, df + u.shape[0], scale + S, cs.con, omegas[ci],
                                           steps[sl[f"omega_class{ci}"]])
         _adapt(steps, sl[f"omega_class{ci}"], acc, adapt_at)
     if st.p1:
