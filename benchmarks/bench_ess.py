@@ -38,7 +38,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,7 @@ class Design:
     model: object
     categorical: tuple[str, ...]
     r_frames: str          # R code defining Y, Y2 (or NULL), X and clus from the data frame d
+    covariates: dict       # our names of the covariates' columns -> jomo's (X's columns)
 
 
 def design(name: str, J: int, n: int, seed: int) -> Design:
@@ -67,7 +68,8 @@ def design(name: str, J: int, n: int, seed: int) -> Design:
     if name == "mixed":
         return Design(bs.simulate(J, n, "mixed", seed=seed), bs._model("mixed"), ("b", "f"),
                       "Y <- data.frame(y1 = d$y1, y2 = d$y2, b = factor(d$b), f = factor(d$f))\n"
-                      "Y2 <- data.frame(w = d$w); X <- data.frame(cons = 1, x = d$x); clus <- d$g")
+                      "Y2 <- data.frame(w = d$w); X <- data.frame(cons = 1, x = d$x); clus <- d$g",
+                      {"Intercept": "cons", "x": "x"})
     if name == "jsp":
         df = pd.read_csv(JSP)
         model = mi.ImputationModel(cluster="school", covariates=["sex", "behaviour"],
@@ -76,7 +78,7 @@ def design(name: str, J: int, n: int, seed: int) -> Design:
         return Design(df, model, ("fluent",),
                       "Y <- data.frame(ravens = d$ravens, english = d$english, fluent = factor(d$fluent))\n"
                       "Y2 <- NULL; X <- data.frame(cons = 1, sex = d$sex, upper = as.numeric(d$behaviour == 'upper'))\n"
-                      "clus <- d$school")
+                      "clus <- d$school", {"Intercept": "cons", "sex": "sex", "behaviour[T.upper]": "upper"})
     raise ValueError(f"--data {name!r}: use 'mixed' or 'jsp'")
 
 
@@ -96,6 +98,43 @@ def classify(name: str, categorical: tuple[str, ...], jomo: bool = False) -> str
     m = re.match(r"omega(\d)\[(.+),(.+)\]$", name)
     a, b = (m.group(2).replace("*Z1", ""), m.group(3).replace("*Z1", "")) if jomo else (m.group(2), m.group(3))
     return _cls(m.group(1), a, b, categorical)
+
+
+def common_key(name: str, d: Design, jomo: bool) -> tuple:
+    """A monitored parameter's name, ours or jomo's, as one key: (block, variable, covariate)
+    for fixed effects, (block, the two variables in order) for covariances. A nominal latent
+    column V[L] is jomo's V.k, k = L's place among V's levels (the last is the reference in both)."""
+    block, inner = re.match(r"(beta\d|omega\d)\[(.+)\]$", name).groups()
+    if jomo:
+        parts = inner.replace("*Z1", "").split(",")
+        parts = parts[::-1] if block.startswith("beta") else parts
+    else:
+        parts = inner.split(":") if block.startswith("beta") else [v.removesuffix(":Intercept") for v in inner.split(",")]
+        if block.startswith("beta"):
+            parts[1] = d.covariates.get(parts[1], parts[1])
+        for i, v in enumerate(parts):
+            m = re.match(r"(.+)\[(.+)\]$", v)
+            if m and m.group(1) in d.categorical:
+                levels = sorted(float(x) for x in d.df[m.group(1)].dropna().unique())
+                parts[i] = f"{m.group(1)}.{levels.index(float(m.group(2))) + 1}"
+    return (block, *parts) if block.startswith("beta") else (block, *sorted(parts))
+
+
+def compare(ours: pd.DataFrame, theirs: pd.DataFrame, d: Design) -> pd.DataFrame:
+    """Posterior mean and SD of every parameter both report, and z = the difference over its
+    Monte Carlo standard error (each sampler's SD / sqrt(bulk ESS))."""
+    from mlimpute.diagnostics import ess_bulk
+
+    keyed = {common_key(c, d, True): c for c in theirs.columns}
+    rows = []
+    for c in ours.columns:
+        k = common_key(c, d, False)
+        x, y = ours[c].to_numpy(float), theirs[keyed[k]].to_numpy(float) if k in keyed else None
+        if y is None or np.ptp(x) == 0:
+            continue
+        se = np.hypot(x.std() / np.sqrt(ess_bulk(x[None])), y.std() / np.sqrt(ess_bulk(y[None])))
+        rows.append((c, x.mean(), x.std(), y.mean(), y.std(), (x.mean() - y.mean()) / se))
+    return pd.DataFrame(rows, columns=["parameter", "mean", "sd", "mean_jomo", "sd_jomo", "z"])
 
 
 def run_ours(d: Design, burn: int, sweeps: int, seed: int) -> tuple[pd.DataFrame, float]:
@@ -186,6 +225,9 @@ def main(argv=None) -> None:
     ap.add_argument("--sweeps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-r", action="store_true")
+    ap.add_argument("--compare", action="store_true", help="also the two samplers' posterior means")
+    ap.add_argument("--standardize", choices=["yes", "no"], default="yes",
+                    help="no: our sampler on the data's scale, so that its default priors are jomo's")
     ap.add_argument("--jomo-lib", default="", help="R library holding the jomo to run (default: the installed "
                     "one), e.g. the build of benchmarks/r/build_jomo_unclamped.sh")
     add_off_option(ap)
@@ -194,6 +236,8 @@ def main(argv=None) -> None:
     for size in (a.sizes if a.data == "mixed" else ["JSPmiss"]):
         J, n = map(int, size.split("x")) if a.data == "mixed" else (0, 0)
         d = design(a.data, J, n, a.seed)
+        if a.standardize == "no":
+            d = replace(d, model=replace(d.model, standardize=False))
         draws, sec = run_ours(d, a.burn, a.sweeps, a.seed)
         ours_t = ess_table(draws, sec, lambda v: classify(v, d.categorical))
         ours = summarise(ours_t)
@@ -209,6 +253,9 @@ def main(argv=None) -> None:
             print(f"jomo {jomo[1]:.1f} s")
             ours = ours.merge(theirs, left_index=True, right_index=True, how="left", suffixes=("", "_jomo"))
             ours["ess_per_s_ratio"] = ours["min_ess_per_s"] / ours["min_ess_per_s_jomo"]
+            if a.compare:
+                with pd.option_context("display.width", 220, "display.max_rows", 200):
+                    print(compare(draws, jomo[0], d).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         with pd.option_context("display.width", 220, "display.max_columns", 20):
             print(ours.to_string(float_format=lambda v: f"{v:.1f}"))
 
