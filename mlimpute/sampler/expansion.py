@@ -84,6 +84,7 @@ probit models with sparse inverse correlation matrices. JCGS, 21, 739–757.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -143,6 +144,22 @@ def _groups(effects: list, n_moved: int) -> tuple:
             np.array([float(e.nu) for e in effects]))
 
 
+_NO_DRAWS = (np.zeros(0), np.zeros(0), np.zeros((0, 1)), np.zeros(0))
+_NO_BLOCK = (np.zeros((0, BLOCK_STEPS)), np.zeros((0, BLOCK_STEPS)))
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(cols: tuple, blocks: tuple, cut_sizes: tuple) -> tuple:
+    """The moved variables as the compiled loop takes them (a model's, so computed once):
+    binary/ordinal columns and their numbers of free thresholds, nominal blocks' first and
+    one-past-last columns. The arrays are shared: the loop only reads them."""
+    a = np.array([c for c, _ in cols], np.int64)
+    n_cuts = np.array([0 if o is None else cut_sizes[o] - 3 for _, o in cols], np.int64)
+    c0 = np.array([c[0] for c in blocks], np.int64)
+    c1 = np.array([c[-1] + 1 for c in blocks], np.int64)
+    return a, n_cuts, c0, c1
+
+
 def _moved(effects: list, us: tuple, omegas: tuple) -> list:
     return [e._replace(u=u, omega=o) for e, u, o in zip(effects, us, omegas)]
 
@@ -165,16 +182,17 @@ def scale_moves(rng: np.random.Generator, cols: tuple, blocks: tuple, off: int, 
     S, effects, taken per binary/ordinal variable, acceptance rate per nominal variable)."""
     psi, nu = prior
     n, m = len(cols), len(blocks)
-    gam, chi, z, logu = _draws(rng, n, nu, y.shape[0], omega.shape[0])
-    zn = rng.standard_normal((m, BLOCK_STEPS))
-    logun = np.log(rng.random((m, BLOCK_STEPS)))
-    a = np.array([c for c, _ in cols], np.int64)
-    n_cuts = np.array([0 if o is None else cuts[o].size - 3 for _, o in cols], np.int64)
-    prior_ss = np.array([_prior_ss(fixed_prior, b, c, c + 1, b_off, None if o is None else cuts[o])
-                         for c, o in cols])
-    c0 = np.array([c[0] for c in blocks], np.int64)
-    c1 = np.array([c[-1] + 1 for c in blocks], np.int64)
-    prior_nom = np.array([_prior_ss(fixed_prior, b, lo, hi, b_off, None) for lo, hi in zip(c0, c1)])
+    a, n_cuts, c0, c1 = _layout(cols, blocks, tuple(c.size for c in cuts))
+    # (a level without binary/ordinal or without nominal variables draws nothing for them:
+    # a draw of size 0 leaves the generator where it was, so skipping it changes no stream)
+    gam, chi, z, logu = _draws(rng, n, nu, y.shape[0], omega.shape[0]) if n else _NO_DRAWS
+    zn, logun = (rng.standard_normal((m, BLOCK_STEPS)), np.log(rng.random((m, BLOCK_STEPS)))) if m else _NO_BLOCK
+    if fixed_prior is None:
+        prior_ss, prior_nom = np.zeros(n), np.zeros(m)
+    else:
+        prior_ss = np.array([_prior_ss(fixed_prior, b, c, c + 1, b_off, None if o is None else cuts[o])
+                             for c, o in cols])
+        prior_nom = np.array([_prior_ss(fixed_prior, b, lo, hi, b_off, None) for lo, hi in zip(c0, c1)])
     us, omegas, pls, masks, nus = _groups(effects, n + m)
     if any(mk.shape[0] != n + m for mk in masks):
         raise ValueError(f"each classification's masks need {n + m} rows, one per moved variable")
