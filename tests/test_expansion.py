@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from _stats import assert_same_means
+
 import mlimpute as mi
 from mlimpute.impute import prepare, run_chain
 from mlimpute.sampler import expansion
 from mlimpute.sampler.expansion import Effects, effects_term, expand_column
-from mlimpute.diagnostics import ess_bulk
 
 
 def _spd(rng, p, ridge=1.0):
@@ -238,17 +239,7 @@ def test_sampler_with_the_move_keeps_the_posterior(seed, monkeypatch):
         runs[on] = np.stack(traces)
     assert 0.5 < np.mean(np.concatenate(taken["augmentation"])) <= 1.0
     assert 0.3 < np.mean(np.concatenate(taken["nominal"])) < 0.95
-    _assert_same_means(runs)
-
-
-def _assert_same_means(runs: dict) -> None:
-    """Each monitored parameter's mean in runs[True] (chains × draws × parameters) equals its
-    mean in runs[False] within 4.5 Monte Carlo SEs (each run's SE from its bulk ESS)."""
-    m1, m0 = runs[True].mean((0, 1)), runs[False].mean((0, 1))
-    se2 = [r.reshape(-1, r.shape[2]).var(0, ddof=1) / np.array([ess_bulk(r[:, :, k]) for k in range(r.shape[2])])
-           for r in runs.values()]
-    z = (m1 - m0) / np.sqrt(se2[0] + se2[1])
-    assert np.max(np.abs(z)) < 4.5, z
+    assert_same_means(runs)
 
 
 def _burnt_in(seed: int):
@@ -542,7 +533,7 @@ def test_general_sampler_with_the_moves_keeps_the_posterior(design, monkeypatch)
         monkeypatch.setattr(expansion, "ENABLED", on)
         runs[on] = np.stack([run_chain(data, c, 1, 300, 2500, np.random.SeedSequence([seed, c, on])).trace
                              for c in range(2)])
-    _assert_same_means(runs)
+    assert_same_means(runs)
 
 
 def test_general_sampler_moves_classification_level_latents():

@@ -11,6 +11,7 @@ from scipy.special import ndtri
 from ..design import ColumnCodec, ModelData
 from ..scaling import TraceMap, level2_coordinates, prior_scale
 from ._kernels import fitted_rows, residual_crossprod
+from .collapsed import rare_columns
 from .covariance import Constraint, free_lower
 from .latent import initial_latent
 from .outcome import OutcomeState, OutcomeStatic, initial_outcome, prepare_outcome, substantive_units
@@ -111,7 +112,8 @@ class Static:
     cat2: tuple[ColumnCodec, ...]
     con1: Constraint | None            # fixed elements of Ω1 (categorical latent columns)
     con2: Constraint | None            # fixed elements of Ω2 (level-2 categorical latents)
-    step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster), scales of u1
+    step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster), scales of u1,
+    #                                    rare columns' Ω1 rows (``collapsed``)
     free1: tuple[np.ndarray, np.ndarray]   # lower-triangle positions of Ω1 not fixed by con1
     free2: tuple[np.ndarray, np.ndarray]   # likewise of Ω2 (both monitored every sweep)
     cluster_cov: bool = False          # covariance="cluster"
@@ -123,6 +125,7 @@ class Static:
     expand2: tuple = ((), None)        # index or None), ...) and the masks of their effects in Ω2
     nominal_blocks: tuple = (((), None), ((), None))   # per level: (latent columns, ...), Ω2 masks
     moves_masks1: np.ndarray | None = None   # level 1's masks of both, stacked (``expansion.scale_moves``)
+    rare1: tuple = ()                  # level-1 latent columns of rare categories (``collapsed.Column``)
 
     @property
     def d(self) -> int:
@@ -174,8 +177,12 @@ def prepare_two_level(data: ModelData) -> Static:
     cluster_cov = model.covariance == "cluster"
     n_steps.append(1 if cluster_cov else 0)
     n_steps.append(p1 * q)   # the scale move of the random effects (random.scale_move)
+    # the collapsed moves of rare categories' latent columns (``collapsed``); not with
+    # cluster-specific Ω1 or a substantive model
+    rare1 = () if cluster_cov or data.outcome is not None else rare_columns(cat1, p1)
+    n_steps.append(len(rare1))   # their Ω1 row's random-walk scale
     bounds = np.cumsum([0, *n_steps])
-    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(6))
+    step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(7))
     xtx_j = (np.add.reduceat(data.x1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
              if cluster_cov else None)
     # rows/clusters whose missing cells the substantive component draws are left out of the
@@ -206,7 +213,7 @@ def prepare_two_level(data: ModelData) -> Static:
         outcome=prepare_outcome(data) if data.outcome is not None else None,
         fixed_prior=fixed_prior(data),
         trace_map=trace_affine(data),
-        expand1=expand1, expand2=expanded_columns(cat2, 0, 0),
+        expand1=expand1, expand2=expanded_columns(cat2, 0, 0), rare1=rare1,
         nominal_blocks=(nominal1, nominal_blocks(cat2, 0, 0)),
         moves_masks1=np.vstack([expand1[1], nominal1[1]]),
     )
@@ -361,6 +368,7 @@ def initial_two_level(static: Static, rng: np.random.Generator) -> State:
         omega1 = np.repeat(omega1[None], data.n_clusters, axis=0)
         steps[static.step_slices[4]] = 0.3
     steps[static.step_slices[5]] = 0.3
+    steps[static.step_slices[6]] = 2.0
     outcome = None
     if static.outcome is not None:
         cuts = dict(zip([c.name for c in (*static.ordinal1, *static.ordinal2)], (*cuts1, *cuts2)))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import expansion
+from . import collapsed, expansion
 from .adapt import adapt_steps
 from .clustercov import draw_cluster_omegas, draw_hyper
 from .covariance import draw_covariance, free_lower
@@ -103,7 +103,7 @@ def sweep(
         return sweep_multi(rng, st, s, adapt_at, work)
     data = st.data
     y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale, out = s
-    sl1, sl2, slc1, slc2, sla, slx = st.step_slices
+    sl1, sl2, slc1, slc2, sla, slx, slk = st.step_slices
     ost = st.outcome
     steps = steps.copy()
     # y1 and y2 are updated in place: the sweep owns the incoming state's data arrays (the chain
@@ -124,6 +124,14 @@ def sweep(
                                         cuts2, steps[slc2], codes, prior_sd=data.model.categorical_prior_sd)
         if adapt_at is not None and acc.size:
             steps[slc2] = adapt_steps(steps[slc2], acc, adapt_at)
+    if st.rare1 and collapsed.ENABLED:   # rare categories' columns: collapsed moves
+        b1, u1, omega1, acc = _collapsed_level1(rng, st, y1, fitted1, y2, b1, b2, u1, omega1, omega2, cuts1,
+                                                steps[slk])
+        if work is not None:
+            work["fitted1_of"] = (b1, u1)
+        omega1_inv = inv_spd(omega1)
+        if adapt_at is not None:
+            steps[slk] = adapt_steps(steps[slk], acc, adapt_at)
     if st.p1:
         b1, b2_new, u1, omega2, acc = draw_fixed_u1(rng, st, y1, y2, omega1_inv, omega2, steps[slx])
         if adapt_at is not None and acc.size:
@@ -175,6 +183,19 @@ def sweep(
         mh = draw_cells(rng, ost, out, data, y1, fitted1, prec1, y2, mean2, prec2, cuts1, cuts2)
         out = draw_parameters(rng, ost, out, data, adapt_at, mh)
     return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale, out)
+
+
+def _collapsed_level1(rng, st: Static, y1, fitted1, y2, b1, b2, u1, omega1, omega2, cuts1, steps):
+    """``collapsed.column_block`` for each rare category's latent column in turn (y1 and the
+    fitted rows in place); returns B1, U1, Ω1 and the Ω1 steps' acceptance rates."""
+    acc = np.zeros(len(st.rare1))
+    q = st.q
+    for t, col in enumerate(st.rare1):
+        v = np.concatenate([u1, y2 - st.data.x2 @ b2], axis=1) if st.p2 else u1
+        rest = np.delete(v, np.arange(col.c * q, (col.c + 1) * q), axis=1)
+        b1, u1, omega1, acc[t] = collapsed.column_block(rng, st, col, y1, fitted1, b1, u1, omega1, omega2,
+                                                        rest, cuts1, float(steps[t]))
+    return b1, u1, omega1, acc
 
 
 def _expand_level1(rng, st: Static, y1, fitted1, S1, b1, u1, omega1, omega2, cuts1):
