@@ -102,8 +102,8 @@ def test_rare_columns_are_the_rare_categories():
 
 def test_a_block_leaves_a_consistent_state():
     """After ``column_block`` the fitted column is X1B1 + ZU1 of the new state, every observed
-    category is unchanged, Ω1 keeps its fixed elements and stays positive definite, and the
-    moves are taken."""
+    category is unchanged, Ω1 keeps its fixed elements and stays positive definite, Ω2 is the
+    old one with the column's coordinates times one α, and the moves are taken."""
     from mlimpute.sampler.latent import latents_to_codes
     from mlimpute.sampler.sweep import initial_state, prepare_static, sweep
 
@@ -115,15 +115,15 @@ def test_a_block_leaves_a_consistent_state():
     s = initial_state(st, rng)
     for i in range(60):
         s = sweep(rng, st, s, adapt_at=i)
-    moved_u = moved_b = moved_om = 0
+    moved_u = moved_b = moved_om = moved_scale = 0
     for _ in range(8):
         for col in st.rare1:
             y1 = s.y1.copy()
             fitted = data.x1 @ s.b1 + np.einsum("nr,nkr->nk", data.z, s.u1[data.cluster].reshape(-1, st.p1, q))
             v = np.concatenate([s.u1, s.y2 - data.x2 @ s.b2], axis=1)
             rest = np.delete(v, np.arange(col.c * q, (col.c + 1) * q), axis=1)
-            b1, u1, om1, _ = collapsed.column_block(rng, st, col, y1, fitted, s.b1, s.u1, s.omega1, s.omega2,
-                                                    rest, s.cuts1, 3.0)
+            b1, u1, om1, om2, _ = collapsed.column_block(rng, st, col, y1, fitted, s.b1, s.u1, s.omega1,
+                                                         s.omega2, rest, s.cuts1, np.array([3.0, 0.2]))
             want = data.x1 @ b1 + np.einsum("nr,nkr->nk", data.z, u1[data.cluster].reshape(-1, st.p1, q))
             assert np.allclose(fitted, want)
             for codec in st.cat1:
@@ -138,12 +138,20 @@ def test_a_block_leaves_a_consistent_state():
             assert np.all(np.linalg.eigvalsh(om1) > 0)
             others = [k for k in range(st.p1) if k != col.c]
             assert np.array_equal(b1[:, others], s.b1[:, others])
+            mine = np.arange(col.c * q, (col.c + 1) * q)     # Ω2: the column's coordinates times one α
+            rest2 = np.setdiff1d(np.arange(om2.shape[0]), mine)
+            alpha = np.sqrt(om2[mine[0], mine[0]] / s.omega2[mine[0], mine[0]])
+            d = np.ones(om2.shape[0])
+            d[mine] = alpha
+            assert np.allclose(om2, d[:, None] * s.omega2 * d)
+            assert np.array_equal(u1[:, rest2[rest2 < u1.shape[1]]], s.u1[:, rest2[rest2 < u1.shape[1]]])
+            moved_scale += alpha != 1.0
             moved_b += not np.array_equal(b1, s.b1)
             moved_u += not np.array_equal(u1, s.u1)
             moved_om += not np.array_equal(om1, s.omega1)
-            s = s._replace(y1=y1, b1=b1, u1=u1, omega1=om1)
+            s = s._replace(y1=y1, b1=b1, u1=u1, omega1=om1, omega2=om2)
     n = 8 * len(st.rare1)
-    assert moved_u == n and moved_b > n / 4 and moved_om > n / 4, (moved_u, moved_b, moved_om)
+    assert moved_u == n and min(moved_b, moved_om, moved_scale) > n / 4, (moved_u, moved_b, moved_om, moved_scale)
 
 
 @pytest.mark.parametrize("slopes", [(), ("x",)])

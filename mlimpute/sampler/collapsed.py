@@ -30,6 +30,11 @@ reverse proposal):
    proposal is accepted or not on its own), with their normal prior given the cluster's other
    level-2 coordinates under Ω2;
 2. B_a (flat prior or ``categorical_prior_sd``);
+2b. the scale of u_a together with Ω2's a-coordinates (u_a → αu_a, Ω2 → DΩ2D; a group move, as
+   ``random.scale_move`` but with z_a integrated out: random-walk MH on log α, target the
+   collapsed likelihood plus ``expansion.effects_term``, step tuned in burn-in) — what moves
+   Ω2's variance of a rare category's effects, which the effects' own step leaves pinned to
+   their spread;
 3. the free elements of row a of Ω1 (covariances with continuous variables and other
    categorical variables' latents; a nominal variable's own block stays fixed) by random-walk
    MH on the collapsed target with the restricted inverse-Wishart prior, its step tuned in
@@ -37,7 +42,9 @@ reverse proposal):
 4. z_a of every row from its conditional (observed category: truncated normal; missing: normal),
    which also replaces the missing-cell step's draw of that latent for this sweep.
 
-Each proposal is one pass over the rows (a normal CDF and density per row). The moves run for
+Each proposal is one pass over the rows with an observed category (a normal CDF, density and
+logarithm per row); with the effects' two passes feeding the fixed effects' current point, a
+column costs seven passes a sweep (about 0.35 ms on JSPmiss' 880 such rows). The moves run for
 columns whose category has fewer than ``RARE`` of the observed values: there data augmentation
 is slow and the passes pay; with common categories the latents are nearly as informative as
 the categories and the Gibbs steps alone do (measured in ``docs/sampler-quality.md``). Not with
@@ -55,7 +62,8 @@ import numpy as np
 from numba import njit
 
 from . import _kernels as kern
-from ._small import chol, spd_inv
+from ._small import chol, gaussian_draw, spd_inv
+from .expansion import effects_term
 
 __all__ = ["RARE", "ENABLED", "Column", "rare_columns", "interval_terms", "column_block"]
 
@@ -63,8 +71,9 @@ RARE = 0.10      # a column's category below this share of the observed values g
 ENABLED = True   # (switched off only to measure what the moves buy)
 H_STEP = 1.4     # Langevin step of the u and B proposals (in units of the Newton scale)
 GAMMA_PROPOSALS = 2
-FIXED_STEP = True
+SCALE_PROPOSALS = 2
 _LOG_SQRT_2PI = 0.9189385332046728
+_INV_SQRT2 = 0.7071067811865476
 
 
 @dataclass(frozen=True)
@@ -82,10 +91,12 @@ class Column:
     rows: np.ndarray    # the rows with an observed category (the others' P_i = 1)
 
 
-def rare_columns(cat1: tuple, p1: int, rare: float = RARE) -> tuple[Column, ...]:
+def rare_columns(cat1: tuple, p1: int, rare: float | None = None) -> tuple[Column, ...]:
     """The level-1 latent columns whose category is rarer than ``rare``: a binary variable's
     column if either category is, an ordinal's if an end category is, a nominal component if
-    its own category is (the reference category's rarity shows in every component)."""
+    its own category is (the reference category's rarity shows in every component); ``rare``
+    defaults to ``RARE`` (read when called)."""
+    rare = RARE if rare is None else rare
     out, o = [], 0
     kinds = {"binary": kern.BINARY, "ordinal": kern.ORDINAL, "nominal": kern.NOMINAL}
     for codec in cat1:
@@ -109,30 +120,49 @@ def rare_columns(cat1: tuple, p1: int, rare: float = RARE) -> tuple[Column, ...]
     return tuple(out)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def interval_terms(m, sd, lo, hi):
     """log P(lo < N(m, sd²) < hi) and its first two derivatives in m (0, 0, 0 for an open
-    interval), accurate in both tails: the interval is reflected into the lower half first."""
+    interval), accurate in both tails. One-sided intervals (binary and nominal latents, an
+    ordinal's end categories) by Φ and the inverse Mills ratio λ = φ/Φ directly; two-sided ones
+    reflected into the lower half first."""
+    if lo == -np.inf:
+        if hi == np.inf:
+            return 0.0, 0.0, 0.0
+        t = (hi - m) / sd
+        sign = -1.0
+    elif hi == np.inf:
+        t = (m - lo) / sd
+        sign = 1.0
+    else:
+        return _two_sided_terms(m, sd, lo, hi)
+    if t > -30.0:
+        P = 0.5 * math.erfc(-t * _INV_SQRT2)
+        lam = math.exp(-0.5 * t * t - _LOG_SQRT_2PI) / P
+        lp = math.log(P)
+    else:
+        lp = kern.log_ndtr(t)
+        lam = math.exp(-0.5 * t * t - _LOG_SQRT_2PI - lp)
+    return lp, sign * lam / sd, -lam * (t + lam) / (sd * sd)
+
+
+@njit(cache=True)
+def _two_sided_terms(m, sd, lo, hi):
+    """``interval_terms`` for finite lo < hi: with a = (lo − m)/sd, b = (hi − m)/sd and
+    P = Φ(b) − Φ(a), d/dm log P = (φ(a) − φ(b))/(sd P) and d²/dm² log P = (aφ(a) − bφ(b))/(sd² P)
+    − (d/dm log P)², the interval reflected into the lower half where Φ is accurate."""
     a = (lo - m) / sd
     b = (hi - m) / sd
-    if a == -np.inf and b == np.inf:
-        return 0.0, 0.0, 0.0
     flip = a + b > 0.0
     if flip:
         a, b = -b, -a
     lb = kern.log_ndtr(b)
-    if a == -np.inf:
-        lp = lb
-    else:
-        lp = lb + math.log1p(-math.exp(kern.log_ndtr(a) - lb))
-    ra = 0.0 if a == -np.inf else math.exp(-0.5 * a * a - _LOG_SQRT_2PI - lp)
+    lp = lb + math.log1p(-math.exp(kern.log_ndtr(a) - lb))
+    ra = math.exp(-0.5 * a * a - _LOG_SQRT_2PI - lp)
     rb = math.exp(-0.5 * b * b - _LOG_SQRT_2PI - lp)
     d1 = (ra - rb) / sd
-    ara = 0.0 if a == -np.inf else a * ra
-    d2 = (ara - b * rb) / (sd * sd) - d1 * d1
-    if flip:
-        d1 = -d1
-    return lp, d1, d2
+    d2 = (a * ra - b * rb) / (sd * sd) - d1 * d1
+    return lp, -d1 if flip else d1, d2
 
 
 @njit(cache=True)
@@ -182,23 +212,29 @@ def _offsets(y, fitted, qc):
     return out
 
 
+@njit(cache=True, inline="always")
+def _row_mean(x, z, cl, i, beta, U, off):
+    """μ_i = x_i'B_a + z_i'u_{j(i),a} + c_i."""
+    mu = off[i]
+    for k in range(x.shape[1]):
+        mu += x[i, k] * beta[k]
+    for r in range(z.shape[1]):
+        mu += z[i, r] * U[cl[i], r]
+    return mu
+
+
 @njit(cache=True)
-def _cluster_terms(x, z, cl, rows, beta, U, off, sd, lo, hi, J):
+def _cluster_terms(x, z, cl, rows, beta, U, off, sd, lo, hi, J, rl, r1, r2):
     """Per cluster, over the rows with an observed category: Σ log P_i, Σ z_i d1_i and
-    −Σ z_i z_i' d2_i at effects U (J × q)."""
-    f = x.shape[1]
+    −Σ z_i z_i' d2_i at effects U (J × q); each row's (log P_i, d1_i, d2_i) into rl, r1, r2."""
     q = z.shape[1]
     lp = np.zeros(J)
     g = np.zeros((J, q))
     H = np.zeros((J, q, q))
     for i in rows:
         j = cl[i]
-        mu = off[i]
-        for k in range(f):
-            mu += x[i, k] * beta[k]
-        for r in range(q):
-            mu += z[i, r] * U[j, r]
-        l, d1, d2 = interval_terms(mu, sd, lo[i], hi[i])
+        l, d1, d2 = interval_terms(_row_mean(x, z, cl, i, beta, U, off), sd, lo[i], hi[i])
+        rl[i], r1[i], r2[i] = l, d1, d2
         lp[j] += l
         for r in range(q):
             g[j, r] += z[i, r] * d1
@@ -212,18 +248,11 @@ def _fixed_terms(x, z, cl, rows, beta, U, off, sd, lo, hi, derivatives):
     """Σ log P_i over the rows with an observed category and, if ``derivatives``, Σ x_i d1_i
     and −Σ x_i x_i' d2_i at fixed effects ``beta``."""
     f = x.shape[1]
-    q = z.shape[1]
     lp = 0.0
     g = np.zeros(f)
     H = np.zeros((f, f))
     for i in rows:
-        j = cl[i]
-        mu = off[i]
-        for k in range(f):
-            mu += x[i, k] * beta[k]
-        for r in range(q):
-            mu += z[i, r] * U[j, r]
-        l, d1, d2 = interval_terms(mu, sd, lo[i], hi[i])
+        l, d1, d2 = interval_terms(_row_mean(x, z, cl, i, beta, U, off), sd, lo[i], hi[i])
         lp += l
         if derivatives:
             for k in range(f):
@@ -238,29 +267,10 @@ def _langevin(theta, grad, H, h, eps):
     """Mean θ + (h²/2)H⁻¹∇ and θ' = mean + h L⁻ᵀ eps ~ N(mean, h²H⁻¹) (H = LL'), L and
     whether H was positive definite."""
     L, ok = chol(H)
-    d = theta.size
     if not ok:
         return theta.copy(), theta.copy(), L, False
-    w = np.empty(d)                # H⁻¹ grad by two triangular solves
-    for r in range(d):
-        s = grad[r]
-        for k in range(r):
-            s -= L[r, k] * w[k]
-        w[r] = s / L[r, r]
-    v = np.empty(d)
-    for r in range(d - 1, -1, -1):
-        s = w[r]
-        for k in range(r + 1, d):
-            s -= L[k, r] * v[k]
-        v[r] = s / L[r, r]
-    mean = theta + 0.5 * h * h * v
-    e = np.empty(d)                # L' e = eps  ->  e ~ N(0, H⁻¹)
-    for r in range(d - 1, -1, -1):
-        s = eps[r]
-        for k in range(r + 1, d):
-            s -= L[k, r] * e[k]
-        e[r] = s / L[r, r]
-    return mean, mean + h * e, L, True
+    mean = theta + gaussian_draw(L, 0.5 * h * h * grad, np.zeros(theta.size))
+    return mean, mean + gaussian_draw(L, np.zeros(theta.size), h * eps), L, True
 
 
 @njit(cache=True)
@@ -290,40 +300,69 @@ def _quad(V, a, b):
 @njit(cache=True)
 def _effects_step(x, z, cl, rows, beta, U, off, sd, lo, hi, M, Vinv, h, eps, logu):
     """Step 1: each cluster's effects by Newton-preconditioned Langevin MH on its collapsed
-    conditional (prior N(M_j, V)); all clusters' current and proposed terms from two passes."""
+    conditional (prior N(M_j, V)); all clusters' current and proposed terms from two passes.
+    Returns the new U and Σ log P_i, Σ x_i d1_i, −Σ x_i x_i' d2_i there (the fixed effects'
+    step starts from them)."""
     J, q = U.shape
-    lp0, g0, H0 = _cluster_terms(x, z, cl, rows, beta, U, off, sd, lo, hi, J)
+    n, f = x.shape
+    rows0 = np.empty((3, n))
+    rows1 = np.empty((3, n))
+    lp0, g0, H0 = _cluster_terms(x, z, cl, rows, beta, U, off, sd, lo, hi, J, rows0[0], rows0[1], rows0[2])
     means0 = np.empty((J, q))
     prop = U.copy()
     Ls0 = np.empty((J, q, q))
-    ok0 = np.zeros(J, np.bool_)
+    ok0 = np.ones(J, np.bool_)
+    hh = h * h
     for j in range(J):
-        d = U[j] - M[j]
-        grad = g0[j] - Vinv @ d
-        mean, pr, L, ok = _langevin(U[j].copy(), grad, H0[j] + Vinv, h, eps[j])
+        if q == 1:     # scalar: no small arrays
+            hn = H0[j, 0, 0] + Vinv[0, 0]
+            means0[j, 0] = U[j, 0] + 0.5 * hh * (g0[j, 0] - Vinv[0, 0] * (U[j, 0] - M[j, 0])) / hn
+            prop[j, 0] = means0[j, 0] + h * eps[j, 0] / math.sqrt(hn)
+            Ls0[j, 0, 0] = math.sqrt(hn)
+            continue
+        mean, pr, L, ok = _langevin(U[j].copy(), g0[j] - Vinv @ (U[j] - M[j]), H0[j] + Vinv, h, eps[j])
         means0[j], prop[j], Ls0[j], ok0[j] = mean, pr, L, ok
-    lp1, g1, H1 = _cluster_terms(x, z, cl, rows, beta, prop, off, sd, lo, hi, J)
+    lp1, g1, H1 = _cluster_terms(x, z, cl, rows, beta, prop, off, sd, lo, hi, J, rows1[0], rows1[1], rows1[2])
     out = U.copy()
+    taken = np.zeros(J, np.bool_)
     for j in range(J):
-        if not ok0[j]:
-            continue
-        d1 = prop[j] - M[j]
-        mean1, _, L1, ok1 = _langevin(prop[j].copy(), g1[j] - Vinv @ d1, H1[j] + Vinv, h, eps[j])
-        if not ok1:
-            continue
-        d0 = U[j] - M[j]
-        log_r = (lp1[j] - 0.5 * _quad(Vinv, d1, d1)) - (lp0[j] - 0.5 * _quad(Vinv, d0, d0)) \
-            + _log_q(U[j], mean1, L1, h) - _log_q(prop[j], means0[j], Ls0[j], h)
-        if logu[j] < log_r:
+        take = False
+        if ok0[j]:
+            d0 = U[j] - M[j]
+            d1 = prop[j] - M[j]
+            if q == 1:
+                hn = H1[j, 0, 0] + Vinv[0, 0]
+                mean1 = prop[j].copy()
+                mean1[0] += 0.5 * hh * (g1[j, 0] - Vinv[0, 0] * d1[0]) / hn
+                L1 = np.full((1, 1), math.sqrt(hn))
+                ok1 = True
+            else:
+                mean1, _, L1, ok1 = _langevin(prop[j].copy(), g1[j] - Vinv @ d1, H1[j] + Vinv, h, eps[j])
+            if ok1:
+                log_r = (lp1[j] - 0.5 * _quad(Vinv, d1, d1)) - (lp0[j] - 0.5 * _quad(Vinv, d0, d0)) \
+                    + _log_q(U[j], mean1, L1, h) - _log_q(prop[j], means0[j], Ls0[j], h)
+                take = logu[j] < log_r
+        if take:
             out[j] = prop[j]
-    return out
+            taken[j] = True
+    w = 0.0                   # the terms at the new effects, row by row from either pass
+    gb = np.zeros(f)
+    Hb = np.zeros((f, f))
+    for i in rows:
+        t = rows1 if taken[cl[i]] else rows0
+        w += t[0, i]
+        for k in range(f):
+            gb[k] += x[i, k] * t[1, i]
+            for s in range(f):
+                Hb[k, s] -= x[i, k] * x[i, s] * t[2, i]
+    return out, w, gb, Hb
 
 
 @njit(cache=True)
-def _fixed_step(x, z, cl, rows, beta, U, off, sd, lo, hi, prec, h, eps, logu):
-    """Step 2: B_a by Newton-preconditioned Langevin MH; returns it and Σ log P_i there."""
+def _fixed_step(x, z, cl, rows, beta, U, off, sd, lo, hi, prec, h, eps, logu, w0, g0, H0):
+    """Step 2: B_a by Newton-preconditioned Langevin MH from the current terms (w0, g0, H0);
+    returns it and Σ log P_i there."""
     f = beta.size
-    w0, g0, H0 = _fixed_terms(x, z, cl, rows, beta, U, off, sd, lo, hi, True)
     P = np.diag(prec)
     mean0, prop, L0, ok0 = _langevin(beta, g0 - prec * beta, H0 + P, h, eps)
     if not ok0:
@@ -371,9 +410,10 @@ def _log_prior1(omega, Q, psi, nu):
 
 @njit(cache=True)
 def _block(x, z, cl, rows, c, kind, codes, cols, m, cuts, y1, fitted, beta, U, omega1, psi1, nu1, free,
-           n_obs, omega2, rest, prec, step, h, eps_u, logu_u, eps_b, logu_b, eps_g, logu_g, unif, fixed_step):
-    """The four steps of the module notes for column c (y1 and fitted in place); returns B_a,
-    U_a, Ω1 and the Ω1 step's acceptance rate."""
+           n_obs, omega2, psi2, nu2, rest, prec, step, scale_step, h, eps_u, logu_u, eps_b, logu_b, eps_s, logu_s,
+           eps_g, logu_g, unif):
+    """The steps of the module notes for column c (y1 and fitted in place); returns B_a, U_a,
+    Ω1, Ω2 and the acceptance rates of the Ω1 step and of the scale step."""
     J, q = U.shape
     lo, hi = _bounds(y1, kind, codes, cols, m, cuts)
     qc, sd, Q, _ = _conditional(omega1, c)
@@ -412,12 +452,31 @@ def _block(x, z, cl, rows, c, kind, codes, cols, m, cuts, y1, fitted, beta, U, o
         for k in range(Rn):
             for b in range(q):
                 M[j, b] += rest[j, k] * K2[k, b]
-    U = _effects_step(x, z, cl, rows, beta, U, off, sd, lo, hi, M, Vinv, h, eps_u, logu_u)
+    U, current, gb, Hb = _effects_step(x, z, cl, rows, beta, U, off, sd, lo, hi, M, Vinv, h, eps_u, logu_u)
     # 2. fixed effects
-    if fixed_step:
-        beta, current = _fixed_step(x, z, cl, rows, beta, U, off, sd, lo, hi, prec, h, eps_b, logu_b)
-    else:
-        current = _fixed_terms(x, z, cl, rows, beta, U, off, sd, lo, hi, False)[0]
+    beta, current = _fixed_step(x, z, cl, rows, beta, U, off, sd, lo, hi, prec, h, eps_b, logu_b, current, gb, Hb)
+    # 2b. the scale of the column's effects and Ω2's coordinates (group move, random walk on log α)
+    scaled = 0.0
+    P = omega2.shape[0]
+    mask = np.zeros(P, np.bool_)
+    mask[A0:A0 + q] = True
+    i2, _ = spd_inv(omega2)
+    pl = psi2 * i2
+    alpha, cur_s = 1.0, current
+    for t in range(logu_s.size):
+        prop_a = alpha * math.exp(scale_step * eps_s[t])
+        w, _, _ = _fixed_terms(x, z, cl, rows, beta, U * prop_a, off, sd, lo, hi, False)
+        if logu_s[t] < w + effects_term(prop_a, pl, mask, nu2) - cur_s - effects_term(alpha, pl, mask, nu2):
+            alpha, cur_s = prop_a, w
+            scaled += 1.0 / logu_s.size
+    if alpha != 1.0:
+        U = U * alpha
+        omega2 = omega2.copy()
+        for k in range(P):
+            for r in range(A0, A0 + q):
+                omega2[r, k] *= alpha
+                omega2[k, r] *= alpha
+        current = cur_s
     # 3. Ω1's free elements of row c
     taken = 0.0
     G = logu_g.size
@@ -452,7 +511,7 @@ def _block(x, z, cl, rows, c, kind, codes, cols, m, cuts, y1, fitted, beta, U, o
     _redraw(y1, c, base, off, sd, kind, codes, cols, m, cuts, unif)
     for i in range(base.size):
         fitted[i, c] = base[i]
-    return beta, U, omega1, taken
+    return beta, U, omega1, omega2, taken, scaled
 
 
 @njit(cache=True)
@@ -486,26 +545,29 @@ def _own_fitted(x, z, cl, beta, U):
 
 def column_block(rng: np.random.Generator, st, col: Column, y1: np.ndarray, fitted: np.ndarray,
                  b1: np.ndarray, u1: np.ndarray, omega1: np.ndarray, omega2: np.ndarray,
-                 level2_rest: np.ndarray, cuts1: tuple, step: float) -> tuple:
+                 level2_rest: np.ndarray, cuts1: tuple, steps: np.ndarray) -> tuple:
     """One column's collapsed moves (module notes), compiled in one call. ``fitted`` (X1B1 +
     ZU1, N × p1) and ``y1`` are updated in place; ``level2_rest``: the clusters' level-2
     coordinates other than the column's effects (u1's other columns, then Y2 − X2B2), in Ω2's
-    order. Returns (B1, U1, Ω1, acceptance rate of the Ω1 step)."""
+    order; ``steps``: the random-walk steps of the Ω1 row and of log α. Returns (B1, U1, Ω1, Ω2,
+    acceptance rates of those two steps)."""
     data = st.data
     q, c, f = st.q, col.c, data.x1.shape[1]
     J, N = data.n_clusters, y1.shape[0]
     cuts = cuts1[col.cuts] if col.cuts >= 0 else np.zeros(2)
     prec = np.zeros(f) if st.fixed_prior is None else np.ascontiguousarray(st.fixed_prior[c * f:(c + 1) * f])
     psi1, nu1 = st.prior1
-    beta, U, omega1, taken = _block(
+    psi2, nu2 = st.prior2
+    beta, U, omega1, omega2, taken, scaled = _block(
         data.x1, data.z, data.cluster, col.rows, c, col.kind, col.codes, col.cols, col.m, cuts, y1, fitted,
         np.ascontiguousarray(b1[:, c]), np.ascontiguousarray(u1[:, c * q:(c + 1) * q]), omega1, psi1,
-        float(nu1), col.free, float(col.rows.size), omega2, np.ascontiguousarray(level2_rest), prec, step,
-        H_STEP, rng.standard_normal((J, q)), np.log(rng.random(J)), rng.standard_normal(f),
-        math.log(rng.random()), rng.standard_normal((GAMMA_PROPOSALS, col.free.size)),
-        np.log(rng.random(GAMMA_PROPOSALS)), 1.0 - rng.random(N), FIXED_STEP)
+        float(nu1), col.free, float(col.rows.size), omega2, psi2, float(nu2), np.ascontiguousarray(level2_rest),
+        prec, steps[0], steps[1], H_STEP, rng.standard_normal((J, q)), np.log(rng.random(J)),
+        rng.standard_normal(f), math.log(rng.random()), rng.standard_normal(SCALE_PROPOSALS),
+        np.log(rng.random(SCALE_PROPOSALS)), rng.standard_normal((GAMMA_PROPOSALS, col.free.size)),
+        np.log(rng.random(GAMMA_PROPOSALS)), 1.0 - rng.random(N))
     b1 = b1.copy()
     b1[:, c] = beta
     u1 = u1.copy()
     u1[:, c * q:(c + 1) * q] = U
-    return b1, u1, omega1, taken
+    return b1, u1, omega1, omega2, np.array([taken, scaled])

@@ -180,7 +180,7 @@ def prepare_two_level(data: ModelData) -> Static:
     # the collapsed moves of rare categories' latent columns (``collapsed``); not with
     # cluster-specific Ω1 or a substantive model
     rare1 = () if cluster_cov or data.outcome is not None else rare_columns(cat1, p1)
-    n_steps.append(len(rare1))   # their Ω1 row's random-walk scale
+    n_steps.append(2 * len(rare1))   # per column: its Ω1 row's random-walk scale, its effects' log-scale step
     bounds = np.cumsum([0, *n_steps])
     step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(7))
     xtx_j = (np.add.reduceat(data.x1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
@@ -368,7 +368,7 @@ def initial_two_level(static: Static, rng: np.random.Generator) -> State:
         omega1 = np.repeat(omega1[None], data.n_clusters, axis=0)
         steps[static.step_slices[4]] = 0.3
     steps[static.step_slices[5]] = 0.3
-    steps[static.step_slices[6]] = 2.0
+    steps[static.step_slices[6]] = np.tile([2.0, 0.2], len(static.rare1))
     outcome = None
     if static.outcome is not None:
         cuts = dict(zip([c.name for c in (*static.ordinal1, *static.ordinal2)], (*cuts1, *cuts2)))

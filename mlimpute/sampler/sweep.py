@@ -125,8 +125,8 @@ def sweep(
         if adapt_at is not None and acc.size:
             steps[slc2] = adapt_steps(steps[slc2], acc, adapt_at)
     if st.rare1 and collapsed.ENABLED:   # rare categories' columns: collapsed moves
-        b1, u1, omega1, acc = _collapsed_level1(rng, st, y1, fitted1, y2, b1, b2, u1, omega1, omega2, cuts1,
-                                                steps[slk])
+        b1, u1, omega1, omega2, acc = _collapsed_level1(rng, st, y1, fitted1, y2, b1, b2, u1, omega1, omega2,
+                                                        cuts1, steps[slk])
         if work is not None:
             work["fitted1_of"] = (b1, u1)
         omega1_inv = inv_spd(omega1)
@@ -187,15 +187,16 @@ def sweep(
 
 def _collapsed_level1(rng, st: Static, y1, fitted1, y2, b1, b2, u1, omega1, omega2, cuts1, steps):
     """``collapsed.column_block`` for each rare category's latent column in turn (y1 and the
-    fitted rows in place); returns B1, U1, Ω1 and the Ω1 steps' acceptance rates."""
-    acc = np.zeros(len(st.rare1))
+    fitted rows in place); returns B1, U1, Ω1, Ω2 and the acceptance rates of each column's two
+    random-walk steps (``steps``: two per column)."""
+    acc = np.zeros(2 * len(st.rare1))
     q = st.q
     for t, col in enumerate(st.rare1):
         v = np.concatenate([u1, y2 - st.data.x2 @ b2], axis=1) if st.p2 else u1
         rest = np.delete(v, np.arange(col.c * q, (col.c + 1) * q), axis=1)
-        b1, u1, omega1, acc[t] = collapsed.column_block(rng, st, col, y1, fitted1, b1, u1, omega1, omega2,
-                                                        rest, cuts1, float(steps[t]))
-    return b1, u1, omega1, acc
+        b1, u1, omega1, omega2, acc[2 * t:2 * t + 2] = collapsed.column_block(
+            rng, st, col, y1, fitted1, b1, u1, omega1, omega2, rest, cuts1, steps[2 * t:2 * t + 2])
+    return b1, u1, omega1, omega2, acc
 
 
 def _expand_level1(rng, st: Static, y1, fitted1, S1, b1, u1, omega1, omega2, cuts1):
