@@ -1,4 +1,5 @@
-"""What the categorical latents' scale moves (``mlimpute/sampler/expansion.py``) buy: long
+"""What the categorical latents' scale moves (``mlimpute/sampler/expansion.py``) or, with
+``--toggle collapsed``, the rare categories' collapsed moves (``collapsed.py``) buy: long
 single chains with the moves and without, side by side, on JSPmiss (fluent as ordinal and as
 nominal; the two-level sampler), on a three-level design (the general sampler), a two-level
 design with categorical variables at both levels and a three-level design with binary, ordinal
@@ -7,6 +8,7 @@ and nominal variables of the classes (``tests/test_expansion.py``'s).
     python benchmarks/scale_moves_ab.py                     # seeds 1-6 on JSPmiss, 1-3 the others
     python benchmarks/scale_moves_ab.py --seeds 1 2 --sweeps 5000 --designs ordinal
     python benchmarks/scale_moves_ab.py --designs class-level --seeds 1 2 --variables cb co ch sb
+    python benchmarks/scale_moves_ab.py --toggle collapsed --designs nominal ordinal --sweeps 10000
 
 Each run: one chain of 500 burn-in sweeps then ``--sweeps`` monitored ones (same seed with and
 without the moves). Prints the smallest bulk ESS per 1,000 sweeps over all monitored parameters
@@ -29,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import mlimpute as mi  # noqa: E402
 from mlimpute.diagnostics import ess_bulk  # noqa: E402
 from mlimpute.impute import prepare, run_chain  # noqa: E402
-from mlimpute.sampler import expansion  # noqa: E402
+from mlimpute.sampler import collapsed, expansion  # noqa: E402
 from mlimpute.sampler.sweep import trace_names  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "JSPmiss.csv"
@@ -60,8 +62,8 @@ DESIGNS = {"ordinal": lambda: _jsp("ordinal"), "nominal": lambda: _jsp("nominal"
            "three-level": _three_level, "both-levels": _both_levels, "class-level": _class_level}
 
 
-def _run(data, seed: int, sweeps: int, on: bool, variables=()) -> str:
-    expansion.ENABLED = on
+def _run(data, seed: int, sweeps: int, on: bool, variables=(), toggle=expansion) -> str:
+    toggle.ENABLED = on
     names = trace_names(data)
     t = time.process_time()
     r = run_chain(data, 0, 1, 500, sweeps, np.random.SeedSequence(seed))
@@ -77,18 +79,22 @@ def main(argv=None) -> None:
     ap.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--sweeps", type=int)
+    ap.add_argument("--toggle", choices=["expansion", "collapsed"], default="expansion",
+                    help="the moves switched on and off: the latents' scale moves or the rare categories' "
+                         "collapsed moves")
     ap.add_argument("--variables", nargs="*", default=[],
                     help="also the smallest ESS per 1,000 of the parameters naming each of these")
     a = ap.parse_args(argv)
+    toggle = {"expansion": expansion, "collapsed": collapsed}[a.toggle]
     for design in a.designs:
         data = DESIGNS[design]()
         jsp = design in ("ordinal", "nominal")
         seeds = a.seeds or ([1, 2, 3, 4, 5, 6] if jsp else [1, 2, 3])
         sweeps = a.sweeps or (20000 if jsp else 10000)
         for seed in seeds:
-            print(f"{design} seed {seed}: " + " | ".join(_run(data, seed, sweeps, on, a.variables) for on in (True, False)),
+            print(f"{design} seed {seed}: " + " | ".join(_run(data, seed, sweeps, on, a.variables, toggle) for on in (True, False)),
                   flush=True)
-    expansion.ENABLED = True
+    toggle.ENABLED = True
 
 
 if __name__ == "__main__":

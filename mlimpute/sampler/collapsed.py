@@ -76,7 +76,7 @@ _LOG_SQRT_2PI = 0.9189385332046728
 _INV_SQRT2 = 0.7071067811865476
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Column:
     """One latent column that gets the collapsed moves."""
 
