@@ -380,8 +380,8 @@ def _fixed_step(x, z, cl, rows, beta, U, off, sd, lo, hi, prec, h, eps, logu, w0
 
 @njit(cache=True)
 def _conditional(omega, c):
-    """qc = Q[:, c]/Q[c, c] (qc[c] = 0), the conditional SD of column c given the others, and
-    log|Ω| and tr(ΨΩ⁻¹)'s inverse Q (Q = Ω⁻¹); ok False if Ω is not positive definite."""
+    """qc = Q[:, c]/Q[c, c] (qc[c] = 0) and the conditional SD of column c given the others,
+    with Q = Ω⁻¹ (the prior needs it) and whether Ω was positive definite."""
     Q, ok = spd_inv(omega)
     p = omega.shape[0]
     qc = np.zeros(p)
