@@ -225,6 +225,8 @@ def main(argv=None) -> None:
     ap.add_argument("--sweeps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-r", action="store_true")
+    ap.add_argument("--rare", type=float, default=None,
+                    help="collapsed.RARE: a category below this share of the values gets the collapsed moves")
     ap.add_argument("--compare", action="store_true", help="also the two samplers' posterior means")
     ap.add_argument("--standardize", choices=["yes", "no"], default="yes",
                     help="no: our sampler on the data's scale, so that its default priors are jomo's")
@@ -233,6 +235,9 @@ def main(argv=None) -> None:
     add_off_option(ap)
     a = ap.parse_args(argv)
     switch_off(a.off)
+    if a.rare is not None:
+        from mlimpute.sampler import collapsed
+        collapsed.RARE = a.rare
     for size in (a.sizes if a.data == "mixed" else ["JSPmiss"]):
         J, n = map(int, size.split("x")) if a.data == "mixed" else (0, 0)
         d = design(a.data, J, n, a.seed)
