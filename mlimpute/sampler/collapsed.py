@@ -409,18 +409,10 @@ def _log_prior1(omega, Q, psi, nu):
 
 
 @njit(cache=True)
-def _block(x, z, cl, rows, c, kind, codes, cols, m, cuts, y1, fitted, beta, U, omega1, psi1, nu1, free,
-           n_obs, omega2, psi2, nu2, rest, prec, step, scale_step, h, eps_u, logu_u, eps_b, logu_b, eps_s, logu_s,
-           eps_g, logu_g, unif):
-    """The steps of the module notes for column c (y1 and fitted in place); returns B_a, U_a,
-    Ω1, Ω2 and the acceptance rates of the Ω1 step and of the scale step."""
-    J, q = U.shape
-    lo, hi = _bounds(y1, kind, codes, cols, m, cuts)
-    qc, sd, Q, _ = _conditional(omega1, c)
-    off = _offsets(y1, fitted, qc)
-    # 1. effects, with their prior given the cluster's other level-2 coordinates under Ω2
-    P = omega2.shape[0]
-    A0 = c * q
+def _effects_prior(omega, A0, q, rest):
+    """Each unit's prior of the column's effects (coordinates A0 … A0+q−1 of Ω) given its other
+    coordinates ``rest`` (units × the others, in Ω's order): means M (units × q) and V⁻¹."""
+    P = omega.shape[0]
     Rn = P - q
     R = np.empty(Rn, np.int64)
     t = 0
@@ -432,9 +424,9 @@ def _block(x, z, cl, rows, c, kind, codes, cols, m, cuts, y1, fitted, beta, U, o
     oRA = np.empty((Rn, q))
     for a in range(Rn):
         for b in range(Rn):
-            oRR[a, b] = omega2[R[a], R[b]]
+            oRR[a, b] = omega[R[a], R[b]]
         for b in range(q):
-            oRA[a, b] = omega2[R[a], A0 + b]
+            oRA[a, b] = omega[R[a], A0 + b]
     K2 = np.zeros((Rn, q))
     if Rn:
         iRR, _ = spd_inv(oRR)
@@ -442,71 +434,105 @@ def _block(x, z, cl, rows, c, kind, codes, cols, m, cuts, y1, fitted, beta, U, o
     V = np.empty((q, q))
     for a in range(q):
         for b in range(q):
-            v = omega2[A0 + a, A0 + b]
+            v = omega[A0 + a, A0 + b]
             for k in range(Rn):
                 v -= oRA[k, a] * K2[k, b]
             V[a, b] = v
     Vinv, _ = spd_inv(V)
+    J = rest.shape[0]
     M = np.zeros((J, q))
     for j in range(J):
         for k in range(Rn):
             for b in range(q):
                 M[j, b] += rest[j, k] * K2[k, b]
-    U, current, gb, Hb = _effects_step(x, z, cl, rows, beta, U, off, sd, lo, hi, M, Vinv, h, eps_u, logu_u)
-    # 2. fixed effects
-    beta, current = _fixed_step(x, z, cl, rows, beta, U, off, sd, lo, hi, prec, h, eps_b, logu_b, current, gb, Hb)
-    # 2b. the scale of the column's effects and Ω2's coordinates (group move, random walk on log α)
-    scaled = 0.0
-    P = omega2.shape[0]
+    return M, Vinv
+
+
+@njit(cache=True)
+def _scale_step(x, z, cl, rows, beta, U, off, sd, lo, hi, omega, psi, nu, A0, step, eps, logu, current):
+    """Step 2b: the scale of the effects U together with Ω's coordinates A0 … (group move,
+    random walk on log α, the latents integrated out). Returns U, Ω, Σ log P_i and the
+    acceptance rate."""
+    q = U.shape[1]
+    P = omega.shape[0]
     mask = np.zeros(P, np.bool_)
     mask[A0:A0 + q] = True
-    i2, _ = spd_inv(omega2)
-    pl = psi2 * i2
-    alpha, cur_s = 1.0, current
-    for t in range(logu_s.size):
-        prop_a = alpha * math.exp(scale_step * eps_s[t])
-        w, _, _ = _fixed_terms(x, z, cl, rows, beta, U * prop_a, off, sd, lo, hi, False)
-        if logu_s[t] < w + effects_term(prop_a, pl, mask, nu2) - cur_s - effects_term(alpha, pl, mask, nu2):
-            alpha, cur_s = prop_a, w
-            scaled += 1.0 / logu_s.size
-    if alpha != 1.0:
-        U = U * alpha
-        omega2 = omega2.copy()
-        for k in range(P):
-            for r in range(A0, A0 + q):
-                omega2[r, k] *= alpha
-                omega2[k, r] *= alpha
-        current = cur_s
-    # 3. Ω1's free elements of row c
+    inv, _ = spd_inv(omega)
+    pl = psi * inv
+    alpha, cur, rate = 1.0, current, 0.0
+    for t in range(logu.size):
+        prop = alpha * math.exp(step * eps[t])
+        w, _, _ = _fixed_terms(x, z, cl, rows, beta, U * prop, off, sd, lo, hi, False)
+        if logu[t] < w + effects_term(prop, pl, mask, nu) - cur - effects_term(alpha, pl, mask, nu):
+            alpha, cur = prop, w
+            rate += 1.0 / logu.size
+    if alpha == 1.0:
+        return U, omega, current, rate
+    omega = omega.copy()
+    for k in range(P):
+        for r in range(A0, A0 + q):
+            omega[r, k] *= alpha
+            omega[k, r] *= alpha
+    return U * alpha, omega, cur, rate
+
+
+@njit(cache=True)
+def _omega1_step(x, z, cl, rows, beta, U, y1, fitted, lo, hi, c, omega1, psi1, nu1, free, n_obs, step, eps,
+                 logu, current, off, sd):
+    """Step 3: the free elements of Ω1's row c by random-walk MH on the collapsed target with
+    the restricted inverse-Wishart prior. Returns Ω1, the offsets and SD of the column's
+    conditional under it, Σ log P_i and the acceptance rate."""
     taken = 0.0
-    G = logu_g.size
-    if free.size:
-        cur_prior = _log_prior1(omega1, Q, psi1, nu1)
-        nf = free.size
-        sub = np.empty((nf, nf))
+    G = logu.size
+    nf = free.size
+    if nf == 0:
+        return omega1, off, sd, current, taken
+    _, _, Q, _ = _conditional(omega1, c)
+    cur_prior = _log_prior1(omega1, Q, psi1, nu1)
+    sub = np.empty((nf, nf))
+    for a in range(nf):
+        for b in range(nf):
+            sub[a, b] = omega1[free[a], free[b]]
+    Lf, _ = chol(sub)
+    scale = step * sd / math.sqrt(n_obs)
+    for g in range(G):
+        om = omega1.copy()
         for a in range(nf):
-            for b in range(nf):
-                sub[a, b] = omega1[free[a], free[b]]
-        Lf, _ = chol(sub)
-        scale = step * sd / math.sqrt(n_obs)
-        for g in range(G):
-            om = omega1.copy()
-            for a in range(nf):
-                v = omega1[c, free[a]]
-                for b in range(a + 1):
-                    v += scale * Lf[a, b] * eps_g[g, b]
-                om[c, free[a]] = v
-                om[free[a], c] = v
-            qc_n, sd_n, Q_n, ok = _conditional(om, c)
-            if not ok:
-                continue
-            pri = _log_prior1(om, Q_n, psi1, nu1)
-            off_n = _offsets(y1, fitted, qc_n)
-            w, _, _ = _fixed_terms(x, z, cl, rows, beta, U, off_n, sd_n, lo, hi, False)
-            if logu_g[g] < w + pri - current - cur_prior:
-                omega1, current, cur_prior, off, sd = om, w, pri, off_n, sd_n
-                taken += 1.0 / G
-    # 4. the column's latents given the new block; its fitted values
+            v = omega1[c, free[a]]
+            for b in range(a + 1):
+                v += scale * Lf[a, b] * eps[g, b]
+            om[c, free[a]] = v
+            om[free[a], c] = v
+        qc_n, sd_n, Q_n, ok = _conditional(om, c)
+        if not ok:
+            continue
+        pri = _log_prior1(om, Q_n, psi1, nu1)
+        off_n = _offsets(y1, fitted, qc_n)
+        w, _, _ = _fixed_terms(x, z, cl, rows, beta, U, off_n, sd_n, lo, hi, False)
+        if logu[g] < w + pri - current - cur_prior:
+            omega1, current, cur_prior, off, sd = om, w, pri, off_n, sd_n
+            taken += 1.0 / G
+    return omega1, off, sd, current, taken
+
+
+@njit(cache=True)
+def _block(x, z, cl, rows, c, kind, codes, cols, m, cuts, y1, fitted, beta, U, omega1, psi1, nu1, free,
+           n_obs, omega2, psi2, nu2, rest, prec, step, scale_step, h, eps_u, logu_u, eps_b, logu_b, eps_s, logu_s,
+           eps_g, logu_g, unif):
+    """The steps of the module notes for column c of the two-level model (y1 and fitted in
+    place); returns B_a, U_a, Ω1, Ω2 and the acceptance rates of the Ω1 step and of the scale
+    step."""
+    q = U.shape[1]
+    lo, hi = _bounds(y1, kind, codes, cols, m, cuts)
+    qc, sd, _, _ = _conditional(omega1, c)
+    off = _offsets(y1, fitted, qc)
+    M, Vinv = _effects_prior(omega2, c * q, q, rest)
+    U, current, gb, Hb = _effects_step(x, z, cl, rows, beta, U, off, sd, lo, hi, M, Vinv, h, eps_u, logu_u)
+    beta, current = _fixed_step(x, z, cl, rows, beta, U, off, sd, lo, hi, prec, h, eps_b, logu_b, current, gb, Hb)
+    U, omega2, current, scaled = _scale_step(x, z, cl, rows, beta, U, off, sd, lo, hi, omega2, psi2, nu2, c * q,
+                                             scale_step, eps_s, logu_s, current)
+    omega1, off, sd, current, taken = _omega1_step(x, z, cl, rows, beta, U, y1, fitted, lo, hi, c, omega1, psi1,
+                                                   nu1, free, n_obs, step, eps_g, logu_g, current, off, sd)
     base = _own_fitted(x, z, cl, beta, U)
     _redraw(y1, c, base, off, sd, kind, codes, cols, m, cuts, unif)
     for i in range(base.size):
