@@ -3,7 +3,8 @@
 single chains with the moves and without, side by side, on JSPmiss (fluent as ordinal and as
 nominal; the two-level sampler), on a three-level design (the general sampler), a two-level
 design with categorical variables at both levels and a three-level design with binary, ordinal
-and nominal variables of the classes (``tests/test_expansion.py``'s).
+and nominal variables of the classes (``tests/test_expansion.py``'s), and a three-level design
+with rare binary and nominal pupil variables (``three-rare``, ``tests/test_collapsed.py``'s).
 
     python benchmarks/scale_moves_ab.py                     # seeds 1-6 on JSPmiss, 1-3 the others
     python benchmarks/scale_moves_ab.py --seeds 1 2 --sweeps 5000 --designs ordinal
@@ -27,6 +28,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))   # the designs come from the tests, which import _stats
 
 import mlimpute as mi  # noqa: E402
 from mlimpute.diagnostics import ess_bulk  # noqa: E402
@@ -53,13 +55,19 @@ def _class_level():
     return prepare(_class_level(13, S=60, C=5, n=6), mi.ImputationModel(**CLASS_LEVEL))
 
 
+def _three_rare():
+    from tests.test_collapsed import THREE_RARE, _three_rare
+    return prepare(_three_rare(14, S=40, C=3, n=8), mi.ImputationModel(**THREE_RARE))
+
+
 def _both_levels():
     from tests.test_expansion import MODEL, _data
     return prepare(_data(21, J=100, n=10), mi.ImputationModel(**MODEL))
 
 
 DESIGNS = {"ordinal": lambda: _jsp("ordinal"), "nominal": lambda: _jsp("nominal"),
-           "three-level": _three_level, "both-levels": _both_levels, "class-level": _class_level}
+           "three-level": _three_level, "both-levels": _both_levels, "class-level": _class_level,
+           "three-rare": _three_rare}
 
 
 def _run(data, seed: int, sweeps: int, on: bool, variables=(), toggle=expansion) -> str:

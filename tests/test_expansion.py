@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from _designs import pupils_in_classes
 from _stats import assert_same_means
 
 import mlimpute as mi
@@ -429,19 +430,13 @@ def test_a_nominal_move_rescales_the_block_and_keeps_the_categories():
 
 def _three_level(seed: int, S=30, C=3, n=6):
     """Pupils in classes in schools with y (continuous), b (binary) and h (nominal) per pupil."""
-    rng = np.random.default_rng(seed)
-    school, cls = np.repeat(np.arange(S), C * n), np.repeat(np.arange(S * C), n)
-    N = S * C * n
-    us, uc = rng.normal(0, 0.6, (S, 2)), rng.normal(0, 0.4, (S * C, 2))
-    x = rng.standard_normal(N)
-    y = 0.5 * x + us[school, 0] + uc[cls, 0] + rng.standard_normal(N)
-    b = (0.3 * x + 0.5 * y + us[school, 1] + rng.standard_normal(N) > 0.2).astype(float)
-    h = np.argmax(np.column_stack([np.zeros(N), 0.4 * x + uc[cls, 1] + rng.standard_normal(N),
-                                   -0.3 + us[school, 1] + rng.standard_normal(N)]), axis=1).astype(float)
-    df = pd.DataFrame({"school": school, "class": cls % C, "x": x, "y": y, "b": b, "h": h})
-    for c in ("y", "b", "h"):
-        df.loc[rng.random(N) < 0.2, c] = np.nan
-    return df
+    def categorical(rng, x, y, us, uc, school, cls):
+        N = x.size
+        b = (0.3 * x + 0.5 * y + us[school, 1] + rng.standard_normal(N) > 0.2).astype(float)
+        h = np.argmax(np.column_stack([np.zeros(N), 0.4 * x + uc[cls, 1] + rng.standard_normal(N),
+                                       -0.3 + us[school, 1] + rng.standard_normal(N)]), axis=1).astype(float)
+        return {"b": b, "h": h}
+    return pupils_in_classes(seed, S, C, n, 2, categorical)
 
 
 THREE = dict(cluster=["school", "class"], covariates=["x"],

@@ -1,4 +1,4 @@
-"""Collapsed block moves for the latent column of a rare category (two-level sampler).
+"""Collapsed block moves for the latent column of a rare category (both samplers).
 
 Notes
 -----
@@ -48,7 +48,11 @@ column costs seven passes a sweep (about 0.35 ms on JSPmiss' 880 such rows). The
 columns whose category has fewer than ``RARE`` of the observed values: there data augmentation
 is slow and the passes pay; with common categories the latents are nearly as informative as
 the categories and the Gibbs steps alone do (measured in ``docs/sampler-quality.md``). Not with
-a substantive model or ``covariance="cluster"``. ``tests/test_collapsed.py`` checks the
+a substantive model or ``covariance="cluster"`` (nor, in the general sampler, with variance
+functions). In the general sampler (``multi._collapsed_level1``) steps 1 and 2b run for each
+classification of single membership in turn, the other classifications' effects on the column
+(and those of multiple-membership classifications, which the block leaves alone) in the offset
+c_i, with the unit's prior under that classification's Ω. ``tests/test_collapsed.py`` checks the
 derivatives and targets against scipy and the sampler with and without the moves against each
 other; ``tests/test_jomo_mixed.py`` the posterior against jomo's.
 """

@@ -83,9 +83,10 @@ from ..design import ColumnCodec, ModelData
 from ..scaling import TraceMap, prior_scale
 from . import _class_kernels as ck
 from . import _vf_kernels as vfk
-from . import expansion
+from . import collapsed, expansion
 from ._kernels import residual_crossprod
 from .adapt import adapt_steps
+from .collapsed import rare_columns
 from .covariance import Constraint, draw_covariance, free_lower
 from .latent import update_latents
 from .linalg import inv_spd
@@ -242,6 +243,7 @@ class MultiStatic:
     nominal1: tuple = ((), ())    # nominal level-1 variables: (latent columns, ...) and the same masks
     #                               (per classification: variables × coordinates)
     moves_masks: tuple = ()       # per classification, both masks stacked (``expansion.scale_moves``)
+    rare1: tuple = ()             # level-1 latent columns of rare categories (``collapsed.Column``)
 
 
 def _fixed_block(codec: ColumnCodec) -> np.ndarray:
@@ -326,6 +328,9 @@ def prepare_multi(data: ModelData) -> MultiStatic:
                             cells=cells))
         n_steps[f"gamma{k}"] = v.w.shape[1]
         n_steps[f"logvar{k}"] = int(v.re is not None)
+    # the rare categories' collapsed block: not with variance functions (Ω1 is drawn in parts)
+    rare1 = () if vf or data.outcome is not None else rare_columns(cat1, p1)
+    n_steps["collapsed"] = (1 + len(classes)) * len(rare1)   # per column: Ω1 row, then each scale step
     n_steps = {"omega1": 0 if con1 is None else con1.n_free,
                "cuts1": sum(c.n_categories - 2 for c in cat1 if c.kind == "ordinal"), **n_steps}
     bounds = np.cumsum([0, *n_steps.values()])
@@ -354,7 +359,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         vf_vcols=vcols, vf_other=other, vf_leads=leads, vf_grids=grids, vf_first=first,
         con1_other=con1_other, fixed_prior1=_prior(p1, data.x1.shape[1], cat1, model.categorical_prior_sd),
         trace_map=multi_trace_affine(data),
-        expand1=expand1, nominal1=nominal1,
+        expand1=expand1, nominal1=nominal1, rare1=rare1,
         moves_masks=tuple(np.vstack(pair) for pair in zip(expand1[1], nominal1[1])),
     )
 
@@ -967,6 +972,8 @@ def initial_multi(st: MultiStatic, rng: np.random.Generator) -> MultiState:
     for key, sl in st.step_slices.items():
         if key.startswith("logvar"):
             steps[sl] = 1.0      # (a multiple of the prior's conditional SD)
+    if st.rare1:
+        steps[st.step_slices["collapsed"]] = np.tile([2.0] + [0.2] * len(st.classes), len(st.rare1))
     return MultiState(y1=y1, b1=b1, omega1=omega1, cuts1=cuts1, ys=tuple(ys), bs=tuple(bs),
                       us=tuple(us), omegas=tuple(omegas), cuts=tuple(cuts), steps=steps,
                       gammas=tuple(np.zeros(v.w.shape[1]) for v in st.vf),
@@ -1052,6 +1059,79 @@ def _expand_level1(rng, st: MultiStatic, y1, mu1, S1, b1, omega1, cuts1, us, ome
     return y1, b1, omega1, cuts1, S1, [e.u for e in eff], [e.omega for e in eff]
 
 
+def _collapsed_level1(rng, st: MultiStatic, y1, mu1, b1, us: list, omegas: list, omega1, cuts1, ys, bs, vs,
+                      steps) -> tuple:
+    """``collapsed``'s block for each rare category's latent column, the general sampler's way:
+    the effects and the scale step of every classification of single membership in turn (the
+    others' effects, and those of multiple-membership classifications, in the offset), then the
+    fixed effects and Ω1's row, then the latents. y1 and μ1 in place, us and omegas (lists) get
+    new arrays; returns B1, Ω1 and the random walks' acceptance rates (``steps``: per column,
+    Ω1's row then each classification's scale)."""
+    data = st.data
+    x, N, f = data.x1, data.n_rows, data.x1.shape[1]
+    psi1, nu1 = st.prior1
+    per = 1 + len(st.classes)
+    acc = np.zeros(steps.size)
+    ones, z0, u0, cl0 = np.ones((N, 1)), np.zeros((N, 0)), np.zeros((1, 0)), np.zeros(N, np.int64)
+    single = [ci for ci, cs in enumerate(st.classes) if cs.cd.unit is not None]
+    for t, col in enumerate(st.rare1):
+        a, base = col.c, t * per
+        cuts = cuts1[col.cuts] if col.cuts >= 0 else np.zeros(2)
+        lo, hi = collapsed._bounds(y1, col.kind, col.codes, col.cols, col.m, cuts)
+        qc, sd, _, _ = collapsed._conditional(omega1, a)
+        off = collapsed._offsets(y1, mu1, qc)
+        beta = np.ascontiguousarray(b1[:, a])
+        current = None
+
+        def others(ci, U):
+            """The offset of classification ci's step: all but B_a and its own effects on a."""
+            return off + mu1[:, a] - x @ beta - U[st.classes[ci].cd.unit, 0]
+
+        def put(ci, U_new, U_old):
+            unit = st.classes[ci].cd.unit
+            mu1[:, a] += U_new[unit, 0] - U_old[unit, 0]
+            us[ci] = us[ci].copy()
+            us[ci][:, a] = U_new[:, 0]
+
+        for ci in single:    # 1. each classification's effects
+            cs = st.classes[ci]
+            U = np.ascontiguousarray(us[ci][:, a:a + 1])
+            d = _own_residuals(st, ci, ys, bs, us) if cs.p else np.zeros((cs.cd.n_units, 0))
+            rest = np.delete(np.concatenate([_with_v(us, vs, ci), d], axis=1), a, axis=1)
+            M, Vinv = collapsed._effects_prior(omegas[ci], a, 1, np.ascontiguousarray(rest))
+            U_new, current, gb, Hb = collapsed._effects_step(
+                x, ones, cs.cd.unit, col.rows, beta, U, others(ci, U), sd, lo, hi, M, Vinv, collapsed.H_STEP,
+                rng.standard_normal((cs.cd.n_units, 1)), np.log(rng.random(cs.cd.n_units)))
+            put(ci, U_new, U)
+        off_all = off + mu1[:, a] - x @ beta           # 2. the fixed effects
+        if current is None:
+            current, gb, Hb = collapsed._fixed_terms(x, z0, cl0, col.rows, beta, u0, off_all, sd, lo, hi, True)
+        prec = np.zeros(f) if st.fixed_prior1 is None else np.ascontiguousarray(st.fixed_prior1[a * f:(a + 1) * f])
+        new, current = collapsed._fixed_step(x, z0, cl0, col.rows, beta, u0, off_all, sd, lo, hi, prec,
+                                             collapsed.H_STEP, rng.standard_normal(f), math.log(rng.random()),
+                                             current, gb, Hb)
+        mu1[:, a] += x @ (new - beta)
+        beta = new
+        b1 = b1.copy()
+        b1[:, a] = beta
+        for ci in single:    # 2b. each classification's effects' scale, with its Ω's coordinate
+            cs = st.classes[ci]
+            U = np.ascontiguousarray(us[ci][:, a:a + 1])
+            U_new, omegas[ci], current, acc[base + 1 + ci] = collapsed._scale_step(
+                x, ones, cs.cd.unit, col.rows, beta, U, others(ci, U), sd, lo, hi, omegas[ci], cs.prior[0],
+                float(cs.prior[1]), a, steps[base + 1 + ci], rng.standard_normal(collapsed.SCALE_PROPOSALS),
+                np.log(rng.random(collapsed.SCALE_PROPOSALS)), current)
+            put(ci, U_new, U)
+        mean_a = np.ascontiguousarray(mu1[:, a:a + 1])     # 3. Ω1's row (μ_a as a one-column design)
+        omega1, off, sd, current, acc[base] = collapsed._omega1_step(
+            mean_a, z0, cl0, col.rows, np.ones(1), u0, y1, mu1, lo, hi, a, omega1, psi1, float(nu1), col.free,
+            float(col.rows.size), steps[base], rng.standard_normal((collapsed.GAMMA_PROPOSALS, col.free.size)),
+            np.log(rng.random(collapsed.GAMMA_PROPOSALS)), current, off, sd)
+        collapsed._redraw(y1, a, mean_a[:, 0].copy(), off, sd, col.kind, col.codes, col.cols, col.m, cuts,
+                          1.0 - rng.random(N))   # 4. the latents
+    return b1, omega1, acc
+
+
 def _expand_class(rng, st: MultiStatic, ci: int, u, S, ys: list, bs: list, us: list, omegas: list,
                   cuts: list) -> np.ndarray:
     """The scale moves of classification c's own categorical latents (``expansion.scale_moves``
@@ -1089,6 +1169,11 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
             y1, cuts1, acc = update_latents(rng, y1, mu1, omega1_inv, st.cat1, cuts1, steps[sl["cuts1"]],
                                             vf=vf, prior_sd=data.model.categorical_prior_sd)
             _adapt(steps, sl["cuts1"], acc, adapt_at)
+        if st.rare1 and collapsed.ENABLED:   # rare categories' columns: collapsed moves
+            b1, omega1, acc = _collapsed_level1(rng, st, y1, mu1, b1, us, omegas, omega1, cuts1, ys, bs, vs,
+                                                steps[sl["collapsed"]])
+            omega1_inv = inv_spd(omega1)
+            _adapt(steps, sl["collapsed"], acc, adapt_at)
     for ci, cs in enumerate(st.classes):
         if cs.cat:
             mean, cov = class_moments(st, ci, bs[ci], ys, us, omegas, vs)
