@@ -481,11 +481,21 @@ def _scale_step(x, z, cl, rows, beta, U, off, sd, lo, hi, omega, psi, nu, A0, st
 
 
 @njit(cache=True)
-def _omega1_step(x, z, cl, rows, beta, U, y1, fitted, lo, hi, c, omega1, psi1, nu1, free, n_obs, step, eps,
-                 logu, current, off, sd):
+def _sum_log_p(base, off, rows, sd, lo, hi):
+    """Σ log P_i over the rows with an observed category, μ_i = base_i + off_i."""
+    out = 0.0
+    for i in rows:
+        out += interval_terms(base[i] + off[i], sd, lo[i], hi[i])[0]
+    return out
+
+
+@njit(cache=True)
+def _omega1_step(base, rows, y1, fitted, lo, hi, c, omega1, psi1, nu1, free, n_obs, step, eps, logu, current,
+                 off, sd):
     """Step 3: the free elements of Ω1's row c by random-walk MH on the collapsed target with
-    the restricted inverse-Wishart prior. Returns Ω1, the offsets and SD of the column's
-    conditional under it, Σ log P_i and the acceptance rate."""
+    the restricted inverse-Wishart prior (``base``: the column's fixed and random effects per
+    row). Returns Ω1, the offsets and SD of the column's conditional under it, Σ log P_i and
+    the acceptance rate."""
     taken = 0.0
     G = logu.size
     nf = free.size
@@ -512,7 +522,7 @@ def _omega1_step(x, z, cl, rows, beta, U, y1, fitted, lo, hi, c, omega1, psi1, n
             continue
         pri = _log_prior1(om, Q_n, psi1, nu1)
         off_n = _offsets(y1, fitted, qc_n)
-        w, _, _ = _fixed_terms(x, z, cl, rows, beta, U, off_n, sd_n, lo, hi, False)
+        w = _sum_log_p(base, off_n, rows, sd_n, lo, hi)
         if logu[g] < w + pri - current - cur_prior:
             omega1, current, cur_prior, off, sd = om, w, pri, off_n, sd_n
             taken += 1.0 / G
@@ -535,9 +545,9 @@ def _block(x, z, cl, rows, c, kind, codes, cols, m, cuts, y1, fitted, beta, U, o
     beta, current = _fixed_step(x, z, cl, rows, beta, U, off, sd, lo, hi, prec, h, eps_b, logu_b, current, gb, Hb)
     U, omega2, current, scaled = _scale_step(x, z, cl, rows, beta, U, off, sd, lo, hi, omega2, psi2, nu2, c * q,
                                              scale_step, eps_s, logu_s, current)
-    omega1, off, sd, current, taken = _omega1_step(x, z, cl, rows, beta, U, y1, fitted, lo, hi, c, omega1, psi1,
-                                                   nu1, free, n_obs, step, eps_g, logu_g, current, off, sd)
     base = _own_fitted(x, z, cl, beta, U)
+    omega1, off, sd, current, taken = _omega1_step(base, rows, y1, fitted, lo, hi, c, omega1, psi1, nu1, free,
+                                                   n_obs, step, eps_g, logu_g, current, off, sd)
     _redraw(y1, c, base, off, sd, kind, codes, cols, m, cuts, unif)
     for i in range(base.size):
         fitted[i, c] = base[i]

@@ -18,6 +18,9 @@ standardised scale of ``mlimpute.scaling``).
 One sweep:
 
 1. latents of the observed categorical cells, at level 1 and at each classification;
+   then the collapsed block of each rare category's level-1 latent column (``collapsed``; its
+   effects at every classification of single membership, fixed effects, scales and Ω1 row with
+   its latents integrated out; not with variance functions);
 2. B1 | rest and each B^(c) | rest (exact, given the effects);
 3. for each classification, every unit's free effects at once given the rest: batched
    ``(K, r, r)`` exact draws (single membership), or a sparse exact draw for multiple
@@ -26,8 +29,10 @@ One sweep:
    intercepts they compete with by +δ, δ from its exact conditional (the likelihood does not
    change along that line: weights sum to 1), removing the see-saw between random-effect means
    and intercepts that a scan of B | u, u | B suffers;
-5. Ω^(c) | u^(c) (inverse-Wishart, restricted where the classification's own categorical
-   variables fix blocks, as ``covariance``); the scale moves of the level-1 categorical latents,
+5. the scale moves of each classification's own categorical latents (the nesting
+   classifications' effects on them moving along; ``expansion``), then Ω^(c) | u^(c)
+   (inverse-Wishart, restricted where the classification's own categorical variables fix
+   blocks, as ``covariance``); the scale moves of the level-1 categorical latents,
    every classification's effects on them moving with them (``expansion``; not with variance
    functions); Ω1 | residuals;
 6. missing cells at every level from their conditional normal.
@@ -1122,12 +1127,12 @@ def _collapsed_level1(rng, st: MultiStatic, y1, mu1, b1, us: list, omegas: list,
                 float(cs.prior[1]), a, steps[base + 1 + ci], rng.standard_normal(collapsed.SCALE_PROPOSALS),
                 np.log(rng.random(collapsed.SCALE_PROPOSALS)), current)
             put(ci, U_new, U)
-        mean_a = np.ascontiguousarray(mu1[:, a:a + 1])     # 3. Ω1's row (μ_a as a one-column design)
+        base_a = np.ascontiguousarray(mu1[:, a])          # 3. Ω1's row
         omega1, off, sd, current, acc[base] = collapsed._omega1_step(
-            mean_a, z0, cl0, col.rows, np.ones(1), u0, y1, mu1, lo, hi, a, omega1, psi1, float(nu1), col.free,
-            float(col.rows.size), steps[base], rng.standard_normal((collapsed.GAMMA_PROPOSALS, col.free.size)),
+            base_a, col.rows, y1, mu1, lo, hi, a, omega1, psi1, float(nu1), col.free, float(col.rows.size),
+            steps[base], rng.standard_normal((collapsed.GAMMA_PROPOSALS, col.free.size)),
             np.log(rng.random(collapsed.GAMMA_PROPOSALS)), current, off, sd)
-        collapsed._redraw(y1, a, mean_a[:, 0].copy(), off, sd, col.kind, col.codes, col.cols, col.m, cuts,
+        collapsed._redraw(y1, a, base_a, off, sd, col.kind, col.codes, col.cols, col.m, cuts,
                           1.0 - rng.random(N))   # 4. the latents
     return b1, omega1, acc
 

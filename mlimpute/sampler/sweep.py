@@ -1,7 +1,8 @@
 """One Gibbs sweep of the joint model, composed from the full conditionals.
 
-Order: latents of observed categorical cells (with ordinal thresholds) → (B1, B2, U1) as one
-block (with the scale move of U1) → the level-2 categorical latents' scales (``expansion``) →
+Order: latents of observed categorical cells (with ordinal thresholds) → the collapsed block
+of each rare category's latent column (``collapsed``) → (B1, B2, U1) as one block (with the
+scale move of U1) → the level-2 categorical latents' scales (``expansion``) →
 Ω2 → the level-1 categorical latents' scales → Ω1 → missing cells. The textbook scan draws
 B1 | rest, B2 | rest and U | rest as separate steps; drawing (B1, B2) with U1 integrated out
 and then U1 | B1, B2 is an exact draw from the same joint conditional and mixes far better (see
