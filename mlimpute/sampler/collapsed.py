@@ -47,9 +47,10 @@ logarithm per row); with the effects' two passes feeding the fixed effects' curr
 column costs seven passes a sweep (about 0.35 ms on JSPmiss' 880 such rows). The moves run for
 columns whose category has fewer than ``RARE`` of the observed values: there data augmentation
 is slow and the passes pay; with common categories the latents are nearly as informative as
-the categories and the Gibbs steps alone do (measured in ``docs/sampler-quality.md``). Not with
-a substantive model or ``covariance="cluster"`` (nor, in the general sampler, with variance
-functions). In the general sampler (``multi._collapsed_level1``) steps 1 and 2b run for each
+the categories and the Gibbs steps alone do (measured in ``docs/sampler-quality.md``). With a
+substantive model the imputed categories of rows with an observed outcome count as observed
+(``column_block``). Not with ``covariance="cluster"`` (nor, in the general sampler, with
+variance functions). In the general sampler (``multi._collapsed_level1``) steps 1 and 2b run for each
 classification of single membership in turn, the other classifications' effects on the column
 (and those of multiple-membership classifications, which the block leaves alone) in the offset
 c_i, with the unit's prior under that classification's Ω. ``tests/test_collapsed.py`` checks the
@@ -93,14 +94,18 @@ class Column:
     free: np.ndarray    # the free coordinates of Ω1's row c
     share: float        # the category's share of the observed values
     rows: np.ndarray    # the rows with an observed category (the others' P_i = 1)
+    held: np.ndarray    # rows of a missing category the substantive model holds (see column_block)
 
 
-def rare_columns(cat1: tuple, p1: int, rare: float | None = None) -> tuple[Column, ...]:
+def rare_columns(cat1: tuple, p1: int, rare: float | None = None, held: dict | None = None) -> tuple[Column, ...]:
     """The level-1 latent columns whose category is rarer than ``rare``: a binary variable's
     column if either category is, an ordinal's if an end category is, a nominal component if
     its own category is (the reference category's rarity shows in every component); ``rare``
-    defaults to ``RARE`` (read when called)."""
+    defaults to ``RARE`` (read when called). ``held``: variable name → the rows whose missing
+    category a substantive model holds (``outcome.substantive_units``' rows where it is missing)."""
     rare = RARE if rare is None else rare
+    held = held or {}
+    none = np.zeros(0, np.int64)
     out, o = [], 0
     kinds = {"binary": kern.BINARY, "ordinal": kern.ORDINAL, "nominal": kern.NOMINAL}
     for codec in cat1:
@@ -119,7 +124,8 @@ def rare_columns(cat1: tuple, p1: int, rare: float | None = None) -> tuple[Colum
                 free = np.array([k for k in range(p1) if k not in codec.cols], np.int64)
                 out.append(Column(c=c, kind=kinds[codec.kind], codes=codes, cols=cols, m=m,
                                   cuts=o if codec.kind == "ordinal" else -1, free=free, share=float(share),
-                                  rows=np.flatnonzero(codes >= 0).astype(np.int64)))
+                                  rows=np.flatnonzero(codes >= 0).astype(np.int64),
+                                  held=np.asarray(held.get(codec.name, none), np.int64)))
         o += codec.kind == "ordinal"
     return tuple(out)
 
@@ -569,6 +575,28 @@ def _redraw(y, c, base, off, sd, kind, codes, cols, m, cuts, u):
 
 
 @njit(cache=True)
+def _held_codes(y, kind, codes, cols, cuts, held):
+    """The codes with the held rows' current categories (those of their latents) filled in."""
+    out = codes.copy()
+    K = cols.size + 1 if kind == kern.NOMINAL else cuts.size - 1
+    for i in held:
+        if kind == kern.BINARY:
+            out[i] = 1 if y[i, cols[0]] > 0.0 else 0
+        elif kind == kern.ORDINAL:
+            k = 0
+            while k < K - 1 and y[i, cols[0]] > cuts[k + 1]:
+                k += 1
+            out[i] = k
+        else:
+            best, top = K - 1, 0.0
+            for k in range(cols.size):
+                if y[i, cols[k]] > top:
+                    best, top = k, y[i, cols[k]]
+            out[i] = best
+    return out
+
+
+@njit(cache=True)
 def _own_fitted(x, z, cl, beta, U):
     n, f = x.shape
     q = z.shape[1]
@@ -590,18 +618,28 @@ def column_block(rng: np.random.Generator, st, col: Column, y1: np.ndarray, fitt
     ZU1, N × p1) and ``y1`` are updated in place; ``level2_rest``: the clusters' level-2
     coordinates other than the column's effects (u1's other columns, then Y2 − X2B2), in Ω2's
     order; ``steps``: the random-walk steps of the Ω1 row and of log α. Returns (B1, U1, Ω1, Ω2,
-    acceptance rates of those two steps)."""
+    acceptance rates of those two steps).
+
+    With a substantive model the imputed categories of the rows it holds (``col.held``: rows
+    with an observed outcome) enter the outcome's likelihood; the block takes them as observed
+    (their current categories, read off the latents), so that it moves the parameters and
+    redraws the latents given every category the outcome sees and leaves those categories as
+    they are: a move on (θ_a, z_a) given a function of the state it does not change."""
     data = st.data
     q, c, f = st.q, col.c, data.x1.shape[1]
     J, N = data.n_clusters, y1.shape[0]
     cuts = cuts1[col.cuts] if col.cuts >= 0 else np.zeros(2)
+    codes, rows = col.codes, col.rows
+    if col.held.size:
+        codes = _held_codes(y1, col.kind, col.codes, col.cols, cuts, col.held)
+        rows = np.flatnonzero(codes >= 0)
     prec = np.zeros(f) if st.fixed_prior is None else np.ascontiguousarray(st.fixed_prior[c * f:(c + 1) * f])
     psi1, nu1 = st.prior1
     psi2, nu2 = st.prior2
     beta, U, omega1, omega2, taken, scaled = _block(
-        data.x1, data.z, data.cluster, col.rows, c, col.kind, col.codes, col.cols, col.m, cuts, y1, fitted,
+        data.x1, data.z, data.cluster, rows, c, col.kind, codes, col.cols, col.m, cuts, y1, fitted,
         np.ascontiguousarray(b1[:, c]), np.ascontiguousarray(u1[:, c * q:(c + 1) * q]), omega1, psi1,
-        float(nu1), col.free, float(col.rows.size), omega2, psi2, float(nu2), np.ascontiguousarray(level2_rest),
+        float(nu1), col.free, float(rows.size), omega2, psi2, float(nu2), np.ascontiguousarray(level2_rest),
         prec, steps[0], steps[1], H_STEP, rng.standard_normal((J, q)), np.log(rng.random(J)),
         rng.standard_normal(f), math.log(rng.random()), rng.standard_normal(SCALE_PROPOSALS),
         np.log(rng.random(SCALE_PROPOSALS)), rng.standard_normal((GAMMA_PROPOSALS, col.free.size)),

@@ -177,17 +177,19 @@ def prepare_two_level(data: ModelData) -> Static:
     cluster_cov = model.covariance == "cluster"
     n_steps.append(1 if cluster_cov else 0)
     n_steps.append(p1 * q)   # the scale move of the random effects (random.scale_move)
-    # the collapsed moves of rare categories' latent columns (``collapsed``); not with
-    # cluster-specific Ω1 or a substantive model
-    rare1 = () if cluster_cov or data.outcome is not None else rare_columns(cat1, p1)
+    # rows/clusters whose missing cells the substantive component draws are left out of the
+    # joint model's block draw of missing cells
+    rows1, clusters2 = substantive_units(data)
+    # the collapsed moves of rare categories' latent columns (``collapsed``), holding the
+    # categories the substantive model sees; not with cluster-specific Ω1
+    used = {s.codec for s in data.outcome.sources} if data.outcome is not None else set()
+    held = {c.name: rows1[data.miss1[rows1, c.cols[0]]] for c in cat1 if c.name in used}
+    rare1 = () if cluster_cov else rare_columns(cat1, p1, held=held)
     n_steps.append(2 * len(rare1))   # per column: its Ω1 row's random-walk scale, its effects' log-scale step
     bounds = np.cumsum([0, *n_steps])
     step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(7))
     xtx_j = (np.add.reduceat(data.x1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
              if cluster_cov else None)
-    # rows/clusters whose missing cells the substantive component draws are left out of the
-    # joint model's block draw of missing cells
-    rows1, clusters2 = substantive_units(data)
     miss1, miss2 = data.miss1, data.miss2
     if rows1.size:
         miss1 = miss1.copy()
