@@ -4,12 +4,18 @@ single chains with the moves and without, side by side, on JSPmiss (fluent as or
 nominal; the two-level sampler), on a three-level design (the general sampler), a two-level
 design with categorical variables at both levels and a three-level design with binary, ordinal
 and nominal variables of the classes (``tests/test_expansion.py``'s), and a three-level design
-with rare binary and nominal pupil variables (``three-rare``, ``tests/test_collapsed.py``'s).
+with rare binary and nominal pupil variables (``three-rare``, ``tests/test_collapsed.py``'s), and
+a two-level design with rare categories at both levels (``level2-rare``: a binary pupil
+variable, a binary and an ordinal school variable, ``tests/test_collapsed.py``'s ``_rare2``;
+``level2-one``: its rare binary school variable alone, with y and a continuous w) and
+a three-level one with rare categories of class and school variables (``class-rare``, its
+``_class_rare``: the general sampler's classification-level block).
 
     python benchmarks/scale_moves_ab.py                     # seeds 1-6 on JSPmiss, 1-3 the others
     python benchmarks/scale_moves_ab.py --seeds 1 2 --sweeps 5000 --designs ordinal
     python benchmarks/scale_moves_ab.py --designs class-level --seeds 1 2 --variables cb co ch sb
     python benchmarks/scale_moves_ab.py --toggle collapsed --designs nominal ordinal --sweeps 10000
+    python benchmarks/scale_moves_ab.py --toggle collapsed --designs level2-rare --variables wb wo b
 
 Each run: one chain of 500 burn-in sweeps then ``--sweeps`` monitored ones (same seed with and
 without the moves). Prints the smallest bulk ESS per 1,000 sweeps over all monitored parameters
@@ -60,6 +66,23 @@ def _three_rare():
     return prepare(_three_rare(14, S=40, C=3, n=8), mi.ImputationModel(**THREE_RARE))
 
 
+def _level2_rare():
+    from tests.test_collapsed import RARE2, _rare2
+    return prepare(_rare2(15, J=150, n=8), mi.ImputationModel(**RARE2))
+
+
+def _level2_one():
+    from tests.test_collapsed import _rare2
+    model = mi.ImputationModel(cluster="g", covariates=["x"], variables={
+        "y": "continuous", "wb": mi.Variable("binary", level=2), "w": mi.Variable("continuous", level=2)})
+    return prepare(_rare2(17, J=200, n=10).drop(columns=["b", "wo"]), model)
+
+
+def _class_rare():
+    from tests.test_collapsed import CLASS_RARE, _class_rare
+    return prepare(_class_rare(16, S=80, C=4, n=5), mi.ImputationModel(**CLASS_RARE))
+
+
 def _both_levels():
     from tests.test_expansion import MODEL, _data
     return prepare(_data(21, J=100, n=10), mi.ImputationModel(**MODEL))
@@ -67,7 +90,8 @@ def _both_levels():
 
 DESIGNS = {"ordinal": lambda: _jsp("ordinal"), "nominal": lambda: _jsp("nominal"),
            "three-level": _three_level, "both-levels": _both_levels, "class-level": _class_level,
-           "three-rare": _three_rare}
+           "three-rare": _three_rare, "level2-rare": _level2_rare, "level2-one": _level2_one,
+           "class-rare": _class_rare}
 
 
 def _run(data, seed: int, sweeps: int, on: bool, variables=(), toggle=expansion) -> str:
@@ -77,7 +101,8 @@ def _run(data, seed: int, sweeps: int, on: bool, variables=(), toggle=expansion)
     r = run_chain(data, 0, 1, 500, sweeps, np.random.SeedSequence(seed))
     sec = time.process_time() - t
     e = np.array([ess_bulk(r.trace[None, :, k]) for k in range(len(names))]) * 1000 / sweeps
-    by_var = "".join(f", {v} {min(e[k] for k, n in enumerate(names) if v in n):.1f}" for v in variables)
+    by_var = "".join(f", {v} {min(e[k] for k, n in enumerate(names) if v in n):.1f}" for v in variables
+                     if any(v in n for n in names))
     return (f"{'with' if on else 'without'}: smallest {e.min():5.1f} per 1,000 ({names[e.argmin()]}), "
             f"{sec:4.1f} s, {e.min() * sweeps / 1000 / sec:6.1f} ESS/s{by_var}")
 

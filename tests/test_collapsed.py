@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from _designs import pupils_in_classes
+from _designs import classes_in_schools, pupils_in_classes
 from _stats import assert_same_means
 
 import mlimpute as mi
@@ -66,15 +66,34 @@ def test_conditional_and_prior_match_their_references():
     assert mine == pytest.approx(theirs, rel=1e-10)
 
 
+def _burnt(st, seed: int, sweeps: int = 60) -> tuple:
+    """A generator and the state after ``sweeps`` sweeps with adaptation (the moves' steps
+    tuned), for the tests of single blocks."""
+    from mlimpute.sampler.sweep import initial_state, sweep
+
+    rng = np.random.default_rng(seed)
+    s = initial_state(st, rng)
+    for i in range(sweeps):
+        s = sweep(rng, st, s, adapt_at=i)
+    return rng, s
+
+
+def _pupils(rng, J: int, n: int, b0: float) -> tuple:
+    """n pupils in each of J clusters: cluster index, x, three cluster effects (SD 0.6, 0.5,
+    0.5), y continuous and b binary with intercept b0 (rare for b0 ≲ −2)."""
+    g = np.repeat(np.arange(J), n)
+    x = rng.standard_normal(J * n)
+    u = rng.standard_normal((J, 3)) * [0.6, 0.5, 0.5]
+    y = 1 + 0.5 * x + u[g, 0] + rng.standard_normal(J * n)
+    b = (b0 + 0.4 * x + 0.3 * y + u[g, 1] + rng.standard_normal(J * n) > 0).astype(float)
+    return g, x, u, y, b
+
+
 def _rare(seed=0, J=50, n=12):
     """y continuous; b binary, o ordinal and h nominal with rare categories; w per cluster."""
     rng = np.random.default_rng(seed)
-    g = np.repeat(np.arange(J), n)
+    g, x, u, y, b = _pupils(rng, J, n, -2.3)
     N = J * n
-    x = rng.standard_normal(N)
-    u = rng.standard_normal((J, 3)) * [0.6, 0.5, 0.5]
-    y = 1 + 0.5 * x + u[g, 0] + rng.standard_normal(N)
-    b = (-2.3 + 0.4 * x + 0.3 * y + u[g, 1] + rng.standard_normal(N) > 0).astype(float)
     o = np.digitize(0.3 * x + u[g, 2] + rng.standard_normal(N), [-1.7, 1.7]).astype(float)
     h = np.argmax(np.column_stack([-1.8 + 0.3 * x + u[g, 1] + rng.standard_normal(N),
                                    -1.9 + u[g, 2] + rng.standard_normal(N), np.zeros(N)]), axis=1).astype(float)
@@ -106,16 +125,13 @@ def test_a_block_leaves_a_consistent_state():
     category is unchanged, Ω1 keeps its fixed elements and stays positive definite, Ω2 is the
     old one with the column's coordinates times one α, and the moves are taken."""
     from mlimpute.sampler.latent import latents_to_codes
-    from mlimpute.sampler.sweep import initial_state, prepare_static, sweep
+    from mlimpute.sampler.sweep import prepare_static
 
     data = prepare(_rare(2), mi.ImputationModel(**RARE, random_slopes=["x"]))
     st = prepare_static(data)
     q = st.q
     assert q == 2 and st.rare1
-    rng = np.random.default_rng(2)
-    s = initial_state(st, rng)
-    for i in range(60):
-        s = sweep(rng, st, s, adapt_at=i)
+    rng, s = _burnt(st, 2)
     moved_u = moved_b = moved_om = moved_scale = 0
     for _ in range(8):
         for col in st.rare1:
@@ -195,15 +211,12 @@ def test_general_sampler_block_leaves_a_consistent_state():
     fixed elements."""
     from mlimpute.sampler import multi
     from mlimpute.sampler.latent import latents_to_codes
-    from mlimpute.sampler.sweep import initial_state, prepare_static, sweep
+    from mlimpute.sampler.sweep import prepare_static
 
     data = prepare(_three_rare(3), mi.ImputationModel(**THREE_RARE))
     st = prepare_static(data)
     assert isinstance(st, multi.MultiStatic) and len(st.rare1) == 3
-    rng = np.random.default_rng(3)
-    s = initial_state(st, rng)
-    for i in range(60):
-        s = sweep(rng, st, s, adapt_at=i)
+    rng, s = _burnt(st, 3)
     moved = 0
     for _ in range(6):
         y1, us, omegas = s.y1.copy(), list(s.us), list(s.omegas)
@@ -249,7 +262,7 @@ def test_block_with_a_substantive_model_keeps_the_categories_the_outcome_sees():
     the fitted column is X1B1 + ZU1 of the new state; the rows held are exactly the missing
     cells of rows with an observed outcome; the moves are taken."""
     from mlimpute.sampler.latent import latents_to_codes
-    from mlimpute.sampler.sweep import initial_state, prepare_static, sweep
+    from mlimpute.sampler.sweep import prepare_static
 
     data = prepare(_rare(7), mi.ImputationModel(**SUBSTANTIVE))
     st = prepare_static(data)
@@ -258,10 +271,7 @@ def test_block_with_a_substantive_model_keeps_the_categories_the_outcome_sees():
     for col in st.rare1:
         miss = data.miss1[:, col.c]
         assert np.array_equal(col.held, np.flatnonzero(miss & seen)) and col.held.size > 20
-    rng = np.random.default_rng(7)
-    s = initial_state(st, rng)
-    for i in range(60):
-        s = sweep(rng, st, s, adapt_at=i)
+    rng, s = _burnt(st, 7)
     ordinal = [c.name for c in st.cat1 if c.kind == "ordinal"]
 
     def categories(y1, cuts1):
@@ -292,3 +302,161 @@ def test_sampler_with_the_moves_and_a_substantive_model_keeps_the_posterior(monk
     categories (its parameters included), within 4.5 Monte Carlo SEs."""
     data = prepare(_rare(8), mi.ImputationModel(**SUBSTANTIVE))
     assert_same_means(_with_and_without(data, [8], monkeypatch))
+
+
+def _rare2(seed=0, J=80, n=8):
+    """y continuous and b binary (rare) per pupil; wb binary and wo ordinal with rare categories
+    and w continuous per cluster; 20 % of each column missing."""
+    rng = np.random.default_rng(seed)
+    g, x, u, y, b = _pupils(rng, J, n, -2.0)
+    N = J * n
+    wb = (-1.4 + 0.8 * u[:, 0] + 0.6 * rng.standard_normal(J) > 0).astype(float)
+    wo = np.digitize(0.5 * u[:, 2] + 0.8 * rng.standard_normal(J), [-1.1, 1.3]).astype(float)
+    w = 0.5 * u[:, 0] + rng.standard_normal(J)
+    df = pd.DataFrame({"g": g, "x": x, "y": y, "b": b, "wb": wb[g], "wo": wo[g], "w": w[g]})
+    for c in ("y", "b"):
+        df.loc[rng.random(N) < 0.2, c] = np.nan
+    for c in ("wb", "wo", "w"):
+        df.loc[(rng.random(J) < 0.2)[g], c] = np.nan
+    return df
+
+
+RARE2 = dict(cluster="g", covariates=["x"],
+             variables={"y": "continuous", "b": "binary", "wb": mi.Variable("binary", level=2),
+                        "wo": mi.Variable("ordinal", level=2), "w": mi.Variable("continuous", level=2)})
+
+
+def test_level2_block_leaves_a_consistent_state():
+    """The level-2 columns of rare categories get the block, with their free coordinates among
+    Ω2's; after ``level2_block`` the observed categories are unchanged, Ω2 keeps its fixed
+    elements and stays positive definite, only the column's B2 and Ω2 row move, and they do."""
+    from mlimpute.sampler.latent import latents_to_codes
+    from mlimpute.sampler.sweep import prepare_static
+
+    data = prepare(_rare2(9), mi.ImputationModel(**RARE2))
+    st = prepare_static(data)
+    assert {data.y2_names[c.c] for c in st.rare2} == {"wb", "wo"}, st.rare2
+    P = st.p1 * st.q + st.p2
+    for col in st.rare2:
+        assert np.array_equal(col.free, np.setdiff1d(np.arange(P), st.p1 * st.q + col.cols))
+    rng, s = _burnt(st, 9)
+    moved_b = moved_om = 0
+    for _ in range(8):
+        for col in st.rare2:
+            y2 = s.y2.copy()
+            b2, om2, _ = collapsed.level2_block(rng, st, col, y2, s.u1, s.b2, s.omega2, s.cuts2, 2.0)
+            for codec in st.cat2:
+                cuts = s.cuts2[0] if codec.kind == "ordinal" else None
+                obs = codec.codes >= 0
+                assert np.array_equal(latents_to_codes(codec, y2[:, list(codec.cols)], cuts)[obs], codec.codes[obs])
+            others = [k for k in range(st.p2) if k != col.c]
+            assert np.array_equal(b2[:, others], s.b2[:, others]) and np.array_equal(y2[:, others], s.y2[:, others])
+            a = st.p1 * st.q + col.c
+            rest = [k for k in range(P) if k != a]
+            assert np.array_equal(om2[np.ix_(rest, rest)], s.omega2[np.ix_(rest, rest)])
+            assert om2[a, a] == s.omega2[a, a] and np.all(np.linalg.eigvalsh(om2) > 0)
+            moved_b += not np.array_equal(b2, s.b2)
+            moved_om += not np.array_equal(om2, s.omega2)
+            s = s._replace(y2=y2, b2=b2, omega2=om2)
+    n = 8 * len(st.rare2)
+    assert min(moved_b, moved_om) > n / 4, (moved_b, moved_om)
+
+
+def test_sampler_with_level2_moves_keeps_the_posterior(monkeypatch):
+    """Rare categories at both levels: the same posterior with and without the blocks."""
+    data = prepare(_rare2(10), mi.ImputationModel(**RARE2))
+    assert_same_means(_with_and_without(data, [10], monkeypatch))
+
+
+def test_level2_block_with_a_substantive_model_keeps_the_categories_the_outcome_sees():
+    """A level-2 covariate of the analysis model: the clusters whose imputed category the
+    outcome sees are held, and keep their categories through the block."""
+    from mlimpute.sampler.latent import latents_to_codes
+    from mlimpute.sampler.sweep import prepare_static
+
+    model = mi.ImputationModel(cluster="g", covariates=["x"], variables={"wb": mi.Variable("binary", level=2)},
+                               substantive="y ~ x + wb + (1 | g)")
+    data = prepare(_rare2(11).drop(columns=["b", "wo", "w"]), model)
+    st = prepare_static(data)
+    (col,) = st.rare2
+    seen = np.add.reduceat(data.outcome.observed.astype(int), data.starts) > 0
+    assert np.array_equal(col.held, np.flatnonzero(data.miss2[:, 0] & seen)) and col.held.size > 5
+    rng, s = _burnt(st, 11, 40)
+    codec = st.cat2[0]
+    for _ in range(10):
+        y2 = s.y2.copy()
+        b2, om2, _ = collapsed.level2_block(rng, st, col, y2, s.u1, s.b2, s.omega2, s.cuts2, 2.0)
+        keep = (codec.codes >= 0) | np.isin(np.arange(y2.shape[0]), col.held)
+        assert np.array_equal(latents_to_codes(codec, y2[:, [0]], None)[keep],
+                              latents_to_codes(codec, s.y2[:, [0]], None)[keep])
+        assert not np.array_equal(y2[col.held], s.y2[col.held])
+        s = s._replace(y2=y2, b2=b2, omega2=om2)
+
+
+def _class_rare(seed=0, S=60, C=4, n=5):
+    """Pupils (y continuous) in classes with a rare binary cb and an ordinal co with rare end
+    categories, in schools with a rare binary sb; 20 % of y and of each class variable missing."""
+    rng = np.random.default_rng(seed)
+    school, cls, csch, us, uc, x, y = classes_in_schools(rng, S, C, n)
+    N, K = S * C * n, S * C
+    cb = (-1.5 + uc[:, 0] + us[csch, 1] + 0.6 * rng.standard_normal(K) > 0).astype(float)
+    co = np.digitize(uc[:, 1] + us[csch, 2] + 0.7 * rng.standard_normal(K), [-1.6, 1.6]).astype(float)
+    sb = (-1.3 + us[:, 0] + 0.5 * rng.standard_normal(S) > 0).astype(float)
+    df = pd.DataFrame({"school": school, "class": cls % C, "x": x, "y": y, "cb": cb[cls], "co": co[cls],
+                       "sb": sb[school]})
+    df.loc[rng.random(N) < 0.2, "y"] = np.nan
+    for c in ("cb", "co"):
+        df.loc[(rng.random(K) < 0.2)[cls], c] = np.nan
+    return df
+
+
+CLASS_RARE = dict(cluster=["school", "class"], covariates=["x"],
+                  variables={"y": "continuous", "cb": mi.Variable("binary", level="class"),
+                             "co": mi.Variable("ordinal", level="class"),
+                             "sb": mi.Variable("binary", level="school")})
+
+
+def test_classification_level_block_leaves_a_consistent_state():
+    """The general sampler's block for a classification's own variables: the rare columns of
+    classes and schools get it; observed categories stay, only the column's B^(c) and Ω^(c) row
+    move (fixed elements kept, positive definite), and they do."""
+    from mlimpute.sampler import multi
+    from mlimpute.sampler.latent import latents_to_codes
+    from mlimpute.sampler.sweep import prepare_static
+
+    data = prepare(_class_rare(12), mi.ImputationModel(**CLASS_RARE))
+    st = prepare_static(data)
+    assert isinstance(st, multi.MultiStatic)
+    names = {data.classes[ci].y_names[col.c] for ci, cs in enumerate(st.classes) for col in cs.rare}
+    assert names == {"cb", "co", "sb"}, names
+    rng, s = _burnt(st, 12)
+    moved = 0
+    for _ in range(6):
+        for ci, cs in enumerate(st.classes):
+            if not cs.rare:
+                continue
+            ys, bs, omegas = [y.copy() for y in s.ys], list(s.bs), list(s.omegas)
+            acc = multi._collapsed_class(rng, st, ci, ys, bs, list(s.us), omegas, list(s.cuts), s.vs,
+                                         np.full(len(cs.rare), 2.0))
+            assert acc.shape == (len(cs.rare),)
+            for codec in cs.cat:
+                obs = codec.codes >= 0
+                cuts = s.cuts[ci][0] if codec.kind == "ordinal" else None
+                assert np.array_equal(latents_to_codes(codec, ys[ci][:, list(codec.cols)], cuts)[obs],
+                                      codec.codes[obs])
+            rows = [cs.r + cs.nv + col.c for col in cs.rare]
+            rest = [k for k in range(cs.dim) if k not in rows]
+            assert np.array_equal(omegas[ci][np.ix_(rest, rest)], s.omegas[ci][np.ix_(rest, rest)])
+            assert np.allclose(np.diag(omegas[ci]), np.diag(s.omegas[ci]))
+            assert np.all(np.linalg.eigvalsh(omegas[ci]) > 0)
+            keep = [k for k in range(cs.p) if k not in {col.c for col in cs.rare}]
+            assert np.array_equal(bs[ci][:, keep], s.bs[ci][:, keep])
+            moved += not np.array_equal(omegas[ci], s.omegas[ci]) and not np.array_equal(bs[ci], s.bs[ci])
+            s = s._replace(ys=tuple(ys), bs=tuple(bs), omegas=tuple(omegas))
+    assert moved >= 6
+
+
+def test_general_sampler_with_classification_level_moves_keeps_the_posterior(monkeypatch):
+    """Rare categories of classes and schools: the same posterior with and without the blocks."""
+    data = prepare(_class_rare(13), mi.ImputationModel(**CLASS_RARE))
+    assert_same_means(_with_and_without(data, [13], monkeypatch))

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from _designs import pupils_in_classes
+from _designs import classes_in_schools, pupils_in_classes
 from _stats import assert_same_means
 
 import mlimpute as mi
@@ -489,12 +489,8 @@ def _class_level(seed: int, S=40, C=4, n=5):
     """Pupils (y continuous) in classes with a binary cb, an ordinal co and a nominal ch per
     class, in schools with a binary sb: the classification-level categorical variables."""
     rng = np.random.default_rng(seed)
-    school, cls = np.repeat(np.arange(S), C * n), np.repeat(np.arange(S * C), n)
+    school, cls, csch, us, uc, x, y = classes_in_schools(rng, S, C, n)
     N, K = S * C * n, S * C
-    us, uc = rng.normal(0, 0.6, (S, 3)), rng.normal(0, 0.5, (K, 2))
-    x = rng.standard_normal(N)
-    y = 0.5 * x + us[school, 0] + uc[cls, 0] + rng.standard_normal(N)
-    csch = np.repeat(np.arange(S), C)
     cb = (uc[:, 0] + us[csch, 1] + rng.standard_normal(K) > 0).astype(float)
     co = np.digitize(uc[:, 0] + us[csch, 2] + rng.standard_normal(K), [-0.5, 0.7]).astype(float)
     ch = np.argmax(np.column_stack([np.zeros(K), uc[:, 1] + rng.standard_normal(K),

@@ -49,7 +49,14 @@ columns whose category has fewer than ``RARE`` of the observed values: there dat
 is slow and the passes pay; with common categories the latents are nearly as informative as
 the categories and the Gibbs steps alone do (measured in ``docs/sampler-quality.md``). With a
 substantive model the imputed categories of rows with an observed outcome count as observed
-(``column_block``). Not with ``covariance="cluster"`` (nor, in the general sampler, with
+(``column_block``).
+
+Level-2 variables of the two-level model (``level2_block``): the same moves with the clusters
+as the rows. A cluster's coordinates v_j = (u1_j, y2_j − X2_j B2) are N(0, Ω2), so a level-2
+latent column's conditional given the cluster's other coordinates is the partitioned Gaussian
+of Ω2, and steps 2–4 run on it (B2's column, Ω2's free row elements, the latents); there are no
+effects below the clusters to move. The other coordinates' density does not involve the row
+(its variance is fixed), so step 3's target is the same as at level 1. Not with ``covariance="cluster"`` (nor, in the general sampler, with
 variance functions). In the general sampler (``multi._collapsed_level1``) steps 1 and 2b run for each
 classification of single membership in turn, the other classifications' effects on the column
 (and those of multiple-membership classifications, which the block leaves alone) in the offset
@@ -70,7 +77,8 @@ from . import _kernels as kern
 from ._small import chol, gaussian_draw, spd_inv
 from .expansion import effects_term
 
-__all__ = ["RARE", "ENABLED", "Column", "rare_columns", "interval_terms", "column_block"]
+__all__ = ["RARE", "ENABLED", "Column", "rare_columns", "interval_terms", "column_block", "level2_block",
+           "unit_block"]
 
 RARE = 0.10      # a column's category below this share of the observed values gets the moves
 ENABLED = True   # (switched off only to measure what the moves buy)
@@ -97,15 +105,19 @@ class Column:
     held: np.ndarray    # rows of a missing category the substantive model holds (see column_block)
 
 
-def rare_columns(cat1: tuple, p1: int, rare: float | None = None, held: dict | None = None) -> tuple[Column, ...]:
-    """The level-1 latent columns whose category is rarer than ``rare``: a binary variable's
-    column if either category is, an ordinal's if an end category is, a nominal component if
-    its own category is (the reference category's rarity shows in every component); ``rare``
-    defaults to ``RARE`` (read when called). ``held``: variable name → the rows whose missing
-    category a substantive model holds (``outcome.substantive_units``' rows where it is missing)."""
+def rare_columns(cat1: tuple, p1: int, rare: float | None = None, held: dict | None = None,
+                 first: int = 0, size: int | None = None) -> tuple[Column, ...]:
+    """The latent columns whose category is rarer than ``rare``: a binary variable's column if
+    either category is, an ordinal's if an end category is, a nominal component if its own
+    category is (the reference category's rarity shows in every component); ``rare`` defaults
+    to ``RARE`` (read when called). ``held``: variable name → the rows whose missing category a
+    substantive model holds (``outcome.substantive_units``' rows or clusters where it is
+    missing). ``p1`` columns (level 1); for level-2 variables ``first`` = p1·q, where their
+    columns start among Ω2's ``size`` coordinates (``free`` is in those coordinates)."""
     rare = RARE if rare is None else rare
     held = held or {}
     none = np.zeros(0, np.int64)
+    size = p1 if size is None else size
     out, o = [], 0
     kinds = {"binary": kern.BINARY, "ordinal": kern.ORDINAL, "nominal": kern.NOMINAL}
     for codec in cat1:
@@ -121,7 +133,7 @@ def rare_columns(cat1: tuple, p1: int, rare: float | None = None, held: dict | N
             else:
                 share = shares.min()
             if share < rare:
-                free = np.array([k for k in range(p1) if k not in codec.cols], np.int64)
+                free = np.array([k for k in range(size) if k - first not in codec.cols], np.int64)
                 out.append(Column(c=c, kind=kinds[codec.kind], codes=codes, cols=cols, m=m,
                                   cuts=o if codec.kind == "ordinal" else -1, free=free, share=float(share),
                                   rows=np.flatnonzero(codes >= 0).astype(np.int64),
@@ -561,6 +573,33 @@ def _block(x, z, cl, rows, c, kind, codes, cols, m, cuts, y1, fitted, beta, U, o
 
 
 @njit(cache=True)
+def _level2_block(x, rows, c, a, kind, codes, cols, m, cuts, y, R, extra, beta, omega, psi, nu, free, n_obs,
+                  prec, step, h, eps_b, logu_b, eps_g, logu_g, unif):
+    """Steps 2–4 of the module notes for a latent column c of variables measured on units
+    (clusters, or a classification's units): the units are the rows, coordinate a of their
+    vectors R ~ N(0, Ω) (residuals: effects, then the variables' values minus their means) is
+    the column's; its mean is x'β + ``extra`` (the effects on it of classifications nesting the
+    units; zeros in the two-level model). y (units × the variables' columns) in place; returns
+    β, Ω and the Ω step's acceptance."""
+    n = x.shape[0]
+    z0 = np.zeros((n, 0))
+    cl0 = np.zeros(n, np.int64)
+    U0 = np.zeros((1, 0))
+    lo, hi = _bounds(y, kind, codes, cols, m, cuts)
+    qc, sd, _, _ = _conditional(omega, a)
+    zero = np.zeros_like(R)
+    off = _offsets(R, zero, qc)
+    off_x = off + extra
+    w0, g0, H0 = _fixed_terms(x, z0, cl0, rows, beta, U0, off_x, sd, lo, hi, True)
+    beta, current = _fixed_step(x, z0, cl0, rows, beta, U0, off_x, sd, lo, hi, prec, h, eps_b, logu_b, w0, g0, H0)
+    base = _own_fitted(x, z0, cl0, beta, U0) + extra
+    omega, off, sd, current, taken = _omega1_step(base, rows, R, zero, lo, hi, a, omega, psi, nu, free, n_obs,
+                                                  step, eps_g, logu_g, current, off, sd)
+    _redraw(y, c, base, off, sd, kind, codes, cols, m, cuts, unif)
+    return beta, omega, taken
+
+
+@njit(cache=True)
 def _redraw(y, c, base, off, sd, kind, codes, cols, m, cuts, u):
     """Column c's latents from their conditional N(base + off, sd²): restricted to the observed
     category's region, unrestricted where the category is missing."""
@@ -649,3 +688,42 @@ def column_block(rng: np.random.Generator, st, col: Column, y1: np.ndarray, fitt
     u1 = u1.copy()
     u1[:, c * q:(c + 1) * q] = U
     return b1, u1, omega1, omega2, np.array([taken, scaled])
+
+
+def level2_block(rng: np.random.Generator, st, col: Column, y2: np.ndarray, u1: np.ndarray, b2: np.ndarray,
+                 omega2: np.ndarray, cuts2: tuple, step: float) -> tuple:
+    """The collapsed moves of level-2 latent column ``col.c`` of the two-level model (its B2
+    column and Ω2's row, then its latents: the cluster-level version of ``column_block``, with
+    no effects below the clusters to move). ``y2`` in place; returns (B2, Ω2, acceptance of the
+    Ω2 step). Held clusters (substantive model) as in ``column_block``."""
+    data = st.data
+    c, f2 = col.c, data.x2.shape[1]
+    J = y2.shape[0]
+    cuts = cuts2[col.cuts] if col.cuts >= 0 else np.zeros(2)
+    codes, rows = col.codes, col.rows
+    if col.held.size:
+        codes = _held_codes(y2, col.kind, col.codes, col.cols, cuts, col.held)
+        rows = np.flatnonzero(codes >= 0)
+    R = np.concatenate([u1, y2 - data.x2 @ b2], axis=1)
+    k0 = st.p1 * data.x1.shape[1] + c * f2
+    prec = np.zeros(f2) if st.fixed_prior is None else np.ascontiguousarray(st.fixed_prior[k0:k0 + f2])
+    beta, omega2, taken = unit_block(rng, col, codes, rows, cuts, data.x2, y2, R, np.zeros(J), b2[:, c], omega2,
+                                     st.prior2, prec, st.p1 * st.q + c, step)
+    b2 = b2.copy()
+    b2[:, c] = beta
+    return b2, omega2, taken
+
+
+def unit_block(rng: np.random.Generator, col: Column, codes, rows, cuts, x, y, R, extra, beta, omega, prior,
+               prec, a: int, step: float) -> tuple:
+    """``_level2_block`` with its random numbers: column ``col.c`` of units' variables ``y``
+    (design ``x``, coefficients ``beta``), coordinate ``a`` of the units' residual vectors ``R``
+    under ``omega`` with inverse-Wishart ``prior``; the general sampler calls it for each
+    classification's own variables. Returns (β, Ω, acceptance of the Ω step)."""
+    f, n = x.shape[1], x.shape[0]
+    return _level2_block(
+        x, rows, col.c, a, col.kind, codes, col.cols, col.m, cuts, y, np.ascontiguousarray(R),
+        np.ascontiguousarray(extra, dtype=float), np.ascontiguousarray(beta), omega, prior[0], float(prior[1]),
+        col.free, float(rows.size), prec, step, H_STEP, rng.standard_normal(f), math.log(rng.random()),
+        rng.standard_normal((GAMMA_PROPOSALS, col.free.size)), np.log(rng.random(GAMMA_PROPOSALS)),
+        1.0 - rng.random(n))

@@ -20,7 +20,9 @@ One sweep:
 1. latents of the observed categorical cells, at level 1 and at each classification;
    then the collapsed block of each rare category's level-1 latent column (``collapsed``; its
    effects at every classification of single membership, fixed effects, scales and Ω1 row with
-   its latents integrated out; not with variance functions);
+   its latents integrated out; not with variance functions), and of each rare category's
+   latent column of a classification's own variables (its B^(c) column and Ω^(c) row, the
+   units as the rows);
 2. B1 | rest and each B^(c) | rest (exact, given the effects);
 3. for each classification, every unit's free effects at once given the rest: batched
    ``(K, r, r)`` exact draws (single membership), or a sparse exact draw for multiple
@@ -211,6 +213,7 @@ class ClassStatic:
     expand: tuple = ()           # its binary/ordinal variables: ((column, thresholds index or None), ...)
     nominal: tuple = ()          # its nominal variables' latent columns
     moves_effects: tuple = ()    # (classification nesting it, masks: moved variables × that one's dim)
+    rare: tuple = ()             # its latent columns of rare categories (``collapsed.Column``)
 
     @property
     def dim(self) -> int:
@@ -315,9 +318,11 @@ def prepare_multi(data: ModelData) -> MultiStatic:
             index=ci, cd=cd, below=below, above=above, free=free, r=r, p=p, nv=nv, con=con, prior=prior,
             blk=blk, counts=counts, xtx_factor=f, x_pinv=pinv,
             patterns=Patterns.of(cd.miss), cat=cat, ww=ww,
-            fixed_prior=_prior(cd.y.shape[1], cd.x.shape[1], cat, model.categorical_prior_sd)))
+            fixed_prior=_prior(cd.y.shape[1], cd.x.shape[1], cat, model.categorical_prior_sd),
+            rare=rare_columns(cat, p, first=r + nv, size=r + nv + p)))
         n_steps[f"omega_class{ci}"] = 0 if con is None else con.n_free
         n_steps[f"cuts_class{ci}"] = sum(c.n_categories - 2 for c in cat if c.kind == "ordinal")
+        n_steps[f"collapsed_class{ci}"] = len(statics[-1].rare)   # each column's Ω^(c) row
     vf = []
     for k, v in enumerate(data.variances):
         vpos = sum(1 for other in data.variances[:k] if other.re == v.re)
@@ -979,6 +984,8 @@ def initial_multi(st: MultiStatic, rng: np.random.Generator) -> MultiState:
             steps[sl] = 1.0      # (a multiple of the prior's conditional SD)
     if st.rare1:
         steps[st.step_slices["collapsed"]] = np.tile([2.0] + [0.2] * len(st.classes), len(st.rare1))
+    for ci, cs in enumerate(st.classes):
+        steps[st.step_slices[f"collapsed_class{ci}"]] = 2.0
     return MultiState(y1=y1, b1=b1, omega1=omega1, cuts1=cuts1, ys=tuple(ys), bs=tuple(bs),
                       us=tuple(us), omegas=tuple(omegas), cuts=tuple(cuts), steps=steps,
                       gammas=tuple(np.zeros(v.w.shape[1]) for v in st.vf),
@@ -1137,6 +1144,28 @@ def _collapsed_level1(rng, st: MultiStatic, y1, mu1, b1, us: list, omegas: list,
     return b1, omega1, acc
 
 
+def _collapsed_class(rng, st: MultiStatic, ci: int, ys: list, bs: list, us: list, omegas: list, cuts: list, vs,
+                     steps) -> np.ndarray:
+    """``collapsed.unit_block`` for each of classification c's rare latent columns: its units
+    are the rows, their vectors (free effects, then own residuals) the coordinates under Ω^(c),
+    the nesting classifications' effects part of the column's mean. ys[c] in place, bs and
+    omegas get new arrays; returns the Ω^(c) steps' acceptance rates."""
+    cs = st.classes[ci]
+    x, f = cs.cd.x, cs.cd.x.shape[1]
+    nest = _nesting_offsets(st, ci, us)
+    acc = np.zeros(len(cs.rare))
+    for t, col in enumerate(cs.rare):
+        c = col.c
+        R = np.concatenate([_with_v(us, vs, ci), ys[ci] - x @ bs[ci] - nest], axis=1)
+        prec = np.zeros(f) if cs.fixed_prior is None else np.ascontiguousarray(cs.fixed_prior[c * f:(c + 1) * f])
+        beta, omegas[ci], acc[t] = collapsed.unit_block(
+            rng, col, col.codes, col.rows, cuts[ci][col.cuts] if col.cuts >= 0 else np.zeros(2), x, ys[ci], R,
+            nest[:, c], bs[ci][:, c], omegas[ci], cs.prior, prec, cs.r + cs.nv + c, steps[t])
+        bs[ci] = bs[ci].copy()
+        bs[ci][:, c] = beta
+    return acc
+
+
 def _expand_class(rng, st: MultiStatic, ci: int, u, S, ys: list, bs: list, us: list, omegas: list,
                   cuts: list) -> np.ndarray:
     """The scale moves of classification c's own categorical latents (``expansion.scale_moves``
@@ -1185,6 +1214,10 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
             ys[ci], cuts[ci], acc = update_latents(rng, ys[ci], mean, np.linalg.inv(cov), cs.cat, cuts[ci],
                                                    steps[sl[f"cuts_class{ci}"]], prior_sd=data.model.categorical_prior_sd)
             _adapt(steps, sl[f"cuts_class{ci}"], acc, adapt_at)
+        if cs.rare and collapsed.ENABLED:   # its rare categories' columns: collapsed moves
+            _adapt(steps, sl[f"collapsed_class{ci}"],
+                   _collapsed_class(rng, st, ci, ys, bs, us, omegas, cuts, vs, steps[sl[f"collapsed_class{ci}"]]),
+                   adapt_at)
     unit_stats = dB = None
     if st.p1:
         # with variance functions and a first classification of single membership, B1's pass

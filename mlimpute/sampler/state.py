@@ -113,7 +113,7 @@ class Static:
     con1: Constraint | None            # fixed elements of Ω1 (categorical latent columns)
     con2: Constraint | None            # fixed elements of Ω2 (level-2 categorical latents)
     step_slices: tuple[slice, ...]     # of State.steps: Ω1, Ω2, cuts1, cuts2, a (cluster), scales of u1,
-    #                                    rare columns' Ω1 rows (``collapsed``)
+    #                                    rare columns' Ω1/Ω2 rows (``collapsed``)
     free1: tuple[np.ndarray, np.ndarray]   # lower-triangle positions of Ω1 not fixed by con1
     free2: tuple[np.ndarray, np.ndarray]   # likewise of Ω2 (both monitored every sweep)
     cluster_cov: bool = False          # covariance="cluster"
@@ -126,6 +126,7 @@ class Static:
     nominal_blocks: tuple = (((), None), ((), None))   # per level: (latent columns, ...), Ω2 masks
     moves_masks1: np.ndarray | None = None   # level 1's masks of both, stacked (``expansion.scale_moves``)
     rare1: tuple = ()                  # level-1 latent columns of rare categories (``collapsed.Column``)
+    rare2: tuple = ()                  # the same at level 2
 
     @property
     def d(self) -> int:
@@ -185,7 +186,11 @@ def prepare_two_level(data: ModelData) -> Static:
     used = {s.codec for s in data.outcome.sources} if data.outcome is not None else set()
     held = {c.name: rows1[data.miss1[rows1, c.cols[0]]] for c in cat1 if c.name in used}
     rare1 = () if cluster_cov else rare_columns(cat1, p1, held=held)
-    n_steps.append(2 * len(rare1))   # per column: its Ω1 row's random-walk scale, its effects' log-scale step
+    held = {c.name: clusters2[data.miss2[clusters2, c.cols[0]]] for c in cat2 if c.name in used}
+    rare2 = rare_columns(cat2, p2, held=held, first=p1 * q, size=p1 * q + p2)
+    # per level-1 column: its Ω1 row's random-walk scale, its effects' log-scale step; per
+    # level-2 column: its Ω2 row's
+    n_steps.append(2 * len(rare1) + len(rare2))
     bounds = np.cumsum([0, *n_steps])
     step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(7))
     xtx_j = (np.add.reduceat(data.x1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
@@ -215,7 +220,7 @@ def prepare_two_level(data: ModelData) -> Static:
         outcome=prepare_outcome(data) if data.outcome is not None else None,
         fixed_prior=fixed_prior(data),
         trace_map=trace_affine(data),
-        expand1=expand1, expand2=expanded_columns(cat2, 0, 0), rare1=rare1,
+        expand1=expand1, expand2=expanded_columns(cat2, 0, 0), rare1=rare1, rare2=rare2,
         nominal_blocks=(nominal1, nominal_blocks(cat2, 0, 0)),
         moves_masks1=np.vstack([expand1[1], nominal1[1]]),
     )
@@ -370,7 +375,8 @@ def initial_two_level(static: Static, rng: np.random.Generator) -> State:
         omega1 = np.repeat(omega1[None], data.n_clusters, axis=0)
         steps[static.step_slices[4]] = 0.3
     steps[static.step_slices[5]] = 0.3
-    steps[static.step_slices[6]] = np.tile([2.0, 0.2], len(static.rare1))
+    steps[static.step_slices[6]] = np.concatenate([np.tile([2.0, 0.2], len(static.rare1)),
+                                                   np.full(len(static.rare2), 2.0)])
     outcome = None
     if static.outcome is not None:
         cuts = dict(zip([c.name for c in (*static.ordinal1, *static.ordinal2)], (*cuts1, *cuts2)))

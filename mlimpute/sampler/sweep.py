@@ -1,7 +1,7 @@
 """One Gibbs sweep of the joint model, composed from the full conditionals.
 
 Order: latents of observed categorical cells (with ordinal thresholds) → the collapsed block
-of each rare category's latent column (``collapsed``) → (B1, B2, U1) as one block (with the
+of each rare category's latent column, level 1 then level 2 (``collapsed``) → (B1, B2, U1) as one block (with the
 scale move of U1) → the level-2 categorical latents' scales (``expansion``) →
 Ω2 → the level-1 categorical latents' scales → Ω1 → missing cells. The textbook scan draws
 B1 | rest, B2 | rest and U | rest as separate steps; drawing (B1, B2) with U1 integrated out
@@ -125,12 +125,17 @@ def sweep(
                                         cuts2, steps[slc2], codes, prior_sd=data.model.categorical_prior_sd)
         if adapt_at is not None and acc.size:
             steps[slc2] = adapt_steps(steps[slc2], acc, adapt_at)
-    if st.rare1 and collapsed.ENABLED:   # rare categories' columns: collapsed moves
-        b1, u1, omega1, omega2, acc = _collapsed_level1(rng, st, y1, fitted1, y2, b1, b2, u1, omega1, omega2,
-                                                        cuts1, steps[slk])
-        if work is not None:
-            work["fitted1_of"] = (b1, u1)
-        omega1_inv = inv_spd(omega1)
+    if (st.rare1 or st.rare2) and collapsed.ENABLED:   # rare categories' columns: collapsed moves
+        acc = np.zeros(steps[slk].size)
+        if st.rare1:
+            k = 2 * len(st.rare1)
+            b1, u1, omega1, omega2, acc[:k] = _collapsed_level1(rng, st, y1, fitted1, y2, b1, b2, u1, omega1,
+                                                                omega2, cuts1, steps[slk][:k])
+            if work is not None:
+                work["fitted1_of"] = (b1, u1)
+            omega1_inv = inv_spd(omega1)
+        for t, col in enumerate(st.rare2, start=2 * len(st.rare1)):
+            b2, omega2, acc[t] = collapsed.level2_block(rng, st, col, y2, u1, b2, omega2, cuts2, steps[slk][t])
         if adapt_at is not None:
             steps[slk] = adapt_steps(steps[slk], acc, adapt_at)
     if st.p1:
