@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))   # the designs come from the tests, whi
 import mlimpute as mi  # noqa: E402
 from mlimpute.diagnostics import ess_bulk  # noqa: E402
 from mlimpute.impute import prepare, run_chain  # noqa: E402
-from mlimpute.sampler import collapsed, expansion, pairs  # noqa: E402
+from mlimpute.sampler import collapsed, expansion  # noqa: E402
 from mlimpute.sampler.sweep import trace_names  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "JSPmiss.csv"
@@ -112,13 +112,13 @@ def main(argv=None) -> None:
     ap.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     ap.add_argument("--seeds", nargs="+", type=int)
     ap.add_argument("--sweeps", type=int)
-    ap.add_argument("--toggle", choices=["expansion", "collapsed", "pairs"], default="expansion",
+    ap.add_argument("--toggle", choices=["expansion", "collapsed"], default="expansion",
                     help="the moves switched on and off: the latents' scale moves or the rare categories' "
-                         "collapsed moves, or only the rare pairs' covariance move")
+                         "collapsed moves")
     ap.add_argument("--variables", nargs="*", default=[],
                     help="also the smallest ESS per 1,000 of the parameters naming each of these")
     a = ap.parse_args(argv)
-    toggle = {"expansion": expansion, "collapsed": collapsed, "pairs": pairs}[a.toggle]
+    toggle = {"expansion": expansion, "collapsed": collapsed}[a.toggle]
     for design in a.designs:
         data = DESIGNS[design]()
         jsp = design in ("ordinal", "nominal")

@@ -78,7 +78,7 @@ from ._small import chol, gaussian_draw, spd_inv
 from .expansion import effects_term
 
 __all__ = ["RARE", "ENABLED", "Column", "rare_columns", "interval_terms", "column_block", "level2_block",
-           "unit_block", "column_bounds"]
+           "unit_block"]
 
 RARE = 0.10      # a column's category below this share of the observed values gets the moves
 ENABLED = True   # (switched off only to measure what the moves buy)
@@ -633,15 +633,6 @@ def _held_codes(y, kind, codes, cols, cuts, held):
                     best, top = k, y[i, cols[k]]
             out[i] = best
     return out
-
-
-def column_bounds(col: Column, y: np.ndarray, cuts: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's interval for the column's latent (held categories included: ``column_block``)
-    given its variable's other latents in ``y``; ``cuts``: the thresholds of the level's
-    ordinal variables."""
-    cut = cuts[col.cuts] if col.cuts >= 0 else np.zeros(2)
-    codes = _held_codes(y, col.kind, col.codes, col.cols, cut, col.held) if col.held.size else col.codes
-    return _bounds(y, col.kind, codes, col.cols, col.m, cut)
 
 
 @njit(cache=True)

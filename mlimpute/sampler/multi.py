@@ -22,8 +22,7 @@ One sweep:
    effects at every classification of single membership, fixed effects, scales and Ω1 row with
    its latents integrated out; not with variance functions), and of each rare category's
    latent column of a classification's own variables (its B^(c) column and Ω^(c) row, the
-   units as the rows); then the covariance of each pair of such columns with both latents
-   integrated out (``pairs``);
+   units as the rows);
 2. B1 | rest and each B^(c) | rest (exact, given the effects);
 3. for each classification, every unit's free effects at once given the rest: batched
    ``(K, r, r)`` exact draws (single membership), or a sparse exact draw for multiple
@@ -91,11 +90,10 @@ from ..design import ColumnCodec, ModelData
 from ..scaling import TraceMap, prior_scale
 from . import _class_kernels as ck
 from . import _vf_kernels as vfk
-from . import collapsed, expansion, pairs
+from . import collapsed, expansion
 from ._kernels import residual_crossprod
 from .adapt import adapt_steps
 from .collapsed import rare_columns
-from .pairs import rare_pairs
 from .covariance import Constraint, draw_covariance, free_lower
 from .latent import update_latents
 from .linalg import inv_spd
@@ -216,7 +214,6 @@ class ClassStatic:
     nominal: tuple = ()          # its nominal variables' latent columns
     moves_effects: tuple = ()    # (classification nesting it, masks: moved variables × that one's dim)
     rare: tuple = ()             # its latent columns of rare categories (``collapsed.Column``)
-    pairs: tuple = ()            # pairs of them (``pairs``)
 
     @property
     def dim(self) -> int:
@@ -255,7 +252,6 @@ class MultiStatic:
     #                               (per classification: variables × coordinates)
     moves_masks: tuple = ()       # per classification, both masks stacked (``expansion.scale_moves``)
     rare1: tuple = ()             # level-1 latent columns of rare categories (``collapsed.Column``)
-    pairs1: tuple = ()            # pairs of them (``pairs``)
 
 
 def _fixed_block(codec: ColumnCodec) -> np.ndarray:
@@ -318,17 +314,15 @@ def prepare_multi(data: ModelData) -> MultiStatic:
                                   shape=(n, cd.n_units))
             ww = (W.T @ W).tocsc()
         f, pinv = _factor(cd.x)
-        rare = rare_columns(cat, p, first=r + nv, size=r + nv + p)
         statics.append(ClassStatic(
             index=ci, cd=cd, below=below, above=above, free=free, r=r, p=p, nv=nv, con=con, prior=prior,
             blk=blk, counts=counts, xtx_factor=f, x_pinv=pinv,
             patterns=Patterns.of(cd.miss), cat=cat, ww=ww,
             fixed_prior=_prior(cd.y.shape[1], cd.x.shape[1], cat, model.categorical_prior_sd),
-            rare=rare, pairs=rare_pairs(rare)))
+            rare=rare_columns(cat, p, first=r + nv, size=r + nv + p)))
         n_steps[f"omega_class{ci}"] = 0 if con is None else con.n_free
         n_steps[f"cuts_class{ci}"] = sum(c.n_categories - 2 for c in cat if c.kind == "ordinal")
-        # each rare column's Ω^(c) row, then each pair's covariance
-        n_steps[f"collapsed_class{ci}"] = len(rare) + len(statics[-1].pairs)
+        n_steps[f"collapsed_class{ci}"] = len(statics[-1].rare)   # each column's Ω^(c) row
     vf = []
     for k, v in enumerate(data.variances):
         vpos = sum(1 for other in data.variances[:k] if other.re == v.re)
@@ -346,9 +340,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         n_steps[f"logvar{k}"] = int(v.re is not None)
     # the rare categories' collapsed block: not with variance functions (Ω1 is drawn in parts)
     rare1 = () if vf or data.outcome is not None else rare_columns(cat1, p1)
-    pairs1 = rare_pairs(rare1)
-    # per column: Ω1 row, then each scale step; then per pair: its covariance
-    n_steps["collapsed"] = (1 + len(classes)) * len(rare1) + len(pairs1)
+    n_steps["collapsed"] = (1 + len(classes)) * len(rare1)   # per column: Ω1 row, then each scale step
     n_steps = {"omega1": 0 if con1 is None else con1.n_free,
                "cuts1": sum(c.n_categories - 2 for c in cat1 if c.kind == "ordinal"), **n_steps}
     bounds = np.cumsum([0, *n_steps.values()])
@@ -377,7 +369,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         vf_vcols=vcols, vf_other=other, vf_leads=leads, vf_grids=grids, vf_first=first,
         con1_other=con1_other, fixed_prior1=_prior(p1, data.x1.shape[1], cat1, model.categorical_prior_sd),
         trace_map=multi_trace_affine(data),
-        expand1=expand1, nominal1=nominal1, rare1=rare1, pairs1=pairs1,
+        expand1=expand1, nominal1=nominal1, rare1=rare1,
         moves_masks=tuple(np.vstack(pair) for pair in zip(expand1[1], nominal1[1])),
     )
 
@@ -991,8 +983,7 @@ def initial_multi(st: MultiStatic, rng: np.random.Generator) -> MultiState:
         if key.startswith("logvar"):
             steps[sl] = 1.0      # (a multiple of the prior's conditional SD)
     if st.rare1:
-        steps[st.step_slices["collapsed"]] = np.concatenate([np.tile([2.0] + [0.2] * len(st.classes), len(st.rare1)),
-                                                             np.full(len(st.pairs1), 2.0)])
+        steps[st.step_slices["collapsed"]] = np.tile([2.0] + [0.2] * len(st.classes), len(st.rare1))
     for ci, cs in enumerate(st.classes):
         steps[st.step_slices[f"collapsed_class{ci}"]] = 2.0
     return MultiState(y1=y1, b1=b1, omega1=omega1, cuts1=cuts1, ys=tuple(ys), bs=tuple(bs),
@@ -1150,9 +1141,6 @@ def _collapsed_level1(rng, st: MultiStatic, y1, mu1, b1, us: list, omegas: list,
             np.log(rng.random(collapsed.GAMMA_PROPOSALS)), current, off, sd)
         collapsed._redraw(y1, a, base_a, off, sd, col.kind, col.codes, col.cols, col.m, cuts,
                           1.0 - rng.random(N))   # 4. the latents
-    for t, (pa, pb) in enumerate(st.pairs1 if pairs.ENABLED else (), start=per * len(st.rare1)):
-        omega1, acc[t] = pairs.pair_move(rng, y1, mu1, pa.c, pb.c, collapsed.column_bounds(pa, y1, cuts1),
-                                         collapsed.column_bounds(pb, y1, cuts1), omega1, st.prior1, steps[t])
     return b1, omega1, acc
 
 
@@ -1165,7 +1153,7 @@ def _collapsed_class(rng, st: MultiStatic, ci: int, ys: list, bs: list, us: list
     cs = st.classes[ci]
     x, f = cs.cd.x, cs.cd.x.shape[1]
     nest = _nesting_offsets(st, ci, us)
-    acc = np.zeros(len(cs.rare) + len(cs.pairs))
+    acc = np.zeros(len(cs.rare))
     for t, col in enumerate(cs.rare):
         c = col.c
         R = np.concatenate([_with_v(us, vs, ci), ys[ci] - x @ bs[ci] - nest], axis=1)
@@ -1175,16 +1163,6 @@ def _collapsed_class(rng, st: MultiStatic, ci: int, ys: list, bs: list, us: list
             nest[:, c], bs[ci][:, c], omegas[ci], cs.prior, prec, cs.r + cs.nv + c, steps[t])
         bs[ci] = bs[ci].copy()
         bs[ci][:, c] = beta
-    if cs.pairs and pairs.ENABLED:   # pairs of them: their covariance
-        w = cs.r + cs.nv
-        Y = np.concatenate([_with_v(us, vs, ci), ys[ci]], axis=1)
-        F = np.concatenate([np.zeros((cs.cd.n_units, w)), x @ bs[ci] + nest], axis=1)
-        for t, (pa, pb) in enumerate(cs.pairs, start=len(cs.rare)):
-            omegas[ci], acc[t] = pairs.pair_move(rng, Y, F, w + pa.c, w + pb.c,
-                                                 collapsed.column_bounds(pa, ys[ci], cuts[ci]),
-                                                 collapsed.column_bounds(pb, ys[ci], cuts[ci]), omegas[ci], cs.prior,
-                                                 steps[t])
-            ys[ci][:, [pa.c, pb.c]] = Y[:, [w + pa.c, w + pb.c]]
     return acc
 
 

@@ -12,7 +12,6 @@ from ..design import ColumnCodec, ModelData
 from ..scaling import TraceMap, level2_coordinates, prior_scale
 from ._kernels import fitted_rows, residual_crossprod
 from .collapsed import rare_columns
-from .pairs import rare_pairs
 from .covariance import Constraint, free_lower
 from .latent import initial_latent
 from .outcome import OutcomeState, OutcomeStatic, initial_outcome, prepare_outcome, substantive_units
@@ -128,7 +127,6 @@ class Static:
     moves_masks1: np.ndarray | None = None   # level 1's masks of both, stacked (``expansion.scale_moves``)
     rare1: tuple = ()                  # level-1 latent columns of rare categories (``collapsed.Column``)
     rare2: tuple = ()                  # the same at level 2
-    pairs: tuple = ((), ())            # pairs of them per level (``pairs``)
 
     @property
     def d(self) -> int:
@@ -190,10 +188,9 @@ def prepare_two_level(data: ModelData) -> Static:
     rare1 = () if cluster_cov else rare_columns(cat1, p1, held=held)
     held = {c.name: clusters2[data.miss2[clusters2, c.cols[0]]] for c in cat2 if c.name in used}
     rare2 = rare_columns(cat2, p2, held=held, first=p1 * q, size=p1 * q + p2)
-    pairs1, pairs2 = rare_pairs(rare1), rare_pairs(rare2)
     # per level-1 column: its Ω1 row's random-walk scale, its effects' log-scale step; per
-    # level-2 column: its Ω2 row's; per pair of them (``pairs``): their covariance's
-    n_steps.append(2 * len(rare1) + len(rare2) + len(pairs1) + len(pairs2))
+    # level-2 column: its Ω2 row's
+    n_steps.append(2 * len(rare1) + len(rare2))
     bounds = np.cumsum([0, *n_steps])
     step_slices = tuple(slice(int(bounds[k]), int(bounds[k + 1])) for k in range(7))
     xtx_j = (np.add.reduceat(data.x1[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
@@ -224,7 +221,6 @@ def prepare_two_level(data: ModelData) -> Static:
         fixed_prior=fixed_prior(data),
         trace_map=trace_affine(data),
         expand1=expand1, expand2=expanded_columns(cat2, 0, 0), rare1=rare1, rare2=rare2,
-        pairs=(pairs1, pairs2),
         nominal_blocks=(nominal1, nominal_blocks(cat2, 0, 0)),
         moves_masks1=np.vstack([expand1[1], nominal1[1]]),
     )
@@ -380,7 +376,7 @@ def initial_two_level(static: Static, rng: np.random.Generator) -> State:
         steps[static.step_slices[4]] = 0.3
     steps[static.step_slices[5]] = 0.3
     steps[static.step_slices[6]] = np.concatenate([np.tile([2.0, 0.2], len(static.rare1)),
-                                                   np.full(len(static.rare2) + sum(map(len, static.pairs)), 2.0)])
+                                                   np.full(len(static.rare2), 2.0)])
     outcome = None
     if static.outcome is not None:
         cuts = dict(zip([c.name for c in (*static.ordinal1, *static.ordinal2)], (*cuts1, *cuts2)))

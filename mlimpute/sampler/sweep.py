@@ -1,8 +1,7 @@
 """One Gibbs sweep of the joint model, composed from the full conditionals.
 
 Order: latents of observed categorical cells (with ordinal thresholds) → the collapsed block
-of each rare category's latent column, level 1 then level 2 (``collapsed``), and of each pair
-of them (``pairs``) → (B1, B2, U1) as one block (with the
+of each rare category's latent column, level 1 then level 2 (``collapsed``) → (B1, B2, U1) as one block (with the
 scale move of U1) → the level-2 categorical latents' scales (``expansion``) →
 Ω2 → the level-1 categorical latents' scales → Ω1 → missing cells. The textbook scan draws
 B1 | rest, B2 | rest and U | rest as separate steps; drawing (B1, B2) with U1 integrated out
@@ -16,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import collapsed, expansion, pairs
+from . import collapsed, expansion
 from .adapt import adapt_steps
 from .clustercov import draw_cluster_omegas, draw_hyper
 from .covariance import draw_covariance, free_lower
@@ -137,22 +136,6 @@ def sweep(
             omega1_inv = inv_spd(omega1)
         for t, col in enumerate(st.rare2, start=2 * len(st.rare1)):
             b2, omega2, acc[t] = collapsed.level2_block(rng, st, col, y2, u1, b2, omega2, cuts2, steps[slk][t])
-        t = 2 * len(st.rare1) + len(st.rare2)
-        for pa, pb in st.pairs[0] if pairs.ENABLED else ():     # pairs of rare columns: their covariance
-            omega1, acc[t] = pairs.pair_move(rng, y1, fitted1, pa.c, pb.c, collapsed.column_bounds(pa, y1, cuts1),
-                                             collapsed.column_bounds(pb, y1, cuts1), omega1, st.prior1, steps[slk][t])
-            omega1_inv = inv_spd(omega1)
-            t += 1
-        if st.pairs[1] and pairs.ENABLED:
-            k0 = st.p1 * st.q
-            Y = np.concatenate([u1, y2], axis=1)
-            F = np.concatenate([np.zeros_like(u1), data.x2 @ b2], axis=1)
-            for pa, pb in st.pairs[1]:
-                omega2, acc[t] = pairs.pair_move(rng, Y, F, k0 + pa.c, k0 + pb.c, collapsed.column_bounds(pa, y2, cuts2),
-                                                 collapsed.column_bounds(pb, y2, cuts2), omega2, st.prior2,
-                                                 steps[slk][t])
-                y2[:, [pa.c, pb.c]] = Y[:, [k0 + pa.c, k0 + pb.c]]
-                t += 1
         if adapt_at is not None:
             steps[slk] = adapt_steps(steps[slk], acc, adapt_at)
     if st.p1:
