@@ -349,17 +349,20 @@ def _effects_step(x, z, cl, rows, beta, U, off, sd, lo, hi, M, Vinv, h, eps, log
     taken = np.zeros(J, np.bool_)
     for j in range(J):
         take = False
-        if ok0[j]:
+        if ok0[j] and q == 1:     # scalar: the same ratio without small arrays
+            v = Vinv[0, 0]
+            d0, d1 = U[j, 0] - M[j, 0], prop[j, 0] - M[j, 0]
+            hn = H1[j, 0, 0] + v
+            mean1 = prop[j, 0] + 0.5 * hh * (g1[j, 0] - v * d1) / hn
+            back = math.sqrt(hn) * (U[j, 0] - mean1) / h
+            fwd = Ls0[j, 0, 0] * (prop[j, 0] - means0[j, 0]) / h
+            log_r = (lp1[j] - 0.5 * v * d1 * d1) - (lp0[j] - 0.5 * v * d0 * d0) \
+                - 0.5 * back * back + 0.5 * math.log(hn) + 0.5 * fwd * fwd - math.log(Ls0[j, 0, 0])
+            take = logu[j] < log_r
+        elif ok0[j]:
             d0 = U[j] - M[j]
             d1 = prop[j] - M[j]
-            if q == 1:
-                hn = H1[j, 0, 0] + Vinv[0, 0]
-                mean1 = prop[j].copy()
-                mean1[0] += 0.5 * hh * (g1[j, 0] - Vinv[0, 0] * d1[0]) / hn
-                L1 = np.full((1, 1), math.sqrt(hn))
-                ok1 = True
-            else:
-                mean1, _, L1, ok1 = _langevin(prop[j].copy(), g1[j] - Vinv @ d1, H1[j] + Vinv, h, eps[j])
+            mean1, _, L1, ok1 = _langevin(prop[j].copy(), g1[j] - Vinv @ d1, H1[j] + Vinv, h, eps[j])
             if ok1:
                 log_r = (lp1[j] - 0.5 * _quad(Vinv, d1, d1)) - (lp0[j] - 0.5 * _quad(Vinv, d0, d0)) \
                     + _log_q(U[j], mean1, L1, h) - _log_q(prop[j], means0[j], Ls0[j], h)
