@@ -6,6 +6,7 @@ ours vs jomo (``jomo.MCMCchain``'s collected draws), same data, same run.
     python benchmarks/bench_ess.py --no-r --off expansion   # what a move buys: the same run without it
     python benchmarks/bench_ess.py --data jsp --sweeps 10000   # JSPmiss, fluent nominal
     python benchmarks/bench_ess.py --data jsp --jomo-lib /tmp/jomo_unclamped   # jomo without its clamp
+    python benchmarks/bench_ess.py --data level2 --sizes 200x10 --compare --standardize no --jomo-lib LIB
 
 jomo keeps a nominal latent's draw inside (-3, 4); where a category is rare that changes its
 posterior (on JSPmiss the level-2 variances of fluent's latents sit at 0.08 instead of about 0.5)
@@ -17,7 +18,9 @@ continuous, b binary, f 3-category nominal at level 1, w continuous at level 2, 
 of every variable missing. ``jsp`` is JSPmiss (``data/JSPmiss.csv``, jomo's example: 1,119 pupils
 in 47 schools): ravens, english continuous and fluent nominal (3 categories, two of them 3 % of
 the values) given sex and behaviour, clustered by school (jomo has no ordinal model, so fluent is
-nominal for both). Both samplers run one chain of ``--burn`` then ``--sweeps`` iterations; ESS (rank-normalised bulk and
+nominal for both). ``level2``: ``--sizes JxN`` schools of N pupils, y continuous given x, a
+rare binary wb (about 6 % ones) and a continuous w per school, 20 % of each missing (the
+collapsed block at level 2). Both samplers run one chain of ``--burn`` then ``--sweeps`` iterations; ESS (rank-normalised bulk and
 tail, ``mlimpute.diagnostics``, the same function for both) of every monitored parameter of
 the draws after burn-in, grouped into classes: fixed effects, level-1 covariances among
 continuous variables, between a categorical latent and a continuous variable, between two
@@ -79,7 +82,30 @@ def design(name: str, J: int, n: int, seed: int) -> Design:
                       "Y <- data.frame(ravens = d$ravens, english = d$english, fluent = factor(d$fluent))\n"
                       "Y2 <- NULL; X <- data.frame(cons = 1, sex = d$sex, upper = as.numeric(d$behaviour == 'upper'))\n"
                       "clus <- d$school", {"Intercept": "cons", "sex": "sex", "behaviour[T.upper]": "upper"})
-    raise ValueError(f"--data {name!r}: use 'mixed' or 'jsp'")
+    if name == "level2":
+        df = _level2_data(J or 200, n or 10, seed)
+        model = mi.ImputationModel(cluster="g", covariates=["x"], variables={
+            "y": "continuous", "wb": mi.Variable("binary", level=2), "w": mi.Variable("continuous", level=2)})
+        return Design(df, model, ("wb",),
+                      "Y <- data.frame(y = d$y); Y2 <- data.frame(wb = factor(d$wb), w = d$w)\n"
+                      "X <- data.frame(cons = 1, x = d$x); clus <- d$g", {"Intercept": "cons", "x": "x"})
+    raise ValueError(f"--data {name!r}: use 'mixed', 'jsp' or 'level2'")
+
+
+def _level2_data(J: int, n: int, seed: int) -> pd.DataFrame:
+    """n pupils (y continuous, covariate x) in each of J schools with a rare binary wb (about 6 %
+    ones) and a continuous w per school; 20 % of y and of the schools' wb and w missing."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(1, J + 1), n)
+    u = rng.normal(0, 0.6, J)
+    x = rng.normal(size=J * n)
+    wb = (-1.4 + 0.8 * u + 0.6 * rng.normal(size=J) > 0).astype(float)
+    df = pd.DataFrame({"g": g, "x": x, "y": 1 + 0.5 * x + u[g - 1] + rng.normal(size=J * n),
+                       "wb": wb[g - 1], "w": (0.5 * u + rng.normal(size=J))[g - 1]})
+    df.loc[rng.random(J * n) < 0.2, "y"] = np.nan
+    for c in ("wb", "w"):
+        df.loc[(rng.random(J) < 0.2)[g - 1], c] = np.nan
+    return df
 
 
 def _cls(level: str, a: str, b: str | None, categorical: tuple[str, ...]) -> str:
@@ -103,7 +129,8 @@ def classify(name: str, categorical: tuple[str, ...], jomo: bool = False) -> str
 def common_key(name: str, d: Design, jomo: bool) -> tuple:
     """A monitored parameter's name, ours or jomo's, as one key: (block, variable, covariate)
     for fixed effects, (block, the two variables in order) for covariances. A nominal latent
-    column V[L] is jomo's V.k, k = L's place among V's levels (the last is the reference in both)."""
+    column V[L] is jomo's V.k, k = L's place among V's levels (the last is the reference in both);
+    a binary variable's latent V is jomo's V.1."""
     block, inner = re.match(r"(beta\d|omega\d)\[(.+)\]$", name).groups()
     if jomo:
         parts = inner.replace("*Z1", "").split(",")
@@ -114,7 +141,9 @@ def common_key(name: str, d: Design, jomo: bool) -> tuple:
             parts[1] = d.covariates.get(parts[1], parts[1])
         for i, v in enumerate(parts):
             m = re.match(r"(.+)\[(.+)\]$", v)
-            if m and m.group(1) in d.categorical:
+            if v in d.categorical:    # a binary variable's one latent: jomo's V.1
+                parts[i] = f"{v}.1"
+            elif m and m.group(1) in d.categorical:
                 levels = sorted(float(x) for x in d.df[m.group(1)].dropna().unique())
                 parts[i] = f"{m.group(1)}.{levels.index(float(m.group(2))) + 1}"
     return (block, *parts) if block.startswith("beta") else (block, *sorted(parts))
@@ -122,16 +151,21 @@ def common_key(name: str, d: Design, jomo: bool) -> tuple:
 
 def compare(ours: pd.DataFrame, theirs: pd.DataFrame, d: Design) -> pd.DataFrame:
     """Posterior mean and SD of every parameter both report, and z = the difference over its
-    Monte Carlo standard error (each sampler's SD / sqrt(bulk ESS))."""
+    Monte Carlo standard error (each sampler's SD / sqrt(bulk ESS)). jomo models a binary
+    variable as a nominal one whose latent is positive for its first category, ours for its
+    second: its draws of that latent's coefficients and covariances are negated."""
     from mlimpute.diagnostics import ess_bulk
 
     keyed = {common_key(c, d, True): c for c in theirs.columns}
+    binary = {f"{v}.1" for v, spec in d.model.variables.items() if getattr(spec, "kind", spec) == "binary"}
     rows = []
     for c in ours.columns:
         k = common_key(c, d, False)
         x, y = ours[c].to_numpy(float), theirs[keyed[k]].to_numpy(float) if k in keyed else None
         if y is None or np.ptp(x) == 0:
             continue
+        if sum(part in binary for part in k[1:]) % 2:   # jomo's binary latent is ours negated
+            y = -y
         se = np.hypot(x.std() / np.sqrt(ess_bulk(x[None])), y.std() / np.sqrt(ess_bulk(y[None])))
         rows.append((c, x.mean(), x.std(), y.mean(), y.std(), (x.mean() - y.mean()) / se))
     return pd.DataFrame(rows, columns=["parameter", "mean", "sd", "mean_jomo", "sd_jomo", "z"])
@@ -219,8 +253,8 @@ def summarise(t: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", choices=["mixed", "jsp"], default="mixed")
-    ap.add_argument("--sizes", nargs="+", default=["250x16"], help="J x n of the mixed design")
+    ap.add_argument("--data", choices=["mixed", "jsp", "level2"], default="mixed")
+    ap.add_argument("--sizes", nargs="+", default=["250x16"], help="J x n of the mixed and level2 designs")
     ap.add_argument("--burn", type=int, default=500)
     ap.add_argument("--sweeps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1)
@@ -238,8 +272,8 @@ def main(argv=None) -> None:
     if a.rare is not None:
         from mlimpute.sampler import collapsed
         collapsed.RARE = a.rare
-    for size in (a.sizes if a.data == "mixed" else ["JSPmiss"]):
-        J, n = map(int, size.split("x")) if a.data == "mixed" else (0, 0)
+    for size in (a.sizes if a.data != "jsp" else ["JSPmiss"]):
+        J, n = map(int, size.split("x")) if a.data != "jsp" else (0, 0)
         d = design(a.data, J, n, a.seed)
         if a.standardize == "no":
             d = replace(d, model=replace(d.model, standardize=False))
