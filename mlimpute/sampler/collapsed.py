@@ -49,20 +49,27 @@ columns whose category has fewer than ``RARE`` of the observed values: there dat
 is slow and the passes pay; with common categories the latents are nearly as informative as
 the categories and the Gibbs steps alone do (measured in ``docs/sampler-quality.md``). With a
 substantive model the imputed categories of rows with an observed outcome count as observed
-(``column_block``).
-
-Level-2 variables of the two-level model (``level2_block``): the same moves with the clusters
-as the rows. A cluster's coordinates v_j = (u1_j, y2_j − X2_j B2) are N(0, Ω2), so a level-2
-latent column's conditional given the cluster's other coordinates is the partitioned Gaussian
-of Ω2, and steps 2–4 run on it (B2's column, Ω2's free row elements, the latents); there are no
-effects below the clusters to move. The other coordinates' density does not involve the row
-(its variance is fixed), so step 3's target is the same as at level 1. Not with ``covariance="cluster"`` (nor, in the general sampler, with
+(``column_block``). Not with ``covariance="cluster"`` (nor, in the general sampler, with
 variance functions). In the general sampler (``multi._collapsed_level1``) steps 1 and 2b run for each
 classification of single membership in turn, the other classifications' effects on the column
 (and those of multiple-membership classifications, which the block leaves alone) in the offset
-c_i, with the unit's prior under that classification's Ω. ``tests/test_collapsed.py`` checks the
-derivatives and targets against scipy and the sampler with and without the moves against each
-other; ``tests/test_jomo_mixed.py`` the posterior against jomo's.
+c_i, with the unit's prior under that classification's Ω.
+
+Variables measured on clusters (``level2_block``, two-level model) or on a classification's
+units (``unit_block`` through ``multi._collapsed_class``): the same moves with the units as the
+rows. A unit's coordinates (its effects, then its variables' values minus their means: u1_j and
+y2_j − X2_j B2 in the two-level model) are N(0, Ω), so a latent column's conditional given the
+unit's other coordinates is the partitioned Gaussian of Ω (Ω2, Ω^(c)), its mean including the
+effects on it of the classifications nesting the units; steps 2–4 run on it (the column's
+fixed effects, Ω's free row elements, the latents), and there are no effects below the units
+to move. The other coordinates' density does not involve the row (its variance is fixed), so
+step 3's target is the same as at level 1. These run with ``covariance="cluster"`` and with
+variance functions too: those change level 1's covariance, and a unit's log-variance effects
+are among the coordinates the block conditions on.
+
+``tests/test_collapsed.py`` checks the derivatives and targets against scipy and the samplers
+with and without the moves against each other; ``tests/test_jomo_mixed.py`` the posterior
+against jomo's.
 """
 
 from __future__ import annotations
