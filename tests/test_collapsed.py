@@ -456,7 +456,13 @@ def test_classification_level_block_leaves_a_consistent_state():
     assert moved >= 6
 
 
-def test_general_sampler_with_classification_level_moves_keeps_the_posterior(monkeypatch):
-    """Rare categories of classes and schools: the same posterior with and without the blocks."""
-    data = prepare(_class_rare(13), mi.ImputationModel(**CLASS_RARE))
-    assert_same_means(_with_and_without(data, [13], monkeypatch))
+@pytest.mark.parametrize("variance", [None, "~ x"])
+def test_general_sampler_with_classification_level_moves_keeps_the_posterior(variance, monkeypatch):
+    """Rare categories of classes and schools: the same posterior with and without the blocks,
+    also with a variance function of y (the level-1 block does not run then, the unit-level
+    ones do)."""
+    variables = dict(CLASS_RARE["variables"])
+    if variance:
+        variables["y"] = mi.Variable("continuous", variance=variance)
+    data = prepare(_class_rare(13), mi.ImputationModel(**{**CLASS_RARE, "variables": variables}))
+    assert_same_means(_with_and_without(data, [13, variance is None], monkeypatch))
