@@ -20,7 +20,8 @@ in 47 schools): ravens, english continuous and fluent nominal (3 categories, two
 the values) given sex and behaviour, clustered by school (jomo has no ordinal model, so fluent is
 nominal for both). ``level2``: ``--sizes JxN`` schools of N pupils, y continuous given x, a
 rare binary wb (about 6 % ones) and a continuous w per school, 20 % of each missing (the
-collapsed block at level 2). Both samplers run one chain of ``--burn`` then ``--sweeps`` iterations; ESS (rank-normalised bulk and
+collapsed block at level 2); ``level2-continuous`` the same data without wb (where jomo draws Ω2
+from the inverse-Wishart, as we do). Both samplers run one chain of ``--burn`` then ``--sweeps`` iterations; ESS (rank-normalised bulk and
 tail, ``mlimpute.diagnostics``, the same function for both) of every monitored parameter of
 the draws after burn-in, grouped into classes: fixed effects, level-1 covariances among
 continuous variables, between a categorical latent and a continuous variable, between two
@@ -82,14 +83,20 @@ def design(name: str, J: int, n: int, seed: int) -> Design:
                       "Y <- data.frame(ravens = d$ravens, english = d$english, fluent = factor(d$fluent))\n"
                       "Y2 <- NULL; X <- data.frame(cons = 1, sex = d$sex, upper = as.numeric(d$behaviour == 'upper'))\n"
                       "clus <- d$school", {"Intercept": "cons", "sex": "sex", "behaviour[T.upper]": "upper"})
-    if name == "level2":
+    if name in ("level2", "level2-continuous"):
         df = _level2_data(J or 200, n or 10, seed)
+        if name == "level2-continuous":   # the same data without wb: jomo's inverse-Wishart for Ω2
+            model = mi.ImputationModel(cluster="g", covariates=["x"], variables={
+                "y": "continuous", "w": mi.Variable("continuous", level=2)})
+            return Design(df.drop(columns="wb"), model, (),
+                          "Y <- data.frame(y = d$y); Y2 <- data.frame(w = d$w)\n"
+                          "X <- data.frame(cons = 1, x = d$x); clus <- d$g", {"Intercept": "cons", "x": "x"})
         model = mi.ImputationModel(cluster="g", covariates=["x"], variables={
             "y": "continuous", "wb": mi.Variable("binary", level=2), "w": mi.Variable("continuous", level=2)})
         return Design(df, model, ("wb",),
                       "Y <- data.frame(y = d$y); Y2 <- data.frame(wb = factor(d$wb), w = d$w)\n"
                       "X <- data.frame(cons = 1, x = d$x); clus <- d$g", {"Intercept": "cons", "x": "x"})
-    raise ValueError(f"--data {name!r}: use 'mixed', 'jsp' or 'level2'")
+    raise ValueError(f"--data {name!r}: use 'mixed', 'jsp', 'level2' or 'level2-continuous'")
 
 
 def _level2_data(J: int, n: int, seed: int) -> pd.DataFrame:
@@ -253,7 +260,7 @@ def summarise(t: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", choices=["mixed", "jsp", "level2"], default="mixed")
+    ap.add_argument("--data", choices=["mixed", "jsp", "level2", "level2-continuous"], default="mixed")
     ap.add_argument("--sizes", nargs="+", default=["250x16"], help="J x n of the mixed and level2 designs")
     ap.add_argument("--burn", type=int, default=500)
     ap.add_argument("--sweeps", type=int, default=2000)
