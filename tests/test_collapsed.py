@@ -362,10 +362,22 @@ def test_level2_block_leaves_a_consistent_state():
     assert min(moved_b, moved_om) > n / 4, (moved_b, moved_om)
 
 
-def test_sampler_with_level2_moves_keeps_the_posterior(monkeypatch):
-    """Rare categories at both levels: the same posterior with and without the blocks."""
-    data = prepare(_rare2(10), mi.ImputationModel(**RARE2))
-    assert_same_means(_with_and_without(data, [10], monkeypatch))
+@pytest.mark.parametrize("covariance", ["common", "cluster"])
+def test_sampler_with_level2_moves_keeps_the_posterior(covariance, monkeypatch):
+    """Rare categories at both levels: the same posterior with and without the blocks; with
+    cluster-specific level-1 covariances (which refuse categorical level-1 variables) the
+    level-2 block alone."""
+    if covariance == "common":
+        data = prepare(_rare2(10), mi.ImputationModel(**RARE2))
+    else:
+        df = _rare2(31, J=100, n=8).drop(columns=["b"])
+        # (noise from a stream of its own: _rare2(31)'s first draws are x, and y2 = 0.5y + x
+        # would be an exact linear function of y and a covariate)
+        df["y2"] = 0.5 * df["y"] + np.random.default_rng([31, 2]).standard_normal(len(df))
+        variables = {k: v for k, v in RARE2["variables"].items() if k != "b"}
+        data = prepare(df, mi.ImputationModel(**{**RARE2, "variables": {**variables, "y2": "continuous"}},
+                                              covariance="cluster"))
+    assert_same_means(_with_and_without(data, [10 if covariance == "common" else 31], monkeypatch))
 
 
 def test_level2_block_with_a_substantive_model_keeps_the_categories_the_outcome_sees():
