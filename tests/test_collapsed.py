@@ -331,7 +331,7 @@ def test_level2_block_leaves_a_consistent_state():
     Ω2's; after ``level2_block`` the observed categories are unchanged, Ω2 keeps its fixed
     elements and stays positive definite, only the column's B2 and Ω2 row move, and they do."""
     from mlimpute.sampler.latent import latents_to_codes
-    from mlimpute.sampler.sweep import prepare_static
+    from mlimpute.sampler.sweep import _level2_rows, prepare_static
 
     data = prepare(_rare2(9), mi.ImputationModel(**RARE2))
     st = prepare_static(data)
@@ -344,7 +344,8 @@ def test_level2_block_leaves_a_consistent_state():
     for _ in range(8):
         for col in st.rare2:
             y2 = s.y2.copy()
-            b2, om2, _ = collapsed.level2_block(rng, st, col, y2, s.u1, s.b2, s.omega2, s.cuts2, 2.0)
+            b2, om2, _ = collapsed.level2_block(rng, st, col, y2, _level2_rows(st, s.u1, y2, s.b2), s.b2, s.omega2,
+                                            s.cuts2, 2.0)
             for codec in st.cat2:
                 cuts = s.cuts2[0] if codec.kind == "ordinal" else None
                 obs = codec.codes >= 0
@@ -384,7 +385,7 @@ def test_level2_block_with_a_substantive_model_keeps_the_categories_the_outcome_
     """A level-2 covariate of the analysis model: the clusters whose imputed category the
     outcome sees are held, and keep their categories through the block."""
     from mlimpute.sampler.latent import latents_to_codes
-    from mlimpute.sampler.sweep import prepare_static
+    from mlimpute.sampler.sweep import _level2_rows, prepare_static
 
     model = mi.ImputationModel(cluster="g", covariates=["x"], variables={"wb": mi.Variable("binary", level=2)},
                                substantive="y ~ x + wb + (1 | g)")
@@ -397,7 +398,8 @@ def test_level2_block_with_a_substantive_model_keeps_the_categories_the_outcome_
     codec = st.cat2[0]
     for _ in range(10):
         y2 = s.y2.copy()
-        b2, om2, _ = collapsed.level2_block(rng, st, col, y2, s.u1, s.b2, s.omega2, s.cuts2, 2.0)
+        b2, om2, _ = collapsed.level2_block(rng, st, col, y2, _level2_rows(st, s.u1, y2, s.b2), s.b2, s.omega2,
+                                            s.cuts2, 2.0)
         keep = (codec.codes >= 0) | np.isin(np.arange(y2.shape[0]), col.held)
         assert np.array_equal(latents_to_codes(codec, y2[:, [0]], None)[keep],
                               latents_to_codes(codec, s.y2[:, [0]], None)[keep])

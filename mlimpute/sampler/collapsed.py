@@ -83,9 +83,10 @@ from numba import njit
 from . import _kernels as kern
 from ._small import chol, gaussian_draw, spd_inv
 from .expansion import effects_term
+from .latent import latents_to_codes
 
-__all__ = ["RARE", "ENABLED", "Column", "rare_columns", "interval_terms", "column_block", "level2_block",
-           "unit_block"]
+__all__ = ["RARE", "ENABLED", "Column", "rare_columns", "interval_terms", "categories", "column_block",
+           "level2_block", "unit_block"]
 
 RARE = 0.10      # a column's category below this share of the observed values gets the moves
 ENABLED = True   # (switched off only to measure what the moves buy)
@@ -101,6 +102,7 @@ class Column:
     """One latent column that gets the collapsed moves."""
 
     c: int              # its column of Y1
+    codec: object       # its variable's ``ColumnCodec``
     kind: int           # _kernels.BINARY, ORDINAL or NOMINAL
     codes: np.ndarray   # its variable's observed category per row (−1: missing)
     cols: np.ndarray    # its variable's latent columns
@@ -141,7 +143,7 @@ def rare_columns(cat1: tuple, p1: int, rare: float | None = None, held: dict | N
                 share = shares.min()
             if share < rare:
                 free = np.array([k for k in range(size) if k - first not in codec.cols], np.int64)
-                out.append(Column(c=c, kind=kinds[codec.kind], codes=codes, cols=cols, m=m,
+                out.append(Column(c=c, codec=codec, kind=kinds[codec.kind], codes=codes, cols=cols, m=m,
                                   cuts=o if codec.kind == "ordinal" else -1, free=free, share=float(share),
                                   rows=np.flatnonzero(codes >= 0).astype(np.int64),
                                   held=np.asarray(held.get(codec.name, none), np.int64)))
@@ -624,28 +626,6 @@ def _redraw(y, c, base, off, sd, kind, codes, cols, m, cuts, u):
 
 
 @njit(cache=True)
-def _held_codes(y, kind, codes, cols, cuts, held):
-    """The codes with the held rows' current categories (those of their latents) filled in."""
-    out = codes.copy()
-    K = cols.size + 1 if kind == kern.NOMINAL else cuts.size - 1
-    for i in held:
-        if kind == kern.BINARY:
-            out[i] = 1 if y[i, cols[0]] > 0.0 else 0
-        elif kind == kern.ORDINAL:
-            k = 0
-            while k < K - 1 and y[i, cols[0]] > cuts[k + 1]:
-                k += 1
-            out[i] = k
-        else:
-            best, top = K - 1, 0.0
-            for k in range(cols.size):
-                if y[i, cols[k]] > top:
-                    best, top = k, y[i, cols[k]]
-            out[i] = best
-    return out
-
-
-@njit(cache=True)
 def _own_fitted(x, z, cl, beta, U):
     n, f = x.shape
     q = z.shape[1]
@@ -658,6 +638,19 @@ def _own_fitted(x, z, cl, beta, U):
             s += z[i, r] * U[cl[i], r]
         out[i] = s
     return out
+
+
+def categories(col: Column, y: np.ndarray, cuts: tuple) -> tuple:
+    """The column's thresholds (an ordinal's, from the level's ``cuts``; else unused zeros), its
+    variable's category per row and the rows with one. The rows a substantive model holds
+    (``col.held``) count as observed with their current categories, those of their latents in
+    ``y`` (see ``column_block``)."""
+    cut = cuts[col.cuts] if col.cuts >= 0 else np.zeros(2)
+    if not col.held.size:
+        return cut, col.codes, col.rows
+    codes = col.codes.copy()
+    codes[col.held] = latents_to_codes(col.codec, y[np.ix_(col.held, col.cols)], cut)
+    return cut, codes, np.flatnonzero(codes >= 0)
 
 
 def column_block(rng: np.random.Generator, st, col: Column, y1: np.ndarray, fitted: np.ndarray,
@@ -677,11 +670,7 @@ def column_block(rng: np.random.Generator, st, col: Column, y1: np.ndarray, fitt
     data = st.data
     q, c, f = st.q, col.c, data.x1.shape[1]
     J, N = data.n_clusters, y1.shape[0]
-    cuts = cuts1[col.cuts] if col.cuts >= 0 else np.zeros(2)
-    codes, rows = col.codes, col.rows
-    if col.held.size:
-        codes = _held_codes(y1, col.kind, col.codes, col.cols, cuts, col.held)
-        rows = np.flatnonzero(codes >= 0)
+    cuts, codes, rows = categories(col, y1, cuts1)
     prec = np.zeros(f) if st.fixed_prior is None else np.ascontiguousarray(st.fixed_prior[c * f:(c + 1) * f])
     psi1, nu1 = st.prior1
     psi2, nu2 = st.prior2
@@ -700,37 +689,34 @@ def column_block(rng: np.random.Generator, st, col: Column, y1: np.ndarray, fitt
     return b1, u1, omega1, omega2, np.array([taken, scaled])
 
 
-def level2_block(rng: np.random.Generator, st, col: Column, y2: np.ndarray, u1: np.ndarray, b2: np.ndarray,
+def level2_block(rng: np.random.Generator, st, col: Column, y2: np.ndarray, rows2: np.ndarray, b2: np.ndarray,
                  omega2: np.ndarray, cuts2: tuple, step: float) -> tuple:
     """The collapsed moves of level-2 latent column ``col.c`` of the two-level model (its B2
     column and Ω2's row, then its latents: the cluster-level version of ``column_block``, with
-    no effects below the clusters to move). ``y2`` in place; returns (B2, Ω2, acceptance of the
-    Ω2 step). Held clusters (substantive model) as in ``column_block``."""
+    no effects below the clusters to move). ``rows2``: the clusters' rows (u1, Y2 − X2B2) in
+    Ω2's order. ``y2`` in place; returns (B2, Ω2, acceptance of the Ω2 step). Held clusters
+    (substantive model) as in ``column_block``."""
     data = st.data
     c, f2 = col.c, data.x2.shape[1]
     J = y2.shape[0]
-    cuts = cuts2[col.cuts] if col.cuts >= 0 else np.zeros(2)
-    codes, rows = col.codes, col.rows
-    if col.held.size:
-        codes = _held_codes(y2, col.kind, col.codes, col.cols, cuts, col.held)
-        rows = np.flatnonzero(codes >= 0)
-    R = np.concatenate([u1, y2 - data.x2 @ b2], axis=1)
     k0 = st.p1 * data.x1.shape[1] + c * f2
     prec = np.zeros(f2) if st.fixed_prior is None else np.ascontiguousarray(st.fixed_prior[k0:k0 + f2])
-    beta, omega2, taken = unit_block(rng, col, codes, rows, cuts, data.x2, y2, R, np.zeros(J), b2[:, c], omega2,
+    beta, omega2, taken = unit_block(rng, col, data.x2, y2, cuts2, rows2, np.zeros(J), b2[:, c], omega2,
                                      st.prior2, prec, st.p1 * st.q + c, step)
     b2 = b2.copy()
     b2[:, c] = beta
     return b2, omega2, taken
 
 
-def unit_block(rng: np.random.Generator, col: Column, codes, rows, cuts, x, y, R, extra, beta, omega, prior,
+def unit_block(rng: np.random.Generator, col: Column, x, y, cuts: tuple, R, extra, beta, omega, prior,
                prec, a: int, step: float) -> tuple:
     """``_level2_block`` with its random numbers: column ``col.c`` of units' variables ``y``
-    (design ``x``, coefficients ``beta``), coordinate ``a`` of the units' residual vectors ``R``
-    under ``omega`` with inverse-Wishart ``prior``; the general sampler calls it for each
-    classification's own variables. Returns (β, Ω, acceptance of the Ω step)."""
+    (design ``x``, coefficients ``beta``, the level's thresholds ``cuts``), coordinate ``a`` of
+    the units' residual vectors ``R`` under ``omega`` with inverse-Wishart ``prior``; the
+    general sampler calls it for each classification's own variables. Returns (β, Ω, acceptance
+    of the Ω step)."""
     f, n = x.shape[1], x.shape[0]
+    cuts, codes, rows = categories(col, y, cuts)
     return _level2_block(
         x, rows, col.c, a, col.kind, codes, col.cols, col.m, cuts, y, np.ascontiguousarray(R),
         np.ascontiguousarray(extra, dtype=float), np.ascontiguousarray(beta), omega, prior[0], float(prior[1]),

@@ -483,6 +483,14 @@ def _with_v(us, vs, ci: int) -> np.ndarray:
     return np.concatenate([us[ci], vs[ci]], axis=1) if vs and vs[ci].shape[1] else us[ci]
 
 
+def _unit_rows(st: MultiStatic, ci: int, ys, bs, us, vs) -> np.ndarray:
+    """Classification c's units' rows under Ω^(c): free and log-variance effects, then the own
+    variables' residuals d^(c)."""
+    cs = st.classes[ci]
+    d = _own_residuals(st, ci, ys, bs, us) if cs.p else np.zeros((cs.cd.n_units, 0))
+    return np.concatenate([_with_v(us, vs, ci), d], axis=1)
+
+
 def class_moments(st: MultiStatic, ci: int, s_b, ys, us, omegas, vs=()) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of classification c's own variables given everything else."""
     cs = st.classes[ci]
@@ -799,9 +807,7 @@ def _logvar_prior(st: MultiStatic, ci: int, col: int, us, vs, ys, bs, omegas) ->
     """The prior of the units' log-variance effect (coordinate ``col`` of classification c)
     given the classification's other effects and residuals: with Λ = Ω^(c)⁻¹, mean
     −Σ_{l≠v} Λ_vl u_l / Λ_vv and variance 1 / Λ_vv."""
-    cs = st.classes[ci]
-    u = np.concatenate([us[ci], vs[ci], _own_residuals(st, ci, ys, bs, us) if cs.p else
-                        np.zeros((cs.cd.n_units, 0))], axis=1)
+    u = _unit_rows(st, ci, ys, bs, us, vs)
     lam = inv_spd(omegas[ci])[col]
     return u[:, col] - (u @ lam) / lam[col], math.sqrt(1.0 / lam[col])
 
@@ -909,8 +915,7 @@ def shift_logvar(rng, st: MultiStatic, bmat, s2, rs, vs, us, ys, bs, omegas, pen
             continue
         ci = v.re
         cs = st.classes[ci]
-        u = np.concatenate([us[ci], vs[ci], _own_residuals(st, ci, ys, bs, us) if cs.p else
-                            np.zeros((cs.cd.n_units, 0))], axis=1)
+        u = _unit_rows(st, ci, ys, bs, us, vs)
         lam = inv_spd(omegas[ci])
         col = cs.r + v.vpos
         K = u.shape[0]
@@ -1088,8 +1093,8 @@ def _collapsed_level1(rng, st: MultiStatic, y1, mu1, b1, us: list, omegas: list,
     single = [ci for ci, cs in enumerate(st.classes) if cs.cd.unit is not None]
     for t, col in enumerate(st.rare1):
         a, base = col.c, t * per
-        cuts = cuts1[col.cuts] if col.cuts >= 0 else np.zeros(2)
-        lo, hi = collapsed._bounds(y1, col.kind, col.codes, col.cols, col.m, cuts)
+        cuts, codes, rows = collapsed.categories(col, y1, cuts1)
+        lo, hi = collapsed._bounds(y1, col.kind, codes, col.cols, col.m, cuts)
         qc, sd, _, _ = collapsed._conditional(omega1, a)
         off = collapsed._offsets(y1, mu1, qc)
         beta = np.ascontiguousarray(b1[:, a])
@@ -1108,18 +1113,17 @@ def _collapsed_level1(rng, st: MultiStatic, y1, mu1, b1, us: list, omegas: list,
         for ci in single:    # 1. each classification's effects
             cs = st.classes[ci]
             U = np.ascontiguousarray(us[ci][:, a:a + 1])
-            d = _own_residuals(st, ci, ys, bs, us) if cs.p else np.zeros((cs.cd.n_units, 0))
-            rest = np.delete(np.concatenate([_with_v(us, vs, ci), d], axis=1), a, axis=1)
+            rest = np.delete(_unit_rows(st, ci, ys, bs, us, vs), a, axis=1)
             M, Vinv = collapsed._effects_prior(omegas[ci], a, 1, np.ascontiguousarray(rest))
             U_new, current, gb, Hb = collapsed._effects_step(
-                x, ones, cs.cd.unit, col.rows, beta, U, others(ci, U), sd, lo, hi, M, Vinv, collapsed.H_STEP,
+                x, ones, cs.cd.unit, rows, beta, U, others(ci, U), sd, lo, hi, M, Vinv, collapsed.H_STEP,
                 rng.standard_normal((cs.cd.n_units, 1)), np.log(rng.random(cs.cd.n_units)))
             put(ci, U_new, U)
         off_all = off + mu1[:, a] - x @ beta           # 2. the fixed effects
         if current is None:
-            current, gb, Hb = collapsed._fixed_terms(x, z0, cl0, col.rows, beta, u0, off_all, sd, lo, hi, True)
+            current, gb, Hb = collapsed._fixed_terms(x, z0, cl0, rows, beta, u0, off_all, sd, lo, hi, True)
         prec = np.zeros(f) if st.fixed_prior1 is None else np.ascontiguousarray(st.fixed_prior1[a * f:(a + 1) * f])
-        new, current = collapsed._fixed_step(x, z0, cl0, col.rows, beta, u0, off_all, sd, lo, hi, prec,
+        new, current = collapsed._fixed_step(x, z0, cl0, rows, beta, u0, off_all, sd, lo, hi, prec,
                                              collapsed.H_STEP, rng.standard_normal(f), math.log(rng.random()),
                                              current, gb, Hb)
         mu1[:, a] += x @ (new - beta)
@@ -1130,16 +1134,16 @@ def _collapsed_level1(rng, st: MultiStatic, y1, mu1, b1, us: list, omegas: list,
             cs = st.classes[ci]
             U = np.ascontiguousarray(us[ci][:, a:a + 1])
             U_new, omegas[ci], current, acc[base + 1 + ci] = collapsed._scale_step(
-                x, ones, cs.cd.unit, col.rows, beta, U, others(ci, U), sd, lo, hi, omegas[ci], cs.prior[0],
+                x, ones, cs.cd.unit, rows, beta, U, others(ci, U), sd, lo, hi, omegas[ci], cs.prior[0],
                 float(cs.prior[1]), a, steps[base + 1 + ci], rng.standard_normal(collapsed.SCALE_PROPOSALS),
                 np.log(rng.random(collapsed.SCALE_PROPOSALS)), current)
             put(ci, U_new, U)
         base_a = np.ascontiguousarray(mu1[:, a])          # 3. Ω1's row
         omega1, off, sd, current, acc[base] = collapsed._omega1_step(
-            base_a, col.rows, y1, mu1, lo, hi, a, omega1, psi1, float(nu1), col.free, float(col.rows.size),
+            base_a, rows, y1, mu1, lo, hi, a, omega1, psi1, float(nu1), col.free, float(rows.size),
             steps[base], rng.standard_normal((collapsed.GAMMA_PROPOSALS, col.free.size)),
             np.log(rng.random(collapsed.GAMMA_PROPOSALS)), current, off, sd)
-        collapsed._redraw(y1, a, base_a, off, sd, col.kind, col.codes, col.cols, col.m, cuts,
+        collapsed._redraw(y1, a, base_a, off, sd, col.kind, codes, col.cols, col.m, cuts,
                           1.0 - rng.random(N))   # 4. the latents
     return b1, omega1, acc
 
@@ -1156,11 +1160,10 @@ def _collapsed_class(rng, st: MultiStatic, ci: int, ys: list, bs: list, us: list
     acc = np.zeros(len(cs.rare))
     for t, col in enumerate(cs.rare):
         c = col.c
-        R = np.concatenate([_with_v(us, vs, ci), ys[ci] - x @ bs[ci] - nest], axis=1)
+        R = _unit_rows(st, ci, ys, bs, us, vs)
         prec = np.zeros(f) if cs.fixed_prior is None else np.ascontiguousarray(cs.fixed_prior[c * f:(c + 1) * f])
-        beta, omegas[ci], acc[t] = collapsed.unit_block(
-            rng, col, col.codes, col.rows, cuts[ci][col.cuts] if col.cuts >= 0 else np.zeros(2), x, ys[ci], R,
-            nest[:, c], bs[ci][:, c], omegas[ci], cs.prior, prec, cs.r + cs.nv + c, steps[t])
+        beta, omegas[ci], acc[t] = collapsed.unit_block(rng, col, x, ys[ci], cuts[ci], R, nest[:, c], bs[ci][:, c],
+                                                        omegas[ci], cs.prior, prec, cs.r + cs.nv + c, steps[t])
         bs[ci] = bs[ci].copy()
         bs[ci][:, c] = beta
     return acc
@@ -1263,8 +1266,7 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
             write_cells(st, rs, pending)
             pending = {}
     for ci, cs in enumerate(st.classes):
-        d = _own_residuals(st, ci, ys, bs, us) if cs.p else np.zeros((cs.cd.n_units, 0))
-        u = np.concatenate([_with_v(us, vs, ci), d], axis=1)
+        u = _unit_rows(st, ci, ys, bs, us, vs)
         S = u.T @ u
         if expansion.ENABLED and (cs.expand or cs.nominal):   # its own latents' scales
             S = _expand_class(rng, st, ci, u, S, ys, bs, us, omegas, cuts)

@@ -135,7 +135,8 @@ def sweep(
                 work["fitted1_of"] = (b1, u1)
             omega1_inv = inv_spd(omega1)
         for t, col in enumerate(st.rare2, start=2 * len(st.rare1)):
-            b2, omega2, acc[t] = collapsed.level2_block(rng, st, col, y2, u1, b2, omega2, cuts2, steps[slk][t])
+            b2, omega2, acc[t] = collapsed.level2_block(rng, st, col, y2, _level2_rows(st, u1, y2, b2), b2, omega2,
+                                                        cuts2, steps[slk][t])
         if adapt_at is not None:
             steps[slk] = adapt_steps(steps[slk], acc, adapt_at)
     if st.p1:
@@ -147,7 +148,7 @@ def sweep(
     elif st.p2:  # level-2 variables only: B2 from its own conditional
         b2 = draw_b2(rng, st, y2, u1, omega2)
     if st.d:
-        u = np.concatenate([u1, y2 - data.x2 @ b2], axis=1) if st.p2 else u1
+        u = _level2_rows(st, u1, y2, b2)
         scale2, df2 = st.prior2
         S2 = u.T @ u
         if expansion.ENABLED and (st.expand2[0] or st.nominal_blocks[1][0]):
@@ -191,6 +192,11 @@ def sweep(
     return State(y1, y2, b1, b2, u1, omega1, omega2, cuts1, cuts2, steps, l1_df, l1_scale, out)
 
 
+def _level2_rows(st: Static, u1, y2, b2) -> np.ndarray:
+    """The clusters' rows under Ω2: u = (u1, y2 − X2B2)."""
+    return np.concatenate([u1, y2 - st.data.x2 @ b2], axis=1) if st.p2 else u1
+
+
 def _collapsed_level1(rng, st: Static, y1, fitted1, y2, b1, b2, u1, omega1, omega2, cuts1, steps):
     """``collapsed.column_block`` for each rare category's latent column in turn (y1 and the
     fitted rows in place); returns B1, U1, Ω1, Ω2 and the acceptance rates of each column's two
@@ -198,8 +204,7 @@ def _collapsed_level1(rng, st: Static, y1, fitted1, y2, b1, b2, u1, omega1, omeg
     acc = np.zeros(2 * len(st.rare1))
     q = st.q
     for t, col in enumerate(st.rare1):
-        v = np.concatenate([u1, y2 - st.data.x2 @ b2], axis=1) if st.p2 else u1
-        rest = np.delete(v, np.arange(col.c * q, (col.c + 1) * q), axis=1)
+        rest = np.delete(_level2_rows(st, u1, y2, b2), np.arange(col.c * q, (col.c + 1) * q), axis=1)
         b1, u1, omega1, omega2, acc[2 * t:2 * t + 2] = collapsed.column_block(
             rng, st, col, y1, fitted1, b1, u1, omega1, omega2, rest, cuts1, steps[2 * t:2 * t + 2])
     return b1, u1, omega1, omega2, acc
