@@ -84,17 +84,15 @@ def design(name: str, J: int, n: int, seed: int) -> Design:
                       "Y2 <- NULL; X <- data.frame(cons = 1, sex = d$sex, upper = as.numeric(d$behaviour == 'upper'))\n"
                       "clus <- d$school", {"Intercept": "cons", "sex": "sex", "behaviour[T.upper]": "upper"})
     if name in ("level2", "level2-continuous"):
+        # level2-continuous: the same data without wb (jomo then draws Ω2 from the inverse-Wishart)
+        wb = name == "level2"
         df = _level2_data(J or 200, n or 10, seed)
-        if name == "level2-continuous":   # the same data without wb: jomo's inverse-Wishart for Ω2
-            model = mi.ImputationModel(cluster="g", covariates=["x"], variables={
-                "y": "continuous", "w": mi.Variable("continuous", level=2)})
-            return Design(df.drop(columns="wb"), model, (),
-                          "Y <- data.frame(y = d$y); Y2 <- data.frame(w = d$w)\n"
-                          "X <- data.frame(cons = 1, x = d$x); clus <- d$g", {"Intercept": "cons", "x": "x"})
         model = mi.ImputationModel(cluster="g", covariates=["x"], variables={
-            "y": "continuous", "wb": mi.Variable("binary", level=2), "w": mi.Variable("continuous", level=2)})
-        return Design(df, model, ("wb",),
-                      "Y <- data.frame(y = d$y); Y2 <- data.frame(wb = factor(d$wb), w = d$w)\n"
+            "y": "continuous", **({"wb": mi.Variable("binary", level=2)} if wb else {}),
+            "w": mi.Variable("continuous", level=2)})
+        return Design(df if wb else df.drop(columns="wb"), model, ("wb",) if wb else (),
+                      "Y <- data.frame(y = d$y); Y2 <- data.frame("
+                      + ("wb = factor(d$wb), " if wb else "") + "w = d$w)\n"
                       "X <- data.frame(cons = 1, x = d$x); clus <- d$g", {"Intercept": "cons", "x": "x"})
     raise ValueError(f"--data {name!r}: use 'mixed', 'jsp', 'level2' or 'level2-continuous'")
 

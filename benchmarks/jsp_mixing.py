@@ -37,13 +37,11 @@ def main(argv=None) -> None:
     switch_off(a.off)
     d = pd.read_csv(DATA)
     for kind in ("nominal", "ordinal"):
-        if a.substantive:
-            model = mi.ImputationModel(cluster="school", covariates=["sex", "behaviour"],
-                                       variables={"ravens": "continuous", "fluent": kind},
-                                       substantive="english ~ ravens + C(fluent) + sex + (1 | school)")
-        else:
-            model = mi.ImputationModel(cluster="school", covariates=["sex", "behaviour"],
-                                       variables={"ravens": "continuous", "english": "continuous", "fluent": kind})
+        english = {} if a.substantive else {"english": "continuous"}   # the outcome, or a variable
+        model = mi.ImputationModel(cluster="school", covariates=["sex", "behaviour"],
+                                   variables={"ravens": "continuous", **english, "fluent": kind},
+                                   substantive="english ~ ravens + C(fluent) + sex + (1 | school)"
+                                   if a.substantive else None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", mi.ConvergenceWarning)
             c0 = time.process_time()
