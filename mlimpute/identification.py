@@ -32,7 +32,7 @@ from scipy.optimize import linprog
 
 from .errors import DataError
 
-__all__ = ["check_identified", "separating_direction"]
+__all__ = ["check_identified", "check_collinear", "separating_direction"]
 
 
 def separating_direction(x: np.ndarray, side: np.ndarray, subset: int = 2000) -> np.ndarray | None:
@@ -81,6 +81,7 @@ def _splits(codec, codes: np.ndarray):
 def check_identified(data) -> None:
     """Raise a DataError if a categorical variable's posterior would be improper (module notes)
     and the model keeps flat priors."""
+    check_collinear(data)
     model = data.model
     if model.categorical_prior_sd is not None:
         return
@@ -119,3 +120,64 @@ def check_identified(data) -> None:
                     f"merge categories, or give weakly informative priors: "
                     "ImputationModel(..., categorical_prior_sd=5)"
                 )
+
+
+COLLINEAR = 1e-10  # 1 − R² below this (residual SD below 1e-5 of the SD): collinear
+
+
+def check_collinear(data) -> None:
+    """Raise a DataError if a continuous variable is, on the rows where a level's continuous
+    variables are all observed, an exact linear combination of that level's fixed-effect design
+    and the variables before it (a constant variable included).
+
+    Its residual variance is then zero: the likelihood of Ω is unbounded, the inverse-Wishart
+    prior alone keeps the posterior proper, the chain mixes badly and cluster-specific
+    covariances (few rows each) become singular. The checks are on columns scaled to unit
+    root-mean-square, so scale does not matter; fewer complete rows than columns decide nothing."""
+    levels: dict[object, list] = {}
+    for codec in data.codecs:
+        if codec.kind == "continuous":
+            levels.setdefault(codec.level, []).append(codec)
+    for level, codecs in levels.items():
+        y, miss, _ = data.unit_arrays(codecs[0])
+        if level == 1:
+            x, x_names = data.x1, data.x1_names
+        elif level == 2:
+            x, x_names = data.x2, data.x2_names
+        else:
+            cls = next(c for c in data.classes if c.name == level)
+            x, x_names = cls.x, cls.x_names
+        cols = [c.cols[0] for c in codecs]
+        for k, codec in enumerate(codecs):
+            rows = ~miss[:, cols[: k + 1]].any(axis=1)
+            n = int(rows.sum())
+            a = np.column_stack([x[rows], y[np.ix_(rows, cols[:k])]])
+            if n <= a.shape[1] + 1:
+                continue
+            v = y[rows, cols[k]]
+            rms = np.sqrt((a * a).mean(axis=0))
+            a = a / np.where(rms > 0, rms, 1.0)
+            coef, *_ = np.linalg.lstsq(a, v, rcond=None)
+            resid = v - a @ coef
+            vc = v - v.mean()  # every design holds an intercept
+            if np.ptp(v) > 0 and resid @ resid > COLLINEAR * (vc @ vc):
+                continue
+            names = [*x_names, *(c.name for c in codecs[:k])]
+            big = np.abs(coef) > 1e-6 * max(np.abs(coef).max(), 1e-300)
+            others = [] if np.ptp(v) == 0 else [nm for nm, b in zip(names, big) if b and nm != "Intercept"]
+            others_vars = [nm for nm in others if nm in {c.name for c in codecs}]
+            if not others:
+                what = f"constant (every observed value is {v[0]:g})"
+                fix = (f"drop {codec.name!r} from variables (and fill its missing values with that "
+                       "value, if that is what they are)")
+            else:
+                what = "(to within 1e-5 of its standard deviation) a linear combination of " + ", ".join(map(repr, others))
+                fix = (f"drop {codec.name!r} from variables and compute it afterwards from the imputed "
+                       f"{', '.join(map(repr, others_vars))} (passive imputation)" if others_vars else
+                       f"drop {codec.name!r} from variables and compute it afterwards from the covariates")
+            raise DataError(
+                f"variable {codec.name!r} is {what} on the {n} {'rows' if level == 1 else 'units'} "
+                f"where {', '.join(repr(c.name) for c in codecs[: k + 1])} {'is' if k == 0 else 'are'} observed: it has no "
+                f"residual variance, so the joint model's covariance is singular; {fix}"
+            )
+

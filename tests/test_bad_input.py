@@ -116,6 +116,50 @@ def test_collinear_covariate():
         run(df, m)
 
 
+def _collinear_df(noise=0.0):
+    """40 clusters of 5: y and y2 = 0.5 y + x (+ noise) per row, w and w2 = 3 − 2w per cluster."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(40), 5)
+    df = pd.DataFrame({"g": g, "x": rng.normal(size=200), "y": rng.normal(size=200),
+                       "w": np.repeat(rng.normal(size=40), 5)})
+    df["y2"] = 0.5 * df["y"] + df["x"] + noise * rng.normal(size=200)
+    df["w2"] = 3 - 2 * df["w"]
+    df.loc[rng.random(200) < 0.2, "y"] = np.nan
+    df.loc[np.repeat(rng.random(40) < 0.2, 5), "w"] = np.nan
+    return df
+
+
+@pytest.mark.parametrize("covariance", ["common", "cluster"])
+def test_collinear_variables(covariance):
+    """A continuous variable with no residual variance given the others and the covariates makes
+    the joint covariance singular (with covariance='cluster' numpy failed deep in a sweep): refused
+    before sampling, naming the variables and the fix, whatever their scale; near-collinear data run."""
+    df = _collinear_df()
+    m = mi.ImputationModel(cluster="g", variables={"y": "continuous", "y2": "continuous"}, covariates=["x"],
+                           covariance=covariance)
+    msg = r"variable 'y2' is .*a linear combination of 'x', 'y' on the 1\d\d rows where 'y', 'y2' are observed.*passive imputation"
+    with pytest.raises(mi.DataError, match=msg):
+        run(df, m)
+    with pytest.raises(mi.DataError, match=msg):
+        run(df.assign(y=df["y"] * 1e-6, y2=df["y2"] * 1e6), m)
+    run(_collinear_df(noise=1e-3), m)
+
+
+def test_collinear_or_constant_variables_at_level_2_and_with_classifications():
+    df = _collinear_df()
+    level2 = {"w": mi.Variable("continuous", level=2), "w2": mi.Variable("continuous", level=2)}
+    with pytest.raises(mi.DataError, match=r"variable 'w2' is .*a linear combination of 'w' on the \d+ units"):
+        run(df, mi.ImputationModel(cluster="g", variables={"y": "continuous", **level2}))
+    with pytest.raises(mi.DataError, match=r"variable 'y2' is .*a linear combination of 'x' on the 200 rows.*from the covariates"):
+        run(df.assign(y2=2 * df["x"] + 7), mi.ImputationModel(cluster="g", variables={"y2": "continuous"}, covariates=["x"]))
+    with pytest.raises(mi.DataError, match=r"variable 'y2' is constant \(every observed value is 4\)"):
+        run(df.assign(y2=4.0), mi.ImputationModel(cluster="g", variables={"y": "continuous", "y2": "continuous"}))
+    df["h"] = np.arange(200) % 7
+    with pytest.raises(mi.DataError, match=r"variable 'y2' is .*a linear combination of 'x', 'y'"):
+        run(df, mi.ImputationModel(cluster=mi.Crossed("g", "h"), variables={"y": "continuous", "y2": "continuous"},
+                                   covariates=["x"]))
+
+
 def test_level2_covariate_must_be_constant():
     m = mi.ImputationModel(cluster="g", variables={"y": "continuous"}, level2_covariates=["x"])
     with pytest.raises(mi.DataError, match=r"column 'x' is declared level-2 \(covariate\) but varies within cluster"):
