@@ -16,7 +16,7 @@ import pandas as pd
 
 from .errors import DataError
 from .spec import ImputationModel
-from .identification import check_identified
+from .identification import check_identified, dependent_column
 from .scaling import unscale_values
 from .substantive import OutcomeData, build_outcome
 
@@ -223,14 +223,22 @@ def _py(value: object) -> object:
 
 
 def _check_full_rank(x: np.ndarray, names: list[str], what: str) -> None:
-    if np.linalg.matrix_rank(x) == x.shape[1]:
+    k = dependent_column(x)
+    if k is None:
         return
-    for k in range(1, x.shape[1] + 1):
-        if np.linalg.matrix_rank(x[:, :k]) < k:
-            raise DataError(
-                f"{what} column {names[k - 1]!r} is a linear combination of {names[: k - 1]} "
-                "(perfect collinearity); drop it or one of those"
-            )
+    how = ("(perfect collinearity)" if dependent_column(x, 1e-12) == k else
+           "up to less than 1e-7 of the columns' scale (near collinearity: the sampler's precisions "
+           "would be singular)")
+    raise DataError(f"{what} column {names[k]!r} is a linear combination of {names[:k]} {how}; "
+                    "drop it or one of those")
+
+
+def _single_rows(name: str) -> None:
+    raise DataError(
+        f"every unit of {name!r} has a single row: its random effects and the level-1 residuals "
+        "cannot be told apart, and the sampler's covariances would be singular; check that "
+        f"{name!r} is the grouping column (not a row id), or impute without that level"
+    )
 
 
 def _cluster_codes(df: pd.DataFrame, cluster: str) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +289,9 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         Naming the column, the offending value or rows, and a fix, for every problem found
         before sampling: unknown columns, wrong types, missing cluster ids or covariates,
         level-2 variables that vary within a cluster, variables without observed values,
-        fewer than two clusters, collinear covariates.
+        fewer than two clusters, clusters all of a single row, (nearly) collinear covariates,
+        and the posteriors that would be improper or covariances singular
+        (``identification.check_identified``).
     """
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, got {type(df).__name__}")
@@ -360,6 +370,8 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
                 f"{n_clusters} clusters cannot support {x2.shape[1]} level-2 fixed effects; "
                 "use fewer level2_covariates"
             )
+    if y1.shape[1] and sizes.max() == 1:
+        _single_rows(model.cluster)
     z_idx = [0, *slope_cols]
     z = np.ascontiguousarray(x1[:, z_idx])
     z_names = tuple(x1_names[k] for k in z_idx)
@@ -660,6 +672,8 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     for spec, (codes, ids, weights, labels) in zip(specs, raw):
         K = len(labels)
         unit = None if codes is None else codes[order].astype(np.int32)  # int32: half the memory
+        if unit is not None and y1.shape[1] and K == unit.size:
+            _single_rows(spec.name)
         units_sorted.append(unit)
         if unit is None:
             y, miss, codecs_c = np.empty((K, 0)), np.zeros((K, 0), bool), []

@@ -32,7 +32,8 @@ from scipy.optimize import linprog
 
 from .errors import DataError
 
-__all__ = ["check_identified", "check_collinear", "separating_direction"]
+__all__ = ["check_identified", "check_collinear", "check_observed_designs", "dependent_column",
+           "separating_direction"]
 
 
 def separating_direction(x: np.ndarray, side: np.ndarray, subset: int = 2000) -> np.ndarray | None:
@@ -43,6 +44,7 @@ def separating_direction(x: np.ndarray, side: np.ndarray, subset: int = 2000) ->
     all rows (an exact shortcut that keeps the linear program, and its memory, small)."""
     if x.shape[0] == 0 or side.all() or (~side).all():
         return None
+    x = x / _rms(x)   # the tolerance below is relative: units must not matter (β is rescaled back)
     n, p = x.shape
     if n > 2 * subset:
         idx = np.unique(np.r_[np.linspace(0, n - 1, subset).astype(np.int64),
@@ -51,6 +53,34 @@ def separating_direction(x: np.ndarray, side: np.ndarray, subset: int = 2000) ->
         if np.linalg.matrix_rank(xs) == p and _separating_lp(xs, side[idx]) is None:
             return None
     return _separating_lp(x, side)
+
+
+def _rms(x: np.ndarray) -> np.ndarray:
+    """Each column's root mean square (1 for a zero column)."""
+    r = np.sqrt((x * x).mean(axis=0)) if x.shape[0] else np.ones(x.shape[1])
+    return np.where(r > 0, r, 1.0)
+
+
+NEARLY = 1e-7   # smallest/largest singular value of the RMS-scaled design below this: dependent
+
+
+def dependent_column(x: np.ndarray, tol: float = NEARLY) -> int | None:
+    """The first column of ``x`` that is (up to ``tol``, on columns scaled to unit root mean
+    square, so units do not matter) a linear combination of the columns before it, or None.
+    A zero column counts as dependent."""
+    if x.shape[1] == 0:
+        return None
+    xs = x / _rms(x)
+
+    def dependent(k: int) -> bool:
+        if not np.any(xs[:, k - 1]):
+            return True
+        sv = np.linalg.svd(xs[:, :k], compute_uv=False)
+        return sv.size < k or sv[-1] <= tol * sv[0]
+
+    if not dependent(x.shape[1]):
+        return None
+    return next(k - 1 for k in range(1, x.shape[1] + 1) if dependent(k))
 
 
 def _separating_lp(x: np.ndarray, side: np.ndarray) -> np.ndarray | None:
@@ -79,9 +109,10 @@ def _splits(codec, codes: np.ndarray):
 
 
 def check_identified(data) -> None:
-    """Raise a DataError if a categorical variable's posterior would be improper (module notes)
-    and the model keeps flat priors."""
+    """Raise a DataError if a variable's posterior would be improper (module notes; a
+    categorical variable's only while the model keeps flat priors) or its covariance singular."""
     check_collinear(data)
+    check_observed_designs(data)
     model = data.model
     if model.categorical_prior_sd is not None:
         return
@@ -181,3 +212,60 @@ def check_collinear(data) -> None:
                 f"residual variance, so the joint model's covariance is singular; {fix}"
             )
 
+
+
+def check_observed_designs(data) -> None:
+    """Raise a DataError if a variable's fixed-effect design (or its variance function's) is
+    rank-deficient on the rows (units) where the variable is observed — a covariate that is
+    zero, or constant, wherever the variable is seen (a site dummy of a site that never
+    measured it). Its coefficient then has no data and a flat prior: the posterior is improper,
+    the chain drifts and the imputations with it. Categorical variables with
+    ``categorical_prior_sd`` have a proper prior and are left alone."""
+    prior = data.model.categorical_prior_sd is not None
+    for codec in data.codecs:
+        if prior and codec.kind != "continuous":
+            continue
+        y, miss, _ = data.unit_arrays(codec)
+        obs = codec.codes >= 0 if codec.kind != "continuous" else ~miss[:, codec.cols[0]]
+        if codec.level == 1:
+            x, names = data.x1, data.x1_names
+        elif codec.level == 2:
+            x, names = data.x2, data.x2_names
+        else:
+            cls = next(c for c in data.classes if c.name == codec.level)
+            x, names = cls.x, cls.x_names
+        if codec.kind == "continuous" and obs.sum() < 2:
+            raise DataError(
+                f"variable {codec.name!r} is observed in a single {'row' if codec.level == 1 else 'unit'}: "
+                "nothing shows its spread, and its imputations would be the prior's; drop it from variables"
+            )
+        _observed_rank(x[obs], names, codec.name, int(obs.sum()), "its coefficient",
+                       "drop the covariate (or merge its category), or leave those rows out",
+                       "rows" if codec.level == 1 else "units")
+    for v in data.variances:
+        obs = ~data.miss1[:, v.col]
+        w = np.column_stack([np.ones(data.n_rows), v.w])
+        _observed_rank(w[obs], ("Intercept", *v.w_names), v.name, int(obs.sum()),
+                       "its log-variance coefficient", "drop it from the variance function (or merge its category)",
+                       "rows")
+
+
+def _observed_rank(x: np.ndarray, names, variable: str, n: int, what: str, fix: str, rows: str) -> None:
+    k = dependent_column(x, tol=1e-10)
+    if k is None:
+        return
+    if n <= k:
+        raise DataError(
+            f"variable {variable!r} is observed in {n} {rows}, too few for its {len(names)} fixed effects "
+            f"({', '.join(map(repr, names))}): their posterior is improper; drop it from variables "
+            "or drop covariates"
+        )
+    col = x[:, k]
+    how = ("zero" if not np.any(col) else
+           f"constant ({col[0]:g})" if np.ptp(col) == 0 else
+           f"a linear combination of {', '.join(map(repr, names[:k]))}")
+    raise DataError(
+        f"{names[k]!r} is {how} on all {n} {rows} where {variable!r} is observed: {what} for "
+        f"{variable!r} has no data and a flat prior, so its posterior is improper and the imputations "
+        f"would drift; {fix}"
+    )

@@ -46,6 +46,7 @@ from formulaic.errors import FormulaicError
 
 from .analysis.formula import ParsedFormula, parse_formula
 from .errors import DataError, SpecError
+from .identification import separating_direction
 from .spec import ImputationModel
 
 __all__ = ["Program", "OutcomeData", "build_outcome", "substantive_variables", "POWER", "TABLE"]
@@ -541,6 +542,8 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
             "sampler does not reproduce; simplify that term"
         )
     _check_rank(D[observed][:, :len(x_names)], x_names, model.substantive)
+    if kind == "binary":
+        _check_binary_outcome(program, S0, comp, D[:, :len(x_names)], x_names, codec, y, observed, model.substantive)
     fit = _complete_case_start(model, df, used, y_name, x_names, len(z_names),
                                D[observed][:, len(x_names):], y[observed])
     return OutcomeData(
@@ -579,6 +582,33 @@ def _check_rank(X: np.ndarray, names: tuple[str, ...], formula: str) -> None:
                     "combination of the columns before it in the rows with an observed outcome; "
                     "remove it from the formula"
                 )
+
+
+def _check_binary_outcome(program, S0, comp, X, names, codec, y, observed, formula) -> None:
+    """A binary outcome needs both categories observed, and no separation by the terms made of
+    complete columns only (a separating direction there separates every completion of the data):
+    either leaves its coefficients' posterior improper under their flat prior."""
+    seen = np.unique(y[observed]).astype(int)
+    if seen.size < 2:
+        raise DataError(
+            f"outcome {codec.name!r} of substantive={formula!r} has only the category "
+            f"{codec.categories[seen[0]]!r} among its observed values: family='binomial' has nothing to "
+            "fit and its intercept would drift; check the column, or drop the substantive model"
+        )
+    moved = S0.copy()
+    for k, values in enumerate(comp.columns):
+        if values is None:                      # an incomplete variable's source
+            moved[:, k] += 1.0 + np.abs(moved[:, k])
+    fixed = np.flatnonzero(np.isclose(program.evaluate(moved)[:, :X.shape[1]], X).all(axis=0))
+    beta = separating_direction(X[observed][:, fixed], y[observed] == 1)
+    if beta is not None:
+        terms = ", ".join(names[c] for c, b in zip(fixed, beta) if abs(b) > 1e-6 and names[c] != "Intercept")
+        raise DataError(
+            f"outcome {codec.name!r} of substantive={formula!r} is separated by {terms or 'the intercept'}: "
+            "one of its categories is predicted perfectly in the rows where it is observed, so its "
+            "coefficients have no proper posterior under flat priors (complete or quasi-complete "
+            "separation) and would drift; drop or coarsen those terms"
+        )
 
 
 PRIOR_FLOOR = 0.05   # fraction of the outcome's variance (in each column's units) kept in the prior scale

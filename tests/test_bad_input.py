@@ -193,3 +193,93 @@ def test_categorical_covariate_is_dummy_coded():
     from mlimpute.impute import prepare
     data = prepare(_df(), m)
     assert data.x1_names == ("Intercept", "s[T.b]")
+
+
+def _studies(seed=3):
+    """24 clusters of 10 in three studies; study C never measured y."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(24), 10)
+    df = pd.DataFrame({"g": g, "study": np.array(["A", "B", "C"])[g % 3], "x": rng.normal(size=240),
+                       "y": rng.normal(size=240), "sex": rng.integers(0, 2, 240)})
+    df.loc[df.study == "C", "y"] = np.nan
+    return df
+
+
+def test_covariate_unseen_where_the_variable_is_observed():
+    """A covariate that is zero wherever a variable is observed leaves its coefficient with no data
+    and a flat prior: the chain drifted (imputed means of -10 and +5 for a variable of mean 0.2)."""
+    from mlimpute.impute import prepare
+
+    df = _studies()
+    with pytest.raises(mi.DataError, match=r"'study\[T.C\]' is zero on all 160 rows where 'y' is observed: its "
+                                           r"coefficient for 'y' has no data"):
+        run(df, mi.ImputationModel(cluster="g", variables={"y": "continuous"}, covariates=["x", "study"]))
+    df["w"] = np.where(df.study == "C", np.nan, np.repeat(np.random.default_rng(1).normal(size=24), 10))
+    with pytest.raises(mi.DataError, match=r"'study\[T.C\]' is zero on all 16 units where 'w' is observed"):
+        run(df, mi.ImputationModel(cluster="g", variables={"x": "continuous", "w": mi.Variable("continuous", level=2)},
+                                   level2_covariates=["study"]))
+    with pytest.raises(mi.DataError, match=r"'grp\[T.rare\]' is zero on all 160 rows where 'y' is observed: its "
+                                           r"log-variance coefficient"):
+        run(df.assign(grp=np.where(df.study == "C", "rare", "common")),
+            mi.ImputationModel(cluster="g", variables={"y": mi.Variable("continuous", variance="~ grp")}))
+    # a binary variable with weakly informative priors has a proper posterior: it runs
+    df["b"] = np.where(df.study == "C", np.nan, df["sex"])
+    prepare(df, mi.ImputationModel(cluster="g", variables={"b": "binary"}, covariates=["x", "study"],
+                                   categorical_prior_sd=5))
+    with pytest.raises(mi.DataError, match=r"'study\[T.C\]' is zero on all 160 rows where 'b' is observed"):
+        prepare(df, mi.ImputationModel(cluster="g", variables={"b": "binary"}, covariates=["x", "study"]))
+
+
+def test_near_collinear_covariates_and_scale():
+    """Checks work on columns scaled to unit root mean square: a near-duplicate covariate (the
+    sampler's Cholesky failed at 1e-8) is refused, a covariate in tiny units still shows its
+    separation, and year with year² (scaled condition 2e-6) runs."""
+    from mlimpute.impute import prepare
+
+    df = _studies().assign(y=lambda d: d["x"] + np.random.default_rng(2).normal(size=240))
+    df["x2"] = df["x"] + 1e-9 * np.random.default_rng(1).normal(size=240)
+    with pytest.raises(mi.DataError, match=r"column 'x2' is a linear combination of \['Intercept', 'x'\] up to "
+                                           r"less than 1e-7"):
+        prepare(df, mi.ImputationModel(cluster="g", variables={"y": "continuous"}, covariates=["x", "x2"]))
+    year = np.random.default_rng(4).integers(2000, 2021, 240).astype(float)
+    prepare(df.assign(year=year, year2=year ** 2),
+            mi.ImputationModel(cluster="g", variables={"y": "continuous"}, covariates=["year", "year2"]))
+    df["bs"] = (df["x"] > 0).astype(float)
+    df.loc[:20, "bs"] = np.nan
+    with pytest.raises(mi.DataError, match=r"variable 'bs' is separated by its covariates \(x\)"):
+        prepare(df.assign(x=df["x"] * 1e-9), mi.ImputationModel(cluster="g", variables={"bs": "binary"},
+                                                                 covariates=["x"]))
+
+
+def test_degenerate_structures():
+    """Every cluster a single row (a row id given as the cluster), or a variable seen once: the
+    sampler's covariances were singular (LinAlgError); now refused, naming the fix."""
+    df = _studies().assign(row=np.arange(240))
+    with pytest.raises(mi.DataError, match=r"every unit of 'row' has a single row: .*not a row id"):
+        run(df, mi.ImputationModel(cluster="row", variables={"x": "continuous"}))
+    with pytest.raises(mi.DataError, match=r"every unit of 'row' has a single row"):
+        run(df, mi.ImputationModel(cluster=mi.Crossed("g", "row"), variables={"x": "continuous"}))
+    once = df.assign(y=np.where(np.arange(240) == 3, 2.0, np.nan))
+    for cov in ("common", "cluster"):
+        with pytest.raises(mi.DataError, match=r"variable 'y' is observed in a single row"):
+            run(once, mi.ImputationModel(cluster="g", variables={"y": "continuous"}, covariance=cov))
+
+
+def test_binary_outcome_of_the_substantive_model():
+    """A binomial outcome with one observed category, or separated by terms made of complete
+    columns (the coefficients drifted to ±100 under a generic warning), is refused; separation
+    that involves an incomplete variable is not conclusive and runs."""
+    from mlimpute.impute import prepare
+
+    rng = np.random.default_rng(0)
+    df = _studies()
+    df["x"] = df["x"].where(rng.random(240) > 0.15)
+    df["yb"] = df["sex"].astype(float).where(rng.random(240) > 0.1)
+    kw = dict(cluster="g", variables={"x": "continuous"}, covariates=["sex"], family="binomial")
+    with pytest.raises(mi.DataError, match=r"outcome 'yb' of substantive='yb ~ x \+ sex \+ \(1 \| g\)' is "
+                                           r"separated by sex"):
+        prepare(df, mi.ImputationModel(substantive="yb ~ x + sex + (1 | g)", **kw))
+    with pytest.raises(mi.DataError, match=r"outcome 'y0' .* has only the category 0 among its observed values"):
+        prepare(df.assign(y0=0.0), mi.ImputationModel(substantive="y0 ~ x + (1 | g)", **kw))
+    df["yx"] = (df["x"] > 0).astype(float).where(df["x"].notna() & (rng.random(240) > 0.1))
+    prepare(df, mi.ImputationModel(substantive="yx ~ x + sex + (1 | g)", **kw))

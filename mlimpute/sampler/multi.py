@@ -975,7 +975,7 @@ def initial_multi(st: MultiStatic, rng: np.random.Generator) -> MultiState:
         omegas.append(_constrain(omega, cs.con))
     if st.p1:
         omega1 = resid.T @ resid / max(data.n_rows - 1, 1)
-        omega1 = omega1 + 1e-6 * np.trace(omega1) / st.p1 * np.eye(st.p1)
+        omega1 = omega1 + 1e-6 * (np.trace(omega1) / st.p1 or 1.0) * np.eye(st.p1)  # (a variable seen once: 0)
     else:
         omega1 = np.zeros((0, 0))
     omega1 = _constrain(omega1, st.con1)

@@ -360,7 +360,7 @@ def initial_two_level(static: Static, rng: np.random.Generator) -> State:
         del within
     else:
         omega1 = np.zeros((0, 0))
-    omega1 = omega1 + 1e-6 * np.trace(omega1) / max(p1, 1) * np.eye(p1)
+    omega1 = omega1 + 1e-6 * (np.trace(omega1) / max(p1, 1) or 1.0) * np.eye(p1)  # (a variable seen once: 0)
     omega1 = _constrain_start(omega1, static.con1)
     omega2 = _constrain_start(omega2, static.con2)
     u1 = np.zeros((data.n_clusters, p1 * q))
