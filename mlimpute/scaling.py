@@ -30,8 +30,12 @@ variance-function coefficients are unchanged (unit-free). R-hat and ESS are inva
 maps. A prior the user states (``prior_l1``, ``prior_l2``) is on the data's scale and is
 mapped to the internal one (Ψ* = C⁻¹ Ψ C⁻¹, C = diag(c)); ``categorical_prior_sd`` is on the
 latent scale per SD of each covariate. ``standardize=False`` runs on the data's scale (jomo's
-convention; its defaults then depend on the units). A substantive model keeps the data's
-scale: its formula reads the variables' values directly.
+convention; its defaults then depend on the units). A substantive model's own parameters stay
+on the data's scale (their priors come from the complete-case fit, in the data's units): its
+formula reads each incomplete variable's value as m + s·y* (``sampler/outcome.py``,
+``_outcome_kernels.cells``). Before, a substantive model switched the scaling off, and an
+incomplete covariate with a small SD (a proportion, SD 0.01) was imputed with 6.8 times its
+observed SD under the identity prior scale.
 """
 
 from __future__ import annotations
@@ -103,8 +107,8 @@ def _apply(y: np.ndarray, cs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 def standardize(data):
     """``data`` with its continuous variables centred and scaled and its covariate columns
     scaled, the scales kept in ``data.scaling`` (module notes); unchanged when the model says
-    ``standardize=False`` or has a substantive model."""
-    if not data.model.standardize or data.outcome is not None:
+    ``standardize=False``."""
+    if not data.model.standardize:
         return data
     y1s = column_scales(data.y1, data.miss1, data.codecs, 1)
     y2s = column_scales(data.y2, data.miss2, data.codecs, 2)

@@ -281,8 +281,9 @@ class ImputationModel:
         Fit the model to centred and scaled continuous variables and scaled covariates, with
         every prior defined on that scale, and report everything on the data's scale (default
         True; see :mod:`mlimpute.scaling`): the default priors then mean the same for any units
-        of measurement. False keeps the data's scale (jomo's convention). A substantive model
-        always keeps the data's scale.
+        of measurement. False keeps the data's scale (jomo's convention). With a substantive
+        model the joint part is scaled and the analysis model's own parameters stay on the
+        data's scale (their priors come from the complete-case fit).
 
     Notes
     -----

@@ -596,9 +596,10 @@ def _check_binary_outcome(program, S0, comp, X, names, codec, y, observed, formu
             "fit and its intercept would drift; check the column, or drop the substantive model"
         )
     moved = S0.copy()
-    for k, values in enumerate(comp.columns):
-        if values is None:                      # an incomplete variable's source
-            moved[:, k] += 1.0 + np.abs(moved[:, k])
+    for k, (src, values) in enumerate(zip(comp.sources, comp.columns)):
+        if values is None:                      # an incomplete variable's source: another value
+            K = comp.codecs[src.codec].n_categories
+            moved[:, k] = (moved[:, k] + 1) % K if K else moved[:, k] + 1.0 + np.abs(moved[:, k])
     fixed = np.flatnonzero(np.isclose(program.evaluate(moved)[:, :X.shape[1]], X).all(axis=0))
     beta = separating_direction(X[observed][:, fixed], y[observed] == 1)
     if beta is not None:

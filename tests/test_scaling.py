@@ -90,6 +90,32 @@ def test_imputations_and_parameters_are_equivariant_to_units():
     np.testing.assert_allclose(d2.loc[d1.index], d1, rtol=2e-2)
 
 
+def test_substantive_model_is_equivariant_to_units():
+    """With a substantive model the joint part works on the internal scale too (before, it kept
+    the data's, and an incomplete covariate with SD 0.01 was imputed with 6.8× its SD): x → 7 +
+    0.01 x gives the same chain, the imputations transformed, the outcome's coefficient of x
+    times 100 and its intercept shifted by −7 times that; the imputed outcomes are the same."""
+    df = _two_level(np.random.default_rng(2)).rename(columns={"x": "z", "y": "x"})
+    rng = np.random.default_rng(5)
+    df["y"] = 0.5 * df["x"].fillna(0) + 0.3 * df["z"] + rng.normal(0, 0.5, 40)[df["g"]] + rng.normal(size=len(df))
+    df.loc[rng.random(len(df)) < 0.1, "y"] = np.nan
+    df2 = df.assign(x=7 + 0.01 * df["x"])
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous", "b": "binary"}, covariates=["z"],
+                               substantive="y ~ x + z + b + (1 | g)")
+    r1, r2 = _run(df, model), _run(df2, model)
+    for k in (1, 2):
+        a = r1.data[r1.data["imputation"] == k].reset_index(drop=True)
+        c = r2.data[r2.data["imputation"] == k].reset_index(drop=True)
+        np.testing.assert_allclose(c["x"], 7 + 0.01 * a["x"], rtol=1e-7)
+        np.testing.assert_allclose(c["y"], a["y"], rtol=1e-6, atol=1e-8)
+        assert np.array_equal(c["b"].to_numpy(float), a["b"].to_numpy(float))
+    s1 = r1.summary().set_index("parameter")["mean"]
+    s2 = r2.summary().set_index("parameter")["mean"]
+    assert s2["y~beta[x]"] == pytest.approx(100 * s1["y~beta[x]"], rel=1e-6)
+    assert s2["y~beta[Intercept]"] == pytest.approx(s1["y~beta[Intercept]"] - 700 * s1["y~beta[x]"], rel=1e-6)
+    assert s2["beta1[x:z]"] == pytest.approx(0.01 * s1["beta1[x:z]"], rel=1e-6)
+
+
 def test_user_prior_is_stated_on_the_data_scale():
     """A prior scale Ψ for y and C Ψ C for 100·y give the same chain (transformed)."""
     df = _two_level(np.random.default_rng(2))[["g", "x", "y", "b"]]

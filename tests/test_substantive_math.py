@@ -6,6 +6,8 @@ draws from the same conditional, whose moments or category shares are compared w
 ones (tolerances: 5 Monte Carlo standard errors unless said otherwise).
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,10 +21,13 @@ from mlimpute.sampler.outcome import _padded_cuts, initial_outcome, prepare_outc
 N = 20_000
 
 
-def _setup(df, model, beta, b_row, cuts=None):
-    """Model arrays, the component's static part and a state with β, every b_j = b_row."""
+def _setup(df, model, beta, b_row, cuts=None, scales=None):
+    """Model arrays, the component's static part and a state with β, every b_j = b_row;
+    ``scales``: the level-1 columns' (centre, scale), the sampler's y1 then internal values."""
     data = build(df, model)
     ost = prepare_outcome(data)
+    if scales is not None:
+        ost = replace(ost, cen1=np.asarray(scales[0], float), sc1=np.asarray(scales[1], float))
     rng = np.random.default_rng(0)
     y1 = np.nan_to_num(data.y1.copy())
     y2 = np.nan_to_num(data.y2.copy())
@@ -47,7 +52,8 @@ def _cells(data, ost, o, y, mu, Q, wconst, level=1, w=None, cuts=(), seed=1):
     acc = np.zeros(o.steps.size, np.int64)
     tried = np.zeros(o.steps.size, np.int64)
     ok.cells(y, mu, Q[None], np.zeros(units.size, np.int64), units, start, stop, miss, c.kind, c.first,
-             c.width, c.src, c.cut, _padded_cuts(cuts), od.program.linear, od.observed, data.cluster,
+             c.width, c.src, c.cut, *((ost.cen1, ost.sc1) if level == 1 else (ost.cen2, ost.sc2)),
+             _padded_cuts(cuts), od.program.linear, od.observed, data.cluster,
              o.S, o.D, ost.prog, od.n_fixed, o.beta, o.b, o.eta, od.y,
              np.zeros(1) if w is None else w, wconst, o.steps, acc, tried,
              rng.standard_normal(n), 1.0 - rng.random(2 * n))
@@ -95,6 +101,27 @@ def test_linear_continuous_cell_is_the_exact_normal(weights):
     D = data.outcome.program.evaluate(o.S)
     assert np.allclose(o.D, D)
     assert np.allclose(o.eta, D[:, :4] @ beta + D[:, 4:] @ brow)
+
+
+def test_linear_continuous_cell_on_the_internal_scale():
+    """With internal scaling the sampler holds x* = (x − m0)/s0 and the formula reads x = m0 +
+    s0 x*: η = a + c m0 + c s0 x*, so x* | y is normal with precision 1/s² + w (c s0)²."""
+    df = _copies(x=np.nan, z=0.7, y=1.3)
+    df.loc[:3, "x"] = [0.0, 1.0, -1.0, 0.5]
+    df.loc[:3, "z"] = [0.1, 0.2, 0.3, 0.4]
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ x * z + (1 + x | g)")
+    beta, brow, m0, s0 = [0.2, 0.5, 0.3, 0.4], [0.1, -0.25], 0.3, 2.5
+    data, ost, o, y1, _ = _setup(df, model, beta, brow, scales=([m0], [s0]))
+    m, s2, sig2 = 0.4, 0.8, 0.5
+    _cells(data, ost, o, y1, np.full_like(y1, m), np.array([[1 / s2]]), 1 / sig2)
+    c = (beta[1] + beta[3] * 0.7 + brow[1]) * s0
+    a = beta[0] + beta[2] * 0.7 + brow[0] + c / s0 * m0
+    prec = 1 / s2 + c * c / sig2
+    x = y1[ost.rows1, 0]
+    assert abs(x.mean() - (m / s2 + c * (1.3 - a) / sig2) / prec) < 5 * np.sqrt(1 / prec / x.size)
+    assert abs(x.var() * prec - 1) < 5 * np.sqrt(2 / x.size)
+    assert np.allclose(o.S[:, 0], m0 + s0 * y1[:, 0])        # the formula's sources on the data's scale
+    assert np.allclose(o.D, data.outcome.program.evaluate(o.S))
 
 
 def test_quadratic_cell_by_metropolis_hastings_targets_the_exact_density():

@@ -452,8 +452,8 @@ def _unit_loglik(S, s, v, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst, o
 
 @njit(cache=True)
 def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidth, colsrc, colcut,
-          cuts, linear, observed, cluster, S, D, prog, nf, beta, b, eta, ytil, w, wconst, steps,
-          accepted, tried, z, u):
+          colcen, colsc, cuts, linear, observed, cluster, S, D, prog, nf, beta, b, eta, ytil, w, wconst,
+          steps, accepted, tried, z, u):
     """Redraw every missing cell of the ``units`` (rows of y, with a missing covariate of the
     formula and an observed outcome among their design rows), one latent column at a time, from
 
@@ -469,6 +469,9 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
     - a categorical latent column: the line splits into intervals, each a category given the
       unit's other latent columns; one is chosen with probability mass × likelihood, then the
       latent is drawn inside it.
+
+    A continuous column k is held as (value − colcen[k]) / colsc[k] (``mlimpute.scaling``; 0 and
+    1 without internal scaling), the formula reads its value on the data's scale.
 
     The outcome's precision is ``wconst`` for every row, or ``w[i]`` where wconst is 0. ``z``,
     ``u``: a normal and two uniforms per cell (the uniforms are read only by Metropolis–Hastings
@@ -501,6 +504,7 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
             if s < 0:  # not read by the formula: model (6) alone
                 y[j, k] = m + sd * zz
                 continue
+            cen, sc = colcen[k], colsc[k]
             if colkind[k] == CONT:
                 v0 = y[j, k]
                 if linear[s]:
@@ -513,7 +517,8 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
                             else:
                                 wi = w[i]
                             e0 = eta[i]
-                            slope = _eta_with(S, i, s, v0 + 1.0, D, prog, nf, beta, b, cluster[i], e0) - e0
+                            slope = _eta_with(S, i, s, cen + sc * (v0 + 1.0), D, prog, nf, beta, b, cluster[i],
+                                              e0) - e0
                             A += wi * slope * slope
                             B += wi * slope * (ytil[i] - (e0 - slope * v0))
                     prec = 1.0 / (sd * sd) + A
@@ -524,16 +529,17 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
                     u1 = u[2 * t - 2]
                     v = v0 + steps[s] * sd * zz
                     logr = (-0.5 * ((v - m) ** 2 - (v0 - m) ** 2) / (sd * sd)
-                            + _unit_loglik(S, s, v, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst,
-                                           observed, st, sp)
-                            - _unit_loglik(S, s, v0, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst,
-                                           observed, st, sp))
+                            + _unit_loglik(S, s, cen + sc * v, D, prog, nf, beta, b, cluster, eta, ytil, w,
+                                           wconst, observed, st, sp)
+                            - _unit_loglik(S, s, cen + sc * v0, D, prog, nf, beta, b, cluster, eta, ytil, w,
+                                           wconst, observed, st, sp))
                     tried[s] += 1
                     if math.log(u1) < logr:
                         accepted[s] += 1
                     else:
                         v = v0
                 y[j, k] = v
+                v = cen + sc * v
             else:
                 if u.size < 2 * t:
                     raise ValueError("cells: uniforms missing for a categorical cell")

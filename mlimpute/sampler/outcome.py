@@ -118,6 +118,10 @@ class OutcomeStatic:
     n_cells2: int
     src_level: np.ndarray       # per source: 0 complete, 1 or 2 the level of its variable
     src_col: np.ndarray         # first latent column of its variable in y1 / y2
+    cen1: np.ndarray            # per column of y1 / y2: a continuous value = cen + sc · internal
+    sc1: np.ndarray             # (``mlimpute.scaling``; 0 and 1 without internal scaling)
+    cen2: np.ndarray
+    sc2: np.ndarray
     src_codec: tuple            # its codec (None for complete sources)
     override1: tuple            # (ordinal index, rows) of ordinal formula covariates, level 1
     override2: tuple            # (ordinal index, clusters), level 2
@@ -179,6 +183,15 @@ def substantive_units(data: ModelData) -> tuple[np.ndarray, np.ndarray]:
     return rows1, clusters2
 
 
+def _scales(data: ModelData) -> dict:
+    """The columns' (centre, scale) of each level: the formula reads the data's values."""
+    sc = data.scaling
+    y1 = sc.y1 if sc is not None else (np.zeros(data.y1.shape[1]), np.ones(data.y1.shape[1]))
+    y2 = sc.y2 if sc is not None else (np.zeros(data.y2.shape[1]), np.ones(data.y2.shape[1]))
+    return dict(cen1=np.ascontiguousarray(y1[0], dtype=float), sc1=np.ascontiguousarray(y1[1], dtype=float),
+                cen2=np.ascontiguousarray(y2[0], dtype=float), sc2=np.ascontiguousarray(y2[1], dtype=float))
+
+
 def prepare_outcome(data: ModelData) -> OutcomeStatic:
     od = data.outcome
     p = od.program
@@ -223,7 +236,7 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
         rows1_end=rows1 + 1, uniforms1=_needs_uniforms(cols1, od.program.linear),
         clusters2=clusters2, cols1=cols1, cols2=cols2,
         n_cells1=int(data.miss1[rows1].sum()), n_cells2=int(data.miss2[clusters2].sum()),
-        src_level=src_level, src_col=src_col,
+        src_level=src_level, src_col=src_col, **_scales(data),
         src_codec=tuple(None if s.codec is None else codec_of[s.codec] for s in od.sources),
         override1=override1, override2=override2, kappa=kappa, quad_rows=quad_rows,
         lin_rows=lin_rows, stat=stat, zeros1=np.zeros(rows1.size, np.int64),
@@ -246,12 +259,15 @@ def refresh_sources(ost: OutcomeStatic, S: np.ndarray, rows: np.ndarray, y1: np.
         if codec.level == 1:
             block = y1[rows][:, list(codec.cols)]
             known = codec.codes[rows] if codec.codes is not None else None
+            cen, sc = ost.cen1, ost.sc1
         else:
             cl = cluster[rows]
             block = y2[cl][:, list(codec.cols)]
             known = codec.codes[cl] if codec.codes is not None else None
+            cen, sc = ost.cen2, ost.sc2
         if codec.kind == "continuous":
-            S[rows, s] = block[:, 0]
+            k = codec.cols[0]
+            S[rows, s] = cen[k] + sc[k] * block[:, 0]
         else:
             codes = latents_to_codes(codec, block, cuts.get(codec.name))
             S[rows, s] = np.where(known >= 0, known, codes)
@@ -362,14 +378,14 @@ def draw_cells(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData, y1, fi
         qidx = data.cluster[ost.rows1] if per_cluster else ost.zeros1
         c = ost.cols1
         ok.cells(y1, fitted1, Q, qidx, ost.rows1, ost.rows1, ost.rows1_end, data.miss1, c.kind, c.first,
-                 c.width, c.src, c.cut, _padded_cuts(cuts1), *common, rng.standard_normal(n),
+                 c.width, c.src, c.cut, ost.cen1, ost.sc1, _padded_cuts(cuts1), *common, rng.standard_normal(n),
                  1.0 - rng.random(2 * n) if ost.uniforms1 else _NO_UNIFORMS)
     if ost.clusters2.size:
         n = ost.n_cells2
         c = ost.cols2
         ok.cells(y2, np.ascontiguousarray(mean2), prec2[None], ost.zeros2, ost.clusters2,
                  data.starts[ost.clusters2], data.starts[ost.clusters2] + data.sizes[ost.clusters2],
-                 data.miss2, c.kind, c.first, c.width, c.src, c.cut, _padded_cuts(cuts2), *common,
+                 data.miss2, c.kind, c.first, c.width, c.src, c.cut, ost.cen2, ost.sc2, _padded_cuts(cuts2), *common,
                  rng.standard_normal(n), 1.0 - rng.random(2 * n))
     return accepted, tried
 

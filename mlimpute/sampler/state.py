@@ -273,6 +273,9 @@ def trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:
     c = level2_coordinates(data)
     tm.covariances(c, *free_lower(c.size, con2))
     tm.unchanged(sum(k.n_categories - 2 for k in (*data.categorical1, *data.categorical2) if k.kind == "ordinal"))
+    if data.outcome is not None:   # the substantive model works on the data's scale
+        from .outcome import outcome_trace_names
+        tm.unchanged(len(outcome_trace_names(data.outcome)))
     return tm.arrays()
 
 
