@@ -46,7 +46,7 @@ from formulaic.errors import FormulaicError
 
 from .analysis.formula import ParsedFormula, parse_formula
 from .errors import DataError, SpecError
-from .identification import separating_direction
+from .identification import dependent_column, separating_direction
 from .spec import ImputationModel
 
 __all__ = ["Program", "OutcomeData", "build_outcome", "substantive_variables", "POWER", "TABLE"]
@@ -573,15 +573,13 @@ def _initial_sources(comp: _Compiler, probe: pd.DataFrame, n: int) -> np.ndarray
 
 
 def _check_rank(X: np.ndarray, names: tuple[str, ...], formula: str) -> None:
-    rank = np.linalg.matrix_rank(X)
-    if rank < X.shape[1]:
-        for k in range(1, X.shape[1] + 1):
-            if np.linalg.matrix_rank(X[:, :k]) < k:
-                raise DataError(
-                    f"fixed-effect column {names[k - 1]!r} of substantive={formula!r} is a linear "
-                    "combination of the columns before it in the rows with an observed outcome; "
-                    "remove it from the formula"
-                )
+    k = dependent_column(X)     # on columns scaled to unit root mean square
+    if k is not None:
+        raise DataError(
+            f"fixed-effect column {names[k]!r} of substantive={formula!r} is a linear "
+            "combination of the columns before it in the rows with an observed outcome (to within "
+            "1e-7 of the columns' scale); remove it from the formula"
+        )
 
 
 def _check_binary_outcome(program, S0, comp, X, names, codec, y, observed, formula) -> None:

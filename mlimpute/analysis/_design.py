@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula
 from formulaic.errors import FormulaicError
-from scipy.linalg import qr
 
 from ..errors import DataError, SpecError
+from ..identification import dependent_column
 from ._membership import membership_codes
 from .formula import ParsedFormula, RandomTerm
 
@@ -179,16 +179,15 @@ def _response(series: pd.Series, kind: ResponseKind, name: str, labels: pd.Index
 
 
 def _check_rank(X: np.ndarray, names: tuple[str, ...], what: str = "fixed-effect columns") -> None:
-    if X.shape[1] == 0:
-        return
-    _, r, piv = qr(X, mode="economic", pivoting=True)
-    diag = np.abs(np.diag(r))
-    rank = int(np.sum(diag > max(X.shape) * np.finfo(float).eps * diag[0])) if diag[0] > 0 else 0
-    if rank < X.shape[1]:
-        dropped = ", ".join(repr(names[i]) for i in sorted(piv[rank:]))
+    """Refuse a design whose column is a linear combination of the columns before it (lme4
+    would drop it: its ``rankMatrix`` tolerance is 1e-7 too). On columns scaled to unit root
+    mean square, so that units (a time stamp in nanoseconds) do not matter."""
+    k = dependent_column(X)
+    if k is not None:
         raise DataError(
-            f"the {what} are linearly dependent (rank {rank} of {X.shape[1]}): {dropped} "
-            "are combinations of the others in these data; remove them from the formula"
+            f"the {what} are linearly dependent: {names[k]!r} is "
+            f"{'zero' if not np.any(X[:, k]) else 'a combination of ' + ', '.join(map(repr, names[:k]))} "
+            "in these data (to within 1e-7 of the columns' scale); remove it from the formula"
         )
 
 

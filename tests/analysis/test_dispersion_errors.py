@@ -50,7 +50,7 @@ def test_constant_column(df):
 
 
 def test_dependent_columns(df):
-    with pytest.raises(mi.DataError, match=r"columns of dispersion formula '~ x \+ x2' .* linearly dependent .*'x2?' are combinations"):
+    with pytest.raises(mi.DataError, match=r"columns of dispersion formula '~ x \+ x2' .* linearly dependent: 'x2' is a combination of .*'x'"):
         mi.lmm(F, df, dispersion="~ x + x2")
     # without the intercept both dummies of sex are there, and together they are the intercept (σ²)
     with pytest.raises(mi.DataError, match=r"linearly dependent.*'sex\[(boy|girl)\]'"):
