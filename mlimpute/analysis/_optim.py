@@ -279,3 +279,14 @@ def minimize_bounded(f: Fun, x0: np.ndarray, lower: np.ndarray, maxiter: int = 1
         # definite Hessian) decides, as it does for lme4's own optimisers
         ok, message = True, f"L-BFGS-B's line search stopped at the gradient's noise ({message}); lme4's check decides"
     return result(x, fx, ok and scaled < 2e-3 and hess_ok, message, scaled, hess_ok, idx, H)
+
+
+def boundary_cov(dev: Fun, to_psi: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Asymptotic covariance of ``to_psi(x)`` at a boundary fit whose deviance ``dev`` is a
+    function of the free coordinates x (the Cholesky factors' zero diagonal elements held at
+    0, so every x ± h is a valid model): ``J (H/2)⁻¹ J'`` with H the deviance's Hessian and J
+    the Jacobian of the (polynomial) map, both by central differences of steps h."""
+    V = np.linalg.inv(0.5 * fd_hessian(dev, x0, h=h))
+    E = np.diag(h)
+    J = np.column_stack([(to_psi(x0 + E[i]) - to_psi(x0 - E[i])) / (2 * h[i]) for i in range(x0.size)])
+    return J @ V @ J.T

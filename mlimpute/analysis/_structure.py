@@ -174,6 +174,23 @@ class Structure:
             out += [cov[i, j] for j in range(q) for i in range(j + 1, q)]
         return np.array(out)
 
+    def boundary_mask(self, psi: np.ndarray, scale: float, tol: float = 1e-4) -> np.ndarray:
+        """Which random-effect components of ``psi`` lie on the boundary of a singular fit: in
+        each term, a coordinate r whose variance given the earlier ones is below (tol·σ)² (lme4's
+        ``isSingular``: Λ's diagonal element r below tol) — its variance and its covariances."""
+        out, at = [], 0
+        for cov in self.covariances_from_psi(psi):
+            q = cov.shape[0]
+            flat = np.zeros(q, bool)
+            for r in range(q):
+                c = cov[:r, r]
+                cond = cov[r, r] - (c @ np.linalg.pinv(cov[:r, :r]) @ c if r else 0.0)
+                flat[r] = cond <= tol * tol * scale
+            out += [flat[i] for i in range(q)]
+            out += [flat[i] or flat[j] for j in range(q) for i in range(j + 1, q)]
+            at += q
+        return np.array(out, bool)
+
     def covariances_from_psi(self, psi: np.ndarray) -> list[np.ndarray]:
         out, at = [], 0
         for q in self.term_q:

@@ -45,7 +45,7 @@ from ._algebra import make_algebra, sort_design
 from ._solution import factor_columns
 from ._design import Design, build_design
 from ._family import Family, get_family
-from ._optim import fd_hessian, minimize_bounded, one_blas_thread
+from ._optim import boundary_cov, fd_hessian, minimize_bounded, one_blas_thread
 from ._pirls import Mode, Pirls
 from ._structure import Structure
 from .formula import parse_formula
@@ -116,25 +116,42 @@ class GlmmEngine:
     @one_blas_thread
     def varcomp_cov(self, result: MixedResult) -> np.ndarray:
         psi, k = np.array(result.psi), result.psi.size
-        if result.singular:
-            warn("varcomp_cov: boundary (singular) fit, the variance components have no regular "
-                 "asymptotic covariance; returning NaN")
-            return np.full((k, k), np.nan)
         s = self.structure
         C = np.linalg.cholesky(np.array(result.beta_cov))
         beta0 = np.array(result.beta)
         warm = [None]
+        # a singular fit: as LmmEngine._boundary_cov, in the Cholesky factors with their zero
+        # diagonals held at 0; otherwise in psi
+        theta0 = np.array(result.theta, dtype=float)
+        fixed = s.theta_diagonal() & (theta0 < 1e-4) if result.singular else np.zeros(theta0.size, bool)
+        nf = int((~fixed).sum())
+
+        def theta_of(x):
+            if not result.singular:
+                return s.theta_from_covariances(s.covariances_from_psi(x[:k]), 1.0)
+            theta = theta0.copy()
+            theta[~fixed] = x[:nf]
+            return theta
 
         def dev(x: np.ndarray) -> float:
-            theta = s.theta_from_covariances(s.covariances_from_psi(x[:k]), 1.0)
-            d, mode = self.deviance(theta, beta0 + C @ x[k:], warm[0])
+            d, mode = self.deviance(theta_of(x), beta0 + C @ x[-self.p:] if self.p else beta0, warm[0])
             warm[0] = mode.u
             return d
 
-        x0 = np.concatenate([psi, np.zeros(self.p)])
+        head = theta0[~fixed] if result.singular else psi
+        x0 = np.concatenate([head, np.zeros(self.p)])
         # steps of 1e-3 (relative for psi, in standard errors for beta): see fit_glmm's Hessian
-        h = np.concatenate([1e-3 * np.maximum(np.abs(psi), 1e-3 * np.abs(psi).max()), np.full(self.p, 1e-3)])
+        h = np.concatenate([1e-3 * np.maximum(np.abs(head), 1e-3 * max(np.abs(head).max(initial=0.0), 1e-3)),
+                            np.full(self.p, 1e-3)])
         try:
+            if result.singular:
+                V = boundary_cov(dev, lambda x: s.psi_from_covariances(s.term_covariances(theta_of(x), 1.0)), x0, h)
+                on = s.boundary_mask(psi, 1.0)
+                V[on, :] = np.nan
+                V[:, on] = np.nan
+                warn("varcomp_cov: boundary (singular) fit; the components of the coordinates on the boundary "
+                     "have no regular asymptotic covariance (NaN), the others' is computed on the boundary")
+                return V
             V = 2.0 * np.linalg.inv(fd_hessian(dev, x0, h=h))
         except (np.linalg.LinAlgError, SpecError):
             warn("varcomp_cov: the information matrix of the variance components is singular or the "

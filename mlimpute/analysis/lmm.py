@@ -54,7 +54,7 @@ from ..errors import SpecError
 from ._algebra import make_algebra, sort_design
 from ._design import Design, build_design
 from ._dispersion import DispersionDesign, build_dispersion, dispersion_columns
-from ._optim import fd_hessian, minimize_bounded, one_blas_thread
+from ._optim import boundary_cov, fd_hessian, minimize_bounded, one_blas_thread
 from ._structure import Structure
 from ._warn import warn, warn_fit
 from .formula import parse_formula
@@ -180,29 +180,60 @@ class LmmEngine:
         psi = np.array(result.psi)
         k = psi.size
         nan = np.full((k, k), np.nan)
-        if result.singular:
-            warn("varcomp_cov: boundary (singular) fit, the variance components have no regular "
-                 "asymptotic covariance; returning NaN")
-            return nan
         s, nv = self.structure, k - self.k  # variance components (σ² last), then γ
-
-        def dev(v: np.ndarray) -> float:
-            covs = s.covariances_from_psi(v[: nv - 1])
-            theta = s.theta_from_covariances(covs, v[nv - 1])
-            return self.deviance(theta, v[nv - 1], result.reml, v[nv:])
-
         var = np.abs(psi[:nv])
         # steps of 1e-3 relative: truncation error ~1e-6, rounding error well below it; γ is a
         # log-variance coefficient, whose natural unit is 1 / SD of its column
         h = np.concatenate([1e-3 * np.maximum(var, 1e-3 * var.max()),
                             1e-3 / self.dispersion.scale if self.k else _NO_GAMMA])
         try:
-            H = fd_hessian(dev, psi, h=h)
-            return np.linalg.inv(0.5 * H)
+            if result.singular:
+                return self._boundary_cov(result, psi, nv, h[nv - 1:])
+
+            def dev(v: np.ndarray) -> float:
+                covs = s.covariances_from_psi(v[: nv - 1])
+                theta = s.theta_from_covariances(covs, v[nv - 1])
+                return self.deviance(theta, v[nv - 1], result.reml, v[nv:])
+
+            return np.linalg.inv(0.5 * fd_hessian(dev, psi, h=h))
         except (np.linalg.LinAlgError, SpecError):
             warn("varcomp_cov: the information matrix of the variance components is singular or the "
                  "finite-difference stencil left the parameter space; returning NaN")
             return nan
+
+    def _boundary_cov(self, result: MixedResult, psi: np.ndarray, nv: int, h_rest: np.ndarray) -> np.ndarray:
+        """A singular fit: the components of the coordinates whose Cholesky diagonal is 0 (their
+        variances and covariances) have no regular asymptotic variance (NaN); the others' comes
+        from the deviance in the Cholesky factors with those diagonals held at 0 (lme4's
+        boundary), by the delta method."""
+        s = self.structure
+        theta0 = np.array(result.theta, dtype=float)
+        fixed = s.theta_diagonal() & (theta0 < 1e-4)
+        nf = int((~fixed).sum())
+        x0 = np.concatenate([theta0[~fixed], psi[nv - 1:]])
+
+        def unpack(x):
+            theta = theta0.copy()
+            theta[~fixed] = x[:nf]
+            return theta, x[nf]
+
+        def dev(x):
+            theta, sigma2 = unpack(x)
+            return self.deviance(theta, sigma2, result.reml, x[nf + 1:])
+
+        def to_psi(x):
+            theta, sigma2 = unpack(x)
+            return np.concatenate([s.psi_from_covariances(s.term_covariances(theta, sigma2)), x[nf:]])
+
+        th = np.abs(theta0[~fixed])
+        h = np.concatenate([1e-3 * np.maximum(th, 1e-3 * max(th.max(initial=0.0), 1e-3)), h_rest])
+        V = boundary_cov(dev, to_psi, x0, h)
+        on = np.concatenate([s.boundary_mask(psi[: nv - 1], psi[nv - 1]), np.zeros(psi.size - nv + 1, bool)])
+        V[on, :] = np.nan
+        V[:, on] = np.nan
+        warn("varcomp_cov: boundary (singular) fit; the components of the coordinates on the boundary have "
+             "no regular asymptotic covariance (NaN), the others' is computed on the boundary")
+        return V
 
     def refit(self, reml: bool) -> MixedResult:
         return fit_lmm(self.formula, self.design, reml, self.options, self.dispersion)

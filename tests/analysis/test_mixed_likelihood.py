@@ -163,3 +163,44 @@ def test_glmm_nested_and_sparse_solvers_agree(lme4_data):
     b = mi.glmm("yb ~ x + (1 + x | g)", data, algebra="sparse")
     assert a.loglik == pytest.approx(b.loglik, abs=1e-7)
     np.testing.assert_allclose(a.params, b.params, rtol=1e-5)
+
+
+def _no_slope(seed):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(30), 15)
+    x, z = rng.normal(size=450), rng.normal(size=450)
+    y = 1 + 0.5 * x + rng.normal(0, 0.8, 30)[g] + rng.normal(size=450)   # no random slope of z
+    return pd.DataFrame(dict(g=g, x=x, z=z, y=y, yb=(y + rng.normal(size=450) > 1).astype(int)))
+
+
+@pytest.mark.parametrize("seed, family", [(4, "gaussian"), (5, "gaussian"), (4, "binomial")])
+def test_singular_fit_keeps_the_interior_components_covariance(seed, family):
+    """A random slope estimated at the boundary (Λ's second diagonal 0, a singular fit) has no
+    regular asymptotic variance, nor its covariance; the intercept's variance and σ² do, and
+    they were NaN too (so pooling dropped every interval of a model with a near-zero slope).
+    Now computed on the boundary (the zero diagonal held at 0): close to the fit without the
+    slope, whose model the boundary fit nearly is (theta's off-diagonal is 0.02-0.09)."""
+    import warnings
+
+    d = _no_slope(seed)
+    fit, y = (mi.lmm, "y") if family == "gaussian" else (lambda f, d: mi.glmm(f, d, family="binomial"), "yb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small, big = fit(f"{y} ~ x + (1 | g)", d), fit(f"{y} ~ x + (1 + z | g)", d)
+        assert big.singular and not small.singular
+        cov = big.varcomp_cov()
+    assert np.isnan(cov.loc["z~~z|g"]).all() and np.isnan(cov.loc["Intercept~~z|g"]).all()
+    se_small = np.sqrt(np.diag(small.varcomp_cov()))
+    keep = ["Intercept~~Intercept|g"] + (["Residual~~Residual"] if family == "gaussian" else [])
+    np.testing.assert_allclose(np.sqrt(np.diag(cov.loc[keep, keep])), se_small, rtol=0.03)
+    rows = [d.assign(imputation=k, y=d["y"] + 0.01 * k) for k in (1, 2, 3)] if family == "gaussian" else None
+    if rows is not None:   # pooled: the interior rows keep their intervals
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vc = mi.analyse(pd.concat(rows), "y ~ x + (1 + z | g)").varcomp()
+        plain = vc["term2"].isna()
+        for sel in (plain & (vc["group"] == "g") & (vc["term1"] == "Intercept"), vc["group"] == "Residual",
+                    vc["term1"] == "ICC"):
+            row = vc[sel].iloc[0]
+            assert row["method"] != "mean_only" and row["conf_low"] < row["estimate"] < row["conf_high"], row
+        assert (vc[plain & (vc["term1"] == "z")]["method"] == "mean_only").all()
