@@ -280,3 +280,23 @@ def test_analyse_an_imputation_result_of_our_sampler() -> None:
     assert np.isfinite(tidy.to_numpy(dtype=float)).all()
     # the slope of standlrt is estimated near 0.56 in every analysis of these data (mitml: 0.557)
     assert tidy.loc["standlrt", "conf_low"] < 0.56 < tidy.loc["standlrt", "conf_high"]
+
+
+def test_models_that_are_not_fits_of_nested_models_are_refused(exam_ml) -> None:
+    """Only the fixed-effect names were compared: a null model with another response, fewer
+    rows, another family or another grouping factor gave p-values (negative D3 statistics
+    reported as p = 1, p = 0.002 where D1 gave 0.59)."""
+    full, _ = exam_ml
+    data = exam_imputations()
+    other = {"response": mi.analyse(data, "standlrt ~ sex + (1 | clus)", reml=False),
+             "rows": mi.analyse(data[data["standlrt"] > -2], NULL_FORMULA, reml=False)}
+    with pytest.raises(mi.SpecError, match=r"different responses in imputation 1 \('normexam' against 'standlrt'\)"):
+        mi.test_models(full, other["response"], method="D3")
+    with pytest.raises(mi.SpecError, match=r"different numbers of rows in imputation 1"):
+        mi.test_models(full, other["rows"])
+    data = data.assign(grp=data["student"] % 7 if "student" in data else np.arange(len(data)) % 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # grp is noise: its variance is 0
+        null = mi.analyse(data, NULL_FORMULA.split("(")[0] + "(1 | grp)", reml=False)
+    with pytest.raises(mi.SpecError, match=r"grouped by \['grp'\], which the full model lacks"):
+        mi.test_models(full, null, method="D3")

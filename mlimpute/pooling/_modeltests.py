@@ -150,6 +150,7 @@ def test_models(
     if df_com is not None and not (df_com > 0):
         raise SpecError(f"df_com = {df_com!r} must be positive")
     full_items, null_items = _items(full, "full"), _items(null, "null")
+    _comparable(full_items, null_items, method == "D3" or (method == "D2" and use == "likelihood"))
     if method == "D3" or (method == "D2" and use == "likelihood"):
         if isinstance(full_items, pd.DataFrame) or isinstance(null_items, pd.DataFrame):
             raise SpecError(f"{method} with likelihoods needs fit results, not tables of estimates")
@@ -334,6 +335,38 @@ def _same_m(m_full: int, m_null: int) -> None:
             f"the full model has {m_full} fits and the null model {m_null}; "
             "fit both on the same m imputed datasets"
         )
+
+
+def _comparable(full: Any, null: Any, likelihood: bool) -> None:
+    """Fits of the two models must describe the same data: the same response, family and link
+    and number of rows in every imputation; for a likelihood-ratio test (D3, D2 on likelihoods)
+    the null model's grouping factors must be among the full model's. (Tables of estimates
+    carry none of this: nothing to check.)"""
+    if isinstance(full, pd.DataFrame) or isinstance(null, pd.DataFrame):
+        return
+    for i, (f, n) in enumerate(zip(full, null), 1):
+        for what, get in (("responses", _response), ("families", lambda fit: getattr(fit, "family", None)),
+                          ("links", lambda fit: getattr(fit, "link", None)),
+                          ("numbers of rows", lambda fit: getattr(fit, "nobs", None))):
+            a, b = get(f), get(n)
+            if a is not None and b is not None and a != b:
+                raise SpecError(
+                    f"the full and null models have different {what} in imputation {i} ({a!r} against "
+                    f"{b!r}): they are not fits of nested models to the same data; fit both to the same "
+                    "rows with the same response and family"
+                )
+        groups_f, groups_n = getattr(f, "term_groups", None), getattr(n, "term_groups", None)
+        if likelihood and groups_f is not None and groups_n is not None and not set(groups_n) <= set(groups_f):
+            extra = sorted(set(groups_n) - set(groups_f))
+            raise SpecError(
+                f"the null model has random terms grouped by {extra}, which the full model lacks: the "
+                "models are not nested, and a likelihood-ratio test between them means nothing"
+            )
+
+
+def _response(fit: Any) -> str | None:
+    formula = getattr(fit, "formula", None)
+    return str(formula).split("~")[0].strip() if formula else None
 
 
 def _items(x: Any, which: str) -> Any:
