@@ -168,6 +168,12 @@ def _response(series: pd.Series, kind: ResponseKind, name: str, labels: pd.Index
             "convert it, or use glmm(family='binomial') for a two-category outcome"
         )
     y = values.astype(float)
+    inf = np.isinf(y)
+    if inf.any():
+        raise DataError(
+            f"response {name!r} holds infinite values (first at index label {labels[int(np.flatnonzero(inf)[0])]}); "
+            "replace them with finite values or missing"
+        )
     if kind == "poisson":
         bad = (y < 0) | (y != np.round(y))
         if bad.any():
@@ -176,6 +182,29 @@ def _response(series: pd.Series, kind: ResponseKind, name: str, labels: pd.Index
                 f"{labels[int(np.flatnonzero(bad)[0])]}); family='poisson' models counts: fix the data or use lmm"
             )
     return y
+
+
+def _check_response(y: np.ndarray, X: np.ndarray, names: tuple[str, ...], name: str, kind: str) -> None:
+    """A response without variation, or (gaussian) one the fixed effects fit exactly, leaves
+    nothing for the model's variances: numpy failed in the middle of the fit."""
+    if y.size and np.ptp(y) == 0:
+        raise DataError(
+            f"response {name!r} takes the single value {y[0]:g} in the rows used: there is nothing to model "
+            f"(glmer: 'Response is constant'){'; a binary outcome needs both categories' if kind == 'binomial' else ''}"
+        )
+    if kind != "gaussian" or X.shape[1] == 0 or y.size <= X.shape[1]:
+        return
+    scale = np.sqrt((X * X).mean(axis=0))
+    Xs = X / np.where(scale > 0, scale, 1.0)
+    coef, *_ = np.linalg.lstsq(Xs, y, rcond=None)
+    resid, yc = y - Xs @ coef, y - y.mean()
+    if resid @ resid <= 1e-10 * (yc @ yc):
+        used = [n for n, c in zip(names, coef) if abs(c) > 1e-8 * np.abs(coef).max() and n != "Intercept"]
+        raise DataError(
+            f"response {name!r} is a linear combination of its fixed effects ({', '.join(map(repr, used)) or 'the intercept'}) "
+            "in the rows used: its residual variance is 0 and the model cannot be fitted; remove those terms, "
+            "or check that the response is not one of its predictors"
+        )
 
 
 def _check_rank(X: np.ndarray, names: tuple[str, ...], what: str = "fixed-effect columns") -> None:
@@ -265,6 +294,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
     x_names = tuple(str(c) for c in xm.columns)
     X = np.ascontiguousarray(np.asarray(xm, dtype=float))
     _check_rank(X, x_names)
+    _check_response(y, X, x_names, parsed.response, kind)
 
     terms: list[TermDesign] = []
     factors: dict[str, FactorDesign] = {}

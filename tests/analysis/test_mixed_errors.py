@@ -94,3 +94,17 @@ def test_large_scale_predictor_fits(df):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mi.ConvergenceWarning)
         mi.lmm("y ~ ts + (1 | g)", df.assign(ts=1.7e12 + 1e6 * df["x"]))
+
+
+def test_degenerate_responses(df):
+    """A constant response, one equal to a predictor, or one with an infinite value: numpy
+    failed in the middle of the fit; a binary outcome of one category ran to intercept −29.7
+    (SE 7e3) without a word. Now refused, naming the response."""
+    with pytest.raises(mi.DataError, match=r"response 'y' takes the single value 3 in the rows used"):
+        mi.lmm("y ~ x + (1 | g)", df.assign(y=3.0))
+    with pytest.raises(mi.DataError, match=r"response 'y' is a linear combination of its fixed effects \('x'\)"):
+        mi.lmm("y ~ x + (1 | g)", df.assign(y=2 * df["x"] + 1))
+    with pytest.raises(mi.DataError, match=r"response 'y' holds infinite values \(first at index label 4\)"):
+        mi.lmm("y ~ x + (1 | g)", df.assign(y=np.where(np.arange(len(df)) == 4, np.inf, df["y"])))
+    with pytest.raises(mi.DataError, match=r"response 'yb' takes the single value 0 .*needs both categories"):
+        mi.glmm("yb ~ x + (1 | g)", df.assign(yb=0), family="binomial")
