@@ -233,6 +233,15 @@ def _check_full_rank(x: np.ndarray, names: list[str], what: str) -> None:
                     "drop it or one of those")
 
 
+def _check_priors(model: ImputationModel, p1: int, q: int = 0, p2: int = 0) -> None:
+    """The stated priors' shapes against the covariances they are for (before sampling, so that
+    a pipeline's check finds them; the sampler resolves them again)."""
+    if p1:
+        model.prior_l1.resolve(p1, "level-1")
+    if not model.general:
+        model.prior_l2.resolve(p1 * q + p2, "level-2")
+
+
 def _single_rows(name: str) -> None:
     raise DataError(
         f"every unit of {name!r} has a single row: its random effects and the level-1 residuals "
@@ -383,6 +392,7 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         x1=x1, x1_names=tuple(x1_names), x2=x2, x2_names=tuple(x2_names), z=z, z_names=z_names,
         codecs=tuple(codecs))
     check_identified(identified)
+    _check_priors(model, y1.shape[1], z.shape[1], y2.shape[1])
     outcome = None
     if model.substantive is not None:
         outcome = build_outcome(df, sdf, model, tuple(codecs), lambda name, kind: _outcome_codec(df, sdf, name, kind),
@@ -728,4 +738,5 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         z_names=("Intercept",), codecs=tuple(codecs), classes=tuple(classes), variances=variances,
     )
     check_identified(data)
+    _check_priors(model, y1.shape[1])
     return data

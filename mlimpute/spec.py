@@ -108,9 +108,14 @@ class CovariancePrior:
 
     def __post_init__(self) -> None:
         if self.scale is not None:
-            s = np.asarray(self.scale, dtype=float)
+            try:
+                s = np.asarray(self.scale, dtype=float)
+            except (TypeError, ValueError):
+                raise SpecError(f"prior scale must be a square matrix of numbers, got {self.scale!r}") from None
             if s.ndim != 2 or s.shape[0] != s.shape[1]:
                 raise SpecError(f"prior scale must be a square matrix, got shape {s.shape}")
+            if not np.isfinite(s).all():
+                raise SpecError(f"prior scale must hold finite numbers, got {s.tolist()}")
             if not np.allclose(s, s.T):
                 raise SpecError("prior scale must be symmetric")
             try:
@@ -118,6 +123,8 @@ class CovariancePrior:
             except np.linalg.LinAlgError:
                 raise SpecError("prior scale must be positive definite") from None
             object.__setattr__(self, "scale", tuple(tuple(float(v) for v in row) for row in s))
+        if self.df is not None and (isinstance(self.df, bool) or not isinstance(self.df, (int, float, np.integer, np.floating))):
+            raise SpecError(f"prior df must be a number, got {self.df!r}")
         if self.df is not None and not (np.isfinite(self.df) and self.df > 0):
             raise SpecError(f"prior df must be a positive number, got {self.df!r}")
 
@@ -383,6 +390,13 @@ class ImputationModel:
             raise SpecError(f"categorical_prior_sd={self.categorical_prior_sd!r} must be a positive number (e.g. 5)")
         self._check_levels(norm)
         self._check_substantive()
+        if self.general and self.prior_l2 != CovariancePrior():
+            raise SpecError(
+                "prior_l2 is the prior of the two-level model's level-2 covariance; with several "
+                "classifications or variance functions each classification's covariance has the "
+                "default inverse-Wishart prior (identity scale on the standardised scale, df its "
+                "dimension), which is not set here: drop prior_l2"
+            )
 
     def _normalise_cluster(self) -> None:
         c = self.cluster

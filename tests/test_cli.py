@@ -73,6 +73,14 @@ CASES = {
     "analysis column with holes": (dict(edit=lambda t: t.replace('standlrt = "continuous"\n', "")),
                                    r"column 'standlrt' has 903 missing values but is not imputed"),
     "output under a file": ("file-out", r"\[output\] dir = '.*blocker/out' cannot be created: '.*blocker' is a file"),
+    "analysis without random term": (dict(edit=lambda t: t.replace('"normexam ~ sex + (1 | school)"', '"normexam ~ sex"')),
+                                     r"\[\[analysis\]\] 'sex-gap': formula 'normexam ~ sex' has no random term"),
+    "analysis family": (dict(edit=lambda t: t.replace('formula = "normexam ~ sex + (1 | school)"',
+                                                      'formula = "normexam ~ sex + (1 | school)"\nfamily = "binomial"')
+                             .replace('dispersion = "~ sex"', '').replace('reml = false\n', '')),
+                        r"\[\[analysis\]\] 'sex-gap': response 'normexam' has values other than 0 and 1"),
+    "prior of the wrong size": (dict(edit=lambda t: t + '\n[model.prior_l2]\nscale = [[1.0, 0.0], [0.0, 1.0]]\n'),
+                                r"level-2 prior scale is 2x2 but the level-2 covariance is \d+x\d+"),
     "bad key": (dict(edit=lambda t: t.replace("burn = 20", "burn = -1")),
                 r"\[sampler\] burn = -1 should be greater than or equal to 1"),
 }

@@ -55,3 +55,17 @@ def test_prior_validation_and_resolution():
     # default: identity scale, df = dimension (jomo's default)
     scale, df = mi.CovariancePrior().resolve(3, "level-2")
     assert (scale == __import__("numpy").eye(3)).all() and df == 3
+
+
+def test_prior_inputs_and_an_ignored_level2_prior_are_refused():
+    """df given as text or a scale with NaN got numpy's TypeError or 'must be symmetric'; a
+    prior_l2 with several classifications (or variance functions) was silently ignored."""
+    with pytest.raises(mi.SpecError, match=r"prior df must be a number, got '3'"):
+        mi.CovariancePrior(df="3")
+    with pytest.raises(mi.SpecError, match=r"prior scale must hold finite numbers"):
+        mi.CovariancePrior(scale=[[float("nan")]])
+    with pytest.raises(mi.SpecError, match=r"prior scale must be a square matrix of numbers"):
+        mi.CovariancePrior(scale=[["a"]])
+    with pytest.raises(mi.SpecError, match=r"prior_l2 is the prior of the two-level model's level-2 covariance"):
+        mi.ImputationModel(cluster=mi.Crossed("a", "b"), variables={"y": "continuous"},
+                           prior_l2=mi.CovariancePrior(df=3))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pandas as pd
 
 from mlimpute.config import AnalysisConfig, PipelineConfig
@@ -120,6 +121,36 @@ def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
                 "imputed, so every completed dataset would still have holes; add it to "
                 "[model.variables] (or make it the outcome of [model] substantive) or drop it "
                 "from the formula")
+    _dry_design(a, df, imputed)
+
+
+def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
+    """The analysis's design built (not fitted) on the data with the imputed columns' holes
+    filled by observed values: what the fitter would refuse in every completed dataset (no
+    random term, a response the family cannot take, dependent columns, a grouping factor of
+    one level, a bad dispersion formula) is found before sampling."""
+    from mlimpute.analysis._design import build_design
+    from mlimpute.analysis._dispersion import build_dispersion, dispersion_columns
+    from mlimpute.analysis._family import get_family
+    from mlimpute.analysis.formula import parse_formula
+
+    filled = df.copy()
+    rng = np.random.default_rng(0)
+    for name in imputed:
+        miss = filled[name].isna().to_numpy()
+        if miss.any() and not miss.all():
+            filled.loc[miss, name] = rng.choice(filled.loc[~miss, name].to_numpy(), int(miss.sum()))
+    try:
+        parsed = parse_formula(a.formula)
+        if a.family == "gaussian":
+            extra = frozenset() if a.dispersion is None else frozenset(dispersion_columns(a.dispersion, filled))
+            design = build_design(parsed, filled, kind="gaussian", na_action="raise", extra_columns=extra)
+            if a.dispersion is not None:
+                build_dispersion(a.dispersion, filled, design.rows)
+        else:
+            build_design(parsed, filled, kind=get_family(a.family, a.link).name, na_action="raise")
+    except (SpecError, DataError) as exc:
+        raise type(exc)(f"[[analysis]] {a.name!r}: {exc}") from None
 
 
 def check_output_dir(path: str | os.PathLike) -> None:
