@@ -571,3 +571,21 @@ def test_public_api() -> None:
                  "PoolingWarning"):
         assert name in mi.__all__ and hasattr(mi, name)
     assert issubclass(PoolingWarning, UserWarning)
+
+
+def test_table_inputs_are_checked() -> None:
+    """A per-imputation table's df_resid of 0 gave NaN p-values, a negative or NaN one silently
+    the large-sample df; a missing imputation label a bare KeyError, a text standard error
+    pandas' ValueError, a negative one was squared."""
+    tab = pd.DataFrame(dict(imputation=[1, 1, 2, 2], term=["a", "b", "a", "b"],
+                            estimate=[1, 2, 1.1, 2.1], std_error=[.3, .4, .3, .4]))
+    for d in (0, -3, np.nan):
+        with pytest.raises(DataError, match=r"column df_resid must hold positive numbers"):
+            mi.pool(tab.assign(df_resid=d))
+    with pytest.raises(DataError, match=r"column imputation has 2 missing label\(s\)"):
+        mi.pool(tab.assign(imputation=[1, 1, np.nan, np.nan]))
+    with pytest.raises(DataError, match=r"column std_error holds values that are not numbers \(e.g. 'x'\)"):
+        mi.pool(tab.assign(std_error=["x", ".4", ".3", ".4"]))
+    with pytest.raises(DataError, match=r"column std_error holds negative values"):
+        mi.pool(tab.assign(std_error=[-.3, .4, -.3, .4]))
+    assert np.isinf(mi.pool(tab.assign(df_resid=np.inf)).tidy()["df"]).sum() == 0   # large-sample: allowed

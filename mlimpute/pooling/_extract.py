@@ -173,9 +173,9 @@ def _common_terms(indexes: list[pd.Index], labels: tuple[Any, ...]) -> tuple[str
         raise DataError(
             "the analyses do not estimate the same terms: "
             + "; ".join(problems)
-            + ". A factor level absent from some completed datasets drops its term; make the "
-            "level set identical (e.g. a pandas Categorical with fixed categories) or merge "
-            "rare levels before fitting"
+            + ". A factor level absent from some completed datasets has no rows to estimate its "
+            "term there (with the level kept as a category its column is all zero, which the fit "
+            "refuses); merge the rare level with another before fitting"
         )
     return tuple(union)
 
@@ -187,6 +187,15 @@ def _df_resid(fits: list[Any]) -> np.ndarray | None:
     return np.asarray(vals, dtype=float)
 
 
+def _numbers(table: pd.DataFrame, col: str) -> np.ndarray:
+    try:
+        return table[col].to_numpy(dtype=float)
+    except (TypeError, ValueError):
+        bad = pd.to_numeric(table[col], errors="coerce").isna() & table[col].notna()
+        raise DataError(f"column {col} holds values that are not numbers (e.g. {table[col][bad].iloc[0]!r}); "
+                        "convert it to numbers") from None
+
+
 def _from_table(table: pd.DataFrame) -> Estimates:
     need = {"imputation", "term", "estimate"}
     missing = sorted(need - set(table.columns))
@@ -196,16 +205,20 @@ def _from_table(table: pd.DataFrame) -> Estimates:
             f"(or variance); it has {list(table.columns)}"
             + (f" (missing {missing})" if missing else "")
         )
-    var = (
-        table["variance"].to_numpy(dtype=float)
-        if "variance" in table.columns
-        else table["std_error"].to_numpy(dtype=float) ** 2
-    )
+    if table["imputation"].isna().any():
+        raise DataError(f"column imputation has {int(table['imputation'].isna().sum())} missing label(s); "
+                        "every row needs the imputation it comes from")
+    spread = "variance" if "variance" in table.columns else "std_error"
+    cols = {c: _numbers(table, c) for c in ("estimate", spread, *(["df_resid"] if "df_resid" in table else []))}
+    if (cols[spread] < 0).any():
+        raise DataError(f"column {spread} holds negative values (e.g. {cols[spread][cols[spread] < 0][0]:g}); "
+                        f"a {'variance' if spread == 'variance' else 'standard error'} is not negative")
+    var = cols[spread] if spread == "variance" else cols[spread] ** 2
     t = pd.DataFrame(
         {
             "imputation": table["imputation"].to_numpy(),
             "term": table["term"].astype(str).to_numpy(),
-            "estimate": table["estimate"].to_numpy(dtype=float),
+            "estimate": cols["estimate"],
             "variance": var,
         }
     )
@@ -226,7 +239,11 @@ def _from_table(table: pd.DataFrame) -> Estimates:
     u = np.stack([np.diag(groups[lab]["variance"].reindex(terms).to_numpy()) for lab in labels])
     df_resid = None
     if "df_resid" in table.columns:
-        df_resid = table.groupby("imputation", sort=False)["df_resid"].first().to_numpy(float)
+        d = cols["df_resid"]
+        if not (~np.isnan(d) & (d > 0)).all():
+            raise DataError(f"column df_resid must hold positive numbers (the complete-data residual df); "
+                            f"found {d[~(~np.isnan(d) & (d > 0))][0]:g}; drop the column if it is not known")
+        df_resid = pd.Series(d).groupby(table["imputation"].to_numpy(), sort=False).first().to_numpy(float)
     est = Estimates(terms, q, u, False, labels, df_resid, None)
     _check_finite(est)
     return est
