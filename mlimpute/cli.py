@@ -176,12 +176,19 @@ def _analyse(args: argparse.Namespace) -> int:
     if not path.exists():
         raise DataError(f"{str(path)!r} does not exist; give a Parquet file, a folder of Parquet "
                         "files (hive-partitioned or not) or a CSV file of imputations")
+    if args.out and (args.out.endswith(("/", "\\")) or Path(args.out).is_dir()):
+        raise SpecError(f"--out {args.out!r} is a folder; give the CSV file to write, e.g. "
+                        f"{str(Path(args.out) / 'pooled.csv')!r}")
     data = read_table(path)
     kw: dict[str, Any] = {}
     if args.family == "gaussian":
         kw["reml"] = not args.ml
         if args.dispersion:
             kw["dispersion"] = args.dispersion
+        for flag, value in (("--link", args.link), ("--nagq", args.nagq)):
+            if value:
+                raise SpecError(f"{flag} applies to --family binomial or poisson (a GLMM); a gaussian "
+                                "model has neither: remove it, or give the family")
     elif args.dispersion:
         raise SpecError(f"--dispersion applies to --family gaussian (a residual variance); "
                         f"a {args.family} model has none: remove it")

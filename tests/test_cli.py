@@ -217,6 +217,16 @@ def test_analyse_command_bad_input_exit_2(capsys, tmp_path):
     write_parquet(pd.DataFrame({"y": [1.0, 2.0], "g": [1, 2]}), tmp_path / "t.parquet")
     code, _, err = run_cli(["analyse", str(tmp_path / "t.parquet"), "--formula", "y ~ 1 + (1|g)"], capsys)
     assert code == 2 and "has no imputation column" in err
+    # options that do not apply were ignored; a folder as --out became a file of that name
+    t = str(tmp_path / "t.parquet")
+    code, _, err = run_cli(["analyse", t, "--formula", "y ~ 1 + (1|g)", "--link", "probit"], capsys)
+    assert code == 2 and "--link applies to --family binomial or poisson" in err
+    code, _, err = run_cli(["analyse", t, "--formula", "y ~ 1 + (1|g)", "--nagq", "5"], capsys)
+    assert code == 2 and "--nagq applies to --family binomial or poisson" in err
+    code, _, err = run_cli(["analyse", t, "--formula", "y ~ 1 + (1|g)", "--out", str(tmp_path) + "/"], capsys)
+    assert code == 2 and "is a folder; give the CSV file to write" in err
+    with pytest.raises(mi.SpecError, match=r"reml='no' must be True \(REML\) or False \(ML\)"):
+        mi.lmm("y ~ 1 + (1 | g)", pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "g": [1, 1, 2, 2]}), reml="no")
 
 
 def test_module_entry_point_runs_validate(workdir):

@@ -337,6 +337,8 @@ def lmm(formula: str, data: pd.DataFrame, reml: bool = True, dispersion: str | N
     Browne, W. J., Goldstein, H. & Rasbash, J. (2001). Multiple membership multiple
     classification (MMMC) models. *Statistical Modelling* 1, 103–124.
     """
+    if not isinstance(reml, (bool, np.bool_)):
+        raise SpecError(f"reml={reml!r} must be True (REML) or False (ML)")
     options = fit_options(opts, _DEFAULTS, "lmm")
     parsed = parse_formula(formula)
     extra = frozenset() if dispersion is None else frozenset(dispersion_columns(dispersion, data))
