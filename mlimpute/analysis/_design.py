@@ -8,6 +8,7 @@ deficient fixed effects, grouping factors with one level, and the response's typ
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -89,7 +90,7 @@ def _matrix(rhs: str, df: pd.DataFrame, what: str, labels: pd.Index) -> pd.DataF
     try:
         mm = _formula(rhs, what).get_model_matrix(df, na_action="ignore")
     except FormulaicError as exc:
-        raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula") from exc
+        raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula{_backticks(rhs, df)}") from exc
     values = np.asarray(mm, dtype=float)
     bad = ~np.isfinite(values)
     if bad.any():
@@ -108,7 +109,36 @@ def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
         if name not in data.columns:
             close = difflib.get_close_matches(name, columns, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"the data have {', '.join(columns[:12])}{' ...' if len(columns) > 12 else ''}"
-            raise DataError(f"column {name!r} in formula {formula!r} is not in the data; {hint} Fix the formula or the data.")
+            if name in ("offset", "weights"):
+                hint = f"{name}() terms are not supported: fit without it, or add its column as a predictor."
+            raise DataError(f"column {name!r} in formula {formula!r} is not in the data; {hint} Fix the formula or the "
+                            f"data.{_backticks(formula, data)}")
+
+
+def _required(rhs: str, what: str, data: pd.DataFrame | None = None) -> set[str]:
+    """The columns ``rhs`` reads. formulaic reports a backticked `x.v` as x (attribute access):
+    a backticked name is taken whole (and x dropped unless the formula reads it elsewhere)."""
+    return quoted_whole({str(v) for v in _formula(rhs, what).required_variables}, rhs)
+
+
+def quoted_whole(names: set[str], rhs: str) -> set[str]:
+    """``names`` with each backticked name of ``rhs`` whole (see ``_required``)."""
+    names = set(names)
+    for quoted in re.findall(r"`([^`]+)`", rhs):
+        names.add(quoted)
+        head = quoted.split(".")[0]
+        rest = re.sub(r"`[^`]+`", " ", rhs)
+        if head != quoted and not re.search(rf"(?<![\w.]){re.escape(head)}(?![\w])", rest):
+            names.discard(head)
+    return names
+
+
+def _backticks(formula: str, data: pd.DataFrame) -> str:
+    """A hint for column names the formula language reads as something else (``x.v``, ``a-b``)."""
+    odd = [str(c) for c in data.columns if not str(c).isidentifier() and str(c) in formula
+           and f"`{c}`" not in formula]
+    return (f" (column names that are not identifiers go in backticks: {', '.join(f'`{c}`' for c in odd)})"
+            if odd else "")
 
 
 def _missing_rows(data: pd.DataFrame, parsed: ParsedFormula, used: set[str], na_action: str) -> np.ndarray:
@@ -271,10 +301,10 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
     if not parsed.random:
         raise SpecError(f"formula {parsed.text!r} has no random term; add one like '+ (1 | school)'")
     bare = parsed.response.strip("` ")
-    response_vars = {bare} if bare in data.columns else set(_formula(parsed.response, "response").required_variables)
-    used = set(response_vars) | set(_formula(parsed.fixed, "fixed part").required_variables)
+    response_vars = {bare} if bare in data.columns else _required(parsed.response, "response", data)
+    used = set(response_vars) | _required(parsed.fixed, "fixed part", data)
     for term in parsed.random:
-        used |= set(_formula(term.expr, f"random term {term.text}").required_variables) | set(term.columns)
+        used |= _required(term.expr, f"random term {term.text}", data) | set(term.columns)
     used = {str(v) for v in used} | set(extra_columns)
     _check_columns(used, data, parsed.text)
     keep = _missing_rows(data, parsed, used, na_action)
@@ -290,7 +320,13 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
             raise SpecError(f"response {parsed.response!r} makes {lhs.shape[1]} columns; it must be one numeric column")
         y = _response(pd.Series(np.asarray(lhs, dtype=float)[:, 0]), kind, parsed.response, labels)
 
-    xm = _matrix(parsed.fixed, df, "fixed part", labels)
+    try:
+        xm = _matrix(parsed.fixed, df, "fixed part", labels)
+    except SpecError as exc:   # df holds the formula's columns only: the hint looks at all of them
+        hint = _backticks(parsed.fixed, data)
+        if not hint or hint in str(exc):
+            raise
+        raise SpecError(f"{exc}{hint}") from None
     x_names = tuple(str(c) for c in xm.columns)
     X = np.ascontiguousarray(np.asarray(xm, dtype=float))
     _check_rank(X, x_names)

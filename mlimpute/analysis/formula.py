@@ -26,7 +26,7 @@ from ..errors import SpecError
 
 __all__ = ["Membership", "RandomTerm", "ParsedFormula", "parse_formula"]
 
-_NAME = re.compile(r"^(?:[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`)$")
+_NAME = re.compile(r"^(?:(?:[^\W\d]|\.)[\w.]*|`[^`]+`)$")   # identifiers (Unicode too), R's dots, `anything`
 _MM = re.compile(r"^mm\s*\((.*)\)$", re.DOTALL)
 _WEIGHTS = re.compile(r"^weights\s*=\s*(.*)$", re.DOTALL)
 

@@ -75,6 +75,7 @@ def analysis_columns(a: AnalysisConfig) -> set[str]:
     from formulaic import Formula
     from formulaic.errors import FormulaicError
 
+    from mlimpute.analysis._design import quoted_whole
     from mlimpute.analysis._dispersion import dispersion_columns
     from mlimpute.analysis.formula import parse_formula
 
@@ -84,7 +85,7 @@ def analysis_columns(a: AnalysisConfig) -> set[str]:
     cols = {c for t in parsed.random for c in t.columns}
     for what, rhs in parts:
         try:
-            cols |= {str(v) for v in Formula(rhs).required_variables}
+            cols |= quoted_whole({str(v) for v in Formula(rhs).required_variables}, rhs)  # `x.v` whole
         except FormulaicError as exc:
             raise SpecError(f"[[analysis]] {a.name!r}: cannot read the {what} {rhs!r} of formula "
                             f"{a.formula!r} ({exc}); fix the formula") from None

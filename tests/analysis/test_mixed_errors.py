@@ -108,3 +108,14 @@ def test_degenerate_responses(df):
         mi.lmm("y ~ x + (1 | g)", df.assign(y=np.where(np.arange(len(df)) == 4, np.inf, df["y"])))
     with pytest.raises(mi.DataError, match=r"response 'yb' takes the single value 0 .*needs both categories"):
         mi.glmm("yb ~ x + (1 | g)", df.assign(yb=0), family="binomial")
+
+
+def test_column_names_the_formula_language_reads_otherwise(df):
+    """R-style dotted names get the backtick hint (formulaic reads x.v as an attribute); a
+    non-ASCII grouping column is a column name; offset() says it is not supported."""
+    d = df.rename(columns={"x": "x.v"}).assign(**{"groupé": df["g"]})
+    with pytest.raises((mi.SpecError, mi.DataError), match=r"go in backticks: `x.v`"):
+        mi.lmm("y ~ x.v + (1 | g)", d)
+    assert mi.lmm("y ~ `x.v` + (1 | groupé)", d).nobs == len(d)
+    with pytest.raises(mi.DataError, match=r"offset\(\) terms are not supported"):
+        mi.lmm("y ~ offset(h) + (1 | g)", df)
