@@ -23,7 +23,15 @@ def warn(message: str) -> None:
 
 def warn_fit(formula: str, converged: bool, singular: bool, message: str, scaled: float) -> None:
     """Warn about a fit that did not converge or sits on the boundary."""
-    if not converged:
+    if not converged and scaled < 0.002:   # lme4's other check: the Hessian
+        warn(
+            f"model {formula!r} did not converge: the deviance's Hessian is not positive definite at the "
+            f"optimum (the Newton-scaled gradient, {scaled:.2g}, is below lme4's tolerance 0.002; optimiser: "
+            f"{message}), so some parameter is not identified by these data: a fixed effect that the random "
+            "effects duplicate (a cluster-level factor with (1 | cluster)), a binary outcome separated by a "
+            "predictor, or a variance at the boundary; simplify the model"
+        )
+    elif not converged:
         warn(
             f"model {formula!r} did not converge (Newton-scaled gradient {scaled:.2g}, lme4's tolerance 0.002; "
             f"optimiser: {message}); the estimates may be wrong: rescale predictors, simplify the random part "

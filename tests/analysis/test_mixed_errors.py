@@ -119,3 +119,11 @@ def test_column_names_the_formula_language_reads_otherwise(df):
     assert mi.lmm("y ~ `x.v` + (1 | groupé)", d).nobs == len(d)
     with pytest.raises(mi.DataError, match=r"offset\(\) terms are not supported"):
         mi.lmm("y ~ offset(h) + (1 | g)", df)
+
+
+def test_non_identified_fit_says_why(df):
+    """A fixed effect the random effects duplicate: the gradient is far below lme4's tolerance
+    and the Hessian singular; the warning said 'did not converge (gradient 5.7e-09 ...)'."""
+    with pytest.warns(mi.ConvergenceWarning, match=r"Hessian is not positive definite at the optimum .* not "
+                                                   r"identified by these data"):
+        mi.lmm("y ~ C(g) + (1 | g)", df)
