@@ -50,7 +50,9 @@ def chain_seeds(
             seq = np.random.SeedSequence(seed.integers(2**63))
     elif isinstance(seed, np.random.SeedSequence):
         seq = seed
-    elif seed is None or isinstance(seed, (int, np.integer)):
+    elif seed is None or (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)):
+        if seed is not None and seed < 0:
+            raise SpecError(f"seed={seed!r} must be a non-negative integer (numpy's SeedSequence)")
         seq = np.random.SeedSequence(None if seed is None else int(seed))
     else:
         raise SpecError(f"seed must be an int, a numpy Generator/SeedSequence or None, got {seed!r}")

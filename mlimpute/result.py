@@ -45,6 +45,9 @@ class ImputationResult:
 
     def completed(self, k: int) -> pd.DataFrame:
         """The k-th completed dataset (1-based): the input's columns, rows and index."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"completed(k) takes the imputation's number, an integer 1..{self.n_imputations}; "
+                            f"got {k!r}")
         if not 1 <= k <= self.n_imputations:
             raise IndexError(f"imputation {k} out of range 1..{self.n_imputations}")
         n = len(self.index)

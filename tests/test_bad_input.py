@@ -283,3 +283,15 @@ def test_binary_outcome_of_the_substantive_model():
         prepare(df.assign(y0=0.0), mi.ImputationModel(substantive="y0 ~ x + (1 | g)", **kw))
     df["yx"] = (df["x"] > 0).astype(float).where(df["x"].notna() & (rng.random(240) > 0.1))
     prepare(df, mi.ImputationModel(substantive="yx ~ x + sex + (1 | g)", **kw))
+
+
+def test_seed_and_completed_arguments():
+    with pytest.raises(mi.SpecError, match=r"seed=-1 must be a non-negative integer"):
+        mi.impute(_df(), MODEL, n_imputations=2, burn=2, between=1, chains=1, seed=-1)
+    with pytest.raises(mi.SpecError, match=r"seed must be an int"):
+        mi.impute(_df(), MODEL, n_imputations=2, burn=2, between=1, chains=1, seed=True)
+    res = run(_df())
+    for k in (1.0, True):
+        with pytest.raises(TypeError, match=r"completed\(k\) takes the imputation's number"):
+            res.completed(k)
+    assert res.completed(np.int64(2)).shape == _df().shape
