@@ -84,3 +84,20 @@ def test_cluster_covariance_rejects_categorical_level1():
         mi.ImputationModel(cluster="g", variables={"y": "continuous", "b": "binary"}, covariance="cluster")
     with pytest.raises(mi.SpecError, match="no variable is at level 1"):
         mi.ImputationModel(cluster="g", variables={"w": mi.Variable("continuous", level=2)}, covariance="cluster")
+
+
+def test_collapse_of_a_variable_constant_in_many_clusters_is_explained():
+    """y2 constant in 10 of 20 clusters: with cluster-specific covariances their y2 variances
+    and the common scale fall towards 0 together (a degenerate ridge of the posterior) until
+    numpy's Cholesky failed; the chain now stops with the reason and the fix."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(20), 10)
+    x = rng.standard_normal(200)
+    y = 0.5 * x + rng.normal(0, 0.6, 20)[g] + rng.standard_normal(200)
+    df = pd.DataFrame(dict(g=g, x=x, y=y, y2=np.where(g < 10, 1.0, 0.3 * y + rng.standard_normal(200))))
+    df.loc[rng.random(200) < 0.2, "y"] = np.nan
+    model = mi.ImputationModel(cluster="g", variables={"y": "continuous", "y2": "continuous"}, covariates=["x"],
+                               covariance="cluster")
+    with pytest.raises(mi.ConvergenceError, match=r"level-1 variance of 'y2' collapsed towards 0 in \d+ cluster\(s\) "
+                                                  r"\('g'=\d.*use covariance='common'"):
+        mi.impute(df, model, n_imputations=2, burn=300, between=10, chains=1, seed=1)
