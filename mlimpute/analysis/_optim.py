@@ -229,7 +229,25 @@ def _newton(fc: Fun, x: np.ndarray, fx: float, lower: np.ndarray, steps: int, he
         c = np.linalg.cholesky(H)
     except np.linalg.LinAlgError:
         return x, fx, float(np.max(np.abs(g[idx]))), False, done, idx, H
-    return x, fx, float(np.max(np.abs(np.linalg.solve(c, g[idx])))), True, done, idx, H
+    scaled = float(np.max(np.abs(np.linalg.solve(c, g[idx]))))
+    return x, fx, scaled, not _flat(fc, x, fx, lower, idx, H), done, idx, H
+
+
+def _flat(fc: Fun, x: np.ndarray, fx: float, lower: np.ndarray, idx: np.ndarray, H: np.ndarray) -> bool:
+    """Is the function flat along the Hessian's weakest direction (a parameter the data do not
+    identify)? There the finite-difference Hessian is rounding noise, ~eps·|f|/h², and may pass
+    Cholesky; a move of a tenth of the parameters' size that changes f by less than 1e-9 of it
+    says so."""
+    vals, vecs = np.linalg.eigh(H)
+    v = np.zeros(x.size)
+    v[idx] = vecs[:, 0]
+    delta = 0.1 * max(1.0, float(np.linalg.norm(x[idx])))
+    change = 0.0
+    for sign in (1.0, -1.0):
+        trial = x + sign * delta * v
+        if np.all(trial >= lower):
+            change = max(change, abs(fc(trial) - fx))
+    return change < 1e-9 * max(1.0, abs(fx))
 
 
 def minimize_bounded(f: Fun, x0: np.ndarray, lower: np.ndarray, maxiter: int = 1000, polish: int = 4,

@@ -81,6 +81,7 @@ class _Pieces:
     XtX: np.ndarray  # R_Xᵀ R_X (of the weighted rows, with a variance function)
     r2: float
     ldV: float  # log|V| = Σ w_iᵀγ (0 without a variance function)
+    XtX_inv: np.ndarray  # its inverse, computed from the centred and scaled columns
 
 
 _NO_GAMMA = np.zeros(0)
@@ -103,6 +104,31 @@ def _centre_response(design: Design) -> tuple[Design, np.ndarray]:
     return replace(design, y=design.y - c), shift
 
 
+def _column_transform(X: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """T with X̃ = X T: every non-constant column centred (when X holds a constant column) and
+    scaled to unit SD, and log|det T|; (None, 0) when nothing would change. The fit is the same
+    model (same column space); β = T β̃ and REML's log|X'V⁻¹X| = log|X̃'V⁻¹X̃| − 2 log|det T|."""
+    n, p = X.shape
+    if n == 0 or p == 0:
+        return None, 0.0
+    const = np.all(X == X[:1], axis=0) & (X[0] != 0)
+    c = int(np.flatnonzero(const)[0]) if const.any() else -1
+    T = np.eye(p)
+    for k in range(p):
+        if const[k]:
+            continue
+        mean = float(X[:, k].mean()) if c >= 0 else 0.0
+        sd = float(np.sqrt(((X[:, k] - mean) ** 2).mean()))
+        if not sd > 0:
+            continue
+        T[k, k] = 1.0 / sd
+        if c >= 0:
+            T[c, k] = -mean / (sd * X[0, c])
+    if np.allclose(T, np.eye(p), rtol=0, atol=1e-3) and np.allclose(np.diag(T), 1.0, rtol=1e-3):
+        return None, 0.0      # already centred and scaled
+    return T, float(np.log(np.diag(T)).sum())
+
+
 class LmmEngine:
     """Data, structure and solver of one LMM; evaluates its (RE)ML criteria.
 
@@ -117,7 +143,11 @@ class LmmEngine:
         self.structure = Structure.from_design(design)
         self.n, self.p = design.X.shape
         self.k = 0 if dispersion is None else dispersion.k
-        centred, self._beta_shift = _centre_response(design)
+        # the solver works with centred and scaled columns (a year and its square, a time stamp:
+        # conditioning); β, its covariance and the REML term map back exactly (_column_transform)
+        self._T, self._ldT = _column_transform(design.X)
+        work = design if self._T is None else replace(design, X=np.ascontiguousarray(design.X @ self._T))
+        centred, self._beta_shift = _centre_response(work)
         self.algebra = make_algebra(self.structure, centred, options["algebra"])
 
     def _solve(self, theta: np.ndarray, gamma: np.ndarray):
@@ -131,9 +161,16 @@ class LmmEngine:
         p = self.p
         chol = np.linalg.cholesky(sol.F)  # lower; chol[:p,:p] = R_Xᵀ, chol[p,p]² = r²
         beta = solve_triangular(chol[:p, :p].T, chol[p, :p], lower=False) + self._beta_shift if p else np.zeros(0)
+        XtX = sol.F[:p, :p]
+        inv = cho_solve((chol[:p, :p], True), np.eye(p)) if p else np.zeros((0, 0))
+        if self._T is not None:      # back to the design's own columns: β = Tβ̃, X'V⁻¹X = T⁻ᵀ X̃'V⁻¹X̃ T⁻¹
+            beta = self._T @ beta
+            Ti = np.linalg.inv(self._T)
+            XtX = Ti.T @ XtX @ Ti
+            inv = self._T @ inv @ self._T.T
         return _Pieces(
-            ldL2=sol.ldL2, ldRX2=2.0 * float(np.log(np.diag(chol)[:p]).sum()),
-            beta=beta, XtX=sol.F[:p, :p], r2=float(chol[p, p] ** 2), ldV=ldV,
+            ldL2=sol.ldL2, ldRX2=2.0 * float(np.log(np.diag(chol)[:p]).sum()) - 2.0 * self._ldT,
+            beta=beta, XtX=XtX, r2=float(chol[p, p] ** 2), ldV=ldV, XtX_inv=inv,
         )
 
     def profiled_deviance(self, theta: np.ndarray, reml: bool, gamma: np.ndarray = _NO_GAMMA) -> float:
@@ -146,7 +183,8 @@ class LmmEngine:
         r2 = float(d[-1] ** 2)
         if reml:
             dof = self.n - self.p
-            return logdets + 2.0 * float(np.log(d[:-1]).sum()) + dof * (1 + _LOG2PI + math.log(r2 / dof))
+            return (logdets + 2.0 * float(np.log(d[:-1]).sum()) - 2.0 * self._ldT
+                    + dof * (1 + _LOG2PI + math.log(r2 / dof)))
         return logdets + self.n * (1 + _LOG2PI + math.log(r2 / self.n))
 
     def deviance(self, theta: np.ndarray, sigma2: float, reml: bool, gamma: np.ndarray = _NO_GAMMA) -> float:
@@ -256,7 +294,7 @@ def fit_lmm(formula: str, design: Design, reml: bool, options: dict,
     theta, gamma = opt.x[:nt], opt.x[nt:] / scale
     pc = engine.pieces(theta, gamma)
     sigma2 = pc.r2 / (engine.n - engine.p if reml else engine.n)
-    beta_cov = sigma2 * cho_solve((np.linalg.cholesky(pc.XtX), True), np.eye(engine.p)) if engine.p else np.zeros((0, 0))
+    beta_cov = sigma2 * pc.XtX_inv
     covs = s.term_covariances(theta, sigma2)
     singular = s.is_singular(theta)
     warn_fit(formula, opt.converged, singular, opt.message, opt.scaled_gradient)

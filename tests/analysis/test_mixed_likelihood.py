@@ -204,3 +204,25 @@ def test_singular_fit_keeps_the_interior_components_covariance(seed, family):
             row = vc[sel].iloc[0]
             assert row["method"] != "mean_only" and row["conf_low"] < row["estimate"] < row["conf_high"], row
         assert (vc[plain & (vc["term1"] == "z")]["method"] == "mean_only").all()
+
+
+def test_uncentred_predictors_fit_as_centred_ones():
+    """A year and its square (columns 2000-2020 and 4e6): the solver works with centred and
+    scaled columns, so the fit converges and equals the one on year - 2000 (before: not
+    converged, the square's coefficient off by 2.5e-4 relative); REML's log|X'V⁻¹X| is mapped
+    back, so the REML log-likelihood of x·1e6 differs from x's by log(1e6), as lme4's."""
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(30), 10)
+    year = rng.integers(2000, 2021, 300).astype(float)
+    x = rng.normal(size=300)
+    y = 0.05 * (year - 2010) + 0.07 * x + rng.normal(0, 0.7, 30)[g] + rng.normal(size=300)
+    d = pd.DataFrame(dict(g=g, year=year, yc=year - 2000, x=x, y=y))
+    a = mi.lmm("y ~ year + I(year**2) + (1 | g)", d)
+    b = mi.lmm("y ~ yc + I(yc**2) + (1 | g)", d)
+    assert a.converged and b.converged
+    assert a.params.iloc[2] == pytest.approx(b.params.iloc[2], rel=1e-7)
+    assert a.loglik == pytest.approx(b.loglik, abs=1e-7)        # the same column space, det T = 1
+    assert np.sqrt(a.cov_params().iloc[2, 2]) == pytest.approx(np.sqrt(b.cov_params().iloc[2, 2]), rel=1e-6)
+    c, e = mi.lmm("y ~ x + (1 | g)", d), mi.lmm("y ~ ts + (1 | g)", d.assign(ts=1.7e12 + 1e6 * d["x"]))
+    assert e.params["ts"] * 1e6 == pytest.approx(c.params["x"], rel=1e-6)
+    assert e.loglik == pytest.approx(c.loglik - np.log(1e6), abs=1e-6)
