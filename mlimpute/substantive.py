@@ -677,8 +677,9 @@ def _complete_case_start(model, df, used, y_name, x_names, q, z_obs: np.ndarray,
         corr = np.clip(corr, -0.95, 0.95)
         np.fill_diagonal(corr, 1.0)
         est_cov = corr * np.outer(sd_new, sd_new)
-        if np.linalg.eigvalsh(est_cov).min() <= 0:
-            est_cov = np.diag(sd_new ** 2)
+        ev = np.linalg.eigvalsh(est_cov)
+        if ev.min() <= 1e-3 * ev.max():   # a singular complete-case fit (its scale would make the
+            est_cov = np.diag(sd_new ** 2)  # inverse-Wishart prior improper and numpy fail in a sweep)
     scale = (q + q + 1.0) * est_cov
     prior = model.prior_substantive
     if prior.scale is not None:

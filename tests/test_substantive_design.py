@@ -151,3 +151,32 @@ def test_outcome_type_errors():
     model = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="f ~ x + (1 | g)")
     with pytest.raises(mi.DataError, match="outcome 'f' of substantive= is not numeric"):
         build(df.assign(f=df["f"].fillna("p")), model)
+
+
+def test_a_singular_complete_case_fit_gives_a_proper_prior_scale(monkeypatch):
+    """The random-effect covariance's prior scale is centred on the complete-case fit. A
+    singular fit (a random slope of a factor: eigenvalue 1e-16, correlations inside ±0.95)
+    passed the old check (eigenvalue <= 0) and made the inverse-Wishart prior improper; the
+    sampler then failed with numpy's LinAlgError on every seed. Such a fit now gives way to the
+    diagonal scale."""
+    import mlimpute.analysis as analysis
+
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(30), 10)
+    df = pd.DataFrame(dict(g=g, x=rng.normal(size=300), f=rng.choice(["a", "b", "c"], 300)))
+    df["y"] = df["x"] + rng.normal(size=300)
+    df.loc[rng.random(300) < 0.2, "x"] = np.nan
+    v, w = np.array([1.0, 0.8, 0.5]), np.array([0.2, -0.6, 0.9])   # variances above the floor
+    singular = np.outer(v, v) + np.outer(w, w) + 1e-13 * np.eye(3)   # rank 2 up to rounding
+    real = analysis.lmm
+
+    def fake(formula, data, **kw):
+        fit = real(formula, data, **kw)
+        return type("Fit", (), dict(term_names=fit.term_names, beta=fit.beta, term_covs=(singular,),
+                                    sigma2=fit.sigma2))()
+
+    monkeypatch.setattr(analysis, "lmm", fake)
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous", "f": "nominal"},
+                               substantive="y ~ x + C(f) + (1 + C(f) | g)")
+    ev = np.linalg.eigvalsh(build(df, model).outcome.prior_scale)
+    assert ev.min() > 1e-3 * ev.max(), ev
