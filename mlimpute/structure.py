@@ -271,7 +271,9 @@ def variance_data(sdf, model: ImputationModel, name: str, col: int, specs) -> Va
             )
         frame[c] = s
     n = len(sdf.index)
-    mm = model_matrix(parsed.fixed, pd.DataFrame(frame, index=range(n)) if frame else pd.DataFrame(index=range(n)))
+    from .analysis._design import formula_frame
+    mm = model_matrix(parsed.fixed, formula_frame(pd.DataFrame(frame, index=range(n))) if frame
+                      else pd.DataFrame(index=range(n)))
     names = [c for c in mm.columns if c != "Intercept"]
     w = np.ascontiguousarray(np.asarray(mm[names], dtype=float)) if names else np.zeros((n, 0))
     if not names and re is None:

@@ -44,6 +44,7 @@ import pandas as pd
 from formulaic import model_matrix
 from formulaic.errors import FormulaicError
 
+from .analysis._design import formula_frame
 from .analysis.formula import ParsedFormula, parse_formula
 from .errors import DataError, SpecError
 from .identification import dependent_column, separating_direction
@@ -467,7 +468,7 @@ def _probe_frame(sdf, names: list[str]) -> pd.DataFrame:
             s = s.copy()
             s[miss] = pool.iloc[rng.integers(pool.size, size=int(miss.sum()))].to_numpy()
         out[name] = s
-    return pd.DataFrame(out)
+    return formula_frame(pd.DataFrame(out))
 
 
 def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, make_codec, starts,

@@ -180,3 +180,19 @@ def test_a_singular_complete_case_fit_gives_a_proper_prior_scale(monkeypatch):
                                substantive="y ~ x + C(f) + (1 + C(f) | g)")
     ev = np.linalg.eigvalsh(build(df, model).outcome.prior_scale)
     assert ev.min() > 1e-3 * ev.max(), ev
+
+
+def test_nullable_string_covariates_in_formulas():
+    """A complete covariate of pandas' nullable string dtype in a substantive formula or a
+    variance function: formulaic read it as numbers ('could not convert string to float')."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(20), 10)
+    df = pd.DataFrame(dict(g=g, x=rng.normal(size=200), sex=rng.choice(["boy", "girl"], 200)))
+    df["y"] = df["x"] + (df["sex"] == "girl") + rng.normal(size=200)
+    df.loc[rng.random(200) < 0.2, "x"] = np.nan
+    df = df.astype({"sex": "string"})
+    out = build(df, mi.ImputationModel(cluster="g", variables={"x": "continuous"},
+                                       substantive="y ~ x + sex + (1 | g)")).outcome
+    assert "sex[T.girl]" in out.x_names
+    vf = build(df, mi.ImputationModel(cluster="g", variables={"x": mi.Variable("continuous", variance="~ sex")}))
+    assert vf.variances[0].w_names == ("sex[T.girl]",)

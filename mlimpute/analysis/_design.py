@@ -86,9 +86,17 @@ def _formula(rhs: str, what: str) -> Formula:
         raise SpecError(f"cannot read the {what} {rhs!r}: {exc}; fix the formula") from exc
 
 
+def formula_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as formulaic reads it: pandas' nullable string columns (``convert_dtypes()``,
+    ``string[pyarrow]``) as object columns, which formulaic codes as categories (it tried to
+    read the nullable ones as numbers: "could not convert string to float")."""
+    strings = {c: object for c, t in df.dtypes.items() if isinstance(t, pd.StringDtype)}
+    return df.astype(strings) if strings else df
+
+
 def _matrix(rhs: str, df: pd.DataFrame, what: str, labels: pd.Index) -> pd.DataFrame:
     try:
-        mm = _formula(rhs, what).get_model_matrix(df, na_action="ignore")
+        mm = _formula(rhs, what).get_model_matrix(formula_frame(df), na_action="ignore")
     except FormulaicError as exc:
         raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula{_backticks(rhs, df)}") from exc
     values = np.asarray(mm, dtype=float)

@@ -127,3 +127,15 @@ def test_non_identified_fit_says_why(df):
     with pytest.warns(mi.ConvergenceWarning, match=r"Hessian is not positive definite at the optimum .* not "
                                                    r"identified by these data"):
         mi.lmm("y ~ C(g) + (1 | g)", df)
+
+
+def test_nullable_string_columns_are_categories(df):
+    """pandas' nullable string dtype (df.convert_dtypes(), string[pyarrow]) as a predictor: the
+    analysis failed with numpy's 'could not convert string to float'; it is a factor, as
+    object columns are."""
+    d = df.assign(sex=np.where(df["h"] % 2 == 0, "boy", "girl"))
+    want = mi.lmm("y ~ x + sex + (1 | g)", d).params
+    for dtype in ("string", "string[pyarrow]"):
+        got = mi.lmm("y ~ x + sex + (1 | g)", d.astype({"sex": dtype})).params
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert mi.lmm("y ~ x + (1 | g)", d.astype({"sex": "string"}), dispersion="~ sex").converged
