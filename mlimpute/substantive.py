@@ -44,7 +44,7 @@ import pandas as pd
 from formulaic import model_matrix
 from formulaic.errors import FormulaicError
 
-from .analysis._design import formula_frame
+from .analysis._design import formula_frame, stateful_arguments
 from .analysis.formula import ParsedFormula, parse_formula
 from .errors import DataError, SpecError
 from .identification import dependent_column, separating_direction
@@ -480,7 +480,8 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     """
     parsed = parse_substantive(model)
     y_name = _unquote(parsed.response)
-    used = substantive_variables(parsed)
+    used = substantive_variables(parsed) | set().union(*(
+        stateful_arguments(rhs, df.columns) for rhs in [parsed.fixed, *(t.expr for t in parsed.random)]))
     missing_cols = [c for c in sorted(used | {y_name}) if c not in df.columns]
     if missing_cols:
         raise DataError(

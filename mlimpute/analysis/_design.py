@@ -124,9 +124,20 @@ def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
 
 
 def _required(rhs: str, what: str, data: pd.DataFrame | None = None) -> set[str]:
-    """The columns ``rhs`` reads. formulaic reports a backticked `x.v` as x (attribute access):
-    a backticked name is taken whole (and x dropped unless the formula reads it elsewhere)."""
-    return quoted_whole({str(v) for v in _formula(rhs, what).required_variables}, rhs)
+    """The columns ``rhs`` reads (see ``quoted_whole``, ``stateful_arguments``)."""
+    names = quoted_whole({str(v) for v in _formula(rhs, what).required_variables}, rhs)
+    return names | (stateful_arguments(rhs, data.columns) if data is not None else set())
+
+
+_TOKEN = re.compile(r"`([^`]+)`|(?<![\w.])([^\W\d][\w.]*)(?![\w.])(?!\s*\()")
+
+
+def stateful_arguments(rhs: str, columns) -> set[str]:
+    """Columns named in ``rhs`` that formulaic's ``required_variables`` misses: it reports
+    nothing for the arguments of stateful transforms (scale(z), center(z), poly(z, 2)), so the
+    column was dropped from the frame the formula is evaluated on ('name z is not defined')."""
+    cols = {str(c) for c in columns}
+    return {a or b for a, b in _TOKEN.findall(rhs)} & cols
 
 
 def quoted_whole(names: set[str], rhs: str) -> set[str]:

@@ -70,12 +70,13 @@ def describe_clusters(clusters) -> str:
     return str(clusters)
 
 
-def analysis_columns(a: AnalysisConfig) -> set[str]:
-    """The data columns an analysis reads (response, fixed part, random terms, dispersion)."""
+def analysis_columns(a: AnalysisConfig, columns=()) -> set[str]:
+    """The data columns an analysis reads (response, fixed part, random terms, dispersion);
+    ``columns``, the data's, also finds the arguments of stateful transforms (scale(z))."""
     from formulaic import Formula
     from formulaic.errors import FormulaicError
 
-    from mlimpute.analysis._design import quoted_whole
+    from mlimpute.analysis._design import quoted_whole, stateful_arguments
     from mlimpute.analysis._dispersion import dispersion_columns
     from mlimpute.analysis.formula import parse_formula
 
@@ -86,6 +87,7 @@ def analysis_columns(a: AnalysisConfig) -> set[str]:
     for what, rhs in parts:
         try:
             cols |= quoted_whole({str(v) for v in Formula(rhs).required_variables}, rhs)  # `x.v` whole
+            cols |= stateful_arguments(rhs, columns)
         except FormulaicError as exc:
             raise SpecError(f"[[analysis]] {a.name!r}: cannot read the {what} {rhs!r} of formula "
                             f"{a.formula!r} ({exc}); fix the formula") from None
@@ -105,7 +107,7 @@ def membership_columns(a: AnalysisConfig) -> set[str]:
 def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
     columns = [str(c) for c in df.columns]
     try:
-        used = analysis_columns(a)
+        used = analysis_columns(a, df.columns)
     except SpecError as exc:
         raise SpecError(f"[[analysis]] {a.name!r}: {exc}") from None
     for col in sorted(used):

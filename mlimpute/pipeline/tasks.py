@@ -139,7 +139,7 @@ def _fit(a: AnalysisConfig, data: pd.DataFrame) -> Any:
 def complete_case(a: AnalysisConfig, df: pd.DataFrame) -> tuple[pd.DataFrame | None, int]:
     """The analysis on the rows with no missing value in its columns (the comparison the report
     draws beside the pooled estimates), with Wald intervals; None if it cannot be fitted."""
-    used = checks.analysis_columns(a) - checks.membership_columns(a)  # mm() ids/weights are missing by design
+    used = checks.analysis_columns(a, df.columns) - checks.membership_columns(a)  # mm() ids/weights: missing by design
     data = df.dropna(subset=sorted(used & {str(c) for c in df.columns}))
     try:
         with warnings.catch_warnings():

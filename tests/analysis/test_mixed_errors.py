@@ -139,3 +139,16 @@ def test_nullable_string_columns_are_categories(df):
         got = mi.lmm("y ~ x + sex + (1 | g)", d.astype({"sex": dtype})).params
         np.testing.assert_allclose(got, want, rtol=1e-10)
     assert mi.lmm("y ~ x + (1 | g)", d.astype({"sex": "string"}), dispersion="~ sex").converged
+
+
+def test_stateful_transforms_read_their_column(df):
+    """scale(x), center(x), poly(x, 2): formulaic reports no column for them, so x was left out
+    of the frame and the fit said 'name x is not defined'. The fit equals the one on the
+    transformed column."""
+    d = df.assign(xs=(df["x"] - df["x"].mean()) / df["x"].std())
+    a, b = mi.lmm("y ~ scale(x) + (1 | g)", df), mi.lmm("y ~ xs + (1 | g)", d)
+    np.testing.assert_allclose(a.params.to_numpy(), b.params.to_numpy(), rtol=1e-8)
+    assert mi.lmm("y ~ center(x) + (1 | g)", df).params.iloc[1] == pytest.approx(b.params.iloc[1] / df["x"].std(), rel=1e-8)
+    assert mi.lmm("y ~ poly(x, 2) + (1 | g)", df).nobs == len(df)
+    with pytest.raises(mi.DataError, match=r"columns 'x' \(1\) have missing values"):
+        mi.lmm("y ~ scale(x) + (1 | g)", df.assign(x=df["x"].where(df.index != 3)))
