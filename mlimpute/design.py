@@ -319,6 +319,9 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         )
     if len(df) == 0:
         raise DataError("data has no rows")
+    if "Intercept" in (*model.covariates, *model.level2_covariates):
+        raise DataError("covariate 'Intercept' has the name of the intercept term (the parameters' names "
+                        "would be duplicated, beta1[y:Intercept] twice); rename the column")
     if model.general:  # several classifications or variance functions: the general sampler
         return _build_classified(df, model)
     codes, labels = _cluster_codes(df, model.cluster)

@@ -247,7 +247,10 @@ def variance_data(sdf, model: ImputationModel, name: str, col: int, specs) -> Va
         group = term.group_label
         if model.two_level and group == model.cluster:
             group = specs[0].name
-        if term.expr.replace(" ", "") != "1" or group not in names or re is not None:
+        if re is not None:
+            raise SpecError(f"{where}: it has more than one random term ({term.text!r} is another); a variance "
+                            "function takes one random intercept, of one classification")
+        if term.expr.replace(" ", "") != "1" or group not in names:
             raise SpecError(
                 f"{where}: its random term {term.text!r} must be one random intercept of a "
                 f"classification of the model ({', '.join(map(repr, names))}), like '(1 | {names[-1]})'"
@@ -262,7 +265,10 @@ def variance_data(sdf, model: ImputationModel, name: str, col: int, specs) -> Va
     frame = {}
     for c in cols:
         if c not in sdf._df.columns:
-            raise DataError(f"column {c!r} of {where} is not in the data; fix the formula or the data")
+            call = f"{c}(" in parsed.fixed.replace(" ", "")
+            raise DataError(f"column {c!r} of {where} is not in the data; fix the formula or the data"
+                            + (f" ({c}() is not a function the formula knows: write np.{c}(…) for numpy's)"
+                               if call else ""))
         s = sdf[c].reset_index(drop=True)
         if s.isna().any():
             raise DataError(

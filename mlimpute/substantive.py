@@ -483,6 +483,9 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     used = substantive_variables(parsed) | set().union(*(
         stateful_arguments(rhs, df.columns) for rhs in [parsed.fixed, *(t.expr for t in parsed.random)]))
     missing_cols = [c for c in sorted(used | {y_name}) if c not in df.columns]
+    if "offset" in missing_cols or "weights" in missing_cols:
+        raise SpecError(f"substantive={model.substantive!r}: offset() and weights terms are not supported in "
+                        "the imputation's analysis model; leave them out")
     if missing_cols:
         raise DataError(
             f"column(s) {', '.join(map(repr, missing_cols))} of substantive={model.substantive!r} not "

@@ -295,3 +295,18 @@ def test_seed_and_completed_arguments():
         with pytest.raises(TypeError, match=r"completed\(k\) takes the imputation's number"):
             res.completed(k)
     assert res.completed(np.int64(2)).shape == _df().shape
+
+
+def test_variance_function_and_substantive_formula_messages():
+    from mlimpute.impute import prepare
+
+    d = _collinear_df().assign(sex=lambda t: np.where(np.arange(len(t)) % 2, "a", "b"), p=np.arange(200) % 8)
+    with pytest.raises(mi.SpecError, match=r"more than one random term \('\(1\|g\)' is another\)"):
+        prepare(d, mi.ImputationModel(cluster="g", variables={"y": mi.Variable("continuous",
+                                                                               variance="~ sex + (1|g) + (1|g)")}))
+    with pytest.raises(mi.DataError, match=r"column 'abs' .* write np.abs\(…\) for numpy's"):
+        prepare(d, mi.ImputationModel(cluster="g", variables={"y": mi.Variable("continuous",
+                                                                               variance="~ np.log(abs(x))")}))
+    with pytest.raises(mi.SpecError, match=r"offset\(\) and weights terms are not supported"):
+        prepare(d, mi.ImputationModel(cluster="g", variables={"y": "continuous"},
+                                      substantive="y2 ~ y + offset(x) + (1|g)"))

@@ -262,10 +262,13 @@ def _check_rank(X: np.ndarray, names: tuple[str, ...], what: str = "fixed-effect
     mean square, so that units (a time stamp in nanoseconds) do not matter."""
     k = dependent_column(X)
     if k is not None:
+        zero = not np.any(X[:, k])
         raise DataError(
             f"the {what} are linearly dependent: {names[k]!r} is "
-            f"{'zero' if not np.any(X[:, k]) else 'a combination of ' + ', '.join(map(repr, names[:k]))} "
-            "in these data (to within 1e-7 of the columns' scale); remove it from the formula"
+            f"{'zero' if zero else 'a combination of ' + ', '.join(map(repr, names[:k]))} "
+            "in these data (to within 1e-7 of the columns' scale); "
+            + ("a category no row has? drop it with .cat.remove_unused_categories(), or remove the term"
+               if zero and "[" in names[k] else "remove it from the formula")
         )
 
 
@@ -326,6 +329,14 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
         used |= _required(term.expr, f"random term {term.text}", data) | set(term.columns)
     used = {str(v) for v in used} | set(extra_columns)
     _check_columns(used, data, parsed.text)
+    timed = [c for c in sorted(used) if c in data.columns and (pd.api.types.is_datetime64_any_dtype(data[c].dtype)
+                                                              or pd.api.types.is_timedelta64_dtype(data[c].dtype))]
+    if timed:
+        raise DataError(f"column {timed[0]!r} in formula {parsed.text!r} holds dates or durations; convert it to a "
+                        "number first (e.g. days since a reference date: (t - t0).dt.days)")
+    if "Intercept" in used:
+        raise DataError(f"formula {parsed.text!r} reads a column named 'Intercept', the name of the intercept "
+                        "term: the two would be confused (the model lost its intercept); rename the column")
     keep = _missing_rows(data, parsed, used, na_action)
     rows = np.flatnonzero(keep)
     df = data.iloc[rows][sorted(used)].reset_index(drop=True)
@@ -349,6 +360,15 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
     x_names = tuple(str(c) for c in xm.columns)
     X = np.ascontiguousarray(np.asarray(xm, dtype=float))
     _check_rank(X, x_names)
+    if X.shape[1] >= len(y):
+        texty = [c for c in sorted(used) if c in df.columns and (df[c].dtype == object or pd.api.types.is_string_dtype(
+                 df[c].dtype)) and df[c].nunique() > len(df) // 2]
+        raise DataError(
+            f"the fixed part of {parsed.text!r} has {X.shape[1]} columns for {len(y)} rows: nothing is left for "
+            "the residual and the random effects; use fewer terms"
+            + (f" (column(s) {texty} hold text, so each distinct value became a factor level: convert "
+               "numbers stored as text with pandas.to_numeric)" if texty else "")
+        )
     _check_response(y, X, x_names, parsed.response, kind)
 
     terms: list[TermDesign] = []

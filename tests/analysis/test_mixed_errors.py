@@ -152,3 +152,26 @@ def test_stateful_transforms_read_their_column(df):
     assert mi.lmm("y ~ poly(x, 2) + (1 | g)", df).nobs == len(df)
     with pytest.raises(mi.DataError, match=r"columns 'x' \(1\) have missing values"):
         mi.lmm("y ~ scale(x) + (1 | g)", df.assign(x=df["x"].where(df.index != 3)))
+
+
+def test_a_column_named_intercept_is_refused(df):
+    """formulaic named both the intercept and the column 'Intercept': the fit silently lost
+    its intercept; in imputation two parameters had the same name."""
+    with pytest.raises(mi.DataError, match=r"reads a column named 'Intercept'.*rename the column"):
+        mi.lmm("y ~ x + Intercept + (1 | g)", df.assign(Intercept=df["x"] ** 2))
+    with pytest.raises(mi.DataError, match=r"covariate 'Intercept' has the name of the intercept term"):
+        mi.impute(df.assign(Intercept=df["x"] ** 2), mi.ImputationModel(cluster="g", variables={"y": "continuous"},
+                                                                     covariates=["Intercept"]), seed=1)
+
+
+def test_messages_that_point_at_the_cause(df):
+    """An unused category, a date column, as many fixed effects as rows (a number column
+    stored as text: a level per value): numpy's errors, or advice that led nowhere, before."""
+    d = df.assign(f=pd.Categorical(np.where(df["h"] < 2, "u", "v"), categories=["u", "v", "zz"]))
+    with pytest.raises(mi.DataError, match=r"'f\[T.zz\]' is zero .*remove_unused_categories"):
+        mi.lmm("y ~ x + f + (1 | g)", d)
+    with pytest.raises(mi.DataError, match=r"column 't' .* holds dates or durations; convert it to a number"):
+        mi.lmm("y ~ t + (1 | g)", df.assign(t=pd.Timestamp("2020-01-01") + pd.to_timedelta(df["h"], unit="D")))
+    small = df.iloc[:40].assign(t=[f"{v:.6f}" for v in df["x"].iloc[:40]])
+    with pytest.raises(mi.DataError, match=r"has 40 columns for 40 rows.*\['t'\] hold text.*pandas.to_numeric"):
+        mi.lmm("y ~ t + (1 | g)", small)
