@@ -687,6 +687,13 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
         unit = None if codes is None else codes[order].astype(np.int32)  # int32: half the memory
         if unit is not None and y1.shape[1] and K == unit.size:
             _single_rows(spec.name)
+        for other, prev in zip(specs, units_sorted):
+            if unit is not None and prev is not None and K == int(prev.max()) + 1 and \
+                    np.unique(np.stack([unit, prev]), axis=1).shape[1] == K:
+                raise DataError(
+                    f"classifications {other.name!r} and {spec.name!r} group the rows identically (each unit of "
+                    "one is a unit of the other): their effects cannot be told apart; drop one"
+                )
         units_sorted.append(unit)
         if unit is None:
             y, miss, codecs_c = np.empty((K, 0)), np.zeros((K, 0), bool), []

@@ -310,3 +310,9 @@ def test_variance_function_and_substantive_formula_messages():
     with pytest.raises(mi.SpecError, match=r"offset\(\) and weights terms are not supported"):
         prepare(d, mi.ImputationModel(cluster="g", variables={"y": "continuous"},
                                       substantive="y2 ~ y + offset(x) + (1|g)"))
+
+
+def test_two_classifications_that_group_the_rows_identically():
+    d = _collinear_df().assign(g2=lambda t: "s" + t["g"].astype(str))
+    with pytest.raises(mi.DataError, match=r"classifications 'g' and 'g2' group the rows identically"):
+        run(d, mi.ImputationModel(cluster=mi.Crossed("g", "g2"), variables={"y": "continuous"}))
