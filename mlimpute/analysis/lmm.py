@@ -104,6 +104,19 @@ def _centre_response(design: Design) -> tuple[Design, np.ndarray]:
     return replace(design, y=design.y - c), shift
 
 
+def theta_scale(s: Structure, design: Design) -> np.ndarray:
+    """Per theta entry, the root mean square of the random-effect column of its row of Λ (1 for
+    a zero column): the optimiser works with θ̃ = d·θ, lme4's θ for columns scaled to unit size
+    (the same model; its start, Λ̃ = I, then suits any units)."""
+    out = []
+    for t, q in zip(design.terms, s.term_q):
+        rms = np.sqrt((np.asarray(t.Z, dtype=float) ** 2).mean(axis=0)) if len(t.Z) else np.ones(q)
+        rms = np.where(rms > 0, rms, 1.0)
+        rows, _ = s._tril(q)
+        out.append(rms[rows])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
 def _column_transform(X: np.ndarray) -> tuple[np.ndarray | None, float]:
     """T with X̃ = X T: every non-constant column centred (when X holds a constant column) and
     scaled to unit SD, and log|det T|; (None, 0) when nothing would change. The fit is the same
@@ -288,10 +301,13 @@ def fit_lmm(formula: str, design: Design, reml: bool, options: dict,
     s, nt, k = engine.structure, engine.structure.ntheta, engine.k
     # the optimiser sees η = SD(w) · γ, so that its steps mean the same whatever w's units
     scale = engine.dispersion.scale if k else _NO_GAMMA
-    opt = minimize_bounded(lambda x: engine.profiled_deviance(x[:nt], reml, x[nt:] / scale),
+    # and θ̃ = d·θ, d the root mean square of each random coefficient's column (its row of Λ):
+    # a random slope of a column in large units otherwise has θ ~ 1e-4 beside the intercept's ~1
+    d = theta_scale(s, engine.design)
+    opt = minimize_bounded(lambda x: engine.profiled_deviance(x[:nt] / d, reml, x[nt:] / scale),
                            np.append(s.theta_start(), np.zeros(k)), np.append(s.theta_lower(), np.full(k, -np.inf)),
                            maxiter=options["maxiter"])
-    theta, gamma = opt.x[:nt], opt.x[nt:] / scale
+    theta, gamma = opt.x[:nt] / d, opt.x[nt:] / scale
     pc = engine.pieces(theta, gamma)
     sigma2 = pc.r2 / (engine.n - engine.p if reml else engine.n)
     beta_cov = sigma2 * pc.XtX_inv

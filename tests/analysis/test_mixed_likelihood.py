@@ -226,3 +226,21 @@ def test_uncentred_predictors_fit_as_centred_ones():
     c, e = mi.lmm("y ~ x + (1 | g)", d), mi.lmm("y ~ ts + (1 | g)", d.assign(ts=1.7e12 + 1e6 * d["x"]))
     assert e.params["ts"] * 1e6 == pytest.approx(c.params["x"], rel=1e-6)
     assert e.loglik == pytest.approx(c.loglik - np.log(1e6), abs=1e-6)
+
+
+def test_random_slope_of_a_column_in_large_units():
+    """(1 + xk | g) with xk = 1000 x + 500: the optimiser now works with θ scaled by each random
+    column's size (θ of the slope ~1e-4 beside the intercept's ~1 before, and the REML optimum
+    was missed by 5.6e-7, the slope variance by 2.3e-4, with converged=True). The fit equals the
+    one on x, its covariance mapped by xk's affine map."""
+    rng = np.random.default_rng(7)
+    g = np.repeat(np.arange(40), 12)
+    x = rng.normal(size=480)
+    u = rng.multivariate_normal([0, 0], [[0.6, 0.05], [0.05, 0.3]], 40)
+    y = 1 + 0.5 * x + u[g, 0] + u[g, 1] * x + rng.normal(size=480)
+    d = pd.DataFrame(dict(g=g, x=x, xk=1000 * x + 500, y=y))
+    a, b = mi.lmm("y ~ x + (1 + x | g)", d), mi.lmm("y ~ xk + (1 + xk | g)", d)
+    assert a.converged and b.converged
+    A = np.array([[1.0, -0.5], [0.0, 1e-3]])        # (u0 + u1 x) = (u0 - 0.5 u1) + (u1 / 1000) xk
+    np.testing.assert_allclose(b.term_covs[0], A @ a.term_covs[0] @ A.T, rtol=2e-5)
+    assert b.loglik == pytest.approx(a.loglik - np.log(1000), abs=1e-7)   # REML: X's column scaled by 1000
