@@ -157,9 +157,9 @@ COLLINEAR = 1e-10  # 1 − R² below this (residual SD below 1e-5 of the SD): co
 
 
 def check_collinear(data) -> None:
-    """Raise a DataError if a continuous variable is, on the rows where a level's continuous
-    variables are all observed, an exact linear combination of that level's fixed-effect design
-    and the variables before it (a constant variable included).
+    """Raise a DataError if a continuous variable is, on the rows where it and the continuous
+    variables of its level before it are observed, a linear combination (to 1e-5 of its SD) of
+    that level's fixed-effect design and those variables (a constant variable included).
 
     Its residual variance is then zero: the likelihood of Ω is unbounded, the inverse-Wishart
     prior alone keeps the posterior proper, the chain mixes badly and cluster-specific
@@ -211,7 +211,6 @@ def check_collinear(data) -> None:
                 f"where {', '.join(repr(c.name) for c in codecs[: k + 1])} {'is' if k == 0 else 'are'} observed: it has no "
                 f"residual variance, so the joint model's covariance is singular; {fix}"
             )
-
 
 
 def check_observed_designs(data) -> None:
