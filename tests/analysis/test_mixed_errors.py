@@ -150,6 +150,8 @@ def test_stateful_transforms_read_their_column(df):
     np.testing.assert_allclose(a.params.to_numpy(), b.params.to_numpy(), rtol=1e-8)
     assert mi.lmm("y ~ center(x) + (1 | g)", df).params.iloc[1] == pytest.approx(b.params.iloc[1] / df["x"].std(), rel=1e-8)
     assert mi.lmm("y ~ poly(x, 2) + (1 | g)", df).nobs == len(df)
+    assert mi.lmm("y ~ 1 + (1 | g)", df, dispersion="~ scale(x)").loglik == pytest.approx(
+        mi.lmm("y ~ 1 + (1 | g)", d, dispersion="~ xs").loglik, abs=1e-8)
     with pytest.raises(mi.DataError, match=r"columns 'x' \(1\) have missing values"):
         mi.lmm("y ~ scale(x) + (1 | g)", df.assign(x=df["x"].where(df.index != 3)))
 
