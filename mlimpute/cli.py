@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import ConvergenceError, DataError, MlimputeError, SpecError
+from .errors import DataError, MlimputeError, SpecError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEMO_CONFIG = "exam_scores.toml"
@@ -144,8 +144,7 @@ def _flow_in_api(pipeline: Any, config: str, overrides: dict[str, Any], cfg: Any
               f"{_one_line(exc) if isinstance(exc, BaseException) else state.message}",
               file=sys.stderr)
         print(f"mlimpute: {timing}", file=sys.stderr)
-        bad_input = isinstance(exc, (SpecError, DataError)) and not isinstance(exc, ConvergenceError)
-        return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
+        return EXIT_FAILED   # bad input found once the flow runs is a failed run (2 means: refused before it)
     res = state.result()
     _print_summary(res)
     print(f"mlimpute: {timing}")

@@ -296,6 +296,11 @@ class PipelineConfig(_Section):
         if dup:
             raise ValueError(f"analysis names {dup} are used more than once; each names its "
                              "output files, so make them unique")
+        clash = sorted(f"{a} and {b}" for a in names for b in names
+                       for suffix in ("_varcomp", "_complete_case") if b == a + suffix)
+        if clash:
+            raise ValueError(f"analysis names {clash[0]} would write the same file (pooled/<name>_varcomp.csv, "
+                             "pooled/<name>_complete_case.csv); rename one")
         return self
 
     def imputation_model(self) -> ImputationModel:

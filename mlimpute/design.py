@@ -332,9 +332,10 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
             "model needs at least 2 clusters (use a single-level imputation instead)"
         )
 
-    # Canonical row order: cluster, then a content hash of the whole row (ties: identical rows).
-    row_hash = pd.util.hash_pandas_object(df, index=False).to_numpy()
-    order = np.lexsort((row_hash, codes))
+    # Canonical row order: cluster, then a hash of the row's values in the model's columns
+    # (ties: rows identical there, which the model cannot tell apart).
+    from .structure import canonical_order
+    order = canonical_order(df, codes, model)
     cluster = codes[order]
     starts = np.flatnonzero(np.r_[True, cluster[1:] != cluster[:-1]])
     sizes = np.diff(np.r_[starts, cluster.size])
@@ -537,6 +538,15 @@ def _categorical(sdf: "_SortedColumns", name: str, var) -> tuple[np.ndarray, tup
             cats = tuple(sorted(uniq))
         except TypeError:
             cats = tuple(sorted(uniq, key=lambda v: (type(v).__name__, str(v))))
+        if var.kind == "ordinal" and len(uniq) > 1 and not all(isinstance(v, (int, float, bool, np.number, np.bool_))
+                                                               for v in uniq):
+            shown = ", ".join(repr(_py(c)) for c in cats[:6])
+            raise DataError(
+                f"ordinal variable {name!r} holds text ({shown}): the order of its categories cannot be "
+                f"read from the data (sorted alphabetically it would be {shown}); give it: "
+                f"mi.Variable('ordinal', categories=[...]) (TOML: categories = [...]), or make the "
+                "column an ordered pandas Categorical"
+            )
     seen = [c for c in cats if (observed == c).any()] if len(cats) <= 1000 else list(cats)
     if var.kind == "binary" and len(cats) != 2:
         shown = ", ".join(repr(_py(c)) for c in cats[:5])
@@ -661,7 +671,7 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
             codes, labels = unit_codes(df, c.columns, "cluster")
             raw.append((codes, None, None, labels))
     first = raw[0]
-    order = canonical_order(df, first[0] if first[0] is not None else first[1][:, 0])
+    order = canonical_order(df, first[0] if first[0] is not None else first[1][:, 0], model)
     sdf = _SortedColumns(df, order)
     blocks1, codecs1 = _variable_columns(df, sdf, model, 1)
     y1 = np.column_stack(blocks1) if blocks1 else np.empty((len(df), 0))

@@ -167,11 +167,40 @@ def membership_arrays(df: pd.DataFrame, ids: tuple[str, ...], weights: tuple[str
     return out, w, labels
 
 
-def canonical_order(df: pd.DataFrame, key: np.ndarray) -> np.ndarray:
-    """Rows sorted by ``key`` (an integer unit index), then by a hash of the whole row, so that
-    the imputations do not depend on the order of the input rows."""
-    row_hash = pd.util.hash_pandas_object(df, index=False).to_numpy()
-    return np.lexsort((row_hash, key))
+def canonical_order(df: pd.DataFrame, key: np.ndarray, model=None) -> np.ndarray:
+    """Rows sorted by ``key`` (an integer unit index), then by ``row_hash``, so that the
+    imputations do not depend on the order of the input rows."""
+    return np.lexsort((row_hash(df, model), key))
+
+
+def row_hash(df: pd.DataFrame, model=None) -> np.ndarray:
+    """A hash of each row's values in the columns the model reads (all columns without a
+    model), in name order, numbers as float64 and everything else as text: the order of the
+    columns, columns the model does not read and dtype flavours (Float64, Int64, string,
+    category) leave the canonical order, and so the imputations, unchanged."""
+    cols = sorted(map(str, df.columns)) if model is None else sorted(model_columns(model, df))
+    frame = {}
+    for c in cols:
+        s = df[c]
+        if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
+            frame[c] = s.to_numpy(dtype=float, na_value=np.nan)
+        else:
+            frame[c] = np.where(s.isna().to_numpy(), "\x00", s.astype(str).to_numpy(dtype=object))
+    return pd.util.hash_pandas_object(pd.DataFrame(frame), index=False).to_numpy()
+
+
+def model_columns(model, df: pd.DataFrame) -> set[str]:
+    """The data columns ``model`` reads: structure, variables, covariates, and those its
+    substantive and variance formulas name."""
+    from .analysis._design import stateful_arguments
+
+    cols = {*model.cluster_columns, *model.variables, *model.covariates, *model.level2_covariates}
+    texts = [v.variance for v in model.variables.values() if v.variance is not None]
+    if model.substantive is not None:
+        texts.append(model.substantive)
+    for text in texts:
+        cols |= stateful_arguments(text, df.columns)
+    return {c for c in cols if c in df.columns}
 
 
 def reduce_to_units(v: np.ndarray, unit: np.ndarray, n_units: int, name: str, where: str,

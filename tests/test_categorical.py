@@ -254,3 +254,19 @@ def test_separation_check_on_a_subset_of_large_data_agrees_with_the_full_program
         assert (got is not None) == separated
         assert (_separating_lp(x, side) is not None) == separated
     assert separating_direction(x, rare, subset=500)[2] > 0.5
+
+
+def test_text_ordinal_needs_its_order():
+    """Text categories of an ordinal variable were sorted alphabetically without a word (high <
+    low < mid): a wrong threshold model. The order must be given (categories= or an ordered
+    Categorical); numbers keep their numeric order."""
+    df = _base().assign(c=lambda d: np.array(["low", "mid", "high"])[np.arange(len(d)) % 3])
+    df.loc[3, "c"] = None
+    with pytest.raises(mi.DataError, match=r"ordinal variable 'c' holds text \('high', 'low', 'mid'\): the order .* "
+                                           r"categories=\[\.\.\.\]"):
+        run(df, model=mi.ImputationModel(cluster="g", variables={"y": "continuous", "c": "ordinal"}))
+    ok = mi.ImputationModel(cluster="g", variables={"y": "continuous",
+                                                    "c": mi.Variable("ordinal", categories=["low", "mid", "high"])})
+    assert set(run(df, model=ok).completed(1)["c"]) == {"low", "mid", "high"}
+    ordered = df.assign(c=pd.Categorical(df["c"], categories=["low", "mid", "high"], ordered=True))
+    run(ordered, model=mi.ImputationModel(cluster="g", variables={"y": "continuous", "c": "ordinal"}))

@@ -79,6 +79,10 @@ CASES = {
                                                       'formula = "normexam ~ sex + (1 | school)"\nfamily = "binomial"')
                              .replace('dispersion = "~ sex"', '').replace('reml = false\n', '')),
                         r"\[\[analysis\]\] 'sex-gap': response 'normexam' has values other than 0 and 1"),
+    "quadrature with a random slope": (dict(edit=lambda t: t.replace(
+        'formula = "normexam ~ standlrt + sex + avslrt + (1 + standlrt | school)"\nreml = true',
+        'formula = "I(normexam > 0) ~ standlrt + (1 + standlrt | school)"\nfamily = "binomial"\nnagq = 7')),
+        r"\[\[analysis\]\] 'exam': nagq=7 \(adaptive Gauss-Hermite\) needs a single scalar random term"),
     "prior of the wrong size": (dict(edit=lambda t: t + '\n[model.prior_l2]\nscale = [[1.0, 0.0], [0.0, 1.0]]\n'),
                                 r"level-2 prior scale is 2x2 but the level-2 covariance is \d+x\d+"),
     "bad key": (dict(edit=lambda t: t.replace("burn = 20", "burn = -1")),

@@ -125,6 +125,9 @@ df_com = 100
      r"\[runner\] kind = \"spark\" should be 'local' or 'dask'"),
     (lambda t: t.replace('covariates = ["sex"]', 'covariates = ["sex"]\nrandom_slopes = ["x"]'),
      r"\[model\] random slope 'x' is not among the level-1 covariates"),
+    (lambda t: t + '[[analysis]]\nname = "a"\nformula = "y ~ 1 + (1|g)"\n[[analysis]]\nname = "a_varcomp"\n'
+                   'formula = "y ~ 1 + (1|g)"\n',   # pooled/a_varcomp.csv was overwritten silently
+     r"analysis names a and a_varcomp would write the same file"),
 ])
 def test_bad_config_one_line_naming_key_and_fix(tmp_path, edit, message):
     p = write(tmp_path, edit(BASE))

@@ -148,3 +148,16 @@ def test_float32_and_nullable_columns_come_back_as_floats(small):
     assert res.data["y1"].dtype == np.float32
     assert res.data["y2"].dtype == np.float64
     assert not res.data["y2"].isna().any()
+
+
+def test_column_order_unused_columns_and_dtype_flavours_leave_the_imputations(small, result):
+    """The canonical row order hashed the whole row, so reordering the columns, adding one the
+    model does not read, or reading the file as Float64 (convert_dtypes(), a hive folder) gave
+    other imputations for the same seed. It hashes the model's columns, normalised."""
+    variants = [small[small.columns[::-1]], small.assign(extra=np.arange(len(small)), label="x"),
+                small.astype({"y1": "Float64", "x": "Float64"})]
+    for df in variants:
+        res = run(df)
+        for k in (1, 4):
+            np.testing.assert_allclose(res.completed(k)["y1"].astype(float), result.completed(k)["y1"], rtol=1e-12)
+            np.testing.assert_allclose(res.completed(k)["w"].astype(float), result.completed(k)["w"], rtol=1e-12)

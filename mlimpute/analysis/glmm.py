@@ -53,7 +53,24 @@ from ._warn import warn, warn_fit
 from .lmm import fit_options
 from .result import MixedResult
 
-__all__ = ["glmm", "GlmmEngine"]
+__all__ = ["glmm", "GlmmEngine", "check_nagq"]
+
+
+def check_nagq(formula: str, design: Design, nagq: int) -> None:
+    """Adaptive Gauss-Hermite quadrature (nagq > 1) needs one scalar random term of a nested
+    factor; raise a SpecError otherwise."""
+    if nagq <= 1:
+        return
+    if len(design.terms) != 1 or len(design.terms[0].names) != 1:
+        raise SpecError(
+            f"nagq={nagq} (adaptive Gauss-Hermite) needs a single scalar random term like (1 | g); "
+            f"{formula!r} has {sum(len(t.names) for t in design.terms)} random coefficients: use nagq=1 (Laplace)"
+        )
+    if design.factors[0].weights is not None:
+        raise SpecError(
+            f"nagq={nagq} (adaptive Gauss-Hermite) integrates cluster by cluster, but the multiple-membership "
+            f"factor {design.factors[0].label!r} links the clusters of a row: use nagq=1 (Laplace)"
+        )
 
 
 class GlmmEngine:
@@ -66,17 +83,8 @@ class GlmmEngine:
         self.algebra = make_algebra(self.structure, design, options["algebra"])
         self.pirls = Pirls(design, self.structure, self.algebra, family)
         self.p = design.X.shape[1]
+        check_nagq(formula, design, nagq)
         if nagq > 1:
-            if len(design.terms) != 1 or len(design.terms[0].names) != 1:
-                raise SpecError(
-                    f"nagq={nagq} (adaptive Gauss-Hermite) needs a single scalar random term like (1 | g); "
-                    f"{formula!r} has {sum(len(t.names) for t in design.terms)} random coefficients: use nagq=1 (Laplace)"
-                )
-            if design.factors[0].weights is not None:
-                raise SpecError(
-                    f"nagq={nagq} (adaptive Gauss-Hermite) integrates cluster by cluster, but the multiple-membership "
-                    f"factor {design.factors[0].label!r} links the clusters of a row: use nagq=1 (Laplace)"
-                )
             nodes, weights = hermegauss(nagq)
             self.nodes, self.weights = nodes, weights / math.sqrt(2 * math.pi)
             self.zcol = factor_columns(self.structure, design, 0)[:, 0]

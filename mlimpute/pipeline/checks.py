@@ -135,6 +135,7 @@ def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
     from mlimpute.analysis._design import build_design
     from mlimpute.analysis._dispersion import build_dispersion, dispersion_columns
     from mlimpute.analysis._family import get_family
+    from mlimpute.analysis.glmm import check_nagq
     from mlimpute.analysis.formula import parse_formula
 
     filled = df.copy()
@@ -151,7 +152,8 @@ def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
             if a.dispersion is not None:
                 build_dispersion(a.dispersion, filled, design.rows)
         else:
-            build_design(parsed, filled, kind=get_family(a.family, a.link).name, na_action="raise")
+            design = build_design(parsed, filled, kind=get_family(a.family, a.link).name, na_action="raise")
+            check_nagq(a.formula, design, a.nagq or 1)
     except (SpecError, DataError) as exc:
         raise type(exc)(f"[[analysis]] {a.name!r}: {exc}") from None
 

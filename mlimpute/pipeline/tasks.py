@@ -30,7 +30,7 @@ from prefect.cache_policies import CacheKeyFnPolicy
 
 from mlimpute.analysis import glmm, lmm
 from mlimpute.config import AnalysisConfig, PipelineConfig
-from mlimpute.errors import DataError, MlimputeError
+from mlimpute.errors import DataError, MlimputeError, SpecError
 from mlimpute.impute import assemble, chain_seeds, run_chain
 from mlimpute.io import atomic_path, file_sha256, write_imputations, write_parquet
 from mlimpute.pooling import pool
@@ -124,7 +124,13 @@ def fit_imputation(analysis: AnalysisConfig, job: dict[str, Any]) -> str:
     data = pd.read_parquet(job["data_path"]).drop(columns="imputation")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = _fit(analysis, data)
+        try:
+            fit = _fit(analysis, data)
+        except (SpecError, DataError) as exc:   # the data checked before sampling fitted: this imputation's did not
+            raise type(exc)(
+                f"[[analysis]] {analysis.name!r} on imputation {job['imputation']}: {exc} (the observed data passed "
+                "this check before sampling; imputed values did not: a transform undefined for some of them? "
+                "impute the transformed column instead)") from None
     store.save_pickle(job["out"], {"fit": fit, "warnings": notices.caught(caught)})
     return job["out"]
 
