@@ -142,7 +142,11 @@ class ModelData:
 # Checks and conversions of single columns
 # --------------------------------------------------------------------------------------------
 def _example_rows(mask: np.ndarray, index: pd.Index, k: int = 3) -> str:
-    rows = index[np.flatnonzero(mask)[:k]].tolist()
+    rows = index[np.flatnonzero(mask)].tolist()
+    try:   # the first rows in the data's own order, whatever order the rows were sorted into
+        rows = sorted(rows)[:k]
+    except TypeError:
+        rows = rows[:k]
     more = int(mask.sum()) - len(rows)
     return ", ".join(map(repr, rows)) + (f" and {more} more" if more > 0 else "")
 
