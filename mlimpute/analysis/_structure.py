@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import SpecError
 from ._design import Design
 
-__all__ = ["Structure", "psd_cholesky"]
+__all__ = ["Structure", "psd_cholesky", "theta_scale"]
 
 
 def psd_cholesky(a: np.ndarray) -> np.ndarray:
@@ -203,3 +203,16 @@ class Structure:
                     at += 1
             out.append(cov)
         return out
+
+
+def theta_scale(s: Structure, design) -> np.ndarray:
+    """Per theta entry, the root mean square of the random-effect column of its row of Λ (1 for
+    a zero column): the optimiser works with θ̃ = d·θ, lme4's θ for columns scaled to unit size
+    (the same model; its start, Λ̃ = I, then suits any units)."""
+    out = []
+    for t, q in zip(design.terms, s.term_q):
+        rms = np.sqrt((np.asarray(t.Z, dtype=float) ** 2).mean(axis=0)) if len(t.Z) else np.ones(q)
+        rms = np.where(rms > 0, rms, 1.0)
+        rows, _ = s._tril(q)
+        out.append(rms[rows])
+    return np.concatenate(out) if out else np.zeros(0)

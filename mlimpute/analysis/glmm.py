@@ -47,7 +47,7 @@ from ._design import Design, build_design
 from ._family import Family, get_family
 from ._optim import boundary_cov, fd_hessian, minimize_bounded, one_blas_thread
 from ._pirls import Mode, Pirls
-from ._structure import Structure
+from ._structure import Structure, theta_scale
 from .formula import parse_formula
 from ._warn import warn, warn_fit
 from .lmm import fit_options
@@ -186,12 +186,15 @@ def fit_glmm(formula: str, design: Design, family: Family, nagq: int, options: d
     # stage 1: theta with beta at its joint mode (lme4's nAGQ = 0), for starting values
     last: list[Mode | None] = [None]
 
+    # the optimisers see θ̃ = d·θ, d the size of each random coefficient's column (as fit_lmm)
+    d = theta_scale(s, engine.design)
+
     def dev1(theta: np.ndarray) -> float:  # rough modes suffice for starting values
-        last[0] = engine.pirls.joint(theta, last[0], tol=1e-6)
+        last[0] = engine.pirls.joint(theta / d, last[0], tol=1e-6)
         return last[0].laplace
 
     opt1 = minimize_bounded(dev1, s.theta_start(), lower, maxiter=options["maxiter"], polish=0, gtol=1e-3, ftol=1e-8)
-    mode1 = engine.pirls.joint(opt1.x, last[0])
+    mode1 = engine.pirls.joint(opt1.x / d, last[0])
     beta1 = mode1.beta
     C = np.linalg.cholesky(np.linalg.inv(mode1.F[:p, :p])) if p else np.zeros((0, 0))
 
@@ -200,16 +203,16 @@ def fit_glmm(formula: str, design: Design, family: Family, nagq: int, options: d
     warm = [mode1.u]
 
     def dev2(x: np.ndarray) -> float:
-        d, mode = engine.deviance(x[:nt], beta1 + C @ x[nt:], warm[0])
+        dev, mode = engine.deviance(x[:nt] / d, beta1 + C @ x[nt:], warm[0])
         warm[0] = mode.u
-        return d
+        return dev
 
     lower2 = np.concatenate([lower, np.full(p, -np.inf)])
     # β is whitened, so a Hessian step of 1e-3 is 1e-3 standard errors: small enough for the
     # truncation error (~1e-6 relative), large enough to keep PIRLS rounding out of H
     opt = minimize_bounded(dev2, np.concatenate([opt1.x, np.zeros(p)]), lower2, maxiter=options["maxiter"],
                            hess_rel=1e-3, newton_first=True)
-    theta, beta = opt.x[:nt], beta1 + C @ opt.x[nt:]
+    theta, beta = opt.x[:nt] / d, beta1 + C @ opt.x[nt:]
     fixed = np.flatnonzero(opt.free >= nt)
     try:
         if fixed.size != p:

@@ -55,7 +55,7 @@ from ._algebra import make_algebra, sort_design
 from ._design import Design, build_design
 from ._dispersion import DispersionDesign, build_dispersion, dispersion_columns
 from ._optim import boundary_cov, fd_hessian, minimize_bounded, one_blas_thread
-from ._structure import Structure
+from ._structure import Structure, theta_scale
 from ._warn import warn, warn_fit
 from .formula import parse_formula
 from .result import MixedResult
@@ -102,19 +102,6 @@ def _centre_response(design: Design) -> tuple[Design, np.ndarray]:
     c = float(design.y.mean())
     shift[const[0]] = c / X[0, const[0]]
     return replace(design, y=design.y - c), shift
-
-
-def theta_scale(s: Structure, design: Design) -> np.ndarray:
-    """Per theta entry, the root mean square of the random-effect column of its row of Λ (1 for
-    a zero column): the optimiser works with θ̃ = d·θ, lme4's θ for columns scaled to unit size
-    (the same model; its start, Λ̃ = I, then suits any units)."""
-    out = []
-    for t, q in zip(design.terms, s.term_q):
-        rms = np.sqrt((np.asarray(t.Z, dtype=float) ** 2).mean(axis=0)) if len(t.Z) else np.ones(q)
-        rms = np.where(rms > 0, rms, 1.0)
-        rows, _ = s._tril(q)
-        out.append(rms[rows])
-    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _column_transform(X: np.ndarray) -> tuple[np.ndarray | None, float]:
