@@ -21,6 +21,8 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
+from ._warn import warn
+
 __all__ = ["OptimResult", "fd_gradient", "fd_hessian", "minimize_bounded", "one_blas_thread"]
 
 Fun = Callable[[np.ndarray], float]
@@ -299,12 +301,19 @@ def minimize_bounded(f: Fun, x0: np.ndarray, lower: np.ndarray, maxiter: int = 1
     return result(x, fx, ok and scaled < 2e-3 and hess_ok, message, scaled, hess_ok, idx, H)
 
 
-def boundary_cov(dev: Fun, to_psi: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, h: np.ndarray) -> np.ndarray:
+def boundary_cov(dev: Fun, to_psi: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, h: np.ndarray,
+                 on: np.ndarray) -> np.ndarray:
     """Asymptotic covariance of ``to_psi(x)`` at a boundary fit whose deviance ``dev`` is a
     function of the free coordinates x (the Cholesky factors' zero diagonal elements held at
     0, so every x ± h is a valid model): ``J (H/2)⁻¹ J'`` with H the deviance's Hessian and J
-    the Jacobian of the (polynomial) map, both by central differences of steps h."""
+    the Jacobian of the (polynomial) map, both by central differences of steps h; the rows and
+    columns of the components ``on`` the boundary, which have no regular one, are NaN."""
     V = np.linalg.inv(0.5 * fd_hessian(dev, x0, h=h))
     E = np.diag(h)
     J = np.column_stack([(to_psi(x0 + E[i]) - to_psi(x0 - E[i])) / (2 * h[i]) for i in range(x0.size)])
-    return J @ V @ J.T
+    V = J @ V @ J.T
+    V[on, :] = np.nan
+    V[:, on] = np.nan
+    warn("varcomp_cov: boundary (singular) fit; the components of the coordinates on the boundary have "
+         "no regular asymptotic covariance (NaN), the others' is computed on the boundary")
+    return V

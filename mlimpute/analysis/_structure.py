@@ -151,9 +151,13 @@ class Structure:
             parts.append(lam[rows, cols])
         return np.concatenate(parts)
 
+    def boundary_theta(self, theta: np.ndarray, tol: float = 1e-4) -> np.ndarray:
+        """The theta entries that are diagonal elements of a Λ_t at (or within tol of) zero."""
+        return self.theta_diagonal() & (theta < tol)
+
     def is_singular(self, theta: np.ndarray, tol: float = 1e-4) -> bool:
         """lme4's ``isSingular``: a diagonal element of some Λ_t at (or within tol of) zero."""
-        return bool(np.any(theta[self.theta_diagonal()] < tol))
+        return bool(self.boundary_theta(theta, tol).any())
 
     # ----- variance components --------------------------------------------------------------
     def varcomp_labels(self, residual: bool) -> list[tuple[str, str | None, str | None]]:
@@ -174,21 +178,16 @@ class Structure:
             out += [cov[i, j] for j in range(q) for i in range(j + 1, q)]
         return np.array(out)
 
-    def boundary_mask(self, psi: np.ndarray, scale: float, tol: float = 1e-4) -> np.ndarray:
+    def boundary_mask(self, theta: np.ndarray, tol: float = 1e-4) -> np.ndarray:
         """Which random-effect components of ``psi`` lie on the boundary of a singular fit: in
-        each term, a coordinate r whose variance given the earlier ones is below (tol·σ)² (lme4's
-        ``isSingular``: Λ's diagonal element r below tol) — its variance and its covariances."""
-        out, at = [], 0
-        for cov in self.covariances_from_psi(psi):
-            q = cov.shape[0]
-            flat = np.zeros(q, bool)
-            for r in range(q):
-                c = cov[:r, r]
-                cond = cov[r, r] - (c @ np.linalg.pinv(cov[:r, :r]) @ c if r else 0.0)
-                flat[r] = cond <= tol * tol * scale
-            out += [flat[i] for i in range(q)]
-            out += [flat[i] or flat[j] for j in range(q) for i in range(j + 1, q)]
-            at += q
+        each term, a coordinate whose diagonal element of Λ_t is below ``tol`` (lme4's
+        ``isSingular``, ``boundary_theta``) — its variance and its covariances."""
+        out = []
+        for lam in self.term_lambdas(theta):
+            flat = np.diag(lam) < tol
+            q = flat.size
+            out += [bool(flat[i]) for i in range(q)]
+            out += [bool(flat[i] or flat[j]) for j in range(q) for i in range(j + 1, q)]
         return np.array(out, bool)
 
     def covariances_from_psi(self, psi: np.ndarray) -> list[np.ndarray]:

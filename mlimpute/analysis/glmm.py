@@ -131,7 +131,7 @@ class GlmmEngine:
         # a singular fit: as LmmEngine._boundary_cov, in the Cholesky factors with their zero
         # diagonals held at 0; otherwise in psi
         theta0 = np.array(result.theta, dtype=float)
-        fixed = s.theta_diagonal() & (theta0 < 1e-4) if result.singular else np.zeros(theta0.size, bool)
+        fixed = s.boundary_theta(theta0) if result.singular else np.zeros(theta0.size, bool)
         nf = int((~fixed).sum())
 
         def theta_of(x):
@@ -153,13 +153,8 @@ class GlmmEngine:
                             np.full(self.p, 1e-3)])
         try:
             if result.singular:
-                V = boundary_cov(dev, lambda x: s.psi_from_covariances(s.term_covariances(theta_of(x), 1.0)), x0, h)
-                on = s.boundary_mask(psi, 1.0)
-                V[on, :] = np.nan
-                V[:, on] = np.nan
-                warn("varcomp_cov: boundary (singular) fit; the components of the coordinates on the boundary "
-                     "have no regular asymptotic covariance (NaN), the others' is computed on the boundary")
-                return V
+                return boundary_cov(dev, lambda x: s.psi_from_covariances(s.term_covariances(theta_of(x), 1.0)),
+                                    x0, h, s.boundary_mask(theta0))
             V = 2.0 * np.linalg.inv(fd_hessian(dev, x0, h=h))
         except (np.linalg.LinAlgError, SpecError):
             warn("varcomp_cov: the information matrix of the variance components is singular or the "

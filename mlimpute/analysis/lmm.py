@@ -246,7 +246,7 @@ class LmmEngine:
         boundary), by the delta method."""
         s = self.structure
         theta0 = np.array(result.theta, dtype=float)
-        fixed = s.theta_diagonal() & (theta0 < 1e-4)
+        fixed = s.boundary_theta(theta0)
         nf = int((~fixed).sum())
         x0 = np.concatenate([theta0[~fixed], psi[nv - 1:]])
 
@@ -265,13 +265,8 @@ class LmmEngine:
 
         th = np.abs(theta0[~fixed])
         h = np.concatenate([1e-3 * np.maximum(th, 1e-3 * max(th.max(initial=0.0), 1e-3)), h_rest])
-        V = boundary_cov(dev, to_psi, x0, h)
-        on = np.concatenate([s.boundary_mask(psi[: nv - 1], psi[nv - 1]), np.zeros(psi.size - nv + 1, bool)])
-        V[on, :] = np.nan
-        V[:, on] = np.nan
-        warn("varcomp_cov: boundary (singular) fit; the components of the coordinates on the boundary have "
-             "no regular asymptotic covariance (NaN), the others' is computed on the boundary")
-        return V
+        return boundary_cov(dev, to_psi, x0, h, np.concatenate([s.boundary_mask(theta0),
+                                                                np.zeros(psi.size - nv + 1, bool)]))
 
     def refit(self, reml: bool) -> MixedResult:
         return fit_lmm(self.formula, self.design, reml, self.options, self.dispersion)
