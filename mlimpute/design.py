@@ -134,6 +134,15 @@ class ModelData:
         c = next(c for c in self.classes if c.name == codec.level)
         return c.y, c.miss, c.unit
 
+    def level_design(self, level) -> tuple[np.ndarray, tuple[str, ...]]:
+        """The fixed-effect design and its column names of the variables measured at ``level``."""
+        if level == 1:
+            return self.x1, self.x1_names
+        if level == 2:
+            return self.x2, self.x2_names
+        c = next(c for c in self.classes if c.name == level)
+        return c.x, c.x_names
+
     def describe_cluster(self, j: int) -> str:
         return f"{self.model.cluster!r}={_py(self.cluster_labels[j])!r}"
 

@@ -33,7 +33,7 @@ from scipy.optimize import linprog
 from .errors import DataError
 
 __all__ = ["check_identified", "check_collinear", "check_observed_designs", "dependent_column",
-           "separating_direction"]
+           "exact_combination", "separating_direction"]
 
 
 def separating_direction(x: np.ndarray, side: np.ndarray, subset: int = 2000) -> np.ndarray | None:
@@ -121,12 +121,7 @@ def check_identified(data) -> None:
     for codec in data.codecs:
         if codec.kind == "continuous":
             continue
-        if codec.level == 1:
-            x = data.x1
-        elif codec.level == 2:
-            x = data.x2
-        else:
-            x = next(c for c in data.classes if c.name == codec.level).x
+        x, names = data.level_design(codec.level)
         codes = codec.codes
         obs = codes >= 0
         counts = np.bincount(codes[obs], minlength=codec.n_categories)
@@ -141,8 +136,6 @@ def check_identified(data) -> None:
         for label, side in _splits(codec, codes[obs]):
             beta = separating_direction(xo, side)
             if beta is not None:
-                names = data.x1_names if codec.level == 1 else (data.x2_names if codec.level == 2 else
-                                                                next(c for c in data.classes if c.name == codec.level).x_names)
                 terms = ", ".join(n for n, b in zip(names, beta) if abs(b) > 1e-6 and n != "Intercept") or "the intercept"
                 raise DataError(
                     f"variable {codec.name!r} is separated by its covariates ({terms}): {label} is "
@@ -154,6 +147,16 @@ def check_identified(data) -> None:
 
 
 COLLINEAR = 1e-10  # 1 − R² below this (residual SD below 1e-5 of the SD): collinear
+
+
+def exact_combination(a: np.ndarray, v: np.ndarray, tol: float = COLLINEAR) -> np.ndarray | None:
+    """The coefficients of ``v`` on the columns of ``a`` (scaled to unit root mean square) when
+    they fit it exactly — a residual sum of squares below ``tol`` times v's centred one (``a``
+    holds an intercept) — else None."""
+    a = a / _rms(a)
+    coef, *_ = np.linalg.lstsq(a, v, rcond=None)
+    resid, vc = v - a @ coef, v - v.mean()
+    return coef if resid @ resid <= tol * (vc @ vc) else None
 
 
 def check_collinear(data) -> None:
@@ -171,13 +174,7 @@ def check_collinear(data) -> None:
             levels.setdefault(codec.level, []).append(codec)
     for level, codecs in levels.items():
         y, miss, _ = data.unit_arrays(codecs[0])
-        if level == 1:
-            x, x_names = data.x1, data.x1_names
-        elif level == 2:
-            x, x_names = data.x2, data.x2_names
-        else:
-            cls = next(c for c in data.classes if c.name == level)
-            x, x_names = cls.x, cls.x_names
+        x, x_names = data.level_design(level)
         cols = [c.cols[0] for c in codecs]
         for k, codec in enumerate(codecs):
             rows = ~miss[:, cols[: k + 1]].any(axis=1)
@@ -186,16 +183,13 @@ def check_collinear(data) -> None:
             if n <= a.shape[1] + 1:
                 continue
             v = y[rows, cols[k]]
-            rms = np.sqrt((a * a).mean(axis=0))
-            a = a / np.where(rms > 0, rms, 1.0)
-            coef, *_ = np.linalg.lstsq(a, v, rcond=None)
-            resid = v - a @ coef
-            vc = v - v.mean()  # every design holds an intercept
-            if np.ptp(v) > 0 and resid @ resid > COLLINEAR * (vc @ vc):
+            constant = np.ptp(v) == 0
+            coef = None if constant else exact_combination(a, v)
+            if not constant and coef is None:
                 continue
             names = [*x_names, *(c.name for c in codecs[:k])]
-            big = np.abs(coef) > 1e-6 * max(np.abs(coef).max(), 1e-300)
-            others = [] if np.ptp(v) == 0 else [nm for nm, b in zip(names, big) if b and nm != "Intercept"]
+            others = [] if constant else [nm for nm, c in zip(names, coef) if abs(c) > 1e-6 * np.abs(coef).max()
+                                          and nm != "Intercept"]
             others_vars = [nm for nm in others if nm in {c.name for c in codecs}]
             if not others:
                 what = f"constant (every observed value is {v[0]:g})"
@@ -226,13 +220,7 @@ def check_observed_designs(data) -> None:
             continue
         y, miss, _ = data.unit_arrays(codec)
         obs = codec.codes >= 0 if codec.kind != "continuous" else ~miss[:, codec.cols[0]]
-        if codec.level == 1:
-            x, names = data.x1, data.x1_names
-        elif codec.level == 2:
-            x, names = data.x2, data.x2_names
-        else:
-            cls = next(c for c in data.classes if c.name == codec.level)
-            x, names = cls.x, cls.x_names
+        x, names = data.level_design(codec.level)
         if codec.kind == "continuous" and obs.sum() < 2:
             raise DataError(
                 f"variable {codec.name!r} is observed in a single {'row' if codec.level == 1 else 'unit'}: "

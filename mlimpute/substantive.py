@@ -44,13 +44,13 @@ import pandas as pd
 from formulaic import model_matrix
 from formulaic.errors import FormulaicError
 
-from .analysis._design import formula_frame, stateful_arguments
+from .analysis._design import formula_columns, formula_frame
 from .analysis.formula import ParsedFormula, parse_formula
 from .errors import DataError, SpecError
 from .identification import dependent_column, separating_direction
 from .spec import ImputationModel
 
-__all__ = ["Program", "OutcomeData", "build_outcome", "substantive_variables", "POWER", "TABLE"]
+__all__ = ["Program", "OutcomeData", "build_outcome", "probe_frame", "substantive_variables", "POWER", "TABLE"]
 
 POWER, TABLE = 0, 1
 
@@ -184,22 +184,13 @@ def parse_substantive(model: ImputationModel) -> ParsedFormula:
     return parsed
 
 
-def substantive_variables(parsed: ParsedFormula) -> set[str]:
-    """Columns the right-hand side of the formula reads (grouping factors excluded)."""
+def substantive_variables(parsed: ParsedFormula, columns=()) -> set[str]:
+    """Columns the right-hand side of the formula reads (grouping factors excluded); with the
+    data's ``columns``, the arguments of stateful transforms too (``formula_columns``)."""
     out: set[str] = set()
     for rhs in [parsed.fixed, *(t.expr for t in parsed.random)]:
-        try:
-            mm_vars = _required(rhs)
-        except FormulaicError as exc:  # pragma: no cover - parse errors surface earlier
-            raise SpecError(f"cannot read {rhs!r} of substantive=: {exc}") from exc
-        out |= mm_vars
+        out |= formula_columns(rhs, "right-hand side of substantive=", columns)
     return out
-
-
-def _required(rhs: str) -> set[str]:
-    from formulaic import Formula
-
-    return {str(v) for v in Formula(rhs).required_variables}
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,7 +445,7 @@ def _assemble(comp: _Compiler, columns: list[list[tuple]], n_fixed: int) -> Prog
     )
 
 
-def _probe_frame(sdf, names: list[str]) -> pd.DataFrame:
+def probe_frame(sdf, names: list[str]) -> pd.DataFrame:
     """The used columns in sorted order, each missing cell filled with a random observed value of
     its column (a fixed stream: the result does not depend on any seed), so that formulaic sees
     the dtypes and categories of a completed dataset and collinearity checks see real variation."""
@@ -480,8 +471,7 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     """
     parsed = parse_substantive(model)
     y_name = _unquote(parsed.response)
-    used = substantive_variables(parsed) | set().union(*(
-        stateful_arguments(rhs, df.columns) for rhs in [parsed.fixed, *(t.expr for t in parsed.random)]))
+    used = substantive_variables(parsed, df.columns)
     missing_cols = [c for c in sorted(used | {y_name}) if c not in df.columns]
     if "offset" in missing_cols or "weights" in missing_cols:
         raise SpecError(f"substantive={model.substantive!r}: offset() and weights terms are not supported in "
@@ -519,7 +509,7 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     if observed.sum() < 2:
         raise DataError(f"outcome {y_name!r} of substantive= has fewer than two observed values; nothing to fit")
 
-    probe = _probe_frame(sdf, sorted((used | {y_name}) - {model.cluster}))
+    probe = probe_frame(sdf, sorted((used | {y_name}) - {model.cluster}))
     comp = _Compiler(probe, incomplete, f"substantive={model.substantive!r}")
     fixed_cols, x_names, x_ref = _compile_rhs(comp, parsed.fixed, "fixed part")
     z_cols, z_names, z_refs, blocks = [], [], [], []

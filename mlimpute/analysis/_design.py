@@ -18,7 +18,7 @@ from formulaic import Formula
 from formulaic.errors import FormulaicError
 
 from ..errors import DataError, SpecError
-from ..identification import dependent_column
+from ..identification import dependent_column, exact_combination
 from ._membership import membership_codes
 from .formula import ParsedFormula, RandomTerm
 
@@ -94,11 +94,14 @@ def formula_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype(strings) if strings else df
 
 
-def _matrix(rhs: str, df: pd.DataFrame, what: str, labels: pd.Index) -> pd.DataFrame:
+def _matrix(rhs: str, df: pd.DataFrame, what: str, labels: pd.Index, data: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``rhs``'s model matrix on ``df``; ``data``, the whole frame ``df`` was cut from, for the
+    backtick hint of a failure (a column ``df`` lacks because formulaic misread its name)."""
     try:
         mm = _formula(rhs, what).get_model_matrix(formula_frame(df), na_action="ignore")
     except FormulaicError as exc:
-        raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula{_backticks(rhs, df)}") from exc
+        hint = _backticks(rhs, df if data is None else data)
+        raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula{hint}") from exc
     values = np.asarray(mm, dtype=float)
     bad = ~np.isfinite(values)
     if bad.any():
@@ -123,10 +126,12 @@ def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
                             f"data.{_backticks(formula, data)}")
 
 
-def _required(rhs: str, what: str, data: pd.DataFrame | None = None) -> set[str]:
-    """The columns ``rhs`` reads (see ``quoted_whole``, ``stateful_arguments``)."""
+def formula_columns(rhs: str, what: str, columns=()) -> set[str]:
+    """The columns ``rhs`` reads: formulaic's ``required_variables``, a backticked name whole
+    (``quoted_whole``) and, among ``columns``, the arguments of stateful transforms
+    (``stateful_arguments``)."""
     names = quoted_whole({str(v) for v in _formula(rhs, what).required_variables}, rhs)
-    return names | (stateful_arguments(rhs, data.columns) if data is not None else set())
+    return names | stateful_arguments(rhs, columns)
 
 
 _TOKEN = re.compile(r"`([^`]+)`|(?<![\w.])([^\W\d][\w.]*)(?![\w.])(?!\s*\()")
@@ -141,12 +146,13 @@ def stateful_arguments(rhs: str, columns) -> set[str]:
 
 
 def quoted_whole(names: set[str], rhs: str) -> set[str]:
-    """``names`` with each backticked name of ``rhs`` whole (see ``_required``)."""
+    """``names`` with each backticked name of ``rhs`` whole: formulaic reports `x.v` as x
+    (attribute access), so x is dropped unless the formula reads it elsewhere."""
     names = set(names)
+    rest = re.sub(r"`[^`]+`", " ", rhs)   # the formula outside its backticks
     for quoted in re.findall(r"`([^`]+)`", rhs):
         names.add(quoted)
         head = quoted.split(".")[0]
-        rest = re.sub(r"`[^`]+`", " ", rhs)
         if head != quoted and not re.search(rf"(?<![\w.]){re.escape(head)}(?![\w])", rest):
             names.discard(head)
     return names
@@ -243,11 +249,8 @@ def _check_response(y: np.ndarray, X: np.ndarray, names: tuple[str, ...], name: 
         )
     if kind != "gaussian" or X.shape[1] == 0 or y.size <= X.shape[1]:
         return
-    scale = np.sqrt((X * X).mean(axis=0))
-    Xs = X / np.where(scale > 0, scale, 1.0)
-    coef, *_ = np.linalg.lstsq(Xs, y, rcond=None)
-    resid, yc = y - Xs @ coef, y - y.mean()
-    if resid @ resid <= 1e-10 * (yc @ yc):
+    coef = exact_combination(X, y)
+    if coef is not None:
         used = [n for n, c in zip(names, coef) if abs(c) > 1e-8 * np.abs(coef).max() and n != "Intercept"]
         raise DataError(
             f"response {name!r} is a linear combination of its fixed effects ({', '.join(map(repr, used)) or 'the intercept'}) "
@@ -323,10 +326,10 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
     if not parsed.random:
         raise SpecError(f"formula {parsed.text!r} has no random term; add one like '+ (1 | school)'")
     bare = parsed.response.strip("` ")
-    response_vars = {bare} if bare in data.columns else _required(parsed.response, "response", data)
-    used = set(response_vars) | _required(parsed.fixed, "fixed part", data)
+    response_vars = {bare} if bare in data.columns else formula_columns(parsed.response, "response", data.columns)
+    used = set(response_vars) | formula_columns(parsed.fixed, "fixed part", data.columns)
     for term in parsed.random:
-        used |= _required(term.expr, f"random term {term.text}", data) | set(term.columns)
+        used |= formula_columns(term.expr, f"random term {term.text}", data.columns) | set(term.columns)
     used = {str(v) for v in used} | set(extra_columns)
     _check_columns(used, data, parsed.text)
     timed = [c for c in sorted(used) if c in data.columns and (pd.api.types.is_datetime64_any_dtype(data[c].dtype)
@@ -350,13 +353,7 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
             raise SpecError(f"response {parsed.response!r} makes {lhs.shape[1]} columns; it must be one numeric column")
         y = _response(pd.Series(np.asarray(lhs, dtype=float)[:, 0]), kind, parsed.response, labels)
 
-    try:
-        xm = _matrix(parsed.fixed, df, "fixed part", labels)
-    except SpecError as exc:   # df holds the formula's columns only: the hint looks at all of them
-        hint = _backticks(parsed.fixed, data)
-        if not hint or hint in str(exc):
-            raise
-        raise SpecError(f"{exc}{hint}") from None
+    xm = _matrix(parsed.fixed, df, "fixed part", labels, data)
     x_names = tuple(str(c) for c in xm.columns)
     X = np.ascontiguousarray(np.asarray(xm, dtype=float))
     _check_rank(X, x_names)

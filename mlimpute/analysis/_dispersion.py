@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, SpecError
-from ._design import _check_columns, _check_rank, _matrix, _required
+from ._design import _check_columns, _check_rank, _matrix, formula_columns
 from .formula import _has_grouping_bar
 
 __all__ = ["DispersionDesign", "dispersion_rhs", "dispersion_columns", "build_dispersion"]
@@ -114,7 +114,7 @@ def dispersion_rhs(dispersion: str) -> str:
 def dispersion_columns(dispersion: str, data: pd.DataFrame | None = None) -> set[str]:
     """The data columns a dispersion formula reads (checked against ``data`` when given)."""
     rhs = dispersion_rhs(dispersion)
-    cols = _required(rhs, f"dispersion formula {dispersion!r}", data)
+    cols = formula_columns(rhs, f"dispersion formula {dispersion!r}", () if data is None else data.columns)
     if data is not None:
         _check_columns(cols, data, dispersion)
     return cols

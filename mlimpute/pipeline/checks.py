@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import numpy as np
 import pandas as pd
 
 from mlimpute.config import AnalysisConfig, PipelineConfig
@@ -73,10 +72,7 @@ def describe_clusters(clusters) -> str:
 def analysis_columns(a: AnalysisConfig, columns=()) -> set[str]:
     """The data columns an analysis reads (response, fixed part, random terms, dispersion);
     ``columns``, the data's, also finds the arguments of stateful transforms (scale(z))."""
-    from formulaic import Formula
-    from formulaic.errors import FormulaicError
-
-    from mlimpute.analysis._design import quoted_whole, stateful_arguments
+    from mlimpute.analysis._design import formula_columns
     from mlimpute.analysis._dispersion import dispersion_columns
     from mlimpute.analysis.formula import parse_formula
 
@@ -86,11 +82,9 @@ def analysis_columns(a: AnalysisConfig, columns=()) -> set[str]:
     cols = {c for t in parsed.random for c in t.columns}
     for what, rhs in parts:
         try:
-            cols |= quoted_whole({str(v) for v in Formula(rhs).required_variables}, rhs)  # `x.v` whole
-            cols |= stateful_arguments(rhs, columns)
-        except FormulaicError as exc:
-            raise SpecError(f"[[analysis]] {a.name!r}: cannot read the {what} {rhs!r} of formula "
-                            f"{a.formula!r} ({exc}); fix the formula") from None
+            cols |= formula_columns(rhs, what, columns)
+        except SpecError as exc:
+            raise SpecError(f"[[analysis]] {a.name!r}: {exc} (formula {a.formula!r})") from None
     if a.dispersion is not None:
         cols |= dispersion_columns(a.dispersion)
     return cols
@@ -137,13 +131,10 @@ def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
     from mlimpute.analysis._family import get_family
     from mlimpute.analysis.glmm import check_nagq
     from mlimpute.analysis.formula import parse_formula
+    from mlimpute.substantive import probe_frame
 
-    filled = df.copy()
-    rng = np.random.default_rng(0)
-    for name in imputed:
-        miss = filled[name].isna().to_numpy()
-        if miss.any() and not miss.all():
-            filled.loc[miss, name] = rng.choice(filled.loc[~miss, name].to_numpy(), int(miss.sum()))
+    names = list(imputed)
+    filled = df.assign(**probe_frame(df, names).set_axis(df.index))   # holes filled as the substantive set-up does
     try:
         parsed = parse_formula(a.formula)
         if a.family == "gaussian":
