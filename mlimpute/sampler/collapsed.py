@@ -86,7 +86,7 @@ from .expansion import effects_term
 from .latent import latents_to_codes
 
 __all__ = ["RARE", "ENABLED", "Column", "rare_columns", "interval_terms", "categories", "column_block",
-           "level2_block", "unit_block"]
+           "level2_block", "unit_block", "column_prior"]
 
 RARE = 0.10      # a column's category below this share of the observed values gets the moves
 ENABLED = True   # (switched off only to measure what the moves buy)
@@ -640,6 +640,14 @@ def _own_fitted(x, z, cl, beta, U):
     return out
 
 
+def column_prior(fixed_prior: np.ndarray | None, start: int, f: int) -> np.ndarray:
+    """The prior precisions of one latent column's ``f`` fixed effects, which start at ``start``
+    of the sampler's ``fixed_prior`` (zeros: flat; see ``categorical_prior_sd``)."""
+    if fixed_prior is None:
+        return np.zeros(f)
+    return np.ascontiguousarray(fixed_prior[start:start + f])
+
+
 def categories(col: Column, y: np.ndarray, cuts: tuple) -> tuple:
     """The column's thresholds (an ordinal's, from the level's ``cuts``; else unused zeros), its
     variable's category per row and the rows with one. The rows a substantive model holds
@@ -671,7 +679,7 @@ def column_block(rng: np.random.Generator, st, col: Column, y1: np.ndarray, fitt
     q, c, f = st.q, col.c, data.x1.shape[1]
     J, N = data.n_clusters, y1.shape[0]
     cuts, codes, rows = categories(col, y1, cuts1)
-    prec = np.zeros(f) if st.fixed_prior is None else np.ascontiguousarray(st.fixed_prior[c * f:(c + 1) * f])
+    prec = column_prior(st.fixed_prior, c * f, f)
     psi1, nu1 = st.prior1
     psi2, nu2 = st.prior2
     beta, U, omega1, omega2, taken, scaled = _block(
@@ -700,7 +708,7 @@ def level2_block(rng: np.random.Generator, st, col: Column, y2: np.ndarray, rows
     c, f2 = col.c, data.x2.shape[1]
     J = y2.shape[0]
     k0 = st.p1 * data.x1.shape[1] + c * f2
-    prec = np.zeros(f2) if st.fixed_prior is None else np.ascontiguousarray(st.fixed_prior[k0:k0 + f2])
+    prec = column_prior(st.fixed_prior, k0, f2)
     beta, omega2, taken = unit_block(rng, col, data.x2, y2, cuts2, rows2, np.zeros(J), b2[:, c], omega2,
                                      st.prior2, prec, st.p1 * st.q + c, step)
     b2 = b2.copy()

@@ -1161,7 +1161,7 @@ def _collapsed_class(rng, st: MultiStatic, ci: int, ys: list, bs: list, us: list
     for t, col in enumerate(cs.rare):
         c = col.c
         R = _unit_rows(st, ci, ys, bs, us, vs)
-        prec = np.zeros(f) if cs.fixed_prior is None else np.ascontiguousarray(cs.fixed_prior[c * f:(c + 1) * f])
+        prec = collapsed.column_prior(cs.fixed_prior, c * f, f)
         beta, omegas[ci], acc[t] = collapsed.unit_block(rng, col, x, ys[ci], cuts[ci], R, nest[:, c], bs[ci][:, c],
                                                         omegas[ci], cs.prior, prec, cs.r + cs.nv + c, steps[t])
         bs[ci] = bs[ci].copy()
