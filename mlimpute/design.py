@@ -17,7 +17,6 @@ import pandas as pd
 from .errors import DataError
 from .spec import ImputationModel
 from .identification import check_identified, dependent_column
-from .scaling import unscale_values
 from .substantive import OutcomeData, build_outcome
 
 if TYPE_CHECKING:
@@ -264,8 +263,10 @@ def _single_rows(name: str) -> None:
 
 
 def _cluster_codes(df: pd.DataFrame, cluster: str) -> tuple[np.ndarray, np.ndarray]:
-    s = _require_complete(df, cluster, "cluster id column",
-                          "every row needs a cluster: fill or drop those rows")
+    from .structure import plain_values
+
+    s = plain_values(_require_complete(df, cluster, "cluster id column",
+                                       "every row needs a cluster: fill or drop those rows"))
     try:
         codes, labels = pd.factorize(s, sort=True)
     except TypeError:  # mixed, unorderable labels: order clusters by a hash of their label
@@ -634,10 +635,18 @@ def long_table(df: pd.DataFrame, data: ModelData, imputed: dict[str, np.ndarray]
             target = data.order[units[codec.name]]
             fill = imp
         else:
-            # cluster (unit) values per imputation, observed or imputed, then spread to the rows
+            # cluster (unit) values per imputation, observed or imputed, then spread to the rows;
+            # an observed unit's value is copied from its rows as it came (the model's internal
+            # scale does not round-trip it to the last bit)
             y, _, unit = data.unit_arrays(codec)
-            per_cluster = np.repeat((unscale_values(data, codec, y[:, codec.cols[0]]) if codec.kind == "continuous"
-                                     else codec.codes)[None, :], m, axis=0)
+            if codec.kind == "continuous":
+                raw = base.to_numpy(dtype=float, na_value=np.nan)
+                seen = ~np.isnan(raw)
+                given = np.full(y.shape[0], np.nan)
+                given[unit[inv][seen]] = raw[seen]
+            else:
+                given = codec.codes
+            per_cluster = np.repeat(given[None, :], m, axis=0)
             per_cluster = per_cluster.astype(imp.dtype)
             per_cluster[:, units[codec.name]] = imp
             target = holes

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .analysis._membership import WEIGHT_TOL
 from .errors import DataError
 from .spec import Classification, ImputationModel
 
-__all__ = ["ClassData", "VarianceData", "unit_codes", "membership_arrays", "reduce_to_units",
+__all__ = ["ClassData", "VarianceData", "plain_values", "unit_codes", "membership_arrays", "reduce_to_units",
            "nesting_parents", "canonical_order", "variance_data"]
 
 
@@ -83,6 +84,23 @@ def _rows(mask: np.ndarray, index: pd.Index, k: int = 3) -> str:
     return ", ".join(map(repr, rows)) + (f" and {more} more" if more > 0 else "")
 
 
+def plain_values(s: pd.Series) -> pd.Series:
+    """A categorical column as the values it holds (numbers as numbers), so that units are
+    ordered and rows hashed by value, not by the dtype's category order: ``astype("category")``
+    of the same ids or values gives the same imputations. Other columns are returned as they are."""
+    if not isinstance(s.dtype, pd.CategoricalDtype):
+        return s
+    codes = s.cat.codes.to_numpy()
+    cats = s.cat.categories
+    numeric = pd.api.types.is_numeric_dtype(cats.dtype) or pd.api.types.is_bool_dtype(cats.dtype)
+    if (codes >= 0).all():
+        return pd.Series(np.asarray(cats)[codes], index=s.index, name=s.name)
+    vals = np.asarray(cats, dtype=float if numeric else object)
+    out = vals[np.maximum(codes, 0)]
+    out[codes < 0] = np.nan if numeric else None
+    return pd.Series(out, index=s.index, name=s.name)
+
+
 def unit_codes(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> tuple[np.ndarray, list]:
     """Unit index of each row (input order) for the combinations of ``columns``, sorted."""
     for c in columns:
@@ -92,7 +110,7 @@ def unit_codes(df: pd.DataFrame, columns: tuple[str, ...], what: str) -> tuple[n
                 f"{what} column {c!r} has {int(miss.sum())} missing value(s) (rows "
                 f"{_rows(miss, df.index)}); every row needs its unit: fill or drop those rows"
             )
-    frame = df[list(columns)]
+    frame = pd.DataFrame({c: plain_values(df[c]) for c in columns}, index=df.index)
     codes = frame.groupby(list(columns), sort=True, observed=True).ngroup().to_numpy(np.int64)
     first = np.unique(codes, return_index=True)[1]
     labels = [tuple(frame.iloc[i]) if len(columns) > 1 else frame.iloc[i, 0] for i in first]
@@ -144,13 +162,15 @@ def membership_arrays(df: pd.DataFrame, ids: tuple[str, ...], weights: tuple[str
             )
         w[:, k] = np.where(present[:, k], v, 0.0)
     total = w.sum(axis=1)
-    off = np.abs(total - 1.0) > 1e-8
+    off = np.abs(total - 1.0) > WEIGHT_TOL
     if off.any():
         i = np.flatnonzero(off)[0]
         raise DataError(
-            f"the membership weights {list(weights)} of row {df.index[i]!r} sum to {total[i]:.6g}, "
-            f"not 1 ({int(off.sum())} row(s) affected); rescale each row's weights to sum to 1"
+            f"the membership weights {list(weights)} of row {df.index[i]!r} sum to {total[i]:.12g}, "
+            f"not 1 (tolerance {WEIGHT_TOL:g}; {int(off.sum())} row(s) affected); rescale each row's "
+            "weights to sum to 1"
         )
+    w /= total[:, None]   # exactly 1 (weights stored as float32 or rounded decimals are off by ~1e-7)
     values = pd.concat([df[c][present[:, k]] for k, c in enumerate(ids)], ignore_index=True)
     try:
         labels = sorted(pd.unique(values))
@@ -181,7 +201,7 @@ def row_hash(df: pd.DataFrame, model=None) -> np.ndarray:
     cols = sorted(map(str, df.columns)) if model is None else sorted(model_columns(model, df))
     frame = {}
     for c in cols:
-        s = df[c]
+        s = plain_values(df[c])
         if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
             frame[c] = s.to_numpy(dtype=float, na_value=np.nan)
         else:

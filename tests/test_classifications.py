@@ -337,3 +337,65 @@ def test_step_sizes_of_level1_and_of_the_second_classification_are_kept_apart():
     assert all(a[1] <= b[0] for a, b in zip(bounds, bounds[1:]))
     res = _run(df, model, n_imputations=2, burn=20, between=5, chains=1)
     assert res.completed(1)["o"].isin([0, 1, 2, 3]).all() and res.completed(2)["k"].isin([0, 1, 2]).all()
+
+
+def test_only_classification_level_variables():
+    """Every imputed variable measured at a classification, none per pupil: the sweep read the
+    variance-function tuple it only set up when there were level-1 variables (UnboundLocalError
+    on the first sweep). Now it imputes: c constant within its classes, observed values kept."""
+    df = three_level(np.random.default_rng(4), S=15, C=3, n=4)
+    model = mi.ImputationModel(cluster=["school", "class"], covariates=["x"],
+                               variables={"c": mi.Variable("continuous", level="class"),
+                                          "s": mi.Variable("continuous", level="school")})
+    res = _run(df, model, n_imputations=2, burn=30, between=5)
+    d = res.data
+    assert not d[["c", "s"]].isna().any().any()
+    assert (d.groupby(["imputation", "school", "class"])["c"].nunique() == 1).all()
+    obs = df["c"].notna().to_numpy()
+    assert (res.completed(2)["c"].to_numpy()[obs] == df["c"].to_numpy()[obs]).all()
+
+
+def test_unit_values_missing_on_some_rows_are_filled_with_the_observed_value_exactly():
+    """A class- or cluster-level value observed on some rows of its unit and missing on others
+    was filled from the internal scale's round trip (m + s·(v − m)/s), 1 ulp off the observed
+    value, so the completed data varied within the unit and was refused when fed back."""
+    rng = np.random.default_rng(0)
+    df = three_level(rng, S=20, C=3, n=4)
+    df["c"] = df.groupby(["school", "class"])["c"].transform("first") * np.pi   # every class observed
+    df.loc[rng.random(len(df)) < 0.3, "c"] = np.nan                            # some rows lose it
+    model = mi.ImputationModel(cluster=["school", "class"], covariates=["x"],
+                               variables={"y": "continuous", "c": mi.Variable("continuous", level="class")})
+    res = _run(df, model, n_imputations=2, burn=20, between=5)
+    two = mi.ImputationModel(cluster="school", covariates=["x"],
+                             variables={"y": "continuous", "s": mi.Variable("continuous", level=2)})
+    df2 = df.assign(s=df["s"].groupby(df["school"]).transform("first") * np.pi)
+    df2.loc[rng.random(len(df2)) < 0.3, "s"] = np.nan
+    res2 = _run(df2, two, n_imputations=2, burn=20, between=5)
+    for r, keys, col in ((res, ["imputation", "school", "class"], "c"), (res2, ["imputation", "school"], "s")):
+        assert (r.data.groupby(keys)[col].nunique() == 1).all(), col
+    again = res.completed(1).assign(y=df["y"])   # the completed data is valid input
+    _run(again, model, n_imputations=2, burn=2, between=1)
+
+
+def test_membership_weights_off_by_rounding_are_accepted_and_rescaled():
+    """Weights stored as float32 (Parquet) or rounded to 7 decimals sum to 1 only within ~1e-7:
+    they were refused ("sum to 1, not 1") by a 1e-8 tolerance, in the sampler and in mi.lmm.
+    Within 1e-6 they are taken and rescaled to sum to 1 exactly; beyond, still refused."""
+    from mlimpute.structure import membership_arrays
+
+    rng = np.random.default_rng(0)
+    n = 200
+    w = rng.dirichlet([1, 1, 1], n).astype(np.float32)
+    df = pd.DataFrame({"s1": rng.integers(0, 10, n), "s2": rng.integers(0, 10, n), "s3": rng.integers(0, 10, n),
+                       "w1": w[:, 0], "w2": w[:, 1], "w3": w[:, 2], "x": rng.normal(size=n)})
+    assert np.abs(w.astype(float).sum(axis=1) - 1).max() > 1e-8
+    _, weights, _ = membership_arrays(df, ("s1", "s2", "s3"), ("w1", "w2", "w3"))
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=0, atol=1e-15)
+    df["y"] = df["x"] + rng.normal(size=n)
+    exact = df.assign(**{c: df[c].astype(float) / w.astype(float).sum(axis=1) for c in ("w1", "w2", "w3")})
+    formula = "y ~ x + (1 | mm(s1, s2, s3, weights = (w1, w2, w3)))"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mi.ConvergenceWarning)
+        np.testing.assert_allclose(mi.lmm(formula, df).loglik, mi.lmm(formula, exact).loglik, rtol=1e-12)
+    with pytest.raises(mi.DataError, match=r"sum to 1.0000999\d*, not 1 \(tolerance 1e-06"):
+        membership_arrays(df.assign(w1=df["w1"].astype(float) + 1e-4), ("s1", "s2", "s3"), ("w1", "w2", "w3"))

@@ -150,6 +150,19 @@ def test_float32_and_nullable_columns_come_back_as_floats(small):
     assert not res.data["y2"].isna().any()
 
 
+def test_categorical_ids_and_values_leave_the_imputations(small, result):
+    """Cluster ids stored as a Categorical (``astype("category")``, an R factor read from
+    Parquet) were hashed as text and the clusters ordered by the dtype's category order: the
+    same data and seed gave other imputations. They are read by value."""
+    ids = small["g"].unique()
+    variants = [small.assign(g=small["g"].astype("category")),
+                small.assign(g=pd.Categorical(small["g"], categories=ids[::-1]))]
+    for df in variants:
+        res = run(df)
+        for k in (1, 4):
+            np.testing.assert_allclose(res.completed(k)["y1"].astype(float), result.completed(k)["y1"], rtol=1e-12)
+
+
 def test_column_order_unused_columns_and_dtype_flavours_leave_the_imputations(small, result):
     """The canonical row order hashed the whole row, so reordering the columns, adding one the
     model does not read, or reading the file as Float64 (convert_dtypes(), a hive folder) gave

@@ -30,7 +30,8 @@ from .formula import Membership
 
 __all__ = ["WEIGHT_TOL", "membership_codes", "factor_entries", "factor_rows"]
 
-WEIGHT_TOL = 1e-8  # how far a row's weights may sum from 1 (rounding of weights written as decimals)
+WEIGHT_TOL = 1e-6  # how far a row's weights may sum from 1 (float32 storage, weights rounded to
+                   # 7 decimals: ~1e-7); rows within it are rescaled to sum to 1 exactly
 
 
 def _ids(df: pd.DataFrame, ids: tuple[str, ...], label: str) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +100,7 @@ def _weights(df: pd.DataFrame, mm: Membership, present: np.ndarray, label: str, 
             f"the weights of {label} sum to {total[i]:.12g} at {_first(bad, labels)} ({shown}), not 1 "
             f"(tolerance {WEIGHT_TOL:g}); rescale them so that each row's weights sum to 1"
         )
-    return w
+    return w / total[:, None]
 
 
 def membership_codes(df: pd.DataFrame, mm: Membership, label: str, labels: pd.Index) -> tuple[np.ndarray, np.ndarray, int]:

@@ -1195,10 +1195,10 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
     steps = steps.copy()
     sl = st.step_slices
     ys, bs, us, omegas, cuts = list(ys), list(bs), list(us), list(omegas), list(cuts)
+    vf = None   # (no level-1 variables: no variance functions either)
     if st.p1:
         omega1_inv = inv_spd(omega1)
         mu1 = _current_mean(st, b1, us, work)   # then kept current as B1 and the effects change
-        vf = None
         if st.vf:   # the row precisions' (A0, G) of the Ω1 the previous sweep ended with, or afresh
             omega_of, parts = work.get("vf", (None, None)) if work is not None else (None, None)
             vf = (*parts, rs, st.vf_vcols) if omega_of is omega1 else _vf_tuple(st, rs, omega1)
