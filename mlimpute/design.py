@@ -437,7 +437,7 @@ def _outcome_codec(df: pd.DataFrame, sdf: "_SortedColumns", name: str, kind: str
         if len(bad):
             raise DataError(
                 f"outcome {name!r} of substantive= has values other than 0 and 1 ({_py(bad.iloc[0])!r} "
-                f"in row {bad.index[0]!r}); family='binomial' needs a 0/1, bool or two-category outcome"
+                f"in row {_py(bad.index[0])!r}); family='binomial' needs a 0/1, bool or two-category outcome"
             )
     codes, cats = _categorical(sdf, name, Variable("binary", categories=(0, 1))
                                if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)

@@ -154,7 +154,8 @@ def parse_substantive(model: ImputationModel) -> ParsedFormula:
     """Parse and check ``model.substantive`` against the model's roles (no data needed)."""
     parsed = parse_formula(model.substantive)
     y = _unquote(parsed.response)
-    if any(ch in y for ch in "()+*/:^ ") or not y:
+    quoted = parsed.response.strip().startswith("`")   # `my y`: any name, as in the analysis
+    if not y or (not quoted and any(ch in y for ch in "()+*/:^ ")):
         raise SpecError(
             f"the outcome of substantive={model.substantive!r} is {parsed.response!r}; it must be a "
             "column name (transform the outcome in the data before imputing, e.g. a column log_y)"
@@ -181,6 +182,12 @@ def parse_substantive(model: ImputationModel) -> ParsedFormula:
                 f"the imputation model's cluster is {model.cluster!r}; group the random terms by "
                 f"{model.cluster!r}"
             )
+    if model.cluster in substantive_variables(parsed):
+        raise SpecError(
+            f"substantive={model.substantive!r} reads the cluster column {model.cluster!r} outside its "
+            f"random terms; the random intercept of {model.cluster!r} already takes the clusters' "
+            "differences: remove it from the fixed part (or use a cluster-level covariate)"
+        )
     return parsed
 
 

@@ -120,6 +120,7 @@ def test_complete_formula_variable_need_not_be_listed():
     (dict(family="poisson"), "family='poisson' is not 'gaussian' or 'binomial'"),
     (dict(family="binomial", link="identity"), "link='identity' is not available for family='binomial'"),
     (dict(substantive=None, family="binomial"), "give substantive= too"),
+    (dict(substantive="y ~ x + g + (1 | g)"), "reads the cluster column 'g' outside its random terms"),
 ])
 def test_spec_errors(kw, match):
     base = dict(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + (1 | g)")
@@ -146,11 +147,20 @@ def test_outcome_type_errors():
     df["yb"] = np.where(df["y"] > 0, 2.0, 0.0)
     model = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="yb ~ x + (1 | g)",
                                family="binomial")
-    with pytest.raises(mi.DataError, match="outcome 'yb' of substantive= has values other than 0 and 1"):
+    with pytest.raises(mi.DataError, match=r"outcome 'yb' of substantive= has values other than 0 and 1 \(2.0 in row \d+\)"):
         build(df, model)
     model = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="f ~ x + (1 | g)")
     with pytest.raises(mi.DataError, match="outcome 'f' of substantive= is not numeric"):
         build(df.assign(f=df["f"].fillna("p")), model)
+
+
+def test_backticked_outcome_name():
+    """An outcome whose name needs backticks (`my y`) was refused as "not a column name",
+    though backticked covariates and mi.lmm take such names."""
+    df = _frame(np.random.default_rng(6)).rename(columns={"y": "my y"})
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="`my y` ~ x + (1 | g)")
+    data = build(df, model)
+    assert data.outcome.name == "my y"
 
 
 def test_a_singular_complete_case_fit_gives_a_proper_prior_scale(monkeypatch):
