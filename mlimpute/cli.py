@@ -218,6 +218,14 @@ def _serve(args: argparse.Namespace) -> int:
     prepare_environment(verbose=args.verbose)  # environment only, before Prefect is imported
     overrides = _overrides(args)
     _load_and_check(args.config, overrides)
+    if args.timezone is not None:   # before the server starts (Prefect would refuse it after)
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(args.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise SpecError(f"--timezone {args.timezone!r} is not a known time zone; give an IANA name "
+                            "such as Europe/London, America/New_York or UTC") from None
     from .pipeline.runtime import ensure_home
 
     ensure_home()
@@ -267,6 +275,7 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="check a configuration and its data (no sampling)")
     config_args(val)
+    val.add_argument("-v", "--verbose", action="store_true", help="the traceback of an unexpected error")
     val.set_defaults(func=_validate)
 
     ana = sub.add_parser("analyse", aliases=["analyze"],
@@ -284,6 +293,7 @@ def _parser() -> argparse.ArgumentParser:
     ana.add_argument("--df-com", type=float, help="complete-data df (default: each fit's residual "
                      "df, Barnard-Rubin; 'inf': Rubin's large-sample df, as mitml without df.com)")
     ana.add_argument("--out", help="write the pooled table to this CSV (and *_varcomp.csv)")
+    ana.add_argument("-v", "--verbose", action="store_true", help="the traceback of an unexpected error")
     ana.set_defaults(func=_analyse)
 
     srv = sub.add_parser("serve", help="run the pipeline on a cron schedule")

@@ -338,6 +338,9 @@ def load_config(path: str | os.PathLike, overrides: Mapping[str, Any] | None = N
         naming the key and the fix.
     """
     p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"config file {str(p)!r} is a folder; give the TOML file (e.g. "
+                        "examples/exam_scores.toml)")
     if not p.is_file():
         raise SpecError(f"config file {str(p)!r} does not exist; check the path")
     try:
@@ -484,7 +487,7 @@ def _one(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     if msg.startswith("Input should"):  # pydantic's wording of the expectation
         return f"{where}{shown} {msg.removeprefix('Input ')}"
-    return f"{where}{shown}: {msg}"
+    return f"{where}{shown}: {msg}" if where else msg   # (a check of the whole file)
 
 
 def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:

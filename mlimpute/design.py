@@ -8,7 +8,7 @@ the input rows: a shuffled input gets the same imputations, in its own order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -303,6 +303,32 @@ def _level2_reduce(
 # --------------------------------------------------------------------------------------------
 # The builder
 # --------------------------------------------------------------------------------------------
+def with_formula_covariates(df: pd.DataFrame, model: ImputationModel) -> ImputationModel:
+    """``model`` with the complete columns that its substantive formula reads, and that it does
+    not list, added to the covariates of the incomplete variables' model — as level-2
+    covariates where they are constant within clusters (then both levels use them).
+
+    The imputation model is p(y | x, z) p(x | covariates): a complete z of the formula left out
+    of the covariates makes p(x | ·) assume x independent of z. Where they are related, the
+    imputations were incompatible with the analysis (one simulation: x's coefficient −25 %,
+    z's +54 %, coverage 57 % and 2 %, worse than complete cases). jomo.lmer conditions the
+    covariates' model on every complete variable of the formula; so does this. Columns with
+    missing values are left to ``build_outcome``, which refuses them (they belong in
+    ``variables``)."""
+    from .substantive import parse_substantive, substantive_variables
+
+    known = {*model.cluster_columns, *model.variables, *model.covariates, *model.level2_covariates, model.outcome}
+    extra = sorted(c for c in substantive_variables(parse_substantive(model), df.columns) - known
+                   if c in df.columns and not df[c].isna().any())
+    if not extra:
+        return model
+    within = df.groupby(df[model.cluster].to_numpy(), sort=False)[extra].nunique(dropna=False).max()
+    level1 = tuple(c for c in extra if within[c] > 1)
+    level2 = tuple(c for c in extra if within[c] <= 1)
+    return replace(model, covariates=(*model.covariates, *level1),
+                   level2_covariates=(*model.level2_covariates, *level2))
+
+
 def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     """Check ``df`` against ``model`` and build the sampler's arrays.
 
@@ -338,6 +364,8 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
                         "would be duplicated, beta1[y:Intercept] twice); rename the column")
     if model.general:  # several classifications or variance functions: the general sampler
         return _build_classified(df, model)
+    if model.substantive is not None:
+        model = with_formula_covariates(df, model)
     codes, labels = _cluster_codes(df, model.cluster)
     n_clusters = labels.shape[0]
     if n_clusters < 2:

@@ -117,7 +117,7 @@ def check_identified(data) -> None:
     if model.categorical_prior_sd is not None:
         return
     fix = ("merge or drop the category, or give weakly informative priors: "
-           "ImputationModel(..., categorical_prior_sd=5)")
+           "ImputationModel(..., categorical_prior_sd=5) (in a TOML config: categorical_prior_sd = 5 under [model])")
     for codec in data.codecs:
         if codec.kind == "continuous":
             continue
@@ -142,7 +142,7 @@ def check_identified(data) -> None:
                     "predicted perfectly, so its coefficients have no proper posterior under flat "
                     "priors (complete or quasi-complete separation); drop or coarsen those covariates, "
                     f"merge categories, or give weakly informative priors: "
-                    "ImputationModel(..., categorical_prior_sd=5)"
+                    "ImputationModel(..., categorical_prior_sd=5) (in a TOML config: categorical_prior_sd = 5 under [model])"
                 )
 
 

@@ -290,9 +290,16 @@ def impute(
 
     Notes
     -----
-    The Gibbs sampler (see mlimpute.sampler.sweep) draws in turn B1, B2, the level-1 random effects of all
-    clusters, Ω2, Ω1 and the missing cells, each from its full conditional under model (6) of
-    Goldstein, Carpenter & Browne with flat priors on B and inverse-Wishart priors on Ω1, Ω2.
+    The sampler (``mlimpute.sampler``; ``docs/sampler-quality.md`` lists its moves and why) works
+    under model (6) of Goldstein, Carpenter & Browne, on internally standardised variables
+    (``standardize``): each sweep draws the categorical latents and ordinal thresholds, the
+    fixed effects and all clusters' random effects as one exact block (B with the effects
+    integrated out, then the effects), Ω2 and Ω1 (inverse-Wishart; Metropolis–Hastings on the
+    elements that categorical latents constrain), and the missing cells, with scale moves of
+    the random effects and the latents and collapsed moves of rare categories' columns in
+    between; several classifications, variance functions and a substantive model add their
+    own steps. Priors: flat on B (or ``categorical_prior_sd``), inverse-Wishart on Ω1, Ω2
+    (``prior_l1``, ``prior_l2``).
 
     References
     ----------

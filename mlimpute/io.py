@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -58,9 +59,62 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
                                    partitioning=pads.HivePartitioning.discover(infer_dictionary=False))
         except Exception as exc:  # pyarrow raises several types for "not parquet"
             raise DataError(f"{str(p)!r} is not a readable Parquet dataset: {exc}") from None
+        dataset = _consistent(dataset, p, columns)
         cols = None if columns is None else _known(columns, dataset.schema.names, p)
         return dataset.to_table(columns=cols).to_pandas()
     return read_parquet(p, columns)
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "numbers"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    if pa.types.is_boolean(t):
+        return "booleans"
+    return str(t)
+
+
+def _consistent(dataset: pads.Dataset, p: Path, columns: Sequence[str] | None) -> pads.Dataset:
+    """The folder's dataset with one schema for all its files, after checking that they agree:
+    pyarrow takes the first file's schema, so a column that is text in one file and numbers in
+    another failed later with a bare ArrowInvalid, a 0/1 column beside 'boy'/'girl' became four
+    categories, and a column missing from the first file was "not in the data"."""
+    files = dataset.files
+    if not files:
+        raise DataError(f"folder {str(p)!r} holds no Parquet files; point [data] path at the folder "
+                        "(or file) that holds the data")
+    schemas = [(f, frag.physical_schema) for f, frag in zip(files, dataset.get_fragments())]
+    keys = set(dataset.schema.names) - {n for _, sch in schemas for n in sch.names}   # hive folder keys
+    wanted = [c for c in (columns if columns is not None else dict.fromkeys(
+        n for _, sch in schemas for n in sch.names)) if c not in keys]
+    for c in wanted:
+        where = [(f, sch.field(c).type) for f, sch in schemas if c in sch.names]
+        if where and len(where) < len(schemas):
+            lacking = [f for f, sch in schemas if c not in sch.names]
+            raise DataError(
+                f"column {c!r} is in {len(where)} of the {len(schemas)} files of {str(p)!r} but not in "
+                f"{lacking[0]!r}{f' (and {len(lacking) - 1} more)' if len(lacking) > 1 else ''}; every "
+                "file of a folder must have the same columns"
+            )
+        kinds = {}
+        for f, t in where:
+            kinds.setdefault(_kind(t), (f, t))
+        if len(kinds) > 1:
+            (k1, (f1, _)), (k2, (f2, _)) = list(kinds.items())[:2]
+            raise DataError(
+                f"column {c!r} holds {k1} in {f1!r} but {k2} in {f2!r}; every file of a folder must "
+                "store a column the same way: fix the file that differs (a text code for a missing "
+                "value, such as 'n/a', should be left empty)"
+            )
+    try:
+        schema = pa.unify_schemas([dataset.schema, *(sch for _, sch in schemas)], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return dataset
+    return pads.dataset(p, schema=schema, format="parquet",
+                        partitioning=pads.HivePartitioning.discover(infer_dictionary=False))
 
 
 def read_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -77,7 +131,8 @@ def read_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None) 
     try:
         schema_names = pq.read_schema(p).names if p.is_file() else pq.ParquetDataset(p).schema.names
     except Exception as exc:  # pyarrow raises several types for "not parquet"
-        raise DataError(f"{str(p)!r} is not a readable Parquet file or dataset: {exc}") from exc
+        raise DataError(f"{str(p)!r} is not a readable Parquet file or dataset: {exc}; a CSV file is read "
+                        f"as CSV when its name ends in {', '.join(CSV_SUFFIXES)}") from exc
     if columns is not None:
         columns = _known(columns, schema_names, p)
     return pd.read_parquet(p, columns=columns)

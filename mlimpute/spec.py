@@ -268,7 +268,10 @@ class ImputationModel:
         ``variables`` (the incomplete covariates, which then need not include y), so that random
         slopes, interactions and non-linear terms of the analysis are imputed compatibly
         (Goldstein, Carpenter & Browne 2014). Complete variables of the formula need not be
-        listed in ``covariates``.
+        listed in ``covariates``: those not listed are added to the covariates of the
+        incomplete variables' model (to ``level2_covariates`` where constant within clusters),
+        as jomo.lmer does — leaving them out would impute the incomplete covariates as if
+        independent of them.
     family : {"gaussian", "binomial"}
         The substantive model's outcome distribution (linear or binary mixed model).
     link : {"logit", "probit"}, optional

@@ -189,8 +189,41 @@ def membership_arrays(df: pd.DataFrame, ids: tuple[str, ...], weights: tuple[str
 
 def canonical_order(df: pd.DataFrame, key: np.ndarray, model=None) -> np.ndarray:
     """Rows sorted by ``key`` (an integer unit index), then by ``row_hash``, so that the
-    imputations do not depend on the order of the input rows."""
-    return np.lexsort((row_hash(df, model), key))
+    imputations do not depend on the order of the input rows.
+
+    Rows that tie (the same values in every column the model reads: two pupils of a school
+    with the same sex and the same holes) are then ordered by the other columns, one at a time
+    in name order (each by a hash of its values), so that each such row keeps its own
+    imputations when the input is shuffled — joined back by a pupil id they would otherwise
+    trade them. A constant column, reordered columns and dtype flavours leave that order as it
+    is; only rows identical in every column still tie, and those cannot be told apart."""
+    h = row_hash(df, model)
+    order = np.lexsort((h, key))
+    ks, hs = key[order], h[order]
+    same = (ks[1:] == ks[:-1]) & (hs[1:] == hs[:-1])
+    if model is None or not same.any():
+        return order
+    tied = np.zeros(order.size, bool)
+    tied[1:] |= same
+    tied[:-1] |= same
+    rows = order[tied]                      # runs of tied rows, the runs in canonical order
+    others = sorted(set(map(str, df.columns)) - model_columns(model, df), reverse=True)
+    sub = df.iloc[rows]
+    keys = [_hashed(sub[c]) for c in others if c in sub.columns]
+    order[tied] = rows[np.lexsort((*keys, h[rows], key[rows]))]
+    return order
+
+
+def _normalised(s: pd.Series) -> np.ndarray:
+    """A column's values for hashing: numbers as float64, everything else as text (missing: NUL)."""
+    s = plain_values(s)
+    if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
+        return s.to_numpy(dtype=float, na_value=np.nan)
+    return np.where(s.isna().to_numpy(), "\x00", s.astype(str).to_numpy(dtype=object))
+
+
+def _hashed(s: pd.Series) -> np.ndarray:
+    return pd.util.hash_array(_normalised(s))
 
 
 def row_hash(df: pd.DataFrame, model=None) -> np.ndarray:
@@ -199,13 +232,7 @@ def row_hash(df: pd.DataFrame, model=None) -> np.ndarray:
     columns, columns the model does not read and dtype flavours (Float64, Int64, string,
     category) leave the canonical order, and so the imputations, unchanged."""
     cols = sorted(map(str, df.columns)) if model is None else sorted(model_columns(model, df))
-    frame = {}
-    for c in cols:
-        s = plain_values(df[c])
-        if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
-            frame[c] = s.to_numpy(dtype=float, na_value=np.nan)
-        else:
-            frame[c] = np.where(s.isna().to_numpy(), "\x00", s.astype(str).to_numpy(dtype=object))
+    frame = {c: _normalised(df[c]) for c in cols}
     return pd.util.hash_pandas_object(pd.DataFrame(frame), index=False).to_numpy()
 
 

@@ -179,8 +179,8 @@ def parse_substantive(model: ImputationModel) -> ParsedFormula:
         if term.group != (model.cluster,):
             raise SpecError(
                 f"random term {term.text!r} of substantive= is grouped by {term.group_label!r}, but "
-                f"the imputation model's cluster is {model.cluster!r}; group the random terms by "
-                f"{model.cluster!r}"
+                f"the imputation model's cluster is {model.cluster!r}; the two must name the same "
+                "column: fix whichever is misspelt"
             )
     if model.cluster in substantive_variables(parsed):
         raise SpecError(

@@ -87,6 +87,12 @@ CASES = {
                                 r"level-2 prior scale is 2x2 but the level-2 covariance is \d+x\d+"),
     "bad key": (dict(edit=lambda t: t.replace("burn = 20", "burn = -1")),
                 r"\[sampler\] burn = -1 should be greater than or equal to 1"),
+    "analysis name twice": (dict(edit=lambda t: t.replace('name = "sex-gap"', 'name = "exam"')),
+                            r"run.toml: analysis names \['exam'\] are used more than once"),
+    "misspelt cluster": (dict(edit=lambda t: t.replace('cluster = "school"', 'cluster = "schol"')),
+                         r"column\(s\) 'schol' \(in cluster\) not found in the data"),
+    "mixed folder": ("folder", r"column 'standlrt' holds numbers in '.*a.parquet' but text in '.*b.parquet'"),
+    "config is a folder": ("config-folder", r"config file '.*' is a folder; give the TOML file"),
 }
 
 
@@ -99,6 +105,14 @@ def test_bad_config_or_data_exit_2_one_line_nothing_written(workdir, capsys, com
     elif how == "file-out":
         (workdir / "blocker").write_text("a file where a folder should be")
         cfg = write_config(workdir, out="blocker/out")
+    elif how == "folder":   # a folder whose files disagree: 'n/a' text in a numeric column
+        df = read_parquet(workdir / "exam.parquet")
+        (workdir / "parts").mkdir()
+        write_parquet(df.iloc[:2000], workdir / "parts" / "a.parquet")
+        write_parquet(df.iloc[2000:].astype({"standlrt": str}), workdir / "parts" / "b.parquet")
+        cfg = write_config(workdir, data="parts")
+    elif how == "config-folder":
+        cfg = workdir
     else:
         cfg = write_config(workdir, **how)
     before = files(workdir)
@@ -108,6 +122,17 @@ def test_bad_config_or_data_exit_2_one_line_nothing_written(workdir, capsys, com
     assert __import__("re").search(message, err), err
     assert files(workdir) == before  # no output folder, no Prefect home, no temporary files
     assert out == ""
+
+
+def test_serve_timezone_and_verbose_flags(workdir, capsys):
+    """An unknown --timezone was found by Prefect after its server had started (exit 1, a
+    pydantic traceback); validate and analyse said "rerun with -v" but had no -v."""
+    cfg = write_config(workdir)
+    before = files(workdir)
+    code, _, err = run_cli(["serve", str(cfg), "--cron", "0 2 * * *", "--timezone", "Mars/Olympus"], capsys)
+    assert code == 2 and "--timezone 'Mars/Olympus' is not a known time zone" in err and err.count("\n") == 1
+    assert files(workdir) == before
+    assert run_cli(["validate", str(cfg), "-v"], capsys)[0] == 0
 
 
 def test_read_only_output_parent_exit_2(workdir, capsys, monkeypatch):

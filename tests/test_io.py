@@ -24,6 +24,34 @@ def test_read_parquet_projection_and_errors(tmp_path):
         read_parquet(tmp_path / "bad.parquet")
 
 
+def test_folder_files_must_agree(tmp_path):
+    """pyarrow reads a folder with its first file's schema: 'n/a' text in a numeric column of
+    another file failed with a bare ArrowInvalid (exit 1), sex coded 0/1 beside 'boy'/'girl'
+    became four categories, a column missing from the first file was 'not in the data' and an
+    empty folder had 'columns []'. Each is now a DataError naming the column and the files;
+    integers in one file and decimals in another are read as one numeric column."""
+    a = pd.DataFrame({"g": [1, 1], "x": [0.5, 1.5], "sex": ["boy", "girl"]})
+
+    def folder(name, b):
+        d = tmp_path / name
+        d.mkdir()
+        write_parquet(a, d / "a.parquet")
+        write_parquet(b, d / "b.parquet")
+        return d
+
+    with pytest.raises(mi.DataError, match=r"column 'x' holds numbers in .*a\.parquet' but text in .*b\.parquet'"):
+        read_table(folder("na", a.assign(x=["n/a", "2.0"])))
+    with pytest.raises(mi.DataError, match=r"column 'sex' holds text in .* but numbers in"):
+        read_table(folder("sex", a.assign(sex=[0, 1])), ["g", "sex"])
+    with pytest.raises(mi.DataError, match=r"column 'w' is in 1 of the 2 files of .* but not in .*a\.parquet'"):
+        read_table(folder("w", a.assign(w=[1.0, 2.0])), ["g", "w"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(mi.DataError, match="holds no Parquet files"):
+        read_table(tmp_path / "empty")
+    mixed = read_table(folder("num", a.assign(x=[3, 4], g=[2, 2])))
+    assert mixed["x"].dtype == np.float64 and sorted(mixed["x"]) == [0.5, 1.5, 3.0, 4.0]
+
+
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.csv"
     with pytest.raises(RuntimeError):

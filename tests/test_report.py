@@ -136,7 +136,7 @@ def test_report_fits_a_700_px_window_in_chromium(run, tmp_path):
 def test_numbers_to_sensible_digits():
     assert [fmt(x, "estimate") for x in (0.11094, -12.3456, 1234.5, 0.5, -0.000399, 2e-5)] == \
         ["0.111", "-12.3", "1,234", "0.500", "-0.000399", "2.00e-05"]
-    assert [fmt(x, "p_value") for x in (0.0001, 0.01234, 0.5)] == ["<0.001", "0.012", "0.5"]
+    assert [fmt(x, "p_value") for x in (0.0001, 0.01234, 0.5)] == ["&lt;0.001", "0.012", "0.5"]  # escaped: a literal < in a cell is invalid HTML
     assert [fmt(x, "df") for x in (4046.2, 7.25, float("inf"))] == ["4,046", "7.2", "∞"]
     assert [fmt(0.34567, c) for c in ("fmi", "riv", "rhat")] == ["0.35", "0.35", "0.346"]
     assert fmt(float("nan")) == "" and fmt(123.6, "ess_bulk") == "124"

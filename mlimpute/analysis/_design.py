@@ -220,7 +220,7 @@ def _response(series: pd.Series, kind: ResponseKind, name: str, labels: pd.Index
     if not (pd.api.types.is_numeric_dtype(series.dtype) or pd.api.types.is_bool_dtype(series.dtype)):
         raise DataError(
             f"response {name!r} is not numeric (dtype {series.dtype}); a {kind} model needs numbers: "
-            "convert it, or use glmm(family='binomial') for a two-category outcome"
+            "convert it, or use glmm(family='binomial') for a two-category outcome (family = \"binomial\" in a config's [[analysis]], --family binomial in the CLI)"
         )
     y = values.astype(float)
     inf = np.isinf(y)

@@ -91,6 +91,7 @@ class MixedResult:
     message: str
     _engine: Any = field(repr=False, compare=False)
     dispersion: str | None = None
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)   # varcomp_cov, once
 
     def __post_init__(self) -> None:
         for name in ("beta", "beta_cov", "psi", "theta"):
@@ -187,11 +188,13 @@ class MixedResult:
         parameterisation of the other components (nlme's log SDs, glmmTMB's, lme4's θ). GLMM:
         the ψ block of the inverse Hessian of the Laplace/AGQ log-likelihood in ``(ψ, β)``.
         Rows/columns are NaN (with a warning) at a boundary fit, where ψ has no regular
-        asymptotic covariance.
+        asymptotic covariance. Computed once per fit (finite differences of the likelihood are
+        not cheap; the warning, too, is given once); pickled with the fit.
         """
         labels = self.varcomp_index()
-        cov = self._engine.varcomp_cov(self)
-        return pd.DataFrame(cov, index=labels, columns=labels)
+        if "varcomp_cov" not in self._memo:
+            self._memo["varcomp_cov"] = _frozen(self._engine.varcomp_cov(self))
+        return pd.DataFrame(self._memo["varcomp_cov"].copy(), index=labels, columns=labels)
 
     @property
     def ngroups(self) -> dict[str, int]:

@@ -126,6 +126,7 @@ def fit_imputation(analysis: AnalysisConfig, job: dict[str, Any]) -> str:
         warnings.simplefilter("always")
         try:
             fit = _fit(analysis, data)
+            fit.varcomp_cov()   # here, so that its warnings (a boundary fit) count per imputation; kept with the fit
         except (SpecError, DataError) as exc:   # the data checked before sampling fitted: this imputation's did not
             raise type(exc)(
                 f"[[analysis]] {analysis.name!r} on imputation {job['imputation']}: {exc} (the observed data passed "

@@ -127,11 +127,11 @@ def _long_table(res: Any, imputation_col: str | None) -> tuple[pd.DataFrame, str
     if not found:
         raise DataError(
             f"the table has no imputation column (looked for {', '.join(IMPUTATION_COLUMNS)}); "
-            f"its columns are {list(data.columns)}. Name it with imputation_col="
+            f"its columns are {list(data.columns)}. Name it with imputation_col= (the CLI's --imputation-col)"
         )
     if len(found) > 1:
         raise SpecError(
-            f"the table has several imputation columns {found}; choose one with imputation_col="
+            f"the table has several imputation columns {found}; choose one with imputation_col= (the CLI's --imputation-col)"
         )
     return data, found[0]
 

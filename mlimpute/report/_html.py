@@ -47,7 +47,7 @@ def fmt(v: Any, column: str = "") -> str:
         if np.isinf(x):
             return "∞" if x > 0 else "−∞"
         if column == "p_value":
-            return "<0.001" if x < 0.001 else f"{x:.2g}"
+            return "&lt;0.001" if x < 0.001 else f"{x:.2g}"
         if column == "df":
             return f"{x:,.0f}" if abs(x) >= 10 else f"{x:.1f}"
         if column in _DECIMALS:
