@@ -102,8 +102,10 @@ def markdown(summary: pd.DataFrame, reps: pd.DataFrame, title: str, intro: str, 
     lines = [f"# {title}", "", intro, ""]
     for design in summary["design"].unique():
         d = summary[summary["design"] == design]
-        n = int(d["reps"].max())
-        lines += [f"## {design}: `{formula[design]}` ({n} replications)", "",
+        counts = d.groupby("method")["reps"].max().astype(int)
+        n = int(counts.max())
+        fewer = ", ".join(f"{m} {c}" for m, c in counts.items() if c < n)   # e.g. the slower anchor tool's rows
+        lines += [f"## {design}: `{formula[design]}` ({n} replications{f'; {fewer}' if fewer else ''})", "",
                   "| parameter | truth | method | mean | rel. bias % | RMSE | coverage |",
                   "|---|---|---|---|---|---|---|"]
         for par in truth[design]:
