@@ -9,7 +9,7 @@ Public API (every name in ``__all__``; README "In Python")::
 """
 
 from .analysis import glmm, lmm
-from .errors import ConvergenceError, ConvergenceWarning, DataError, MlimputeError, SpecError
+from .errors import ConvergenceError, ConvergenceWarning, DataError, MlimputeError, PriorWarning, SpecError
 from .impute import impute
 from .result import ImputationResult
 from .pooling import ModelTestResult, PooledResult, PoolingWarning, analyse, pool, test_models
@@ -37,6 +37,7 @@ __all__ = [
     "DataError",
     "ConvergenceError",
     "ConvergenceWarning",
+    "PriorWarning",
     "lmm",
     "glmm",
     # specification

@@ -34,3 +34,7 @@ class ConvergenceError(MlimputeError, RuntimeError):
 
 class ConvergenceWarning(UserWarning):
     """R-hat, effective sample size or an optimiser suggests the result needs a closer look."""
+
+
+class PriorWarning(UserWarning):
+    """A variance's posterior is mostly its prior: the data say little about it."""

@@ -23,7 +23,7 @@ from .design import ModelData, build, long_table, missing_units
 from .errors import DataError, SpecError
 from .result import ImputationResult
 from .scaling import standardize, unscale_values
-from .sampler import initial_state, prepare_static, sweep, trace_names, trace_vector
+from .sampler import initial_state, prepare_static, sweep, trace_names, trace_vector, variance_priors
 from .sampler.latent import latents_to_codes
 from .sampler.outcome import impute_outcome
 from .spec import ImputationModel
@@ -217,6 +217,13 @@ def prepare(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     return standardize(build(df, model))
 
 
+def _affine(data: ModelData):
+    from .sampler.multi import multi_trace_affine
+    from .sampler.state import trace_affine
+
+    return multi_trace_affine(data) if data.classes else trace_affine(data)
+
+
 def assemble(
     df: pd.DataFrame,
     data: ModelData,
@@ -235,6 +242,7 @@ def assemble(
     table = diag.summarise(draws, names)
     if warn:
         diag.warn_convergence(table, n, stacklevel=3)
+        diag.warn_prior(draws, names, _affine(data), variance_priors(data), stacklevel=3)
     m = sum(c.n_imputations for c in chains)
     imputed = {name: np.concatenate([c.imputed[name] for c in chains], axis=0)
                for name in chains[0].imputed}

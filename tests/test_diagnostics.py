@@ -53,3 +53,57 @@ def test_summarise_table():
     t = d.summarise(draws, ["a", "b"])
     assert list(t.columns) == ["parameter", "rhat", "ess_bulk", "ess_tail"]
     assert t["ess_bulk"].to_numpy() == pytest.approx(REF.loc["ar09", "ess_bulk"], rel=1e-9)
+
+
+def test_prior_share_formula():
+    """Given the effects, Ω_kk | u ~ IW(ν + J, Ψ + S) has mean (Ψ_kk + S_kk)/(ν + J − d − 1): the
+    prior's share is Ψ_kk / (E[Ω_kk](ν + J − d − 1)), on the sampler's scale (monitored values
+    divided by their affine factor)."""
+    import warnings
+
+    from mlimpute.errors import PriorWarning
+    from mlimpute.sampler.sweep import VariancePrior
+
+    vp = VariancePrior("omega2", ("omega2[a,a]", "omega2[b,b]"), np.array([1.0, 1.0]), 2.0, 40, 2, True)
+    names = ["beta", "omega2[a,a]", "omega2[b,b]"]
+    # internal means 0.05 (share 1/(0.05·39) = 0.51) and 0.5 (0.05); a's monitored value is 4× internal
+    draws = np.broadcast_to(np.array([0.0, 0.2, 0.5]), (2, 10, 3))
+    affine = (np.zeros(3), np.array([1.0, 4.0, 1.0]))
+    with pytest.warns(PriorWarning, match=r"omega2\[a,a\] = 0.2 \(at least 51% from the prior\).*prior_l2="):
+        found = d.warn_prior(draws, names, affine, [vp])
+    assert [n for n, _ in found] == ["omega2[a,a]"] and found[0][1] == pytest.approx(1 / (0.05 * 39))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert d.warn_prior(draws, names, (np.zeros(3), np.ones(3)), [vp]) == []   # 1/(0.2·39) = 0.13
+
+
+def test_prior_warning_of_a_small_cluster_variance():
+    """ICC 0.0025, 40 clusters of 15: the default prior holds Ω2's variance far above the
+    truth; the run says so (PriorWarning naming it and prior_l2), and not once a smaller scale
+    is stated; with a variance function (the general sampler) it names the classification's."""
+    import warnings
+
+    import mlimpute as mi
+
+    rng = np.random.default_rng(7)
+    J, n = 40, 15
+    g = np.repeat(np.arange(J), n)
+    x = rng.normal(size=J * n)
+    df = pd.DataFrame({"g": g, "x": x, "y": 1 + 0.5 * x + rng.normal(0, 0.05, J)[g] + rng.normal(size=J * n),
+                       "s": rng.integers(0, 2, J * n).astype(float)})
+    df.loc[rng.random(J * n) < 0.3, "y"] = np.nan
+    kw = dict(n_imputations=2, burn=300, between=50, chains=2, seed=1)
+
+    def prior_warnings(model):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            mi.impute(df, model, **kw)
+        return [str(x.message) for x in w if x.category is mi.PriorWarning]
+
+    base = dict(cluster="g", variables={"y": "continuous"}, covariates=["x"])
+    got = prior_warnings(mi.ImputationModel(**base))
+    assert len(got) == 1 and "omega2[y:Intercept,y:Intercept]" in got[0] and "prior_l2=" in got[0]
+    assert prior_warnings(mi.ImputationModel(**base, prior_l2=mi.CovariancePrior(scale=[[0.002]]))) == []
+    vf = mi.ImputationModel(cluster="g", variables={"y": mi.Variable("continuous", variance="~ s")}, covariates=["x", "s"])
+    got = prior_warnings(vf)
+    assert len(got) == 1 and "omega[g][y,y]" in got[0] and "cannot be stated yet" in got[0]

@@ -8,6 +8,7 @@ tuning; ``linalg``: batched helpers.
 """
 
 from .state import State, Static
-from .sweep import initial_state, prepare_static, sweep, trace_names, trace_vector
+from .sweep import initial_state, prepare_static, sweep, trace_names, trace_vector, variance_priors
 
-__all__ = ["State", "Static", "initial_state", "prepare_static", "sweep", "trace_names", "trace_vector"]
+__all__ = ["State", "Static", "initial_state", "prepare_static", "sweep", "trace_names", "trace_vector",
+           "variance_priors"]

@@ -16,7 +16,7 @@ from .covariance import Constraint, free_lower
 from .latent import initial_latent
 from .outcome import OutcomeState, OutcomeStatic, initial_outcome, prepare_outcome, substantive_units
 
-__all__ = ["State", "Static", "Patterns", "constraints", "prepare_two_level", "initial_two_level"]
+__all__ = ["State", "Static", "Patterns", "constraints", "prepare_two_level", "initial_two_level", "level2_prior"]
 
 
 class State(NamedTuple):
@@ -165,12 +165,9 @@ def prepare_two_level(data: ModelData) -> Static:
     ztx = np.add.reduceat(data.z[:, :, None] * data.x1[:, None, :], data.starts, axis=0)
     model = data.model
     prior1 = model.prior_l1.resolve(p1, "level-1") if p1 else (np.zeros((0, 0)), 0.0)
-    prior2 = model.prior_l2.resolve(p1 * q + p2, "level-2")
-    if data.scaling is not None:   # a prior the user states is on the data's scale
-        if p1 and model.prior_l1.scale is not None:
-            prior1 = (prior_scale(prior1[0], data.scaling.y1[1]), prior1[1])
-        if model.prior_l2.scale is not None:
-            prior2 = (prior_scale(prior2[0], level2_coordinates(data)), prior2[1])
+    if data.scaling is not None and p1 and model.prior_l1.scale is not None:   # stated on the data's scale
+        prior1 = (prior_scale(prior1[0], data.scaling.y1[1]), prior1[1])
+    prior2 = level2_prior(data)
     cat1, cat2 = data.categorical1, data.categorical2
     con1, con2 = constraints(data)
     n_steps = [0 if con is None else con.n_free for con in (con1, con2)]
@@ -254,6 +251,16 @@ def effect_mask(cols, q: int, dim: int) -> np.ndarray:
     for k in cols:
         mask[k * q:(k + 1) * q] = True
     return mask
+
+
+def level2_prior(data: ModelData) -> tuple[np.ndarray, float]:
+    """Ω2's inverse-Wishart prior (scale, df) on the sampler's scale: a scale the user states
+    is on the data's scale and is mapped; the default (I) is defined on the sampler's."""
+    model = data.model
+    scale, df = model.prior_l2.resolve(data.y1.shape[1] * data.z.shape[1] + data.y2.shape[1], "level-2")
+    if data.scaling is not None and model.prior_l2.scale is not None:
+        scale = prior_scale(scale, level2_coordinates(data))
+    return scale, df
 
 
 def trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:

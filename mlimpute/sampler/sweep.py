@@ -13,6 +13,8 @@ invariant keeps the joint posterior of parameters, latents and missing cells inv
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import collapsed, expansion
@@ -29,9 +31,10 @@ from ._kernels import fitted_crossprod, fitted_rows, residual_crossprod
 from .random import draw_fixed_u1
 from ..design import ModelData
 from ..errors import ConvergenceError
-from .state import State, Static, constraints, initial_two_level, prepare_two_level
+from .state import State, Static, constraints, initial_two_level, level2_prior, prepare_two_level
 
-__all__ = ["prepare_static", "initial_state", "sweep", "trace_vector", "trace_names"]
+__all__ = ["prepare_static", "initial_state", "sweep", "trace_vector", "trace_names", "variance_priors",
+           "VariancePrior"]
 
 def prepare_static(data: ModelData):
     """What the sweeps need that does not change: the two-level sampler's ``Static``, or with
@@ -266,6 +269,47 @@ def trace_vector(st: Static, s: State) -> np.ndarray:
     if st.trace_map is not None:   # on the data's scale (mlimpute.scaling)
         out = st.trace_map[0] + st.trace_map[1] * out
     return out
+
+
+class VariancePrior(NamedTuple):
+    """The inverse-Wishart prior of one random-effect covariance, for the check of how much of
+    a variance's posterior it makes (``diagnostics.warn_prior``): the monitored names of its
+    diagonal, the prior scale's diagonal on the sampler's scale, its df, the number of units
+    and the dimension; ``settable``: whether the user can state this prior (``prior_l2``)."""
+
+    matrix: str
+    names: tuple[str, ...]
+    psi: np.ndarray
+    df: float
+    units: int
+    dim: int
+    settable: bool
+
+
+def variance_priors(data: ModelData) -> list[VariancePrior]:
+    """The random-effect covariances whose draw given the effects is inverse-Wishart, so that
+    E[Ω_kk] = (Ψ_kk + E[S_kk]) / (ν + J − d − 1) and Ψ_kk's share of it can be read off the
+    posterior mean: Ω2 of the two-level model, each classification's Ω^(c); not those with
+    categorical variables of their own level (fixed blocks: their draw is not that conditional)."""
+    con2 = constraints(data)[1] if not data.classes else None
+    if data.classes:
+        from .multi import _free_names
+
+        out = []
+        for ci, cd in enumerate(data.classes):
+            if any(c.kind != "continuous" for c in cd.codecs):
+                continue
+            coords = _free_names(data, ci)
+            out.append(VariancePrior(f"omega[{cd.name}]", tuple(f"omega[{cd.name}][{c},{c}]" for c in coords),
+                                     np.ones(len(coords)), float(len(coords)), int(cd.n_units), len(coords), False))
+        return out
+    d = data.y1.shape[1] * data.z.shape[1] + data.y2.shape[1]
+    if not d or con2 is not None:
+        return []
+    scale, df = level2_prior(data)
+    coords = [f"{v}:{z}" for v in data.y1_names for z in data.z_names] + list(data.y2_names)
+    return [VariancePrior("omega2", tuple(f"omega2[{c},{c}]" for c in coords), np.diag(scale).copy(), df,
+                          int(data.n_clusters), d, True)]
 
 
 def trace_names(data: ModelData) -> list[str]:
