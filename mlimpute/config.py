@@ -19,6 +19,8 @@ pool, the output folder and the task runner::
     fluent = { kind = "ordinal", categories = [1, 2, 3] }
     [model.prior_l2]                      # optional inverse-Wishart priors (prior_l1 too)
     df = 4
+    # [model.priors.school]               # several classifications / variance functions: Ω^(c)'s
+    # scale = [[0.05]]                    # prior, by classification (on the data's scale)
     # substantive = "normexam ~ standlrt + (1 + standlrt | school)"   # analysis-compatible
     # family = "gaussian"                 # or "binomial" (link = "logit" / "probit")
 
@@ -144,6 +146,7 @@ class ModelConfig(_Section):
     prior_substantive: PriorConfig | None = None
     categorical_prior_sd: float | None = Field(default=None, gt=0)
     standardize: bool = True
+    priors: dict[str, PriorConfig] = {}
 
     @model_validator(mode="after")
     def _something_to_impute(self) -> "ModelConfig":
@@ -166,12 +169,15 @@ class ModelConfig(_Section):
                            variance=v.variance)
             for name, v in self.variables.items()
         }
-        priors = {
-            key: CovariancePrior(
-                scale=None if p.scale is None else tuple(tuple(r) for r in p.scale), df=p.df)
-            for key, p in (("prior_l1", self.prior_l1), ("prior_l2", self.prior_l2),
-                           ("prior_substantive", self.prior_substantive)) if p is not None
+        def prior(p: PriorConfig) -> CovariancePrior:
+            return CovariancePrior(scale=None if p.scale is None else tuple(tuple(r) for r in p.scale), df=p.df)
+
+        priors: dict[str, Any] = {
+            key: prior(p) for key, p in (("prior_l1", self.prior_l1), ("prior_l2", self.prior_l2),
+                                         ("prior_substantive", self.prior_substantive)) if p is not None
         }
+        if self.priors:
+            priors["priors"] = {name: prior(p) for name, p in self.priors.items()}
         cluster: Any = self.cluster
         if isinstance(cluster, CrossedConfig):
             cluster = Crossed(*cluster.crossed)
@@ -496,6 +502,8 @@ def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         return PipelineConfig
     if len(names) >= 2 and names[-2] == "variables":
         return VariableConfig
+    if len(names) >= 2 and names[-2] == "priors":
+        return PriorConfig
     return _FIELDS.get(names[-1])
 
 

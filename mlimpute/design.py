@@ -809,4 +809,8 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     )
     check_identified(data)
     _check_priors(model, y1.shape[1])
+    from .sampler.multi import class_prior
+
+    for ci in range(len(classes)):   # each stated priors= entry's shape, before sampling
+        class_prior(data, ci)
     return data

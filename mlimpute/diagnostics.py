@@ -215,13 +215,14 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
         worst = ", ".join(f"{name} = {value:.3g} (at least {share:.0%} from the prior)"
                           for share, name, value, _ in found[:3])
         vp = found[0][3]
-        if vp.settable:
-            fix = ("state prior_l2=mi.CovariancePrior(scale=...) on the data's scale with a smaller "
-                   "diagonal for these (about a tenth of the variance you expect), or compare with "
-                   "standardize=False")
+        if vp.matrix == "omega2":
+            where = "prior_l2=mi.CovariancePrior(scale=...) ([model.prior_l2] in a TOML config)"
         else:
-            fix = ("the classifications' priors cannot be stated yet: read these variances, and how "
-                   "much the imputations vary between those units, with that in mind")
+            name = vp.matrix[len("omega["):-1]
+            where = (f"priors={{{name!r}: mi.CovariancePrior(scale=...)}} ([model.priors.{name}] in a TOML "
+                     "config)")
+        fix = (f"state {where} with a smaller diagonal for these, on the data's scale (about a tenth "
+               "of the variance you expect)")
         warnings.warn(
             f"the inverse-Wishart prior's scale makes up more than {PRIOR_SHARE:.0%} of the posterior mean of "
             f"{len(found)} random-effect variance(s), worst: {worst}: the data ({vp.units} units) say "

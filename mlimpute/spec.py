@@ -260,6 +260,14 @@ class ImputationModel:
         scale matrix A and its df γ − 1 (defaults: I and p1, as jomo).
     prior_l1, prior_l2 : CovariancePrior
         Inverse-Wishart priors of the level-1 covariance Ω1 and the level-2 covariance Ω2.
+    priors : mapping of str to CovariancePrior
+        With several classifications or a variance function (the general sampler): the
+        inverse-Wishart prior of a classification's covariance Ω^(c), by classification name
+        (default: identity scale on the standardised scale, df its dimension). Ω^(c)'s coordinates
+        are, in order, the classification's effects on the level-1 variables, on the variables
+        of the classifications nested in it, its log-variance effects, then its own variables'
+        residuals (a wrong-sized scale is refused with that list); a stated scale is on the
+        data's scale. The two-level model's Ω2 takes ``prior_l2``.
     substantive : str, optional
         The analysis model, an lme4-style formula as for :func:`mlimpute.lmm`
         (``"y ~ x * z + I(x**2) + (1 + x | g)"``), whose random terms are grouped by ``cluster``.
@@ -325,6 +333,7 @@ class ImputationModel:
     prior_substantive: CovariancePrior = field(default_factory=CovariancePrior)
     categorical_prior_sd: float | None = None
     standardize: bool = True
+    priors: Mapping[str, CovariancePrior] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._normalise_cluster()
@@ -396,10 +405,27 @@ class ImputationModel:
         if self.general and self.prior_l2 != CovariancePrior():
             raise SpecError(
                 "prior_l2 is the prior of the two-level model's level-2 covariance; with several "
-                "classifications or variance functions each classification's covariance has the "
-                "default inverse-Wishart prior (identity scale on the standardised scale, df its "
-                "dimension), which is not set here: drop prior_l2"
+                "classifications or variance functions each classification's covariance has its "
+                "own: give them as priors={'<classification>': CovariancePrior(...)}"
             )
+        self._check_priors()
+
+    def _check_priors(self) -> None:
+        if not isinstance(self.priors, Mapping):
+            raise SpecError(f"priors must be a mapping {{classification name: CovariancePrior}}, got {self.priors!r}")
+        names = [c.name for c in self.classifications]
+        for name, p in self.priors.items():
+            if not isinstance(p, CovariancePrior):
+                raise SpecError(f"priors[{name!r}] must be an mlimpute.CovariancePrior, got {p!r}")
+            if not self.general:
+                raise SpecError(
+                    f"priors={{{name!r}: ...}} is for several classifications or variance functions; the "
+                    "two-level model's level-2 covariance takes prior_l2=CovariancePrior(...)"
+                )
+            if name not in names:
+                raise SpecError(f"priors names {name!r}, which is not a classification of this model "
+                                f"({', '.join(map(repr, names))})")
+        object.__setattr__(self, "priors", dict(self.priors))
 
     def _normalise_cluster(self) -> None:
         c = self.cluster

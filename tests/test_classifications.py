@@ -115,6 +115,14 @@ MM = mi.ImputationModel(cluster=mi.Membership(["s1", "s2", "s3"], weights=["w1",
           variables={"v": mi.Variable("continuous", level="school")}),
      "measured at the multiple-membership classification 'school'"),
     (dict(cluster=42, variables={"y": "continuous"}), "cluster must be a column name"),
+    (dict(cluster=["school", "class"], variables={"y": "continuous"}, priors={"room": mi.CovariancePrior()}),
+     "priors names 'room', which is not a classification of this model"),
+    (dict(cluster=["school", "class"], variables={"y": "continuous"}, priors={"class": 1.0}),
+     r"priors\['class'\] must be an mlimpute.CovariancePrior"),
+    (dict(cluster="school", variables={"y": "continuous"}, priors={"school": mi.CovariancePrior()}),
+     "the two-level model's level-2 covariance takes prior_l2"),
+    (dict(cluster=["school", "class"], variables={"y": "continuous"}, prior_l2=mi.CovariancePrior(df=3)),
+     r"give them as priors=\{'<classification>'"),
 ])
 def test_spec_errors(kw, match):
     with pytest.raises(mi.SpecError, match=match):
@@ -156,6 +164,34 @@ MM2 = mi.ImputationModel(cluster=mi.Membership(["s1", "s2"], ["w1", "w2"]), vari
 def test_membership_data_errors(edit, match):
     with pytest.raises(mi.DataError, match=match):
         build(edit(_mm_frame()), MM2)
+
+
+def test_classification_priors_are_stated_on_the_data_scale():
+    """priors={name: CovariancePrior} sets a classification's Ω^(c) prior (the sampler had the
+    identity on the standardised scale and no way to change it): a wrong size is refused naming
+    Ω^(c)'s coordinates in order; a stated scale is on the data's scale (so it reaches the
+    sampler divided by the coordinates' scales), df as given."""
+    from mlimpute.impute import prepare
+    from mlimpute.sampler.multi import class_prior
+
+    df = three_level(np.random.default_rng(1), S=12, C=3, n=4)
+    model = mi.ImputationModel(cluster=["school", "class"], variables={"y": "continuous", "c": mi.Variable(
+        "continuous", level="class")}, covariates=["x"], priors={"class": mi.CovariancePrior(scale=np.eye(3))})
+    with pytest.raises(mi.SpecError, match=r"classification 'class' prior scale is 3x3 .* 2x2.*its coordinates, "
+                                           r"in order: y, c\)"):
+        build(df, model)
+    scale = np.array([[0.3, 0.1], [0.1, 0.5]])
+    stated = mi.ImputationModel(cluster=["school", "class"], variables={"y": "continuous", "c": mi.Variable(
+        "continuous", level="class")}, covariates=["x"], priors={"class": mi.CovariancePrior(scale=scale, df=5)})
+    data = prepare(df, stated)
+    ci = [c.name for c in data.classes].index("class")
+    sy, sc = data.scaling.y1[1][0], data.scaling.level(data, "class")[1][0]
+    got, df_ = class_prior(data, ci)
+    np.testing.assert_allclose(got, scale / np.outer([sy, sc], [sy, sc]))
+    assert df_ == 5.0 and sy != 1.0 and sc != 1.0
+    school = class_prior(data, 1 - ci)   # the school's: the default, identity and df its dimension
+    np.testing.assert_allclose(school[0], np.eye(school[0].shape[0]))
+    assert school[1] == school[0].shape[0]
 
 
 def test_nested_data_errors():

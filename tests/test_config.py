@@ -168,6 +168,12 @@ def test_overrides_apply_on_top_and_resolve_paths_against_cwd(tmp_path, monkeypa
      lambda: mi.ImputationModel(cluster=mi.Crossed("primary", "secondary"),
                                 variables={"normexam": "continuous", "p": mi.Variable("binary", level="primary")},
                                 covariates=["sex"])),
+    ('["school", "class"]', 'c = { kind = "continuous", level = "class" }\n[model.priors.class]\n'
+     'scale = [[0.1, 0], [0, 0.2]]\ndf = 3\n[model.priors.school]\ndf = 4',
+     lambda: mi.ImputationModel(cluster=["school", "class"], variables={"normexam": "continuous",
+                                "c": mi.Variable("continuous", level="class")}, covariates=["sex"],
+                                priors={"class": mi.CovariancePrior(scale=((0.1, 0.0), (0.0, 0.2)), df=3),
+                                        "school": mi.CovariancePrior(df=4)})),
     ('{ membership = ["s1", "s2"], weights = ["w1", "w2"], name = "school" }', "",
      lambda: mi.ImputationModel(cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"),
                                 variables={"normexam": "continuous"}, covariates=["sex"])),

@@ -64,7 +64,7 @@ def test_prior_share_formula():
     from mlimpute.errors import PriorWarning
     from mlimpute.sampler.sweep import VariancePrior
 
-    vp = VariancePrior("omega2", ("omega2[a,a]", "omega2[b,b]"), np.array([1.0, 1.0]), 2.0, 40, 2, True)
+    vp = VariancePrior("omega2", ("omega2[a,a]", "omega2[b,b]"), np.array([1.0, 1.0]), 2.0, 40, 2)
     names = ["beta", "omega2[a,a]", "omega2[b,b]"]
     # internal means 0.05 (share 1/(0.05·39) = 0.51) and 0.5 (0.05); a's monitored value is 4× internal
     draws = np.broadcast_to(np.array([0.0, 0.2, 0.5]), (2, 10, 3))
@@ -80,7 +80,8 @@ def test_prior_share_formula():
 def test_prior_warning_of_a_small_cluster_variance():
     """ICC 0.0025, 40 clusters of 15: the default prior holds Ω2's variance far above the
     truth; the run says so (PriorWarning naming it and prior_l2), and not once a smaller scale
-    is stated; with a variance function (the general sampler) it names the classification's."""
+    is stated; with a variance function (the general sampler) it names the classification's
+    covariance and priors=, which then takes a smaller scale likewise."""
     import warnings
 
     import mlimpute as mi
@@ -104,6 +105,7 @@ def test_prior_warning_of_a_small_cluster_variance():
     got = prior_warnings(mi.ImputationModel(**base))
     assert len(got) == 1 and "omega2[y:Intercept,y:Intercept]" in got[0] and "prior_l2=" in got[0]
     assert prior_warnings(mi.ImputationModel(**base, prior_l2=mi.CovariancePrior(scale=[[0.002]]))) == []
-    vf = mi.ImputationModel(cluster="g", variables={"y": mi.Variable("continuous", variance="~ s")}, covariates=["x", "s"])
-    got = prior_warnings(vf)
-    assert len(got) == 1 and "omega[g][y,y]" in got[0] and "cannot be stated yet" in got[0]
+    vf = dict(cluster="g", variables={"y": mi.Variable("continuous", variance="~ s")}, covariates=["x", "s"])
+    got = prior_warnings(mi.ImputationModel(**vf))
+    assert len(got) == 1 and "omega[g][y,y]" in got[0] and "priors={'g': mi.CovariancePrior(scale=...)}" in got[0]
+    assert prior_warnings(mi.ImputationModel(**vf, priors={"g": mi.CovariancePrior(scale=[[0.002]])})) == []

@@ -87,6 +87,7 @@ from scipy import sparse
 from scipy.sparse.linalg import splu
 
 from ..design import ColumnCodec, ModelData
+from ..errors import SpecError
 from ..scaling import TraceMap, prior_scale
 from . import _class_kernels as ck
 from . import _vf_kernels as vfk
@@ -102,7 +103,7 @@ from .state import (Patterns, _constrain_start, _fill_categorical, _hot_deck, _i
                     expanded_columns, nominal_blocks)
 
 __all__ = ["MultiState", "MultiStatic", "prepare_multi", "initial_multi", "sweep_multi",
-           "multi_trace_names", "multi_trace_vector"]
+           "multi_trace_names", "multi_trace_vector", "class_prior", "class_coordinates"]
 
 
 class MultiState(NamedTuple):
@@ -296,7 +297,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         nv = sum(1 for v in data.variances if v.re == ci)
         cat = tuple(c for c in cd.codecs if c.kind != "continuous")
         con = Constraint.build(r + nv + p, [([r + nv + k for k in c.cols], _fixed_block(c)) for c in cat])
-        prior = (np.eye(r + nv + p), float(r + nv + p))
+        prior = class_prior(data, ci)
         blk = np.zeros(r, np.int64)
         counts = np.zeros((cd.n_units, 1 + len(below)))
         if cd.unit is not None:
@@ -1371,6 +1372,38 @@ def multi_trace_vector(st: MultiStatic, s: MultiState) -> np.ndarray:
     return out
 
 
+def class_coordinates(data: ModelData, ci: int) -> np.ndarray | None:
+    """The data's scale of each coordinate of classification c's Ω^(c), in ``_free_names``'
+    order (None without internal scaling)."""
+    sc = data.scaling
+    if sc is None:
+        return None
+    cd = data.classes[ci]
+    coord = [sc.y1[1]]
+    coord += [sc.classes[b][1] for b in cd.parent]
+    coord.append(np.ones(sum(1 for v in data.variances if v.re == ci)))
+    coord.append(sc.classes[ci][1])
+    return np.concatenate(coord)
+
+
+def class_prior(data: ModelData, ci: int) -> tuple[np.ndarray, float]:
+    """Ω^(c)'s inverse-Wishart prior (scale, df) on the sampler's scale: ``model.priors`` of the
+    classification (a stated scale is on the data's scale), else the identity with df its
+    dimension; a stated scale of the wrong size is refused naming the coordinates."""
+    cd = data.classes[ci]
+    names = _free_names(data, ci)
+    stated = data.model.priors.get(cd.name)
+    if stated is None:
+        return np.eye(len(names)), float(len(names))
+    try:
+        scale, df = stated.resolve(len(names), f"classification {cd.name!r}")
+    except SpecError as exc:
+        raise SpecError(f"{exc} (its coordinates, in order: {', '.join(names)})") from None
+    if stated.scale is not None:
+        scale = prior_scale(scale, class_coordinates(data, ci))
+    return scale, df
+
+
 def multi_trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:
     """(a, b) with θ = a + b θ* for each monitored parameter, in ``multi_trace_vector``'s order
     (``mlimpute.scaling``); None without internal scaling."""
@@ -1386,11 +1419,7 @@ def multi_trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:
     tm.covariances(s1, i1, j1)
     tm.unchanged(sum(len(v.w_names) for v in data.variances))
     for ci, cd in enumerate(data.classes):
-        coord = [s1]                                   # the order of _free_names
-        coord += [sc.classes[b][1] for b in cd.parent]
-        coord.append(np.ones(sum(1 for v in data.variances if v.re == ci)))
-        coord.append(sc.classes[ci][1])
-        tm.covariances(np.concatenate(coord), *free_c[ci])
+        tm.covariances(class_coordinates(data, ci), *free_c[ci])
     tm.unchanged(sum(k.n_categories - 2 for k in data.categorical1 if k.kind == "ordinal")
                  + sum(k.n_categories - 2 for cd in data.classes for k in cd.codecs if k.kind == "ordinal"))
     return tm.arrays()

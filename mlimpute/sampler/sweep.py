@@ -275,7 +275,7 @@ class VariancePrior(NamedTuple):
     """The inverse-Wishart prior of one random-effect covariance, for the check of how much of
     a variance's posterior it makes (``diagnostics.warn_prior``): the monitored names of its
     diagonal, the prior scale's diagonal on the sampler's scale, its df, the number of units
-    and the dimension; ``settable``: whether the user can state this prior (``prior_l2``)."""
+    and the dimension (the user states it with ``prior_l2`` or ``priors``)."""
 
     matrix: str
     names: tuple[str, ...]
@@ -283,7 +283,6 @@ class VariancePrior(NamedTuple):
     df: float
     units: int
     dim: int
-    settable: bool
 
 
 def variance_priors(data: ModelData) -> list[VariancePrior]:
@@ -293,15 +292,16 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
     categorical variables of their own level (fixed blocks: their draw is not that conditional)."""
     con2 = constraints(data)[1] if not data.classes else None
     if data.classes:
-        from .multi import _free_names
+        from .multi import _free_names, class_prior
 
         out = []
         for ci, cd in enumerate(data.classes):
             if any(c.kind != "continuous" for c in cd.codecs):
                 continue
             coords = _free_names(data, ci)
+            scale, df = class_prior(data, ci)
             out.append(VariancePrior(f"omega[{cd.name}]", tuple(f"omega[{cd.name}][{c},{c}]" for c in coords),
-                                     np.ones(len(coords)), float(len(coords)), int(cd.n_units), len(coords), False))
+                                     np.diag(scale).copy(), df, int(cd.n_units), len(coords)))
         return out
     d = data.y1.shape[1] * data.z.shape[1] + data.y2.shape[1]
     if not d or con2 is not None:
@@ -309,7 +309,7 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
     scale, df = level2_prior(data)
     coords = [f"{v}:{z}" for v in data.y1_names for z in data.z_names] + list(data.y2_names)
     return [VariancePrior("omega2", tuple(f"omega2[{c},{c}]" for c in coords), np.diag(scale).copy(), df,
-                          int(data.n_clusters), d, True)]
+                          int(data.n_clusters), d)]
 
 
 def trace_names(data: ModelData) -> list[str]:
