@@ -207,9 +207,10 @@ def canonical_order(df: pd.DataFrame, key: np.ndarray, model=None) -> np.ndarray
     tied[1:] |= same
     tied[:-1] |= same
     rows = order[tied]                      # runs of tied rows, the runs in canonical order
-    others = sorted(set(map(str, df.columns)) - model_columns(model, df), reverse=True)
+    read = model_columns(model, df)
+    others = sorted((c for c in df.columns if str(c) not in read), key=str, reverse=True)   # names of any type
     sub = df.iloc[rows]
-    keys = [_hashed(sub[c]) for c in others if c in sub.columns]
+    keys = [_hashed(sub[c]) for c in others]
     order[tied] = rows[np.lexsort((*keys, h[rows], key[rows]))]
     return order
 

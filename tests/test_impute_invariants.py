@@ -174,11 +174,12 @@ def test_rows_tied_on_the_model_columns_keep_their_own_imputations():
                        "y": rng.normal(size=120), "id": rng.permutation(1000)[:120]})
     df.loc[df.index % 3 != 0, "y"] = np.nan          # two tied holes per sex and school
     model = mi.ImputationModel(cluster="g", variables={"y": "continuous"}, covariates=["sex"])
-    base = run(df, model=model).data.set_index(["imputation", "id"]).sort_index()["y"]
     perm = np.random.default_rng(1).permutation(len(df))
-    for variant in (df.iloc[perm], df.iloc[perm].assign(const=1.0)):
-        other = run(variant, model=model).data.set_index(["imputation", "id"]).sort_index()["y"]
-        pd.testing.assert_series_equal(other, base)
+    for frame, idc in ((df, "id"), (df.rename(columns={"id": 0}), 0)):   # an id column named 0 (a helper's case)
+        base = run(frame, model=model).data.set_index(["imputation", idc]).sort_index()["y"]
+        for variant in (frame.iloc[perm], frame.iloc[perm].assign(const=1.0)):
+            other = run(variant, model=model).data.set_index(["imputation", idc]).sort_index()["y"]
+            pd.testing.assert_series_equal(other, base)
 
 
 def test_column_order_unused_columns_and_dtype_flavours_leave_the_imputations(small, result):
