@@ -81,15 +81,24 @@ def _consistent(dataset: pads.Dataset, p: Path, columns: Sequence[str] | None) -
     """The folder's dataset with one schema for all its files, after checking that they agree:
     pyarrow takes the first file's schema, so a column that is text in one file and numbers in
     another failed later with a bare ArrowInvalid, a 0/1 column beside 'boy'/'girl' became four
-    categories, and a column missing from the first file was "not in the data"."""
+    categories, and a column missing from the first file was "not in the data". A column that
+    is entirely missing in a file (a site that never recorded it, stored as nulls of any type)
+    takes the other files' type."""
     files = dataset.files
     if not files:
         raise DataError(f"folder {str(p)!r} holds no Parquet files; point [data] path at the folder "
                         "(or file) that holds the data")
-    schemas = [(f, frag.physical_schema) for f, frag in zip(files, dataset.get_fragments())]
+    schemas = []
+    for f, frag in zip(files, dataset.get_fragments()):
+        try:
+            schemas.append((f, frag.physical_schema))
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{f!r} in the data folder {str(p)!r} is not a Parquet file ({exc}); move it out "
+                            "of the folder") from None
     keys = set(dataset.schema.names) - {n for _, sch in schemas for n in sch.names}   # hive folder keys
     wanted = [c for c in (columns if columns is not None else dict.fromkeys(
         n for _, sch in schemas for n in sch.names)) if c not in keys]
+    retype: dict[str, pa.DataType] = {}
     for c in wanted:
         where = [(f, sch.field(c).type) for f, sch in schemas if c in sch.names]
         if where and len(where) < len(schemas):
@@ -99,22 +108,42 @@ def _consistent(dataset: pads.Dataset, p: Path, columns: Sequence[str] | None) -
                 f"{lacking[0]!r}{f' (and {len(lacking) - 1} more)' if len(lacking) > 1 else ''}; every "
                 "file of a folder must have the same columns"
             )
-        kinds = {}
-        for f, t in where:
-            kinds.setdefault(_kind(t), (f, t))
+        if len({_kind(t) for _, t in where}) == 1:
+            continue
+        given = [(f, t) for f, t in where if not _all_null(f, c, t)]
+        kinds: dict[str, str] = {}
+        for f, t in given:
+            kinds.setdefault(_kind(t), f)
         if len(kinds) > 1:
-            (k1, (f1, _)), (k2, (f2, _)) = list(kinds.items())[:2]
+            (k1, f1), (k2, f2) = list(kinds.items())[:2]
             raise DataError(
                 f"column {c!r} holds {k1} in {f1!r} but {k2} in {f2!r}; every file of a folder must "
                 "store a column the same way: fix the file that differs (a text code for a missing "
                 "value, such as 'n/a', should be left empty)"
             )
+        if given:
+            retype[c] = given[0][1]
+    def retyped(sch: pa.Schema) -> pa.Schema:
+        for c, t in retype.items():
+            if c in sch.names:
+                sch = sch.set(sch.get_field_index(c), pa.field(c, t))
+        return sch
+
     try:
-        schema = pa.unify_schemas([dataset.schema, *(sch for _, sch in schemas)], promote_options="permissive")
+        schema = pa.unify_schemas([retyped(dataset.schema), *(retyped(sch) for _, sch in schemas)],
+                                  promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
         return dataset
     return pads.dataset(p, schema=schema, format="parquet",
                         partitioning=pads.HivePartitioning.discover(infer_dictionary=False))
+
+
+def _all_null(path: str, column: str, t: pa.DataType) -> bool:
+    """Whether ``column`` of the Parquet file is missing on every row (read only on a conflict)."""
+    if pa.types.is_null(t):
+        return True
+    col = pq.read_table(path, columns=[column]).column(column)
+    return col.null_count == len(col)
 
 
 def read_parquet(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pd.DataFrame:

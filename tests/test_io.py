@@ -50,6 +50,15 @@ def test_folder_files_must_agree(tmp_path):
         read_table(tmp_path / "empty")
     mixed = read_table(folder("num", a.assign(x=[3, 4], g=[2, 2])))
     assert mixed["x"].dtype == np.float64 and sorted(mixed["x"]) == [0.5, 1.5, 3.0, 4.0]
+    # a site that never recorded sex (all missing: stored as doubles or as the null type) is
+    # not a conflict: its rows read as missing (a helper's case)
+    for name, never in (("nan", [np.nan, np.nan]), ("null", pd.Series([None, None], dtype=object))):
+        got = read_table(folder(name, a.assign(g=[2, 2], sex=never)))
+        assert got["sex"].isna().sum() == 2 and set(got["sex"].dropna()) == {"boy", "girl"}
+    d = folder("stray", a.assign(g=[2, 2]))
+    (d / "zz_notes.csv").write_text("g,x\n1,2\n")
+    with pytest.raises(mi.DataError, match=r"zz_notes.csv' in the data folder .* is not a Parquet file"):
+        read_table(d)
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
