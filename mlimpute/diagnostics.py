@@ -226,8 +226,9 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
         warnings.warn(
             f"the inverse-Wishart prior's scale makes up more than {PRIOR_SHARE:.0%} of the posterior mean of "
             f"{len(found)} random-effect variance(s), worst: {worst}: the data ({vp.units} units) say "
-            "little about a variance this small, the prior holds it up, and the imputations vary more "
-            "between units than the data do; " + fix,
+            "little about a variance of this size, so the prior can hold it up (in the validation grid "
+            "by 17-30 % at shares near 30 %) and the imputations then vary more between units than the "
+            "data do; " + fix,
             PriorWarning, stacklevel=stacklevel + 1,
         )
     return [(name, share) for share, name, _, _ in found]
