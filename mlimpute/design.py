@@ -319,7 +319,7 @@ def with_formula_covariates(df: pd.DataFrame, model: ImputationModel) -> Imputat
 
     known = {*model.cluster_columns, *model.variables, *model.covariates, *model.level2_covariates, model.outcome}
     extra = sorted(c for c in substantive_variables(parse_substantive(model), df.columns) - known
-                   if c in df.columns and not df[c].isna().any())
+                   if c in df.columns and not df[c].isna().any() and df[c].nunique() > 1)   # (constant: no information)
     if not extra:
         return model
     within = df.groupby(df[model.cluster].to_numpy(), sort=False)[extra].nunique(dropna=False).max()
@@ -364,8 +364,28 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
                         "would be duplicated, beta1[y:Intercept] twice); rename the column")
     if model.general:  # several classifications or variance functions: the general sampler
         return _build_classified(df, model)
-    if model.substantive is not None:
-        model = with_formula_covariates(df, model)
+    if model.substantive is None:
+        return _build_two_level(df, model)
+    widened = with_formula_covariates(df, model)
+    listed = {*model.covariates, *model.level2_covariates}
+    added = [c for c in (*widened.covariates, *widened.level2_covariates) if c not in listed]
+    try:
+        return _build_two_level(df, widened)
+    except DataError as exc:
+        text = str(exc)
+        at = {c: min((i for i in (text.find(f"'{c}'"), text.find(f"'{c}[")) if i >= 0), default=-1) for c in added}
+        named = sorted((c for c in added if at[c] >= 0), key=at.get)   # the one the message names first
+        if not named:
+            raise
+        raise DataError(
+            f"{exc} ({named[0]!r} is read by substantive= and so is a covariate of the incomplete "
+            "variables' model too, as in jomo.lmer: remove it from the formula, or fix it in the data)"
+        ) from None
+
+
+def _build_two_level(df: pd.DataFrame, model: ImputationModel) -> ModelData:
+    """``build`` for the two-level model (6), with a substantive model's formula covariates
+    already added (``with_formula_covariates``)."""
     codes, labels = _cluster_codes(df, model.cluster)
     n_clusters = labels.shape[0]
     if n_clusters < 2:

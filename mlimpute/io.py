@@ -66,14 +66,19 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
 
 
 def _kind(t: pa.DataType) -> str:
+    """What a column holds, as far as reading it into one table goes (units, widths and
+    encodings of the same kind unify)."""
     if pa.types.is_dictionary(t):
         t = t.value_type
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         return "numbers"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
+    if (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)):
         return "text"
     if pa.types.is_boolean(t):
         return "booleans"
+    if pa.types.is_temporal(t):
+        return "dates or times"
     return str(t)
 
 
@@ -134,6 +139,10 @@ def _consistent(dataset: pads.Dataset, p: Path, columns: Sequence[str] | None) -
                                   promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
         return dataset
+    if not schema.remove_metadata().equals(dataset.schema.remove_metadata()):
+        # a type changed (Int64 in the first file, decimals in another): the first file's pandas
+        # metadata would turn the column back into its dtype and fail; pandas' defaults instead
+        schema = schema.remove_metadata()
     return pads.dataset(p, schema=schema, format="parquet",
                         partitioning=pads.HivePartitioning.discover(infer_dictionary=False))
 

@@ -215,12 +215,21 @@ def canonical_order(df: pd.DataFrame, key: np.ndarray, model=None) -> np.ndarray
     return order
 
 
+_MISSING_TEXT = "\x01<NA>"   # (not a bare NUL: numpy's str conversion strips it, and '' hashed alike)
+
+
 def _normalised(s: pd.Series) -> np.ndarray:
-    """A column's values for hashing: numbers as float64, everything else as text (missing: NUL)."""
+    """A column's values for hashing: numbers and booleans as float64 (a bool column with holes
+    comes back from Parquet as object True/False/None), everything else as text."""
     s = plain_values(s)
     if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
         return s.to_numpy(dtype=float, na_value=np.nan)
-    return np.where(s.isna().to_numpy(), "\x00", s.astype(str).to_numpy(dtype=object))
+    missing = s.isna().to_numpy()
+    if s.dtype == object and not missing.all() and all(isinstance(v, (bool, np.bool_)) for v in s[~missing]):
+        return np.where(missing, np.nan, s.to_numpy(dtype=object)).astype(float)
+    out = s.astype(str).to_numpy(dtype=object)
+    out[missing] = _MISSING_TEXT
+    return out
 
 
 def _hashed(s: pd.Series) -> np.ndarray:

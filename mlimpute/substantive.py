@@ -304,7 +304,8 @@ class _Compiler:
         return out
 
     def _complete_factor(self, expr: str, categorical: bool, state: dict, reduced: bool) -> list[list[tuple]]:
-        mm = model_matrix(f"0 + {expr}", self.probe, ensure_full_rank=False, na_action="raise")
+        quoted = f"`{expr}`" if expr in self.probe.columns and not expr.isidentifier() else expr   # `my z`
+        mm = model_matrix(f"0 + {quoted}", self.probe, ensure_full_rank=False, na_action="raise")
         values = np.asarray(mm, dtype=float)
         if not categorical:
             return [[(self.complete(f"{expr}[{k}]" if values.shape[1] > 1 else expr, values[:, k]),

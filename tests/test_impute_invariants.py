@@ -163,6 +163,20 @@ def test_categorical_ids_and_values_leave_the_imputations(small, result):
             np.testing.assert_allclose(res.completed(k)["y1"].astype(float), result.completed(k)["y1"], rtol=1e-12)
 
 
+def test_row_hash_reads_booleans_and_missing_text_by_value():
+    """A bool column with holes comes back from Parquet as object True/False/None: it was hashed
+    as text ('True') where the same column as 'boolean' was hashed as 1.0, so the two reads of
+    one file gave other imputations; and missing text hashed as the empty string (numpy's str
+    conversion strips a bare NUL)."""
+    from mlimpute.structure import row_hash
+
+    df = pd.DataFrame({"b": pd.array([True, False, None], dtype="boolean"), "t": ["", None, "a"]})
+    as_object = df.assign(b=df["b"].astype(object).where(df["b"].notna(), None))
+    np.testing.assert_array_equal(row_hash(as_object), row_hash(df))
+    h = row_hash(df[["t"]])
+    assert h[0] != h[1]
+
+
 def test_rows_tied_on_the_model_columns_keep_their_own_imputations():
     """Two pupils of a school with the same values in every column the model reads (the same
     sex, both missing the score) tie in the canonical order; their order came from the input,

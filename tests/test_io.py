@@ -55,6 +55,18 @@ def test_folder_files_must_agree(tmp_path):
     for name, never in (("nan", [np.nan, np.nan]), ("null", pd.Series([None, None], dtype=object))):
         got = read_table(folder(name, a.assign(g=[2, 2], sex=never)))
         assert got["sex"].isna().sum() == 2 and set(got["sex"].dropna()) == {"boy", "girl"}
+    # units and encodings of one kind unify (timestamps in us and ms: a helper's case); an Int64
+    # first file beside decimals reads as float (its pandas metadata had turned it back to Int64)
+    t1 = tmp_path / "t1"
+    t1.mkdir()
+    write_parquet(pd.DataFrame({"t": pd.to_datetime(["2024-01-01"]).astype("datetime64[us]")}), t1 / "a.parquet")
+    write_parquet(pd.DataFrame({"t": pd.to_datetime(["2024-02-01"]).astype("datetime64[ms]")}), t1 / "b.parquet")
+    assert len(read_table(t1)) == 2
+    i1 = tmp_path / "i1"
+    i1.mkdir()
+    write_parquet(pd.DataFrame({"v": pd.array([1, None], dtype="Int64")}), i1 / "a.parquet")
+    write_parquet(pd.DataFrame({"v": [1.5, 2.0]}), i1 / "b.parquet")
+    assert sorted(read_table(i1)["v"].dropna()) == [1.0, 1.5, 2.0]
     d = folder("stray", a.assign(g=[2, 2]))
     (d / "zz_notes.csv").write_text("g,x\n1,2\n")
     with pytest.raises(mi.DataError, match=r"zz_notes.csv' in the data folder .* is not a Parquet file"):

@@ -170,6 +170,24 @@ def test_outcome_type_errors():
         build(df.assign(f=df["f"].fillna("p")), model)
 
 
+def test_formula_covariates_named_in_refusals_and_constant_ones_left_out():
+    """Complete columns the formula reads join the covariates; a check that refuses one says it
+    came from substantive= (it said "drop it from covariates", a list the user never wrote), and
+    a column constant in the data (one site) is not added (it ran before, and still does). A
+    complete column whose name needs backticks (`my z`) is read (it failed in formulaic)."""
+    rng = np.random.default_rng(7)
+    df = _frame(rng)
+    df["s3"] = 2 * df["z"] + 1
+    df["site"] = "A"
+    df["my z"] = rng.normal(size=len(df))
+    for formula, match in (("y ~ x + z + s3 + (1 | g)", r"'(z|s3)' is read by substantive= and so is a covariate"),):
+        with pytest.raises(mi.DataError, match=match):
+            build(df, mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive=formula))
+    data = build(df, mi.ImputationModel(cluster="g", variables={"x": "continuous"},
+                                        substantive="y ~ x + w + site + `my z` + (1 | g)"))
+    assert "site" not in data.model.covariates and "my z" in data.model.covariates
+
+
 def test_backticked_outcome_name():
     """An outcome whose name needs backticks (`my y`) was refused as "not a column name",
     though backticked covariates and mi.lmm take such names."""
