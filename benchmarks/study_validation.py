@@ -206,8 +206,9 @@ def _render(done: pd.DataFrame):
               "0.1. A paired check on J100-n5-icc0.1-r40-MCAR-cont (`python benchmarks/validation_prior_check.py "
               "1` and `0.1`, 120 replications): +16.4 ± 4.3 % with the default, +5.8 ± 4.3 % with the scale "
               "0.1·I. A smaller or data-based default scale for Ω2 is open; a run where the prior's scale makes "
-              "up more than 20 % of such a variance's posterior mean now says so (`PriorWarning`, "
-              "`mlimpute.diagnostics.warn_prior`).", ""]
+              "up more than 20 % of the posterior mean of an incomplete variable's random-effect variance "
+              "now says so (`PriorWarning`, `mlimpute.diagnostics.warn_prior`; how often on this grid: "
+              "`python benchmarks/prior_warning_check.py`).", ""]
     for par in PARAMETERS:
         lines += [f"## {par} (truth {'ICC' if par == 'var(Intercept)' else ('1 − ICC' if par == 'Residual' else TRUTH[GRID[0]][par])})", "",
                   "| cell | mi rel. bias % | mi coverage | cc rel. bias % | cc coverage | full coverage |",

@@ -189,12 +189,9 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
     Ψ_kk / (E[Ω_kk](ν + J − d − 1)), read off the draws (on the sampler's scale, where Ψ is:
     ``affine`` maps the monitored values back). That is a lower bound of the prior's pull: S holds
     the effects' own posterior spread, which a larger Ω lets grow (a two-level variable with ICC
-    0.02, 40 clusters of 15: share 27 %, posterior mean 5 times the truth). Above ``PRIOR_SHARE``
-    (validation grid, ICC 0.1 and clusters of 5: shares near 0.3 and the completed data's
-    between-cluster variance +17 to +30 %; ``docs/validation.md``) a small variance comes out
-    larger than the data show (the default scale I on the standardised scale puts about 1/J of a
-    variable's variance into it). ``draws``: (chains, draws, parameters); ``priors``:
-    ``sampler.variance_priors``."""
+    0.02, 40 clusters of 15: share 27 %, posterior mean 5 times the truth), so it is a warning
+    about sensitivity to the prior, not a measure of bias. Only variables with missing values
+    are checked (``sampler.variance_priors``). ``draws``: (chains, draws, parameters)."""
     index = {n: k for k, n in enumerate(names)}
     mean = draws.reshape(-1, draws.shape[-1]).mean(axis=0)
     found = []
@@ -225,10 +222,9 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
                "of the variance you expect)")
         warnings.warn(
             f"the inverse-Wishart prior's scale makes up more than {PRIOR_SHARE:.0%} of the posterior mean of "
-            f"{len(found)} random-effect variance(s), worst: {worst}: the data ({vp.units} units) say "
-            "little about a variance of this size, so the prior can hold it up (in the validation grid "
-            "by 17-30 % at shares near 30 %) and the imputations then vary more between units than the "
-            "data do; " + fix,
+            f"{len(found)} random-effect variance(s) of incomplete variables, worst: {worst}: the data "
+            f"({vp.units} units) say little about a variance of this size, so the prior can hold it up, "
+            "and the imputations then vary more between units than the data do; " + fix,
             PriorWarning, stacklevel=stacklevel + 1,
         )
     return [(name, share) for share, name, _, _ in found]

@@ -278,7 +278,7 @@ class VariancePrior(NamedTuple):
     and the dimension (the user states it with ``prior_l2`` or ``priors``)."""
 
     matrix: str
-    names: tuple[str, ...]
+    names: tuple[str | None, ...]   # None: a complete variable's coordinate (not checked)
     psi: np.ndarray
     df: float
     units: int
@@ -289,8 +289,13 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
     """The random-effect covariances whose draw given the effects is inverse-Wishart, so that
     E[Ω_kk] = (Ψ_kk + E[S_kk]) / (ν + J − d − 1) and Ψ_kk's share of it can be read off the
     posterior mean: Ω2 of the two-level model, each classification's Ω^(c); not those with
-    categorical variables of their own level (fixed blocks: their draw is not that conditional)."""
+    categorical variables of their own level (fixed blocks: their draw is not that conditional).
+    Only the coordinates of variables with missing values are named (``names`` holds None for
+    the others): a complete variable's variance, held up, does not change its values (on the
+    validation grid the complete outcome's was the one most often named, with no bias in the
+    analysis: ``benchmarks/prior_warning_check.py``)."""
     con2 = constraints(data)[1] if not data.classes else None
+    miss1 = data.miss1.any(axis=0)
     if data.classes:
         from .multi import _free_names, class_prior
 
@@ -299,17 +304,22 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
             if any(c.kind != "continuous" for c in cd.codecs):
                 continue
             coords = _free_names(data, ci)
+            incomplete = [*miss1, *(m for b in cd.parent for m in data.classes[b].miss.any(axis=0)),
+                          *(bool(miss1[v.col]) for v in data.variances if v.re == ci),
+                          *cd.miss.any(axis=0)]
             scale, df = class_prior(data, ci)
-            out.append(VariancePrior(f"omega[{cd.name}]", tuple(f"omega[{cd.name}][{c},{c}]" for c in coords),
+            out.append(VariancePrior(f"omega[{cd.name}]", tuple(f"omega[{cd.name}][{c},{c}]" if m else None
+                                                                for c, m in zip(coords, incomplete)),
                                      np.diag(scale).copy(), df, int(cd.n_units), len(coords)))
         return out
     d = data.y1.shape[1] * data.z.shape[1] + data.y2.shape[1]
     if not d or con2 is not None:
         return []
     scale, df = level2_prior(data)
-    coords = [f"{v}:{z}" for v in data.y1_names for z in data.z_names] + list(data.y2_names)
-    return [VariancePrior("omega2", tuple(f"omega2[{c},{c}]" for c in coords), np.diag(scale).copy(), df,
-                          int(data.n_clusters), d)]
+    coords = [(f"{v}:{z}", m) for v, m in zip(data.y1_names, miss1) for z in data.z_names]
+    coords += list(zip(data.y2_names, data.miss2.any(axis=0)))
+    return [VariancePrior("omega2", tuple(f"omega2[{c},{c}]" if m else None for c, m in coords),
+                          np.diag(scale).copy(), df, int(data.n_clusters), d)]
 
 
 def trace_names(data: ModelData) -> list[str]:
