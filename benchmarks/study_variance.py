@@ -137,7 +137,7 @@ INTRO = ("Made by `python benchmarks/study_variance.py` (see its docstring for t
          "posterior mean of 2.1 for the cluster variance and a completed-data estimate of 0.33 "
          "against the full data's 0.17 (with `standardize=False`, whose identity scale happens to "
          "suit these units: 0.31 and 0.23). Such a run now ends with a `PriorWarning` naming the "
-         "variance (the prior's scale is at least 69 % of its posterior mean there), and "
+         "variance (the prior's share of its posterior mean is 74 % there), and "
          "`priors={'g': mi.CovariancePrior(scale=[[0.05]])}` brings it to 0.10 and the completed "
          "data's estimate to 0.16.")
 

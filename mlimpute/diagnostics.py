@@ -25,7 +25,7 @@ __all__ = ["rhat", "ess_bulk", "ess_tail", "autocorrelation", "summarise", "warn
 RHAT_LIMIT = 1.05
 ESS_LIMIT = 100
 MIN_DRAWS = 4  # split chains need two halves of at least two draws
-PRIOR_SHARE = 0.2  # a variance whose posterior mean is more than this much its prior's scale: PriorWarning
+PRIOR_SHARE = 0.2  # the prior's share of a variance's posterior mean above which: PriorWarning (docs/sampler-quality.md)
 
 
 def _split(x: np.ndarray) -> np.ndarray:
@@ -185,31 +185,47 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
     is mostly their inverse-Wishart prior's scale; returns (name, share) of each.
 
     Given the effects u of J units, Ω | u ~ IW(ν + J, Ψ + S) with S = Σ u u', so the posterior
-    mean of a variance is E[Ω_kk] = (Ψ_kk + E[S_kk]) / (ν + J − d − 1): the prior's share of it is
-    Ψ_kk / (E[Ω_kk](ν + J − d − 1)), read off the draws (on the sampler's scale, where Ψ is:
-    ``affine`` maps the monitored values back). That is a lower bound of the prior's pull: S holds
-    the effects' own posterior spread, which a larger Ω lets grow (a two-level variable with ICC
-    0.02, 40 clusters of 15: share 27 %, posterior mean 5 times the truth), so it is a warning
-    about sensitivity to the prior, not a measure of bias. Only variables with missing values
-    are checked (``sampler.variance_priors``). ``draws``: (chains, draws, parameters)."""
+    mean of a variance is E[Ω_kk] = (Ψ_kk + E[S_kk]) / (ν + J − d − 1), read off the draws (on
+    the sampler's scale, where Ψ is: ``affine`` maps the monitored values back). E[S_kk] holds,
+    besides what the data say, the effects' own posterior spread, Σ_j V_jk, which a larger Ω lets
+    grow (with small units it is most of S, and the prior's pull hides in it); for a level-1
+    variable's effect it is taken out, V_jk ≈ 1/(1/Ω_kk + I_jk/σ²) with I_jk the unit's
+    information (``VariancePrior.info``) and σ² the variable's level-1 variance (correlations
+    between variables ignored). The prior's share is then Ψ_kk / (E[Ω_kk](ν + J − d − 1) − Σ_j
+    V_jk), at most 1. It is a warning about sensitivity to the prior, not a measure of bias
+    (``benchmarks/prior_warning_check.py`` measures both on the validation grid). Only variables
+    with missing values are checked (``sampler.variance_priors``). ``draws``: (chains, draws,
+    parameters). Priors the user stated are not checked."""
     index = {n: k for k, n in enumerate(names)}
     mean = draws.reshape(-1, draws.shape[-1]).mean(axis=0)
+
+    def internal(name: str) -> float | None:
+        j = index.get(name)
+        if j is None:
+            return None
+        return float(mean[j] / (affine[1][j] if affine is not None else 1.0))
+
     found = []
     for vp in priors:
+        if vp.stated:   # the user's own choice of prior: not second-guessed
+            continue
         denom = vp.df + vp.units - vp.dim - 1
         for k, name in enumerate(vp.names):
-            j = index.get(name)
-            if j is None or denom <= 0:
+            omega = internal(name) if name is not None else None
+            if omega is None or denom <= 0 or not omega > 0:
                 continue
-            internal = mean[j] / (affine[1][j] if affine is not None else 1.0)
-            if not internal > 0:
-                continue
-            share = float(vp.psi[k] / (internal * denom))
+            spread = 0.0
+            if vp.info and vp.info[k] is not None:
+                sigma2 = internal(vp.level1[k]) if vp.level1[k] is not None else None
+                sigma2 = 1.0 if sigma2 is None and vp.level1[k] is not None else sigma2   # a latent's variance: 1
+                if sigma2 is not None and sigma2 > 0:
+                    spread = float(np.sum(1.0 / (1.0 / omega + vp.info[k] / sigma2)))
+            share = float(vp.psi[k] / max(omega * denom - spread, vp.psi[k]))
             if share > PRIOR_SHARE:
-                found.append((share, name, float(mean[j]), vp))
+                found.append((share, name, float(mean[index[name]]), vp))
     if found:
         found.sort(key=lambda t: -t[0])
-        worst = ", ".join(f"{name} = {value:.3g} (at least {share:.0%} from the prior)"
+        worst = ", ".join(f"{name} = {value:.3g} (about {share:.0%} from the prior)"
                           for share, name, value, _ in found[:3])
         vp = found[0][3]
         if vp.matrix == "omega2":
@@ -221,7 +237,7 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
         fix = (f"state {where} with a smaller diagonal for these, on the data's scale (about a tenth "
                "of the variance you expect)")
         warnings.warn(
-            f"the inverse-Wishart prior's scale makes up more than {PRIOR_SHARE:.0%} of the posterior mean of "
+            f"the inverse-Wishart prior's scale makes up more than {PRIOR_SHARE:.0%} (beside what the data say) of the posterior mean of "
             f"{len(found)} random-effect variance(s) of incomplete variables, worst: {worst}: the data "
             f"({vp.units} units) say little about a variance of this size, so the prior can hold it up, "
             "and the imputations then vary more between units than the data do; " + fix,

@@ -69,12 +69,22 @@ def test_prior_share_formula():
     # internal means 0.05 (share 1/(0.05·39) = 0.51) and 0.5 (0.05); a's monitored value is 4× internal
     draws = np.broadcast_to(np.array([0.0, 0.2, 0.5]), (2, 10, 3))
     affine = (np.zeros(3), np.array([1.0, 4.0, 1.0]))
-    with pytest.warns(PriorWarning, match=r"omega2\[a,a\] = 0.2 \(at least 51% from the prior\).*prior_l2="):
+    with pytest.warns(PriorWarning, match=r"omega2\[a,a\] = 0.2 \(about 51% from the prior\).*prior_l2="):
         found = d.warn_prior(draws, names, affine, [vp])
     assert [n for n, _ in found] == ["omega2[a,a]"] and found[0][1] == pytest.approx(1 / (0.05 * 39))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert d.warn_prior(draws, names, (np.zeros(3), np.ones(3)), [vp]) == []   # 1/(0.2·39) = 0.13
+        assert d.warn_prior(draws, names, affine, [vp._replace(stated=True)]) == []   # the user's own prior
+    # the effects' own spread taken out of S: 40 units with information 4 each about a's effect
+    # and a level-1 variance 2 (monitored as omega1[a,a] = 2): V_j = 1/(1/0.2 + 4/2) = 1/7
+    names1 = [*names, "omega1[a,a]"]
+    draws1 = np.broadcast_to(np.array([0.0, 0.8, 0.5, 2.0]), (2, 10, 4))
+    aff1 = (np.zeros(4), np.array([1.0, 4.0, 1.0, 1.0]))
+    vp1 = vp._replace(level1=("omega1[a,a]", None), info=(np.full(40, 4.0), None))
+    with pytest.warns(PriorWarning):
+        found = d.warn_prior(draws1, names1, aff1, [vp1])
+    assert found == [("omega2[a,a]", pytest.approx(1 / (0.2 * 39 - 40 / 7)))]
 
 
 def test_prior_warning_of_a_small_cluster_variance():

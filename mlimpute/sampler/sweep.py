@@ -275,7 +275,10 @@ class VariancePrior(NamedTuple):
     """The inverse-Wishart prior of one random-effect covariance, for the check of how much of
     a variance's posterior it makes (``diagnostics.warn_prior``): the monitored names of its
     diagonal, the prior scale's diagonal on the sampler's scale, its df, the number of units
-    and the dimension (the user states it with ``prior_l2`` or ``priors``)."""
+    and the dimension (the user states it with ``prior_l2`` or ``priors``); for a level-1
+    variable's effect, the name of its level-1 variance and each unit's information about the
+    effect per unit of that variance (Σ z² over the unit's rows where the variable is observed,
+    multiple membership: Σ w² z²), from which the effects' own posterior spread in S is judged."""
 
     matrix: str
     names: tuple[str | None, ...]   # None: a complete variable's coordinate (not checked)
@@ -283,6 +286,23 @@ class VariancePrior(NamedTuple):
     df: float
     units: int
     dim: int
+    level1: tuple[str | None, ...] = ()             # per coordinate: "omega1[v,v]" or None
+    info: tuple[np.ndarray | None, ...] = ()        # per coordinate: (units,) or None
+    stated: bool = False                            # the user stated this prior (then not checked)
+
+
+def _unit_information(data: ModelData, unit: np.ndarray | None, ids, weights, n_units: int,
+                      col: int, z: np.ndarray) -> np.ndarray:
+    """Σ over each unit's rows where level-1 column ``col`` is observed of z² (weights² for a
+    multiple membership)."""
+    seen = ~data.miss1[:, col]
+    if unit is not None:
+        return np.bincount(unit[seen], weights=z[seen] ** 2, minlength=n_units)
+    out = np.zeros(n_units)
+    for k in range(ids.shape[1]):
+        ok = seen & (ids[:, k] >= 0)
+        out += np.bincount(ids[ok, k], weights=(weights[ok, k] * z[ok]) ** 2, minlength=n_units)
+    return out
 
 
 def variance_priors(data: ModelData) -> list[VariancePrior]:
@@ -308,9 +328,15 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
                           *(bool(miss1[v.col]) for v in data.variances if v.re == ci),
                           *cd.miss.any(axis=0)]
             scale, df = class_prior(data, ci)
+            p1 = data.y1.shape[1]
+            ones = np.ones(data.n_rows)
+            level1 = tuple(f"omega1[{v},{v}]" for v in data.y1_names) + (None,) * (len(coords) - p1)
+            info = tuple(_unit_information(data, cd.unit, cd.ids, cd.weights, cd.n_units, c, ones)
+                         for c in range(p1)) + (None,) * (len(coords) - p1)
             out.append(VariancePrior(f"omega[{cd.name}]", tuple(f"omega[{cd.name}][{c},{c}]" if m else None
                                                                 for c, m in zip(coords, incomplete)),
-                                     np.diag(scale).copy(), df, int(cd.n_units), len(coords)))
+                                     np.diag(scale).copy(), df, int(cd.n_units), len(coords), level1, info,
+                                     cd.name in data.model.priors))
         return out
     d = data.y1.shape[1] * data.z.shape[1] + data.y2.shape[1]
     if not d or con2 is not None:
@@ -318,8 +344,14 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
     scale, df = level2_prior(data)
     coords = [(f"{v}:{z}", m) for v, m in zip(data.y1_names, miss1) for z in data.z_names]
     coords += list(zip(data.y2_names, data.miss2.any(axis=0)))
+    q, p2 = data.z.shape[1], data.y2.shape[1]
+    common = data.model.covariance != "cluster"
+    level1 = tuple(f"omega1[{v},{v}]" if common else None for v in data.y1_names for _ in range(q)) + (None,) * p2
+    info = tuple(_unit_information(data, data.cluster, None, None, data.n_clusters, c, data.z[:, k])
+                 for c in range(data.y1.shape[1]) for k in range(q)) + (None,) * p2
     return [VariancePrior("omega2", tuple(f"omega2[{c},{c}]" if m else None for c, m in coords),
-                          np.diag(scale).copy(), df, int(data.n_clusters), d)]
+                          np.diag(scale).copy(), df, int(data.n_clusters), d, level1, info,
+                          data.model.prior_l2 != type(data.model.prior_l2)())]
 
 
 def trace_names(data: ModelData) -> list[str]:
