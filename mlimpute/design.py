@@ -17,6 +17,7 @@ import pandas as pd
 from .errors import DataError
 from .spec import ImputationModel
 from .identification import check_identified, dependent_column
+from .priors import class_prior
 from .substantive import OutcomeData, build_outcome
 
 if TYPE_CHECKING:
@@ -829,8 +830,6 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     )
     check_identified(data)
     _check_priors(model, y1.shape[1])
-    from .sampler.multi import class_prior
-
     for ci in range(len(classes)):   # each stated priors= entry's shape, before sampling
         class_prior(data, ci)
     return data

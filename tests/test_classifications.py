@@ -172,7 +172,7 @@ def test_classification_priors_are_stated_on_the_data_scale():
     Ω^(c)'s coordinates in order; a stated scale is on the data's scale (so it reaches the
     sampler divided by the coordinates' scales), df as given."""
     from mlimpute.impute import prepare
-    from mlimpute.sampler.multi import class_prior
+    from mlimpute.priors import class_prior
 
     df = three_level(np.random.default_rng(1), S=12, C=3, n=4)
     model = mi.ImputationModel(cluster=["school", "class"], variables={"y": "continuous", "c": mi.Variable(

@@ -87,7 +87,7 @@ from scipy import sparse
 from scipy.sparse.linalg import splu
 
 from ..design import ColumnCodec, ModelData
-from ..errors import SpecError
+from ..priors import class_coordinate_names, class_coordinates, class_prior
 from ..scaling import TraceMap, prior_scale
 from . import _class_kernels as ck
 from . import _vf_kernels as vfk
@@ -103,7 +103,7 @@ from .state import (Patterns, _constrain_start, _fill_categorical, _hot_deck, _i
                     expanded_columns, nominal_blocks)
 
 __all__ = ["MultiState", "MultiStatic", "prepare_multi", "initial_multi", "sweep_multi",
-           "multi_trace_names", "multi_trace_vector", "class_prior", "class_coordinates"]
+           "multi_trace_names", "multi_trace_vector"]
 
 
 class MultiState(NamedTuple):
@@ -1310,17 +1310,6 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
 # ------------------------------------------------------------------------------------------
 # Monitored parameters
 # ------------------------------------------------------------------------------------------
-def _free_names(data: ModelData, ci: int) -> list[str]:
-    """Names of classification c's effect coordinates: level-1 variables, then the variables of
-    the classifications nested in it, its log-variance effects, then its own variables."""
-    cd = data.classes[ci]
-    names = list(data.y1_names)
-    for b in cd.parent:
-        names += list(data.classes[b].y_names)
-    names += [f"logvar({v.name})" for v in data.variances if v.re == ci]
-    return names + list(cd.y_names)
-
-
 def multi_trace_names(data: ModelData) -> list[str]:
     st_like = prepare_names(data)
     names = [f"beta1[{v}:{x}]" for v in data.y1_names for x in data.x1_names]
@@ -1331,7 +1320,7 @@ def multi_trace_names(data: ModelData) -> list[str]:
     for v in data.variances:
         names += [f"gamma[{v.name}:{w}]" for w in v.w_names]
     for ci, cd in enumerate(data.classes):
-        fn = _free_names(data, ci)
+        fn = class_coordinate_names(data, ci)
         i, j = free_c[ci]
         names += [f"omega[{cd.name}][{fn[a]},{fn[b]}]" for a, b in zip(i, j)]
     for c in data.categorical1:
@@ -1370,38 +1359,6 @@ def multi_trace_vector(st: MultiStatic, s: MultiState) -> np.ndarray:
     if st.trace_map is not None:   # on the data's scale (mlimpute.scaling)
         out = st.trace_map[0] + st.trace_map[1] * out
     return out
-
-
-def class_coordinates(data: ModelData, ci: int) -> np.ndarray | None:
-    """The data's scale of each coordinate of classification c's Ω^(c), in ``_free_names``'
-    order (None without internal scaling)."""
-    sc = data.scaling
-    if sc is None:
-        return None
-    cd = data.classes[ci]
-    coord = [sc.y1[1]]
-    coord += [sc.classes[b][1] for b in cd.parent]
-    coord.append(np.ones(sum(1 for v in data.variances if v.re == ci)))
-    coord.append(sc.classes[ci][1])
-    return np.concatenate(coord)
-
-
-def class_prior(data: ModelData, ci: int) -> tuple[np.ndarray, float]:
-    """Ω^(c)'s inverse-Wishart prior (scale, df) on the sampler's scale: ``model.priors`` of the
-    classification (a stated scale is on the data's scale), else the identity with df its
-    dimension; a stated scale of the wrong size is refused naming the coordinates."""
-    cd = data.classes[ci]
-    names = _free_names(data, ci)
-    stated = data.model.priors.get(cd.name)
-    if stated is None:
-        return np.eye(len(names)), float(len(names))
-    try:
-        scale, df = stated.resolve(len(names), f"classification {cd.name!r}")
-    except SpecError as exc:
-        raise SpecError(f"{exc} (its coordinates, in order: {', '.join(names)})") from None
-    if stated.scale is not None:
-        scale = prior_scale(scale, class_coordinates(data, ci))
-    return scale, df
 
 
 def multi_trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:

@@ -9,6 +9,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from ..design import ColumnCodec, ModelData
+from ..priors import level2_prior
 from ..scaling import TraceMap, level2_coordinates, prior_scale
 from ._kernels import fitted_rows, residual_crossprod
 from .collapsed import rare_columns
@@ -16,7 +17,7 @@ from .covariance import Constraint, free_lower
 from .latent import initial_latent
 from .outcome import OutcomeState, OutcomeStatic, initial_outcome, prepare_outcome, substantive_units
 
-__all__ = ["State", "Static", "Patterns", "constraints", "prepare_two_level", "initial_two_level", "level2_prior"]
+__all__ = ["State", "Static", "Patterns", "constraints", "prepare_two_level", "initial_two_level"]
 
 
 class State(NamedTuple):
@@ -251,16 +252,6 @@ def effect_mask(cols, q: int, dim: int) -> np.ndarray:
     for k in cols:
         mask[k * q:(k + 1) * q] = True
     return mask
-
-
-def level2_prior(data: ModelData) -> tuple[np.ndarray, float]:
-    """Ω2's inverse-Wishart prior (scale, df) on the sampler's scale: a scale the user states
-    is on the data's scale and is mapped; the default (I) is defined on the sampler's."""
-    model = data.model
-    scale, df = model.prior_l2.resolve(data.y1.shape[1] * data.z.shape[1] + data.y2.shape[1], "level-2")
-    if data.scaling is not None and model.prior_l2.scale is not None:
-        scale = prior_scale(scale, level2_coordinates(data))
-    return scale, df
 
 
 def trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:

@@ -31,7 +31,8 @@ from ._kernels import fitted_crossprod, fitted_rows, residual_crossprod
 from .random import draw_fixed_u1
 from ..design import ModelData
 from ..errors import ConvergenceError
-from .state import State, Static, constraints, initial_two_level, level2_prior, prepare_two_level
+from ..priors import class_coordinate_names, class_prior, level2_prior
+from .state import State, Static, constraints, initial_two_level, prepare_two_level
 
 __all__ = ["prepare_static", "initial_state", "sweep", "trace_vector", "trace_names", "variance_priors",
            "VariancePrior"]
@@ -317,13 +318,11 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
     con2 = constraints(data)[1] if not data.classes else None
     miss1 = data.miss1.any(axis=0)
     if data.classes:
-        from .multi import _free_names, class_prior
-
         out = []
         for ci, cd in enumerate(data.classes):
             if any(c.kind != "continuous" for c in cd.codecs):
                 continue
-            coords = _free_names(data, ci)
+            coords = class_coordinate_names(data, ci)
             incomplete = [*miss1, *(m for b in cd.parent for m in data.classes[b].miss.any(axis=0)),
                           *(bool(miss1[v.col]) for v in data.variances if v.re == ci),
                           *cd.miss.any(axis=0)]
