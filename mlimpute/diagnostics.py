@@ -180,6 +180,13 @@ def warn_convergence(table: pd.DataFrame, n_draws: int, stacklevel: int = 2) -> 
         )
 
 
+def _toml_key(name: str) -> str:
+    """A TOML key: bare if it can be, else quoted (a membership's 'mm(s1, s2)')."""
+    import re
+
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else '"' + name.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+
 def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) -> list[tuple[str, float]]:
     """A :class:`~mlimpute.PriorWarning` naming the random-effect variances whose posterior mean
     is mostly their inverse-Wishart prior's scale; returns (name, share) of each.
@@ -227,19 +234,20 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
         found.sort(key=lambda t: -t[0])
         worst = ", ".join(f"{name} = {value:.3g} (about {share:.0%} from the prior)"
                           for share, name, value, _ in found[:3])
-        vp = found[0][3]
-        if vp.matrix == "omega2":
+        matrices = list({vp.matrix: vp for _, _, _, vp in reversed(found)}.values())[::-1]   # each named, worst first
+        if matrices[0].matrix == "omega2":
             where = "prior_l2=mi.CovariancePrior(scale=...) ([model.prior_l2] in a TOML config)"
         else:
-            name = vp.matrix[len("omega["):-1]
-            where = (f"priors={{{name!r}: mi.CovariancePrior(scale=...)}} ([model.priors.{name}] in a TOML "
-                     "config)")
+            names = [vp.matrix[len("omega["):-1] for vp in matrices]
+            where = ("priors={" + ", ".join(f"{n!r}: mi.CovariancePrior(scale=...)" for n in names) + "} ("
+                     + ", ".join(f"[model.priors.{_toml_key(n)}]" for n in names) + " in a TOML config)")
         fix = (f"state {where} with a smaller diagonal for these, on the data's scale (about a tenth "
                "of the variance you expect)")
         warnings.warn(
             f"the inverse-Wishart prior's scale makes up more than {PRIOR_SHARE:.0%} (beside what the data say) of the posterior mean of "
             f"{len(found)} random-effect variance(s) of incomplete variables, worst: {worst}: the data "
-            f"({vp.units} units) say little about a variance of this size, so the prior can hold it up, "
+            f"({', '.join(str(vp.units) for vp in matrices)} units) say little about a variance of this "
+            "size, so the prior can hold it up, "
             "and the imputations then vary more between units than the data do; " + fix,
             PriorWarning, stacklevel=stacklevel + 1,
         )

@@ -85,6 +85,12 @@ def test_prior_share_formula():
     with pytest.warns(PriorWarning):
         found = d.warn_prior(draws1, names1, aff1, [vp1])
     assert found == [("omega2[a,a]", pytest.approx(1 / (0.2 * 39 - 40 / 7)))]
+    # two classifications' variances: the fix names both, a name that needs quoting quoted in TOML
+    vq = [vp._replace(matrix="omega[school]", names=("omega2[a,a]", None)),
+          vp._replace(matrix="omega[mm(s1, s2)]", names=(None, "omega2[b,b]"), psi=np.array([1.0, 20.0]))]
+    with pytest.warns(PriorWarning, match=r"priors=\{'mm\(s1, s2\)': .*'school': .*\[model.priors.\"mm\(s1, s2\)\"\], "
+                                          r"\[model.priors.school\] in a TOML config"):
+        d.warn_prior(draws, names, affine, vq)
 
 
 def test_prior_warning_of_a_small_cluster_variance():
@@ -119,3 +125,4 @@ def test_prior_warning_of_a_small_cluster_variance():
     got = prior_warnings(mi.ImputationModel(**vf))
     assert len(got) == 1 and "omega[g][y,y]" in got[0] and "priors={'g': mi.CovariancePrior(scale=...)}" in got[0]
     assert prior_warnings(mi.ImputationModel(**vf, priors={"g": mi.CovariancePrior(scale=[[0.002]])})) == []
+    assert len(prior_warnings(mi.ImputationModel(**vf, priors={"g": mi.CovariancePrior()}))) == 1   # the default, stated

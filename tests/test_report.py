@@ -176,6 +176,10 @@ def test_report_says_which_imputation_model_ran_and_plots_the_imputed_outcome():
     assert ("variance functions" in describe_model(hetero)
             and "<code>normexam</code> <code>~ sex + (1 | school)</code>" in describe_model(hetero))
     assert "variance functions" not in describe_model(joint)
+    assert "Stated priors" not in describe_model(joint)   # priors the user states are named, on the data's scale
+    stated = mi.ImputationModel(cluster="school", covariates=["sex"], priors={"school": mi.CovariancePrior(df=3)},
+                                variables={"normexam": mi.Variable("continuous", variance="~ sex")})
+    assert "Stated priors (on the data's scale): <code>priors[&#x27;school&#x27;]</code> df 3." in describe_model(stated)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mi.ConvergenceWarning)  # a short run: plumbing only
         res = mi.impute(df, smc, n_imputations=2, burn=20, between=5, chains=1, seed=3)

@@ -75,6 +75,23 @@ def _variance_functions(model: ImputationModel) -> str:
             f"variables multiplied by exp(w'γ + v)): {parts}")
 
 
+def _stated_priors(model: ImputationModel) -> str:
+    """The covariance priors the user stated (on the data's scale), as a sentence ('' if none)."""
+    from ..spec import CovariancePrior
+
+    def show(p: CovariancePrior) -> str:
+        parts = ([f"scale {[list(r) for r in p.scale]}"] if p.scale is not None else []) + (
+            [f"df {p.df:g}"] if p.df is not None else [])
+        return html.escape(", ".join(parts))
+
+    stated = [(f"<code>{key}</code>", p) for key, p in (("prior_l1", model.prior_l1), ("prior_l2", model.prior_l2))
+              if p != CovariancePrior()]
+    stated += [(f"<code>priors[{html.escape(repr(name))}]</code>", p) for name, p in model.priors.items()]
+    if not stated:
+        return ""
+    return " Stated priors (on the data's scale): " + "; ".join(f"{k} {show(p)}" for k, p in stated) + "."
+
+
 def describe_model(model: ImputationModel) -> str:
     """One paragraph (HTML) saying which imputation model ran."""
     def names(cols):
@@ -86,9 +103,10 @@ def describe_model(model: ImputationModel) -> str:
              + (", with cluster-specific level-1 covariances" if model.covariance == "cluster" else "")
              + _variance_functions(model))
     if model.substantive is None:
-        scale = (" Fitted to standardised variables and covariates (priors on that scale), "
+        scale = (" Fitted to standardised variables and covariates (default priors on that scale), "
                  "reported on the data's scale." if model.standardize else
                  " Fitted on the data's scale (<code>standardize = false</code>).")
+        scale += _stated_priors(model)
         return (f"<p>Imputation model: {joint}.{scale} Analyses with random slopes, interactions or "
                 "non-linear terms of imputed variables are not compatible with it (their estimates "
                 "shrink toward zero); give the analysis model as <code>substantive</code> for "

@@ -32,6 +32,7 @@ from .random import draw_fixed_u1
 from ..design import ModelData
 from ..errors import ConvergenceError
 from ..priors import class_coordinate_names, class_prior, level2_prior
+from ..spec import CovariancePrior
 from .state import State, Static, constraints, initial_two_level, prepare_two_level
 
 __all__ = ["prepare_static", "initial_state", "sweep", "trace_vector", "trace_names", "variance_priors",
@@ -335,7 +336,7 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
             out.append(VariancePrior(f"omega[{cd.name}]", tuple(f"omega[{cd.name}][{c},{c}]" if m else None
                                                                 for c, m in zip(coords, incomplete)),
                                      np.diag(scale).copy(), df, int(cd.n_units), len(coords), level1, info,
-                                     cd.name in data.model.priors))
+                                     data.model.priors.get(cd.name, CovariancePrior()) != CovariancePrior()))
         return out
     d = data.y1.shape[1] * data.z.shape[1] + data.y2.shape[1]
     if not d or con2 is not None:
@@ -350,7 +351,7 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
                  for c in range(data.y1.shape[1]) for k in range(q)) + (None,) * p2
     return [VariancePrior("omega2", tuple(f"omega2[{c},{c}]" if m else None for c, m in coords),
                           np.diag(scale).copy(), df, int(data.n_clusters), d, level1, info,
-                          data.model.prior_l2 != type(data.model.prior_l2)())]
+                          data.model.prior_l2 != CovariancePrior())]
 
 
 def trace_names(data: ModelData) -> list[str]:
