@@ -169,15 +169,18 @@ class ModelConfig(_Section):
                            variance=v.variance)
             for name, v in self.variables.items()
         }
-        def prior(p: PriorConfig) -> CovariancePrior:
-            return CovariancePrior(scale=None if p.scale is None else tuple(tuple(r) for r in p.scale), df=p.df)
+        def prior(p: PriorConfig, table: str) -> CovariancePrior:
+            try:
+                return CovariancePrior(scale=None if p.scale is None else tuple(tuple(r) for r in p.scale), df=p.df)
+            except SpecError as exc:   # say which table (the class does not know its name)
+                raise SpecError(f"{table}: {exc}") from None
 
         priors: dict[str, Any] = {
-            key: prior(p) for key, p in (("prior_l1", self.prior_l1), ("prior_l2", self.prior_l2),
-                                         ("prior_substantive", self.prior_substantive)) if p is not None
+            key: prior(p, key) for key, p in (("prior_l1", self.prior_l1), ("prior_l2", self.prior_l2),
+                                                       ("prior_substantive", self.prior_substantive)) if p is not None
         }
         if self.priors:
-            priors["priors"] = {name: prior(p) for name, p in self.priors.items()}
+            priors["priors"] = {name: prior(p, f"priors.{name}") for name, p in self.priors.items()}
         cluster: Any = self.cluster
         if isinstance(cluster, CrossedConfig):
             cluster = Crossed(*cluster.crossed)

@@ -25,6 +25,7 @@ __all__ = ["rhat", "ess_bulk", "ess_tail", "autocorrelation", "summarise", "warn
 RHAT_LIMIT = 1.05
 ESS_LIMIT = 100
 MIN_DRAWS = 4  # split chains need two halves of at least two draws
+PRIOR_MIN_DRAWS = 20  # fewer draws in all chains: the prior's share is not read
 PRIOR_SHARE = 0.2  # the prior's share of a variance's posterior mean above which: PriorWarning (docs/sampler-quality.md)
 
 
@@ -202,7 +203,10 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
     V_jk), at most 1. It is a warning about sensitivity to the prior, not a measure of bias
     (``benchmarks/prior_warning_check.py`` measures both on the validation grid). Only variables
     with missing values are checked (``sampler.variance_priors``). ``draws``: (chains, draws,
-    parameters). Priors the user stated are not checked."""
+    parameters). Priors the user stated are not checked, nor runs with fewer than
+    ``PRIOR_MIN_DRAWS`` draws in all."""
+    if draws.shape[0] * draws.shape[1] < PRIOR_MIN_DRAWS:   # a posterior mean from a handful of draws says little
+        return []
     index = {n: k for k, n in enumerate(names)}
     mean = draws.reshape(-1, draws.shape[-1]).mean(axis=0)
 

@@ -420,7 +420,8 @@ class ImputationModel:
             if not self.general:
                 raise SpecError(
                     f"priors={{{name!r}: ...}} is for several classifications or variance functions; the "
-                    "two-level model's level-2 covariance takes prior_l2=CovariancePrior(...)"
+                    "two-level model's level-2 covariance takes prior_l2=CovariancePrior(...) "
+                    "([model.prior_l2] in a TOML config)"
                 )
             if name not in names:
                 raise SpecError(f"priors names {name!r}, which is not a classification of this model "

@@ -97,6 +97,9 @@ df_com = 100
 
 
 @pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("[model.variables]", "[model.prior_l1]\ndf = 4\n[model.variables]")
+     .replace('cluster = "school"', 'cluster = ["school", "class"]') + "\n[model.priors.school]\nscale = [[-1.0]]\n",
+     r"\[model\] priors.school: prior scale must be positive definite"),
     (lambda t: t.replace("burn = 10", "burn = \"many\""),
      r"\[sampler\] burn = \"many\" should be a valid integer"),
     (lambda t: t.replace("burn = 10", "burnin = 10"),

@@ -76,6 +76,7 @@ def test_prior_share_formula():
         warnings.simplefilter("error")
         assert d.warn_prior(draws, names, (np.zeros(3), np.ones(3)), [vp]) == []   # 1/(0.2·39) = 0.13
         assert d.warn_prior(draws, names, affine, [vp._replace(stated=True)]) == []   # the user's own prior
+        assert d.warn_prior(draws[:, :9], names, affine, [vp]) == []   # 18 draws: too few to read a posterior mean
     # the effects' own spread taken out of S: 40 units with information 4 each about a's effect
     # and a level-1 variance 2 (monitored as omega1[a,a] = 2): V_j = 1/(1/0.2 + 4/2) = 1/7
     names1 = [*names, "omega1[a,a]"]
