@@ -226,10 +226,10 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
             if omega is None or denom <= 0 or not omega > 0:
                 continue
             spread = 0.0
-            if vp.info and vp.info[k] is not None:
-                sigma2 = internal(vp.level1[k]) if vp.level1[k] is not None else None
-                sigma2 = 1.0 if sigma2 is None and vp.level1[k] is not None else sigma2   # a latent's variance: 1
-                if sigma2 is not None and sigma2 > 0:
+            if vp.info and vp.info[k] is not None and vp.level1[k] is not None:
+                sigma2 = internal(vp.level1[k])
+                sigma2 = 1.0 if sigma2 is None else sigma2   # not monitored: a categorical latent's, fixed at 1
+                if sigma2 > 0:
                     spread = float(np.sum(1.0 / (1.0 / omega + vp.info[k] / sigma2)))
             share = float(vp.psi[k] / max(omega * denom - spread, vp.psi[k]))
             if share > PRIOR_SHARE:
@@ -238,7 +238,7 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
         found.sort(key=lambda t: -t[0])
         worst = ", ".join(f"{name} = {value:.3g} (about {share:.0%} from the prior)"
                           for share, name, value, _ in found[:3])
-        matrices = list({vp.matrix: vp for _, _, _, vp in reversed(found)}.values())[::-1]   # each named, worst first
+        matrices = list({vp.matrix: vp for _, _, _, vp in found}.values())   # each covariance once, worst first
         if matrices[0].matrix == "omega2":
             where = "prior_l2=mi.CovariancePrior(scale=...) ([model.prior_l2] in a TOML config)"
         else:
