@@ -10,6 +10,7 @@ Geyer, C. J. (1992). Practical Markov chain Monte Carlo. Statistical Science, 7(
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -183,8 +184,6 @@ def warn_convergence(table: pd.DataFrame, n_draws: int, stacklevel: int = 2) -> 
 
 def _toml_key(name: str) -> str:
     """A TOML key: bare if it can be, else quoted (a membership's 'mm(s1, s2)')."""
-    import re
-
     return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else '"' + name.replace('\\', '\\\\').replace('"', '\\"') + '"'
 
 

@@ -108,6 +108,10 @@ def _splits(codec, codes: np.ndarray):
             yield f"{cats[k]!r} against the other categories", codes == k
 
 
+_WEAK_PRIORS = ("ImputationModel(..., categorical_prior_sd=5) (in a TOML config: categorical_prior_sd = 5 "
+                "under [model])")
+
+
 def check_identified(data) -> None:
     """Raise a DataError if a variable's posterior would be improper (module notes; a
     categorical variable's only while the model keeps flat priors) or its covariance singular."""
@@ -116,8 +120,7 @@ def check_identified(data) -> None:
     model = data.model
     if model.categorical_prior_sd is not None:
         return
-    fix = ("merge or drop the category, or give weakly informative priors: "
-           "ImputationModel(..., categorical_prior_sd=5) (in a TOML config: categorical_prior_sd = 5 under [model])")
+    fix = f"merge or drop the category, or give weakly informative priors: {_WEAK_PRIORS}"
     for codec in data.codecs:
         if codec.kind == "continuous":
             continue
@@ -141,8 +144,7 @@ def check_identified(data) -> None:
                     f"variable {codec.name!r} is separated by its covariates ({terms}): {label} is "
                     "predicted perfectly, so its coefficients have no proper posterior under flat "
                     "priors (complete or quasi-complete separation); drop or coarsen those covariates, "
-                    f"merge categories, or give weakly informative priors: "
-                    "ImputationModel(..., categorical_prior_sd=5) (in a TOML config: categorical_prior_sd = 5 under [model])"
+                    f"merge categories, or give weakly informative priors: {_WEAK_PRIORS}"
                 )
 
 

@@ -128,6 +128,7 @@ def _consistent(dataset: pads.Dataset, p: Path, columns: Sequence[str] | None) -
             )
         if given:
             retype[c] = given[0][1]
+
     def retyped(sch: pa.Schema) -> pa.Schema:
         for c, t in retype.items():
             if c in sch.names:
@@ -139,11 +140,12 @@ def _consistent(dataset: pads.Dataset, p: Path, columns: Sequence[str] | None) -
                                   promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
         return dataset
-    if not schema.remove_metadata().equals(dataset.schema.remove_metadata()):
-        # a type changed (Int64 in the first file, decimals in another): the first file's pandas
-        # metadata would turn the column back into its dtype and fail; pandas' defaults instead
-        schema = schema.remove_metadata()
-    return pads.dataset(p, schema=schema, format="parquet",
+    if schema.remove_metadata().equals(dataset.schema.remove_metadata()):
+        return dataset   # the files agree as they are
+    # a type changed (Int64 in the first file, decimals in another): the files are read anew with
+    # the unified schema (which casts them), without the first file's pandas metadata, which would
+    # turn the column back into its dtype and fail
+    return pads.dataset(p, schema=schema.remove_metadata(), format="parquet",
                         partitioning=pads.HivePartitioning.discover(infer_dictionary=False))
 
 

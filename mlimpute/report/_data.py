@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..diagnostics import ESS_LIMIT, RHAT_LIMIT
-from ..spec import ImputationModel, Variable
+from ..spec import CovariancePrior, ImputationModel, Variable
 
 __all__ = ["PooledTable", "ImputedVariable", "observed_vs_imputed", "flag_diagnostics",
            "main_parameters", "missing_patterns", "MAX_TRACES"]
@@ -77,8 +77,6 @@ def _variance_functions(model: ImputationModel) -> str:
 
 def _stated_priors(model: ImputationModel) -> str:
     """The covariance priors the user stated (on the data's scale), as a sentence ('' if none)."""
-    from ..spec import CovariancePrior
-
     def show(p: CovariancePrior) -> str:
         parts = ([f"scale {[list(r) for r in p.scale]}"] if p.scale is not None else []) + (
             [f"df {p.df:g}"] if p.df is not None else [])

@@ -320,6 +320,7 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
     miss1 = data.miss1.any(axis=0)
     if data.classes:
         out = []
+        p1, ones = data.y1.shape[1], np.ones(data.n_rows)   # (classifications have random intercepts only)
         for ci, cd in enumerate(data.classes):
             if any(c.kind != "continuous" for c in cd.codecs):
                 continue
@@ -328,8 +329,6 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
                           *(bool(miss1[v.col]) for v in data.variances if v.re == ci),
                           *cd.miss.any(axis=0)]
             scale, df = class_prior(data, ci)
-            p1 = data.y1.shape[1]
-            ones = np.ones(data.n_rows)
             level1 = tuple(f"omega1[{v},{v}]" for v in data.y1_names) + (None,) * (len(coords) - p1)
             info = tuple(_unit_information(data, cd.unit, cd.ids, cd.weights, cd.n_units, c, ones)
                          for c in range(p1)) + (None,) * (len(coords) - p1)
