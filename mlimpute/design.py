@@ -307,7 +307,8 @@ def _level2_reduce(
 def with_formula_covariates(df: pd.DataFrame, model: ImputationModel) -> ImputationModel:
     """``model`` with the complete columns that its substantive formula reads, and that it does
     not list, added to the covariates of the incomplete variables' model — as level-2
-    covariates where they are constant within clusters (then both levels use them).
+    covariates where they are constant within clusters (then both levels use them; with several
+    classifications, within the units of one of them, whose variables then use it).
 
     The imputation model is p(y | x, z) p(x | covariates): a complete z of the formula left out
     of the covariates makes p(x | ·) assume x independent of z. Where they are related, the
@@ -323,9 +324,15 @@ def with_formula_covariates(df: pd.DataFrame, model: ImputationModel) -> Imputat
                    if c in df.columns and not df[c].isna().any() and df[c].nunique() > 1)   # (constant: no information)
     if not extra:
         return model
-    within = df.groupby(df[model.cluster].to_numpy(), sort=False)[extra].nunique(dropna=False).max()
-    level1 = tuple(c for c in extra if within[c] > 1)
-    level2 = tuple(c for c in extra if within[c] <= 1)
+    within = None   # per column: the least of its largest numbers of values within a unit of each classification
+    for c in model.classifications:
+        if c.kind == "membership":
+            continue
+        keys = [df[k].to_numpy() for k in c.columns]
+        most = df.groupby(keys, sort=False)[extra].nunique(dropna=False).max()
+        within = most if within is None else np.minimum(within, most)
+    level1 = tuple(c for c in extra if within is None or within[c] > 1)
+    level2 = tuple(c for c in extra if within is not None and within[c] <= 1)
     return replace(model, covariates=(*model.covariates, *level1),
                    level2_covariates=(*model.level2_covariates, *level2))
 
@@ -363,15 +370,15 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     if "Intercept" in (*model.covariates, *model.level2_covariates):
         raise DataError("covariate 'Intercept' has the name of the intercept term (the parameters' names "
                         "would be duplicated, beta1[y:Intercept] twice); rename the column")
-    if model.general:  # several classifications or variance functions: the general sampler
-        return _build_classified(df, model)
+    # several classifications or variance functions: the general sampler
+    build_with = _build_classified if model.general else _build_two_level
     if model.substantive is None:
-        return _build_two_level(df, model)
+        return build_with(df, model)
     widened = with_formula_covariates(df, model)
     listed = {*model.covariates, *model.level2_covariates}
     added = [c for c in (*widened.covariates, *widened.level2_covariates) if c not in listed]
     try:
-        return _build_two_level(df, widened)
+        return build_with(df, widened)
     except DataError as exc:
         text = str(exc)
         at = {c: min((i for i in (text.find(f"'{c}'"), text.find(f"'{c}[")) if i >= 0), default=-1) for c in added}
@@ -832,4 +839,8 @@ def _build_classified(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     _check_priors(model, y1.shape[1])
     for ci in range(len(classes)):   # each stated priors= entry's shape, before sampling
         class_prior(data, ci)
+    if model.substantive is not None:
+        outcome = build_outcome(df, sdf, model, tuple(codecs), lambda name, kind: _outcome_codec(df, sdf, name, kind),
+                                starts, key)
+        data = replace(data, outcome=outcome)
     return data

@@ -26,6 +26,7 @@ from .scaling import standardize, unscale_values
 from .sampler import initial_state, prepare_static, sweep, trace_names, trace_vector, variance_priors
 from .sampler.latent import latents_to_codes
 from .sampler.outcome import impute_outcome
+from .sampler.outcome_multi import impute_general_outcome
 from .spec import ImputationModel
 
 __all__ = ["impute", "prepare", "run_chain", "assemble", "ImputationResult", "ChainResult",
@@ -191,8 +192,12 @@ def _current_imputations(rng, st, state, units: dict[str, np.ndarray]) -> dict[s
     out = {}
     arrays, ordinal = _completed(st, state)
     if getattr(st, "outcome", None) is not None and units[st.data.outcome.name].size:
-        out[st.data.outcome.name] = impute_outcome(rng, st.outcome, state.outcome, st.data, state.y1,
-                                                   state.y2, ordinal)
+        if st.data.classes:   # the general sampler's component
+            out[st.data.outcome.name] = impute_general_outcome(rng, st.outcome, state.outcome, st.data, state.y1,
+                                                               state.ys, ordinal)
+        else:
+            out[st.data.outcome.name] = impute_outcome(rng, st.outcome, state.outcome, st.data, state.y1,
+                                                       state.y2, ordinal)
     for c in st.data.codecs:
         rows = units[c.name]
         if not rows.size:

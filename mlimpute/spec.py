@@ -475,7 +475,6 @@ class ImputationModel:
         if vf:
             for what, bad in (("random_slopes", bool(self.random_slopes)),
                               ("covariance='cluster'", self.covariance == "cluster"),
-                              ("substantive", self.substantive is not None),
                               ("a multiple-membership classification",
                                any(c.kind == "membership" for c in self.classifications))):
                 if bad:
@@ -485,8 +484,7 @@ class ImputationModel:
                     )
         if not self.two_level:
             for what, bad in (("random_slopes", bool(self.random_slopes)),
-                              ("covariance='cluster'", self.covariance == "cluster"),
-                              ("substantive", self.substantive is not None)):
+                              ("covariance='cluster'", self.covariance == "cluster")):
                 if bad:
                     raise SpecError(
                         f"{what} needs a single cluster column; this model has the classifications "

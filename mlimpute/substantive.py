@@ -126,6 +126,7 @@ class OutcomeData:
     x_names: tuple[str, ...]
     z_names: tuple[str, ...]
     blocks: tuple[tuple[int, int], ...]
+    z_class: tuple[str, ...]              # each random-effect column's classification (its name)
     beta0: np.ndarray
     cov0: np.ndarray
     sigma2_0: float
@@ -165,30 +166,67 @@ def parse_substantive(model: ImputationModel) -> ParsedFormula:
             f"the outcome {y!r} of substantive= is also listed in variables=; the substantive model "
             "imputes the outcome itself: remove it from variables"
         )
-    if y in model.covariates or y in model.level2_covariates or y == model.cluster:
+    if y in model.covariates or y in model.level2_covariates or y in model.cluster_columns:
         raise SpecError(
             f"the outcome {y!r} of substantive= is also a covariate or the cluster of the imputation "
             "model; give it one role"
         )
     if not parsed.random:
+        example = model.classifications[-1].name
         raise SpecError(
             f"substantive={model.substantive!r} has no random term; a multilevel analysis model "
-            f"needs one, e.g. '+ (1 | {model.cluster})'"
+            f"needs one, e.g. '+ (1 | {example})'"
         )
+    seen: dict[int, str] = {}
     for term in parsed.random:
+        ci = term_classification(model, term)
+        if model.two_level:
+            continue
+        if ci in seen and seen[ci] != term.group_label:
+            raise SpecError(
+                f"random terms {seen[ci]!r} and {term.group_label!r} of substantive= both group by the "
+                f"classification {model.classifications[ci].name!r}; spell its grouping one way"
+            )
+        seen[ci] = term.group_label
+    read = substantive_variables(parsed) & set(model.cluster_columns)
+    if read:
+        name = sorted(read)[0]
+        raise SpecError(
+            f"substantive={model.substantive!r} reads the cluster column {name!r} outside its "
+            f"random terms; the random intercept of {name!r} already takes the clusters' "
+            "differences: remove it from the fixed part (or use a cluster-level covariate)"
+        )
+    return parsed
+
+
+def term_classification(model: ImputationModel, term) -> int:
+    """The classification (index into ``model.classifications``) a random term of the
+    substantive formula groups by: its column (``(1 | g)``) or, for a nested classification,
+    the combination of its columns (``(1 | school:class)``) or its own column (``(1 | class)``:
+    the data must then give each class one school, checked by ``term_groups``)."""
+    classes = model.classifications
+    if model.two_level:
         if term.group != (model.cluster,):
             raise SpecError(
                 f"random term {term.text!r} of substantive= is grouped by {term.group_label!r}, but "
                 f"the imputation model's cluster is {model.cluster!r}; the two must name the same "
                 "column: fix whichever is misspelt"
             )
-    if model.cluster in substantive_variables(parsed):
+        return 0
+    names = ", ".join(repr(c.name) for c in classes if c.kind != "membership")
+    if term.membership is not None:
         raise SpecError(
-            f"substantive={model.substantive!r} reads the cluster column {model.cluster!r} outside its "
-            f"random terms; the random intercept of {model.cluster!r} already takes the clusters' "
-            "differences: remove it from the fixed part (or use a cluster-level covariate)"
+            f"random term {term.text!r} of substantive= is a multiple membership; the imputation's "
+            "analysis model takes random effects of nested or crossed classifications "
+            f"({names}); drop the term, or impute without substantive="
         )
-    return parsed
+    for k, c in enumerate(classes):
+        if c.kind != "membership" and (term.group == (c.name,) or set(term.group) == set(c.columns)):
+            return k
+    raise SpecError(
+        f"random term {term.text!r} of substantive= is grouped by {term.group_label!r}, which is not a "
+        f"classification of the imputation model ({names}); group by one of those, or add it to cluster="
+    )
 
 
 def substantive_variables(parsed: ParsedFormula, columns=()) -> set[str]:
@@ -491,7 +529,7 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
         )
     incomplete = {c.name: c for c in codecs}
     for name in sorted(used - set(incomplete)):
-        if name == model.cluster:
+        if name in model.cluster_columns:
             continue
         miss = df[name].isna().to_numpy()
         if miss.any():
@@ -517,12 +555,17 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     if observed.sum() < 2:
         raise DataError(f"outcome {y_name!r} of substantive= has fewer than two observed values; nothing to fit")
 
-    probe = probe_frame(sdf, sorted((used | {y_name}) - {model.cluster}))
+    probe = probe_frame(sdf, sorted((used | {y_name}) - set(model.cluster_columns)))
     comp = _Compiler(probe, incomplete, f"substantive={model.substantive!r}")
     fixed_cols, x_names, x_ref = _compile_rhs(comp, parsed.fixed, "fixed part")
-    z_cols, z_names, z_refs, blocks = [], [], [], []
+    z_cols, z_names, z_refs, blocks, z_class = [], [], [], [], []
     for term in parsed.random:
+        ci = term_classification(model, term)
+        _check_grouping(df, model, term, ci)
         cols, names, ref = _compile_rhs(comp, term.expr, f"random term {term.text}")
+        if not model.two_level:   # several classifications: each effect named with its grouping
+            names = [f"{n}|{term.group_label}" for n in names]
+        z_class.extend([model.classifications[ci].name] * len(cols))
         if term.correlated:
             blocks.append((len(z_cols), len(cols)))
         else:
@@ -547,13 +590,37 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     _check_rank(D[observed][:, :len(x_names)], x_names, model.substantive)
     if kind == "binary":
         _check_binary_outcome(program, S0, comp, D[:, :len(x_names)], x_names, codec, y, observed, model.substantive)
-    fit = _complete_case_start(model, df, used, y_name, x_names, len(z_names),
+    fit = _complete_case_start(model, df, used, y_name, x_names, len(z_names), blocks,
                                D[observed][:, len(x_names):], y[observed])
     return OutcomeData(
         name=y_name, family=model.family, link=model.resolved_link, codec=codec, y=y,
         observed=observed, program=program, sources=tuple(comp.sources), S0=S0,
-        x_names=x_names, z_names=tuple(z_names), blocks=tuple(blocks), **fit,
+        x_names=x_names, z_names=tuple(z_names), blocks=tuple(blocks), z_class=tuple(z_class), **fit,
     )
+
+
+def _check_grouping(df: pd.DataFrame, model: ImputationModel, term, ci: int) -> None:
+    """A nested classification grouped in the formula by its own column alone (``(1 | class)``
+    for ``cluster=["school", "class"]``) groups the analysis by that column's values: the data
+    must give each of them one unit of the classification, else the analysis would pool classes
+    of different schools that the imputation keeps apart."""
+    c = model.classifications[ci]
+    if len(c.columns) < 2 or set(term.group) == set(c.columns):
+        return
+    outer = list(c.columns[:-1])
+    spread = df.groupby(df[c.name].to_numpy(), sort=False)[outer].nunique(dropna=False).max(axis=1)
+    if (spread > 1).any():
+        label = spread.index[np.flatnonzero(spread.to_numpy() > 1)[0]]
+        raise DataError(
+            f"random term {term.text!r} of substantive= groups by {c.name!r} alone, but {c.name!r} = "
+            f"{_plain(label)!r} occurs in several units of {', '.join(map(repr, outer))}: the analysis "
+            f"would pool them. Write the grouping as ({term.expr.strip()} | {':'.join(c.columns)}), or give "
+            f"the {c.name!r} ids unique values"
+        )
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
 
 
 def _initial_sources(comp: _Compiler, probe: pd.DataFrame, n: int) -> np.ndarray:
@@ -616,11 +683,13 @@ def _check_binary_outcome(program, S0, comp, X, names, codec, y, observed, formu
 PRIOR_FLOOR = 0.05   # fraction of the outcome's variance (in each column's units) kept in the prior scale
 
 
-def _complete_case_start(model, df, used, y_name, x_names, q, z_obs: np.ndarray, y_obs: np.ndarray) -> dict:
+def _complete_case_start(model, df, used, y_name, x_names, q, blocks, z_obs: np.ndarray, y_obs: np.ndarray) -> dict:
     """Starting values and prior scales from the complete-case fit, as jomo.lmer/jomo.glmer do,
-    except where the prior is centred: the random-effect covariance's inverse-Wishart prior has
-    df ν = its dimension q and scale Ψ = (ν + q + 1) · Σ̂_cc, so that its mode is the
-    complete-case estimate Σ̂_cc; the residual variance's prior is IW(1, σ̂²_cc).
+    except where the prior is centred: each covariance block's inverse-Wishart prior (one per
+    random term, or per column of a ``||`` term; width w) has df ν = w and scale
+    Ψ = (ν + w + 1) · Σ̂_cc of the block, so that its mode is the complete-case estimate (before,
+    with several blocks Ψ took the total dimension q for w: modes (2q + 1)/(2w + 1) times too
+    large); the residual variance's prior is IW(1, σ̂²_cc).
 
     jomo takes Ψ = Σ̂_cc, whose mode is Σ̂_cc / (2q + 1). Where the data say little about a
     variance (the random slope of a binary outcome with ~15 observed rows per cluster) the
@@ -639,7 +708,7 @@ def _complete_case_start(model, df, used, y_name, x_names, q, z_obs: np.ndarray,
     """
     from .analysis import glmm, lmm
 
-    cols = sorted((used | {y_name, model.cluster}))
+    cols = sorted((used | {y_name, *model.cluster_columns}))
     cc = df[cols].dropna()
     beta0 = np.zeros(len(x_names))
     est_cov = None
@@ -648,7 +717,7 @@ def _complete_case_start(model, df, used, y_name, x_names, q, z_obs: np.ndarray,
     else:
         var_y = 1.0 if model.resolved_link == "probit" else np.pi ** 2 / 3
     sigma2 = var_y if model.family == "gaussian" else 1.0
-    if len(cc) > len(x_names) + q + 2 and cc[model.cluster].nunique() > 1:
+    if len(cc) > len(x_names) + q + 2 and len(cc[list(model.cluster_columns)].drop_duplicates()) > 1:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -683,7 +752,12 @@ def _complete_case_start(model, df, used, y_name, x_names, q, z_obs: np.ndarray,
         ev = np.linalg.eigvalsh(est_cov)
         if ev.min() <= 1e-3 * ev.max():   # a singular complete-case fit (its scale would make the
             est_cov = np.diag(sd_new ** 2)  # inverse-Wishart prior improper and numpy fail in a sweep)
-    scale = (q + q + 1.0) * est_cov
+    # each covariance block's prior (df its width w; ``outcome.prepare_outcome``) has its mode at
+    # the block of the complete-case estimate: Ψ_b = (2w + 1) Σ̂_b
+    scale = np.zeros((q, q))
+    for start, width in blocks:
+        sl = slice(start, start + width)
+        scale[sl, sl] = (2.0 * width + 1.0) * est_cov[sl, sl]
     prior = model.prior_substantive
     if prior.scale is not None:
         scale, df_prior = prior.resolve(q, "substantive random-effect")

@@ -98,6 +98,10 @@ from .collapsed import rare_columns
 from .covariance import Constraint, draw_covariance, free_lower
 from .latent import update_latents
 from .linalg import inv_spd
+from .outcome import outcome_trace, outcome_trace_names
+from .outcome_multi import (LEVEL1, GeneralOutcomeStatic, draw_general_cells, draw_general_parameters,
+                            general_effective_codes, held_units, initial_general_outcome, missing_left,
+                            prepare_general_outcome)
 from .missing import conditionals, draw_missing
 from .state import (Patterns, _constrain_start, _fill_categorical, _hot_deck, _initial_cuts, effect_mask,
                     expanded_columns, nominal_blocks)
@@ -128,6 +132,7 @@ class MultiState(NamedTuple):
     gammas: tuple = ()           # variance functions' coefficients, one array per variable
     vs: tuple = ()               # each classification's log-variance effects (units × nv)
     rs: np.ndarray | None = None  # rows' d_iv^-½ (kept in step with gammas and vs; None: no functions)
+    outcome: object = None       # the substantive model's unknowns (``outcome_multi``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -253,6 +258,7 @@ class MultiStatic:
     #                               (per classification: variables × coordinates)
     moves_masks: tuple = ()       # per classification, both masks stacked (``expansion.scale_moves``)
     rare1: tuple = ()             # level-1 latent columns of rare categories (``collapsed.Column``)
+    outcome: GeneralOutcomeStatic | None = None   # the substantive model (``outcome_multi``)
 
 
 def _fixed_block(codec: ColumnCodec) -> np.ndarray:
@@ -282,6 +288,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
     statics = []
     n_steps: dict[str, int] = {}
     cat1 = data.categorical1
+    ost = prepare_general_outcome(data) if data.outcome is not None else None
     con1 = Constraint.build(p1, [(list(c.cols), _fixed_block(c)) for c in cat1])
     for ci, cd in enumerate(classes):
         below = tuple(b for b in cd.parent)                       # nested in it
@@ -318,9 +325,9 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         statics.append(ClassStatic(
             index=ci, cd=cd, below=below, above=above, free=free, r=r, p=p, nv=nv, con=con, prior=prior,
             blk=blk, counts=counts, xtx_factor=f, x_pinv=pinv,
-            patterns=Patterns.of(cd.miss), cat=cat, ww=ww,
+            patterns=Patterns.of(missing_left(ost, ci, cd.miss)), cat=cat, ww=ww,
             fixed_prior=_prior(cd.y.shape[1], cd.x.shape[1], cat, model.categorical_prior_sd),
-            rare=rare_columns(cat, p, first=r + nv, size=r + nv + p)))
+            rare=rare_columns(cat, p, first=r + nv, size=r + nv + p, held=held_units(ost, data, ci))))
         n_steps[f"omega_class{ci}"] = 0 if con is None else con.n_free
         n_steps[f"cuts_class{ci}"] = sum(c.n_categories - 2 for c in cat if c.kind == "ordinal")
         n_steps[f"collapsed_class{ci}"] = len(statics[-1].rare)   # each column's Ω^(c) row
@@ -340,7 +347,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         n_steps[f"gamma{k}"] = v.w.shape[1]
         n_steps[f"logvar{k}"] = int(v.re is not None)
     # the rare categories' collapsed block: not with variance functions (Ω1 is drawn in parts)
-    rare1 = () if vf or data.outcome is not None else rare_columns(cat1, p1)
+    rare1 = () if vf else rare_columns(cat1, p1, held=held_units(ost, data, LEVEL1))
     n_steps["collapsed"] = (1 + len(classes)) * len(rare1)   # per column: Ω1 row, then each scale step
     n_steps = {"omega1": 0 if con1 is None else con1.n_free,
                "cuts1": sum(c.n_categories - 2 for c in cat1 if c.kind == "ordinal"), **n_steps}
@@ -364,14 +371,14 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         data=data, p1=p1, classes=tuple(statics), xtx1_inv=np.linalg.inv(xtx1),
         xtx1_factor=np.linalg.inv(np.linalg.cholesky(xtx1)).T,
         prior1=_level1_prior(data) if p1 else (np.zeros((0, 0)), 0.0),
-        con1=con1, patterns1=Patterns.of(data.miss1), cat1=cat1, step_slices=step_slices,
+        con1=con1, patterns1=Patterns.of(missing_left(ost, LEVEL1, data.miss1)), cat1=cat1, step_slices=step_slices,
         free1=free_lower(p1, con1), free_c=tuple(free_lower(c.dim, c.con) for c in statics),
         vf=tuple(vf), vf_cols=frozenset(v.col for v in vf), xtx1=xtx1,
         vf_vcols=vcols, vf_other=other, vf_leads=leads, vf_grids=grids, vf_first=first,
         con1_other=con1_other, fixed_prior1=_prior(p1, data.x1.shape[1], cat1, model.categorical_prior_sd),
         trace_map=multi_trace_affine(data),
         expand1=expand1, nominal1=nominal1, rare1=rare1,
-        moves_masks=tuple(np.vstack(pair) for pair in zip(expand1[1], nominal1[1])),
+        moves_masks=tuple(np.vstack(pair) for pair in zip(expand1[1], nominal1[1])), outcome=ost,
     )
 
 
@@ -992,11 +999,22 @@ def initial_multi(st: MultiStatic, rng: np.random.Generator) -> MultiState:
         steps[st.step_slices["collapsed"]] = np.tile([2.0] + [0.2] * len(st.classes), len(st.rare1))
     for ci, cs in enumerate(st.classes):
         steps[st.step_slices[f"collapsed_class{ci}"]] = 2.0
+    outcome = None
+    if st.outcome is not None:
+        outcome = initial_general_outcome(st.outcome, data, y1, ys, _thresholds(st, cuts1, cuts), rng)
     return MultiState(y1=y1, b1=b1, omega1=omega1, cuts1=cuts1, ys=tuple(ys), bs=tuple(bs),
                       us=tuple(us), omegas=tuple(omegas), cuts=tuple(cuts), steps=steps,
                       gammas=tuple(np.zeros(v.w.shape[1]) for v in st.vf),
                       vs=tuple(np.zeros((cs.cd.n_units, cs.nv)) for cs in st.classes),
-                      rs=np.ones((data.n_rows, st.p1)) if st.vf else None)
+                      rs=np.ones((data.n_rows, st.p1)) if st.vf else None, outcome=outcome)
+
+
+def _thresholds(st: MultiStatic, cuts1, cuts) -> dict:
+    """Ordinal variable name → its thresholds."""
+    out = {c.name: k for c, k in zip((c for c in st.cat1 if c.kind == "ordinal"), cuts1)}
+    for cs, cc in zip(st.classes, cuts):
+        out.update({c.name: k for c, k in zip((c for c in cs.cat if c.kind == "ordinal"), cc)})
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -1192,7 +1210,7 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
     ``work``: scratch the caller keeps across sweeps (here μ1, which the sweep keeps current
     as B1 and the effects change, so that the next sweep need not recompute it)."""
     data = st.data
-    y1, b1, omega1, cuts1, ys, bs, us, omegas, cuts, steps, gammas, vs, rs = s
+    y1, b1, omega1, cuts1, ys, bs, us, omegas, cuts, steps, gammas, vs, rs, _ = s
     steps = steps.copy()
     sl = st.step_slices
     ys, bs, us, omegas, cuts = list(ys), list(bs), list(us), list(omegas), list(cuts)
@@ -1204,7 +1222,8 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
             omega_of, parts = work.get("vf", (None, None)) if work is not None else (None, None)
             vf = (*parts, rs, st.vf_vcols) if omega_of is omega1 else _vf_tuple(st, rs, omega1)
         if st.cat1:
-            y1, cuts1, acc = update_latents(rng, y1, mu1, omega1_inv, st.cat1, cuts1, steps[sl["cuts1"]],
+            codes = general_effective_codes(st.outcome, s.outcome, st.cat1, LEVEL1)
+            y1, cuts1, acc = update_latents(rng, y1, mu1, omega1_inv, st.cat1, cuts1, steps[sl["cuts1"]], codes,
                                             vf=vf, prior_sd=data.model.categorical_prior_sd)
             _adapt(steps, sl["cuts1"], acc, adapt_at)
         if st.rare1 and collapsed.ENABLED:   # rare categories' columns: collapsed moves
@@ -1215,8 +1234,10 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
     for ci, cs in enumerate(st.classes):
         if cs.cat:
             mean, cov = class_moments(st, ci, bs[ci], ys, us, omegas, vs)
+            codes = general_effective_codes(st.outcome, s.outcome, cs.cat, ci)
             ys[ci], cuts[ci], acc = update_latents(rng, ys[ci], mean, np.linalg.inv(cov), cs.cat, cuts[ci],
-                                                   steps[sl[f"cuts_class{ci}"]], prior_sd=data.model.categorical_prior_sd)
+                                                   steps[sl[f"cuts_class{ci}"]], codes,
+                                                   prior_sd=data.model.categorical_prior_sd)
             _adapt(steps, sl[f"cuts_class{ci}"], acc, adapt_at)
         if cs.rare and collapsed.ENABLED:   # its rare categories' columns: collapsed moves
             _adapt(steps, sl[f"collapsed_class{ci}"],
@@ -1294,17 +1315,50 @@ def sweep_multi(rng: np.random.Generator, st: MultiStatic, s: MultiState,
             _adapt(steps, sl["omega1"], acc, adapt_at)
         if st.patterns1.n_patterns:
             y1 = draw_missing(rng, y1, mu1, omega1, st.patterns1, vf=vf)
+    moments = {}
     for ci, cs in enumerate(st.classes):
+        if cs.patterns.n_patterns or (st.outcome is not None and cs.p):
+            moments[ci] = class_moments(st, ci, bs[ci], ys, us, omegas, vs)
         if cs.patterns.n_patterns:
-            mean, cov = class_moments(st, ci, bs[ci], ys, us, omegas, vs)
-            ys[ci] = draw_missing(rng, ys[ci], mean, cov, cs.patterns)
+            ys[ci] = draw_missing(rng, ys[ci], *moments[ci], cs.patterns)
     us = tuple(us)
+    out = s.outcome
+    if st.outcome is not None:
+        out = _outcome_steps(rng, st, out, y1, mu1 if st.p1 else None, omega1, vf, ys, cuts1, cuts, moments,
+                             adapt_at)
     if work is not None and st.p1:
         work["mu1"] = (mu1, b1, us)
         if st.vf:
             work["vf"] = (omega1, vf[:2])
     return MultiState(y1, b1, omega1, cuts1, tuple(ys), tuple(bs), us, tuple(omegas),
-                      tuple(cuts), steps, gammas, vs, rs)
+                      tuple(cuts), steps, gammas, vs, rs, out)
+
+
+def _outcome_steps(rng, st: MultiStatic, out, y1, mu1, omega1, vf, ys, cuts1, cuts, moments, adapt_at):
+    """The substantive component's cells (given both models) and parameters
+    (``outcome_multi``). Model (6)'s conditional of a level-1 unit is N(μ1_i, W_i⁻¹) with W_i
+    = Ω1⁻¹, or the row's own precision with variance functions; of a classification's unit
+    its ``class_moments``."""
+    ost = st.outcome
+    data = st.data
+    prec1 = inv_spd(omega1) if st.p1 and vf is None else None
+
+    def conditional(level, part):
+        if level == LEVEL1:
+            if vf is None:
+                return mu1, prec1[None], np.zeros(part.units.size, np.int64)
+            A0, G, rs, vcols = vf
+            rho = rs[part.units][:, vcols] ** 2
+            Q = A0[None] + np.einsum("rj,ja,jb->rab", rho, G, G)
+            return mu1, Q, np.arange(part.units.size, dtype=np.int64)
+        mean, cov = moments[level]
+        return mean, inv_spd(cov)[None], np.zeros(part.units.size, np.int64)
+
+    y_of = {LEVEL1: y1, **dict(enumerate(ys))}
+    miss_of = {LEVEL1: data.miss1, **{ci: cs.cd.miss for ci, cs in enumerate(st.classes)}}
+    cuts_of = {LEVEL1: cuts1, **dict(enumerate(cuts))}
+    mh = draw_general_cells(rng, ost, out, y_of, conditional, miss_of, cuts_of)
+    return draw_general_parameters(rng, ost, out, adapt_at, mh)
 
 
 # ------------------------------------------------------------------------------------------
@@ -1330,6 +1384,8 @@ def multi_trace_names(data: ModelData) -> list[str]:
         for c in cd.codecs:
             if c.kind == "ordinal":
                 names += [f"cut[{c.name}:{k}]" for k in range(2, c.n_categories)]
+    if data.outcome is not None:
+        names += outcome_trace_names(data.outcome)
     return names
 
 
@@ -1355,6 +1411,8 @@ def multi_trace_vector(st: MultiStatic, s: MultiState) -> np.ndarray:
     parts += [c[2:-1] for c in s.cuts1]
     for cc in s.cuts:
         parts += [c[2:-1] for c in cc]
+    if s.outcome is not None:
+        parts.append(outcome_trace(st.data.outcome, s.outcome))
     out = np.concatenate(parts)
     if st.trace_map is not None:   # on the data's scale (mlimpute.scaling)
         out = st.trace_map[0] + st.trace_map[1] * out
@@ -1379,4 +1437,6 @@ def multi_trace_affine(data: ModelData) -> tuple[np.ndarray, np.ndarray] | None:
         tm.covariances(class_coordinates(data, ci), *free_c[ci])
     tm.unchanged(sum(k.n_categories - 2 for k in data.categorical1 if k.kind == "ordinal")
                  + sum(k.n_categories - 2 for cd in data.classes for k in cd.codecs if k.kind == "ordinal"))
+    if data.outcome is not None:   # the substantive model works on the data's scale
+        tm.unchanged(len(outcome_trace_names(data.outcome)))
     return tm.arrays()
