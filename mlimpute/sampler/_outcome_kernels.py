@@ -22,7 +22,8 @@ from . import _kernels as kern
 from ._small import chol, gaussian_draw, iw_from_parts, spd_inv
 
 __all__ = ["design_rows", "linear_predictor", "outcome_block", "cross_products",
-           "probit_latents", "cells", "covariance_and_expansion", "gaussian_sse", "CONT", "BIN", "ORD", "NOM"]
+           "probit_latents", "cells", "covariance_and_expansion", "gaussian_sse", "term_inputs",
+           "set_coefficients", "CONT", "BIN", "ORD", "NOM"]
 
 CONT, BIN, ORD, NOM = 0, 1, 2, 3
 _LOG0 = -1e300
@@ -555,3 +556,37 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
                 v = float(cat[c])
             for i in range(st, sp):
                 _set_source(S, i, s, v, D, prog, nf, beta, b, cluster[i], eta)
+
+
+# ------------------------------------------------------------------------------------------
+# Several classifications (``outcome_multi``): rows' random coefficients R (N, q)
+# ------------------------------------------------------------------------------------------
+@njit(cache=True)
+def term_inputs(D, R, rows, nf, cols, ytil, Dc, yc):
+    """The block draw's inputs for one classification's effects at ``rows``: ``Dc[t]`` = row
+    rows[t]'s fixed columns then the classification's random columns ``cols``, ``yc[t]`` its
+    pseudo-response less the other classifications' part of the linear predictor."""
+    q = D.shape[1] - nf
+    qc = cols.size
+    for t in range(rows.size):
+        i = rows[t]
+        for a in range(nf):
+            Dc[t, a] = D[i, a]
+        other = 0.0
+        for k in range(q):
+            other += D[i, nf + k] * R[i, k]
+        for r in range(qc):
+            c = cols[r]
+            v = D[i, nf + c]
+            Dc[t, nf + r] = v
+            other -= v * R[i, c]
+        yc[t] = ytil[i] - other
+
+
+@njit(cache=True)
+def set_coefficients(R, b, unit, cols):
+    """R[i, cols] = b[unit[i]] for every row."""
+    for i in range(R.shape[0]):
+        j = unit[i]
+        for r in range(cols.size):
+            R[i, cols[r]] = b[j, r]

@@ -79,7 +79,6 @@ class Term:
 
     cls: int                 # the classification (sampler order)
     cols: np.ndarray         # its random-effect columns among the q
-    design: np.ndarray       # the design columns of its block: the fixed ones, then cols
     unit: np.ndarray         # each row's unit
     unit_obs: np.ndarray     # the same at the rows with an observed outcome
     n_units: int
@@ -95,14 +94,15 @@ class Term:
 @dataclass(frozen=True, eq=False)
 class Part:
     """Units (level-1 rows, or a classification's units) whose missing formula cells are drawn
-    given the outcome, with their rows gathered: unit r's rows are ``rows[ustart[r]:ustop[r]]``."""
+    given the outcome: unit r's rows are ``ustart[r]:ustop[r]`` of the data, or where a
+    classification's units are not contiguous, ``rows[ustart[r]:ustop[r]]`` (gathered)."""
 
     level: int               # LEVEL1 or the classification (sampler order)
     units: np.ndarray
-    rows: np.ndarray
+    rows: np.ndarray | None  # None: the units' rows are contiguous (no gathering)
     ustart: np.ndarray
     ustop: np.ndarray
-    first: np.ndarray        # a row of each unit
+    first: np.ndarray        # a row of each unit (of the data)
     cols: _Columns
     n_cells: int
     uniforms: bool
@@ -189,7 +189,7 @@ def prepare_general_outcome(data: ModelData) -> GeneralOutcomeStatic:
         unit = cd.unit.astype(np.int64)
         qc, K = cols.size, cd.n_units
         terms.append(Term(
-            cls=ci, cols=cols, design=np.r_[np.arange(nf), nf + cols].astype(np.int64), unit=unit,
+            cls=ci, cols=cols, unit=unit,
             unit_obs=np.ascontiguousarray(unit[obs]), n_units=K, bstart=bstart, bwidth=bwidth, bdf=bdf,
             chi_df_list=tuple(float(v) for d, w in zip(bdf, bwidth) for v in d - np.arange(w)),
             n_lower=int(sum(w * (w - 1) // 2 for w in bwidth)),
@@ -214,19 +214,23 @@ def prepare_general_outcome(data: ModelData) -> GeneralOutcomeStatic:
             m |= miss[:, c.cols[0]]
         if level == LEVEL1:
             units = np.flatnonzero(m & od.observed)
-            rows, ustart, ustop = units.astype(np.int64), np.arange(units.size), np.arange(1, units.size + 1)
+            rows, ustart, ustop = None, units, units + 1
         else:
             unit = data.classes[level].unit.astype(np.int64)
             has_obs = np.bincount(unit[obs], minlength=n_units) > 0
             units = np.flatnonzero(m & has_obs)
-            rows, ustart, ustop = _gathered(unit, units, n_units)
+            if np.all(np.diff(unit) >= 0):   # sorted by this classification: contiguous
+                starts = np.searchsorted(unit, np.arange(n_units + 1))
+                rows, ustart, ustop = None, starts[units], starts[units + 1]
+            else:
+                rows, ustart, ustop = _gathered(unit, units, n_units)
         ords = _ordinals(data, level)
         cols = _columns(codecs, miss.shape[1], src_of, ords)
         override = tuple((ords.index(c.name), np.flatnonzero(miss[units, c.cols[0]]))
                          for c in read if c.kind == "ordinal")
         cen, sc = _scales(data, level, miss.shape[1])
         parts.append(Part(level=level, units=units.astype(np.int64), rows=rows, ustart=ustart.astype(np.int64),
-                          ustop=ustop.astype(np.int64), first=rows[ustart] if units.size else rows,
+                          ustop=ustop.astype(np.int64), first=(ustart if rows is None else rows[ustart]).astype(np.int64),
                           cols=cols, n_cells=int(miss[units].sum()),
                           uniforms=_needs_uniforms(cols, od.program.linear), cen=cen, sc=sc,
                           override=override))
@@ -299,13 +303,6 @@ def refresh_sources(ost: GeneralOutcomeStatic, S: np.ndarray, rows: np.ndarray, 
             S[rows, s] = np.where(known >= 0, known, codes)
 
 
-def _random_coefficients(ost: GeneralOutcomeStatic, bs, n: int, q: int) -> np.ndarray:
-    R = np.zeros((n, q))
-    for t, b in zip(ost.terms, bs):
-        R[:, t.cols] = b[t.unit]
-    return R
-
-
 def initial_general_outcome(ost: GeneralOutcomeStatic, data: ModelData, y1, ys, cuts: dict,
                             rng: np.random.Generator) -> GeneralOutcomeState:
     od = ost.od
@@ -357,16 +354,20 @@ def draw_general_cells(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeState, y
     od = ost.od
     for pt in ost.parts:
         rows = pt.rows
-        S, D, eta, R = o.S[rows], o.D[rows], o.eta[rows], o.R[rows]
-        wg = w[rows] if wconst == 0.0 else w
+        if rows is None:
+            S, D, eta, R, yt, wg, seen = o.S, o.D, o.eta, o.R, ytil, w, od.observed
+        else:
+            S, D, eta, R, yt, seen = o.S[rows], o.D[rows], o.eta[rows], o.R[rows], ytil[rows], od.observed[rows]
+            wg = w[rows] if wconst == 0.0 else w
         mean, Q, qidx = conditional_of(pt.level, pt)
         c = pt.cols
         ok.cells(y_of[pt.level], mean, Q, qidx, pt.units, pt.ustart, pt.ustop, miss_of[pt.level], c.kind, c.first,
                  c.width, c.src, c.cut, pt.cen, pt.sc, _padded_cuts(cuts_of[pt.level]), od.program.linear,
-                 od.observed[rows], ost.identity, S, D, ost.prog, od.n_fixed, o.beta, R, eta, ytil[rows], wg,
+                 seen, ost.identity, S, D, ost.prog, od.n_fixed, o.beta, R, eta, yt, wg,
                  wconst, o.steps, accepted, tried, rng.standard_normal(pt.n_cells),
                  1.0 - rng.random(2 * pt.n_cells) if pt.uniforms else np.zeros(0))
-        o.S[rows], o.D[rows], o.eta[rows] = S, D, eta
+        if rows is not None:
+            o.S[rows], o.D[rows], o.eta[rows] = S, D, eta
     return accepted, tried
 
 
@@ -381,20 +382,17 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
         aux = _augment(rng, ost, o.eta, aux)
         o = o._replace(aux=aux)
     ytil, w, wconst = _pseudo(ost, o)
-    ytil_obs = ytil[obs]
     w_obs = w[obs] if wconst == 0.0 else w
-    Dobs = o.D[obs]
     R = o.R
-    random_part = np.einsum("ik,ik->i", Dobs[:, nf:], R[obs])
     rows = np.arange(obs.size, dtype=np.int64)
     beta = o.beta
     bs = list(o.b)
     cov = o.cov.copy()
     for t, term in enumerate(ost.terms):
-        own = np.einsum("ik,ik->i", Dobs[:, nf + term.cols], R[obs][:, term.cols])
-        yc = ytil_obs - (random_part - own)
-        Dc = np.ascontiguousarray(Dobs[:, term.design])
-        z = rng.standard_normal(nf + term.n_units * term.cols.size)
+        qc = term.cols.size
+        Dc, yc = np.empty((obs.size, nf + qc)), np.empty(obs.size)
+        ok.term_inputs(o.D, R, obs, nf, term.cols, ytil, Dc, yc)
+        z = rng.standard_normal(nf + term.n_units * qc)
         cov_t = np.ascontiguousarray(cov[np.ix_(term.cols, term.cols)])
         beta, b, WW, Wr, good, _ = ok.outcome_block(Dc, nf, yc, w_obs, wconst, rows, rows, term.stat0,
                                                     term.unit_obs, cov_t, term.bstart, term.bwidth, z)
@@ -403,7 +401,7 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
         chi = np.empty(len(term.chi_df_list))
         for k, d in enumerate(term.chi_df_list):
             chi[k] = rng.chisquare(d + term.n_units)
-        zz = rng.standard_normal(term.n_lower + term.cols.size)
+        zz = rng.standard_normal(term.n_lower + qc)
         b, cov_t, _, good = ok.covariance_and_expansion(b, term.prior_scale, term.bstart, term.bwidth, term.bdf,
                                                         WW, Wr, chi, zz[:term.n_lower], zz[term.n_lower:],
                                                         np.log(rng.random()))
@@ -411,9 +409,7 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
             raise np.linalg.LinAlgError("the substantive model's random-effect covariance is not positive definite")
         bs[t] = b
         cov[np.ix_(term.cols, term.cols)] = cov_t
-        new = b[term.unit]
-        random_part += np.einsum("ik,ik->i", Dobs[:, nf + term.cols], new[obs] - R[obs][:, term.cols])
-        R[:, term.cols] = new
+        ok.set_coefficients(R, b, term.unit, term.cols)
     eta = o.eta
     ok.linear_predictor(o.D, nf, beta, R, ost.identity, obs, eta)
     sigma2 = o.sigma2
