@@ -285,10 +285,12 @@ class ImputationModel:
     link : {"logit", "probit"}, optional
         For ``family="binomial"`` (default "logit", as glmer); "identity" for gaussian.
     prior_substantive : CovariancePrior
-        Inverse-Wishart prior of the substantive model's random-effect covariance; by default
-        df = its dimension q and the scale (2q + 1) times the complete-case estimate, so that
-        the prior's mode is that estimate (jomo.lmer takes the estimate itself as the scale,
-        which pulls weakly identified variances toward a fifth of it).
+        Inverse-Wishart prior of the substantive model's random-effect covariance; by default,
+        per covariance block (one per random term, or per column of a ``||`` term; with several
+        classifications, each term's), df = its dimension w and the scale (2w + 1) times the
+        complete-case estimate, so that the prior's mode is that estimate (jomo.lmer takes the
+        estimate itself as the scale, which pulls weakly identified variances toward a fifth of
+        it). A stated scale covers all q effects in the formula's order (block-diagonal).
     categorical_prior_sd : float, optional
         Weakly informative N(0, sd²) priors on the fixed effects of the categorical variables'
         latent columns and on ordinal thresholds (their latent scale is 1: 2.5–5 is weak). The

@@ -203,7 +203,8 @@ def term_classification(model: ImputationModel, term) -> int:
     """The classification (index into ``model.classifications``) a random term of the
     substantive formula groups by: its column (``(1 | g)``) or, for a nested classification,
     the combination of its columns (``(1 | school:class)``) or its own column (``(1 | class)``:
-    the data must then give each class one school, checked by ``term_groups``)."""
+    the data must then give each class one school, checked by ``_check_grouping``); a
+    multiple membership ``mm(s1, s2, weights = (w1, w2))`` of the same ids and weights."""
     classes = model.classifications
     if model.two_level:
         if term.group != (model.cluster,):
@@ -213,12 +214,25 @@ def term_classification(model: ImputationModel, term) -> int:
                 "column: fix whichever is misspelt"
             )
         return 0
-    names = ", ".join(repr(c.name) for c in classes if c.kind != "membership")
+    names = ", ".join(repr(c.name) for c in classes)
     if term.membership is not None:
+        ms = term.membership
+        for k, c in enumerate(classes):
+            if c.kind == "membership" and set(ms.ids) == set(c.columns):
+                pairs = dict(zip(c.columns, c.weights))
+                if ms.weights is None or dict(zip(ms.ids, ms.weights)) != pairs:
+                    given = "no weights" if ms.weights is None else f"weights {', '.join(ms.weights)}"
+                    raise SpecError(
+                        f"random term {term.text!r} of substantive= gives {given} for the multiple "
+                        f"membership {c.name!r}, whose weights are {', '.join(c.weights)}: write "
+                        f"mm({', '.join(c.columns)}, weights = ({', '.join(c.weights)})) so that the "
+                        "analysis weighs the units as the imputation does"
+                    )
+                return k
         raise SpecError(
-            f"random term {term.text!r} of substantive= is a multiple membership; the imputation's "
-            "analysis model takes random effects of nested or crossed classifications "
-            f"({names}); drop the term, or impute without substantive="
+            f"random term {term.text!r} of substantive= is a multiple membership of "
+            f"{', '.join(ms.ids)}, which is not a classification of the imputation model ({names}); "
+            "give it as cluster=mi.Membership([...], [...]) too, or drop the term"
         )
     for k, c in enumerate(classes):
         if c.kind != "membership" and (term.group == (c.name,) or set(term.group) == set(c.columns)):

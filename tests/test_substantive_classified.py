@@ -273,3 +273,65 @@ def test_nested_inner_grouping_by_its_own_column_needs_unique_ids():
     unique = df.assign(cls=df.school * 10 + df.cls)
     data = build(unique, model)
     assert data.outcome.z_class == ("school", "cls")
+
+
+def test_membership_term_with_one_unit_per_row_is_the_two_level_model():
+    """A multiple membership whose rows each have one unit of weight 1 is the two-level model:
+    the sparse (β, b) draw of an ``mm()`` term and the two-level component give one posterior."""
+    df = _two_level(np.random.default_rng(3)).drop(columns=["o", "w"]).assign(wg=1.0)
+    variables = {"x": "continuous", "b": "binary"}
+    two = mi.ImputationModel(variables=variables, cluster="g", substantive="y ~ x + b + (1 + x | g)")
+    mm = mi.ImputationModel(variables=variables, cluster=mi.Membership(["g"], ["wg"], name="gm"),
+                            substantive="y ~ x + b + (1 + x | mm(g, weights = (wg)))")
+    a, _ = _chains(standardize(build(df, two)))
+    b, _ = _chains(standardize(build(df, mm)))
+    rename = {n.replace("Intercept|mm(g)", "Intercept").replace("x|mm(g)", "x"): n for n in b[0].columns}
+    outcome = [n for n in a[0].columns if n.startswith("y~")]
+    assert "y~cov[x,Intercept]" in outcome and rename["y~cov[x,Intercept]"] == "y~cov[x|mm(g),Intercept|mm(g)]"
+    b = [c.rename(columns={v: k for k, v in rename.items()}) for c in b]
+    z = {n: _batch_z(a, b, n) for n in outcome}
+    assert max(abs(v) for v in z.values()) < 4.0, z
+
+
+def _membership(rng, K=60, N=1200):
+    s1, s2, two = rng.integers(0, K, N), rng.integers(0, K, N), rng.random(N) < 0.5
+    w1, w2 = np.where(two, 0.6, 1.0), np.where(two, 0.4, 0.0)
+    u, v = rng.normal(0, 0.6, K), rng.normal(0, 0.4, K)
+    x = rng.normal(size=N) + 0.5 * (w1 * u[s1] + w2 * u[s2])
+    y = 0.5 + 0.5 * x + w1 * (u[s1] + v[s1] * x) + w2 * (u[s2] + v[s2] * x) + rng.normal(size=N)
+    full = pd.DataFrame(dict(s1=s1, s2=np.where(two, s2, np.nan), w1=w1, w2=np.where(two, w2, np.nan), x=x, y=y))
+    df = full.copy()
+    p = 1 / (1 + np.exp(-(-0.8 + 1.0 * (y - y.mean()) / y.std())))
+    df.loc[rng.random(N) < p, "x"] = np.nan
+    return full, df
+
+
+def test_membership_term_recovers_the_full_data_estimates():
+    """Rows in one or two schools (weights 0.6/0.4), a random slope of x by membership, x missing
+    more often where y is high: the pooled slope of x within 2 pooled SEs of the full data's,
+    the observed values kept."""
+    full, df = _membership(np.random.default_rng(1))
+    formula = "y ~ x + (1 + x | mm(s1, s2, weights = (w1, w2)))"
+    model = mi.ImputationModel(variables={"x": "continuous"}, substantive=formula,
+                               cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mi.impute(df, model, n_imputations=8, burn=400, between=40, chains=2, seed=1)
+    assert "y~cov[x|mm(s1, s2),Intercept|mm(s1, s2)]" in res.parameter_names
+    pooled = mi.pool([mi.lmm(formula, res.completed(k), reml=False) for k in range(1, 9)])
+    ref = mi.lmm(formula, full, reml=False)
+    assert abs(pooled.params["x"] - ref.params["x"]) < 2 * pooled.std_errors["x"]
+    out = res.completed(3)
+    seen = df.x.notna()
+    assert np.array_equal(out.loc[seen, "x"], df.loc[seen, "x"]) and not out.x.isna().any()
+
+
+@pytest.mark.parametrize("formula, match", [
+    ("y ~ x + (1 | mm(s1, s2))", r"gives no weights for the multiple membership 'school'.*weights = \(w1, w2\)"),
+    ("y ~ x + (1 | mm(s1, s2, weights = (w2, w1)))", "gives weights w2, w1"),
+    ("y ~ x + (1 | mm(s1, s3, weights = (w1, w2)))", "multiple membership of s1, s3, which is not a classification"),
+])
+def test_membership_term_must_match_the_classification(formula, match):
+    with pytest.raises(mi.SpecError, match=match):
+        mi.ImputationModel(variables={"x": "continuous"}, substantive=formula,
+                           cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"))

@@ -6,7 +6,9 @@ Model (read ``outcome``'s notes first: this is that component with one change)::
     y_i = D_i(x) β + Σ_c D^c_i(x) b^(c)_{unit_c(i)} + e_i,   b^(c)_k ~ N(0, Σ^(c))
 
 — each random term of the formula groups by one classification of the imputation model
-(``substantive.term_classification``), its effects independent of the other classifications'.
+(``substantive.term_classification``), its effects independent of the other classifications';
+for a multiple membership ``mm(s1, s2, weights = (w1, w2))`` the row's term is
+``D^c_i(x) Σ_m w_im b^(c)_{id_im}``.
 The joint model of the covariates (classifications, variance functions) is the general
 sampler's; the two meet only through the completed covariates and the linear predictor.
 
@@ -15,7 +17,8 @@ Steps, each an exact Gibbs or Metropolis–Hastings step of the joint posterior:
 1. Augmentation (binomial) as ``outcome``.
 2. For each classification c of the formula in turn: (β, b^(c)) as one exact block given the
    other classifications' effects (their part of the linear predictor is an offset), by the
-   two-level component's compiled block on the rows with an observed outcome; then Σ^(c) per
+   two-level component's compiled block on the rows with an observed outcome (a multiple
+   membership's units share rows: one sparse exact draw, ``_membership_block``); then Σ^(c) per
    covariance block and the parameter-expansion move of (b^(c), Σ^(c)) (``outcome``'s
    ``expand_random_effects``, with that classification's statistics). β is drawn once per
    classification: each draw is from its full conditional, so the scan stays exact.
@@ -79,8 +82,8 @@ class Term:
 
     cls: int                 # the classification (sampler order)
     cols: np.ndarray         # its random-effect columns among the q
-    unit: np.ndarray         # each row's unit
-    unit_obs: np.ndarray     # the same at the rows with an observed outcome
+    unit: np.ndarray | None  # each row's unit (None: a multiple membership)
+    unit_obs: np.ndarray | None   # the same at the rows with an observed outcome
     n_units: int
     bstart: np.ndarray       # its covariance blocks, within cols
     bwidth: np.ndarray
@@ -89,6 +92,11 @@ class Term:
     n_lower: int
     prior_scale: np.ndarray
     stat0: tuple             # zero cross-products (every row's are formed each sweep)
+    ids: np.ndarray | None = None       # multiple membership: (N, m) units (−1: none) and weights
+    weights: np.ndarray | None = None
+    obs_ids: np.ndarray | None = None   # the same at the rows with an observed outcome
+    obs_weights: np.ndarray | None = None
+    pattern: tuple = ()      # its (β, b) design's sparse pattern at the observed rows (``_membership_block``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,11 +194,15 @@ def prepare_general_outcome(data: ModelData) -> GeneralOutcomeStatic:
         bstart = np.array([at[s] for s, _ in blocks], np.int64)
         bwidth = np.array([w for _, w in blocks], np.int64)
         bdf = np.array([od.prior_df]) if len(od.blocks) == 1 else bwidth.astype(float)
-        unit = cd.unit.astype(np.int64)
+        unit = None if cd.unit is None else cd.unit.astype(np.int64)
         qc, K = cols.size, cd.n_units
+        mm = {} if unit is not None else dict(
+            ids=cd.ids.astype(np.int64), weights=np.asarray(cd.weights, float), obs_ids=cd.ids[obs].astype(np.int64),
+            obs_weights=np.asarray(cd.weights, float)[obs], pattern=_membership_pattern(cd.ids[obs], nf, qc, K))
         terms.append(Term(
-            cls=ci, cols=cols, unit=unit,
-            unit_obs=np.ascontiguousarray(unit[obs]), n_units=K, bstart=bstart, bwidth=bwidth, bdf=bdf,
+            cls=ci, cols=cols, unit=unit, **mm,
+            unit_obs=None if unit is None else np.ascontiguousarray(unit[obs]), n_units=K, bstart=bstart,
+            bwidth=bwidth, bdf=bdf,
             chi_df_list=tuple(float(v) for d, w in zip(bdf, bwidth) for v in d - np.arange(w)),
             n_lower=int(sum(w * (w - 1) // 2 for w in bwidth)),
             prior_scale=np.ascontiguousarray(od.prior_scale[np.ix_(cols, cols)]),
@@ -392,10 +404,13 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
         qc = term.cols.size
         Dc, yc = np.empty((obs.size, nf + qc)), np.empty(obs.size)
         ok.term_inputs(o.D, R, obs, nf, term.cols, ytil, Dc, yc)
-        z = rng.standard_normal(nf + term.n_units * qc)
         cov_t = np.ascontiguousarray(cov[np.ix_(term.cols, term.cols)])
-        beta, b, WW, Wr, good, _ = ok.outcome_block(Dc, nf, yc, w_obs, wconst, rows, rows, term.stat0,
-                                                    term.unit_obs, cov_t, term.bstart, term.bwidth, z)
+        if term.unit is None:
+            beta, b, WW, Wr, good = _membership_block(rng, term, Dc, yc, w_obs, wconst, cov_t)
+        else:
+            z = rng.standard_normal(nf + term.n_units * qc)
+            beta, b, WW, Wr, good, _ = ok.outcome_block(Dc, nf, yc, w_obs, wconst, rows, rows, term.stat0,
+                                                        term.unit_obs, cov_t, term.bstart, term.bwidth, z)
         if not good:
             raise np.linalg.LinAlgError("the substantive model's precision is not positive definite")
         chi = np.empty(len(term.chi_df_list))
@@ -409,7 +424,10 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
             raise np.linalg.LinAlgError("the substantive model's random-effect covariance is not positive definite")
         bs[t] = b
         cov[np.ix_(term.cols, term.cols)] = cov_t
-        ok.set_coefficients(R, b, term.unit, term.cols)
+        if term.unit is None:
+            R[:, term.cols] = _membership_sums(b, term.ids, term.weights)
+        else:
+            ok.set_coefficients(R, b, term.unit, term.cols)
     eta = o.eta
     ok.linear_predictor(o.D, nf, beta, R, ost.identity, obs, eta)
     sigma2 = o.sigma2
@@ -434,3 +452,65 @@ def impute_general_outcome(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeStat
         return eta + np.sqrt(o.sigma2) * rng.standard_normal(rows.size)
     p = ndtr(eta) if ost.link == "probit" else expit(eta)
     return (rng.random(rows.size) < p).astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------
+# A multiple membership of the formula: (β, b) as one sparse exact draw
+# ------------------------------------------------------------------------------------------
+def _membership_sums(b: np.ndarray, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each row's Σ_m w_im b[id_im] (rows × columns of b)."""
+    out = np.zeros((ids.shape[0], b.shape[1]))
+    for m in range(ids.shape[1]):
+        present = ids[:, m] >= 0
+        out[present] += weights[present, m, None] * b[ids[present, m]]
+    return out
+
+
+def _membership_pattern(ids: np.ndarray, nf: int, qc: int, K: int) -> tuple:
+    """The sparse pattern of the design [X, Σ_m w_m (e_{id_m} ⊗ z)] at the observed rows: per
+    row its nf fixed columns, then per membership its unit's qc columns (−1 ids left out)."""
+    n, m = ids.shape
+    fixed = np.tile(np.arange(nf), (n, 1))
+    unit_cols = nf + ids[:, :, None].astype(np.int64) * qc + np.arange(qc)   # (n, m, qc)
+    present = np.repeat(ids >= 0, qc, axis=1).reshape(n, m * qc)
+    cols = np.concatenate([fixed, unit_cols.reshape(n, m * qc)], axis=1)
+    keep = np.concatenate([np.ones((n, nf), bool), present], axis=1)
+    return cols, keep, nf + K * qc
+
+
+def _membership_block(rng, term: Term, Dc: np.ndarray, yc: np.ndarray, w_obs, wconst: float, cov: np.ndarray):
+    """(β, b) | rest for a multiple membership of the formula, one exact draw: with
+    A = [X, Σ_m w_m (e_{id_m} ⊗ z)] (sparse), row precisions ω and P = A'ΩA + blockdiag(0, I ⊗ Σ⁻¹),
+    θ = P⁻¹(A'Ωỹ + A'Ω^½ε + (0, (I ⊗ F)η)), F F' = Σ⁻¹, ε, η standard normal, has the law
+    N(P⁻¹A'Ωỹ, P⁻¹) (Papandreou & Yuille 2010), flat prior on β as the other blocks; P by
+    SuperLU. Then the expansion move's statistics W'ΩW, W'Ωr (w_ik = z_ik R_ik, the rows'
+    random part in column k; r the fixed part's residual)."""
+    from scipy import sparse
+    from scipy.sparse.linalg import splu
+
+    nf = Dc.shape[1] - term.cols.size
+    qc, K = term.cols.size, term.n_units
+    cols, keep, size = term.pattern
+    n = Dc.shape[0]
+    wts = term.obs_weights
+    vals = np.concatenate([Dc[:, :nf], (wts[:, :, None] * Dc[:, None, nf:]).reshape(n, -1)], axis=1)
+    A = sparse.csr_matrix((vals[keep], cols[keep], np.r_[0, np.cumsum(keep.sum(axis=1))]), shape=(n, size))
+    omega = np.full(n, wconst) if wconst > 0.0 else w_obs
+    Aw = A.multiply(omega[:, None]).tocsr()
+    sinv = np.linalg.inv(cov)
+    prior = sparse.block_diag([sparse.csr_matrix((nf, nf)), sparse.kron(sparse.identity(K), sinv)])
+    P = (A.T @ Aw + prior).tocsc()
+    F = np.linalg.cholesky(sinv)
+    h = Aw.T @ yc + A.T @ (np.sqrt(omega) * rng.standard_normal(n))
+    h[nf:] += (rng.standard_normal((K, qc)) @ F.T).ravel()
+    try:
+        lu = splu(P, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True}, diag_pivot_thresh=0.0)
+    except RuntimeError:   # singular
+        return np.zeros(nf), np.zeros((K, qc)), np.zeros((qc, qc)), np.zeros(qc), False
+    theta = lu.solve(h)
+    beta, b = theta[:nf], theta[nf:].reshape(K, qc)
+    Wmat = Dc[:, nf:] * _membership_sums(b, term.obs_ids, wts)
+    r = yc - Dc[:, :nf] @ beta
+    WW = Wmat.T @ (omega[:, None] * Wmat)
+    Wr = Wmat.T @ (omega * r)
+    return beta, b, np.ascontiguousarray(WW), np.ascontiguousarray(Wr), bool(np.all(np.isfinite(theta)))
