@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -131,7 +132,7 @@ class OutcomeData:
     cov0: np.ndarray
     sigma2_0: float
     prior_scale: np.ndarray
-    prior_df: float
+    prior_df: float | None               # stated df of every covariance block (None: each its width)
     sigma2_prior: float
 
     @property
@@ -214,7 +215,6 @@ def term_classification(model: ImputationModel, term) -> int:
                 "column: fix whichever is misspelt"
             )
         return 0
-    names = ", ".join(repr(c.name) for c in classes)
     if term.membership is not None:
         ms = term.membership
         for k, c in enumerate(classes):
@@ -231,16 +231,30 @@ def term_classification(model: ImputationModel, term) -> int:
                 return k
         raise SpecError(
             f"random term {term.text!r} of substantive= is a multiple membership of "
-            f"{', '.join(ms.ids)}, which is not a classification of the imputation model ({names}); "
-            "give it as cluster=mi.Membership([...], [...]) too, or drop the term"
+            f"{', '.join(ms.ids)}, which is not a classification of the imputation model (its groupings: "
+            f"{_spellings(classes)}); give it as cluster=mi.Membership([...], [...]) too, or drop the term"
         )
     for k, c in enumerate(classes):
         if c.kind != "membership" and (term.group == (c.name,) or set(term.group) == set(c.columns)):
             return k
     raise SpecError(
         f"random term {term.text!r} of substantive= is grouped by {term.group_label!r}, which is not a "
-        f"classification of the imputation model ({names}); group by one of those, or add it to cluster="
+        f"classification of the imputation model; its groupings are {_spellings(classes)}: group by one "
+        "of those, or add it to cluster="
     )
+
+
+def _spellings(classes) -> str:
+    """How a random term names each classification."""
+    out = []
+    for c in classes:
+        if c.kind == "membership":
+            out.append(f"mm({', '.join(c.columns)}, weights = ({', '.join(c.weights)}))")
+        elif len(c.columns) > 1:
+            out.append(f"{':'.join(c.columns)} (or {c.name} if its ids are unique)")
+        else:
+            out.append(c.name)
+    return ", ".join(out)
 
 
 def substantive_variables(parsed: ParsedFormula, columns=()) -> set[str]:
@@ -370,11 +384,19 @@ class _Compiler:
         return [[(s, TABLE, float(self.table(coding[:, j])))] for j in range(coding.shape[1])]
 
     def _monomial(self, expr: str, incomplete: list[str]) -> list[tuple]:
+        quoted: dict[str, str] = {}   # `my x` → a Python name for the parser, and back
+
+        def name_for(match) -> str:
+            return quoted.setdefault(match.group(1), f"_quoted_{len(quoted)}")
+
+        body = re.sub(r"`([^`]+)`", name_for, expr[2:-1].strip())
         try:
-            tree = ast.parse(expr[2:-1].strip(), mode="eval").body
+            tree = ast.parse(body, mode="eval").body
             const, powers = _monomial(tree)
         except (SyntaxError, ValueError):
             raise self._refuse(expr, incomplete) from None
+        back = {v: k for k, v in quoted.items()}
+        powers = {back.get(k, k): v for k, v in powers.items()}
         prims: list[tuple] = [("const", const)]
         complete = np.ones(len(self.probe))
         has_complete = False
@@ -448,6 +470,16 @@ def _compile_rhs(comp: _Compiler, rhs: str, what: str):
         mm = model_matrix(rhs, comp.probe, na_action="raise")
     except FormulaicError as exc:
         raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula") from exc
+    except ValueError as exc:   # (na_action="raise": a transform gave missing values, e.g. np.log(0))
+        found = re.search(r"`([^`]+)`", str(exc))   # formulaic names the failing expression
+        expr = found.group(1) if found else rhs
+        incomplete = sorted(n for n in comp.codecs if re.search(rf"(?<![\w.]){re.escape(n)}(?![\w])", expr))
+        note = (f"; a transform of the incomplete variable(s) {', '.join(map(repr, incomplete))} is refused "
+                "anyway (the variable to impute would be the transformed one: impute that column instead)"
+                if incomplete else "")
+        raise SpecError(
+            f"cannot build the {what} {rhs!r} on the data: {exc} (a transform gives missing or infinite "
+            f"values, e.g. np.log of values <= 0){note}; fix the formula or the data") from exc
     spec = mm.model_spec
     factor_vars = {str(f): {str(v) for v in vs} for f, vs in spec.factor_variables.items()}
     columns: list[list[tuple]] = []
@@ -568,6 +600,12 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     observed = ~np.isnan(y)
     if observed.sum() < 2:
         raise DataError(f"outcome {y_name!r} of substantive= has fewer than two observed values; nothing to fit")
+    if kind == "continuous" and np.ptp(y[observed]) == 0:
+        raise DataError(
+            f"outcome {y_name!r} of substantive= is constant ({_plain(y[observed][0])!r}) where observed: its "
+            "residual variance is 0 and nothing relates it to the covariates; check the column, or leave it "
+            "out of the imputation"
+        )
 
     probe = probe_frame(sdf, sorted((used | {y_name}) - set(model.cluster_columns)))
     comp = _Compiler(probe, incomplete, f"substantive={model.substantive!r}")
@@ -604,7 +642,7 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     _check_rank(D[observed][:, :len(x_names)], x_names, model.substantive)
     if kind == "binary":
         _check_binary_outcome(program, S0, comp, D[:, :len(x_names)], x_names, codec, y, observed, model.substantive)
-    fit = _complete_case_start(model, df, used, y_name, x_names, len(z_names), blocks,
+    fit = _complete_case_start(model, sdf, used, y_name, x_names, tuple(z_names), blocks,
                                D[observed][:, len(x_names):], y[observed])
     return OutcomeData(
         name=y_name, family=model.family, link=model.resolved_link, codec=codec, y=y,
@@ -697,7 +735,7 @@ def _check_binary_outcome(program, S0, comp, X, names, codec, y, observed, formu
 PRIOR_FLOOR = 0.05   # fraction of the outcome's variance (in each column's units) kept in the prior scale
 
 
-def _complete_case_start(model, df, used, y_name, x_names, q, blocks, z_obs: np.ndarray, y_obs: np.ndarray) -> dict:
+def _complete_case_start(model, sdf, used, y_name, x_names, z_names, blocks, z_obs: np.ndarray, y_obs: np.ndarray) -> dict:
     """Starting values and prior scales from the complete-case fit, as jomo.lmer/jomo.glmer do,
     except where the prior is centred: each covariance block's inverse-Wishart prior (one per
     random term, or per column of a ``||`` term; width w) has df ν = w and scale
@@ -722,8 +760,11 @@ def _complete_case_start(model, df, used, y_name, x_names, q, blocks, z_obs: np.
     """
     from .analysis import glmm, lmm
 
+    q = len(z_names)
     cols = sorted((used | {y_name, *model.cluster_columns}))
-    cc = df[cols].dropna()
+    # rows in the canonical order (``sdf``): the fit, and so the prior, do not depend on the input's
+    # row order (a fit near a boundary can land elsewhere when its rows are permuted)
+    cc = pd.DataFrame({c: sdf[c].reset_index(drop=True) for c in cols}).dropna()
     beta0 = np.zeros(len(x_names))
     est_cov = None
     if model.family == "gaussian":
@@ -774,9 +815,23 @@ def _complete_case_start(model, df, used, y_name, x_names, q, blocks, z_obs: np.
         scale[sl, sl] = (2.0 * width + 1.0) * est_cov[sl, sl]
     prior = model.prior_substantive
     if prior.scale is not None:
-        scale, df_prior = prior.resolve(q, "substantive random-effect")
-    else:
-        df_prior = float(q) if prior.df is None else float(prior.df)
+        scale, _ = prior.resolve(q, "substantive random-effect")
+        inside = np.zeros((q, q), bool)
+        for start, width in blocks:
+            inside[start:start + width, start:start + width] = True
+        if np.any(scale[~inside] != 0):
+            i, j = np.argwhere(~inside & (scale != 0))[0]
+            raise SpecError(
+                f"prior_substantive scale couples {z_names[i]!r} and {z_names[j]!r}, whose random effects the "
+                "formula keeps independent (different terms or classifications, or a || term): set those "
+                "entries to 0, or put the effects in one term"
+            )
+    widest = max(w for _, w in blocks)
+    if prior.df is not None and prior.df <= widest - 1:
+        raise SpecError(f"prior_substantive df={prior.df:g} must exceed the widest covariance block's dimension "
+                        f"- 1 = {widest - 1} for a proper prior")
+    # a stated df is every block's; by default each block's df is its width (``outcome.block_dfs``)
+    df_prior = None if prior.df is None else float(prior.df)
     return dict(beta0=beta0, cov0=est_cov.copy(), sigma2_0=sigma2, prior_scale=scale, prior_df=df_prior,
                 sigma2_prior=sigma2)
 

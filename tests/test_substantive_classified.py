@@ -335,3 +335,124 @@ def test_membership_term_must_match_the_classification(formula, match):
     with pytest.raises(mi.SpecError, match=match):
         mi.ImputationModel(variables={"x": "continuous"}, substantive=formula,
                            cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"))
+
+
+# ------------------------------------------------------------------------------------------
+# A tester's findings (each failed before its fix)
+# ------------------------------------------------------------------------------------------
+def _small_three_level(rng, S=30, C=3, n=8):
+    school, cid = np.repeat(np.arange(S), C * n), np.repeat(np.arange(S * C), n)
+    x = rng.normal(size=S * C * n)
+    y = 1 + 0.5 * x + rng.normal(0, 0.5, S)[school] + rng.normal(0, 0.5, S * C)[cid] + rng.normal(size=x.size)
+    df = pd.DataFrame(dict(school=school, cls=cid % C, x=x, y=y))
+    df.loc[rng.random(len(df)) < 0.25, "x"] = np.nan
+    return df
+
+
+def test_stated_prior_df_holds_for_every_block():
+    """A stated prior_substantive df is every covariance block's (it was replaced by each block's
+    width whenever the formula had several blocks, while the stated scale was kept); a scale
+    that couples effects the formula keeps independent is refused."""
+    from mlimpute.sampler.outcome_multi import prepare_general_outcome
+
+    df = _small_three_level(np.random.default_rng(0))
+    formula = "y ~ x + (1 | school) + (1 | school:cls)"
+    model = mi.ImputationModel(cluster=["school", "cls"], variables={"x": "continuous"}, substantive=formula,
+                               prior_substantive=mi.CovariancePrior(scale=(2.0 * np.eye(2)).tolist(), df=2000))
+    ost = prepare_general_outcome(standardize(build(df, model)))
+    assert [float(t.bdf[0]) for t in ost.terms] == [2000.0, 2000.0]
+    default = prepare_general_outcome(standardize(build(df, mi.ImputationModel(
+        cluster=["school", "cls"], variables={"x": "continuous"}, substantive=formula))))
+    assert [float(t.bdf[0]) for t in default.terms] == [1.0, 1.0]
+    coupled = mi.ImputationModel(cluster=["school", "cls"], variables={"x": "continuous"}, substantive=formula,
+                                 prior_substantive=mi.CovariancePrior(scale=[[1.0, 0.2], [0.2, 1.0]]))
+    with pytest.raises(mi.SpecError, match="couples 'Intercept\\|school' and 'Intercept\\|school:cls'"):
+        build(df, coupled)
+
+
+def test_shuffled_rows_same_prior_and_imputations():
+    """The complete-case fit behind the prior runs on the rows in the canonical order: a
+    shuffled input gives the same prior and imputations (a boundary fit flipped the prior's
+    correlation from 0.81 to 0 with the input's order)."""
+    rng = np.random.default_rng(29)
+    A, B, N = 15, 10, 450
+    a, b = rng.integers(0, A, N), rng.integers(0, B, N)
+    x = rng.normal(size=N)
+    eta = -0.3 + 0.5 * x + rng.normal(0, 0.5, A)[a] + rng.normal(0, 0.3, B)[b]
+    df = pd.DataFrame(dict(id=np.arange(N), a=a, b=b, x=x, y=(rng.random(N) < 1 / (1 + np.exp(-eta))) * 1.0))
+    df.loc[rng.random(N) < 0.25, "x"] = np.nan
+    model = mi.ImputationModel(cluster=mi.Crossed("a", "b"), variables={"x": "continuous"},
+                               substantive="y ~ x + (1 | a) + (1 + x | b)", family="binomial")
+    shuffled = df.iloc[np.random.default_rng(1).permutation(N)]
+    assert np.array_equal(build(df, model).outcome.prior_scale, build(shuffled, model).outcome.prior_scale)
+    kw = dict(n_imputations=2, burn=30, between=10, chains=1, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one, two = mi.impute(df, model, **kw), mi.impute(shuffled, model, **kw)
+    assert np.array_equal(one.completed(2).sort_values("id").x.to_numpy(), two.completed(2).sort_values("id").x.to_numpy())
+
+
+def test_singular_completed_design_is_a_clear_error():
+    """Imputed categories of two school-level ordinals that make C(v1) and C(v2) collinear in a
+    completed dataset: a ConvergenceError naming the column and the fixes (was numpy's
+    LinAlgError 'not positive definite' mid-run)."""
+    rng = np.random.default_rng(186)
+    S, C, n = 15, 4, 11
+    s, cid = np.repeat(np.arange(S), C * n), np.repeat(np.arange(S * C), n)
+    v1s = np.array([1, 1, 1, 1, 1, 3, 3, 3, 2, 0, 1, 1, 2, 3, 0], float)
+    v2s = np.array([1, 1, 1, 1, 1, 0, 0, 2, 2, 3, 1, 0, 3, 2, 1], float)
+    x = rng.normal(size=s.size)
+    eta = 0.3 * x + 0.3 * v1s[s] - 0.2 * v2s[s] + rng.normal(0, 0.5, S)[s] + rng.normal(0, 0.5, S * C)[cid]
+    df = pd.DataFrame(dict(s=s, c=cid % C, x=x, v1=v1s[s], v2=v2s[s],
+                           y=(rng.random(s.size) < 1 / (1 + np.exp(-eta))).astype(float)))
+    df.loc[df.s >= 10, ["v1", "v2"]] = np.nan
+    df.loc[rng.random(len(df)) < 0.25, "x"] = np.nan
+    model = mi.ImputationModel(cluster=["s", "c"],
+                               variables={"x": "continuous", "v1": mi.Variable("ordinal", level="s"),
+                                          "v2": mi.Variable("ordinal", level="s")},
+                               substantive="y ~ x + C(v1) + C(v2) + (1 | s) + (1 | s:c)", family="binomial")
+    with warnings.catch_warnings(), pytest.raises(mi.ConvergenceError, match=r"column 'C\(v2\)\[T\.\d\.0\]'.*Merge rare"):
+        warnings.simplefilter("ignore")
+        mi.impute(df, model, n_imputations=2, burn=200, between=10, chains=1, seed=0)
+
+
+@pytest.mark.parametrize("formula, error, match", [
+    ("y ~ x + np.log(z) + (1 | school) + (1 | school:cls)", mi.SpecError,
+     r"`np.log\(z\)` contains null values.*np.log of values <= 0\); fix the formula or the data"),
+    ("y ~ np.log(x) + (1 | school) + (1 | school:cls)", mi.SpecError,
+     "a transform of the incomplete variable\\(s\\) 'x' is refused anyway"),
+    ("y ~ x + (1 | cls:school) + (1 | cls)", mi.SpecError, "both group by the classification 'cls'"),
+    ("y ~ x + (1 | school) + (1 | c)", mi.SpecError, r"its groupings are school, school:cls \(or cls if its ids"),
+])
+def test_formula_refusals_name_the_fix(formula, error, match):
+    df = _small_three_level(np.random.default_rng(2)).assign(z=lambda d: d.y - d.y.max())   # z <= 0
+    with pytest.raises(error, match=match):
+        build(df, mi.ImputationModel(cluster=["school", "cls"], variables={"x": "continuous"}, substantive=formula))
+
+
+def test_constant_outcome_refused():
+    df = _small_three_level(np.random.default_rng(3)).assign(y=2.0)
+    df.loc[::9, "y"] = np.nan
+    with pytest.raises(mi.DataError, match=r"outcome 'y' of substantive= is constant \(2.0\)"):
+        build(df, mi.ImputationModel(cluster=["school", "cls"], variables={"x": "continuous"},
+                                     substantive="y ~ x + (1 | school) + (1 | school:cls)"))
+
+
+def test_backquoted_power_of_an_incomplete_variable():
+    """I(`my x`**2): a power through I() of a name that needs back-quotes (was refused as a
+    transform the sampler cannot re-evaluate)."""
+    df = _small_three_level(np.random.default_rng(4)).rename(columns={"x": "my x"})
+    data = build(df, mi.ImputationModel(cluster=["school", "cls"], variables={"my x": "continuous"},
+                                        substantive="y ~ `my x` + I(`my x`**2) + (1 | school) + (1 | school:cls)"))
+    assert data.outcome.x_names == ("Intercept", "my x", "I(`my x` ** 2)")
+
+
+def test_report_names_added_covariates_and_stated_priors():
+    from mlimpute.report._data import describe_model
+
+    text = describe_model(mi.ImputationModel(
+        cluster=["school", "cls"], variables={"x": "continuous"}, covariates=["sex"],
+        substantive="y ~ x + stype + (1 | school) + (1 | school:cls)",
+        prior_substantive=mi.CovariancePrior(df=7)))
+    assert "given <code>sex</code> and <code>stype</code> (read by the analysis model)" in text
+    assert "<code>prior_substantive</code> df 7" in text

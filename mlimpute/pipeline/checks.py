@@ -57,7 +57,8 @@ def check_data(cfg: PipelineConfig) -> dict[str, Any]:
         "columns": [str(c) for c in df.columns],
         # one cluster column: the number of clusters; several classifications: units per name
         "clusters": (int(len(data.sizes)) if not data.classes else
-                     {c.name: c.n_units for c in reversed(data.classes)}),
+                     {c.name: units[c.name] for units in [{cd.name: cd.n_units for cd in data.classes}]
+                      for c in model.classifications}),   # in the model's order (the sampler's may differ)
         "missing": missing,
     }
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..diagnostics import ESS_LIMIT, RHAT_LIMIT
 from ..spec import CovariancePrior, ImputationModel, Variable
+from ..substantive import parse_substantive, substantive_variables
 
 __all__ = ["PooledTable", "ImputedVariable", "observed_vs_imputed", "flag_diagnostics",
            "main_parameters", "missing_patterns", "MAX_TRACES"]
@@ -82,7 +83,8 @@ def _stated_priors(model: ImputationModel) -> str:
             [f"df {p.df:g}"] if p.df is not None else [])
         return html.escape(", ".join(parts))
 
-    stated = [(f"<code>{key}</code>", p) for key, p in (("prior_l1", model.prior_l1), ("prior_l2", model.prior_l2))
+    stated = [(f"<code>{key}</code>", p) for key, p in (("prior_l1", model.prior_l1), ("prior_l2", model.prior_l2),
+                                                         ("prior_substantive", model.prior_substantive))
               if p != CovariancePrior()]
     stated += [(f"<code>priors[{html.escape(repr(name))}]</code>", p) for name, p in model.priors.items()]
     if not stated:
@@ -96,6 +98,11 @@ def describe_model(model: ImputationModel) -> str:
         return ", ".join(f"<code>{html.escape(c)}</code>" for c in cols) or "none"
 
     cov = names([*model.covariates, *model.level2_covariates])
+    if model.substantive is not None:   # complete columns of the formula join the covariates (design.with_formula_covariates)
+        known = {*model.cluster_columns, *model.variables, *model.covariates, *model.level2_covariates}
+        added = sorted(substantive_variables(parse_substantive(model)) - known)
+        if added:
+            cov = (cov + " and " if cov != "none" else "") + names(added) + " (read by the analysis model)"
     joint = (f"the joint latent-normal multilevel model (Goldstein, Carpenter &amp; Browne) of "
              f"{names(model.variables)} given {cov}, {_structure(model)}"
              + (", with cluster-specific level-1 covariances" if model.covariance == "cluster" else "")
@@ -117,7 +124,7 @@ def describe_model(model: ImputationModel) -> str:
             f"<p>Imputation model: the analysis model <code>{html.escape(model.substantive)}</code> "
             f"({model.family}{link}) for the outcome <code>{html.escape(model.outcome)}</code>") + (
             ". Its random slopes, interactions and non-linear terms are imputed as the analysis "
-            "has them.</p>")
+            f"has them.{_stated_priors(model)}</p>")
 
 
 def observed_vs_imputed(df: pd.DataFrame, long: pd.DataFrame,

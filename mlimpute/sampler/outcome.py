@@ -230,7 +230,7 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
     stat = ok.cross_products(D0, od.n_fixed, fixed, ylin, data.cluster, data.n_clusters)
     bstart = np.array([s for s, _ in od.blocks], np.int64)
     bwidth = np.array([w for _, w in od.blocks], np.int64)
-    bdf = (np.array([od.prior_df]) if len(od.blocks) == 1 else bwidth.astype(float))
+    bdf = block_dfs(od, bwidth)
     return OutcomeStatic(
         od=od, prog=prog, obs_rows=obs, miss_rows=np.flatnonzero(~od.observed), rows1=rows1,
         rows1_end=rows1 + 1, uniforms1=_needs_uniforms(cols1, od.program.linear),
@@ -246,6 +246,32 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
         yy=float(np.sum(od.y[obs] ** 2)) if od.family == "gaussian" else 0.0,
         n_lower=int(sum(w * (w - 1) // 2 for w in bwidth)),
     )
+
+
+def singular_outcome(od: OutcomeData, D: np.ndarray, rows: np.ndarray) -> Exception:
+    """The error for a (β, b) precision that is not positive definite in a sweep: where the
+    completed data make the formula's fixed part rank-deficient (imputed categories of a
+    unit-level covariate that leave one dummy equal to another, say), name the column; the
+    flat prior on β has no posterior there."""
+    from ..errors import ConvergenceError
+    from ..identification import dependent_column
+
+    k = dependent_column(D[rows][:, :od.n_fixed], tol=1e-10)
+    if k is None:
+        return np.linalg.LinAlgError("the substantive model's precision is not positive definite")
+    return ConvergenceError(
+        f"in a completed dataset the column {od.x_names[k]!r} of substantive= is a linear combination of "
+        "the columns before it (the imputed values of its incomplete variables made the fixed part "
+        "singular, e.g. a category observed in few units whose imputed units all fall with another "
+        "term's): its coefficient has no posterior under the flat prior. Merge rare categories, drop "
+        "or simplify that term, or impute without it"
+    )
+
+
+def block_dfs(od, bwidth: np.ndarray) -> np.ndarray:
+    """The inverse-Wishart df of each covariance block: the stated ``prior_substantive`` df, else
+    the block's width (the scale is then centred on it: ``substantive._complete_case_start``)."""
+    return bwidth.astype(float) if od.prior_df is None else np.full(bwidth.size, float(od.prior_df))
 
 
 def refresh_sources(ost: OutcomeStatic, S: np.ndarray, rows: np.ndarray, y1: np.ndarray,
@@ -404,7 +430,7 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
     beta, b, WW, Wr, good, stats = ok.outcome_block(o.D, nf, ytil, w, wconst, ost.quad_rows, ost.lin_rows,
                                                     ost.stat, data.cluster, o.cov, ost.bstart, ost.bwidth, z)
     if not good:
-        raise np.linalg.LinAlgError("the substantive model's precision is not positive definite")
+        raise singular_outcome(od, o.D, ost.obs_rows)
     b, cov = expand_random_effects(rng, ost, b, WW, Wr)
     eta = o.eta
     sigma2 = o.sigma2

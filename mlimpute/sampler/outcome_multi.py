@@ -50,7 +50,7 @@ from scipy.special import expit, ndtr
 from ..design import ModelData
 from . import _outcome_kernels as ok
 from .latent import latents_to_codes
-from .outcome import _augment, _columns, _Columns, _needs_uniforms, _padded_cuts, _pseudo, tuned_steps
+from .outcome import _augment, _columns, _Columns, _needs_uniforms, _padded_cuts, _pseudo, block_dfs, singular_outcome, tuned_steps
 
 __all__ = ["GeneralOutcomeState", "GeneralOutcomeStatic", "prepare_general_outcome", "initial_general_outcome",
            "draw_general_cells", "draw_general_parameters", "general_effective_codes", "impute_general_outcome",
@@ -193,7 +193,7 @@ def prepare_general_outcome(data: ModelData) -> GeneralOutcomeStatic:
         at = {int(c): k for k, c in enumerate(cols)}
         bstart = np.array([at[s] for s, _ in blocks], np.int64)
         bwidth = np.array([w for _, w in blocks], np.int64)
-        bdf = np.array([od.prior_df]) if len(od.blocks) == 1 else bwidth.astype(float)
+        bdf = block_dfs(od, bwidth)
         unit = None if cd.unit is None else cd.unit.astype(np.int64)
         qc, K = cols.size, cd.n_units
         mm = {} if unit is not None else dict(
@@ -412,7 +412,7 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
             beta, b, WW, Wr, good, _ = ok.outcome_block(Dc, nf, yc, w_obs, wconst, rows, rows, term.stat0,
                                                         term.unit_obs, cov_t, term.bstart, term.bwidth, z)
         if not good:
-            raise np.linalg.LinAlgError("the substantive model's precision is not positive definite")
+            raise singular_outcome(od, o.D, obs)
         chi = np.empty(len(term.chi_df_list))
         for k, d in enumerate(term.chi_df_list):
             chi[k] = rng.chisquare(d + term.n_units)
