@@ -24,7 +24,15 @@ N = 20_000
 def _setup(df, model, beta, b_row, cuts=None, scales=None):
     """Model arrays, the component's static part and a state with β, every b_j = b_row;
     ``scales``: the level-1 columns' (centre, scale), the sampler's y1 then internal values."""
-    data = build(df, model)
+    # every row's outcome is one value here, which build refuses for data (a constant outcome):
+    # build from a copy whose last row differs, then put the value back
+    varied = df.copy()
+    last = float(varied["y"].iloc[-1])
+    varied.loc[varied.index[-1], "y"] = last + 1.0
+    data = build(varied, model)
+    y = data.outcome.y.copy()
+    y[y == last + 1.0] = last
+    data = replace(data, outcome=replace(data.outcome, y=y))
     ost = prepare_outcome(data)
     if scales is not None:
         ost = replace(ost, cen1=np.asarray(scales[0], float), sc1=np.asarray(scales[1], float))
