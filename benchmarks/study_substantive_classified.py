@@ -34,6 +34,11 @@ given the outcome, so complete cases are biased):
   0.1, 1); logit P(y = 1) = −0.3 + 0.8 x + u_school + u_class, Var 0.4, 0.3. x missing MAR on
   y (P = expit(−1.2 + y)). Imputation ``family="binomial"`` (logit), cluster ["school", "cls"];
   analysis ``glmm(y ~ x + (1 | school) + (1 | cls))`` (Laplace).
+- ``membership``: 1,200 pupils, half in one of 60 schools, half in two (weights 0.6, 0.4; a
+  pupil of one school has its id twice, the second with weight 0); x = Σ w r_school + e_x (Var
+  0.2, 1); y = 0.5 + 0.5 x + Σ w (u_school + v_school·x) + e, Var(u) = 0.3, Var(v) = 0.15
+  (independent), σ² = 1; x missing MAR on y. Imputation ``cluster=Membership(["s1", "s2"],
+  ["w1", "w2"])``; analysis ``y ~ x + (1 + x | mm(s1, s2, weights = (w1, w2)))``.
 
 Methods: ``full`` (the analysis before deletion), ``cc`` (complete cases), ``smc``
 (ImputationModel(substantive=...), M = 10 imputations from 2 chains, burn-in 1,000, 100 sweeps
@@ -106,6 +111,18 @@ def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Da
         data = full.copy()
         data.loc[rng.random(N) < _expit(-1.2 + 1.0 * y), "x"] = np.nan
         return data, full
+    if design == "membership":
+        K, N = 60, 1200
+        s1, s2, two = rng.integers(0, K, N), rng.integers(0, K, N), rng.random(N) < 0.5
+        s2 = np.where(two, s2, s1)                     # one school: its id twice, the second weight 0
+        w1, w2 = np.where(two, 0.6, 1.0), np.where(two, 0.4, 0.0)
+        u, v, r = rng.normal(0, np.sqrt(0.3), K), rng.normal(0, np.sqrt(0.15), K), rng.normal(0, np.sqrt(0.2), K)
+        x = w1 * r[s1] + w2 * r[s2] + rng.normal(size=N)
+        y = 0.5 + 0.5 * x + w1 * (u[s1] + v[s1] * x) + w2 * (u[s2] + v[s2] * x) + rng.normal(size=N)
+        full = pd.DataFrame({"s1": s1, "s2": s2, "w1": w1, "w2": w2, "x": x, "y": y})
+        data = full.copy()
+        data.loc[rng.random(N) < _expit(-0.75 + 1.0 * _std(y)), "x"] = np.nan
+        return data, full
     if design == "crossed":
         A, B, N = 40, 30, 1200
         a, b = rng.integers(0, A, N), rng.integers(0, B, N)
@@ -138,6 +155,7 @@ FORMULA = {
     "crossed": "y ~ x * z + (1 | a) + (1 | b)",
     "varfun": "y ~ x * sex + (1 + x | g)",
     "binary3": "y ~ x + (1 | school) + (1 | cls)",
+    "membership": "y ~ x + (1 + x | mm(s1, s2, weights = (w1, w2)))",
 }
 TRUTH = {
     "nested3": {"Intercept": 0.5, "x": 0.5, "w": 0.4, "var(school:Intercept)": 0.3,
@@ -147,6 +165,8 @@ TRUTH = {
     "varfun": {"Intercept": 0.0, "x": 0.5, "sex": 0.3, "x:sex": 0.3, "var(g:Intercept)": 0.3,
                "var(g:x)": 0.15, "cov(g:Intercept,x)": 0.0, "Residual": 1.0},
     "binary3": {"Intercept": -0.3, "x": 0.8, "var(school:Intercept)": 0.4, "var(cls:Intercept)": 0.3},
+    "membership": {"Intercept": 0.5, "x": 0.5, "var(mm(s1, s2):Intercept)": 0.3, "var(mm(s1, s2):x)": 0.15,
+                   "cov(mm(s1, s2):Intercept,x)": 0.0, "Residual": 1.0},
 }
 FAMILY = {"binary3": "binomial"}
 M, CHAINS, BURN, BETWEEN = 10, 2, 1000, 100
@@ -164,6 +184,9 @@ def model(design: str) -> mi.ImputationModel:
     if design == "varfun":
         return mi.ImputationModel(variables={"x": mi.Variable("continuous", variance="~ sex")}, cluster="g",
                                   covariates=["sex"], substantive=FORMULA[design])
+    if design == "membership":
+        return mi.ImputationModel(variables={"x": "continuous"}, substantive=FORMULA[design],
+                                  cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"))
     return mi.ImputationModel(variables={"x": "continuous"}, cluster=["school", "cls"],
                               substantive=FORMULA[design], family=family)
 

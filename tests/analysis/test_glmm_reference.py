@@ -112,3 +112,18 @@ def test_string_response_second_level_is_one(jsp):
         assert mi.glmm(JSP, data).loglik == pytest.approx(ref.loglik, abs=1e-9)
     flipped = jsp.assign(behaviour=pd.Categorical(jsp["behaviour"], categories=["upper", "lowerquarter"]))
     assert mi.glmm(JSP, flipped).params["english"] == pytest.approx(-ref.params["english"], rel=1e-5)
+
+
+def test_warm_started_pirls_that_fails_is_restarted_cold():
+    """A completed dataset of a simulation study on which the first stage's PIRLS, warm-started
+    from the previous θ's modes, did not converge (its deviance 7.7e7 where it is 2,387): the
+    fit stopped 61 log-likelihood units below the optimum. Now it restarts cold there and
+    reaches lme4's tightly converged optimum (PROVENANCE.md)."""
+    from pathlib import Path
+
+    d = pd.read_csv(Path(__file__).parent.parent / "fixtures" / "lme4" / "data" / "warm_start_trap.csv")
+    fit = mi.glmm("y ~ x + (1 | school) + (1 | cls)", d, family="binomial")
+    assert fit.converged
+    assert fit.loglik == pytest.approx(-1192.98445331, abs=1e-6)
+    assert fit.params.to_numpy() == pytest.approx([-0.4378989192, 0.7666493668], abs=1e-5)
+    assert fit.psi == pytest.approx([0.37229917907, 0.06681869936], rel=1e-4)
