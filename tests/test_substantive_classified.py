@@ -456,3 +456,43 @@ def test_report_names_added_covariates_and_stated_priors():
         prior_substantive=mi.CovariancePrior(df=7)))
     assert "given <code>sex</code> and <code>stype</code> (read by the analysis model)" in text
     assert "<code>prior_substantive</code> df 7" in text
+
+
+def test_membership_block_dense_and_sparse_draw_alike(monkeypatch):
+    """The membership block's system solved densely (up to DENSE_MAX unknowns) and by SuperLU
+    gives the same draw for the same normals, and that draw's mean is the exact conditional
+    mean (normals set to 0: the perturbation terms vanish) computed from the dense design."""
+    from mlimpute.sampler import outcome_multi as om
+
+    full, df = _membership(np.random.default_rng(5), K=12, N=150)
+    model = mi.ImputationModel(variables={"x": "continuous"}, substantive="y ~ x + (1 + x | mm(s1, s2, weights = (w1, w2)))",
+                               cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"))
+    data = standardize(build(full, model))
+    ost = om.prepare_general_outcome(data)
+    term = ost.terms[0]
+    obs = ost.obs_rows
+    D = data.outcome.program.evaluate(data.outcome.S0)[obs]
+    yc = data.outcome.y[obs]
+    cov = np.array([[0.3, 0.05], [0.05, 0.2]])
+    draws = {}
+    for dense_max in (10**6, 0):
+        monkeypatch.setattr(om, "DENSE_MAX", dense_max)
+        draws[dense_max] = om._membership_block(np.random.default_rng(1), term, D, yc, np.zeros(1), 2.0, cov)
+    (b1, u1, *_), (b2, u2, *_) = draws[10**6], draws[0]
+    assert np.allclose(b1, b2, atol=1e-9) and np.allclose(u1, u2, atol=1e-9)
+
+    class Zeros:   # no perturbation: the draw is the conditional mean
+        def standard_normal(self, size):
+            return np.zeros(size)
+    beta, b, *_ = om._membership_block(Zeros(), term, D, yc, np.zeros(1), 2.0, cov)
+    K, nf = term.n_units, 2
+    A = np.zeros((obs.size, nf + 2 * K))
+    A[:, :nf] = D[:, :nf]
+    for m in range(2):
+        for i in range(obs.size):
+            if term.obs_ids[i, m] >= 0:
+                A[i, nf + 2 * term.obs_ids[i, m]:nf + 2 * term.obs_ids[i, m] + 2] += term.obs_weights[i, m] * D[i, nf:]
+    P = 2.0 * A.T @ A
+    P[nf:, nf:] += np.kron(np.eye(K), np.linalg.inv(cov))
+    mean = np.linalg.solve(P, 2.0 * A.T @ yc)
+    assert np.allclose(np.concatenate([beta, b.ravel()]), mean, atol=1e-9)

@@ -466,48 +466,66 @@ def _membership_sums(b: np.ndarray, ids: np.ndarray, weights: np.ndarray) -> np.
     return out
 
 
+DENSE_MAX = 800   # unknowns (nf + units × effects) up to which the membership block is solved densely
+
+
 def _membership_pattern(ids: np.ndarray, nf: int, qc: int, K: int) -> tuple:
-    """The sparse pattern of the design [X, Σ_m w_m (e_{id_m} ⊗ z)] at the observed rows: per
-    row its nf fixed columns, then per membership its unit's qc columns (−1 ids left out)."""
+    """The pattern of the design rows [x_i, Σ_m w_im (e_{id_im} ⊗ z_i)] at the observed rows:
+    each row's columns (nf fixed, then qc per membership; an absent id's entries get column 0
+    and value 0), the flat (row, column) index of each entry of its outer product, and of the
+    prior's blocks I_K ⊗ Σ⁻¹, in a ``size × size`` system."""
     n, m = ids.shape
-    fixed = np.tile(np.arange(nf), (n, 1))
-    unit_cols = nf + ids[:, :, None].astype(np.int64) * qc + np.arange(qc)   # (n, m, qc)
-    present = np.repeat(ids >= 0, qc, axis=1).reshape(n, m * qc)
-    cols = np.concatenate([fixed, unit_cols.reshape(n, m * qc)], axis=1)
-    keep = np.concatenate([np.ones((n, nf), bool), present], axis=1)
-    return cols, keep, nf + K * qc
+    size = nf + K * qc
+    unit_cols = nf + np.maximum(ids, 0)[:, :, None].astype(np.int64) * qc + np.arange(qc)   # (n, m, qc)
+    cols = np.concatenate([np.tile(np.arange(nf), (n, 1)), unit_cols.reshape(n, m * qc)], axis=1)
+    present = np.concatenate([np.ones((n, nf), bool), np.repeat(ids >= 0, qc, axis=1)], axis=1)
+    cols = np.where(present, cols, 0)
+    pairs = (cols[:, :, None] * size + cols[:, None, :]).ravel()
+    block = nf + np.arange(K)[:, None] * qc + np.arange(qc)                                   # (K, qc)
+    prior = (block[:, :, None] * size + block[:, None, :]).ravel()
+    return cols, present, pairs, prior, size
 
 
 def _membership_block(rng, term: Term, Dc: np.ndarray, yc: np.ndarray, w_obs, wconst: float, cov: np.ndarray):
-    """(β, b) | rest for a multiple membership of the formula, one exact draw: with
-    A = [X, Σ_m w_m (e_{id_m} ⊗ z)] (sparse), row precisions ω and P = A'ΩA + blockdiag(0, I ⊗ Σ⁻¹),
+    """(β, b) | rest for a multiple membership of the formula, one exact draw: with the design
+    A = [X, Σ_m w_m (e_{id_m} ⊗ z)], row precisions ω and P = A'ΩA + blockdiag(0, I ⊗ Σ⁻¹),
     θ = P⁻¹(A'Ωỹ + A'Ω^½ε + (0, (I ⊗ F)η)), F F' = Σ⁻¹, ε, η standard normal, has the law
-    N(P⁻¹A'Ωỹ, P⁻¹) (Papandreou & Yuille 2010), flat prior on β as the other blocks; P by
-    SuperLU. Then the expansion move's statistics W'ΩW, W'Ωr (w_ik = z_ik R_ik, the rows'
-    random part in column k; r the fixed part's residual)."""
+    N(P⁻¹A'Ωỹ, P⁻¹) (Papandreou & Yuille 2010), flat prior on β as the other blocks. P is
+    summed from the rows' outer products by their flat indices: dense and Cholesky-factored up
+    to ``DENSE_MAX`` unknowns, else sparse (SuperLU). Then the expansion move's statistics
+    W'ΩW, W'Ωr (w_ik = z_ik R_ik, the rows' random part in column k; r the fixed part's
+    residual)."""
     from scipy import sparse
+    from scipy.linalg import cho_solve, cholesky, LinAlgError
     from scipy.sparse.linalg import splu
 
     nf = Dc.shape[1] - term.cols.size
     qc, K = term.cols.size, term.n_units
-    cols, keep, size = term.pattern
+    cols, present, pairs, prior_idx, size = term.pattern
     n = Dc.shape[0]
     wts = term.obs_weights
     vals = np.concatenate([Dc[:, :nf], (wts[:, :, None] * Dc[:, None, nf:]).reshape(n, -1)], axis=1)
-    A = sparse.csr_matrix((vals[keep], cols[keep], np.r_[0, np.cumsum(keep.sum(axis=1))]), shape=(n, size))
+    vals = np.where(present, vals, 0.0)
     omega = np.full(n, wconst) if wconst > 0.0 else w_obs
-    Aw = A.multiply(omega[:, None]).tocsr()
     sinv = np.linalg.inv(cov)
-    prior = sparse.block_diag([sparse.csr_matrix((nf, nf)), sparse.kron(sparse.identity(K), sinv)])
-    P = (A.T @ Aw + prior).tocsc()
+    outer = (omega[:, None, None] * vals[:, :, None] * vals[:, None, :]).ravel()
+    prior_vals = np.tile(sinv.ravel(), K)
     F = np.linalg.cholesky(sinv)
-    h = Aw.T @ yc + A.T @ (np.sqrt(omega) * rng.standard_normal(n))
+    h = np.bincount(cols.ravel(), weights=(vals * (omega * yc + np.sqrt(omega) * rng.standard_normal(n))[:, None]).ravel(),
+                    minlength=size)
     h[nf:] += (rng.standard_normal((K, qc)) @ F.T).ravel()
     try:
-        lu = splu(P, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True}, diag_pivot_thresh=0.0)
-    except RuntimeError:   # singular
+        if size <= DENSE_MAX:
+            P = np.bincount(np.concatenate([pairs, prior_idx]), weights=np.concatenate([outer, prior_vals]),
+                            minlength=size * size).reshape(size, size)
+            theta = cho_solve((cholesky(P, lower=True, check_finite=False), True), h, check_finite=False)
+        else:
+            idx = np.concatenate([pairs, prior_idx])
+            P = sparse.csc_matrix((np.concatenate([outer, prior_vals]), (idx // size, idx % size)), shape=(size, size))
+            lu = splu(P, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True}, diag_pivot_thresh=0.0)
+            theta = lu.solve(h)
+    except (LinAlgError, RuntimeError):   # not positive definite / singular
         return np.zeros(nf), np.zeros((K, qc)), np.zeros((qc, qc)), np.zeros(qc), False
-    theta = lu.solve(h)
     beta, b = theta[:nf], theta[nf:].reshape(K, qc)
     Wmat = Dc[:, nf:] * _membership_sums(b, term.obs_ids, wts)
     r = yc - Dc[:, :nf] @ beta
