@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .analysis._membership import WEIGHT_TOL
+from .analysis._membership import WEIGHT_TOL, _ids
 from .errors import DataError
 from .spec import Classification, ImputationModel
 
@@ -134,6 +134,7 @@ def membership_arrays(df: pd.DataFrame, ids: tuple[str, ...], weights: tuple[str
             f"rows {_rows(none, df.index)} have no membership id in {list(ids)}; every row needs at "
             "least one unit: fill one or drop those rows"
         )
+    _ids(df, ids, f"the multiple membership {list(ids)}")   # ids of different types refused, as mm() does
     w = np.zeros((n, m))
     for k, (c, wc) in enumerate(zip(ids, weights)):
         s = df[wc]
@@ -142,9 +143,10 @@ def membership_arrays(df: pd.DataFrame, ids: tuple[str, ...], weights: tuple[str
         v = s.to_numpy(dtype=float, na_value=np.nan)
         bad = present[:, k] & ~np.isfinite(v)
         if bad.any():
+            what = "infinite" if np.isinf(v[bad]).any() else "missing"
             raise DataError(
-                f"weight column {wc!r} is missing where its id {c!r} is given (rows "
-                f"{_rows(bad, df.index)}); give the weight of every membership"
+                f"weight column {wc!r} is {what} where its id {c!r} is given (rows "
+                f"{_rows(bad, df.index)}); give the weight of every membership as a finite number"
             )
         neg = np.isfinite(v) & (v < 0)
         if neg.any():

@@ -173,7 +173,9 @@ def parse_substantive(model: ImputationModel) -> ParsedFormula:
             "model; give it one role"
         )
     if not parsed.random:
-        example = model.classifications[-1].name
+        last = model.classifications[-1]
+        example = (f"mm({', '.join(last.columns)}, weights = ({', '.join(last.weights)}))"
+                   if last.kind == "membership" else last.name)
         raise SpecError(
             f"substantive={model.substantive!r} has no random term; a multilevel analysis model "
             f"needs one, e.g. '+ (1 | {example})'"
@@ -190,6 +192,14 @@ def parse_substantive(model: ImputationModel) -> ParsedFormula:
             )
         seen[ci] = term.group_label
     read = substantive_variables(parsed) & set(model.cluster_columns)
+    weights = {w for c in model.classifications for w in c.weights}
+    if read & weights:
+        name = sorted(read & weights)[0]
+        raise SpecError(
+            f"substantive={model.substantive!r} reads {name!r}, a weight column of the multiple membership, "
+            "outside its mm() term; the imputation model takes the weights as its structure, not as a "
+            "covariate: leave it out of the fixed part (or copy it to a column of another name)"
+        )
     if read:
         name = sorted(read)[0]
         raise SpecError(
@@ -764,7 +774,8 @@ def _complete_case_start(model, sdf, used, y_name, x_names, z_names, blocks, z_o
     cols = sorted((used | {y_name, *model.cluster_columns}))
     # rows in the canonical order (``sdf``): the fit, and so the prior, do not depend on the input's
     # row order (a fit near a boundary can land elsewhere when its rows are permuted)
-    cc = pd.DataFrame({c: sdf[c].reset_index(drop=True) for c in cols}).dropna()
+    # (a membership's ids and weights are missing by design where a row has fewer units: not dropped)
+    cc = pd.DataFrame({c: sdf[c].reset_index(drop=True) for c in cols}).dropna(subset=sorted(used | {y_name}))
     beta0 = np.zeros(len(x_names))
     est_cov = None
     if model.family == "gaussian":

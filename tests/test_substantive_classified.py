@@ -496,3 +496,39 @@ def test_membership_block_dense_and_sparse_draw_alike(monkeypatch):
     P[nf:, nf:] += np.kron(np.eye(K), np.linalg.inv(cov))
     mean = np.linalg.solve(P, 2.0 * A.T @ yc)
     assert np.allclose(np.concatenate([beta, b.ravel()]), mean, atol=1e-9)
+
+
+def test_membership_prior_fit_keeps_rows_with_fewer_units():
+    """The complete-case fit behind the default prior keeps rows whose second membership is
+    absent (its id and weight missing by design): an absent membership written as missing or as
+    an id of weight 0 gives the same prior and start (it kept only the two-school rows)."""
+    full, df = _membership(np.random.default_rng(7))
+    zero = df.assign(s2=df.s2.fillna(df.s1), w2=df.w2.fillna(0.0))
+    model = mi.ImputationModel(variables={"x": "continuous"}, substantive="y ~ x + (1 | mm(s1, s2, weights = (w1, w2)))",
+                               cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"))
+    a, b = build(df, model).outcome, build(zero, model).outcome
+    assert np.allclose(a.prior_scale, b.prior_scale) and np.allclose(a.beta0, b.beta0)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda d: d.assign(s2=d.s2.map(lambda v: str(int(v)), na_action="ignore").astype(object)), mi.DataError,
+     r"hold ids of different types \(int, str"),
+    (lambda d: d.assign(w2=d.w2.where(d.w2.isna() | (d.index != d.w2.first_valid_index()), np.inf)), mi.DataError,
+     "weight column 'w2' is infinite where its id 's2' is given"),
+])
+def test_membership_data_refusals(change, error, match):
+    _, df = _membership(np.random.default_rng(8), K=20, N=200)
+    model = mi.ImputationModel(variables={"x": "continuous"}, substantive="y ~ x + (1 | mm(s1, s2, weights = (w1, w2)))",
+                               cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"))
+    with pytest.raises(error, match=match):
+        build(change(df), model)
+
+
+@pytest.mark.parametrize("formula, match", [
+    ("y ~ x", r"needs one, e.g. '\+ \(1 \| mm\(s1, s2, weights = \(w1, w2\)\)\)'"),
+    ("y ~ x + w1 + (1 | mm(s1, s2, weights = (w1, w2)))", "reads 'w1', a weight column of the multiple membership"),
+])
+def test_membership_formula_advice(formula, match):
+    with pytest.raises(mi.SpecError, match=match):
+        mi.ImputationModel(variables={"x": "continuous"}, substantive=formula,
+                           cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"))
