@@ -7,7 +7,10 @@ known truth.
     python benchmarks/study_substantive_classified.py --reps 5 --designs crossed --csv /tmp/c.csv.gz --md /tmp/c.md
 
 Seconds per replication (full + cc + smc, one core shared with other work): nested3 2.9,
-crossed 2.4, varfun 1.7, binary3 4.7.
+crossed 2.4, varfun 1.7, binary3 3.8, membership 6.2. The stored replications
+(``docs/data/substantive_classified_reps.csv.gz``) of nested3, crossed and varfun ran at commit
+5b43f2b, those of binary3 (re-run after mi.glmm's fix of a warm start that failed) and
+membership at fba8806; the commits between change no model and no prior these designs use.
 
 Designs (x has 30–40 % missing values, more often where the outcome is high: missing at random
 given the outcome, so complete cases are biased):
