@@ -283,20 +283,22 @@ def refresh_sources(ost: OutcomeStatic, S: np.ndarray, rows: np.ndarray, y1: np.
         if codec is None:
             continue
         if codec.level == 1:
-            block = y1[rows][:, list(codec.cols)]
-            known = codec.codes[rows] if codec.codes is not None else None
-            cen, sc = ost.cen1, ost.sc1
+            at, y, cen, sc = rows, y1, ost.cen1, ost.sc1
         else:
-            cl = cluster[rows]
-            block = y2[cl][:, list(codec.cols)]
-            known = codec.codes[cl] if codec.codes is not None else None
-            cen, sc = ost.cen2, ost.sc2
-        if codec.kind == "continuous":
-            k = codec.cols[0]
-            S[rows, s] = cen[k] + sc[k] * block[:, 0]
-        else:
-            codes = latents_to_codes(codec, block, cuts.get(codec.name))
-            S[rows, s] = np.where(known >= 0, known, codes)
+            at, y, cen, sc = cluster[rows], y2, ost.cen2, ost.sc2
+        S[rows, s] = source_values(codec, y[at][:, list(codec.cols)], at, cen, sc, cuts)
+
+
+def source_values(codec, block: np.ndarray, at: np.ndarray, cen: np.ndarray, sc: np.ndarray,
+                  cuts: dict) -> np.ndarray:
+    """What the formula reads of a variable at the units ``at`` (rows or clusters) whose latent
+    columns are ``block``: a continuous value on the data's scale (``cen + sc · internal``), or
+    the category code (the observed one where there is one)."""
+    if codec.kind == "continuous":
+        k = codec.cols[0]
+        return cen[k] + sc[k] * block[:, 0]
+    known = codec.codes[at]
+    return np.where(known >= 0, known, latents_to_codes(codec, block, cuts.get(codec.name)))
 
 
 _NO_CUTS = np.full((1, 2), np.inf)
@@ -372,16 +374,23 @@ def effective_codes(ost: OutcomeStatic, o: OutcomeState, codecs, level: int, sta
     """Category codes for the latent step in which the current categories of ordinal formula
     covariates at ``ost.rows1`` (``clusters2``) count as observed (see the module notes)."""
     overrides = ost.override1 if level == 1 else ost.override2
-    if not any(units.size for _, units in overrides):
+    return held_codes(ost.src_codec, o.S, codecs,
+                      [(o_idx, units, units if level == 1 else starts[units]) for o_idx, units in overrides])
+
+
+def held_codes(src_codec: tuple, S: np.ndarray, codecs, held: list) -> tuple | None:
+    """The codecs' category codes with the current categories of held units as observed:
+    ``held`` lists (ordinal index among ``codecs``' ordinals, units, a row of each unit), the
+    category read from the sources S at that row; None if nothing is held."""
+    if not any(units.size for _, units, _ in held):
         return None
     ordinals = [c for c in codecs if c.kind == "ordinal"]
     out = [c.codes for c in codecs]
-    for o_idx, units in overrides:
+    for o_idx, units, rows in held:
         codec = ordinals[o_idx]
-        s = next(k for k, c in enumerate(ost.src_codec) if c is codec)
-        rows = units if level == 1 else starts[units]
+        s = next(k for k, c in enumerate(src_codec) if c is codec)
         codes = codec.codes.copy()
-        codes[units] = o.S[rows, s].astype(codes.dtype)
+        codes[units] = S[rows, s].astype(codes.dtype)
         out[[k for k, c in enumerate(codecs) if c is codec][0]] = codes
     return tuple(out)
 

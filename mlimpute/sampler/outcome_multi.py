@@ -49,8 +49,8 @@ from scipy.special import expit, ndtr
 
 from ..design import ModelData
 from . import _outcome_kernels as ok
-from .latent import latents_to_codes
-from .outcome import _augment, _columns, _Columns, _needs_uniforms, _padded_cuts, _pseudo, block_dfs, singular_outcome, tuned_steps
+from .outcome import (_augment, _columns, _Columns, _needs_uniforms, _padded_cuts, _pseudo, block_dfs, held_codes,
+                      singular_outcome, source_values, tuned_steps)
 
 __all__ = ["GeneralOutcomeState", "GeneralOutcomeStatic", "prepare_general_outcome", "initial_general_outcome",
            "draw_general_cells", "draw_general_parameters", "general_effective_codes", "impute_general_outcome",
@@ -216,6 +216,8 @@ def prepare_general_outcome(data: ModelData) -> GeneralOutcomeStatic:
     for level, codecs, _, _ in _levels(data):
         for c in codecs:
             level_of[c.name] = level
+    scales = {LEVEL1: _scales(data, LEVEL1, data.miss1.shape[1]),
+              **{ci: _scales(data, ci, cd.miss.shape[1]) for ci, cd in enumerate(data.classes)}}
     parts = []
     for level, codecs, miss, n_units in _levels(data):
         read = [c for c in codecs if c.name in src_of]
@@ -240,15 +242,12 @@ def prepare_general_outcome(data: ModelData) -> GeneralOutcomeStatic:
         cols = _columns(codecs, miss.shape[1], src_of, ords)
         override = tuple((ords.index(c.name), np.flatnonzero(miss[units, c.cols[0]]))
                          for c in read if c.kind == "ordinal")
-        cen, sc = _scales(data, level, miss.shape[1])
+        cen, sc = scales[level]
         parts.append(Part(level=level, units=units.astype(np.int64), rows=rows, ustart=ustart.astype(np.int64),
                           ustop=ustop.astype(np.int64), first=(ustart if rows is None else rows[ustart]).astype(np.int64),
                           cols=cols, n_cells=int(miss[units].sum()),
                           uniforms=_needs_uniforms(cols, od.program.linear), cen=cen, sc=sc,
                           override=override))
-    scales = {LEVEL1: _scales(data, LEVEL1, data.miss1.shape[1])}
-    for ci, cd in enumerate(data.classes):
-        scales[ci] = _scales(data, ci, cd.miss.shape[1])
     return GeneralOutcomeStatic(
         od=od, prog=prog, obs_rows=obs, miss_rows=np.flatnonzero(~od.observed),
         kappa=np.where(od.observed, np.nan_to_num(od.y) - 0.5, 0.0), terms=tuple(terms),
@@ -299,20 +298,8 @@ def refresh_sources(ost: GeneralOutcomeStatic, S: np.ndarray, rows: np.ndarray, 
         if codec is None:
             continue
         level = ost.src_level[s]
-        if level == LEVEL1:
-            at = rows
-            block = y1[rows][:, list(codec.cols)]
-        else:
-            at = data.classes[level].unit[rows]
-            block = ys[level][at][:, list(codec.cols)]
-        if codec.kind == "continuous":
-            k = codec.cols[0]
-            cen, sc = ost.scales[level]
-            S[rows, s] = cen[k] + sc[k] * block[:, 0]
-        else:
-            codes = latents_to_codes(codec, block, cuts.get(codec.name))
-            known = codec.codes[at]
-            S[rows, s] = np.where(known >= 0, known, codes)
+        at, y = (rows, y1) if level == LEVEL1 else (data.classes[level].unit[rows], ys[level])
+        S[rows, s] = source_values(codec, y[at][:, list(codec.cols)], at, *ost.scales[level], cuts)
 
 
 def initial_general_outcome(ost: GeneralOutcomeStatic, data: ModelData, y1, ys, cuts: dict,
@@ -337,20 +324,10 @@ def initial_general_outcome(ost: GeneralOutcomeStatic, data: ModelData, y1, ys, 
 def general_effective_codes(ost: GeneralOutcomeStatic | None, o: GeneralOutcomeState, codecs, level: int) -> tuple | None:
     """Category codes for the latent step of ``level`` in which the current categories of
     ordinal formula covariates at the component's units count as observed."""
-    if ost is None:
+    pt = None if ost is None else next((pt for pt in ost.parts if pt.level == level), None)
+    if pt is None:
         return None
-    pt = next((pt for pt in ost.parts if pt.level == level), None)
-    if pt is None or not any(pos.size for _, pos in pt.override):
-        return None
-    ordinals = [c for c in codecs if c.kind == "ordinal"]
-    out = [c.codes for c in codecs]
-    for o_idx, pos in pt.override:
-        codec = ordinals[o_idx]
-        s = next(k for k, c in enumerate(ost.src_codec) if c is codec)
-        codes = codec.codes.copy()
-        codes[pt.units[pos]] = o.S[pt.first[pos], s].astype(codes.dtype)
-        out[[k for k, c in enumerate(codecs) if c is codec][0]] = codes
-    return tuple(out)
+    return held_codes(ost.src_codec, o.S, codecs, [(o_idx, pt.units[pos], pt.first[pos]) for o_idx, pos in pt.override])
 
 
 def draw_general_cells(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeState, y_of, conditional_of,
