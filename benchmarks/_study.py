@@ -17,6 +17,18 @@ import pandas as pd
 COLUMNS = ["design", "method", "rep", "parameter", "estimate", "conf_low", "conf_high"]
 
 
+def expit(x):
+    """The logistic function, as the studies' data were drawn with (1 / (1 + e^-x))."""
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def cells(r) -> tuple[str, str]:
+    """A summary row's relative bias and coverage, each ± its Monte Carlo SE ("–" if undefined)."""
+    rb = "–" if not np.isfinite(r.rel_bias_pct) else f"{r.rel_bias_pct:+.1f} ± {r.rel_bias_mcse:.1f}"
+    cov = "–" if not np.isfinite(r.coverage) else f"{100 * r.coverage:.1f} ± {100 * r.coverage_mcse:.1f}"
+    return rb, cov
+
+
 def _given(value) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value))
 
@@ -114,8 +126,7 @@ def markdown(summary: pd.DataFrame, reps: pd.DataFrame, title: str, intro: str, 
                 if r.empty:
                     continue
                 r = r.iloc[0]
-                rb = "–" if not np.isfinite(r.rel_bias_pct) else f"{r.rel_bias_pct:+.1f} ± {r.rel_bias_mcse:.1f}"
-                cov = "–" if not np.isfinite(r.coverage) else f"{100 * r.coverage:.1f} ± {100 * r.coverage_mcse:.1f}"
+                rb, cov = cells(r)
                 lines.append(f"| {par} | {r.truth:g} | {method} | {r['mean']:.4f} | {rb} | {r.rmse:.4f} | {cov} |")
         book = reps[reps["design"] == design]
         sec = book[book["parameter"] == "_seconds"].groupby("method")["estimate"].mean()

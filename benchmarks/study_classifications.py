@@ -47,9 +47,6 @@ import _study as study  # noqa: E402
 import mlimpute as mi  # noqa: E402
 
 
-def _expit(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
 
 def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(data with missing values, the same before deletion)."""
@@ -65,7 +62,7 @@ def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Da
              + rng.normal(0, np.sqrt(0.2), S * C)[cls] + rng.normal(size=N))
         full = pd.DataFrame({"school": school, "class": cls % C, "x": x, "y": y, "c": c, "s": s})
         data = full.copy()
-        data.loc[rng.random(N) < _expit(-1.3 + 0.8 * x), "y"] = np.nan
+        data.loc[rng.random(N) < study.expit(-1.3 + 0.8 * x), "y"] = np.nan
         data.loc[np.isin(cls, rng.choice(S * C, S * C // 5, replace=False)), "c"] = np.nan
         data.loc[np.isin(school, rng.choice(S, S // 5, replace=False)), "s"] = np.nan
         return data, full
@@ -79,7 +76,7 @@ def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Da
              + rng.normal(size=N))
         full = pd.DataFrame({"primary": a, "secondary": b, "x": x, "y": y, "p": p})
         data = full.copy()
-        data.loc[rng.random(N) < _expit(-1.3 + 0.8 * x), "y"] = np.nan
+        data.loc[rng.random(N) < study.expit(-1.3 + 0.8 * x), "y"] = np.nan
         data.loc[np.isin(a, rng.choice(A, A // 5, replace=False)), "p"] = np.nan
         return data, full
     K, N = 120, 2400
@@ -97,7 +94,7 @@ def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Da
         full[f"s{k + 1}"] = np.where(ids[:, k] >= 0, ids[:, k], np.nan)
         full[f"w{k + 1}"] = np.where(ids[:, k] >= 0, w[:, k], 0.0)
     data = full.copy()
-    data.loc[rng.random(N) < _expit(-0.85 + 0.8 * x), "y"] = np.nan
+    data.loc[rng.random(N) < study.expit(-0.85 + 0.8 * x), "y"] = np.nan
     return data, full
 
 

@@ -47,9 +47,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _study as study  # noqa: E402
 
 
-def _expit(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
 
 def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(data with missing values, the same before deletion)."""
@@ -62,13 +59,13 @@ def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Da
     u1 = rng.normal(0, np.sqrt(v1), J)[g]
     if design == "interaction":
         y = 0.5 * x + 0.3 * z + 0.3 * x * z + u0 + u1 * x + rng.normal(size=J * n)
-        p = _expit(-1.2 + 0.8 * (y - y.mean()) / y.std())
+        p = study.expit(-1.2 + 0.8 * (y - y.mean()) / y.std())
     elif design == "quadratic":
         y = 0.5 * x + 0.3 * x ** 2 + 0.3 * z + u0 + u1 * x + rng.normal(size=J * n)
-        p = _expit(-1.2 + 0.8 * (y - y.mean()) / y.std())
+        p = study.expit(-1.2 + 0.8 * (y - y.mean()) / y.std())
     else:
-        y = (rng.random(J * n) < _expit(-0.5 + 0.5 * x + 0.3 * z + u0 + u1 * x)).astype(float)
-        p = _expit(-1.45 + 1.0 * y)
+        y = (rng.random(J * n) < study.expit(-0.5 + 0.5 * x + 0.3 * z + u0 + u1 * x)).astype(float)
+        p = study.expit(-1.45 + 1.0 * y)
     full = pd.DataFrame({"g": g, "x": x, "z": z, "y": y})
     data = full.copy()
     data.loc[rng.random(J * n) < p, "x"] = np.nan

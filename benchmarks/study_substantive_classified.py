@@ -79,9 +79,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _study as study  # noqa: E402
 
 
-def _expit(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
 
 def _std(y):
     return (y - y.mean()) / y.std()
@@ -104,15 +101,15 @@ def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Da
                  + rng.normal(size=N))
             full = pd.DataFrame({"school": school, "cls": cls, "x": x, "w": w, "y": y})
             data = full.copy()
-            data.loc[rng.random(N) < _expit(-0.75 + 1.0 * _std(y)), "x"] = np.nan
+            data.loc[rng.random(N) < study.expit(-0.75 + 1.0 * _std(y)), "x"] = np.nan
             data.loc[np.isin(cls, rng.choice(S * C, S * C // 5, replace=False)), "w"] = np.nan
             return data, full
         x = rng.normal(0, np.sqrt(0.1), S)[school] + rng.normal(0, np.sqrt(0.1), S * C)[cls] + rng.normal(size=N)
         eta = -0.3 + 0.8 * x + rng.normal(0, np.sqrt(0.4), S)[school] + rng.normal(0, np.sqrt(0.3), S * C)[cls]
-        y = (rng.random(N) < _expit(eta)).astype(float)
+        y = (rng.random(N) < study.expit(eta)).astype(float)
         full = pd.DataFrame({"school": school, "cls": cls, "x": x, "y": y})
         data = full.copy()
-        data.loc[rng.random(N) < _expit(-1.2 + 1.0 * y), "x"] = np.nan
+        data.loc[rng.random(N) < study.expit(-1.2 + 1.0 * y), "x"] = np.nan
         return data, full
     if design == "membership":
         K, N = 60, 1200
@@ -124,7 +121,7 @@ def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Da
         y = 0.5 + 0.5 * x + w1 * (u[s1] + v[s1] * x) + w2 * (u[s2] + v[s2] * x) + rng.normal(size=N)
         full = pd.DataFrame({"s1": s1, "s2": s2, "w1": w1, "w2": w2, "x": x, "y": y})
         data = full.copy()
-        data.loc[rng.random(N) < _expit(-0.75 + 1.0 * _std(y)), "x"] = np.nan
+        data.loc[rng.random(N) < study.expit(-0.75 + 1.0 * _std(y)), "x"] = np.nan
         return data, full
     if design == "crossed":
         A, B, N = 40, 30, 1200
@@ -136,7 +133,7 @@ def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Da
         full = pd.DataFrame({"a": a, "b": b, "z": z, "x": x, "y": y})
         data = full.copy()
         y_miss = rng.random(N) < 0.1
-        p = np.where(y_miss, 0.3, _expit(-0.75 + 1.0 * _std(y)))
+        p = np.where(y_miss, 0.3, study.expit(-0.75 + 1.0 * _std(y)))
         data.loc[rng.random(N) < p, "x"] = np.nan
         data.loc[y_miss, "y"] = np.nan
         return data, full
@@ -149,7 +146,7 @@ def simulate(design: str, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.Da
          + rng.normal(0, np.sqrt(0.15), J)[g] * x + rng.normal(size=N))
     full = pd.DataFrame({"g": g, "sex": sex, "x": x, "y": y})
     data = full.copy()
-    data.loc[rng.random(N) < _expit(-0.75 + 1.0 * _std(y)), "x"] = np.nan
+    data.loc[rng.random(N) < study.expit(-0.75 + 1.0 * _std(y)), "x"] = np.nan
     return data, full
 
 
@@ -296,8 +293,7 @@ def markdown(summary: pd.DataFrame, reps: pd.DataFrame, settings: str) -> str:
                 if r.empty:
                     continue
                 r = r.iloc[0]
-                rb = "–" if not np.isfinite(r.rel_bias_pct) else f"{r.rel_bias_pct:+.1f} ± {r.rel_bias_mcse:.1f}"
-                cov = "–" if not np.isfinite(r.coverage) else f"{100 * r.coverage:.1f} ± {100 * r.coverage_mcse:.1f}"
+                rb, cov = study.cells(r)
                 vf = "" if not np.isfinite(r.vs_full) else f"{r.vs_full:+.4f} ± {r.vs_full_mcse:.4f}"
                 lines.append(f"| {par} | {r.truth:g} | {method} | {r['mean']:.4f} | {r.bias:+.4f} ± "
                              f"{r.bias_mcse:.4f} | {rb} | {vf} | {r.rmse:.4f} | {cov} |")
