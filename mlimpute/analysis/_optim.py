@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from ._warn import warn
 
-__all__ = ["OptimResult", "fd_gradient", "fd_hessian", "minimize_bounded", "one_blas_thread"]
+__all__ = ["OptimResult", "across_boundary", "fd_gradient", "fd_hessian", "minimize_bounded", "one_blas_thread"]
 
 Fun = Callable[[np.ndarray], float]
 
@@ -299,6 +299,24 @@ def minimize_bounded(f: Fun, x0: np.ndarray, lower: np.ndarray, maxiter: int = 1
         # definite Hessian) decides, as it does for lme4's own optimisers
         ok, message = True, f"L-BFGS-B's line search stopped at the gradient's noise ({message}); lme4's check decides"
     return result(x, fx, ok and scaled < 2e-3 and hess_ok, message, scaled, hess_ok, idx, H)
+
+
+def across_boundary(minimise: Callable[[np.ndarray], OptimResult], opt: OptimResult,
+                    flips: Callable[[np.ndarray], list[np.ndarray]], rounds: int = 3) -> OptimResult:
+    """``opt``, or a better optimum that ``minimise`` reaches from one of the points
+    ``flips(opt.x)`` (each with the criterion's value at ``opt.x``, on the other side of a
+    bound: ``RandomStructure.boundary_flips``), repeated from the better one up to ``rounds``
+    times. Nothing is run unless ``flips`` gives a point."""
+    for _ in range(rounds):
+        best = opt
+        for x0 in flips(opt.x):
+            alt = minimise(x0)
+            if alt.fun < best.fun - 1e-9 * max(1.0, abs(best.fun)):
+                best = alt
+        if best is opt:
+            return opt
+        opt = best
+    return opt
 
 
 def boundary_cov(dev: Fun, to_psi: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, h: np.ndarray,

@@ -54,7 +54,7 @@ from ..errors import SpecError
 from ._algebra import make_algebra, sort_design
 from ._design import Design, build_design
 from ._dispersion import DispersionDesign, build_dispersion, dispersion_columns
-from ._optim import boundary_cov, fd_hessian, minimize_bounded, one_blas_thread
+from ._optim import across_boundary, boundary_cov, fd_hessian, minimize_bounded, one_blas_thread
 from ._structure import Structure, theta_scale
 from ._warn import warn, warn_fit
 from .formula import parse_formula
@@ -286,9 +286,14 @@ def fit_lmm(formula: str, design: Design, reml: bool, options: dict,
     # and θ̃ = d·θ, d the root mean square of each random coefficient's column (its row of Λ):
     # a random slope of a column in large units otherwise has θ ~ 1e-4 beside the intercept's ~1
     d = theta_scale(s, engine.design)
-    opt = minimize_bounded(lambda x: engine.profiled_deviance(x[:nt] / d, reml, x[nt:] / scale),
-                           np.append(s.theta_start(), np.zeros(k)), np.append(s.theta_lower(), np.full(k, -np.inf)),
-                           maxiter=options["maxiter"])
+    lower = np.append(s.theta_lower(), np.full(k, -np.inf))
+
+    def minimise(x0: np.ndarray):
+        return minimize_bounded(lambda x: engine.profiled_deviance(x[:nt] / d, reml, x[nt:] / scale), x0, lower,
+                                maxiter=options["maxiter"])
+
+    opt = across_boundary(minimise, minimise(np.append(s.theta_start(), np.zeros(k))),
+                          lambda x: [np.append(t * d, x[nt:]) for t in s.boundary_flips(x[:nt] / d)])
     theta, gamma = opt.x[:nt] / d, opt.x[nt:] / scale
     pc = engine.pieces(theta, gamma)
     sigma2 = pc.r2 / (engine.n - engine.p if reml else engine.n)
