@@ -15,7 +15,10 @@ run on standardised variables gave R-hat ≤ 1.05. With ``ImputationModel(standa
     x* = x / d_x                every covariate column but the intercept (d: its SD)
 
 and every prior is defined on that scale, so the defaults mean the same thing for any units
-of measurement: the imputations of ``a + b·y`` are ``a + b·`` (those of y), the same draws.
+of measurement: the imputations of ``a + b·y`` are ``a + b·`` (those of y) in distribution, and
+the same draws where the rows keep their canonical order (that order hashes the rows' values,
+so rescaled values usually reorder them and another stream of draws follows;
+``tests/test_scaling.py`` holds the order fixed to check the draws).
 Covariates are scaled but not centred: with an intercept in every design, centring would only
 move the intercepts (their prior is flat) and, for a random-slope covariate, rotate the random
 effects, which would make the reported level-2 covariances a transformation of several
