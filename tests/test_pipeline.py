@@ -258,6 +258,14 @@ def test_failed_chain_fails_run_and_rerun_reuses_finished_chains(harness, cli_en
     assert keys <= {p.name for p in (out / ".cache" / "prefect").iterdir()}
     assert len(list((out / ".cache" / "fits").rglob("*.pkl"))) == 2 * M  # two analyses
 
+    # an analysis dropped from the configuration: its tables go, not left beside the manifest
+    config.write_text(config.read_text().split('[[analysis]]\nname = "sex-gap"')[0] + "[output]\ndir = \"out\"\n")
+    assert main(["run", str(config), "--no-progress", "--set", "sampler.seed=7"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    tables = {p.relative_to(out).as_posix() for d in ("fits", "pooled") for p in (out / d).iterdir()}
+    assert tables == {o for o in OUTPUTS if o.startswith(("fits/", "pooled/")) and "sex-gap" not in o}
+    assert tables <= set(manifest["outputs"])
+
 
 def test_each_warning_once_with_its_count_on_console_log_report_and_manifest(
         harness, cli_env, tmp_path, monkeypatch, capsys):

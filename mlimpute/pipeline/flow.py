@@ -2,7 +2,7 @@
 
     ingest (sha256) → validate → chains (tasks, cached) → assemble (imputations/,
     diagnostics.csv) → fits (one task per analysis × imputation, cached) → pool (fits/,
-    pooled/) → report.html → artifacts → manifest.json → stale cache entries pruned
+    pooled/; tables a previous run left there deleted) → report.html → artifacts → manifest.json → stale cache entries pruned
 
 The configuration is parsed once, by the flow (or by the CLI, which hands the flow the object
 it checked), and passed to the tasks as the validated object. Tasks pass paths and small
@@ -32,7 +32,7 @@ from mlimpute.config import PipelineConfig, load_config
 from mlimpute.impute import split_imputations
 
 from . import checks, notices, store
-from .outputs import MANIFEST, publish_artifacts, write_manifest, write_report
+from .outputs import MANIFEST, publish_artifacts, remove_stale_results, write_manifest, write_report
 from .progress import Progress, numba_cache_present
 from .runtime import task_runner
 from .finished import FLOW_NAME, announce_finished
@@ -117,6 +117,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         for a in cfg.analysis:
             paths = [p for j, p in zip(fit_jobs, fit_paths) if j["analysis"]["name"] == a.name]
             pooled.append(pool_analysis(cfg, a, paths))
+        remove_stale_results(out, pooled)
         timings["pool"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
