@@ -214,7 +214,7 @@ def term_classification(model: ImputationModel, term) -> int:
     """The classification (index into ``model.classifications``) a random term of the
     substantive formula groups by: its column (``(1 | g)``) or, for a nested classification,
     the combination of its columns (``(1 | school:class)``) or its own column (``(1 | class)``:
-    the data must then give each class one school, checked by ``_check_grouping``); a
+    the data must then give each class one school, checked by ``check_nested_grouping``); a
     multiple membership ``mm(s1, s2, weights = (w1, w2))`` of the same ids and weights."""
     classes = model.classifications
     if model.two_level:
@@ -623,7 +623,7 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     z_cols, z_names, z_refs, blocks, z_class = [], [], [], [], []
     for term in parsed.random:
         ci = term_classification(model, term)
-        _check_grouping(df, model, term, ci)
+        check_nested_grouping(df, model, term, "substantive=")
         cols, names, ref = _compile_rhs(comp, term.expr, f"random term {term.text}")
         if not model.two_level:   # several classifications: each effect named with its grouping
             names = [f"{n}|{term.group_label}" for n in names]
@@ -661,24 +661,25 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     )
 
 
-def _check_grouping(df: pd.DataFrame, model: ImputationModel, term, ci: int) -> None:
-    """A nested classification grouped in the formula by its own column alone (``(1 | class)``
-    for ``cluster=["school", "class"]``) groups the analysis by that column's values: the data
-    must give each of them one unit of the classification, else the analysis would pool classes
-    of different schools that the imputation keeps apart."""
-    c = model.classifications[ci]
-    if len(c.columns) < 2 or set(term.group) == set(c.columns):
-        return
-    outer = list(c.columns[:-1])
-    spread = df.groupby(df[c.name].to_numpy(), sort=False)[outer].nunique(dropna=False).max(axis=1)
-    if (spread > 1).any():
-        label = spread.index[np.flatnonzero(spread.to_numpy() > 1)[0]]
-        raise DataError(
-            f"random term {term.text!r} of substantive= groups by {c.name!r} alone, but {c.name!r} = "
-            f"{_plain(label)!r} occurs in several units of {', '.join(map(repr, outer))}: the analysis "
-            f"would pool them. Write the grouping as ({term.expr.strip()} | {':'.join(c.columns)}), or give "
-            f"the {c.name!r} ids unique values"
-        )
+def check_nested_grouping(df: pd.DataFrame, model: ImputationModel, term, where: str) -> None:
+    """A nested classification grouped by its own column alone (``(1 | class)`` for
+    ``cluster=["school", "class"]``) groups the fit by that column's values: the data must give
+    each of them one unit of the classification, else the fit pools classes of different
+    schools that the imputation keeps apart. ``where`` names the formula (``substantive=``, an
+    analysis) in the error."""
+    for c in () if model.two_level else model.classifications:
+        if c.kind != "nested" or len(c.columns) < 2 or tuple(term.group) != (c.name,):
+            continue
+        outer = list(c.columns[:-1])
+        spread = df.groupby(df[c.name].to_numpy(), sort=False)[outer].nunique(dropna=False).max(axis=1)
+        if (spread > 1).any():
+            label = spread.index[np.flatnonzero(spread.to_numpy() > 1)[0]]
+            raise DataError(
+                f"random term {term.text!r} of {where} groups by {c.name!r} alone, but {c.name!r} = "
+                f"{_plain(label)!r} occurs in several units of {', '.join(map(repr, outer))}: the fit "
+                f"would pool them. Write the grouping as ({term.expr.strip()} | {':'.join(c.columns)}), or give "
+                f"the {c.name!r} ids unique values"
+            )
 
 
 def _plain(v):

@@ -293,6 +293,15 @@ def test_validate_knows_nested_and_membership_structures(workdir, capsys):
         'cluster = "school"', 'cluster = { membership = ["school", "school2"], weights = ["w1", "w1"] }'))
     code, out, err = run_cli(["validate", str(bad)], capsys)
     assert code == 2 and "mlimpute: error:" in err and "w1" in err
+    # class ids 0-2 repeat in every school: an analysis grouped by class alone would pool 3
+    # "classes" where the imputation has one per school and class (as substantive= is refused)
+    pooled = write_config(workdir, data="classes.parquet", edit=lambda t: t.replace(
+        'cluster = "school"', 'cluster = ["school", "class"]').replace("level = 2", 'level = "school"')
+        .replace('"normexam ~ sex + (1 | school)"', '"normexam ~ sex + (1 | school) + (1 | class)"'))
+    code, out, err = run_cli(["validate", str(pooled)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert ("random term '(1 | class)' of [[analysis]] 'sex-gap' groups by 'class' alone, but 'class' = "
+            in err and "Write the grouping as (1 | school:class)" in err)
 
 
 # three imputations: FMI > 0.5 for standlrt is expected; the test checks the plumbing

@@ -50,7 +50,7 @@ def check_data(cfg: PipelineConfig) -> dict[str, Any]:
     model = data.model
     imputed = [*model.variables, *([model.outcome] if model.substantive is not None else [])]
     for a in cfg.analysis:
-        _check_analysis(a, df, imputed)
+        _check_analysis(a, df, imputed, model)
     missing = {name: int(df[name].isna().sum()) for name in imputed}
     return {
         "rows": int(len(df)),
@@ -99,7 +99,7 @@ def membership_columns(a: AnalysisConfig) -> set[str]:
     return {c for t in parse_formula(a.formula).random if t.membership is not None for c in t.columns}
 
 
-def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
+def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any, model: Any) -> None:
     columns = [str(c) for c in df.columns]
     try:
         used = analysis_columns(a, df.columns)
@@ -120,6 +120,11 @@ def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
                 "[model.variables] (or make it the outcome of [model] substantive) or drop it "
                 "from the formula")
     _dry_design(a, df, imputed)
+    from mlimpute.analysis.formula import parse_formula
+    from mlimpute.substantive import check_nested_grouping
+
+    for term in parse_formula(a.formula).random:   # (1 | class) where class ids repeat across schools
+        check_nested_grouping(df, model, term, f"[[analysis]] {a.name!r}")
 
 
 def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
