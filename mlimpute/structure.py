@@ -366,10 +366,21 @@ def variance_data(sdf, model: ImputationModel, name: str, col: int, specs) -> Va
         frame[c] = s
     n = len(sdf.index)
     from .analysis._design import formula_frame
-    mm = model_matrix(parsed.fixed, formula_frame(pd.DataFrame(frame, index=range(n))) if frame
-                      else pd.DataFrame(index=range(n)))
+    transform = (f"a transform in {where} gives missing or infinite values (e.g. np.log of values <= 0); "
+                 "fix the formula or the data")
+    try:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            mm = model_matrix(parsed.fixed, formula_frame(pd.DataFrame(frame, index=range(n))) if frame
+                              else pd.DataFrame(index=range(n)), na_action="raise")
+    except FormulaicError as exc:
+        raise SpecError(f"cannot read {where}: {exc}") from None
+    except ValueError as exc:   # na_action="raise": a transform gave missing values
+        raise DataError(f"{transform} ({exc})") from None
     names = [c for c in mm.columns if c != "Intercept"]
     w = np.ascontiguousarray(np.asarray(mm[names], dtype=float)) if names else np.zeros((n, 0))
+    if not np.isfinite(w).all():
+        k = int(np.flatnonzero(~np.isfinite(w).all(axis=0))[0])
+        raise DataError(f"{transform} (column {names[k]!r} has {int((~np.isfinite(w[:, k])).sum())} infinite value(s))")
     if not names and re is None:
         raise SpecError(f"{where} has no term; give covariates (~ sex) or a random effect (~ (1 | school))")
     for k, c in enumerate(names):

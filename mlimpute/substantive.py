@@ -381,7 +381,8 @@ class _Compiler:
 
     def _complete_factor(self, expr: str, categorical: bool, state: dict, reduced: bool) -> list[list[tuple]]:
         quoted = f"`{expr}`" if expr in self.probe.columns and not expr.isidentifier() else expr   # `my z`
-        mm = model_matrix(f"0 + {quoted}", self.probe, ensure_full_rank=False, na_action="raise")
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # missing values: refused by formulaic
+            mm = model_matrix(f"0 + {quoted}", self.probe, ensure_full_rank=False, na_action="raise")
         values = np.asarray(mm, dtype=float)
         if not categorical:
             return [[(self.complete(f"{expr}[{k}]" if values.shape[1] > 1 else expr, values[:, k]),
@@ -477,7 +478,8 @@ def _monomial(node) -> tuple[float, dict[str, int]]:
 def _compile_rhs(comp: _Compiler, rhs: str, what: str):
     """Primitive lists and names of every column of ``rhs``, checked against formulaic."""
     try:
-        mm = model_matrix(rhs, comp.probe, na_action="raise")
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # missing values: refused below
+            mm = model_matrix(rhs, comp.probe, na_action="raise")
     except FormulaicError as exc:
         raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula") from exc
     except ValueError as exc:   # (na_action="raise": a transform gave missing values, e.g. np.log(0))

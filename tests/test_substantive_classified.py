@@ -426,7 +426,8 @@ def test_singular_completed_design_is_a_clear_error():
 ])
 def test_formula_refusals_name_the_fix(formula, error, match):
     df = _small_three_level(np.random.default_rng(2)).assign(z=lambda d: d.y - d.y.max())   # z <= 0
-    with pytest.raises(error, match=match):
+    with warnings.catch_warnings(), pytest.raises(error, match=match):
+        warnings.simplefilter("error")   # the refusal alone: no numpy RuntimeWarning before it
         build(df, mi.ImputationModel(cluster=["school", "cls"], variables={"x": "continuous"}, substantive=formula))
 
 

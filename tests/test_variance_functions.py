@@ -417,12 +417,16 @@ def test_variable_errors():
     ("~ one", mi.DataError, "column 'one' of variance='~ one' of 'y' is constant"),
     ("~ sex + (1 | other)", mi.SpecError, r"random term '\(1 \| other\)' must be one random intercept"),
     ("~ sex + (1 + x | g)", mi.SpecError, "must be one random intercept"),
+    # a transform's missing (was numpy's ValueError of mismatched rows) or infinite values
+    ("~ np.log(x)", mi.DataError, r"a transform in variance='~ np.log\(x\)' of 'y' gives missing or infinite"),
+    ("~ np.log(one - 1)", mi.DataError, r"column 'np.log\(one - 1\)' has 50 infinite value"),
 ])
 def test_data_errors(variance, exc, match):
     df = _hetero(np.random.default_rng(4), J=10, n=5).assign(one=1.0, gap=np.nan, other=0)
     model = mi.ImputationModel(cluster="g", variables={"y": mi.Variable("continuous", variance=variance)},
                                covariates=["x"])
-    with pytest.raises(exc, match=match):
+    with warnings.catch_warnings(), pytest.raises(exc, match=match):
+        warnings.simplefilter("error")   # the refusal alone: no numpy RuntimeWarning before it
         build(df, model)
 
 

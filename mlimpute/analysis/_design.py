@@ -98,7 +98,8 @@ def _matrix(rhs: str, df: pd.DataFrame, what: str, labels: pd.Index, data: pd.Da
     """``rhs``'s model matrix on ``df``; ``data``, the whole frame ``df`` was cut from, for the
     backtick hint of a failure (a column ``df`` lacks because formulaic misread its name)."""
     try:
-        mm = _formula(rhs, what).get_model_matrix(formula_frame(df), na_action="ignore")
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # non-finite values: refused below
+            mm = _formula(rhs, what).get_model_matrix(formula_frame(df), na_action="ignore")
     except FormulaicError as exc:
         hint = _backticks(rhs, df if data is None else data)
         raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula{hint}") from exc
