@@ -196,8 +196,16 @@ def _analyse(args: argparse.Namespace) -> int:
             kw["link"] = args.link
         if args.nagq:
             kw["nagq"] = args.nagq
-    pooled = analyse(data, args.formula, family=args.family, imputation_col=args.imputation_col,
-                     df_com=args.df_com, **kw)
+    import warnings
+
+    from .pipeline.notices import counted   # no Prefect there
+
+    with warnings.catch_warnings(record=True) as records:   # each once, counted (a fit's come once per imputation)
+        warnings.simplefilter("always")
+        pooled = analyse(data, args.formula, family=args.family, imputation_col=args.imputation_col,
+                         df_com=args.df_com, **kw)
+    for w in counted(records):
+        print(f"mlimpute: warning: {w}", file=sys.stderr)
     print(pooled.summary())
     if args.out:
         from .io import atomic_path

@@ -71,8 +71,9 @@ class Variable:
                 "classification (e.g. level='school')")
         if self.variance is not None:
             if self.kind != "continuous" or self.level != 1:
+                article = "an" if self.kind[0] in "aeiou" else "a"
                 raise SpecError(
-                    f"variance={self.variance!r} is for continuous level-1 variables (a "
+                    f"variance={self.variance!r} is for continuous level-1 variables ({article} "
                     f"{self.kind} variable at level {self.level!r} has no residual variance to model)"
                 )
             if not isinstance(self.variance, str) or not self.variance.strip().startswith("~"):

@@ -221,6 +221,15 @@ def test_analyse_command_pools_a_folder_of_imputations_like_mi_analyse(workdir, 
     pd.testing.assert_frame_equal(ours, ref, check_exact=False, rtol=1e-12)
     vc = pd.read_csv(workdir / "pooled_varcomp.csv")
     np.testing.assert_allclose(vc["estimate"], mi.analyse(res, formula).varcomp()["estimate"], rtol=1e-12)
+    # a fit warning that every imputation gives is said once, with its count, not once per fit:
+    # an outcome centred within schools has a school variance of exactly 0 (a singular fit)
+    centred = res.data.assign(y=lambda d: d.normexam - d.groupby(["imputation", "school"]).normexam.transform("mean"))
+    write_imputations(centred, workdir / "centred")
+    code, out, err = run_cli(["analyse", str(workdir / "centred"), "--formula", "y ~ 1 + (1 | school)"], capsys)
+    assert code == 0, err
+    singular = [line for line in err.splitlines() if "boundary (singular) fit for" in line]
+    assert len(singular) == 1 and singular[0].startswith("mlimpute: warning: ConvergenceWarning:"), err
+    assert singular[0].endswith("(3 times)")
 
 
 def test_analyse_command_on_jomo_csv_equals_mitml(capsys, tmp_path):

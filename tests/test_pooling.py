@@ -589,3 +589,17 @@ def test_table_inputs_are_checked() -> None:
     with pytest.raises(DataError, match=r"column std_error holds negative values"):
         mi.pool(tab.assign(std_error=[-.3, .4, -.3, .4]))
     assert np.isinf(mi.pool(tab.assign(df_resid=np.inf)).tidy()["df"]).sum() == 0   # large-sample: allowed
+
+
+def test_summary_names_a_non_canonical_link() -> None:
+    """A probit analysis says so (its summary read "[binomial]", as a logit one's)."""
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(30), 8)
+    x = rng.standard_normal(g.size)
+    y = (x + rng.normal(0, 1, 30)[g] + rng.standard_normal(g.size) > 0).astype(int)
+    long = pd.concat([pd.DataFrame(dict(imputation=k, g=g, x=x + 0.01 * k * rng.standard_normal(g.size), y=y))
+                      for k in (1, 2, 3)])
+    probit = mi.analyse(long, "y ~ x + (1 | g)", family="binomial", link="probit")
+    assert (probit.family, probit.link) == ("binomial", "probit")
+    assert "  [binomial, probit link]" in probit.summary()
+    assert "  [binomial]" in mi.analyse(long, "y ~ x + (1 | g)", family="binomial").summary()

@@ -72,6 +72,14 @@ class Family:
 _LINKS = {"binomial": ("logit", "probit"), "poisson": ("log",)}
 
 
+def family_label(family: str | None, link: str | None) -> str:
+    """``family`` as tables and reports name it: with its link where that is not the canonical
+    one (``binomial, probit link``)."""
+    family = family or ""
+    canonical = _LINKS.get(family, ("identity",))[0]
+    return family if not link or link == canonical else f"{family}, {link} link"
+
+
 def get_family(family: str, link: str | None) -> Family:
     """Validate a family/link pair; ``link=None`` takes the canonical link."""
     if family not in _LINKS:

@@ -12,7 +12,7 @@ import re
 import warnings
 from collections.abc import Sequence
 
-__all__ = ["caught", "tally", "of_run"]
+__all__ = ["caught", "counted", "tally", "of_run"]
 
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
@@ -25,6 +25,19 @@ def caught(records: Sequence[warnings.WarningMessage]) -> list[str]:
         if msg not in seen:
             seen.append(msg)
     return seen
+
+
+def counted(records: Sequence[warnings.WarningMessage]) -> list[str]:
+    """The warnings of a ``catch_warnings(record=True)`` block, each once (messages that differ
+    only in their numbers count as one, the first one's text kept) with how often it came:
+    ``mlimpute analyse`` fits every imputation in one call."""
+    first: dict[str, str] = {}
+    count: dict[str, int] = {}
+    for msg in (f"{w.category.__name__}: {w.message}" for w in records):
+        key = _NUMBER.sub("#", msg)
+        first.setdefault(key, msg)
+        count[key] = count.get(key, 0) + 1
+    return [first[k] + (f" ({n} times)" if n > 1 else "") for k, n in count.items()]
 
 
 def tally(per_unit: Sequence[Sequence[str]], unit: str = "imputations") -> list[str]:

@@ -19,6 +19,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
+from mlimpute.analysis._family import family_label
 from mlimpute.config import PipelineConfig
 from mlimpute.io import atomic_path, file_sha256
 from mlimpute.report import (PooledTable, describe_model, missing_patterns, observed_vs_imputed,
@@ -64,7 +65,8 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
         paths = rec["paths"]
         vc = pd.read_csv(paths["pooled_varcomp"]) if "pooled_varcomp" in paths else None
         cc = pd.read_csv(paths["complete_case"]) if "complete_case" in paths else None
-        tables.append(PooledTable(name=rec["name"], formula=rec["formula"], family=rec["family"],
+        tables.append(PooledTable(name=rec["name"], formula=rec["formula"],
+                                  family=family_label(rec["family"], rec.get("link")),
                                   dispersion=rec.get("dispersion"),
                                   m=rec["m"], tidy=pd.read_csv(paths["pooled"]), varcomp=vc,
                                   warnings=tuple(rec["warnings"]), complete_case=cc,
@@ -125,7 +127,7 @@ def write_manifest(cfg: PipelineConfig, ingest: dict[str, Any], summary: dict[st
         "config_sha256": store.digest(config),
         "seed": {"seed": config["sampler"]["seed"], "entropy": assembled["seed_entropy"]},
         "chains": chains,
-        "analyses": [{k: r[k] for k in ("name", "formula", "family", "m", "warnings")} for r in pooled],
+        "analyses": [{k: r[k] for k in ("name", "formula", "family", "link", "m", "warnings")} for r in pooled],
         "warnings": notices.of_run(assembled, pooled),
         "prefect_flow_run_id": str(flow_run.id) if flow_run.id else None,
         "versions": versions(),
@@ -184,7 +186,8 @@ def publish_artifacts(assembled: dict[str, Any], pooled: list[dict[str, Any]], o
     for rec in pooled:
         tidy = pd.read_csv(rec["paths"]["pooled"])
         disp = f", dispersion `{rec['dispersion']}`" if rec.get("dispersion") else ""
-        lines += [f"## {rec['name']}", f"`{rec['formula']}` ({rec['family']}{disp}, m = {rec['m']})", "",
+        family = family_label(rec["family"], rec.get("link"))
+        lines += [f"## {rec['name']}", f"`{rec['formula']}` ({family}{disp}, m = {rec['m']})", "",
                   _markdown(tidy), ""]
         create_table_artifact(key=_key(f"pooled-{rec['name']}"), table=tidy.to_dict(orient="records"),
                               description=f"Pooled estimates: {rec['formula']}")

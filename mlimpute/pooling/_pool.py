@@ -165,6 +165,7 @@ def pool(fits: Any, df_com: Any = None, *, conf_level: float = 0.95) -> PooledRe
         varcomp_pooled=varcomp,
         formula=_str_or_none(getattr(first, "formula", None)),
         family=_str_or_none(getattr(first, "family", None)),
+        link=_str_or_none(getattr(first, "link", None)),
         fits=est.fits,
     )
 

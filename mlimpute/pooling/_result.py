@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..analysis._family import family_label
 from ..errors import DataError, SpecError
 from ._rubin import t_inference
 from ._varcomp import VarcompPooled
@@ -46,7 +47,7 @@ class PooledResult:
     full_covariance : bool
         Whether full covariance matrices were pooled (``False`` for tables of standard errors:
         then :meth:`cov_params` only has a diagonal and multiparameter tests are unavailable).
-    formula, family : str or None
+    formula, family, link : str or None
         The analysis model, when the result comes from :func:`mlimpute.analyse` or fits.
     fits : tuple or None
         The per-imputation fit results, when fits were pooled (usable in
@@ -68,6 +69,7 @@ class PooledResult:
     varcomp_pooled: VarcompPooled | None = field(default=None, repr=False)
     formula: str | None = None
     family: str | None = None
+    link: str | None = None
     fits: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
 
     # ---- the fixed-effects table -------------------------------------------------------
@@ -176,7 +178,8 @@ class PooledResult:
         )
         lines = [head]
         if self.formula:
-            lines.append(f"Model: {self.formula}" + (f"  [{self.family}]" if self.family else ""))
+            lines.append(f"Model: {self.formula}"
+                         + (f"  [{family_label(self.family, self.link)}]" if self.family else ""))
         with pd.option_context("display.width", 120, "display.max_columns", 20):
             lines.append(self.tidy().to_string(index=False))
             if self.varcomp_pooled is not None:
