@@ -2,7 +2,8 @@
 
     ingest (sha256) → validate → chains (tasks, cached) → assemble (imputations/,
     diagnostics.csv) → fits (one task per analysis × imputation, cached) → pool (fits/,
-    pooled/; tables a previous run left there deleted) → report.html → artifacts → manifest.json → stale cache entries pruned
+    pooled/; tables a previous run left there deleted) → report.html → artifacts →
+    manifest.json → stale cache entries pruned
 
 The configuration is parsed once, by the flow (or by the CLI, which hands the flow the object
 it checked), and passed to the tasks as the validated object. Tasks pass paths and small
