@@ -237,26 +237,33 @@ def test_failed_chain_fails_run_and_rerun_reuses_finished_chains(harness, cli_en
     assert [c["state"] for c in manifest["chains"]] == ["Cached", "Completed"]
     pd.testing.assert_frame_equal(read_long(out)[list(reference.data.columns)], reference.data)
 
-    # a cache record whose chain file has gone is recomputed, not trusted
+    # a cache record whose chain file has gone is recomputed, not trusted; the complete-case
+    # fits (of the unchanged input) come from the cache
     next((out / ".cache" / "chains").glob("chain-2-*.npz")).unlink()
     calls.clear()
+    real_cc, cc_calls = ft.complete_case, []
+    monkeypatch.setattr(ft, "complete_case", lambda *a, **k: cc_calls.append(1) or real_cc(*a, **k))
     assert main(["run", str(config), "--no-progress"]) == 0
-    assert calls == [1]
+    assert calls == [1] and cc_calls == []
+    assert len(list((out / ".cache" / "fits").rglob("complete-case-*.pkl"))) == 2
     manifest = json.loads((out / "manifest.json").read_text())
     assert [c["state"] for c in manifest["chains"]] == ["Cached", "Completed"]
     pd.testing.assert_frame_equal(read_long(out)[list(reference.data.columns)], reference.data)
 
-    # another seed: the old chains and fits (and their cache records) are stale and pruned
-    stale = {p.name for p in (out / ".cache").rglob("*") if p.is_file()}
+    # another seed: the old chains and fits (and their cache records) are stale and pruned; the
+    # complete-case fits (same input, same analyses) are not
+    cached = {p.name for p in (out / ".cache").rglob("*") if p.is_file()}
+    complete_case = {n for n in cached if n.startswith("complete-case-")}
     assert main(["run", str(config), "--no-progress", "--set", "sampler.seed=7"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     left = {p.name for p in (out / ".cache").rglob("*") if p.is_file()}
-    assert not stale & left
+    assert not (cached - complete_case) & left and complete_case <= left
     keys = {c["key"] for c in manifest["chains"]}
     assert sorted(p.name.split("-")[2][:16] for p in (out / ".cache" / "chains").iterdir()) == \
         sorted(k[:16] for k in keys)
     assert keys <= {p.name for p in (out / ".cache" / "prefect").iterdir()}
-    assert len(list((out / ".cache" / "fits").rglob("*.pkl"))) == 2 * M  # two analyses
+    assert len(list((out / ".cache" / "fits").rglob("imputation-*.pkl"))) == 2 * M  # two analyses
+    assert len(list((out / ".cache" / "fits").rglob("complete-case-*.pkl"))) == 2
 
     # an analysis dropped from the configuration: its tables go, not left beside the manifest
     config.write_text(config.read_text().split('[[analysis]]\nname = "sex-gap"')[0] + "[output]\ndir = \"out\"\n")

@@ -7,6 +7,7 @@ and log-likelihoods (plus ``loglik_at`` for Meng & Rubin's D3).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -193,7 +194,7 @@ class MixedResult:
         """
         labels = self.varcomp_index()
         if "varcomp_cov" not in self._memo:
-            self._memo["varcomp_cov"] = _frozen(self._engine.varcomp_cov(self))
+            self._memo["varcomp_cov"] = _frozen(self._data_engine("varcomp_cov").varcomp_cov(self))
         return pd.DataFrame(self._memo["varcomp_cov"].copy(), index=labels, columns=labels)
 
     @property
@@ -253,12 +254,32 @@ class MixedResult:
             if gamma is not None:
                 raise SpecError("gamma is the variance function's coefficients; this fit has none (fit with "
                                 "lmm(..., dispersion='~ ...') for one)")
-            return float(self._engine.loglik_at(beta, tau, sigma2))
-        return float(self._engine.loglik_at(beta, tau, sigma2, None if gamma is None else np.asarray(gamma, dtype=float)))
+            return float(self._data_engine("loglik_at").loglik_at(beta, tau, sigma2))
+        return float(self._data_engine("loglik_at").loglik_at(beta, tau, sigma2,
+                                                              None if gamma is None else np.asarray(gamma, dtype=float)))
 
     def refit(self, reml: bool = False) -> "MixedResult":
         """Fit the same formula to the same rows again, by ML (``reml=False``) or REML."""
-        return self._engine.refit(reml)
+        return self._data_engine("refit").refit(reml)
+
+    def without_data(self) -> "MixedResult":
+        """This fit without its data (the design matrices and the fitter's state it keeps for
+        :meth:`loglik_at`, :meth:`refit` and :meth:`varcomp_cov`): what the pipeline caches and
+        pools. A logit fit on 1,000,000 rows pickled to 156 MB with them, a few kB without.
+        :meth:`varcomp_cov` is computed first and kept; :meth:`loglik_at` and :meth:`refit`
+        (likelihood-ratio tests, D3) then refuse."""
+        self.varcomp_cov()
+        out = copy.copy(self)
+        object.__setattr__(out, "_engine", None)
+        object.__setattr__(out, "_memo", dict(self._memo))
+        return out
+
+    def _data_engine(self, what: str) -> Any:
+        if self._engine is None:
+            raise SpecError(f"{what}() needs the fit's data, which this fit was stored without "
+                            "(MixedResult.without_data, as the pipeline caches fits); fit the model "
+                            "again with mlimpute.lmm / mlimpute.glmm for it")
+        return self._engine
 
     # ----- text -----------------------------------------------------------------------------
     def summary(self) -> str:
