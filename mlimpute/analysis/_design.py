@@ -392,12 +392,12 @@ def build_design(parsed: ParsedFormula, data: pd.DataFrame, *, kind: ResponseKin
                 )
             terms.append(t)
     n = len(y)
-    if kind == "gaussian":
-        for label, f in factors.items():
-            q = sum(len(t.names) for t in terms if t.group == label)
+    if kind == "gaussian":   # per term, as lme4's check.nobs.vs.nRE (a split (1 + x || g) is two terms)
+        for t in terms:
+            f, q = factors[t.group], len(t.names)
             if q * f.levels >= n:
                 raise DataError(
-                    f"grouping factor {label!r} has {f.levels} levels x {q} random effects = {q * f.levels} >= {n} "
+                    f"grouping factor {t.group!r} has {f.levels} levels x {q} random effects = {q * f.levels} >= {n} "
                     "observations; they cannot be told apart from the residual: use fewer random coefficients"
                 )
     return Design(

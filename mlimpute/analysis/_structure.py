@@ -155,29 +155,49 @@ class Structure:
         """The theta entries that are diagonal elements of a Λ_t at (or within tol of) zero."""
         return self.theta_diagonal() & (theta < tol)
 
-    def boundary_flips(self, theta: np.ndarray, tol: float = 1e-4) -> list[np.ndarray]:
-        """θ with column k of a Λ_t negated below its diagonal, one per diagonal element at
-        (or within tol of) zero with a non-zero entry under it.
+    def boundary_restarts(self, theta: np.ndarray, nudge: np.ndarray, tol: float = 1e-4) -> list[np.ndarray]:
+        """Starting points beside a singular optimum ``theta``, for each Λ_t with a diagonal
+        element at (or within tol of) zero:
 
-        Each gives the same covariances (Λ D Dᵀ Λᵀ with D = diag(±1)) on the other side of the
-        boundary: where Λ_t[k, k] = 0 the deviance's slope in Λ_t[k, k] is odd in column k's
-        entries below it (the covariances Λ_t[k, k]·Λ_t[j, k] of coefficient k), so a bounded
-        optimiser can stop at Λ_t[k, k] = 0 when the better side has the other sign (a random
-        slope's variance alone, the intercept's at 0, where the optimum has their correlation
-        −1 and the intercept's variance positive: 0.29 log-likelihood units higher on one
-        dataset). The fitters restart from these points."""
+        - column k negated below its diagonal, where Λ_t[k, k] = 0 has a non-zero entry under
+          it: the same covariance (Λ D Dᵀ Λᵀ, D = diag(±1)) on the other side of the bound. The
+          deviance's slope in Λ_t[k, k] is odd in those entries, so a bounded optimiser can stop
+          at 0 when the better side has the other sign (a random slope alone, the intercept's
+          variance at 0, where the optimum has it positive and their correlation −1: 0.29
+          log-likelihood units higher on one dataset);
+        - Λ_t[k, k] set to ``nudge[k]``: where column k is zero below too, the deviance is even in
+          the column and its gradient there zero even where 0 is not a minimum (an ``||``
+          variance, a correlated term's last diagonal, a whole nested term at 0: 4e-4 to 0.04
+          below lme4's best in 9 of 1,500 simulated fits);
+        - the term's off-diagonal entries negated: a rank-deficient term's correlations of the
+          other sign, a separate local optimum (0.35 higher on one small dataset).
+
+        The fitters restart from each and keep the best (``_optim.across_boundary``)."""
         out, start = [], 0
+        zero = self.boundary_theta(theta, tol)
         for q, size in zip(self.term_q, self.theta_sizes):
             rows, cols = self._tril(q)
             idx = start + np.arange(size)
+            start += size
+            if not zero[idx].any():
+                continue
             for k in range(q):
                 diag = idx[(rows == k) & (cols == k)][0]
+                if not zero[diag]:
+                    continue
                 below = idx[(rows > k) & (cols == k)]
-                if theta[diag] < tol and below.size and np.any(np.abs(theta[below]) > tol):
+                if below.size and np.any(np.abs(theta[below]) > tol):
                     alt = theta.copy()
                     alt[below] = -alt[below]
                     out.append(alt)
-            start += size
+                alt = theta.copy()
+                alt[diag] = nudge[diag]
+                out.append(alt)
+            off = idx[rows != cols]
+            if off.size and np.any(np.abs(theta[off]) > tol):
+                alt = theta.copy()
+                alt[off] = -alt[off]
+                out.append(alt)
         return out
 
     def is_singular(self, theta: np.ndarray, tol: float = 1e-4) -> bool:
@@ -227,6 +247,9 @@ class Structure:
                     at += 1
             out.append(cov)
         return out
+
+
+NUDGE = 0.1   # θ̃ (the optimiser's scaled θ) of a zero diagonal at a restart: 0.1 of lme4's start
 
 
 def theta_scale(s: Structure, design) -> np.ndarray:

@@ -47,7 +47,7 @@ from ._design import Design, build_design
 from ._family import Family, get_family
 from ._optim import across_boundary, boundary_cov, fd_hessian, minimize_bounded, one_blas_thread
 from ._pirls import Mode, Pirls
-from ._structure import Structure, theta_scale
+from ._structure import NUDGE, Structure, theta_scale
 from .formula import parse_formula
 from ._warn import warn, warn_fit
 from .lmm import fit_options
@@ -188,15 +188,24 @@ def fit_glmm(formula: str, design: Design, family: Family, nagq: int, options: d
         # warm-started from the previous θ's modes, PIRLS can fail to converge where a cold start
         # does not (a study's completed dataset: the stage-1 deviance 7.7e7 at θ where it is 2,387,
         # so stage 2 started from a wrong β and stopped 61 log-likelihood units below the optimum)
-        mode = engine.pirls.joint(theta, start, tol=tol)
-        if start is not None and not mode.converged:
+        try:
+            mode = engine.pirls.joint(theta, start, tol=tol)
+        except np.linalg.LinAlgError:   # its penalised system lost definiteness on the way
+            if start is None:
+                raise
+            mode = None
+        if start is not None and (mode is None or not mode.converged):
             cold = engine.pirls.joint(theta, None, tol=tol)
-            if cold.converged or cold.laplace < mode.laplace:
+            if mode is None or cold.converged or cold.laplace < mode.laplace:
                 return cold
         return mode
 
     def dev1(theta: np.ndarray) -> float:  # rough modes suffice for starting values
-        last[0] = joint(theta / d, last[0], tol=1e-6)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # far out: inf below
+                last[0] = joint(theta / d, last[0], tol=1e-6)
+        except np.linalg.LinAlgError:   # PIRLS failed at this θ (a Poisson fit's weights
+            return np.inf               # overflowing far from the optimum): the optimiser backs off
         return last[0].laplace
 
     opt1 = minimize_bounded(dev1, s.theta_start(), lower, maxiter=options["maxiter"], polish=0, gtol=1e-3, ftol=1e-8)
@@ -209,7 +218,11 @@ def fit_glmm(formula: str, design: Design, family: Family, nagq: int, options: d
     warm = [mode1.u]
 
     def dev2(x: np.ndarray) -> float:
-        dev, mode = engine.deviance(x[:nt] / d, beta1 + C @ x[nt:], warm[0])
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                dev, mode = engine.deviance(x[:nt] / d, beta1 + C @ x[nt:], warm[0])
+        except np.linalg.LinAlgError:   # as in dev1
+            return np.inf
         warm[0] = mode.u
         return dev
 
@@ -219,7 +232,7 @@ def fit_glmm(formula: str, design: Design, family: Family, nagq: int, options: d
     opt = minimize_bounded(dev2, np.concatenate([opt1.x, np.zeros(p)]), lower2, maxiter=options["maxiter"],
                            hess_rel=1e-3, newton_first=True)
     opt = across_boundary(lambda x0: minimize_bounded(dev2, x0, lower2, maxiter=options["maxiter"], hess_rel=1e-3),
-                          opt, lambda x: [np.append(t * d, x[nt:]) for t in s.boundary_flips(x[:nt] / d)])
+                          opt, lambda x: [np.append(t * d, x[nt:]) for t in s.boundary_restarts(x[:nt] / d, NUDGE / d)])
     theta, beta = opt.x[:nt] / d, beta1 + C @ opt.x[nt:]
     fixed = np.flatnonzero(opt.free >= nt)
     try:

@@ -177,3 +177,18 @@ def test_messages_that_point_at_the_cause(df):
     small = df.iloc[:40].assign(t=[f"{v:.6f}" for v in df["x"].iloc[:40]])
     with pytest.raises(mi.DataError, match=r"has 40 columns for 40 rows.*\['t'\] hold text.*pandas.to_numeric"):
         mi.lmm("y ~ t + (1 | g)", small)
+
+
+def test_random_effects_counted_per_term_as_lme4():
+    """lme4's check.nobs.vs.nRE counts each term's random effects: 40 groups of a 60-row
+    dataset, (1 + x | g) has 80 >= 60 and is refused, (1 + x || g) is two terms of 40 and fits
+    (it was refused: the effects were summed over the factor's terms)."""
+    rng = np.random.default_rng(1)
+    d = pd.DataFrame({"g": np.arange(60) % 40, "x": rng.normal(size=60)})
+    d["y"] = d.x + rng.normal(size=60)
+    with pytest.raises(mi.DataError, match=r"'g' has 40 levels x 2 random effects = 80 >= 60 observations"):
+        mi.lmm("y ~ x + (1 + x | g)", d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mi.ConvergenceWarning)   # tiny groups: a boundary fit is likely
+        fit = mi.lmm("y ~ x + (1 + x || g)", d)
+    assert np.isfinite(fit.loglik)
