@@ -99,7 +99,7 @@ def membership_columns(a: AnalysisConfig) -> set[str]:
     return {c for t in parse_formula(a.formula).random if t.membership is not None for c in t.columns}
 
 
-def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any, model: Any) -> None:
+def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any, model: Any = None) -> None:
     columns = [str(c) for c in df.columns]
     try:
         used = analysis_columns(a, df.columns)
@@ -123,8 +123,8 @@ def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any, model: An
     from mlimpute.analysis.formula import parse_formula
     from mlimpute.substantive import check_nested_grouping
 
-    for term in parse_formula(a.formula).random:   # (1 | class) where class ids repeat across schools
-        check_nested_grouping(df, model, term, f"[[analysis]] {a.name!r}")
+    for term in parse_formula(a.formula).random if model is not None else ():   # (1 | class) where
+        check_nested_grouping(df, model, term, f"[[analysis]] {a.name!r}")        # class ids repeat across schools
 
 
 def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
