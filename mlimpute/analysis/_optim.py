@@ -301,21 +301,23 @@ def minimize_bounded(f: Fun, x0: np.ndarray, lower: np.ndarray, maxiter: int = 1
     return result(x, fx, ok and scaled < 2e-3 and hess_ok, message, scaled, hess_ok, idx, H)
 
 
-def across_boundary(minimise: Callable[[np.ndarray], OptimResult], opt: OptimResult,
-                    flips: Callable[[np.ndarray], list[np.ndarray]], rounds: int = 3) -> OptimResult:
-    """``opt``, or a better optimum that ``minimise`` reaches from one of the points
-    ``flips(opt.x)`` (each with the criterion's value at ``opt.x``, on the other side of a
-    bound: ``RandomStructure.boundary_flips``), repeated from the better one up to ``rounds``
-    times. Nothing is run unless ``flips`` gives a point."""
+def across_boundary(f: Fun, minimise: Callable[[np.ndarray], OptimResult], opt: OptimResult,
+                    starts: Callable[[np.ndarray], list[np.ndarray]], rounds: int = 3) -> OptimResult:
+    """``opt``, or a better optimum that ``minimise`` reaches from the best of the points
+    ``starts(opt.x)`` (beside a bound the optimum sits on: ``RandomStructure.boundary_restarts``)
+    where the criterion ``f`` is already lower than at ``opt``; repeated from a better optimum
+    up to ``rounds`` times. Each point costs one evaluation of ``f``; ``minimise`` runs only
+    from a point that is lower (where the optimum is a true boundary minimum, none is)."""
     for _ in range(rounds):
-        best = opt
-        for x0 in flips(opt.x):
-            alt = minimise(x0)
-            if alt.fun < best.fun - 1e-9 * max(1.0, abs(best.fun)):
-                best = alt
-        if best is opt:
+        target = opt.fun - 1e-9 * max(1.0, abs(opt.fun))
+        values = [(float(f(x0)), i, x0) for i, x0 in enumerate(starts(opt.x))]
+        lower = [v for v in values if np.isfinite(v[0]) and v[0] < target]
+        if not lower:
             return opt
-        opt = best
+        alt = minimise(min(lower, key=lambda v: (v[0], v[1]))[2])
+        if not alt.fun < target:
+            return opt
+        opt = alt
     return opt
 
 

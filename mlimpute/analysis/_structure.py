@@ -155,49 +155,48 @@ class Structure:
         """The theta entries that are diagonal elements of a Λ_t at (or within tol of) zero."""
         return self.theta_diagonal() & (theta < tol)
 
-    def boundary_restarts(self, theta: np.ndarray, nudge: np.ndarray, tol: float = 1e-4) -> list[np.ndarray]:
-        """Starting points beside a singular optimum ``theta``, for each Λ_t with a diagonal
-        element at (or within tol of) zero:
+    def boundary_restarts(self, theta: np.ndarray, scale: np.ndarray, tol: float = 1e-4) -> list[np.ndarray]:
+        """Points beside a singular optimum ``theta``, for each diagonal element Λ_t[k, k] at
+        (or within tol of) zero, at which the fitters test whether the deviance falls away
+        from the bound (``_optim.across_boundary``):
 
-        - column k negated below its diagonal, where Λ_t[k, k] = 0 has a non-zero entry under
-          it: the same covariance (Λ D Dᵀ Λᵀ, D = diag(±1)) on the other side of the bound. The
-          deviance's slope in Λ_t[k, k] is odd in those entries, so a bounded optimiser can stop
-          at 0 when the better side has the other sign (a random slope alone, the intercept's
-          variance at 0, where the optimum has it positive and their correlation −1: 0.29
-          log-likelihood units higher on one dataset);
-        - Λ_t[k, k] set to ``nudge[k]``: where column k is zero below too, the deviance is even in
-          the column and its gradient there zero even where 0 is not a minimum (an ``||``
-          variance, a correlated term's last diagonal, a whole nested term at 0: 4e-4 to 0.04
-          below lme4's best in 9 of 1,500 simulated fits);
-        - the term's off-diagonal entries negated: a rank-deficient term's correlations of the
-          other sign, a separate local optimum (0.35 higher on one small dataset).
+        - where column k has a non-zero entry below the diagonal, the column negated below it
+          (the same covariance, Λ D Dᵀ Λᵀ with D = diag(±1), on the other side of the bound) with
+          Λ_t[k, k] moved off 0: the deviance's slope in Λ_t[k, k] is odd in those entries, so a
+          bounded optimiser can stop at 0 when the better side has the other sign (a random
+          slope alone, the intercept's variance at 0, where the optimum has it positive and
+          their correlation −1: 0.29 log-likelihood units higher on one dataset);
+        - where column k is zero below too, Λ_t[k, k] moved off 0: the deviance is even in the
+          column, so its gradient there is 0 even where 0 is a saddle (an ``||`` variance, a
+          correlated term's last diagonal, a whole nested term at 0: 4e-4 to 0.042 below lme4's
+          best in 9 of 1,500 simulated fits), alone and with each entry below it moved too (a
+          term at 0 whose way out is a correlated pair).
 
-        The fitters restart from each and keep the best (``_optim.across_boundary``)."""
+        Moves of 0.01, 0.1 and 0.3 times ``scale`` (the optimiser's unit of each entry)."""
         out, start = [], 0
         zero = self.boundary_theta(theta, tol)
         for q, size in zip(self.term_q, self.theta_sizes):
             rows, cols = self._tril(q)
             idx = start + np.arange(size)
             start += size
-            if not zero[idx].any():
-                continue
             for k in range(q):
                 diag = idx[(rows == k) & (cols == k)][0]
                 if not zero[diag]:
                     continue
                 below = idx[(rows > k) & (cols == k)]
-                if below.size and np.any(np.abs(theta[below]) > tol):
-                    alt = theta.copy()
-                    alt[below] = -alt[below]
+                base = theta.copy()
+                flat = not (below.size and np.any(np.abs(theta[below]) > tol))
+                if not flat:
+                    base[below] = -base[below]
+                for step in (0.01, 0.1, 0.3):
+                    alt = base.copy()
+                    alt[diag] = step * scale[diag]
                     out.append(alt)
-                alt = theta.copy()
-                alt[diag] = nudge[diag]
-                out.append(alt)
-            off = idx[rows != cols]
-            if off.size and np.any(np.abs(theta[off]) > tol):
-                alt = theta.copy()
-                alt[off] = -alt[off]
-                out.append(alt)
+                    for j in below if flat else ():   # with a covariance of either sign
+                        for sign in (1.0, -1.0):
+                            both = alt.copy()
+                            both[j] = sign * step * scale[j]
+                            out.append(both)
         return out
 
     def is_singular(self, theta: np.ndarray, tol: float = 1e-4) -> bool:
@@ -247,9 +246,6 @@ class Structure:
                     at += 1
             out.append(cov)
         return out
-
-
-NUDGE = 0.1   # θ̃ (the optimiser's scaled θ) of a zero diagonal at a restart: 0.1 of lme4's start
 
 
 def theta_scale(s: Structure, design) -> np.ndarray:

@@ -47,7 +47,7 @@ from ._design import Design, build_design
 from ._family import Family, get_family
 from ._optim import across_boundary, boundary_cov, fd_hessian, minimize_bounded, one_blas_thread
 from ._pirls import Mode, Pirls
-from ._structure import NUDGE, Structure, theta_scale
+from ._structure import Structure, theta_scale
 from .formula import parse_formula
 from ._warn import warn, warn_fit
 from .lmm import fit_options
@@ -231,8 +231,8 @@ def fit_glmm(formula: str, design: Design, family: Family, nagq: int, options: d
     # truncation error (~1e-6 relative), large enough to keep PIRLS rounding out of H
     opt = minimize_bounded(dev2, np.concatenate([opt1.x, np.zeros(p)]), lower2, maxiter=options["maxiter"],
                            hess_rel=1e-3, newton_first=True)
-    opt = across_boundary(lambda x0: minimize_bounded(dev2, x0, lower2, maxiter=options["maxiter"], hess_rel=1e-3),
-                          opt, lambda x: [np.append(t * d, x[nt:]) for t in s.boundary_restarts(x[:nt] / d, NUDGE / d)])
+    opt = across_boundary(dev2, lambda x0: minimize_bounded(dev2, x0, lower2, maxiter=options["maxiter"], hess_rel=1e-3),
+                          opt, lambda x: [np.append(t * d, x[nt:]) for t in s.boundary_restarts(x[:nt] / d, 1.0 / d)])
     theta, beta = opt.x[:nt] / d, beta1 + C @ opt.x[nt:]
     fixed = np.flatnonzero(opt.free >= nt)
     try:

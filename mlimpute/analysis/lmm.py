@@ -55,7 +55,7 @@ from ._algebra import make_algebra, sort_design
 from ._design import Design, build_design
 from ._dispersion import DispersionDesign, build_dispersion, dispersion_columns
 from ._optim import across_boundary, boundary_cov, fd_hessian, minimize_bounded, one_blas_thread
-from ._structure import NUDGE, Structure, theta_scale
+from ._structure import Structure, theta_scale
 from ._warn import warn, warn_fit
 from .formula import parse_formula
 from .result import MixedResult
@@ -288,12 +288,14 @@ def fit_lmm(formula: str, design: Design, reml: bool, options: dict,
     d = theta_scale(s, engine.design)
     lower = np.append(s.theta_lower(), np.full(k, -np.inf))
 
-    def minimise(x0: np.ndarray):
-        return minimize_bounded(lambda x: engine.profiled_deviance(x[:nt] / d, reml, x[nt:] / scale), x0, lower,
-                                maxiter=options["maxiter"])
+    def deviance(x: np.ndarray) -> float:
+        return engine.profiled_deviance(x[:nt] / d, reml, x[nt:] / scale)
 
-    opt = across_boundary(minimise, minimise(np.append(s.theta_start(), np.zeros(k))),
-                          lambda x: [np.append(t * d, x[nt:]) for t in s.boundary_restarts(x[:nt] / d, NUDGE / d)])
+    def minimise(x0: np.ndarray):
+        return minimize_bounded(deviance, x0, lower, maxiter=options["maxiter"])
+
+    opt = across_boundary(deviance, minimise, minimise(np.append(s.theta_start(), np.zeros(k))),
+                          lambda x: [np.append(t * d, x[nt:]) for t in s.boundary_restarts(x[:nt] / d, 1.0 / d)])
     theta, gamma = opt.x[:nt] / d, opt.x[nt:] / scale
     pc = engine.pieces(theta, gamma)
     sigma2 = pc.r2 / (engine.n - engine.p if reml else engine.n)
