@@ -302,22 +302,28 @@ def minimize_bounded(f: Fun, x0: np.ndarray, lower: np.ndarray, maxiter: int = 1
 
 
 def across_boundary(f: Fun, minimise: Callable[[np.ndarray], OptimResult], opt: OptimResult,
-                    starts: Callable[[np.ndarray], list[np.ndarray]], rounds: int = 3) -> OptimResult:
-    """``opt``, or a better optimum that ``minimise`` reaches from the best of the points
-    ``starts(opt.x)`` (beside a bound the optimum sits on: ``RandomStructure.boundary_restarts``)
-    where the criterion ``f`` is already lower than at ``opt``; repeated from a better optimum
-    up to ``rounds`` times. Each point costs one evaluation of ``f``; ``minimise`` runs only
-    from a point that is lower (where the optimum is a true boundary minimum, none is)."""
+                    starts: Callable[[np.ndarray], list[tuple[np.ndarray, bool]]], rounds: int = 3) -> OptimResult:
+    """``opt``, or a better optimum that ``minimise`` reaches from points ``starts(opt.x)``
+    beside a bound the optimum sits on (``RandomStructure.boundary_restarts``): each
+    ``(point, screened)``; ``minimise`` runs from every unscreened point and from the lowest
+    screened one where the criterion ``f`` is already lower than at ``opt`` (one evaluation
+    each). Repeated from a better optimum up to ``rounds`` times."""
     for _ in range(rounds):
         target = opt.fun - 1e-9 * max(1.0, abs(opt.fun))
-        values = [(float(f(x0)), i, x0) for i, x0 in enumerate(starts(opt.x))]
+        points = starts(opt.x)
+        runs = [x0 for x0, screened in points if not screened]
+        values = [(float(f(x0)), i, x0) for i, (x0, screened) in enumerate(points) if screened]
         lower = [v for v in values if np.isfinite(v[0]) and v[0] < target]
-        if not lower:
+        if lower:
+            runs.append(min(lower, key=lambda v: (v[0], v[1]))[2])
+        best = opt
+        for x0 in runs:
+            alt = minimise(x0)
+            if alt.fun < min(target, best.fun):
+                best = alt
+        if best is opt:
             return opt
-        alt = minimise(min(lower, key=lambda v: (v[0], v[1]))[2])
-        if not alt.fun < target:
-            return opt
-        opt = alt
+        opt = best
     return opt
 
 

@@ -155,24 +155,24 @@ class Structure:
         """The theta entries that are diagonal elements of a Λ_t at (or within tol of) zero."""
         return self.theta_diagonal() & (theta < tol)
 
-    def boundary_restarts(self, theta: np.ndarray, scale: np.ndarray, tol: float = 1e-4) -> list[np.ndarray]:
-        """Points beside a singular optimum ``theta``, for each diagonal element Λ_t[k, k] at
-        (or within tol of) zero, at which the fitters test whether the deviance falls away
-        from the bound (``_optim.across_boundary``):
+    def boundary_restarts(self, theta: np.ndarray, scale: np.ndarray,
+                          tol: float = 1e-4) -> list[tuple[np.ndarray, bool]]:
+        """Points beside a singular optimum ``theta`` for ``_optim.across_boundary``, as
+        ``(point, screened)``, for each diagonal element Λ_t[k, k] at (or within tol of) zero:
 
         - where column k has a non-zero entry below the diagonal, the column negated below it
-          (the same covariance, Λ D Dᵀ Λᵀ with D = diag(±1), on the other side of the bound) with
-          Λ_t[k, k] moved off 0: the deviance's slope in Λ_t[k, k] is odd in those entries, so a
-          bounded optimiser can stop at 0 when the better side has the other sign (a random
-          slope alone, the intercept's variance at 0, where the optimum has it positive and
-          their correlation −1: 0.29 log-likelihood units higher on one dataset);
-        - where column k is zero below too, Λ_t[k, k] moved off 0: the deviance is even in the
-          column, so its gradient there is 0 even where 0 is a saddle (an ``||`` variance, a
-          correlated term's last diagonal, a whole nested term at 0: 4e-4 to 0.042 below lme4's
-          best in 9 of 1,500 simulated fits), alone and with each entry below it moved too (a
-          term at 0 whose way out is a correlated pair).
-
-        Moves of 0.01, 0.1 and 0.3 times ``scale`` (the optimiser's unit of each entry)."""
+          (unscreened: the optimiser restarts there): the same covariance (Λ D Dᵀ Λᵀ, D = diag(±1))
+          on the other side of the bound. The deviance's slope in Λ_t[k, k] is odd in those
+          entries, so a bounded optimiser can stop at 0 when the better side has the other sign
+          (a random slope alone, the intercept's variance at 0, where the optimum has it
+          positive and their correlation −1: 0.29 log-likelihood units higher on one dataset);
+        - where column k is zero below too, Λ_t[k, k] moved off 0 by 0.01, 0.1 and 0.3 times
+          ``scale`` (the optimiser's unit of each entry), alone and with each entry below it
+          moved by as much of either sign (screened: the optimiser restarts from the lowest of
+          them only if it is below the optimum): the deviance is even in the column, so its
+          gradient there is 0 even where 0 is a saddle (an ``||`` variance, a correlated term's
+          last diagonal, a whole nested term at 0: 4e-4 to 0.042 below lme4's best in 9 of
+          1,500 simulated fits)."""
         out, start = [], 0
         zero = self.boundary_theta(theta, tol)
         for q, size in zip(self.term_q, self.theta_sizes):
@@ -184,19 +184,20 @@ class Structure:
                 if not zero[diag]:
                     continue
                 below = idx[(rows > k) & (cols == k)]
-                base = theta.copy()
-                flat = not (below.size and np.any(np.abs(theta[below]) > tol))
-                if not flat:
-                    base[below] = -base[below]
+                if below.size and np.any(np.abs(theta[below]) > tol):
+                    alt = theta.copy()
+                    alt[below] = -alt[below]
+                    out.append((alt, False))
+                    continue
                 for step in (0.01, 0.1, 0.3):
-                    alt = base.copy()
+                    alt = theta.copy()
                     alt[diag] = step * scale[diag]
-                    out.append(alt)
-                    for j in below if flat else ():   # with a covariance of either sign
+                    out.append((alt, True))
+                    for j in below:   # with a covariance of either sign
                         for sign in (1.0, -1.0):
                             both = alt.copy()
                             both[j] = sign * step * scale[j]
-                            out.append(both)
+                            out.append((both, True))
         return out
 
     def is_singular(self, theta: np.ndarray, tol: float = 1e-4) -> bool:
