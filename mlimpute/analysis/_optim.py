@@ -304,7 +304,7 @@ def minimize_bounded(f: Fun, x0: np.ndarray, lower: np.ndarray, maxiter: int = 1
 def across_boundary(f: Fun, minimise: Callable[[np.ndarray], OptimResult], opt: OptimResult,
                     starts: Callable[[np.ndarray], list[tuple[np.ndarray, bool]]], rounds: int = 3) -> OptimResult:
     """``opt``, or a better optimum that ``minimise`` reaches from points ``starts(opt.x)``
-    beside a bound the optimum sits on (``RandomStructure.boundary_restarts``): each
+    beside a bound the optimum sits on (``Structure.boundary_restarts``): each
     ``(point, screened)``; ``minimise`` runs from every unscreened point and from the lowest
     screened one where the criterion ``f`` is already lower than at ``opt`` (one evaluation
     each). Repeated from a better optimum up to ``rounds`` times."""

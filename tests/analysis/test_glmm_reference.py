@@ -163,7 +163,7 @@ def test_singular_logit_fit_on_the_better_side_of_the_boundary():
 @pytest.mark.filterwarnings("ignore:boundary \\(singular\\) fit")   # two of them are singular at the optimum too
 def test_fits_that_stopped_at_a_saddle_or_crashed(name, formula, link, loglik, theta, beta):
     """Four of helper 23's 1,500 simulated fits (PROVENANCE.md): the fit now tries points beside a
-    zero diagonal (``RandomStructure.boundary_restarts``) and the optimiser backs off a θ where
+    zero diagonal (``Structure.boundary_restarts``) and the optimiser backs off a θ where
     PIRLS fails, reaching lme4's best (ours at or above it by up to 3e-7)."""
     from pathlib import Path
 

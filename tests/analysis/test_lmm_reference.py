@@ -109,7 +109,7 @@ def test_singular_fit_on_the_better_side_of_the_boundary(reml, loglik, theta, be
     """A random slope whose intercept's variance is at 0 (θ = (0, ±0.686, 0)): the two signs of
     θ's second entry give the same covariance, and the ML fit used to stop on the side where the
     intercept's variance cannot grow (logLik −280.0214, reported converged). The fitter restarts
-    from the other side (``RandomStructure.boundary_flips``) and reaches lme4's tightly converged
+    from the other side (``Structure.boundary_restarts``) and reaches lme4's tightly converged
     optimum, 0.29 higher (PROVENANCE.md; by REML lme4's default optimiser stops in the trap and
     Nelder–Mead reaches the value here)."""
     from pathlib import Path
