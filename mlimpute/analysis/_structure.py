@@ -12,6 +12,7 @@ for an LMM the residual variance comes last.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,6 +200,13 @@ class Structure:
                             both[j] = sign * step * scale[j]
                             out.append((both, True))
         return out
+
+    def scaled_restarts(self, d: np.ndarray) -> Callable[[np.ndarray], list[tuple[np.ndarray, bool]]]:
+        """:meth:`boundary_restarts` for an optimiser that sees x = (d·θ, other parameters), as
+        both fitters' ``across_boundary`` takes them (the other parameters kept)."""
+        nt = self.ntheta
+        return lambda x: [(np.append(t * d, x[nt:]), screened)
+                          for t, screened in self.boundary_restarts(x[:nt] / d, 1.0 / d)]
 
     def is_singular(self, theta: np.ndarray, tol: float = 1e-4) -> bool:
         """lme4's ``isSingular``: a diagonal element of some Λ_t at (or within tol of) zero."""

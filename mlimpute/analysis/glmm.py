@@ -232,7 +232,7 @@ def fit_glmm(formula: str, design: Design, family: Family, nagq: int, options: d
     opt = minimize_bounded(dev2, np.concatenate([opt1.x, np.zeros(p)]), lower2, maxiter=options["maxiter"],
                            hess_rel=1e-3, newton_first=True)
     opt = across_boundary(dev2, lambda x0: minimize_bounded(dev2, x0, lower2, maxiter=options["maxiter"], hess_rel=1e-3),
-                          opt, lambda x: [(np.append(t * d, x[nt:]), screened) for t, screened in s.boundary_restarts(x[:nt] / d, 1.0 / d)])
+                          opt, s.scaled_restarts(d))
     theta, beta = opt.x[:nt] / d, beta1 + C @ opt.x[nt:]
     fixed = np.flatnonzero(opt.free >= nt)
     try:

@@ -294,8 +294,7 @@ def fit_lmm(formula: str, design: Design, reml: bool, options: dict,
     def minimise(x0: np.ndarray):
         return minimize_bounded(deviance, x0, lower, maxiter=options["maxiter"])
 
-    opt = across_boundary(deviance, minimise, minimise(np.append(s.theta_start(), np.zeros(k))),
-                          lambda x: [(np.append(t * d, x[nt:]), screened) for t, screened in s.boundary_restarts(x[:nt] / d, 1.0 / d)])
+    opt = across_boundary(deviance, minimise, minimise(np.append(s.theta_start(), np.zeros(k))), s.scaled_restarts(d))
     theta, gamma = opt.x[:nt] / d, opt.x[nt:] / scale
     pc = engine.pieces(theta, gamma)
     sigma2 = pc.r2 / (engine.n - engine.p if reml else engine.n)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = ["caught", "counted", "tally", "of_run"]
 
@@ -27,29 +27,29 @@ def caught(records: Sequence[warnings.WarningMessage]) -> list[str]:
     return seen
 
 
+def _grouped(messages: Iterable[str]) -> list[tuple[str, int]]:
+    """Messages that differ only in their numbers as one: (the first one's text, how many)."""
+    first: dict[str, str] = {}
+    count: dict[str, int] = {}
+    for m in messages:
+        key = _NUMBER.sub("#", m)
+        first.setdefault(key, m)
+        count[key] = count.get(key, 0) + 1
+    return [(first[k], n) for k, n in count.items()]
+
+
 def counted(records: Sequence[warnings.WarningMessage]) -> list[str]:
     """The warnings of a ``catch_warnings(record=True)`` block, each once (messages that differ
     only in their numbers count as one, the first one's text kept) with how often it came:
     ``mlimpute analyse`` fits every imputation in one call."""
-    first: dict[str, str] = {}
-    count: dict[str, int] = {}
-    for msg in (f"{w.category.__name__}: {w.message}" for w in records):
-        key = _NUMBER.sub("#", msg)
-        first.setdefault(key, msg)
-        count[key] = count.get(key, 0) + 1
-    return [first[k] + (f" ({n} times)" if n > 1 else "") for k, n in count.items()]
+    return [m + (f" ({n} times)" if n > 1 else "")
+            for m, n in _grouped(f"{w.category.__name__}: {w.message}" for w in records)]
 
 
 def tally(per_unit: Sequence[Sequence[str]], unit: str = "imputations") -> list[str]:
     """Each distinct warning of ``per_unit`` (one list per imputation) once, with its count."""
-    first: dict[str, str] = {}
-    count: dict[str, int] = {}
-    for messages in per_unit:
-        for key in dict.fromkeys(_NUMBER.sub("#", m) for m in messages):
-            count[key] = count.get(key, 0) + 1
-        for m in messages:
-            first.setdefault(_NUMBER.sub("#", m), m)
-    return [f"{first[k]} (in {n} of {len(per_unit)} {unit})" for k, n in count.items()]
+    once = (m for messages in per_unit for m, _ in _grouped(messages))   # each unit counts once
+    return [f"{m} (in {n} of {len(per_unit)} {unit})" for m, n in _grouped(once)]
 
 
 def of_run(assembled: dict, pooled: Sequence[dict]) -> list[str]:
