@@ -264,3 +264,65 @@ def test_glmm_random_slope_of_a_column_in_large_units():
     A = np.array([[1.0, -0.5], [0.0, 1e-3]])
     np.testing.assert_allclose(b.term_covs[0], A @ a.term_covs[0] @ A.T, rtol=1e-6)
     assert b.loglik == pytest.approx(a.loglik, abs=1e-9)
+
+
+@pytest.mark.parametrize("formula", [
+    "y ~ x + (1 + x | a) + (1 | b)",
+    "y ~ x + (1 + x || a) + (x | b)",
+    "y ~ x + (1 + x | mm(s1, s2, weights = (w1, w2))) + (1 | a)",
+])
+def test_sparse_system_matches_dense_construction(formula):
+    """SparseAlgebra assembles A = ΛᵀZᵀWZΛ + I from pairs of entries of each row: held to the
+    dense product of an explicit Z (a unit named twice in one row, with two weights, included),
+    and log|A|, F and the modes to their dense formulas."""
+    from mlimpute.analysis._design import build_design
+    from mlimpute.analysis._sparse import SparseAlgebra
+    from mlimpute.analysis._structure import Structure
+    from mlimpute.analysis.formula import parse_formula
+
+    rng = np.random.default_rng(7)
+    n = 120
+    s1, s2 = rng.integers(0, 9, n), rng.integers(0, 9, n)
+    s2[:15] = s1[:15]                                        # the same unit twice in a row
+    w1 = rng.uniform(0.2, 0.8, n)
+    df = pd.DataFrame(dict(y=rng.normal(size=n), x=rng.normal(size=n), a=rng.integers(0, 7, n),
+                           b=rng.integers(0, 4, n), s1=s1, s2=s2, w1=w1, w2=1 - w1))
+    design = build_design(parse_formula(formula), df, kind="gaussian", na_action="raise")
+    s = Structure.from_design(design)
+    alg = SparseAlgebra(s, design)
+    # dense Z and Λ written out level by level, without the solver's entries
+    blocks = []
+    for f in range(len(design.factors)):
+        zf = np.hstack([design.terms[t].Z for t in s.factor_terms(f)])
+        fac, q = design.factors[f], zf.shape[1]
+        codes = fac.codes.reshape(n, -1)
+        wts = np.ones_like(codes, dtype=float) if fac.weights is None else fac.weights.reshape(n, -1)
+        Zf = np.zeros((n, fac.levels * q))
+        for k in range(codes.shape[1]):
+            for j in range(q):
+                np.add.at(Zf, (np.arange(n), codes[:, k] * q + j), wts[:, k] * zf[:, j])
+        blocks.append(Zf)
+    Z = np.hstack(blocks)
+    cols = np.column_stack([design.X, design.y])
+    p = design.X.shape[1]
+    for trial in range(3):
+        theta = rng.uniform(0.2, 1.4, s.ntheta) * rng.choice([-1, 1], s.ntheta)
+        w = None if trial == 0 else rng.uniform(0.05, 0.3, n)
+        W = np.ones(n) if w is None else w
+        Lam = np.zeros((Z.shape[1], Z.shape[1]))
+        at = 0
+        for f, lam in enumerate(s.factor_lambdas(theta)):
+            for _ in range(design.factors[f].levels):
+                q = lam.shape[0]
+                Lam[at : at + q, at : at + q] = lam
+                at += q
+        ZL = Z @ Lam
+        A = ZL.T @ (W[:, None] * ZL) + np.eye(Z.shape[1])
+        C = ZL.T @ (W[:, None] * cols)
+        F = cols.T @ (W[:, None] * cols) - C.T @ np.linalg.solve(A, C)
+        sol = alg.solve(theta, w=w, z=None if w is None else design.y)
+        assert sol.ldL2 == pytest.approx(np.linalg.slogdet(A)[1], rel=1e-10)
+        np.testing.assert_allclose(sol.F, F, rtol=1e-9, atol=1e-9)
+        beta = rng.normal(size=p)
+        u = np.linalg.solve(A, C[:, -1] - C[:, :-1] @ beta)
+        np.testing.assert_allclose(np.concatenate([b.ravel() for b in sol.u(beta)]), u, rtol=1e-9, atol=1e-10)
