@@ -49,7 +49,10 @@ def _say(text: str) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The message on one line, with its notes (``analyse`` notes which imputation failed)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    notes = [" ".join(str(n).split()) for n in getattr(exc, "__notes__", ())]
+    return "; ".join([text, *notes])
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

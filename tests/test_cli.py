@@ -268,6 +268,21 @@ def test_analyse_command_bad_input_exit_2(capsys, tmp_path):
         mi.lmm("y ~ 1 + (1 | g)", pd.DataFrame({"y": [1.0, 2.0, 3.0, 4.0], "g": [1, 1, 2, 2]}), reml="no")
 
 
+def test_analyse_command_names_the_imputation_whose_fit_failed(capsys, tmp_path):
+    """The error of a fit that fails in one imputation carries a note naming it; the command
+    printed the message alone (helper 25), which told the user to drop a term that is fine in
+    the other imputations."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for k in (1, 2, 3):
+        x = np.ones(40) if k == 2 else rng.normal(size=40)   # imputation 2's x is constant
+        rows.append(pd.DataFrame({"imputation": k, "y": rng.normal(size=40), "x": x, "g": np.arange(40) % 8}))
+    write_parquet(pd.concat(rows), tmp_path / "imp.parquet")
+    code, _, err = run_cli(["analyse", str(tmp_path / "imp.parquet"), "--formula", "y ~ x + (1 | g)"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "'x' is a combination of 'Intercept'" in err and "on imputation 2" in err
+
+
 def test_module_entry_point_runs_validate(workdir):
     import subprocess
 

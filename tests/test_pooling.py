@@ -433,6 +433,39 @@ def test_test_models_errors() -> None:
         mi.test_models(tab_full, tab_null)
 
 
+@pytest.mark.parametrize("method", ["D1", "D2"])
+def test_wald_tests_do_not_depend_on_a_terms_units(method: str) -> None:
+    """A covariate recorded in micro-units (its coefficient 1e6 times larger, its variance 1e12
+    times) is no more singular than before: mitml gives the same F (helper 25 found D1 refused
+    it at 1e7, D2 at 1e6: the eigenvalue ratio was judged on the raw matrix)."""
+    rng = np.random.default_rng(11)
+    m = 20
+    q = rng.normal([0.3, 0.2], 0.05, size=(m, 2))
+    u = np.stack([np.array([[0.01, 0.003], [0.003, 0.02]]) * (1 + rng.random()) for _ in range(m)])
+    s = np.array([1.0, 1e7])
+    full, null = two_models(q, u)
+    full_s, null_s = two_models(q * s, u * np.outer(s, s))
+    a = mi.test_models(full, null, method=method)
+    b = mi.test_models(full_s, null_s, method=method)
+    assert (b.statistic, b.df2) == pytest.approx((a.statistic, a.df2), rel=1e-9)
+
+
+def test_likelihood_tests_need_one_model_in_every_imputation() -> None:
+    """D3 and D2 on likelihoods checked that the fits are of one model only through their number
+    of parameters: a fit of another formula in one imputation gave numpy's ValueError (D3) or a
+    test with k taken from the first fit (D2); a failed fit (None) was called a table."""
+    ll = np.array([-100.0, -101.0, -99.5, -100.5, -100.2])
+    full = [d3_fit(a, a, [1.0, 0.5, 0.2]) for a in ll]
+    null = [d3_fit(a - 8, a - 8, [1.0]) for a in ll]
+    odd = d3_fit(-100.0, -100.0, [1.0, 0.5, 0.2, 0.1])
+    for method, kw in (("D3", {}), ("D2", {"use": "likelihood"})):
+        with pytest.raises(DataError, match=r"full model's fits are not of one model: imputation 1 has the fixed "
+                                            r"effects \['b0', 'b1', 'b2'\], imputation 4 \['b0', 'b1', 'b2', 'b3'\]"):
+            mi.test_models(full[:3] + [odd] + full[4:], null, method=method, **kw)
+        with pytest.raises(DataError, match="null model's fit of imputation 2 is None"):
+            mi.test_models(full, [null[0], None, *null[2:]], method=method, **kw)
+
+
 def d3_fit(ll: float, llp: float, beta: list[float], reml: bool = False,
            ml: StubFit | None = None) -> StubFit:
     pars = {"beta": np.array(beta), "tau": [np.array([[0.2]])], "sigma2": 1.0}

@@ -259,6 +259,14 @@ def _check_finite(est: Estimates) -> None:
                 f"{arr[i, j]}; every analysis must give finite estimates and standard errors "
                 "(check that model's fit)"
             )
+    bad = ~np.isfinite(est.u)
+    if bad.any():   # the diagonal is finite (above): a covariance of two terms
+        i, j, k = np.argwhere(bad)[0]
+        raise DataError(
+            f"the covariance of terms '{est.terms[j]}' and '{est.terms[k]}' in imputation {est.imputations[i]} "
+            f"is {est.u[i, j, k]}; every analysis must give a finite covariance matrix of its estimates "
+            "(check that model's fit, or pass the variances alone)"
+        )
     diag = np.diagonal(est.u, axis1=1, axis2=2)
     if (diag < 0).any():
         i, j = np.argwhere(diag < 0)[0]

@@ -155,6 +155,8 @@ def test_models(
         if isinstance(full_items, pd.DataFrame) or isinstance(null_items, pd.DataFrame):
             raise SpecError(f"{method} with likelihoods needs fit results, not tables of estimates")
         _same_m(len(full_items), len(null_items))
+        _same_model(full_items, "full")
+        _same_model(null_items, "null")
         if method == "D3":
             return _d3(full_items, null_items, ariv)
         d, k, refit = _lr_statistics(full_items, null_items)
@@ -337,6 +339,35 @@ def _same_m(m_full: int, m_null: int) -> None:
         )
 
 
+def _signature(fit: Any) -> tuple:
+    """A fit's fixed-effect terms and random terms (with their grouping), as far as it has them."""
+    params = getattr(fit, "params", None)
+    fixed = tuple(getattr(fit, "term_names", None) or (params.index if params is not None else ()))
+    return fixed, tuple(getattr(fit, "random_names", ()) or ()), tuple(getattr(fit, "term_groups", ()) or ())
+
+
+def _same_model(fits: list[Any], which: str) -> None:
+    """A likelihood-ratio test combines each imputation's fit of one model: every fit must be there
+    and of the same terms (D1 and D2-Wald check the terms when they extract the estimates)."""
+    for i, f in enumerate(fits, 1):
+        if f is None:
+            raise DataError(
+                f"the {which} model's fit of imputation {i} is None (did that fit fail?); refit it, or "
+                "leave that imputation out of both models"
+            )
+    first = _signature(fits[0])
+    for i, f in enumerate(fits[1:], 2):
+        sig = _signature(f)
+        if sig != first:
+            what = "fixed effects" if sig[0] != first[0] else "random terms"
+            a = first[0] if sig[0] != first[0] else list(zip(first[2], first[1]))
+            b = sig[0] if sig[0] != first[0] else list(zip(sig[2], sig[1]))
+            raise DataError(
+                f"the {which} model's fits are not of one model: imputation 1 has the {what} {list(a)}, "
+                f"imputation {i} {list(b)}; fit the same formula to every imputation"
+            )
+
+
 def _comparable(full: Any, null: Any, likelihood: bool) -> None:
     """Fits of the two models must describe the same data: the same response, family and link
     and number of rows in every imputation; for a likelihood-ratio test (D3, D2 on likelihoods)
@@ -440,10 +471,17 @@ def _tested_terms(est_f: Estimates, est_n: Estimates) -> tuple[str, ...]:
 
 
 def _solve(a: np.ndarray, b: np.ndarray, terms: tuple[str, ...], what: str) -> np.ndarray:
-    """``a^{-1} b`` for a symmetric positive-definite ``a``; singular ``a`` is a DataError."""
+    """``a^{-1} b`` for a symmetric positive-definite ``a``; singular ``a`` is a DataError.
+
+    Singularity is judged on the correlation matrix ``D^{-1/2} a D^{-1/2}``, so that a term's
+    units do not decide it (a covariate in micro-units made the raw eigenvalue ratio 1e-15)."""
     a = np.atleast_2d(a)
-    eig = np.linalg.eigvalsh(a)
+    d = np.diag(a).copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = a / np.sqrt(np.outer(d, d))
+    eig = np.linalg.eigvalsh(scaled) if np.all(d > 0) and np.all(np.isfinite(scaled)) else np.array([0.0, 0.0])
     if not (eig[0] > eig[-1] * 1e-12 and eig[-1] > 0):
+        eig = np.linalg.eigvalsh(a)
         raise DataError(
             f"the covariance matrix {what} of the tested terms {list(terms)} is singular "
             f"(eigenvalues {eig.min():.3g} .. {eig.max():.3g}); a tested term is aliased, "
