@@ -45,7 +45,7 @@ import pandas as pd
 from formulaic import model_matrix
 from formulaic.errors import FormulaicError
 
-from .analysis._design import formula_columns, formula_frame
+from .analysis._design import formula_columns, formula_frame, power_hint
 from .analysis.formula import ParsedFormula, parse_formula
 from .errors import DataError, SpecError
 from .identification import dependent_column, separating_direction
@@ -171,6 +171,12 @@ def parse_substantive(model: ImputationModel) -> ParsedFormula:
         raise SpecError(
             f"the outcome {y!r} of substantive= is also a covariate or the cluster of the imputation "
             "model; give it one role"
+        )
+    if y in substantive_variables(parsed):
+        raise SpecError(
+            f"the outcome {y!r} of substantive={model.substantive!r} also appears on its right-hand side; "
+            f"an analysis model does not explain {y!r} by itself: remove it from the fixed part and the "
+            "random terms"
         )
     if not parsed.random:
         last = model.classifications[-1]
@@ -481,7 +487,7 @@ def _compile_rhs(comp: _Compiler, rhs: str, what: str):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # missing values: refused below
             mm = model_matrix(rhs, comp.probe, na_action="raise")
     except FormulaicError as exc:
-        raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula") from exc
+        raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula{power_hint(rhs)}") from exc
     except ValueError as exc:   # (na_action="raise": a transform gave missing values, e.g. np.log(0))
         found = re.search(r"`([^`]+)`", str(exc))   # formulaic names the failing expression
         expr = found.group(1) if found else rhs
@@ -576,6 +582,12 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     parsed = parse_substantive(model)
     y_name = _unquote(parsed.response)
     used = substantive_variables(parsed, df.columns)
+    if y_name in used:   # read by a stateful transform, which only the data's columns reveal
+        raise SpecError(
+            f"the outcome {y_name!r} of substantive={model.substantive!r} also appears on its right-hand "
+            f"side; an analysis model does not explain {y_name!r} by itself: remove it from the fixed part "
+            "and the random terms"
+        )
     missing_cols = [c for c in sorted(used | {y_name}) if c not in df.columns]
     if "offset" in missing_cols or "weights" in missing_cols:
         raise SpecError(f"substantive={model.substantive!r}: offset() and weights terms are not supported in "
@@ -596,6 +608,16 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
                 "listed in variables=; list it there (with its kind) to impute it, or drop those rows"
             )
     kind = "continuous" if model.family == "gaussian" else "binary"
+    if kind == "binary" and y_name in df.columns:
+        values = pd.unique(df[y_name].dropna())
+        if len(values) > 2:
+            shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in sorted(values, key=str)[:5])
+            raise DataError(
+                f"the outcome {y_name!r} of substantive= (family='binomial') has {len(values)} distinct values "
+                f"({shown}); a binomial analysis model needs two: recode it to two values, or (the analysis "
+                "model cannot have an ordinal or nominal outcome) drop substantive= and list it in variables= "
+                "as ordinal or nominal"
+            )
     codec = make_codec(y_name, kind)
     if kind == "continuous":
         y = sdf[y_name].to_numpy(dtype=float, na_value=np.nan) if pd.api.types.is_numeric_dtype(df[y_name].dtype) \

@@ -137,6 +137,10 @@ def test_complete_formula_variable_need_not_be_listed():
     (dict(family="binomial", link="identity"), "link='identity' is not available for family='binomial'"),
     (dict(substantive=None, family="binomial"), "give substantive= too"),
     (dict(substantive="y ~ x + g + (1 | g)"), "reads the cluster column 'g' outside its random terms"),
+    # the outcome on the right: with y complete it ran, imputing x as unrelated to y (helper 26)
+    (dict(substantive="y ~ x + y + (1 | g)"), "outcome 'y' of substantive=.*also appears on its right-hand side"),
+    (dict(substantive="y ~ x + I(y * x) + (1 | g)"), "also appears on its right-hand side"),
+    (dict(substantive="y ~ x + (1 + y | g)"), "also appears on its right-hand side"),
 ])
 def test_spec_errors(kw, match):
     base = dict(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + (1 | g)")
@@ -150,6 +154,7 @@ def test_spec_errors(kw, match):
     ("y ~ x + I((x - 1)**2) + (1 | g)", mi.SpecError, r"I\(\(x - 1\) \*\* 2\)"),
     ("y ~ x + nope + (1 | g)", mi.DataError, r"column\(s\) 'nope' of substantive=.*not found"),
     ("y ~ x + o + (1 | g)", mi.DataError, r"column 'o' of substantive= has \d+ missing value\(s\) but is not listed in variables="),
+    ("y ~ x + I(x^2) + (1 | g)", mi.SpecError, r"\^ is exclusive or: write a power as \*\*, e.g. I\(x\*\*2\)"),
 ])
 def test_data_errors_before_sampling(formula, exc, match):
     df = _frame(np.random.default_rng(4))
@@ -168,6 +173,13 @@ def test_outcome_type_errors():
     model = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="f ~ x + (1 | g)")
     with pytest.raises(mi.DataError, match="outcome 'f' of substantive= is not numeric"):
         build(df.assign(f=df["f"].fillna("p")), model)
+    # three categories with family='binomial': the advice was "declare it ordinal or nominal",
+    # which an analysis model's outcome cannot be
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="f ~ x + (1 | g)",
+                               family="binomial")
+    with pytest.raises(mi.DataError, match=r"outcome 'f' of substantive= \(family='binomial'\) has 3 distinct "
+                                           r"values \('p', 'q', 'r'\); a binomial analysis model needs two"):
+        build(df, model)
 
 
 def test_formula_covariates_named_in_refusals_and_constant_ones_left_out():

@@ -101,7 +101,7 @@ def _matrix(rhs: str, df: pd.DataFrame, what: str, labels: pd.Index, data: pd.Da
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):   # non-finite values: refused below
             mm = _formula(rhs, what).get_model_matrix(formula_frame(df), na_action="ignore")
     except FormulaicError as exc:
-        hint = _backticks(rhs, df if data is None else data)
+        hint = power_hint(rhs) + _backticks(rhs, df if data is None else data)
         raise SpecError(f"cannot build the {what} {rhs!r}: {exc}; fix the formula{hint}") from exc
     values = np.asarray(mm, dtype=float)
     bad = ~np.isfinite(values)
@@ -157,6 +157,12 @@ def quoted_whole(names: set[str], rhs: str) -> set[str]:
         if head != quoted and not re.search(rf"(?<![\w.]){re.escape(head)}(?![\w])", rest):
             names.discard(head)
     return names
+
+
+def power_hint(formula: str) -> str:
+    """A hint for R's power inside ``I()``: Python reads ``x^2`` as exclusive or."""
+    return (" (inside I() the formula is Python, where ^ is exclusive or: write a power as **, e.g. I(x**2))"
+            if re.search(r"I\([^)]*\^", formula) else "")
 
 
 def _backticks(formula: str, data: pd.DataFrame) -> str:

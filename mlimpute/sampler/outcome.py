@@ -308,6 +308,8 @@ def _needs_uniforms(cols: _Columns, linear: np.ndarray) -> bool:
     """Whether some latent column read by the formula is categorical or enters non-linearly
     (the cells kernel then draws by Metropolis–Hastings or among intervals)."""
     read = cols.src >= 0
+    if not read.any():   # the formula reads no incomplete variable (y ~ 1 + (1 | g))
+        return False
     return bool(np.any(read & ((cols.kind != ok.CONT) | ~linear[np.maximum(cols.src, 0)])))
 
 
