@@ -172,12 +172,7 @@ def parse_substantive(model: ImputationModel) -> ParsedFormula:
             f"the outcome {y!r} of substantive= is also a covariate or the cluster of the imputation "
             "model; give it one role"
         )
-    if y in substantive_variables(parsed):
-        raise SpecError(
-            f"the outcome {y!r} of substantive={model.substantive!r} also appears on its right-hand side; "
-            f"an analysis model does not explain {y!r} by itself: remove it from the fixed part and the "
-            "random terms"
-        )
+    _outcome_not_read(y, substantive_variables(parsed), model.substantive)
     if not parsed.random:
         last = model.classifications[-1]
         example = (f"mm({', '.join(last.columns)}, weights = ({', '.join(last.weights)}))"
@@ -214,6 +209,14 @@ def parse_substantive(model: ImputationModel) -> ParsedFormula:
             "differences: remove it from the fixed part (or use a cluster-level covariate)"
         )
     return parsed
+
+
+def _outcome_not_read(y: str, read: set[str], formula: str) -> None:
+    if y in read:
+        raise SpecError(
+            f"the outcome {y!r} of substantive={formula!r} also appears on its right-hand side; an analysis "
+            f"model does not explain {y!r} by itself: remove it from the fixed part and the random terms"
+        )
 
 
 def term_classification(model: ImputationModel, term) -> int:
@@ -582,12 +585,7 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
     parsed = parse_substantive(model)
     y_name = _unquote(parsed.response)
     used = substantive_variables(parsed, df.columns)
-    if y_name in used:   # read by a stateful transform, which only the data's columns reveal
-        raise SpecError(
-            f"the outcome {y_name!r} of substantive={model.substantive!r} also appears on its right-hand "
-            f"side; an analysis model does not explain {y_name!r} by itself: remove it from the fixed part "
-            "and the random terms"
-        )
+    _outcome_not_read(y_name, used, model.substantive)   # a stateful transform's argument shows only now
     missing_cols = [c for c in sorted(used | {y_name}) if c not in df.columns]
     if "offset" in missing_cols or "weights" in missing_cols:
         raise SpecError(f"substantive={model.substantive!r}: offset() and weights terms are not supported in "
