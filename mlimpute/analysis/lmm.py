@@ -187,8 +187,21 @@ class LmmEngine:
                     + dof * (1 + _LOG2PI + math.log(r2 / dof)))
         return logdets + self.n * (1 + _LOG2PI + math.log(r2 / self.n))
 
+    def centred(self, theta: np.ndarray, sigma2: float, gamma: np.ndarray) -> tuple[np.ndarray, float]:
+        """θ and σ² relative to the residual variance at the dispersion columns' means, which the
+        solver weighs by (``DispersionDesign.centre``), from the reported ones (σ² at w = 0)."""
+        if not self.k:
+            return theta, sigma2
+        shift = self.dispersion.shift(gamma)
+        return theta * math.exp(-0.5 * shift), sigma2 * math.exp(shift)
+
     def deviance(self, theta: np.ndarray, sigma2: float, reml: bool, gamma: np.ndarray = _NO_GAMMA) -> float:
         """−2 × (RE)ML log-likelihood at theta, σ² and γ (β profiled out)."""
+        return self._deviance_c(*self.centred(theta, sigma2, gamma), reml, gamma)
+
+    def _deviance_c(self, theta: np.ndarray, sigma2: float, reml: bool, gamma: np.ndarray) -> float:
+        """:meth:`deviance` at θ and σ² relative to the residual variance at the dispersion
+        columns' means (:meth:`centred`)."""
         pc = self.pieces(theta, gamma)
         if reml:
             return pc.ldL2 + pc.ldV + pc.ldRX2 + (self.n - self.p) * (_LOG2PI + math.log(sigma2)) + pc.r2 / sigma2
@@ -207,8 +220,11 @@ class LmmEngine:
                 f"gamma must have {self.k} entries (the variance-function coefficients"
                 f"{': ' + ', '.join(self.dispersion.names) if self.k else ''}), got {gamma!r}"
             )
+        gamma = np.asarray(gamma, dtype=float)
+        if self.k:
+            sigma2 = float(sigma2) * math.exp(self.dispersion.shift(gamma))   # at the columns' means
         theta = self.structure.theta_from_covariances(covs, float(sigma2))
-        pc = self.pieces(theta, np.asarray(gamma, dtype=float))
+        pc = self.pieces(theta, gamma)
         d = beta - pc.beta
         rss = pc.r2 + float(d @ pc.XtX @ d)
         return -0.5 * (pc.ldL2 + pc.ldV + self.n * (_LOG2PI + math.log(sigma2)) + rss / sigma2)
@@ -219,21 +235,34 @@ class LmmEngine:
         k = psi.size
         nan = np.full((k, k), np.nan)
         s, nv = self.structure, k - self.k  # variance components (σ² last), then γ
+        # in σ²_c, the residual variance at the dispersion columns' means (uncorrelated with γ
+        # where σ² at w = 0 is not: a year as predictor made the Hessian singular), then by the
+        # delta method to σ² = σ²_c exp(−w̄ᵀγ)
+        J = np.eye(k)
+        if self.k:
+            shift = self.dispersion.shift(psi[nv:])
+            J[nv - 1, nv - 1] = math.exp(-shift)
+            J[nv - 1, nv:] = -psi[nv - 1] * self.dispersion.centre
+            psi[nv - 1] *= math.exp(shift)
         var = np.abs(psi[:nv])
         # steps of 1e-3 relative: truncation error ~1e-6, rounding error well below it; γ is a
         # log-variance coefficient, whose natural unit is 1 / SD of its column
         h = np.concatenate([1e-3 * np.maximum(var, 1e-3 * var.max()),
                             1e-3 / self.dispersion.scale if self.k else _NO_GAMMA])
         try:
-            if result.singular:
-                return self._boundary_cov(result, psi, nv, h[nv - 1:])
+            if result.singular:   # (J mixes σ² and γ only, never the NaN rows of the boundary)
+                V = self._boundary_cov(result, psi, nv, h[nv - 1:])
+                nan_rows = np.isnan(V).all(axis=1)
+                V = J @ np.nan_to_num(V) @ J.T
+                V[nan_rows, :] = V[:, nan_rows] = np.nan
+                return V
 
             def dev(v: np.ndarray) -> float:
                 covs = s.covariances_from_psi(v[: nv - 1])
                 theta = s.theta_from_covariances(covs, v[nv - 1])
-                return self.deviance(theta, v[nv - 1], result.reml, v[nv:])
+                return self._deviance_c(theta, v[nv - 1], result.reml, v[nv:])
 
-            return np.linalg.inv(0.5 * fd_hessian(dev, psi, h=h))
+            return J @ np.linalg.inv(0.5 * fd_hessian(dev, psi, h=h)) @ J.T
         except (np.linalg.LinAlgError, SpecError):
             warn("varcomp_cov: the information matrix of the variance components is singular or the "
                  "finite-difference stencil left the parameter space; returning NaN")
@@ -245,7 +274,7 @@ class LmmEngine:
         from the deviance in the Cholesky factors with those diagonals held at 0 (lme4's
         boundary), by the delta method."""
         s = self.structure
-        theta0 = np.array(result.theta, dtype=float)
+        theta0 = self.centred(np.array(result.theta, dtype=float), float(result.sigma2), psi[nv:])[0]
         fixed = s.boundary_theta(theta0)
         nf = int((~fixed).sum())
         x0 = np.concatenate([theta0[~fixed], psi[nv - 1:]])
@@ -257,7 +286,7 @@ class LmmEngine:
 
         def dev(x):
             theta, sigma2 = unpack(x)
-            return self.deviance(theta, sigma2, result.reml, x[nf + 1:])
+            return self._deviance_c(theta, sigma2, result.reml, x[nf + 1:])
 
         def to_psi(x):
             theta, sigma2 = unpack(x)
@@ -297,9 +326,12 @@ def fit_lmm(formula: str, design: Design, reml: bool, options: dict,
     opt = across_boundary(deviance, minimise, minimise(np.append(s.theta_start(), np.zeros(k))), s.scaled_restarts(d))
     theta, gamma = opt.x[:nt] / d, opt.x[nt:] / scale
     pc = engine.pieces(theta, gamma)
-    sigma2 = pc.r2 / (engine.n - engine.p if reml else engine.n)
+    sigma2 = pc.r2 / (engine.n - engine.p if reml else engine.n)   # at the dispersion columns' means
     beta_cov = sigma2 * pc.XtX_inv
     covs = s.term_covariances(theta, sigma2)
+    if k:   # reported at w = 0 (module notes of _dispersion); the covariances are the same
+        shift = engine.dispersion.shift(gamma)
+        sigma2, theta = sigma2 * math.exp(-shift), theta * math.exp(0.5 * shift)
     singular = s.is_singular(theta)
     warn_fit(formula, opt.converged, singular, opt.message, opt.scaled_gradient)
     names = engine.dispersion.names if k else ()

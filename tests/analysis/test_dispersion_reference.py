@@ -29,6 +29,7 @@ CASES = {
     **{f"nlme_sleep_varexp_{m}": (SLEEP, "sleepstudy", "~ Days", m == "reml") for m in ("reml", "ml")},
     **{f"glmmtmb_exam_disp_{m}": (EXAM, "exam", "~ sex + standlrt", m == "reml") for m in ("reml", "ml")},
     "glmmtmb_penicillin_disp_reml": (PEN, "Penicillin", "~ sample", True),  # crossed: the sparse solver
+    "glmmtmb_year_disp_reml": ("y ~ x + (1 | g)", "year", "~ yc", True),   # yc = year - 2010
 }
 
 
@@ -37,6 +38,8 @@ def load(data: str) -> pd.DataFrame:
     if data == "exam":
         ex = pd.read_csv(FIXTURES / "data" / "ExamScores.csv")
         return ex[["normexam", "standlrt", "sex", "school"]].dropna().reset_index(drop=True)
+    if data == "year":
+        return pd.read_csv(FIX / "year.csv")
     return pd.read_csv(FIXTURES / "lme4" / "data" / f"{data}.csv")
 
 
@@ -96,6 +99,27 @@ def test_against_nlme_and_glmmtmb(stem):
     fit = fit_case(stem)
     compare(fit, stem)
     assert fit.dispersion == CASES[stem][2]
+
+
+def test_a_predictor_far_from_zero_reaches_the_same_optimum():
+    """``~ year`` is ``~ yc`` (yc = year − 2010) with σ² taken at year 0: the same optimum, β,
+    τ, γ and SEs (helper 27: the fit stopped 12.5 log-likelihood units short, γ 0.013 against
+    0.111, and varcomp_cov was NaN, because θ is relative to σ², which moved by e^{2010 dγ})."""
+    fit = mi.lmm("y ~ x + (1 | g)", load("year"), reml=True, dispersion="~ year")
+    ref = fit_case("glmmtmb_year_disp_reml")
+    compare(ref, "glmmtmb_year_disp_reml")
+    assert fit.converged and fit.loglik == pytest.approx(ref.loglik, abs=1e-6)
+    np.testing.assert_allclose(fit.params, ref.params, rtol=1e-5)
+    np.testing.assert_allclose(fit.tidy().std_error, ref.tidy().std_error, rtol=1e-5)
+    gamma = float(fit.dispersion_params.iloc[0])
+    assert gamma == pytest.approx(float(ref.dispersion_params.iloc[0]), rel=1e-5)
+    assert fit.sigma2 == pytest.approx(ref.sigma2 * np.exp(-2010 * gamma), rel=1e-4)
+    V, Vc = fit.varcomp_cov().to_numpy(), ref.varcomp_cov().to_numpy()
+    assert np.isfinite(V).all()
+    np.testing.assert_allclose(np.sqrt(V[[0, 2], [0, 2]]), np.sqrt(Vc[[0, 2], [0, 2]]), rtol=1e-3)
+    # σ² at year 0 by the delta method from the centred fit's covariance
+    J = np.array([np.exp(-2010 * gamma), -fit.sigma2 * 2010])
+    assert V[1, 1] == pytest.approx(J @ Vc[1:, 1:] @ J, rel=1e-3)
 
 
 def test_dispersion_terms_are_formulaic_names():
