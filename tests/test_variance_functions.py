@@ -327,6 +327,35 @@ def test_recovers_a_location_scale_model():
     assert 1.5 < ratio < 2.6
 
 
+def test_a_covariate_far_from_zero_mixes_and_recovers():
+    """w and w + 30 are the same model (σ² at w = 0 moves by e^{-30γ}): the sampler centres w, so
+    both recover γ. Before, a move of γ rescaled every row's variance by e^{30Δγ} and the IW
+    prior spoke of the variance at w = 0 (helper 27: posterior γ 0.07, R-hat 2.35, truth 0.6)."""
+    rng = np.random.default_rng(11)
+    J, n = 60, 15
+    g = np.repeat(np.arange(J), n)
+    u, x = rng.normal(size=J * n), rng.normal(size=J * n)
+    y = 1 + 0.5 * x + rng.normal(0, np.sqrt(0.3), J)[g] + np.exp(0.3 * u) * rng.normal(size=J * n)
+    df = pd.DataFrame(dict(g=g, x=x, y=y, u=u))
+    df.loc[rng.random(J * n) < 0.3, "y"] = np.nan
+    post = {}
+    for c in (0.0, 30.0):
+        model = mi.ImputationModel(cluster="g", variables={"y": mi.Variable("continuous", variance="~ w")},
+                                   covariates=["x", "w"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mi.ConvergenceWarning)
+            res = mi.impute(df.assign(w=u + c), model, n_imputations=4, burn=600, between=100, chains=2, seed=2)
+        s = res.summary().set_index("parameter")
+        post[c] = (s.loc["gamma[y:w]", "mean"], s.loc["gamma[y:w]", "sd"], s.loc["omega1[y,y]", "mean"])
+        assert res.diagnostics().set_index("parameter").loc["gamma[y:w]", "rhat"] < 1.1
+        assert abs(post[c][0] - 0.6) < 4 * post[c][1]
+    assert abs(post[0.0][0] - post[30.0][0]) < 2 * post[0.0][1]
+    # Ω1[y, y] is reported at w = 0, 30 units from the data at c = 30: its posterior mean is about
+    # E[e^{-30γ}] = e^{-30 E γ + (30 SD γ)²/2} times that at c = 0
+    gam, sd = post[0.0][0], post[0.0][1]
+    assert np.log(post[30.0][2] / post[0.0][2]) == pytest.approx(-30 * gam + 0.5 * (30 * sd) ** 2, abs=1.0)
+
+
 def test_kept_level1_mean_is_the_recomputed_one():
     """The general sampler keeps μ1 across sweeps (``work``): the chain is the one that
     recomputes it every sweep, to rounding, and μ1 equals X1 B1 + effects of the state."""

@@ -147,6 +147,7 @@ class VarStatic:
     wgroups: tuple = ()          # per covariate: each row's value index, when it has few values
     wvals: tuple = ()            # and those values (None: a continuous covariate, row by row)
     cells: object = None         # VarianceCells, when the rows fall into few cells of equal d
+    centre: np.ndarray = None    # the covariates' means, taken off ``w`` (``vf_reported``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -335,15 +336,17 @@ def prepare_multi(data: ModelData) -> MultiStatic:
     for k, v in enumerate(data.variances):
         vpos = sum(1 for other in data.variances[:k] if other.re == v.re)
         groups, vals = [], []
-        for j in range(v.w.shape[1]):
-            values, inverse = np.unique(v.w[:, j], return_inverse=True)
+        centre = v.w.mean(axis=0)
+        w = np.ascontiguousarray(v.w - centre)   # d = 1 at the covariates' means (``vf_reported``)
+        for j in range(w.shape[1]):
+            values, inverse = np.unique(w[:, j], return_inverse=True)
             few = values.size <= 64
             groups.append(inverse.astype(np.int32) if few else None)
             vals.append(values if few else None)
         unit = None if v.re is None else classes[v.re].unit
         cells = None if v.re is not None and unit is None else VarianceCells.build(groups, unit, data.n_rows, vals)
-        vf.append(VarStatic(col=v.col, w=v.w, re=v.re, vpos=vpos, wgroups=tuple(groups), wvals=tuple(vals),
-                            cells=cells))
+        vf.append(VarStatic(col=v.col, w=w, re=v.re, vpos=vpos, wgroups=tuple(groups), wvals=tuple(vals),
+                            cells=cells, centre=centre))
         n_steps[f"gamma{k}"] = v.w.shape[1]
         n_steps[f"logvar{k}"] = int(v.re is not None)
     # the rare categories' collapsed block: not with variance functions (Ω1 is drawn in parts)
@@ -1403,9 +1406,25 @@ def prepare_names(data: ModelData):
     return free_lower(p1, con1), free_c
 
 
+def vf_reported(st: MultiStatic, omega1: np.ndarray, gammas) -> np.ndarray:
+    """Ω1 as reported: the residual covariance of a row whose variance-function covariates are
+    0 (docs/variance.md), from the sampler's, of a row at their means. The sampler centres the
+    covariates, so that its d_i = 1 at the means: with a covariate far from 0 (a calendar year)
+    a move of γ otherwise rescaled every row's variance by e^{2010 Δγ} and stalled against
+    s² (R-hat 2.2, posterior γ 0.07 for a truth of 0.6), and the inverse-Wishart prior, stated
+    for d = 1, spoke of the variance at year 0 and held γ near 0. Only each function's
+    s² = Var(e_v | lead) changes: s²_0 = s²_c exp(−w̄ᵀγ)."""
+    if not st.vf:
+        return omega1
+    bmat, s2 = vf_params(st, omega1)
+    s2 = s2 * np.exp(-np.array([v.centre @ g for v, g in zip(st.vf, gammas)]))
+    return vf_omega(st, omega1[st.vf_grids[0]], bmat, s2)
+
+
 def multi_trace_vector(st: MultiStatic, s: MultiState) -> np.ndarray:
     i1, j1 = st.free1
-    parts = [s.b1.T.ravel(), *(b.T.ravel() for b in s.bs), s.omega1[i1, j1], *s.gammas]
+    omega1 = vf_reported(st, s.omega1, s.gammas)
+    parts = [s.b1.T.ravel(), *(b.T.ravel() for b in s.bs), omega1[i1, j1], *s.gammas]
     for (i, j), om in zip(st.free_c, s.omegas):
         parts.append(om[i, j])
     parts += [c[2:-1] for c in s.cuts1]
