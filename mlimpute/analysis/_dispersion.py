@@ -40,6 +40,7 @@ variation).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +90,19 @@ class DispersionDesign:
     def log_det(self, gamma: np.ndarray) -> float:
         """``Σ_i log v_i = Σ_i (w_i − w̄)ᵀγ``: what the row scaling adds to the deviance."""
         return float((self.W - self.centre).sum(axis=0) @ gamma)
+
+    def runaway(self, gamma: np.ndarray) -> list[str]:
+        """The terms whose coefficient makes the residual variances of its rows differ by more
+        than a factor 10⁵ (SDs by 316) over the column's range: a variance running to 0 or ∞ (a level of a
+        factor with one or two rows, or a constant response), whose estimate is arbitrary."""
+        spread = np.abs(gamma) * (self.W.max(axis=0) - self.W.min(axis=0))
+        out = []
+        for j in np.flatnonzero(spread > math.log(1e5)):
+            col = self.W[:, j]
+            rows = int(np.count_nonzero(col)) if set(np.unique(col)) <= {0.0, 1.0} else None
+            out.append(f"{self.names[j]!r} (γ = {gamma[j]:.3g}"
+                       + (f", {rows} row{'s' if rows != 1 else ''})" if rows is not None else ")"))
+        return out
 
     def shift(self, gamma: np.ndarray) -> float:
         """``log σ²_c − log σ² = w̄ᵀγ``."""
@@ -159,9 +173,12 @@ def build_dispersion(dispersion: str, data: pd.DataFrame, rows: np.ndarray) -> D
     names, W = tuple(names[j] for j in keep), np.ascontiguousarray(W[:, keep])
     sd = W.std(axis=0)
     for j in np.flatnonzero(sd <= 1e-12 * np.maximum(1.0, np.abs(W).max(axis=0))):
+        unused = W[0, j] == 0 and "[" in names[j]   # a level of a pandas Categorical that no row has
         raise DataError(
             f"dispersion column {names[j]!r} of {dispersion!r} is constant ({W[0, j]:g}) in the rows used; its "
-            "coefficient cannot be told apart from the residual variance σ²: drop it from the dispersion formula"
+            "coefficient cannot be told apart from the residual variance σ²: "
+            + ("a category no row has? drop it with .cat.remove_unused_categories()" if unused else
+               "drop it from the dispersion formula")
         )
     _check_rank(np.column_stack([np.ones(len(W)), W]), ("(residual variance σ²)",) + names,
                 what=f"columns of {what} with its intercept (σ²)")

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import cho_solve, solve_triangular
 
-from ..errors import SpecError
+from ..errors import DataError, SpecError
 from ._algebra import make_algebra, sort_design
 from ._design import Design, build_design
 from ._dispersion import DispersionDesign, build_dispersion, dispersion_columns
@@ -175,9 +175,12 @@ class LmmEngine:
 
     def profiled_deviance(self, theta: np.ndarray, reml: bool, gamma: np.ndarray = _NO_GAMMA) -> float:
         try:
-            sol, ldV = self._solve(theta, gamma)
-            d = np.diag(np.linalg.cholesky(sol.F))  # R_X's diagonal on the first p, sqrt(r²) last
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # far out: inf below
+                sol, ldV = self._solve(theta, gamma)
+                d = np.diag(np.linalg.cholesky(sol.F))  # R_X's diagonal on the first p, sqrt(r²) last
         except np.linalg.LinAlgError:
+            return np.inf
+        if not np.all(np.isfinite(d)) or not np.isfinite(sol.ldL2 + ldV):
             return np.inf
         logdets = sol.ldL2 + ldV
         r2 = float(d[-1] ** 2)
@@ -224,7 +227,15 @@ class LmmEngine:
         if self.k:
             sigma2 = float(sigma2) * math.exp(self.dispersion.shift(gamma))   # at the columns' means
         theta = self.structure.theta_from_covariances(covs, float(sigma2))
-        pc = self.pieces(theta, gamma)
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                pc = self.pieces(theta, gamma)
+        except np.linalg.LinAlgError:
+            raise DataError(
+                "loglik_at: the model's covariance is numerically singular at these parameters (a residual "
+                "variance of the variance function, or a random-effect variance, too close to 0 beside the "
+                "others); the log-likelihood there cannot be computed"
+            ) from None
         d = beta - pc.beta
         rss = pc.r2 + float(d @ pc.XtX @ d)
         return -0.5 * (pc.ldL2 + pc.ldV + self.n * (_LOG2PI + math.log(sigma2)) + rss / sigma2)
@@ -334,6 +345,12 @@ def fit_lmm(formula: str, design: Design, reml: bool, options: dict,
         sigma2, theta = sigma2 * math.exp(-shift), theta * math.exp(0.5 * shift)
     singular = s.is_singular(theta)
     warn_fit(formula, opt.converged, singular, opt.message, opt.scaled_gradient)
+    runaway = engine.dispersion.runaway(gamma) if k else []
+    if runaway:
+        warn(f"the variance function {dispersion.formula!r} of {formula!r} sends a residual variance toward 0 or "
+             f"infinity for {', '.join(runaway)}: its rows cannot tell that variance (a level with one or two rows, "
+             "or a constant response there), so its coefficient is arbitrary; merge that level with another or "
+             "drop the term")
     names = engine.dispersion.names if k else ()
     return MixedResult(
         formula=formula, family="gaussian", link="identity", reml=bool(reml), nagq=0,

@@ -89,3 +89,43 @@ def test_gamma_for_a_fit_without_variance_function(df):
     assert "gamma" not in p and fit.dispersion is None and fit.dispersion_params.empty
     with pytest.raises(mi.SpecError, match="this fit has none"):
         fit.loglik_at(p["beta"], p["tau"], p["sigma2"], gamma=[0.1])
+
+
+def test_unused_category(df):
+    """A pandas Categorical level no row has: the fixed part's advice, not "drop the term" (helper 27)."""
+    data = df.assign(sc=pd.Categorical(df["sex"], categories=["boy", "girl", "other"]))
+    with pytest.raises(mi.DataError, match=r"'sc\[T.other\]' of '~ sc' is constant \(0\).*"
+                                           r"drop it with .cat.remove_unused_categories\(\)"):
+        mi.lmm(F, data, dispersion="~ sc")
+
+
+@pytest.mark.parametrize("level_rows, constant", [(1, False), (6, True)])
+def test_a_variance_running_to_zero_is_named(level_rows, constant):
+    """A level with one row, or whose y is constant, whose variance runs to 0 (helper 27's data):
+    the fit said nothing naming it (γ −16 with an SE in the hundreds) or leaked numpy's overflow
+    warnings. (A one-row level can have a finite optimum too: then nothing is said.)"""
+    import warnings
+
+    rng = np.random.default_rng(5)
+    J, n = 25, 8
+    g = np.repeat(np.arange(J), n)
+    x, sex = rng.normal(size=J * n), rng.choice(["boy", "girl"], J * n)
+    y = 1 + 0.5 * x + rng.normal(0, 0.7, J)[g] + rng.normal(size=J * n) * np.where(sex == "girl", 1.5, 1.0)
+    i = np.arange(J * n)
+    data = pd.DataFrame({"y": y, "x": x, "g": g})
+    if constant:
+        data["grp"] = np.where(i < level_rows, "c", np.where(i % 2, "a", "b"))
+        data.loc[data.grp == "c", "y"] = 2.5
+    else:
+        data["grp"] = np.where(i == 7, "c", np.where(i % 2, "a", "b"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = mi.lmm(F, data, dispersion="~ grp")
+    messages = [str(w.message) for w in caught]
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], messages
+    assert any("toward 0 or infinity for 'grp[T.c]' (γ = " in m and f", {level_rows} row" in m
+               and "merge that level with another or drop the term" in m for m in messages), messages
+    assert fit.dispersion_params["grp[T.c]"] < -10
+    p = fit.covariance_parameters()
+    with pytest.raises(mi.DataError, match="numerically singular at these parameters"):
+        fit.loglik_at(p["beta"], p["tau"], p["sigma2"], gamma=np.array([0.0, -60.0]))
