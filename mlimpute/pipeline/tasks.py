@@ -34,6 +34,7 @@ from mlimpute.errors import DataError, MlimputeError, SpecError
 from mlimpute.impute import assemble, chain_seeds, run_chain
 from mlimpute.io import atomic_path, file_sha256, write_imputations, write_parquet
 from mlimpute.pooling import pool
+from mlimpute.substantive import dispersion_note
 
 from . import checks, notices, progress, store
 
@@ -210,7 +211,8 @@ def pool_analysis(cfg: PipelineConfig, analysis: AnalysisConfig,
         "link": pooled.link,
         "m": pooled.m,
         "paths": {k: str(v) for k, v in paths.items()},
-        "warnings": notices.tally([x["warnings"] for x in loaded]) + notices.caught(caught),
+        "warnings": notices.tally([x["warnings"] for x in loaded]) + notices.caught(caught)
+        + [n for n in [dispersion_note(cfg.imputation_model(), a.formula, a.dispersion)] if n],
     }
 
 

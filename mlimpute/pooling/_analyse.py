@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pandas as pd
@@ -9,6 +10,7 @@ import pandas as pd
 from ..errors import DataError, SpecError
 from ._pool import pool
 from ._result import PooledResult
+from ._warnings import PoolingWarning
 
 __all__ = ["analyse", "IMPUTATION_COLUMNS"]
 
@@ -78,6 +80,11 @@ def analyse(
     Barnard, J., & Rubin, D. B. (1999). Small-sample degrees of freedom with multiple
     imputation. *Biometrika*, 86(4), 948–955.
     """
+    from ..substantive import dispersion_note
+
+    note = dispersion_note(getattr(res, "model", None), formula, kw.get("dispersion"))
+    if note:
+        warnings.warn(note, PoolingWarning, stacklevel=2)
     data, col = _long_table(res, imputation_col)
     fit_one = _fitter(family)
     fits = []
