@@ -12,6 +12,7 @@ for an LMM the residual variance comes last.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -173,7 +174,14 @@ class Structure:
           them only if it is below the optimum): the deviance is even in the column, so its
           gradient there is 0 even where 0 is a saddle (an ``||`` variance, a correlated term's
           last diagonal, a whole nested term at 0: 4e-4 to 0.042 below lme4's best in 9 of
-          1,500 simulated fits)."""
+          1,500 simulated fits);
+        - in both cases, for each other coordinate l of the term with a variance, the covariance
+          with coordinate k made a small multiple of l's effect, b_k = c b_l (Σ → TΣTᵀ,
+          T = I + c e_k e_lᵀ, c = ±0.001, 0.01, 0.1, 0.3 units of Λ_t[k, k] over l's SD), refactored
+          (screened): near Σ, but far in Λ when l comes after k, where the factor needs l's
+          variance moved into column k (an intercept's variance at 0 beside a random slope, whose
+          optimum has both and a correlation of ±0.9997: 0.003 to 0.064 log-likelihood units
+          higher in three fits with a variance function, where nlme and glmmTMB reach it)."""
         out, start = [], 0
         zero = self.boundary_theta(theta, tol)
         for q, size in zip(self.term_q, self.theta_sizes):
@@ -185,6 +193,7 @@ class Structure:
                 if not zero[diag]:
                     continue
                 below = idx[(rows > k) & (cols == k)]
+                out += [(t, True) for t in self._correlated(theta, idx, rows, cols, q, k, scale[diag])]
                 if below.size and np.any(np.abs(theta[below]) > tol):
                     alt = theta.copy()
                     alt[below] = -alt[below]
@@ -199,6 +208,26 @@ class Structure:
                             both = alt.copy()
                             both[j] = sign * step * scale[j]
                             out.append((both, True))
+        return out
+
+    @staticmethod
+    def _correlated(theta: np.ndarray, idx: np.ndarray, rows: np.ndarray, cols: np.ndarray, q: int, k: int,
+                    unit: float) -> list[np.ndarray]:
+        """``boundary_restarts``' points with b_k = c b_l, for each coordinate l ≠ k of the term."""
+        lam = np.zeros((q, q))
+        lam[rows, cols] = theta[idx]
+        sigma = lam @ lam.T
+        out = []
+        for l in range(q):
+            if l == k or sigma[l, l] <= 0:
+                continue
+            for step in (0.001, 0.01, 0.1, 0.3):   # (the better side can be narrow: 0.0016 wide)
+                for sign in (1.0, -1.0):
+                    T = np.eye(q)
+                    T[k, l] = sign * step * unit / math.sqrt(sigma[l, l])
+                    alt = theta.copy()
+                    alt[idx] = psd_cholesky(T @ sigma @ T.T)[rows, cols]
+                    out.append(alt)
         return out
 
     def scaled_restarts(self, d: np.ndarray) -> Callable[[np.ndarray], list[tuple[np.ndarray, bool]]]:

@@ -122,6 +122,20 @@ def test_a_predictor_far_from_zero_reaches_the_same_optimum():
     assert V[1, 1] == pytest.approx(J @ Vc[1:, 1:] @ J, rel=1e-3)
 
 
+def test_a_singular_slope_reaches_the_correlated_optimum():
+    """var(Intercept) at 0 beside a random slope: the optimum has the intercept's SD 0.0005 and a
+    correlation of 1.000, 0.0034 log-likelihood units higher (glmmTMB, nlme); the boundary
+    restarts tried moves of the zero diagonal and the entries below it only, and the fit stopped
+    at var(Intercept) = 0, flagged not converged (helper 27)."""
+    with pytest.warns(mi.ConvergenceWarning, match="boundary"):   # a correlation of 1
+        fit = mi.lmm("y ~ x + h + (1 + x | g)", pd.read_csv(FIX / "boundary_slope.csv"), reml=True,
+                     dispersion="~ u + h")
+    ref = pd.read_csv(FIX / "glmmtmb_boundary_slope_reml_fit.csv").iloc[0]
+    assert fit.converged and abs(fit.loglik - ref["logLik"]) < 1e-5   # (ours 1.1e-6 higher)
+    vc = fit.varcomp().set_index(["group", "term1", "term2"]).estimate
+    assert 0 < vc[("g", "Intercept", None)] < 1e-5 and vc[("g", "Intercept", "x")] > 0
+
+
 def test_dispersion_terms_are_formulaic_names():
     assert list(fit_case("nlme_exam_varident_reml").dispersion_params.index) == ["sex[T.girl]"]
     assert list(fit_case("glmmtmb_exam_disp_ml").dispersion_params.index) == ["sex[T.girl]", "standlrt"]
