@@ -999,9 +999,9 @@ def initial_multi(st: MultiStatic, rng: np.random.Generator) -> MultiState:
         if key.startswith("logvar"):
             steps[sl] = 1.0      # (a multiple of the prior's conditional SD)
     if st.rare1:
-        steps[st.step_slices["collapsed"]] = np.tile([2.0] + [0.2] * len(st.classes), len(st.rare1))
+        steps[st.step_slices["collapsed"]] = np.tile([1.0] + [0.2] * len(st.classes), len(st.rare1))
     for ci, cs in enumerate(st.classes):
-        steps[st.step_slices[f"collapsed_class{ci}"]] = 2.0
+        steps[st.step_slices[f"collapsed_class{ci}"]] = 1.0
     outcome = None
     if st.outcome is not None:
         outcome = initial_general_outcome(st.outcome, data, y1, ys, _thresholds(st, cuts1, cuts), rng)

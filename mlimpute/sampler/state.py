@@ -376,8 +376,10 @@ def initial_two_level(static: Static, rng: np.random.Generator) -> State:
         omega1 = np.repeat(omega1[None], data.n_clusters, axis=0)
         steps[static.step_slices[4]] = 0.3
     steps[static.step_slices[5]] = 0.3
-    steps[static.step_slices[6]] = np.concatenate([np.tile([2.0, 0.2], len(static.rare1)),
-                                                   np.full(len(static.rare2), 2.0)])
+    # the collapsed Ω rows' random walks start at 1 (in units of the latent's SD over √rows), the
+    # effects' scale steps at 0.2; both are tuned in burn-in
+    steps[static.step_slices[6]] = np.concatenate([np.tile([1.0, 0.2], len(static.rare1)),
+                                                   np.full(len(static.rare2), 1.0)])
     outcome = None
     if static.outcome is not None:
         cuts = dict(zip([c.name for c in (*static.ordinal1, *static.ordinal2)], (*cuts1, *cuts2)))
