@@ -47,7 +47,7 @@ from formulaic.errors import FormulaicError
 
 from .analysis._design import formula_columns, formula_frame, power_hint
 from .analysis.formula import ParsedFormula, parse_formula
-from .errors import DataError, SpecError
+from .errors import ConvergenceWarning, DataError, SpecError
 from .identification import dependent_column, separating_direction
 from .spec import ImputationModel
 
@@ -692,7 +692,12 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
         )
     _check_rank(D[observed][:, :len(x_names)], x_names, model.substantive)
     if kind == "binary":
-        _check_binary_outcome(program, S0, comp, D[:, :len(x_names)], x_names, codec, y, observed, model.substantive)
+        complete = np.ones(len(df), dtype=bool)
+        for src in comp.sources:
+            if src.codec is not None:
+                complete &= sdf[src.name].notna().to_numpy()
+        _check_binary_outcome(program, S0, comp, D[:, :len(x_names)], x_names, codec, y, observed, model.substantive,
+                              complete)
     fit = _complete_case_start(model, sdf, used, y_name, x_names, tuple(z_names), blocks,
                                D[observed][:, len(x_names):], y[observed])
     return OutcomeData(
@@ -756,10 +761,13 @@ def _check_rank(X: np.ndarray, names: tuple[str, ...], formula: str) -> None:
         )
 
 
-def _check_binary_outcome(program, S0, comp, X, names, codec, y, observed, formula) -> None:
+def _check_binary_outcome(program, S0, comp, X, names, codec, y, observed, formula, complete) -> None:
     """A binary outcome needs both categories observed, and no separation by the terms made of
     complete columns only (a separating direction there separates every completion of the data):
-    either leaves its coefficients' posterior improper under their flat prior."""
+    either leaves its coefficients' posterior improper under their flat prior. Separation among
+    the rows where every variable of the formula is observed (``complete``) by terms of incomplete
+    variables is warned of: the imputations of the other rows can follow it (the coefficient then
+    drifts: −50 on a helper's design), or not, which the data cannot tell before sampling."""
     seen = np.unique(y[observed]).astype(int)
     if seen.size < 2:
         raise DataError(
@@ -782,6 +790,17 @@ def _check_binary_outcome(program, S0, comp, X, names, codec, y, observed, formu
             "coefficients have no proper posterior under flat priors (complete or quasi-complete "
             "separation) and would drift; drop or coarsen those terms"
         )
+    cc = observed & complete
+    if np.unique(y[cc]).size == 2:
+        beta = separating_direction(X[cc], y[cc] == 1)
+        if beta is not None:
+            terms = ", ".join(names[c] for c in np.flatnonzero(np.abs(beta) > 1e-6) if names[c] != "Intercept")
+            warnings.warn(
+                f"outcome {codec.name!r} of substantive={formula!r} is separated by {terms} in the {int(cc.sum())} rows "
+                "where the formula's variables are all observed (one category predicted perfectly): if the "
+                "imputations follow, those coefficients have no proper posterior under flat priors and drift; "
+                "look at res.trace() for them, and coarsen or drop those terms if they run away",
+                ConvergenceWarning, stacklevel=2)
 
 
 PRIOR_FLOOR = 0.05   # fraction of the outcome's variance (in each column's units) kept in the prior scale

@@ -182,6 +182,29 @@ def test_outcome_type_errors():
         build(df, model)
 
 
+def test_separation_by_an_incomplete_term_among_complete_cases_warns():
+    """b = 1 ⇒ yb = 1 wherever b is observed: the imputations can follow it, leaving b's
+    coefficient without a proper posterior (helper 28: it drifted to −50 unnoticed). The check
+    of complete terms cannot see it; a warning names the term before sampling."""
+    rng = np.random.default_rng(3)
+    J, n = 30, 8
+    g = np.repeat(np.arange(J), n)
+    x = rng.normal(size=J * n)
+    b = (rng.random(J * n) < 0.15).astype(float)
+    yb = np.where(b == 1, 1.0, (x + rng.normal(size=J * n) > 0).astype(float))
+    df = pd.DataFrame({"g": g, "x": x, "b": b, "yb": yb})
+    df.loc[rng.random(J * n) < 0.25, "b"] = np.nan
+    model = mi.ImputationModel(cluster="g", covariates=["x"], variables={"b": "binary"},
+                               substantive="yb ~ x + b + (1 | g)", family="binomial")
+    with pytest.warns(mi.ConvergenceWarning, match=r"outcome 'yb' .* is separated by b in the \d+ rows where "
+                                                    r"the formula's variables are all observed"):
+        build(df, model)
+    flipped = df.assign(yb=np.where(np.arange(J * n) == int(np.flatnonzero(df["b"] == 1)[0]), 0.0, df["yb"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mi.ConvergenceWarning)
+        build(flipped, model)
+
+
 def test_formula_covariates_named_in_refusals_and_constant_ones_left_out():
     """Complete columns the formula reads join the covariates; a check that refuses one says it
     came from substantive= (it said "drop it from covariates", a list the user never wrote), and
