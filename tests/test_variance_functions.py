@@ -356,6 +356,43 @@ def test_a_covariate_far_from_zero_mixes_and_recovers():
     assert np.log(post[30.0][2] / post[0.0][2]) == pytest.approx(-30 * gam + 0.5 * (30 * sd) ** 2, abs=1.0)
 
 
+def test_a_rare_reference_level_mixes_and_agrees_with_a_common_one():
+    """A factor whose reference level (first sorted) holds 3 % of the rows: each dummy's γ is a
+    contrast with it, so they all move with its variance; one-at-a-time moves left R-hat at
+    1.44-1.48 (helper 27). With the factor's joint move both codings mix and agree (γ_c − γ_b of
+    one coding is γ_c of the other)."""
+    from mlimpute.sampler.multi import factor_moves
+
+    w = np.array([[0, 0], [1, 0], [0, 1], [0, 1.0]])
+    moves, dirs = factor_moves(w, ("f[T.b]", "f[T.c]"), w.mean(axis=0))
+    np.testing.assert_array_equal(moves, [[1, 0], [0, 1], [1, 1]])
+    np.testing.assert_allclose(dirs[:, 2], [-0.75, 0.25, 0.25, 0.25])
+    assert factor_moves(w, ("f[T.b]:x", "g[T.c]"), w.mean(axis=0))[0].shape == (2, 2)   # no factor of 2+ dummies
+
+    rng = np.random.default_rng(12)
+    J, n = 60, 15
+    g = np.repeat(np.arange(J), n)
+    f = rng.choice(["a", "b", "c"], J * n, p=[0.03, 0.5, 0.47])
+    x = rng.normal(size=J * n)
+    y = 1 + 0.5 * x + rng.normal(0, np.sqrt(0.3), J)[g] + np.exp(0.5 * np.log(4) * (f == "c")) * rng.normal(size=J * n)
+    df = pd.DataFrame(dict(g=g, f=f, f2=pd.Series(f).map({"a": "z_a", "b": "b", "c": "c"}), x=x, y=y))
+    df.loc[rng.random(J * n) < 0.3, "y"] = np.nan
+    post = {}
+    for v in ("f", "f2"):
+        model = mi.ImputationModel(cluster="g", variables={"y": mi.Variable("continuous", variance=f"~ {v}")},
+                                   covariates=["x", v])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mi.ConvergenceWarning)
+            res = mi.impute(df, model, n_imputations=5, burn=800, between=50, chains=2, seed=3)
+        d = res.diagnostics().set_index("parameter")
+        gam = [p for p in d.index if p.startswith("gamma")]
+        assert d.loc[gam, "rhat"].max() < 1.1, d.loc[gam]
+        post[v] = res.summary().set_index("parameter")
+    c_vs_b = post["f"].loc["gamma[y:f[T.c]]", "mean"] - post["f"].loc["gamma[y:f[T.b]]", "mean"]
+    assert c_vs_b == pytest.approx(post["f2"].loc["gamma[y:f2[T.c]]", "mean"], abs=0.1)
+    assert abs(post["f2"].loc["gamma[y:f2[T.c]]", "mean"] - np.log(4)) < 4 * post["f2"].loc["gamma[y:f2[T.c]]", "sd"]
+
+
 def test_kept_level1_mean_is_the_recomputed_one():
     """The general sampler keeps μ1 across sweeps (``work``): the chain is the one that
     recomputes it every sweep, to rounding, and μ1 equals X1 B1 + effects of the state."""

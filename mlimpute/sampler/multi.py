@@ -148,6 +148,8 @@ class VarStatic:
     wvals: tuple = ()            # and those values (None: a continuous covariate, row by row)
     cells: object = None         # VarianceCells, when the rows fall into few cells of equal d
     centre: np.ndarray = None    # the covariates' means, taken off ``w`` (``vf_reported``)
+    moves: np.ndarray = None     # (moves × covariates): the γ increment of each move's unit step;
+                                 # ``w`` holds each move's direction in the rows (``factor_moves``)
 
 
 @dataclass(frozen=True, eq=False)
@@ -337,7 +339,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         vpos = sum(1 for other in data.variances[:k] if other.re == v.re)
         groups, vals = [], []
         centre = v.w.mean(axis=0)
-        w = np.ascontiguousarray(v.w - centre)   # d = 1 at the covariates' means (``vf_reported``)
+        moves, w = factor_moves(v.w, v.w_names, centre)   # d = 1 at the covariates' means (``vf_reported``)
         for j in range(w.shape[1]):
             values, inverse = np.unique(w[:, j], return_inverse=True)
             few = values.size <= 64
@@ -346,8 +348,8 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         unit = None if v.re is None else classes[v.re].unit
         cells = None if v.re is not None and unit is None else VarianceCells.build(groups, unit, data.n_rows, vals)
         vf.append(VarStatic(col=v.col, w=w, re=v.re, vpos=vpos, wgroups=tuple(groups), wvals=tuple(vals),
-                            cells=cells, centre=centre))
-        n_steps[f"gamma{k}"] = v.w.shape[1]
+                            cells=cells, centre=centre, moves=moves))
+        n_steps[f"gamma{k}"] = w.shape[1]
         n_steps[f"logvar{k}"] = int(v.re is not None)
     # the rare categories' collapsed block: not with variance functions (Ω1 is drawn in parts)
     rare1 = () if vf else rare_columns(cat1, p1, held=held_units(ost, data, LEVEL1))
@@ -644,6 +646,36 @@ def shift(rng, st: MultiStatic, ci: int, b1, bs, us, ys, omegas, vs=()):
 # m functions has s² ~ IW(ν − (m − 1 − k), Ψ_v·lead) (one-dimensional: an inverse gamma) and
 # b | s² ~ N(Ψ_ll⁻¹Ψ_lv, s² Ψ_ll⁻¹) (the usual partition of an inverse Wishart), so each part
 # has a conjugate draw given the rows (``draw_level1_covariance``).
+def factor_moves(w: np.ndarray, names: tuple[str, ...], centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The directions γ moves in: each covariate on its own, and for each factor with two or
+    more treatment-coded dummies (formulaic's ``f[T.b]``, ``f[T.c]``: 0/1 columns, at most one 1
+    a row) all of them together. Returns (moves × covariates) and the moves' directions in the
+    rows, ``(w − w̄) · move`` (the factor's: 1 − s off its reference level, −s on it, s the share
+    off it).
+
+    The joint move shifts the reference level's variance against the others': each dummy's γ is
+    a contrast with the reference, so with a rare reference (3 % of rows) they are all as
+    uncertain as its variance and move together, which one-at-a-time moves do slowly (R-hat
+    1.44-1.48 in 800 + 250 sweeps, against 1.00-1.06 with the common level as reference)."""
+    k = w.shape[1]
+    families: dict[str, list[int]] = {}
+    for j, name in enumerate(names):
+        head, sep, _ = name.partition("[T.")
+        if sep and ":" not in name and np.isin(w[:, j], (0.0, 1.0)).all():
+            families.setdefault(head, []).append(j)
+    rows = [np.eye(k)]
+    cols = [w - centre]
+    for members in families.values():
+        off = w[:, members].sum(axis=1)
+        if len(members) < 2 or off.max() > 1.0:
+            continue
+        move = np.zeros(k)
+        move[members] = 1.0
+        rows.append(move[None])
+        cols.append((off - off.mean())[:, None])
+    return np.vstack(rows), np.ascontiguousarray(np.hstack(cols))
+
+
 def vf_layout(p1: int, vcols: np.ndarray) -> tuple[np.ndarray, tuple, tuple]:
     """The columns without a function (O), each function's lead (O and the earlier functions'
     columns) and the index grids of Ω1[O, O] and of each Ω1[lead, lead] (made once: ``np.ix_``
@@ -789,7 +821,7 @@ def draw_variance_functions(rng, st: MultiStatic, y1, mu1, G, rs, gammas, vs, us
                 logu[:J * MH_REPEATS].reshape(J, MH_REPEATS), cells.unit,
                 mean if K else rho[:0], sd if K else 1.0, start if K else rho[:0], float(steps[slv][0]) if K else 0.0,
                 z[J * MH_REPEATS:].reshape(UNIT_REPEATS, K), logu[J * MH_REPEATS:].reshape(UNIT_REPEATS, K))
-            gammas[k] = gammas[k] + totals
+            gammas[k] = gammas[k] + totals @ v.moves
             acc /= MH_REPEATS
             pending[k] = (E, rho)
         else:
@@ -828,8 +860,8 @@ def _gamma_moves_by_rows(rng, v: VarStatic, y1, mu1, gvec, rs, gamma, steps) -> 
     covariate with few values, ``eta_change`` row by row otherwise); ``rs`` moves in place.
     Returns γ and the acceptance rates."""
     g = gamma.copy()
-    acc = np.zeros(g.size)
-    for j in range(g.size):
+    acc = np.zeros(v.w.shape[1])
+    for j in range(acc.size):
         step = steps[j]
         if v.wgroups[j] is not None:
             c = v.wvals[j]
@@ -839,13 +871,13 @@ def _gamma_moves_by_rows(rng, v: VarStatic, y1, mu1, gvec, rs, gamma, steps) -> 
             acc[j] = n_acc / MH_REPEATS
             if total:
                 ck.scale_column(rs, v.col, v.wgroups[j], np.exp(-0.5 * c * total))
-                g[j] += total
+                g += total * v.moves[j]
         else:
             for _ in range(MH_REPEATS):
                 dj = step * rng.standard_normal()
                 delta = dj * v.w[:, j]
                 if np.log(rng.random()) < vfk.eta_change(y1, mu1, rs, gvec, v.col, delta):
-                    g[j] += dj
+                    g += dj * v.moves[j]
                     rs[:, v.col] *= np.exp(-0.5 * delta)
                     acc[j] += 1.0 / MH_REPEATS
     return g, acc
@@ -1007,7 +1039,7 @@ def initial_multi(st: MultiStatic, rng: np.random.Generator) -> MultiState:
         outcome = initial_general_outcome(st.outcome, data, y1, ys, _thresholds(st, cuts1, cuts), rng)
     return MultiState(y1=y1, b1=b1, omega1=omega1, cuts1=cuts1, ys=tuple(ys), bs=tuple(bs),
                       us=tuple(us), omegas=tuple(omegas), cuts=tuple(cuts), steps=steps,
-                      gammas=tuple(np.zeros(v.w.shape[1]) for v in st.vf),
+                      gammas=tuple(np.zeros(v.moves.shape[1]) for v in st.vf),
                       vs=tuple(np.zeros((cs.cd.n_units, cs.nv)) for cs in st.classes),
                       rs=np.ones((data.n_rows, st.p1)) if st.vf else None, outcome=outcome)
 
