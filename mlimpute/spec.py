@@ -76,10 +76,12 @@ class Variable:
                     f"variance={self.variance!r} is for continuous level-1 variables ({article} "
                     f"{self.kind} variable at level {self.level!r} has no residual variance to model)"
                 )
-            if not isinstance(self.variance, str) or not self.variance.strip().startswith("~"):
+            if not isinstance(self.variance, str) or not self.variance.strip().startswith("~") \
+                    or not self.variance.strip()[1:].strip():
                 raise SpecError(
                     f"variance={self.variance!r} must be a one-sided formula like '~ sex + ses' or "
                     "'~ sex + (1 | school)'"
+                    + (" (it is empty)" if isinstance(self.variance, str) and self.variance.strip() == "~" else "")
                 )
         if self.categories is not None:
             cats = tuple(self.categories)

@@ -342,6 +342,7 @@ def fit_lmm(formula: str, design: Design, reml: bool, options: dict,
     covs = s.term_covariances(theta, sigma2)
     if k:   # reported at w = 0 (module notes of _dispersion); the covariances are the same
         shift = engine.dispersion.shift(gamma)
+        _far_from_zero(dispersion, shift, engine.dispersion.centre)
         sigma2, theta = sigma2 * math.exp(-shift), theta * math.exp(0.5 * shift)
     singular = s.is_singular(theta)
     warn_fit(formula, opt.converged, singular, opt.message, opt.scaled_gradient)
@@ -362,6 +363,22 @@ def fit_lmm(formula: str, design: Design, reml: bool, options: dict,
         random_names=s.term_names, converged=opt.converged, singular=singular, message=opt.message,
         _engine=engine, dispersion=None if dispersion is None else dispersion.formula,
     )
+
+
+def _far_from_zero(dispersion: DispersionDesign, shift: float, centre: np.ndarray) -> None:
+    """σ² is reported where the dispersion covariates are 0, e^{-shift} times the residual variance
+    at their means: beyond e^{±50} that says nothing of the data (a calendar year: e^{-201} at
+    γ = 0.1), and beyond the floating-point range it cannot be written at all (γ = −0.4 per year
+    overflowed in the middle of the fit)."""
+    if abs(shift) <= 50:
+        return
+    means = ", ".join(f"{n} {m:.4g}" for n, m in zip(dispersion.names, centre))
+    text = (f"σ², the residual variance where the covariates of dispersion {dispersion.formula!r} are 0, is "
+            f"e^{-shift:.4g} times the one at their means ({means}); centre them (e.g. year − 2010) so that σ² "
+            "is reported where the data are")
+    if abs(shift) > 700:
+        raise DataError(text.replace("σ², the", "the fit cannot report σ², the", 1))
+    warn(text)
 
 
 def lmm(formula: str, data: pd.DataFrame, reml: bool = True, dispersion: str | None = None, **opts) -> MixedResult:

@@ -147,7 +147,7 @@ class VarStatic:
     wgroups: tuple = ()          # per covariate: each row's value index, when it has few values
     wvals: tuple = ()            # and those values (None: a continuous covariate, row by row)
     cells: object = None         # VarianceCells, when the rows fall into few cells of equal d
-    centre: np.ndarray = None    # the covariates' means, taken off ``w`` (``vf_reported``)
+    centre: np.ndarray = None    # the covariates' means, taken off ``w`` (module notes above ``vf_layout``)
     moves: np.ndarray = None     # (moves × covariates): the γ increment of each move's unit step;
                                  # ``w`` holds each move's direction in the rows (``factor_moves``)
 
@@ -339,7 +339,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         vpos = sum(1 for other in data.variances[:k] if other.re == v.re)
         groups, vals = [], []
         centre = v.w.mean(axis=0)
-        moves, w = factor_moves(v.w, v.w_names, centre)   # d = 1 at the covariates' means (``vf_reported``)
+        moves, w = factor_moves(v.w, v.w_names, centre)   # d = 1 at the covariates' means (notes above ``vf_layout``)
         for j in range(w.shape[1]):
             values, inverse = np.unique(w[:, j], return_inverse=True)
             few = values.size <= 64
@@ -641,7 +641,12 @@ def shift(rng, st: MultiStatic, ci: int, b1, bs, us, ys, omegas, vs=()):
 # given its lead (the variables without functions, then the earlier ones with): the function
 # scales what is left of v once the other variables are known; Ω1 is the covariance of the
 # residuals of a row with every d = 1, (b_v, s_v²) the regression of v on its lead under Ω1
-# (with d = 1 the model is model (6)); rows' precisions in ``_vf_kernels``. Under Ω1's
+# (with d = 1 the model is model (6)); rows' precisions in ``_vf_kernels``. The covariates w are
+# centred, log d_iv = (w_i − w̄)'γ + v_k, so d = 1, and Ω1 (its prior and what is reported), are
+# at the covariates' means: with w a calendar year, d = 1 at w = 0 made a move of γ rescale every
+# row by e^{2010 Δγ} (γ stalled: R-hat 2.2, posterior 0.07 for a truth of 0.6), the prior spoke of
+# the variance at year 0 and held γ near 0, and s² at year 0 (e^{-201} at γ = 0.1) vanished from
+# the reported Ω1 or overflowed it. Under Ω1's
 # inverse-Wishart prior IW(ν, Ψ), Ω1[O, O] ~ IW(ν − m, Ψ_OO) and, independently, the k-th of the
 # m functions has s² ~ IW(ν − (m − 1 − k), Ψ_v·lead) (one-dimensional: an inverse gamma) and
 # b | s² ~ N(Ψ_ll⁻¹Ψ_lv, s² Ψ_ll⁻¹) (the usual partition of an inverse Wishart), so each part
@@ -1438,25 +1443,9 @@ def prepare_names(data: ModelData):
     return free_lower(p1, con1), free_c
 
 
-def vf_reported(st: MultiStatic, omega1: np.ndarray, gammas) -> np.ndarray:
-    """Ω1 as reported: the residual covariance of a row whose variance-function covariates are
-    0 (docs/variance.md), from the sampler's, of a row at their means. The sampler centres the
-    covariates, so that its d_i = 1 at the means: with a covariate far from 0 (a calendar year)
-    a move of γ otherwise rescaled every row's variance by e^{2010 Δγ} and stalled against
-    s² (R-hat 2.2, posterior γ 0.07 for a truth of 0.6), and the inverse-Wishart prior, stated
-    for d = 1, spoke of the variance at year 0 and held γ near 0. Only each function's
-    s² = Var(e_v | lead) changes: s²_0 = s²_c exp(−w̄ᵀγ)."""
-    if not st.vf:
-        return omega1
-    bmat, s2 = vf_params(st, omega1)
-    s2 = s2 * np.exp(-np.array([v.centre @ g for v, g in zip(st.vf, gammas)]))
-    return vf_omega(st, omega1[st.vf_grids[0]], bmat, s2)
-
-
 def multi_trace_vector(st: MultiStatic, s: MultiState) -> np.ndarray:
     i1, j1 = st.free1
-    omega1 = vf_reported(st, s.omega1, s.gammas)
-    parts = [s.b1.T.ravel(), *(b.T.ravel() for b in s.bs), omega1[i1, j1], *s.gammas]
+    parts = [s.b1.T.ravel(), *(b.T.ravel() for b in s.bs), s.omega1[i1, j1], *s.gammas]
     for (i, j), om in zip(st.free_c, s.omegas):
         parts.append(om[i, j])
     parts += [c[2:-1] for c in s.cuts1]

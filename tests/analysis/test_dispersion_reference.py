@@ -105,7 +105,9 @@ def test_a_predictor_far_from_zero_reaches_the_same_optimum():
     """``~ year`` is ``~ yc`` (yc = year − 2010) with σ² taken at year 0: the same optimum, β,
     τ, γ and SEs (helper 27: the fit stopped 12.5 log-likelihood units short, γ 0.013 against
     0.111, and varcomp_cov was NaN, because θ is relative to σ², which moved by e^{2010 dγ})."""
-    fit = mi.lmm("y ~ x + (1 | g)", load("year"), reml=True, dispersion="~ year")
+    with pytest.warns(mi.ConvergenceWarning, match=r"σ², the residual variance where the covariates of "
+                                                    r"dispersion '~ year' are 0, is e\^-222.* centre them"):
+        fit = mi.lmm("y ~ x + (1 | g)", load("year"), reml=True, dispersion="~ year")
     ref = fit_case("glmmtmb_year_disp_reml")
     compare(ref, "glmmtmb_year_disp_reml")
     assert fit.converged and fit.loglik == pytest.approx(ref.loglik, abs=1e-6)
@@ -134,6 +136,18 @@ def test_a_singular_slope_reaches_the_correlated_optimum():
     assert fit.converged and abs(fit.loglik - ref["logLik"]) < 1e-5   # (ours 1.1e-6 higher)
     vc = fit.varcomp().set_index(["group", "term1", "term2"]).estimate
     assert 0 < vc[("g", "Intercept", None)] < 1e-5 and vc[("g", "Intercept", "x")] > 0
+
+
+def test_a_variance_at_zero_out_of_range_is_refused():
+    """γ = 0.4 per year: σ² at year 0 is e^{-804} times the one at the data's mean, beyond floating
+    point; the fit crashed with OverflowError (helper 30). Now a DataError with the fix."""
+    data = load("year")
+    rng = np.random.default_rng(1)
+    u = rng.normal(0, 0.7, data["g"].max() + 1)[data["g"]]
+    data = data.assign(y=data["x"] + u + rng.normal(size=len(data)) * np.exp(0.2 * data["yc"]))
+    with pytest.raises(mi.DataError, match=r"cannot report σ².* is e\^-8\d\d.* centre them"):
+        mi.lmm("y ~ x + (1 | g)", data, reml=True, dispersion="~ year")
+    assert mi.lmm("y ~ x + (1 | g)", data, reml=True, dispersion="~ yc").dispersion_params["yc"] > 0.3
 
 
 def test_dispersion_terms_are_formulaic_names():
