@@ -50,6 +50,16 @@ def _row_pairs(rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return order[first], order[second]
 
 
+def _splu(A: sparse.csc_matrix, order: str):
+    """SuperLU without off-diagonal pivoting; its "exactly singular" RuntimeError as numpy's
+    LinAlgError, which the fitters take as an infinite deviance (helper 29: a probit PIRLS far
+    from the optimum crashed the fit with it, where the nested solver backs off)."""
+    try:
+        return splu(A, permc_spec=order, diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    except RuntimeError as exc:
+        raise np.linalg.LinAlgError(str(exc)) from None
+
+
 class SparseAlgebra:
     """SuperLU-based solver for any random-effects structure."""
 
@@ -117,9 +127,11 @@ class SparseAlgebra:
         v = self._zlambda(theta)
         wv = v if w is None else w[self._erow] * v
         low = self._lower(v, wv)
+        if not np.isfinite(low).all():   # PIRLS far out (weights inf − inf): the caller backs off
+            raise np.linalg.LinAlgError("the penalised system is not finite")
         if self._order is None:  # fill-reducing symmetric ordering, once (see the module notes)
             A = sparse.csc_matrix((low[self._src], self._full.indices, self._full.indptr), shape=(self.Q, self.Q))
-            first = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+            first = _splu(A, "MMD_AT_PLUS_A")
             self._order = np.argsort(first.perm_c)  # A Pc = A[:, order]
             perm = self._full[self._order][:, self._order].tocsc()
             perm.sort_indices()
@@ -127,7 +139,7 @@ class SparseAlgebra:
             self._perm_src = perm.data.astype(np.int64) - 1
         p = self._order
         Ap = sparse.csc_matrix((low[self._perm_src], self._perm_indices, self._perm_indptr), shape=(self.Q, self.Q))
-        lu = splu(Ap, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+        lu = _splu(Ap, "NATURAL")
         ldL2 = float(np.log(np.abs(lu.U.diagonal())).sum())
         cols = np.column_stack(([self.X] if with_x else []) + [(self.y if z is None else z)[:, None]])
         colsw = cols if w is None else cols * w[:, None]

@@ -146,6 +146,19 @@ def test_singular_logit_fit_on_the_better_side_of_the_boundary():
     assert fit.psi == pytest.approx([0.05020408118, 0.57495618245, -0.16989745984], abs=1e-5)
 
 
+def test_sparse_solver_backs_off_where_pirls_fails():
+    """A θ far out made PIRLS's Poisson weights overflow; SuperLU's "exactly singular"
+    RuntimeError escaped the sparse solver (the nested one backs off): helper 29, 6 of 310 fits."""
+    from pathlib import Path
+
+    d = pd.read_csv(Path(__file__).parent.parent / "fixtures" / "lme4" / "data" / "sparse_pirls_poisson.csv")
+    f = "y ~ x + z + (1 + x | a) + (1 | a:b)"
+    sparse_fit = mi.glmm(f, d, family="poisson", algebra="sparse")
+    nested_fit = mi.glmm(f, d, family="poisson")
+    assert sparse_fit.converged and sparse_fit.loglik == pytest.approx(-458.177950833745, abs=1e-6)
+    assert sparse_fit.loglik == pytest.approx(nested_fit.loglik, abs=1e-7)
+
+
 @pytest.mark.parametrize("name, formula, link, loglik, theta, beta", [
     # an || variance at 0 with nothing below it: the deviance is even there, its gradient 0
     ("zero_column_poisson", "y ~ x + (1 + x || g)", None, -16.8819313393,
