@@ -487,6 +487,7 @@ class ImputationModel:
                         f"the variance function of {vf[0]!r} cannot be combined with {what} yet; "
                         "drop one of them"
                     )
+            self._check_variance_terms(norm, names)
         if not self.two_level:
             for what, bad in (("random_slopes", bool(self.random_slopes)),
                               ("covariance='cluster'", self.covariance == "cluster")):
@@ -536,6 +537,29 @@ class ImputationModel:
         if isinstance(c, Membership):
             return (*c.ids, *c.weights)
         return tuple(c)
+
+    def _check_variance_terms(self, variables: dict, names: list[str]) -> None:
+        """A variance function's random term is one random intercept of a classification of the
+        model: said here, with the model's other refusals (and a TOML file's name), rather than
+        when the data are read."""
+        from .analysis.formula import parse_formula
+
+        groups = [*names, *([self.cluster] if self.two_level else [])]
+        for name, v in variables.items():
+            if v.variance is None:
+                continue
+            try:
+                terms = parse_formula(f"__lhs__ {v.variance.strip()}").random
+            except SpecError as exc:
+                raise SpecError(f"cannot read variance={v.variance!r} of {name!r}: "
+                                f"{str(exc).replace('__lhs__ ', '')}") from None
+            for term in terms:
+                if term.expr.replace(" ", "") != "1" or term.group_label not in groups:
+                    raise SpecError(
+                        f"variance={v.variance!r} of {name!r}: its random term {term.text!r} must be one random "
+                        f"intercept of a classification of the model ({', '.join(map(repr, names))}), like "
+                        f"'(1 | {names[-1]})'"
+                    )
 
     def _check_substantive(self) -> None:
         if self.family not in ("gaussian", "binomial"):

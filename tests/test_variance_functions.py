@@ -464,6 +464,10 @@ def test_mixed_types_with_a_variance_function():
      "variance function of 'y' cannot be combined with random_slopes"),
     ({"y": mi.Variable("continuous", variance="~ sex")}, dict(covariance="cluster"), mi.SpecError,
      "cannot be combined with covariance='cluster'"),
+    # with the model's other refusals (a TOML file's name in front), not when the data are read
+    ({"y": mi.Variable("continuous", variance="~ sex + (1 | other)")}, {}, mi.SpecError,
+     r"variance='~ sex \+ \(1 \| other\)' of 'y': its random term '\(1 \| other\)' must be one random intercept"),
+    ({"y": mi.Variable("continuous", variance="~ sex + (1 + x | g)")}, {}, mi.SpecError, "must be one random intercept"),
 ])
 def test_spec_errors(variables, kw, exc, match):
     with pytest.raises(exc, match=match):
@@ -483,8 +487,6 @@ def test_variable_errors():
     ("~ nope", mi.DataError, "column 'nope' of variance='~ nope' of 'y' is not in the data"),
     ("~ gap", mi.DataError, r"column 'gap' of variance='~ gap' of 'y' has \d+ missing value"),
     ("~ one", mi.DataError, "column 'one' of variance='~ one' of 'y' is constant"),
-    ("~ sex + (1 | other)", mi.SpecError, r"random term '\(1 \| other\)' must be one random intercept"),
-    ("~ sex + (1 + x | g)", mi.SpecError, "must be one random intercept"),
     # a transform's missing (was numpy's ValueError of mismatched rows) or infinite values
     ("~ np.log(x)", mi.DataError, r"a transform in variance='~ np.log\(x\)' of 'y' gives missing or infinite"),
     ("~ np.log(one - 1)", mi.DataError, r"column 'np.log\(one - 1\)' has 50 infinite value"),
