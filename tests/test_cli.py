@@ -199,6 +199,34 @@ def test_validate_reads_csv_and_a_parquet_folder(workdir, capsys, form):
     assert code == 0, err
     assert "OK. 4059 rows in 65 clusters" in out
     assert "normexam (856 missing), standlrt (903 missing), avslrt (774 missing)" in out
+    if form == "hive folder":   # an output folder inside it: the run would read its own outputs (helper 31)
+        cfg = write_config(workdir, data=data)
+        code, _, err = run_cli(["validate", str(cfg), "--out", str(workdir / "exam_parts" / "out")], capsys)
+        assert code == 2 and "is inside the input folder [data] path" in err and err.count("\n") == 1
+
+
+def test_output_folder_lock_and_an_input_replaced_during_a_run(tmp_path):
+    """A second run into a folder in use is refused (two overlapping runs had left a manifest
+    beside the other run's imputations); a task that read an input replaced since the run began
+    fails before its result is cached (helper 31)."""
+    from types import SimpleNamespace
+
+    from mlimpute.io import file_sha256
+    from mlimpute.pipeline import store
+
+    first = store.lock_output(tmp_path)
+    with pytest.raises(mi.SpecError, match=r"is in use by another run \(pid \d+\); wait for it"):
+        store.lock_output(tmp_path)
+    first.close()
+    store.lock_output(tmp_path).close()   # free again
+    data = tmp_path / "d.csv"
+    data.write_text("a\n1\n")
+    cfg = SimpleNamespace(data=SimpleNamespace(path=data))
+    sha = file_sha256(data)
+    store.same_input(cfg, sha)
+    data.write_text("a\n2\n")
+    with pytest.raises(mi.DataError, match="changed during the run"):
+        store.same_input(cfg, sha)
 
 
 def test_analyse_command_pools_a_folder_of_imputations_like_mi_analyse(workdir, capsys):

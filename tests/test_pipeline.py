@@ -252,11 +252,11 @@ def test_failed_chain_fails_run_and_rerun_reuses_finished_chains(harness, cli_en
 
     # another seed: the old chains and fits (and their cache records) are stale and pruned; the
     # complete-case fits (same input, same analyses) are not
-    cached = {p.name for p in (out / ".cache").rglob("*") if p.is_file()}
+    cached = {p.name for p in (out / ".cache").rglob("*") if p.is_file()} - {".lock"}
     complete_case = {n for n in cached if n.startswith("complete-case-")}
     assert main(["run", str(config), "--no-progress", "--set", "sampler.seed=7"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    left = {p.name for p in (out / ".cache").rglob("*") if p.is_file()}
+    left = {p.name for p in (out / ".cache").rglob("*") if p.is_file()} - {".lock"}
     assert not (cached - complete_case) & left and complete_case <= left
     keys = {c["key"] for c in manifest["chains"]}
     assert sorted(p.name.split("-")[2][:16] for p in (out / ".cache" / "chains").iterdir()) == \
@@ -272,6 +272,14 @@ def test_failed_chain_fails_run_and_rerun_reuses_finished_chains(harness, cli_en
     tables = {p.relative_to(out).as_posix() for d in ("fits", "pooled") for p in (out / d).iterdir()}
     assert tables == {o for o in OUTPUTS if o.startswith(("fits/", "pooled/")) and "sex-gap" not in o}
     assert tables <= set(manifest["outputs"])
+
+    # the output folder moved: the cache records named the old folder's files, and every later
+    # run failed (helper 31); the files are taken where this run's jobs put them
+    moved = out.parent / "out moved"
+    out.rename(moved)
+    calls.clear()
+    assert main(["run", str(config), "--no-progress", "--set", "sampler.seed=7", "--out", str(moved)]) == 0
+    assert calls == [] and json.loads((moved / "manifest.json").read_text())["chains"][0]["state"] == "Cached"
 
 
 def test_each_warning_once_with_its_count_on_console_log_report_and_manifest(

@@ -24,11 +24,13 @@ from mlimpute.errors import DataError, SpecError
 
 from . import store
 
-__all__ = ["check_all", "check_data", "check_output_dir", "check_runner", "analysis_columns", "membership_columns"]
+__all__ = ["check_all", "check_data", "check_output_dir", "check_output_outside_input", "check_runner",
+           "analysis_columns", "membership_columns"]
 
 
 def check_all(cfg: PipelineConfig, api_url: str | None = None) -> dict[str, Any]:
     """Every check: data against model and analyses, output folder, runner. Returns a summary."""
+    check_output_outside_input(cfg)
     summary = check_data(cfg)
     check_output_dir(cfg.output.dir)
     check_runner(cfg, api_url)
@@ -153,6 +155,18 @@ def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
             check_nagq(a.formula, design, a.nagq or 1)
     except (SpecError, DataError) as exc:
         raise type(exc)(f"[[analysis]] {a.name!r}: {exc}") from None
+
+
+def check_output_outside_input(cfg: PipelineConfig) -> None:
+    """A Parquet-folder input must not hold the output folder: the run would read its own
+    outputs as data (it failed half-way, then every later run refused the input folder for
+    the diagnostics.csv it had left there)."""
+    data, out = Path(cfg.data.path).resolve(), Path(cfg.output.dir).resolve()
+    if data.is_dir() and (out == data or data in out.parents):
+        raise SpecError(
+            f"[output] dir = {str(cfg.output.dir)!r} is inside the input folder [data] path = "
+            f"{str(cfg.data.path)!r}: the run would read its own outputs as data; put the output elsewhere"
+        )
 
 
 def check_output_dir(path: str | os.PathLike) -> None:

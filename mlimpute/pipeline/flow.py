@@ -80,6 +80,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
     summary = validate(cfg)  # bad data fails here, leaving the last complete run untouched
     timings["ingest+validate"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
+    lock = store.lock_output(out)   # one run at a time in a folder (held to the end of the flow)
     (out / MANIFEST).unlink(missing_ok=True)  # a manifest means one complete run
     bar = Progress(progress, logger)
     try:
@@ -97,7 +98,10 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
             t0 = time.perf_counter()
             futures = [runner.submit(cached(sample_chain, out, refresh=not Path(j["out"]).exists()),
                                      {"cfg": cfg, "job": j}) for j in chain_jobs]
-            chain_paths, chain_states = _gather(futures, bar.stage("chains", len(futures)))
+            _, chain_states = _gather(futures, bar.stage("chains", len(futures)))
+            # the files are where this run's jobs say: a cache record keeps the path it was made
+            # with, which names another folder once the output folder is moved or copied
+            chain_paths = [j["out"] for j in chain_jobs]
             timings["chains"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
@@ -110,7 +114,8 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
             futures = [runner.submit(cached(fit_imputation, out, refresh=not Path(j["out"]).exists()),
                                      {"analysis": analyses[j["analysis"]["name"]], "job": j})
                        for j in fit_jobs]
-            fit_paths, _ = _gather(futures, bar.stage("fits", len(futures)))
+            _gather(futures, bar.stage("fits", len(futures)))
+            fit_paths = [j["out"] for j in fit_jobs]
             timings["fits"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -118,7 +123,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         cc_paths = _complete_case_paths(cfg, data["sha256"], version)
         for a in cfg.analysis:
             paths = [p for j, p in zip(fit_jobs, fit_paths) if j["analysis"]["name"] == a.name]
-            pooled.append(pool_analysis(cfg, a, paths, cc_paths[a.name]))
+            pooled.append(pool_analysis(cfg, a, paths, cc_paths[a.name], data["sha256"]))
         remove_stale_results(out, pooled)
         timings["pool"] = time.perf_counter() - t0
 
@@ -134,6 +139,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         store.prune_cache(out, [*chain_paths, *fit_paths, *cc_paths.values()])
     finally:
         bar.close()
+        lock.close()
     warnings = notices.of_run(assembled, pooled)
     for w in warnings:  # once each, in the run's log (the CLI prints them, not Prefect)
         logger.warning(w)
@@ -153,7 +159,7 @@ def _chain_jobs(cfg: Any, data_sha256: str, version: str) -> list[dict[str, Any]
         key = store.digest({"what": "chain", "data_sha256": data_sha256, "config": rec,
                             "chain": c, "version": version})
         jobs.append({
-            "key": key, "chain": c, "chain_number": c + 1, "n_imputations": per_chain[c],
+            "key": key, "chain": c, "chain_number": c + 1, "n_imputations": per_chain[c], "data_sha256": data_sha256,
             "out": str(store.cache_dir(cfg.output.dir) / "chains" / f"chain-{c + 1}-{key[:16]}.npz"),
         })
     return jobs

@@ -34,7 +34,8 @@ import pandas as pd
 from mlimpute.config import ModelConfig, PipelineConfig
 from mlimpute.design import ModelData
 from mlimpute.impute import ChainResult, prepare
-from mlimpute.io import atomic_path, read_table
+from mlimpute.errors import DataError, SpecError
+from mlimpute.io import atomic_path, file_sha256, read_table
 
 __all__ = ["digest", "save_chain", "load_chain", "save_pickle", "load_pickle", "cache_dir",
            "read_input", "model_data", "prune_cache"]
@@ -149,3 +150,48 @@ def prune_cache(output_dir: str | Path, keep: Iterable[str | Path]) -> list[Path
         if d.is_dir() and not any(d.iterdir()):
             shutil.rmtree(d, ignore_errors=True)
     return gone
+
+
+def same_input(cfg: PipelineConfig, sha256: str | None) -> None:
+    """Raise unless the input file still has the content the run started with (its sha256 at
+    ingest): a file replaced during a run was read by later tasks, whose chains were then cached
+    under the old file's hash, and every later run on the old file failed (helper 31). Called
+    before a task saves what it read."""
+    if sha256 is None:
+        return
+    now = file_sha256(cfg.data.path)
+    if now != sha256:
+        raise DataError(
+            f"the input {str(cfg.data.path)!r} changed during the run (sha256 {sha256[:12]}… at the start, "
+            f"{now[:12]}… now); nothing read from it since was kept: run again once it is settled"
+        )
+
+
+LOCK = ".lock"
+
+
+def lock_output(out: Path):
+    """An exclusive lock on the output folder, held while the returned file is open: a second
+    run into the folder is refused instead of pruning the first one's cache and leaving a
+    manifest beside another run's imputations (helper 31). The lock is the kernel's
+    (``flock``): it goes with the process, so a killed run leaves none behind."""
+    import fcntl
+
+    path = cache_dir(out) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise SpecError(
+            f"[output] dir = {str(out)!r} is in use by another run ({holder}); wait for it to finish, or "
+            "give this run another output folder"
+        ) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    return fh

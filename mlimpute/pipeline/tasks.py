@@ -74,6 +74,7 @@ def ingest(data_path: str) -> dict[str, Any]:
 @task(name="validate", retries=0)
 def validate(cfg: PipelineConfig) -> dict[str, Any]:
     """The model and analyses against the data (no sampling): a small summary."""
+    checks.check_output_outside_input(cfg)
     return checks.check_data(cfg)
 
 
@@ -90,6 +91,7 @@ def sample_chain(cfg: PipelineConfig, job: dict[str, Any]) -> str:
     hook = progress.sweep_reporter(job["chain_number"], total)
     result = run_chain(store.model_data(cfg), c, job["n_imputations"], s.burn, s.between,
                        seeds[c], progress=False, on_sweep=hook)
+    store.same_input(cfg, job["data_sha256"])   # (before the chain is cached under that input)
     return str(store.save_chain(job["out"], result))
 
 
@@ -164,7 +166,7 @@ def complete_case(a: AnalysisConfig, df: pd.DataFrame) -> tuple[pd.DataFrame | N
 
 @task(name="pool", retries=0, task_run_name="pool-{analysis.name}")
 def pool_analysis(cfg: PipelineConfig, analysis: AnalysisConfig,
-                  fit_paths: list[str], cc_path: str | None = None) -> dict[str, Any]:
+                  fit_paths: list[str], cc_path: str | None = None, data_sha256: str | None = None) -> dict[str, Any]:
     """Pool one analysis over the imputations; writes fits/, pooled/ tables (and the
     complete-case fit for comparison, kept in ``cc_path`` when given and read from it on a
     re-run). Small record back.
@@ -198,6 +200,7 @@ def pool_analysis(cfg: PipelineConfig, analysis: AnalysisConfig,
         cc, cc_rows = store.load_pickle(cc_path)
     else:
         cc, cc_rows = complete_case(a, store.read_input(cfg.data.path))
+        store.same_input(cfg, data_sha256)
         if cc_path is not None:
             store.save_pickle(cc_path, (cc, cc_rows))
     if cc is not None:
