@@ -93,6 +93,7 @@ CASES = {
                          r"column\(s\) 'schol' \(in cluster\) not found in the data"),
     "mixed folder": ("folder", r"column 'standlrt' holds numbers in '.*a.parquet' but text in '.*b.parquet'"),
     "config is a folder": ("config-folder", r"config file '.*' is a folder; give the TOML file"),
+    "no rows": ("empty", r"\[data\] path = '.*empty.csv' has no rows; check the file"),
 }
 
 
@@ -113,6 +114,9 @@ def test_bad_config_or_data_exit_2_one_line_nothing_written(workdir, capsys, com
         cfg = write_config(workdir, data="parts")
     elif how == "config-folder":
         cfg = workdir
+    elif how == "empty":   # a header alone ("data has no rows", without the path, before)
+        read_parquet(workdir / "exam.parquet").iloc[:0].to_csv(workdir / "empty.csv", index=False)
+        cfg = write_config(workdir, data="empty.csv")
     else:
         cfg = write_config(workdir, **how)
     before = files(workdir)

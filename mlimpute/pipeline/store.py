@@ -74,7 +74,10 @@ def read_input(path: str | os.PathLike) -> pd.DataFrame:
     p = Path(path)
     if not p.exists():
         return read_table(p)  # raises the DataError that names the path
-    return _read(str(p), _stamp(p))
+    df = _read(str(p), _stamp(p))
+    if not len(df):
+        raise DataError(f"[data] path = {str(path)!r} has no rows; check the file (or the query that wrote it)")
+    return df
 
 
 @functools.lru_cache(maxsize=2)
