@@ -223,6 +223,18 @@ def test_output_folder_lock_and_an_input_replaced_during_a_run(tmp_path):
         store.lock_output(tmp_path)
     first.close()
     store.lock_output(tmp_path).close()   # free again
+    import errno
+    import fcntl
+
+    def no_locks(fh, how):   # NFS without lockd: the run goes on, unguarded, rather than refused
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    real = fcntl.flock
+    fcntl.flock = no_locks
+    try:
+        store.lock_output(tmp_path).close()
+    finally:
+        fcntl.flock = real
     data = tmp_path / "d.csv"
     data.write_text("a\n1\n")
     cfg = SimpleNamespace(data=SimpleNamespace(path=data))

@@ -18,6 +18,7 @@ steps, the chains of a thread-pool runner, or every task a Dask worker runs.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -185,7 +186,9 @@ def lock_output(out: Path):
     fh = open(path, "a+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            return fh   # a file system without locks (NFS without lockd: ENOLCK): run unguarded
         fh.seek(0)
         holder = fh.read().strip() or "another process"
         fh.close()
