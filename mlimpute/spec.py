@@ -539,26 +539,28 @@ class ImputationModel:
         return tuple(c)
 
     def _check_variance_terms(self, variables: dict, names: list[str]) -> None:
-        """A variance function's random term is one random intercept of a classification of the
-        model: said here, with the model's other refusals (and a TOML file's name), rather than
-        when the data are read."""
+        """A variance function has at most one random term, one random intercept of a
+        classification of the model: said here, with the model's other refusals (and a TOML
+        file's name), rather than when the data are read (``structure.variance_data``)."""
         from .analysis.formula import parse_formula
 
         groups = [*names, *([self.cluster] if self.two_level else [])]
         for name, v in variables.items():
             if v.variance is None:
                 continue
+            where = f"variance={v.variance!r} of {name!r}"
             try:
                 terms = parse_formula(f"__lhs__ {v.variance.strip()}").random
             except SpecError as exc:
-                raise SpecError(f"cannot read variance={v.variance!r} of {name!r}: "
-                                f"{str(exc).replace('__lhs__ ', '')}") from None
+                raise SpecError(f"cannot read {where}: {str(exc).replace('__lhs__ ', '')}") from None
+            if len(terms) > 1:
+                raise SpecError(f"{where}: it has more than one random term ({terms[1].text!r} is another); a "
+                                "variance function takes one random intercept, of one classification")
             for term in terms:
                 if term.expr.replace(" ", "") != "1" or term.group_label not in groups:
                     raise SpecError(
-                        f"variance={v.variance!r} of {name!r}: its random term {term.text!r} must be one random "
-                        f"intercept of a classification of the model ({', '.join(map(repr, names))}), like "
-                        f"'(1 | {names[-1]})'"
+                        f"{where}: its random term {term.text!r} must be one random intercept of a "
+                        f"classification of the model ({', '.join(map(repr, names))}), like '(1 | {names[-1]})'"
                     )
 
     def _check_substantive(self) -> None:

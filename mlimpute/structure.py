@@ -330,20 +330,10 @@ def variance_data(sdf, model: ImputationModel, name: str, col: int, specs) -> Va
     where = f"variance={text!r} of {name!r}"
     parsed = parse_formula(f"__lhs__ {text.strip()}")
     re = None
-    for term in parsed.random:
-        names = [c.name for c in specs]
+    names = [c.name for c in specs]
+    for term in parsed.random:   # one random intercept of a classification (ImputationModel checks it)
         group = term.group_label
-        if model.two_level and group == model.cluster:
-            group = specs[0].name
-        if re is not None:
-            raise SpecError(f"{where}: it has more than one random term ({term.text!r} is another); a variance "
-                            "function takes one random intercept, of one classification")
-        if term.expr.replace(" ", "") != "1" or group not in names:
-            raise SpecError(
-                f"{where}: its random term {term.text!r} must be one random intercept of a "
-                f"classification of the model ({', '.join(map(repr, names))}), like '(1 | {names[-1]})'"
-            )
-        re = names.index(group)
+        re = names.index(specs[0].name if model.two_level and group == model.cluster else group)
     from formulaic import Formula
 
     try:

@@ -98,7 +98,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
             t0 = time.perf_counter()
             futures = [runner.submit(cached(sample_chain, out, refresh=not Path(j["out"]).exists()),
                                      {"cfg": cfg, "job": j}) for j in chain_jobs]
-            _, chain_states = _gather(futures, bar.stage("chains", len(futures)))
+            chain_states = _gather(futures, bar.stage("chains", len(futures)))
             # the files are where this run's jobs say: a cache record keeps the path it was made
             # with, which names another folder once the output folder is moved or copied
             chain_paths = [j["out"] for j in chain_jobs]
@@ -198,8 +198,10 @@ def _complete_case_paths(cfg: Any, data_sha256: str, version: str) -> dict[str, 
     return out
 
 
-def _gather(futures: list[Any], stage: Any) -> tuple[list[Any], list[str]]:
-    """Wait for every future (advancing ``stage``), then return results in submission order.
+def _gather(futures: list[Any], stage: Any) -> list[str]:
+    """Wait for every future (advancing ``stage``), then return their final states in submission
+    order. The results are not used: the work files are where the jobs say (a cached result names
+    the folder it was made in).
 
     Raises the first failure only after all have finished, so the finished ones are cached.
     """
@@ -207,5 +209,6 @@ def _gather(futures: list[Any], stage: Any) -> tuple[list[Any], list[str]]:
         fut.wait()  # records the final state on the future (else .state asks the API, which lags)
         state = fut.state
         stage.advance("from cache" if state.name == "Cached" else state.name.lower())
-    results = [fut.result() for fut in futures]  # raises the first failed task's exception
-    return results, [fut.state.name for fut in futures]
+    for fut in futures:
+        fut.result()  # raises the first failed task's exception
+    return [fut.state.name for fut in futures]

@@ -147,7 +147,6 @@ class VarStatic:
     wgroups: tuple = ()          # per covariate: each row's value index, when it has few values
     wvals: tuple = ()            # and those values (None: a continuous covariate, row by row)
     cells: object = None         # VarianceCells, when the rows fall into few cells of equal d
-    centre: np.ndarray = None    # the covariates' means, taken off ``w`` (module notes above ``vf_layout``)
     moves: np.ndarray = None     # (moves × covariates): the γ increment of each move's unit step;
                                  # ``w`` holds each move's direction in the rows (``factor_moves``)
 
@@ -338,8 +337,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
     for k, v in enumerate(data.variances):
         vpos = sum(1 for other in data.variances[:k] if other.re == v.re)
         groups, vals = [], []
-        centre = v.w.mean(axis=0)
-        moves, w = factor_moves(v.w, v.w_names, centre)   # d = 1 at the covariates' means (notes above ``vf_layout``)
+        moves, w = factor_moves(v.w, v.w_names, v.w.mean(axis=0))   # d = 1 at the covariates' means (notes above ``vf_layout``)
         for j in range(w.shape[1]):
             values, inverse = np.unique(w[:, j], return_inverse=True)
             few = values.size <= 64
@@ -348,7 +346,7 @@ def prepare_multi(data: ModelData) -> MultiStatic:
         unit = None if v.re is None else classes[v.re].unit
         cells = None if v.re is not None and unit is None else VarianceCells.build(groups, unit, data.n_rows, vals)
         vf.append(VarStatic(col=v.col, w=w, re=v.re, vpos=vpos, wgroups=tuple(groups), wvals=tuple(vals),
-                            cells=cells, centre=centre, moves=moves))
+                            cells=cells, moves=moves))
         n_steps[f"gamma{k}"] = w.shape[1]
         n_steps[f"logvar{k}"] = int(v.re is not None)
     # the rare categories' collapsed block: not with variance functions (Ω1 is drawn in parts)
