@@ -64,7 +64,9 @@ class Program:
     delimits each column's primitives in ``src``/``kind``/``par`` (``par`` is the power or the
     table index); ``dep_ptr``/``dep_cols`` list, per source, the columns that read it.
     ``linear[s]``: every column is affine in source s (so its conditional given the outcome is
-    normal when the outcome is).
+    normal when the outcome is); ``quadratic[s]``: not affine, but every column a polynomial of
+    degree at most 2 in source s (``x + I(x**2)``, ``x**2:z``), so that each row's linear
+    predictor is symmetric about a vertex (the cells' reflection move).
     """
 
     const: np.ndarray
@@ -76,6 +78,7 @@ class Program:
     dep_ptr: np.ndarray
     dep_cols: np.ndarray
     linear: np.ndarray
+    quadratic: np.ndarray
     n_fixed: int
 
     @property
@@ -556,6 +559,7 @@ def _assemble(comp: _Compiler, columns: list[list[tuple]], n_fixed: int) -> Prog
     deps = [sorted({c for c in range(len(columns)) if (src_a[ptr[c]:ptr[c + 1]] == s).any()})
             for s in range(n_src)]
     linear = np.ones(n_src, dtype=bool)
+    polynomial2 = np.ones(n_src, dtype=bool)
     for c in range(len(columns)):
         power = {}
         for k in range(ptr[c], ptr[c + 1]):
@@ -564,6 +568,8 @@ def _assemble(comp: _Compiler, columns: list[list[tuple]], n_fixed: int) -> Prog
         for s, p in power.items():
             if p > 1:
                 linear[s] = False
+            if p not in (1.0, 2.0):
+                polynomial2[s] = False
     kmax = max([t.size for t in comp.tables], default=1)
     tables = np.zeros((max(len(comp.tables), 1), kmax))
     for t, values in enumerate(comp.tables):
@@ -573,7 +579,7 @@ def _assemble(comp: _Compiler, columns: list[list[tuple]], n_fixed: int) -> Prog
         kind=np.asarray(kind, dtype=np.int64), par=np.asarray(par, dtype=float), tables=tables,
         dep_ptr=np.cumsum([0, *map(len, deps)]).astype(np.int64),
         dep_cols=np.asarray([c for d in deps for c in d], dtype=np.int64), linear=linear,
-        n_fixed=n_fixed,
+        quadratic=~linear & polynomial2, n_fixed=n_fixed,
     )
 
 

@@ -61,7 +61,7 @@ def _cells(data, ost, o, y, mu, Q, wconst, level=1, w=None, cuts=(), seed=1):
     tried = np.zeros(o.steps.size, np.int64)
     ok.cells(y, mu, Q[None], np.zeros(units.size, np.int64), units, start, stop, miss, c.kind, c.first,
              c.width, c.src, c.cut, *((ost.cen1, ost.sc1) if level == 1 else (ost.cen2, ost.sc2)),
-             _padded_cuts(cuts), od.program.linear, od.observed, data.cluster,
+             _padded_cuts(cuts), od.program.linear, od.program.quadratic, od.observed, data.cluster,
              o.S, o.D, ost.prog, od.n_fixed, o.beta, o.b, o.eta, od.y,
              np.zeros(1) if w is None else w, wconst, o.steps, acc, tried,
              rng.standard_normal(n), 1.0 - rng.random(2 * n))
@@ -160,6 +160,99 @@ def test_quadratic_cell_by_metropolis_hastings_targets_the_exact_density():
     x = y1[drawn, 0]
     assert abs(x.mean() - mean) < 5 * np.sqrt(var / x.size)
     assert abs(x.var() / var - 1) < 0.05   # the end points of 300-step chains: 5% on the variance
+    assert np.allclose(o.D, data.outcome.program.evaluate(o.S))
+
+
+def _two_modes(dens, lo=-10.0, hi=10.0, at=0.0):
+    """Mass below ``at``, mean and variance of an unnormalised 1-D density (quadrature)."""
+    pts = [at - 3, at, at + 3]
+    Z = integrate.quad(dens, lo, hi, points=pts, limit=200)[0]
+    below = integrate.quad(dens, lo, at, limit=200)[0] / Z
+    mean = integrate.quad(lambda x: x * dens(x), lo, hi, points=pts, limit=200)[0] / Z
+    var = integrate.quad(lambda x: (x - mean) ** 2 * dens(x), lo, hi, points=pts, limit=200)[0] / Z
+    return below, mean, var
+
+
+def test_quadratic_cell_reaches_both_modes():
+    """y ~ x + I(x**2) with a precise outcome: x | y has two narrow modes, one each side of the
+    vertex −β1/(2β2), with a valley no random-walk step crosses. Every chain starts in the right
+    mode; after 30 sweeps the draws must hold the left mode's share (the reflection move), mean and
+    variance of the exact density. The random walk alone leaves the left mode empty."""
+    df = _copies(x=np.nan, y=5.0)
+    df.loc[:3, "x"] = [0.0, 1.0, -1.0, 0.5]
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous"},
+                               substantive="y ~ x + I(x**2) + (1 | g)")
+    beta, brow = [0.1, 0.4, 1.0], [0.2]
+    data, ost, o, y1, _ = _setup(df, model, beta, brow)
+    assert data.outcome.program.quadratic.tolist() == [True]
+    m, s2, sig2 = 0.3, 1.0, 0.1
+
+    def dens(x):
+        eta = beta[0] + brow[0] + beta[1] * x + beta[2] * x * x
+        return np.exp(-0.5 * (x - m) ** 2 / s2 - 0.5 * (5.0 - eta) ** 2 / sig2)
+
+    vertex = -beta[1] / (2 * beta[2])
+    below, mean, var = _two_modes(dens, at=vertex)
+    assert 0.1 < below < 0.4                                  # both modes carry mass
+    drawn = ost.rows1
+    y1[drawn, 0] = 2.0                                         # the right mode
+    o.S[drawn, 0] = 2.0
+    ok.design_rows(o.S, drawn, o.D, ost.prog)
+    ok.linear_predictor(o.D, 3, o.beta, o.b, data.cluster, drawn, o.eta)
+    mu = np.full_like(y1, m)
+    for it in range(30):
+        _cells(data, ost, o, y1, mu, np.array([[1 / s2]]), 1 / sig2, seed=it)
+    x = y1[drawn, 0]
+    share = np.mean(x < vertex)
+    assert abs(share - below) < 5 * np.sqrt(below * (1 - below) / x.size)
+    assert abs(x.mean() - mean) < 5 * np.sqrt(var / x.size)
+    assert abs(x.var() / var - 1) < 0.05
+    assert np.allclose(o.D, data.outcome.program.evaluate(o.S))
+
+
+def test_level2_quadratic_cell_with_rows_of_different_vertices():
+    """A level-2 covariate v in y ~ x * v + I(v**2): each unit's row has its own vertex
+    −(β_v + β_xv x_i)/(2β_v2), so the cluster's likelihood is not symmetric and the reflection
+    about the rows' weighted vertex is accepted only in part; the chains' end points against
+    the cluster-level density integrated on a grid (its mass each side of that vertex too)."""
+    J, n = 6000, 2
+    g = np.repeat(np.arange(J), n)
+    x = np.tile([-0.5, 0.5], J)
+    y = np.tile([4.0, 4.0], J)
+    df = pd.DataFrame({"g": g, "x": x, "v": np.array([0.3, -0.5, 1.0, np.nan])[np.minimum(g, 3)], "y": y})
+    model = mi.ImputationModel(cluster="g", variables={"v": mi.Variable("continuous", level=2)},
+                               substantive="y ~ x * v + I(v**2) + (1 | g)")
+    data, ost, o, _, y2 = _setup(df, model, [0.0, 0.0, 0.0, 0.0, 0.0], [0.0])
+    names = data.outcome.x_names
+    coef = {"Intercept": 0.1, "x": 0.3, "v": 0.4, "x:v": 0.5, "I(v ** 2)": 0.9}
+    beta = np.array([coef[k] for k in names[:data.outcome.n_fixed]])
+    data, ost, o, _, y2 = _setup(df, model, beta, [0.2])
+    sv = [src.name for src in data.outcome.sources].index("v")
+    assert data.outcome.program.quadratic.tolist() == [k == sv for k in range(len(data.outcome.sources))]
+    m, s2, sig2 = 0.2, 1.5, 0.3
+    xs, ys = np.array([-0.5, 0.5]), np.array([4.0, 4.0])
+
+    def dens(v):
+        eta = 0.1 + 0.2 + 0.3 * xs[:, None] + (0.4 + 0.5 * xs[:, None]) * v + 0.9 * v * v
+        return np.exp(-0.5 * (v - m) ** 2 / s2 - 0.5 * np.sum((ys[:, None] - eta) ** 2, axis=0) / sig2)
+
+    bi, ci = 0.4 + 0.5 * xs, 0.9
+    vertex = -np.sum(bi * ci) / (2 * np.sum([ci * ci] * 2))
+    below, mean, var = _two_modes(lambda v: float(dens(np.array([v]))[0]), at=vertex)
+    assert 0.2 < below < 0.5
+    y2[3:, 0] = 1.8                                          # every chain in the right mode
+    o.S[:, sv] = y2[data.cluster, 0]
+    rows = np.arange(data.n_rows)
+    ok.design_rows(o.S, rows, o.D, ost.prog)
+    ok.linear_predictor(o.D, data.outcome.n_fixed, o.beta, o.b, data.cluster, rows, o.eta)
+    mu2 = np.full_like(y2, m)
+    for it in range(30):
+        _cells(data, ost, o, y2, mu2, np.array([[1 / s2]]), 1 / sig2, level=2, seed=100 + it)
+    v = y2[3:, 0]
+    share = np.mean(v < vertex)
+    assert abs(share - below) < 5 * np.sqrt(below * (1 - below) / v.size)
+    assert abs(v.mean() - mean) < 5 * np.sqrt(var / v.size)
+    assert abs(v.var() / var - 1) < 0.06
     assert np.allclose(o.D, data.outcome.program.evaluate(o.S))
 
 

@@ -452,9 +452,47 @@ def _unit_loglik(S, s, v, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst, o
 
 
 @njit(cache=True)
+def _reflect(S, s, v0, m, sd, cen, sc, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst, observed, st, sp, u):
+    """One Metropolis–Hastings reflection of a cell whose design is quadratic in its source s:
+    each of the unit's linear predictors is η_i(v) = a_i + b_i v + c_i v² in the held value v
+    (read off at v = −1, 0, 1, which do not depend on the current value), the proposal is
+    v' = 2v* − v0 about v* = −Σ w_i b_i c_i / (2 Σ w_i c_i²) (each row's vertex where the unit
+    has one row, or where its rows share one), a deterministic involution with unit Jacobian,
+    so the ratio is the target's: the model-(6) normal N(m, sd²) times the outcome's likelihood.
+    Where y = β1 x + β2 x² + … the conditional of a missing x given y has a mode on each side of
+    the vertex, and the random walk alone crossed between them rarely (a chain held an imputed
+    x in the wrong one for hundreds of sweeps, and β2's bulk ESS fell to 35 of 4,000 draws)."""
+    num = 0.0
+    den = 0.0
+    for i in range(st, sp):
+        if observed[i]:
+            wi = wconst if wconst > 0.0 else w[i]
+            j = cluster[i]
+            e_lo = _eta_with(S, i, s, cen - sc, D, prog, nf, beta, b, j, eta[i])
+            e_0 = _eta_with(S, i, s, cen, D, prog, nf, beta, b, j, eta[i])
+            e_hi = _eta_with(S, i, s, cen + sc, D, prog, nf, beta, b, j, eta[i])
+            bi = 0.5 * (e_hi - e_lo)
+            ci = 0.5 * (e_hi + e_lo) - e_0
+            num += wi * bi * ci
+            den += wi * ci * ci
+    if not den > 0.0:
+        return v0
+    v = -num / den - v0
+    if not math.isfinite(v):
+        return v0
+    logr = (-0.5 * ((v - m) ** 2 - (v0 - m) ** 2) / (sd * sd)
+            + _unit_loglik(S, s, cen + sc * v, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst, observed, st, sp)
+            - _unit_loglik(S, s, cen + sc * v0, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst, observed, st,
+                           sp))
+    if math.log(u) < logr:
+        return v
+    return v0
+
+
+@njit(cache=True)
 def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidth, colsrc, colcut,
-          colcen, colsc, cuts, linear, observed, cluster, S, D, prog, nf, beta, b, eta, ytil, w, wconst,
-          steps, accepted, tried, z, u):
+          colcen, colsc, cuts, linear, quadratic, observed, cluster, S, D, prog, nf, beta, b, eta, ytil, w,
+          wconst, steps, accepted, tried, z, u):
     """Redraw every missing cell of the ``units`` (rows of y, with a missing covariate of the
     formula and an observed outcome among their design rows), one latent column at a time, from
 
@@ -466,7 +504,10 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
     ``m = μ_k − Σ_{l≠k} Q_kl (y_l − μ_l) / Q_kk`` (``Q = Q[qidx[unit]]``).
 
     - continuous covariates entering linearly: the product is normal (exact draw);
-    - otherwise: random-walk MH, step ``steps[s]`` × conditional SD (tuned in burn-in);
+    - otherwise: random-walk MH, step ``steps[s]`` × conditional SD (tuned in burn-in); where
+      the formula is quadratic in the source (``quadratic[s]``) then a reflection about the
+      vertex of the unit's linear predictors, which jumps between the two modes a quadratic
+      term gives its conditional (``_reflect``);
     - a categorical latent column: the line splits into intervals, each a category given the
       unit's other latent columns; one is chosen with probability mass × likelihood, then the
       latent is drawn inside it.
@@ -539,6 +580,9 @@ def cells(y, mu, Q, qidx, units, ustart, ustop, miss, colkind, colfirst, colwidt
                         accepted[s] += 1
                     else:
                         v = v0
+                    if quadratic[s]:
+                        v = _reflect(S, s, v, m, sd, cen, sc, D, prog, nf, beta, b, cluster, eta, ytil, w, wconst,
+                                     observed, st, sp, u[2 * t - 1])
                 y[j, k] = v
                 v = cen + sc * v
             else:

@@ -21,8 +21,9 @@ only through the completed covariates and the linear predictor):
    (B, U) block: no see-saw between the fixed and random intercepts.
 3. Σ_b | b: inverse-Wishart per block; then a parameter-expansion move rescaling (b, Σ_b)
    together (``expand_random_effects``); σ² | residuals: inverse-gamma (gaussian).
-4. Missing covariate cells of rows with an observed outcome (``cells``): exact or MH, see
-   ``_outcome_kernels.cells``. Rows whose outcome is missing get the joint model's block
+4. Missing covariate cells of rows with an observed outcome (``cells``): exact or MH (with a
+   square of the covariate, also a reflection about the parabola's vertex that moves between
+   the conditional's two modes), see ``_outcome_kernels.cells``. Rows whose outcome is missing get the joint model's block
    draw: their outcome integrates out of the likelihood.
 5. Missing outcomes are drawn from the analysis model when an imputation is taken.
 
@@ -406,7 +407,7 @@ def draw_cells(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData, y1, fi
     accepted = np.zeros(nsrc, np.int64)
     tried = np.zeros(nsrc, np.int64)
     od = ost.od
-    common = (od.program.linear, od.observed, data.cluster, o.S, o.D, ost.prog, od.n_fixed, o.beta,
+    common = (od.program.linear, od.program.quadratic, od.observed, data.cluster, o.S, o.D, ost.prog, od.n_fixed, o.beta,
               o.b, o.eta, ytil, w, wconst, o.steps, accepted, tried)
     if ost.rows1.size:
         n = ost.n_cells1

@@ -352,6 +352,7 @@ def draw_general_cells(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeState, y
         c = pt.cols
         ok.cells(y_of[pt.level], mean, Q, qidx, pt.units, pt.ustart, pt.ustop, miss_of[pt.level], c.kind, c.first,
                  c.width, c.src, c.cut, pt.cen, pt.sc, _padded_cuts(cuts_of[pt.level]), od.program.linear,
+                 od.program.quadratic,
                  seen, ost.identity, S, D, ost.prog, od.n_fixed, o.beta, R, eta, yt, wg,
                  wconst, o.steps, accepted, tried, rng.standard_normal(pt.n_cells),
                  1.0 - rng.random(2 * pt.n_cells) if pt.uniforms else np.zeros(0))
