@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from scipy import stats
@@ -30,7 +31,7 @@ from prefect.cache_policies import CacheKeyFnPolicy
 
 from mlimpute.analysis import glmm, lmm
 from mlimpute.config import AnalysisConfig, PipelineConfig
-from mlimpute.errors import DataError, MlimputeError, SpecError
+from mlimpute.errors import ConvergenceError, DataError, MlimputeError, SpecError
 from mlimpute.impute import assemble, chain_seeds, run_chain
 from mlimpute.io import atomic_path, file_sha256, write_imputations, write_parquet
 from mlimpute.pooling import pool
@@ -121,6 +122,11 @@ def assemble_imputations(cfg: PipelineConfig, chain_paths: list[str]) -> dict[st
     }
 
 
+# what a fit raises where its numbers fail (a matrix that lost definiteness, an overflow), as
+# against the package's own errors, which say what to change
+NUMERIC_FAILURES = (np.linalg.LinAlgError, ArithmeticError)
+
+
 @task(name="fit", retries=0, task_run_name="fit-{job[analysis][name]}-{job[imputation]}")
 def fit_imputation(analysis: AnalysisConfig, job: dict[str, Any]) -> str:
     """Fit one analysis on one completed dataset; the fit is pickled to ``job["out"]``."""
@@ -135,6 +141,11 @@ def fit_imputation(analysis: AnalysisConfig, job: dict[str, Any]) -> str:
                 f"[[analysis]] {analysis.name!r} on imputation {job['imputation']}: {exc} (the observed data passed "
                 "this check before sampling; imputed values did not: a transform undefined for some of them? "
                 "impute the transformed column instead)") from None
+        except NUMERIC_FAILURES as exc:
+            raise ConvergenceError(
+                f"[[analysis]] {analysis.name!r} on imputation {job['imputation']}: the fit failed numerically "
+                f"({type(exc).__name__}: {exc}); a coefficient the data nearly separate, or more terms than these "
+                "data identify? simplify the formula") from None
     # without its data: the design matrices made a fit on 1,000,000 rows a 184 MB pickle, and
     # pooling loaded every imputation's at once (3.3 GB for 20); pooling needs none of them
     store.save_pickle(job["out"], {"fit": fit.without_data(), "warnings": notices.caught(caught)})
@@ -157,7 +168,7 @@ def complete_case(a: AnalysisConfig, df: pd.DataFrame) -> tuple[pd.DataFrame | N
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the complete-case fit's warnings are not the run's
             fit = _fit(a, data)
-    except MlimputeError:
+    except (MlimputeError, *NUMERIC_FAILURES):   # a comparison: without it the report says so
         return None, len(data)
     t = fit.tidy()
     half = stats.norm.ppf(0.5 + a.conf_level / 2) * t["std_error"]

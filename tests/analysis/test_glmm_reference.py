@@ -159,6 +159,35 @@ def test_sparse_solver_backs_off_where_pirls_fails():
     assert sparse_fit.loglik == pytest.approx(nested_fit.loglik, abs=1e-7)
 
 
+def test_nearly_separated_coefficient_fits_with_a_warning():
+    """Helper 32's complete cases: a cell of C(f):C(o) nearly separated (glmer: SE 1.5e5); the
+    first stage's F was singular to rounding and the whitening's Cholesky raised numpy's
+    LinAlgError. The fit now reaches glmer's tightly converged optimum and says the model is
+    not identified, as glmer warns of a nearly unidentifiable model."""
+    from pathlib import Path
+
+    from mlimpute.analysis.glmm import whitening
+
+    d = pd.read_csv(Path(__file__).parent.parent / "fixtures" / "lme4" / "data" / "near_separation_logit.csv")
+    with pytest.warns(mi.ConvergenceWarning, match="not identified"):
+        fit = mi.glmm("b ~ x * C(f) * C(o) + (1 | g)", d, family="binomial")
+    assert not fit.converged
+    assert fit.loglik == pytest.approx(-110.377149052, abs=1e-6)
+    assert fit.loglik >= -110.377149052 - 1e-7
+    se = np.sqrt(np.diag(fit.beta_cov))
+    assert np.isfinite(se).all() and se.max() > 1e3
+    # the whitening: cholesky(inv(F)) where F is positive definite, an invertible C with
+    # C C' = F⁻¹ on F's well-determined directions where it is singular to rounding
+    F = np.array([[4.0, 1.0], [1.0, 2.0]])
+    assert whitening(F) == pytest.approx(np.linalg.cholesky(np.linalg.inv(F)))
+    V = np.linalg.qr(np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [1.0, 0.0, 1.0]]))[0]
+    F = V @ np.diag([5.0, 1.0, -1e-17]) @ V.T
+    C = whitening(F)
+    assert np.isfinite(C).all() and abs(np.linalg.det(C)) > 0
+    P = V[:, :2] @ V[:, :2].T
+    assert P @ C @ C.T @ P == pytest.approx(V[:, :2] @ np.diag([0.2, 1.0]) @ V[:, :2].T)
+
+
 @pytest.mark.parametrize("name, formula, link, loglik, theta, beta", [
     # an || variance at 0 with nothing below it: the deviance is even there, its gradient 0
     ("zero_column_poisson", "y ~ x + (1 + x || g)", None, -16.8819313393,
