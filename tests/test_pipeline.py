@@ -281,6 +281,26 @@ def test_failed_chain_fails_run_and_rerun_reuses_finished_chains(harness, cli_en
     assert main(["run", str(config), "--no-progress", "--set", "sampler.seed=7", "--out", str(moved)]) == 0
     assert calls == [] and json.loads((moved / "manifest.json").read_text())["chains"][0]["state"] == "Cached"
 
+    # a re-run that fails after writing its imputations (another seed: new chains and tables)
+    # leaves the last complete run as it was, its manifest and every file it lists (helper 32:
+    # the new imputations had been left beside the old run's fits, pooled tables and report)
+    import mlimpute.pipeline.flow as flow_module
+
+    before = json.loads((moved / "manifest.json").read_text())
+
+    def fail_pool(*a, **k):
+        raise mi.DataError("pooling failed on purpose")
+
+    monkeypatch.setattr(flow_module, "pool_analysis", fail_pool)
+    assert main(["run", str(config), "--no-progress", "--set", "sampler.seed=8", "--out", str(moved)]) == 1
+    assert "pooling failed on purpose" in capsys.readouterr().err
+    assert json.loads((moved / "manifest.json").read_text()) == before
+    shown = {p.relative_to(moved).as_posix() for p in moved.rglob("*")
+             if p.is_file() and ".cache" not in p.parts and p.name != "manifest.json"}
+    assert shown == set(before["outputs"])
+    assert all(file_sha256(moved / f) == h for f, h in before["outputs"].items())
+    assert not (moved / ".cache" / "staging").exists()
+
 
 def test_each_warning_once_with_its_count_on_console_log_report_and_manifest(
         harness, cli_env, tmp_path, monkeypatch, capsys):

@@ -98,7 +98,7 @@ def test_signal_stops_the_run_within_seconds_and_leaves_nothing(tmp_path, home, 
     assert code == 128 + sig, err[-3000:]
     assert seconds < 15, f"took {seconds:.1f} s to stop"
     assert f"mlimpute: {sig.name} received: stopping now" in err
-    assert "the chain that was running is abandoned. Run the same command again to resume" in err
+    assert "what was still running is abandoned, and the output folder keeps the last complete run's outputs. Run the same command again to resume" in err
     assert "Failed to create the Prefect home directory" not in err
     assert "mlimpute: starting Prefect and its local API" in err  # said before the wait
     assert re.search(r"Prefect's API is up \(\d+ s\) at (\S+); .* export PREFECT_API_URL=\1", err)

@@ -2,8 +2,8 @@
 
     ingest (sha256) → validate → chains (tasks, cached) → assemble (imputations/,
     diagnostics.csv) → fits (one task per analysis × imputation, cached) → pool (fits/,
-    pooled/; tables a previous run left there deleted) → report.html → artifacts →
-    manifest.json → stale cache entries pruned
+    pooled/) → report.html → published (moved from .cache/staging into place, in place of the
+    last run's outputs) → artifacts → manifest.json → stale cache entries pruned
 
 The configuration is parsed once, by the flow (or by the CLI, which hands the flow the object
 it checked), and passed to the tasks as the validated object. Tasks pass paths and small
@@ -20,6 +20,7 @@ model arrays from the file and draws from its own ``SeedSequence`` child of ``se
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from mlimpute.config import PipelineConfig, load_config
 from mlimpute.impute import split_imputations
 
 from . import checks, notices, store
-from .outputs import MANIFEST, publish_artifacts, remove_stale_results, write_manifest, write_report
+from .outputs import MANIFEST, publish_artifacts, write_manifest, write_report
 from .progress import Progress, numba_cache_present
 from .runtime import task_runner
 from .finished import FLOW_NAME, announce_finished
@@ -81,7 +82,10 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
     timings["ingest+validate"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     lock = store.lock_output(out)   # one run at a time in a folder (held to the end of the flow)
-    (out / MANIFEST).unlink(missing_ok=True)  # a manifest means one complete run
+    # this run's outputs are written under .cache/staging and moved into place at the end: a run
+    # that fails or is stopped leaves the last complete run (and its manifest) as it was
+    stage = store.stage_dir(out)
+    staged = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": stage})})
     bar = Progress(progress, logger)
     try:
         bar.note(f"{summary['rows']} rows in {checks.describe_clusters(summary['clusters'])} clusters; missing: "
@@ -105,7 +109,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
             timings["chains"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            assembled = assemble_imputations(cfg, chain_paths)
+            assembled = assemble_imputations(staged, chain_paths)
             timings["assemble"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
@@ -123,12 +127,13 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         cc_paths = _complete_case_paths(cfg, data["sha256"], version)
         for a in cfg.analysis:
             paths = [p for j, p in zip(fit_jobs, fit_paths) if j["analysis"]["name"] == a.name]
-            pooled.append(pool_analysis(cfg, a, paths, cc_paths[a.name], data["sha256"]))
-        remove_stale_results(out, pooled)
+            pooled.append(pool_analysis(staged, a, paths, cc_paths[a.name], data["sha256"]))
         timings["pool"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        report = write_report(cfg, data, assembled, chain_paths, pooled, timings)
+        report = write_report(staged, data, assembled, chain_paths, pooled, timings)
+        store.publish(stage, out, MANIFEST)
+        assembled, pooled, report = _published(assembled, pooled, report, stage, out)
         publish_artifacts(assembled, pooled, str(out))
         timings["report"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
@@ -138,6 +143,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         manifest = write_manifest(cfg, data, summary, assembled, chains, pooled, report, timings)
         store.prune_cache(out, [*chain_paths, *fit_paths, *cc_paths.values()])
     finally:
+        shutil.rmtree(stage, ignore_errors=True)   # what a failed run had staged (published: gone)
         bar.close()
         lock.close()
     warnings = notices.of_run(assembled, pooled)
@@ -147,6 +153,19 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
             "imputations": assembled["imputations_dir"], "diagnostics": assembled["diagnostics"],
             "pooled": {r["name"]: r["paths"]["pooled"] for r in pooled},
             "chain_states": chain_states, "warnings": warnings, "timings": timings}
+
+
+def _published(assembled: dict[str, Any], pooled: list[dict[str, Any]], report: str, stage: Path,
+               out: Path) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """The records' paths where ``store.publish`` moved their files (``stage`` → ``out``)."""
+    def moved(p: str) -> str:
+        return str(out / Path(p).relative_to(stage))
+
+    assembled = {**assembled, "imputations_dir": moved(assembled["imputations_dir"]),
+                 "diagnostics": moved(assembled["diagnostics"]),
+                 "partitions": [{**p, "path": moved(p["path"])} for p in assembled["partitions"]]}
+    pooled = [{**r, "paths": {k: moved(v) for k, v in r["paths"].items()}} for r in pooled]
+    return assembled, pooled, moved(report)
 
 
 def _chain_jobs(cfg: Any, data_sha256: str, version: str) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ from mlimpute.report import (PooledTable, describe_model, missing_patterns, obse
 
 from . import notices, store
 
-__all__ = ["write_report", "write_manifest", "publish_artifacts", "read_imputations", "remove_stale_results",
+__all__ = ["write_report", "write_manifest", "publish_artifacts", "read_imputations",
            "versions"]
 
 MANIFEST = "manifest.json"
@@ -114,7 +114,7 @@ def write_manifest(cfg: PipelineConfig, ingest: dict[str, Any], summary: dict[st
                    assembled: dict[str, Any], chains: list[dict[str, Any]],
                    pooled: list[dict[str, Any]], report: str, timings: dict[str, float]) -> str:
     """manifest.json: input hash, config, seed entropy, versions, timings, and every file this
-    run wrote with its sha256 (``remove_stale_results`` has deleted the tables an older run left)."""
+    run wrote with its sha256 (``store.publish`` has put them in place of the last run's)."""
     out = cfg.output.dir
     config = cfg.record()
     written = [assembled["diagnostics"], report, *(p["path"] for p in assembled["partitions"]),
@@ -153,25 +153,6 @@ def _markdown(df: pd.DataFrame) -> str:
     rows = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     rows += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(rows)
-
-
-def remove_stale_results(output_dir: str | Path, pooled: list[dict[str, Any]]) -> list[Path]:
-    """Delete the tables under ``fits/`` and ``pooled/`` that this run did not write.
-
-    An analysis dropped from the configuration, renamed, or whose complete-case fit or pooled
-    variance components this run could not compute, would otherwise leave a previous run's
-    tables beside the new manifest, which says every output beside it comes from one run (the
-    imputations folder is replaced whole). Returns what was deleted."""
-    out = Path(output_dir)
-    kept = {Path(p).resolve() for rec in pooled for p in rec["paths"].values()}
-    gone = []
-    for sub, suffix in (("fits", ".parquet"), ("pooled", ".csv")):
-        folder = out / sub
-        for f in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if f.is_file() and f.suffix == suffix and f.resolve() not in kept:
-                f.unlink()
-                gone.append(f)
-    return gone
 
 
 def publish_artifacts(assembled: dict[str, Any], pooled: list[dict[str, Any]], output_dir: str) -> None:

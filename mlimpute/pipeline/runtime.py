@@ -53,10 +53,11 @@ def prepare_environment(prefect_home: str | os.PathLike | None = None, verbose: 
     if "PREFECT_HOME" not in env:
         env["PREFECT_HOME"] = str(prefect_home or user_cache_dir() / "prefect")
     if not verbose:
-        # Prefect's INFO lines would interleave with the progress bars, and its WARNING lines
-        # repeat the run's warnings, which the CLI prints once with their counts; all still go
-        # to the API's log
-        env.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+        # Prefect's INFO lines would interleave with the progress bars, its WARNING lines
+        # repeat the run's warnings, which the CLI prints once with their counts, and its ERROR
+        # lines a failure's tracebacks, task by task (125 lines for one failed fit), where the
+        # CLI says it in one; all still go to the API's log, and `-v` shows them
+        env.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     # the local API's start-up, also when Prefect itself starts one (e.g. under `serve`)
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(STARTUP_TIMEOUT))
 

@@ -108,8 +108,8 @@ def run(fn: Callable[..., T], *args: Any, cache: str | os.PathLike | None = None
         kept = sorted(Path(cache, "chains").glob("*.npz")) if cache else []
         where = f" ({len(kept)} chain file(s) in {Path(cache, 'chains')})" if cache else ""
         print(f"\nmlimpute: {name} received: stopping now. Finished chains and fits are kept"
-              f"{where}; the chain that was running is abandoned. Run the same command again "
-              "to resume.", file=sys.stderr, flush=True)
+              f"{where}; what was still running is abandoned, and the output folder keeps the last "
+              "complete run's outputs. Run the same command again to resume.", file=sys.stderr, flush=True)
         for clean in reversed(_cleanups):
             try:
                 clean()

@@ -39,7 +39,7 @@ from mlimpute.errors import DataError, SpecError
 from mlimpute.io import atomic_path, file_sha256, read_table
 
 __all__ = ["digest", "save_chain", "load_chain", "save_pickle", "load_pickle", "cache_dir",
-           "read_input", "model_data", "prune_cache"]
+           "read_input", "model_data", "prune_cache", "stage_dir", "publish", "OUTPUTS"]
 
 CACHE = ".cache"
 
@@ -47,6 +47,42 @@ CACHE = ".cache"
 def cache_dir(output_dir: str | Path) -> Path:
     """Where the chain and fit files and Prefect's cache records of a run are kept."""
     return Path(output_dir) / CACHE
+
+
+# what a run shows in its output folder besides the manifest: written into the staging folder
+# (``stage_dir``) and moved into place together at its end (``publish``)
+OUTPUTS = ("imputations", "diagnostics.csv", "fits", "pooled", "report.html")
+
+
+def stage_dir(output_dir: str | Path) -> Path:
+    """An empty ``.cache/staging`` (what an interrupted run left there removed): the run writes
+    its outputs there, on the output folder's file system, so that moving them is a rename."""
+    stage = cache_dir(output_dir) / "staging"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def publish(stage: Path, output_dir: str | Path, manifest: str) -> None:
+    """Move the run's outputs from ``stage`` into the output folder, in place of the last run's.
+
+    Until here the folder holds the last complete run as it was (its manifest included): a run
+    that fails or is stopped before changes nothing a reader sees. The manifest goes first, the
+    last run's outputs are moved aside (an output this run did not make, such as the tables of an
+    analysis no longer configured, goes with them), this run's renamed into place; the caller
+    writes the new manifest last. Renames on one file system: milliseconds for any size."""
+    out = Path(output_dir)
+    aside = cache_dir(out) / "replaced"
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    (out / manifest).unlink(missing_ok=True)
+    for name in OUTPUTS:
+        if (out / name).exists():
+            os.replace(out / name, aside / name)
+        if (stage / name).exists():
+            os.replace(stage / name, out / name)
+    shutil.rmtree(aside, ignore_errors=True)
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def digest(record: Any) -> str:
