@@ -121,6 +121,10 @@ def opposite_correlations() -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     recovery()
     against_jomo()
     opposite_correlations()

@@ -95,7 +95,7 @@ def time_ours(J: int, n: int, kind: str, sweeps: int) -> dict:
     df = simulate(J, n, kind)
     data_mb = df.memory_usage(deep=True).sum() / 2**20
     # compile the kernels on a tiny problem first, so that neither timing nor memory sees it
-    tiny = simulate(5, 4, kind)
+    tiny = simulate(20, 4, kind)   # small, but every variable observed in several clusters
     st = prepare_static(prepare(tiny, _model(kind)))
     sweep(np.random.default_rng(0), st, initial_state(st, np.random.default_rng(0)))
     tracemalloc.start()

@@ -19,8 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_validation as sv  # noqa: E402
 
 import mlimpute as mi  # noqa: E402
+import argparse  # noqa: E402
+
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("scale", type=float, help="the prior_l2 scale as a multiple of the default (1: the default)")
 design = "J100-n5-icc0.1-r40-MCAR-cont"
-scale = float(sys.argv[1])
+scale = ap.parse_args().scale
 est = []
 for rep in range(120):
     rng = np.random.default_rng([20261202, rep, sv.GRID.index(design)])

@@ -476,6 +476,18 @@ def _lookup(raw: Mapping[str, Any], loc: tuple[Any, ...]) -> tuple[bool, Any]:
     return True, node
 
 
+# other tools' names for a key (jomo, mice, Stan): what to write instead, and why
+KEY_ALIASES = {
+    "thin": ("between", "the sweeps between two imputations, jomo's nbetween"),
+    "nbetween": ("between", "jomo's nbetween"),
+    "nburn": ("burn", "jomo's nburn"),
+    "warmup": ("burn", "the sweeps before the first imputation"),
+    "nimp": ("imputations", "the number of completed datasets, M"),
+    "m": ("imputations", "the number of completed datasets, M"),
+    "n_imputations": ("imputations", "the number of completed datasets, M"),
+}
+
+
 def _one(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     loc = tuple(err["loc"])
     table, key = _where(loc)
@@ -488,6 +500,9 @@ def _one(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
         known = sorted(section.model_fields) if section else []
         close = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+        if str(loc[-1]) in KEY_ALIASES and KEY_ALIASES[str(loc[-1])][0] in known:
+            ours, why = KEY_ALIASES[str(loc[-1])]
+            hint = f"did you mean {ours!r} ({why})?"
         return f"unknown key {where}; {hint}"
     found, value = _lookup(raw, loc)
     if found and isinstance(value, Mapping):  # an error about a whole table

@@ -672,7 +672,7 @@ def missing_units(data: ModelData) -> dict[str, np.ndarray]:
 
 def long_table(df: pd.DataFrame, data: ModelData, imputed: dict[str, np.ndarray], m: int) -> pd.DataFrame:
     """The M completed datasets as one long table: ``df``'s columns (imputed continuous columns
-    as float, categorical ones in their input dtype and labels) in the input's row order, then
+    in their input float dtype, categorical ones in their input dtype and labels) in the input's row order, then
     ``imputation`` = 1..m. ``imputed[name]`` is (m, units) as listed by :func:`missing_units`:
     values, or category codes."""
     n = len(df)
@@ -711,7 +711,7 @@ def long_table(df: pd.DataFrame, data: ModelData, imputed: dict[str, np.ndarray]
         if codec.kind == "continuous":
             values = np.tile(base.to_numpy(dtype=float, na_value=np.nan), m).astype(codec.dtype)
             values[pos] = fill.ravel()
-            long[codec.name] = values
+            long[codec.name] = _restore_float(values, base.dtype, long.index)
         else:
             values = np.tile(base.to_numpy(dtype=object), m)
             cats = np.empty(len(codec.categories), dtype=object)
@@ -720,6 +720,14 @@ def long_table(df: pd.DataFrame, data: ModelData, imputed: dict[str, np.ndarray]
             long[codec.name] = _restore_dtype(values, base.dtype, long.index)
     long["imputation"] = np.repeat(np.arange(1, m + 1), n)
     return long
+
+
+def _restore_float(values: np.ndarray, dtype, index: pd.Index) -> object:
+    """A continuous output in the input's float dtype: numpy's (float32 held as such), or a
+    pandas extension dtype (nullable ``Float64``, ``double[pyarrow]``), now without holes."""
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype) and dtype.kind == "f":
+        return pd.Series(values, index=index).astype(dtype)
+    return values
 
 
 def _restore_dtype(values: np.ndarray, dtype, index: pd.Index) -> object:

@@ -177,7 +177,7 @@ def warn_convergence(table: pd.DataFrame, n_draws: int, stacklevel: int = 2) -> 
     if parts:
         warnings.warn(
             "; ".join(parts) + ". Increase burn and between (or imputations/chains), and look "
-            "at res.trace() for these parameters",
+            "at these parameters' traces (res.trace(); the pipeline's report.html draws them)",
             ConvergenceWarning, stacklevel=stacklevel + 1,
         )
 

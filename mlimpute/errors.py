@@ -7,6 +7,8 @@ catch them all; the subclasses also derive from the matching built-in (``ValueEr
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "MlimputeError",
     "SpecError",
@@ -16,8 +18,16 @@ __all__ = [
 ]
 
 
+# terminal colour codes: formulaic's messages carry them, which a log or the CLI's one line shows
+# as ⧛\x1b[1;31mname\x1b[0m⧚
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 class MlimputeError(Exception):
     """Base class of every error raised by mlimpute."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(_ANSI.sub("", a) if isinstance(a, str) else a for a in args))
 
 
 class SpecError(MlimputeError, ValueError):

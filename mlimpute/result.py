@@ -19,7 +19,7 @@ class ImputationResult:
     Attributes
     ----------
     data : DataFrame
-        Long table: the input's columns (input dtypes; imputed continuous columns as float) and
+        Long table: the input's columns (in their input dtypes) and
         ``imputation`` = 1..M, each imputation's rows in the input's row order.
     model : ImputationModel
     n_imputations, burn, between, chains : int

@@ -94,6 +94,10 @@ def formula_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df.astype(strings) if strings else df
 
 
+class NonFiniteDesign(DataError):
+    """A transform in the formula is undefined at some row's values (log of 0, 1/0)."""
+
+
 def _matrix(rhs: str, df: pd.DataFrame, what: str, labels: pd.Index, data: pd.DataFrame | None = None) -> pd.DataFrame:
     """``rhs``'s model matrix on ``df``; ``data``, the whole frame ``df`` was cut from, for the
     backtick hint of a failure (a column ``df`` lacks because formulaic misread its name)."""
@@ -108,11 +112,20 @@ def _matrix(rhs: str, df: pd.DataFrame, what: str, labels: pd.Index, data: pd.Da
     if bad.any():
         col = mm.columns[np.flatnonzero(bad.any(axis=0))[0]]
         row = labels[int(np.flatnonzero(bad.any(axis=1))[0])]
-        raise DataError(
+        raise NonFiniteDesign(
             f"the {what} {rhs!r} gives a non-finite value in column {col!r} (first at index label {row}); "
             "a transform is undefined there (log of 0 or a negative?): transform the data first"
         )
     return mm
+
+
+# R's functions in a formula, read here as a column of that name, with what to write instead
+R_CALLS = {
+    **dict.fromkeys(("factor", "as.factor", "ordered"),
+                    "R's factor(x) is C(x) here (treatment contrasts; C(x, Sum) and others as in formulaic)."),
+    "cbind": "a binomial outcome is one 0/1 (or two-level) column per trial here, not cbind(successes, "
+             "failures): give each trial its own row.",
+}
 
 
 def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
@@ -123,6 +136,8 @@ def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
             hint = f"did you mean {close[0]!r}?" if close else f"the data have {', '.join(columns[:12])}{' ...' if len(columns) > 12 else ''}"
             if name in ("offset", "weights"):
                 hint = f"{name}() terms are not supported: fit without it, or add its column as a predictor."
+            elif name in R_CALLS and re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", formula):
+                hint = R_CALLS[name]
             raise DataError(f"column {name!r} in formula {formula!r} is not in the data; {hint} Fix the formula or the "
                             f"data.{_backticks(formula, data)}")
 

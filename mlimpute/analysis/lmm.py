@@ -65,11 +65,20 @@ __all__ = ["lmm", "LmmEngine", "fit_options"]
 _LOG2PI = math.log(2 * math.pi)
 
 
+# lme4's argument names a user brings along, and ours
+R_ARGUMENTS = {"REML": "reml=", "nAGQ": "nagq=", "na.action": "na_action=", "weights": "dispersion= (a variance "
+               "function) or not supported (prior weights)", "control": "maxiter= (the optimiser's settings "
+               "are not exposed otherwise)", "offset": "not supported"}
+
+
 def fit_options(opts: dict, allowed: dict, who: str) -> dict:
     """Merge ``opts`` into the defaults ``allowed``; unknown names raise a SpecError."""
     unknown = sorted(set(opts) - set(allowed))
     if unknown:
-        raise SpecError(f"{who}() got unknown option {unknown[0]!r}; known options: {', '.join(sorted(allowed))}")
+        r_name = R_ARGUMENTS.get(unknown[0])
+        hint = f" (R's {unknown[0]} is {r_name} here)" if r_name else ""
+        raise SpecError(f"{who}() got unknown option {unknown[0]!r}{hint}; known options: "
+                        f"{', '.join(sorted(allowed))}")
     return {**allowed, **opts}
 
 

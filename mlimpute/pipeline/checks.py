@@ -134,7 +134,7 @@ def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
     filled by observed values: what the fitter would refuse in every completed dataset (no
     random term, a response the family cannot take, dependent columns, a grouping factor of
     one level, a bad dispersion formula) is found before sampling."""
-    from mlimpute.analysis._design import build_design
+    from mlimpute.analysis._design import NonFiniteDesign, build_design
     from mlimpute.analysis._dispersion import build_dispersion, dispersion_columns
     from mlimpute.analysis._family import get_family
     from mlimpute.analysis.glmm import check_nagq
@@ -153,6 +153,15 @@ def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
         else:
             design = build_design(parsed, filled, kind=get_family(a.family, a.link).name, na_action="raise")
             check_nagq(a.formula, design, a.nagq or 1)
+    except NonFiniteDesign as exc:
+        # the row it names may hold a filled value: the rows as observed name one of their own
+        # (a filled value is another row's observed one, so one of them gives it too)
+        try:
+            build_design(parse_formula(a.formula), df, kind="gaussian" if a.family == "gaussian" else
+                         get_family(a.family, a.link).name, na_action="drop")
+        except NonFiniteDesign as own:
+            exc = own
+        raise DataError(f"[[analysis]] {a.name!r}: {exc}") from None
     except (SpecError, DataError) as exc:
         raise type(exc)(f"[[analysis]] {a.name!r}: {exc}") from None
 

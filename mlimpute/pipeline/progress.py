@@ -100,26 +100,31 @@ class ChainBar:
         self.p, self.label, self.total = progress, f"chain {number}", total
         self.t0 = self.last_line = self.last_call = time.monotonic()
         self.last_done = 0
+        self.first: tuple[float, int] | None = None   # (time, sweeps) of the first report
         self._task = (progress._rich.add_task(self.label, total=total, rate="")
                       if progress._rich is not None else None)
 
     def update(self, done: int, total: int | None = None) -> None:
         now = time.monotonic()
-        rate = done / max(now - self.t0, 1e-9)
+        # the rate from the first report on: before it the chain set up and numba compiled (15 s
+        # for a few sweeps had made the first ETA 24,000 s)
+        if self.first is None:
+            self.first = (now, done)
+        t1, d1 = self.first
+        rate = (done - d1) / (now - t1) if done > d1 and now > t1 else 0.0
         if self._task is not None:
             # called after every sweep (one can take 0.1 ms): redraw at most 10 times a second
             if done < self.total and now - self.last_call < 0.1:
                 return
             self.last_call = now
-            self.p._rich.update(self._task, completed=done, rate=f"{rate:,.0f} sweeps/s")
+            self.p._rich.update(self._task, completed=done, rate=f"{rate:,.0f} sweeps/s" if rate > 0 else "")
             return
         step = max(self.total // 10, 1)
         if done < self.total and done - self.last_done < step and now - self.last_line < 15:
             return
         self.last_done, self.last_line = done, now
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
-        line = (f"{self.label}: {done:,}/{self.total:,} sweeps ({100 * done / self.total:.0f}%), "
-                f"{rate:,.0f} sweeps/s, ETA {eta:.0f} s")
+        speed = f"{rate:,.0f} sweeps/s, ETA {(self.total - done) / rate:.0f} s" if rate > 0 else "starting"
+        line = f"{self.label}: {done:,}/{self.total:,} sweeps ({100 * done / self.total:.0f}%), {speed}"
         if self.p.logger is not None:
             self.p.logger.info(line)
         if self.p.enabled:

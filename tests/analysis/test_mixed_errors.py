@@ -30,6 +30,21 @@ def test_unknown_column(df):
         mi.glmm("yb ~ x + (1 | school)", df)
 
 
+def test_what_an_r_user_writes(df):
+    """R's idioms get what to write instead (helper 32): factor(), cbind(), REML=; and
+    formulaic's colour codes do not reach the message."""
+    with pytest.raises(mi.DataError, match=r"column 'factor' .* R's factor\(x\) is C\(x\) here"):
+        mi.lmm("y ~ factor(h) + (1 | g)", df)
+    with pytest.raises(mi.DataError, match=r"not cbind\(successes, failures\): give each trial its own row"):
+        mi.glmm("cbind(yb, 1 - yb) ~ x + (1 | g)", df)
+    with pytest.raises(mi.SpecError, match=r"unknown option 'REML' \(R's REML is reml= here\)"):
+        mi.lmm("y ~ x + (1 | g)", df, REML=False)
+    with pytest.raises(mi.SpecError) as err:
+        mi.lmm("y ~ exam score + (1 | g)", df)
+    assert "\x1b" not in str(err.value) and "exam score" in str(err.value)
+    assert str(mi.DataError("\x1b[1;31mname\x1b[0m")) == "name"
+
+
 def test_grouping_factor_with_missing_values(df):
     bad = df.assign(g=df["g"].astype(float).where(df.index % 50 != 7))
     with pytest.raises(mi.DataError, match=r"grouping factor 'g' has 4 missing values \(index labels 7, 57, 107, 157\).*drop those rows"):
