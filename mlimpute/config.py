@@ -503,6 +503,9 @@ def _one(err: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
         if str(loc[-1]) in KEY_ALIASES and KEY_ALIASES[str(loc[-1])][0] in known:
             ours, why = KEY_ALIASES[str(loc[-1])]
             hint = f"did you mean {ours!r} ({why})?"
+        lower = {k.lower(): k for k in known}
+        if str(loc[-1]) not in known and str(loc[-1]).lower() in lower:   # R's REML, nAGQ
+            hint = f"did you mean {lower[str(loc[-1]).lower()]!r}? (keys are lowercase here)"
         return f"unknown key {where}; {hint}"
     found, value = _lookup(raw, loc)
     if found and isinstance(value, Mapping):  # an error about a whole table

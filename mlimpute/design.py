@@ -380,7 +380,7 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     try:
         return build_with(df, widened)
     except DataError as exc:
-        text = str(exc)
+        text = str(exc).split("available columns:")[0]   # a name in the list of columns is not the culprit
         at = {c: min((i for i in (text.find(f"'{c}'"), text.find(f"'{c}[")) if i >= 0), default=-1) for c in added}
         named = sorted((c for c in added if at[c] >= 0), key=at.get)   # the one the message names first
         if not named:

@@ -241,9 +241,9 @@ class ImputationModel:
         ``Crossed("primary", "secondary")`` for cross-classified ones; or
         ``Membership(["s1", "s2"], weights=["w1", "w2"])`` for multiple membership. With more
         than one classification every classification gets its own random intercepts and
-        covariance matrix (random slopes, cluster-specific covariances and substantive models
-        need a single cluster column), and a variable's ``level`` names the classification at
-        which it is measured.
+        covariance matrix (``random_slopes`` and cluster-specific covariances need a single
+        cluster column; a substantive model takes random terms of any classification), and a
+        variable's ``level`` names the classification at which it is measured.
     variables : mapping of str to Variable or kind string
         The variables to impute. A bare string is shorthand for ``Variable(kind)`` at level 1.
     covariates : sequence of str

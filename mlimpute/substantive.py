@@ -45,7 +45,7 @@ import pandas as pd
 from formulaic import model_matrix
 from formulaic.errors import FormulaicError
 
-from .analysis._design import formula_columns, formula_frame, power_hint
+from .analysis._design import formula_columns, formula_frame, power_hint, r_call_hint
 from .analysis.formula import ParsedFormula, parse_formula
 from .errors import ConvergenceWarning, DataError, SpecError
 from .identification import dependent_column, separating_direction
@@ -596,6 +596,8 @@ def probe_frame(sdf, names: list[str]) -> pd.DataFrame:
             pool = s[~miss]
             s = s.copy()
             s[miss] = pool.iloc[rng.integers(pool.size, size=int(miss.sum()))].to_numpy()
+        if pd.api.types.is_float_dtype(s.dtype) and s.dtype != np.float64:
+            s = s.astype(np.float64)   # float32: formulaic would square it in float32 (helper 34)
         out[name] = s
     return formula_frame(pd.DataFrame(out))
 
@@ -616,9 +618,11 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
         raise SpecError(f"substantive={model.substantive!r}: offset() and weights terms are not supported in "
                         "the imputation's analysis model; leave them out")
     if missing_cols:
+        hint = next((r_call_hint(c, model.substantive) for c in missing_cols if r_call_hint(c, model.substantive)),
+                    f"available columns: {list(df.columns)[:20]}.")
         raise DataError(
             f"column(s) {', '.join(map(repr, missing_cols))} of substantive={model.substantive!r} not "
-            f"found in the data; available columns: {list(df.columns)[:20]}. Fix the formula or the data"
+            f"found in the data; {hint} Fix the formula or the data"
         )
     incomplete = {c.name: c for c in codecs}
     for name in sorted(used - set(incomplete)):

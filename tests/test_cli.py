@@ -67,6 +67,8 @@ CASES = {
     "wrong type": ("typed", r"column 'standlrt' is declared continuous but holds non-numeric values"),
     "analysis column": (dict(edit=lambda t: t.replace("+ avslrt +", "+ avslrtt +")),
                         r"\[\[analysis\]\] 'exam': column 'avslrtt' of formula .* is not in the data; did you mean 'avslrt'\?"),
+    "R's factor()": (dict(edit=lambda t: t.replace("+ avslrt +", "+ factor(schgend) +")),
+                     r"\[\[analysis\]\] 'exam': column 'factor' of formula .* is not in the data; R's factor\(x\) is C\(x\)"),
     "dispersion column": (dict(edit=lambda t: t.replace('dispersion = "~ sex"', 'dispersion = "~ sexx"')),
                           r"\[\[analysis\]\] 'sex-gap': column 'sexx' of formula .* or dispersion '~ sexx' is "
                           r"not in the data; did you mean 'sex'\?"),

@@ -287,6 +287,7 @@ def test_failed_chain_fails_run_and_rerun_reuses_finished_chains(harness, cli_en
     import mlimpute.pipeline.flow as flow_module
 
     before = json.loads((moved / "manifest.json").read_text())
+    real_pool = flow_module.pool_analysis
 
     def fail_pool(*a, **k):
         raise mi.DataError("pooling failed on purpose")
@@ -300,6 +301,24 @@ def test_failed_chain_fails_run_and_rerun_reuses_finished_chains(harness, cli_en
     assert shown == set(before["outputs"])
     assert all(file_sha256(moved / f) == h for f, h in before["outputs"].items())
     assert not (moved / ".cache" / "staging").exists()
+
+    # Prefect's artifact calls fail after the outputs are in place (the API stopping or
+    # unreachable): the run is complete and says so, its manifest in place and listing its files
+    # (helper 34: the artifacts ran between publishing and writing the manifest, which was lost)
+    import mlimpute.pipeline.outputs as outputs_module
+
+    monkeypatch.setattr(flow_module, "pool_analysis", real_pool)
+
+    def fail_artifact(*a, **k):
+        raise RuntimeError("artifact API unreachable on purpose")
+
+    monkeypatch.setattr(outputs_module, "create_markdown_artifact", fail_artifact)
+    assert main(["run", str(config), "--no-progress", "--set", "sampler.seed=8", "--out", str(moved)]) == 0
+    after = json.loads((moved / "manifest.json").read_text())
+    assert after["config"]["sampler"]["seed"] == 8 and after["outputs"].keys() == before["outputs"].keys()
+    assert after["config"]["output"]["dir"] == str(moved)
+    assert all(file_sha256(moved / f) == h for f, h in after["outputs"].items())
+    assert not (moved / ".cache" / "staging").exists() and not (moved / ".cache" / "replaced").exists()
 
 
 def test_each_warning_once_with_its_count_on_console_log_report_and_manifest(

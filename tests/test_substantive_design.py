@@ -275,3 +275,17 @@ def test_nullable_string_covariates_in_formulas():
     assert "sex[T.girl]" in out.x_names
     vf = build(df, mi.ImputationModel(cluster="g", variables={"x": mi.Variable("continuous", variance="~ sex")}))
     assert vf.variances[0].w_names == ("sex[T.girl]",)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "Float32"])
+def test_single_precision_covariates_with_a_square(dtype):
+    """A float32 covariate with a square term: formulaic squared it in single precision and the
+    build-time check (rtol 1e-9) refused the formula as coded in a way not reproduced (helper 34)."""
+    rng = np.random.default_rng(2)
+    df = _frame(rng)
+    df["x"] = df["x"].astype(dtype)
+    df["w"] = (df["w"] * 37.3).astype(dtype)   # complete, away from 1: float32's rounding shows
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous"},
+                               substantive="y ~ x + I(x**2) + w + I(w**2) + (1 | g)")
+    out = build(df, model).outcome
+    assert out.x_names == ("Intercept", "x", "I(x ** 2)", "w", "I(w ** 2)")

@@ -128,6 +128,12 @@ R_CALLS = {
 }
 
 
+def r_call_hint(name: str, formula: str) -> str:
+    """What to write instead when ``name`` is an R function called in ``formula`` ('' if not)."""
+    called = name in R_CALLS and re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", formula)
+    return R_CALLS[name] if called else ""
+
+
 def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
     columns = [str(c) for c in data.columns]
     for name in sorted(names):
@@ -136,8 +142,8 @@ def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
             hint = f"did you mean {close[0]!r}?" if close else f"the data have {', '.join(columns[:12])}{' ...' if len(columns) > 12 else ''}"
             if name in ("offset", "weights"):
                 hint = f"{name}() terms are not supported: fit without it, or add its column as a predictor."
-            elif name in R_CALLS and re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", formula):
-                hint = R_CALLS[name]
+            elif r_call_hint(name, formula):
+                hint = r_call_hint(name, formula)
             raise DataError(f"column {name!r} in formula {formula!r} is not in the data; {hint} Fix the formula or the "
                             f"data.{_backticks(formula, data)}")
 
@@ -146,7 +152,14 @@ def formula_columns(rhs: str, what: str, columns=()) -> set[str]:
     """The columns ``rhs`` reads: formulaic's ``required_variables``, a backticked name whole
     (``quoted_whole``) and, among ``columns``, the arguments of stateful transforms
     (``stateful_arguments``)."""
-    names = quoted_whole({str(v) for v in _formula(rhs, what).required_variables}, rhs)
+    try:
+        required = _formula(rhs, what).required_variables
+    except SyntaxError as exc:   # formulaic parses each term as Python: R's as.factor(x) is not
+        calls = [r_call_hint(c, rhs) for c in R_CALLS if r_call_hint(c, rhs)]
+        hint = (" " + calls[0]) if calls else " A name with a dot or other symbol is written in backticks (`my.var`)."
+        raise SpecError(f"cannot read the {what} {rhs!r}: a term is not valid Python ({exc.msg});{hint} "
+                        "Fix the formula") from None
+    names = quoted_whole({str(v) for v in required}, rhs)
     return names | stateful_arguments(rhs, columns)
 
 

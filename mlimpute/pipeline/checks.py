@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
+from mlimpute.analysis._design import r_call_hint
 from mlimpute.config import AnalysisConfig, PipelineConfig
 from mlimpute.errors import DataError, SpecError
 
@@ -111,6 +112,7 @@ def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any, model: An
         if col not in df.columns:
             close = difflib.get_close_matches(col, columns, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"the data have {', '.join(columns)}"
+            hint = r_call_hint(col, a.formula) or hint
             where = f"formula {a.formula!r}" + ("" if a.dispersion is None else f" or dispersion {a.dispersion!r}")
             raise DataError(f"[[analysis]] {a.name!r}: column {col!r} of {where} is "
                             f"not in the data; {hint} Fix the formula or the data")

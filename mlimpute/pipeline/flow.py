@@ -2,8 +2,9 @@
 
     ingest (sha256) → validate → chains (tasks, cached) → assemble (imputations/,
     diagnostics.csv) → fits (one task per analysis × imputation, cached) → pool (fits/,
-    pooled/) → report.html → published (moved from .cache/staging into place, in place of the
-    last run's outputs) → artifacts → manifest.json → stale cache entries pruned
+    pooled/) → report.html → manifest.json → published (moved from .cache/staging into place,
+    in place of the last run's outputs, the manifest last) → stale cache entries pruned →
+    Prefect artifacts (their failure a warning: the run is complete by then)
 
 The configuration is parsed once, by the flow (or by the CLI, which hands the flow the object
 it checked), and passed to the tasks as the validated object. Tasks pass paths and small
@@ -132,16 +133,22 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
 
         t0 = time.perf_counter()
         report = write_report(staged, data, assembled, chain_paths, pooled, timings)
-        store.publish(stage, out, MANIFEST)
-        assembled, pooled, report = _published(assembled, pooled, report, stage, out)
-        publish_artifacts(assembled, pooled, str(out))
         timings["report"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
         chains = [{"chain": j["chain"] + 1, "imputations": j["n_imputations"], "key": j["key"],
                    "file": Path(p).relative_to(out).as_posix(), "state": s}
                   for j, p, s in zip(chain_jobs, chain_paths, chain_states)]
-        manifest = write_manifest(cfg, data, summary, assembled, chains, pooled, report, timings)
+        # the manifest is staged with the outputs it lists and renamed into place last
+        write_manifest(cfg, stage, data, summary, assembled, chains, pooled, report, timings)
+        store.publish(stage, out, MANIFEST)
+        manifest = str(out / MANIFEST)
+        assembled, pooled, report = _published(assembled, pooled, report, stage, out)
         store.prune_cache(out, [*chain_paths, *fit_paths, *cc_paths.values()])
+        try:  # the run is complete and in place: Prefect's artifacts are a courtesy to its UI
+            publish_artifacts(assembled, pooled, str(out))
+        except Exception as exc:  # noqa: BLE001 - an API hiccup must not fail a published run
+            logger.warning(f"the run's Prefect artifacts were not created ({type(exc).__name__}: "
+                           f"{exc}); the outputs and manifest.json in {out} are complete")
     finally:
         shutil.rmtree(stage, ignore_errors=True)   # what a failed run had staged (published: gone)
         bar.close()

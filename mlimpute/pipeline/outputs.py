@@ -110,12 +110,13 @@ def _n_units(df, c) -> int:
 
 
 @task(name="manifest", retries=0)  # no retries: a local write
-def write_manifest(cfg: PipelineConfig, ingest: dict[str, Any], summary: dict[str, Any],
+def write_manifest(cfg: PipelineConfig, folder: Path, ingest: dict[str, Any], summary: dict[str, Any],
                    assembled: dict[str, Any], chains: list[dict[str, Any]],
                    pooled: list[dict[str, Any]], report: str, timings: dict[str, float]) -> str:
-    """manifest.json: input hash, config, seed entropy, versions, timings, and every file this
-    run wrote with its sha256 (``store.publish`` has put them in place of the last run's)."""
-    out = cfg.output.dir
+    """manifest.json in ``folder`` (the staging folder): input hash, config, seed entropy,
+    versions, timings, and every file this run wrote there with its sha256, named relative to
+    ``folder`` (so to the output folder once ``store.publish`` has moved them and it)."""
+    out = Path(folder)
     config = cfg.record()
     written = [assembled["diagnostics"], report, *(p["path"] for p in assembled["partitions"]),
                *(path for rec in pooled for path in rec["paths"].values())]

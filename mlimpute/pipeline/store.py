@@ -69,8 +69,11 @@ def publish(stage: Path, output_dir: str | Path, manifest: str) -> None:
     Until here the folder holds the last complete run as it was (its manifest included): a run
     that fails or is stopped before changes nothing a reader sees. The manifest goes first, the
     last run's outputs are moved aside (an output this run did not make, such as the tables of an
-    analysis no longer configured, goes with them), this run's renamed into place; the caller
-    writes the new manifest last. Renames on one file system: milliseconds for any size."""
+    analysis no longer configured, goes with them), this run's renamed into place, and its
+    manifest (staged with them) last: a folder with a manifest holds every file it lists.
+    Renames on one file system: milliseconds for any size. A run killed inside them leaves a
+    folder without a manifest (and ``.cache/replaced``, ``.cache/staging``, cleared by the next
+    run, which finds its chains and fits in the cache)."""
     out = Path(output_dir)
     aside = cache_dir(out) / "replaced"
     shutil.rmtree(aside, ignore_errors=True)
@@ -81,6 +84,8 @@ def publish(stage: Path, output_dir: str | Path, manifest: str) -> None:
             os.replace(out / name, aside / name)
         if (stage / name).exists():
             os.replace(stage / name, out / name)
+    if (stage / manifest).exists():
+        os.replace(stage / manifest, out / manifest)
     shutil.rmtree(aside, ignore_errors=True)
     shutil.rmtree(stage, ignore_errors=True)
 

@@ -35,6 +35,12 @@ def test_what_an_r_user_writes(df):
     formulaic's colour codes do not reach the message."""
     with pytest.raises(mi.DataError, match=r"column 'factor' .* R's factor\(x\) is C\(x\) here"):
         mi.lmm("y ~ factor(h) + (1 | g)", df)
+    with pytest.raises(mi.SpecError, match=r"a term is not valid Python .*factor\(x\) is C\(x\)"):
+        mi.lmm("y ~ as.factor(h) + (1 | g)", df)   # ast.parse's bare SyntaxError had escaped (helper 34)
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ factor(h) + x + (1 | g)")
+    with pytest.raises(mi.DataError, match=r"column\(s\) 'factor' of substantive=.*R's factor\(x\) is C\(x\)") as err:
+        mi.impute(df.assign(x=df["x"].where(df.index % 7 > 0)), model, n_imputations=1, burn=1, chains=1)
+    assert "read by substantive=" not in str(err.value)   # the list of columns named 'h': not the culprit
     with pytest.raises(mi.DataError, match=r"not cbind\(successes, failures\): give each trial its own row"):
         mi.glmm("cbind(yb, 1 - yb) ~ x + (1 | g)", df)
     with pytest.raises(mi.SpecError, match=r"unknown option 'REML' \(R's REML is reml= here\)"):
