@@ -201,7 +201,8 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
     between variables ignored). The prior's share is then Ψ_kk / (E[Ω_kk](ν + J − d − 1) − Σ_j
     V_jk), at most 1. It is a warning about sensitivity to the prior, not a measure of bias
     (``benchmarks/prior_warning_check.py`` measures both on the validation grid). Only variables
-    with missing values are checked (``sampler.variance_priors``). ``draws``: (chains, draws,
+    with missing values are checked, and the substantive model's covariance blocks
+    (``sampler.variance_priors``, ``sampler.sweep.substantive_priors``). ``draws``: (chains, draws,
     parameters). Priors the user stated are not checked, nor runs with fewer than
     ``PRIOR_MIN_DRAWS`` draws in all."""
     if draws.shape[0] * draws.shape[1] < PRIOR_MIN_DRAWS:   # a posterior mean from a handful of draws says little
@@ -238,17 +239,23 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
         worst = ", ".join(f"{name} = {value:.3g} (about {share:.0%} from the prior)"
                           for share, name, value, _ in found[:3])
         matrices = list({vp.matrix: vp for _, _, _, vp in found}.values())   # each covariance once, worst first
-        if matrices[0].matrix == "omega2":
-            where = "prior_l2=mi.CovariancePrior(scale=...) ([model.prior_l2] in a TOML config)"
-        else:
-            names = [vp.matrix[len("omega["):-1] for vp in matrices]
-            where = ("priors={" + ", ".join(f"{n!r}: mi.CovariancePrior(scale=...)" for n in names) + "} ("
-                     + ", ".join(f"[model.priors.{_toml_key(n)}]" for n in names) + " in a TOML config)")
-        fix = (f"state {where} with a smaller diagonal for these, on the data's scale (about a tenth "
-               "of the variance you expect)")
+        wheres = []
+        if any(vp.matrix == "omega2" for vp in matrices):
+            wheres.append("prior_l2=mi.CovariancePrior(scale=...) ([model.prior_l2] in a TOML config)")
+        if names := [vp.matrix[len("omega["):-1] for vp in matrices if vp.matrix.startswith("omega[")]:
+            wheres.append("priors={" + ", ".join(f"{n!r}: mi.CovariancePrior(scale=...)" for n in names) + "} ("
+                          + ", ".join(f"[model.priors.{_toml_key(n)}]" for n in names) + " in a TOML config)")
+        if any(vp.matrix == "substantive" for vp in matrices):
+            wheres.append("prior_substantive=mi.CovariancePrior(scale=...) ([model.prior_substantive] in a TOML "
+                          "config; one q × q scale, q the formula's random effects, block-diagonal by term)")
+        fix = (f"state {' and '.join(wheres)} with a smaller diagonal for these, on the data's scale (about a "
+               "tenth of the variance you expect), and compare the results")
+        whose = ("of the substantive model" if all(vp.matrix == "substantive" for vp in matrices) else
+                 "of incomplete variables" if all(vp.matrix != "substantive" for vp in matrices) else
+                 "of incomplete variables and the substantive model")
         warnings.warn(
             f"the inverse-Wishart prior's scale makes up more than {PRIOR_SHARE:.0%} (beside what the data say) of the posterior mean of "
-            f"{len(found)} random-effect variance(s) of incomplete variables, worst: {worst}: the data "
+            f"{len(found)} random-effect variance(s) {whose}, worst: {worst}: the data "
             f"({', '.join(str(vp.units) for vp in matrices)} units) say little about a variance of this "
             "size, so the prior can hold it up, "
             "and the imputations then vary more between units than the data do; " + fix,

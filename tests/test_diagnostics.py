@@ -127,3 +127,51 @@ def test_prior_warning_of_a_small_cluster_variance():
     assert len(got) == 1 and "omega[g][y,y]" in got[0] and "priors={'g': mi.CovariancePrior(scale=...)}" in got[0]
     assert prior_warnings(mi.ImputationModel(**vf, priors={"g": mi.CovariancePrior(scale=[[0.002]])})) == []
     assert len(prior_warnings(mi.ImputationModel(**vf, priors={"g": mi.CovariancePrior()}))) == 1   # the default, stated
+
+
+def test_prior_warning_of_the_substantive_models_variances():
+    """The substantive model's random-effect covariance has an inverse-Wishart prior centred on
+    the complete-case fit, with a floor (``substantive.PRIOR_FLOOR``): a cluster variance far
+    below that floor is held up by it, and the run says so, naming the analysis model's
+    variance and prior_substantive (helper 33: the substantive Σ_b was not checked), in the
+    two-level sampler and per classification in the general one; not once a scale is stated.
+    The units' information: (1 | g)'s column is 1 on each row with an observed outcome."""
+    import warnings
+
+    import mlimpute as mi
+    from mlimpute.design import build
+    from mlimpute.sampler import variance_priors
+
+    rng = np.random.default_rng(3)
+    J, n = 40, 15
+    g, h = np.repeat(np.arange(J), n), rng.integers(0, 25, J * n)
+    x = rng.normal(0, 0.7, J)[g] + rng.normal(0, 0.7, 25)[h] + rng.normal(size=J * n)   # x's own variances large
+    df = pd.DataFrame({"g": g, "h": h, "x": x,
+                       "y": 1 + 0.5 * x + rng.normal(0, 0.03, J)[g] + rng.normal(0, 0.5, 25)[h] + rng.normal(size=J * n)})
+    df.loc[rng.random(J * n) < 0.3, "x"] = np.nan
+    df.loc[rng.random(J * n) < 0.1, "y"] = np.nan
+    kw = dict(n_imputations=2, burn=300, between=50, chains=2, seed=1)
+
+    def prior_warnings(model):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            mi.impute(df, model, **kw)
+        return [str(x.message) for x in w if x.category is mi.PriorWarning]
+
+    two = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + (1 | g)")
+    vp = [v for v in variance_priors(build(df, two)) if v.matrix == "substantive"]
+    assert [v.names for v in vp] == [("y~cov[Intercept,Intercept]",)] and vp[0].units == J
+    assert vp[0].level1 == ("y~sigma2",)
+    np.testing.assert_allclose(vp[0].info[0], np.bincount(g[df["y"].notna().to_numpy()], minlength=J))
+    got = prior_warnings(two)
+    assert len(got) == 1 and "y~cov[Intercept,Intercept]" in got[0] and "of the substantive model" in got[0]
+    assert "prior_substantive=mi.CovariancePrior(scale=...)" in got[0]
+    assert prior_warnings(mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + (1 | g)",
+                                             prior_substantive=mi.CovariancePrior(scale=[[0.001]]))) == []
+    crossed = mi.ImputationModel(cluster=mi.Crossed("g", "h"), variables={"x": "continuous"},
+                                 substantive="y ~ x + (1 | g) + (1 | h)")
+    vp = [v for v in variance_priors(build(df, crossed)) if v.matrix == "substantive"]
+    assert [(v.names, v.units) for v in vp] == [(("y~cov[Intercept|g,Intercept|g]",), J),
+                                                 (("y~cov[Intercept|h,Intercept|h]",), 25)]
+    got = prior_warnings(crossed)
+    assert len(got) == 1 and "y~cov[Intercept|g,Intercept|g]" in got[0] and "Intercept|h" not in got[0]

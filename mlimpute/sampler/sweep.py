@@ -307,6 +307,61 @@ def _unit_information(data: ModelData, unit: np.ndarray | None, ids, weights, n_
     return out
 
 
+def substantive_priors(data: ModelData) -> list[VariancePrior]:
+    """The substantive model's random-effect covariance blocks (``outcome_trace_names``' cov
+    entries): Σ_b | b ~ IW(ν_b + J, Ψ_b + S_b) per block of width w, ν_b its df (w unless
+    stated), Ψ_b its default scale centred on the complete-case fit
+    (``substantive._complete_case_start``), J the units of the block's classification; on the
+    data's scale, as the trace. Each unit's information about an effect is Σ ω z² over its rows
+    with an observed outcome, z the effect's column at the starting completion (``S0``) and ω
+    1 for a gaussian outcome (its σ² monitored as ``y~sigma2``), p̄(1 − p̄) for logit and
+    φ(Φ⁻¹(p̄))² / (p̄(1 − p̄)) for probit (the Fisher information per row at the observed share
+    p̄; σ² taken as 1). Not checked when ``prior_substantive`` states a scale."""
+    od = data.outcome
+    if od is None or not od.blocks:
+        return []
+    from scipy.special import ndtri
+    from scipy.stats import norm
+
+    D0 = od.program.evaluate(od.S0)[:, od.n_fixed:]
+    obs = od.observed.copy()
+    if od.family == "gaussian":
+        omega, level1 = 1.0, f"{od.name}~sigma2"
+    else:
+        pbar = float(np.clip(np.mean(od.y[obs]), 1e-3, 1 - 1e-3))
+        omega = pbar * (1 - pbar) if od.link == "logit" else norm.pdf(ndtri(pbar)) ** 2 / (pbar * (1 - pbar))
+        level1 = f"{od.name}~latent"   # not monitored: warn_prior takes 1
+    rows = np.flatnonzero(obs)
+    classes = {cd.name: cd for cd in data.classes}
+    stated = data.model.prior_substantive.scale is not None
+    names = outcome_trace_names(od)
+    out = []
+    for start, width in od.blocks:
+        cls = classes.get(od.z_class[start]) if data.classes else None
+        if cls is None:
+            unit, ids, weights, n_units = data.cluster, None, None, data.n_clusters
+        else:
+            unit, ids, weights, n_units = cls.unit, cls.ids, cls.weights, cls.n_units
+        info = []
+        for k in range(start, start + width):
+            z2 = omega * np.where(np.isfinite(D0[rows, k]), D0[rows, k], 0.0) ** 2
+            if unit is not None:
+                info.append(np.bincount(unit[rows], weights=z2, minlength=n_units))
+            else:
+                acc = np.zeros(n_units)
+                for m in range(ids.shape[1]):
+                    ok = ids[rows, m] >= 0
+                    acc += np.bincount(ids[rows[ok], m], weights=z2[ok] * weights[rows[ok], m] ** 2,
+                                       minlength=n_units)
+                info.append(acc)
+        diag = [f"{od.name}~cov[{od.z_names[k]},{od.z_names[k]}]" for k in range(start, start + width)]
+        assert all(n in names for n in diag)
+        df = float(width if od.prior_df is None else od.prior_df)
+        out.append(VariancePrior("substantive", tuple(diag), np.diag(od.prior_scale)[start:start + width].copy(),
+                                 df, int(n_units), width, (level1,) * width, tuple(info), stated))
+    return out
+
+
 def variance_priors(data: ModelData) -> list[VariancePrior]:
     """The random-effect covariances whose draw given the effects is inverse-Wishart, so that
     E[Ω_kk] = (Ψ_kk + E[S_kk]) / (ν + J − d − 1) and Ψ_kk's share of it can be read off the
@@ -336,10 +391,10 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
                                                                 for c, m in zip(coords, incomplete)),
                                      np.diag(scale).copy(), df, int(cd.n_units), len(coords), level1, info,
                                      data.model.priors.get(cd.name, CovariancePrior()) != CovariancePrior()))
-        return out
+        return out + substantive_priors(data)
     d = data.y1.shape[1] * data.z.shape[1] + data.y2.shape[1]
     if not d or con2 is not None:
-        return []
+        return substantive_priors(data)
     scale, df = level2_prior(data)
     coords = [(f"{v}:{z}", m) for v, m in zip(data.y1_names, miss1) for z in data.z_names]
     coords += list(zip(data.y2_names, data.miss2.any(axis=0)))
@@ -350,7 +405,7 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
                  for c in range(data.y1.shape[1]) for k in range(q)) + (None,) * p2
     return [VariancePrior("omega2", tuple(f"omega2[{c},{c}]" if m else None for c, m in coords),
                           np.diag(scale).copy(), df, int(data.n_clusters), d, level1, info,
-                          data.model.prior_l2 != CovariancePrior())]
+                          data.model.prior_l2 != CovariancePrior())] + substantive_priors(data)
 
 
 def trace_names(data: ModelData) -> list[str]:
