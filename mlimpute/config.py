@@ -129,6 +129,17 @@ class MembershipConfig(_Section):
     name: str | None = None
 
 
+def _r_family(v: Any) -> Any:
+    """R's ``binomial(link = "probit")`` as a family value: what to write in the TOML table."""
+    from .analysis._family import r_family_hint
+
+    if isinstance(v, str) and r_family_hint(v):
+        m = re.fullmatch(r"\s*(\w+)\s*\(\s*(?:link\s*=\s*)?['\"]?(\w*)['\"]?\s*\)\s*", v)
+        link = f' and link = "{m.group(2)}"' if m.group(2) else ""
+        raise ValueError(f'R\'s {v} is written family = "{m.group(1)}"{link} here')
+    return v
+
+
 class ModelConfig(_Section):
     # "school"; ["school", "class"] (nested, outermost first); { crossed = [...] };
     # { membership = [...], weights = [...] }
@@ -147,6 +158,8 @@ class ModelConfig(_Section):
     categorical_prior_sd: float | None = Field(default=None, gt=0)
     standardize: bool = True
     priors: dict[str, PriorConfig] = {}
+
+    _family = field_validator("family", mode="before")(classmethod(lambda cls, v: _r_family(v)))
 
     @model_validator(mode="after")
     def _something_to_impute(self) -> "ModelConfig":
@@ -210,6 +223,7 @@ class SamplerConfig(_Section):
         return self
 
 
+
 class AnalysisConfig(_Section):
     name: str
     formula: str = Field(min_length=3)
@@ -234,6 +248,8 @@ class AnalysisConfig(_Section):
     @classmethod
     def _to_float(cls, v: Any) -> Any:
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    _family = field_validator("family", mode="before")(classmethod(lambda cls, v: _r_family(v)))
 
     @model_validator(mode="after")
     def _family_options(self) -> "AnalysisConfig":

@@ -250,10 +250,14 @@ def term_classification(model: ImputationModel, term) -> int:
     classes = model.classifications
     if model.two_level:
         if term.group != (model.cluster,):
+            fix = ("the two must name the same column: fix whichever is misspelt" if len(term.group) == 1 else
+                   f"a nested grouping needs the classifications in the imputation model: "
+                   f"cluster={list(term.group)!r} (outermost first)" if term.group[0] == model.cluster else
+                   "the imputation model must have these classifications: give cluster= all of them "
+                   "(a list for nesting, mi.Crossed(...) for crossed ones)")
             raise SpecError(
                 f"random term {term.text!r} of substantive= is grouped by {term.group_label!r}, but "
-                f"the imputation model's cluster is {model.cluster!r}; the two must name the same "
-                "column: fix whichever is misspelt"
+                f"the imputation model's cluster is {model.cluster!r}; {fix}"
             )
         return 0
     if term.membership is not None:

@@ -69,6 +69,8 @@ CASES = {
                         r"\[\[analysis\]\] 'exam': column 'avslrtt' of formula .* is not in the data; did you mean 'avslrt'\?"),
     "R's factor()": (dict(edit=lambda t: t.replace("+ avslrt +", "+ factor(schgend) +")),
                      r"\[\[analysis\]\] 'exam': column 'factor' of formula .* is not in the data; R's factor\(x\) is C\(x\)"),
+    "R's offset()": (dict(edit=lambda t: t.replace("+ avslrt +", "+ offset(avslrt) +")),
+                     r"\[\[analysis\]\] 'exam': column 'offset' .* offset\(\) terms are not supported"),
     "dispersion column": (dict(edit=lambda t: t.replace('dispersion = "~ sex"', 'dispersion = "~ sexx"')),
                           r"\[\[analysis\]\] 'sex-gap': column 'sexx' of formula .* or dispersion '~ sexx' is "
                           r"not in the data; did you mean 'sex'\?"),

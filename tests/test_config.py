@@ -108,6 +108,8 @@ df_com = 100
      r"unknown key \[sampler\] thin; did you mean 'between' \(the sweeps between two imputations, jomo's nbetween\)\?"),
     (lambda t: t + '[[analysis]]\nname = "a"\nformula = "y ~ 1 + (1|g)"\nREML = false\n',   # R's spelling
      r"unknown key \[\[analysis\]\] #1 REML; did you mean 'reml'\? \(keys are lowercase here\)"),
+    (lambda t: t + '[[analysis]]\nname = "a"\nformula = "y ~ 1 + (1|g)"\nfamily = "binomial(link = \'probit\')"\n',
+     r"\[\[analysis\]\] #1 family = .*R's binomial\(link = 'probit'\) is written family = \"binomial\" and link = \"probit\" here"),
     (lambda t: t.replace('"continuous", level = 2', '"continuous", level = 3'),
      r"\[model.variables.avslrt\] level = 3: should be 1, 2 or the name of a classification"),
     (lambda t: t.replace('normexam = "continuous"', 'normexam = "continous"'),

@@ -85,7 +85,28 @@ def test_prior_share_formula():
     vp1 = vp._replace(level1=("omega1[a,a]", None), info=(np.full(40, 4.0), None))
     with pytest.warns(PriorWarning):
         found = d.warn_prior(draws1, names1, aff1, [vp1])
-    assert found == [("omega2[a,a]", pytest.approx(1 / (0.2 * 39 - 40 / 7)))]
+    assert found[0][1] >= 1 / (0.2 * 39 - 40 / 7)   # the first reading; the second (below) says 1 here
+    # the second reading: the variance T the units' data say, solved from E[S] at the posterior
+    # mean. Built forward here: units of unequal information I_j (per unit of σ²), effects whose
+    # posterior means are r_j ȳ_j with E[ȳ_j²] = T + 1/I_j, so E[S] = Σ r_j²(T + 1/I_j) + Σ V_j;
+    # Ψ set so that the posterior mean is Ω: the warning reads T back, share 1 − T/Ω
+    info = np.linspace(0.5, 12.0, 40)
+    omega, T, df, J = 0.2, 0.08, 2.0, 40
+    r, V = omega * info / (omega * info + 1), omega / (omega * info + 1)
+    S = float(np.sum(r ** 2 * (T + 1 / info)) + np.sum(V))
+    psi = omega * (df + J - 2 - 1) - S
+    vp2 = VariancePrior("omega2", ("omega2[a,a]",), np.array([psi]), df, J, 2, ("omega1[a,a]",), (2.0 * info,))
+    draws2 = np.broadcast_to(np.array([0.0, 0.8, 0.5, 2.0]), (2, 10, 4))   # Ω internal 0.8/4, σ² = 2
+    with pytest.warns(PriorWarning, match=r"omega2\[a,a\] = 0.8 \(about 60% from the prior; the data alone say about 0.32\)"):
+        found = d.warn_prior(draws2, names1, aff1, [vp2])
+    assert found == [("omega2[a,a]", pytest.approx(1 - T / omega))]
+    assert psi / (omega * (df + J - 3) - np.sum(V)) == pytest.approx(0.304, abs=1e-3)   # the first reading: less
+    # a pull of 0.4 (T = 0.12): under PRIOR_PULL, and the first reading under 0.2: silent
+    S = float(np.sum(r ** 2 * (0.12 + 1 / info)) + np.sum(V))
+    vp3 = vp2._replace(psi=np.array([omega * (df + J - 3) - S]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert d.warn_prior(draws2, names1, aff1, [vp3]) == []
     # two classifications' variances: the fix names both, a name that needs quoting quoted in TOML
     vq = [vp._replace(matrix="omega[school]", names=("omega2[a,a]", None)),
           vp._replace(matrix="omega[mm(s1, s2)]", names=(None, "omega2[b,b]"), psi=np.array([1.0, 20.0]))]

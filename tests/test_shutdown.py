@@ -112,3 +112,22 @@ def test_kill_minus_kill_leaves_no_api_server(tmp_path, home):
     run.proc.kill()
     run.proc.wait(timeout=30)
     assert run.left_behind(within=20) == []  # the server saw its parent go and stopped
+
+
+def test_stop_message_inside_the_publish_step(tmp_path):
+    """Stopped while store.publish moves the outputs (``.cache/replaced`` exists): the folder
+    has no manifest, and the message says so instead of "keeps the last complete run's
+    outputs" (helper 35); a stale ``replaced`` is cleared when the next run starts staging."""
+    from mlimpute.pipeline import store
+    from mlimpute.pipeline.shutdown import stop_message
+
+    cache = store.cache_dir(tmp_path)
+    (cache / "chains").mkdir(parents=True)
+    (cache / "chains" / "chain-1-abc.npz").write_bytes(b"")
+    assert "keeps the last complete run's outputs" in stop_message("SIGTERM", cache)
+    assert "(1 chain file(s) in" in stop_message("SIGTERM", cache)
+    (cache / "replaced").mkdir()
+    text = stop_message("SIGTERM", cache)
+    assert "being moved into place: it has no manifest.json" in text and "keeps the last" not in text
+    store.stage_dir(tmp_path)
+    assert not (cache / "replaced").exists() and (cache / "staging").is_dir()

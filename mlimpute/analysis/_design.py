@@ -121,8 +121,10 @@ def _matrix(rhs: str, df: pd.DataFrame, what: str, labels: pd.Index, data: pd.Da
 
 # R's functions in a formula, read here as a column of that name, with what to write instead
 R_CALLS = {
-    **dict.fromkeys(("factor", "as.factor", "ordered"),
+    **dict.fromkeys(("factor", "as.factor"),
                     "R's factor(x) is C(x) here (treatment contrasts; C(x, Sum) and others as in formulaic)."),
+    "ordered": "R's ordered(x) is C(x, contr.poly) here (polynomial contrasts, as R's default for an "
+               "ordered factor; C(x) gives treatment contrasts).",
     "cbind": "a binomial outcome is one 0/1 (or two-level) column per trial here, not cbind(successes, "
              "failures): give each trial its own row.",
 }

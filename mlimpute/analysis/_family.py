@@ -12,6 +12,8 @@ weights) and ``s_i = ∂ log p(y_i | η_i) / ∂η_i = (y − μ)(dμ/dη)/V(μ)
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,10 +82,21 @@ def family_label(family: str | None, link: str | None) -> str:
     return family if not link or link == canonical else f"{family}, {link} link"
 
 
+def r_family_hint(family: object) -> str:
+    """For R's spelling ``binomial(link = 'probit')`` or ``binomial()``: what to write here
+    ('' for anything else)."""
+    m = re.fullmatch(r"\s*(\w+)\s*\(\s*(?:link\s*=\s*)?['\"]?(\w*)['\"]?\s*\)\s*", str(family))
+    if not m:
+        return ""
+    return f"R's {family} is family={m.group(1)!r}" + (f", link={m.group(2)!r}" if m.group(2) else "") + " here"
+
+
 def get_family(family: str, link: str | None) -> Family:
     """Validate a family/link pair; ``link=None`` takes the canonical link."""
     if family not in _LINKS:
-        raise SpecError(f"family={family!r} is not supported; use 'binomial' (0/1 outcomes) or 'poisson' (counts)")
+        hint = r_family_hint(family)
+        raise SpecError(f"family={family!r} is not supported; "
+                        + (hint if hint else "use 'binomial' (0/1 outcomes) or 'poisson' (counts)"))
     link = _LINKS[family][0] if link is None else link
     if link not in _LINKS[family]:
         raise SpecError(f"link={link!r} is not available for family={family!r}; use one of {', '.join(map(repr, _LINKS[family]))}")

@@ -87,6 +87,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def stop_message(name: str, cache: str | os.PathLike | None) -> str:
+    """What a stopped run prints: what is kept (the chain files in ``cache``) and what the
+    output folder holds."""
+    kept = sorted(Path(cache, "chains").glob("*.npz")) if cache else []
+    where = f" ({len(kept)} chain file(s) in {Path(cache, 'chains')})" if cache else ""
+    if cache and Path(cache, "replaced").exists():   # inside store.publish's renames (milliseconds)
+        folder = ("the output folder was stopped while this run's outputs were being moved into place: it "
+                  "has no manifest.json until a run completes")
+    else:
+        folder = "the output folder keeps the last complete run's outputs"
+    return (f"\nmlimpute: {name} received: stopping now. Finished chains and fits are kept{where}; what was "
+            f"still running is abandoned, and {folder}. Run the same command again to resume.")
+
+
 def run(fn: Callable[..., T], *args: Any, cache: str | os.PathLike | None = None, **kw: Any) -> T:
     """``fn(*args, **kw)`` in a worker thread, stopped by SIGINT/SIGTERM (see module docstring).
 
@@ -104,12 +118,7 @@ def run(fn: Callable[..., T], *args: Any, cache: str | os.PathLike | None = None
             result["error"] = exc
 
     def stop(signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        kept = sorted(Path(cache, "chains").glob("*.npz")) if cache else []
-        where = f" ({len(kept)} chain file(s) in {Path(cache, 'chains')})" if cache else ""
-        print(f"\nmlimpute: {name} received: stopping now. Finished chains and fits are kept"
-              f"{where}; what was still running is abandoned, and the output folder keeps the last "
-              "complete run's outputs. Run the same command again to resume.", file=sys.stderr, flush=True)
+        print(stop_message(signal.Signals(signum).name, cache), file=sys.stderr, flush=True)
         for clean in reversed(_cleanups):
             try:
                 clean()

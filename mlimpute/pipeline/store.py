@@ -55,10 +55,12 @@ OUTPUTS = ("imputations", "diagnostics.csv", "fits", "pooled", "report.html")
 
 
 def stage_dir(output_dir: str | Path) -> Path:
-    """An empty ``.cache/staging`` (what an interrupted run left there removed): the run writes
-    its outputs there, on the output folder's file system, so that moving them is a rename."""
+    """An empty ``.cache/staging`` (what an interrupted run left there, and in ``replaced``,
+    removed): the run writes its outputs there, on the output folder's file system, so that
+    moving them is a rename."""
     stage = cache_dir(output_dir) / "staging"
     shutil.rmtree(stage, ignore_errors=True)
+    shutil.rmtree(cache_dir(output_dir) / "replaced", ignore_errors=True)   # a run killed while publishing
     stage.mkdir(parents=True)
     return stage
 

@@ -35,6 +35,12 @@ def test_what_an_r_user_writes(df):
     formulaic's colour codes do not reach the message."""
     with pytest.raises(mi.DataError, match=r"column 'factor' .* R's factor\(x\) is C\(x\) here"):
         mi.lmm("y ~ factor(h) + (1 | g)", df)
+    with pytest.raises(mi.DataError, match=r"R's ordered\(x\) is C\(x, contr.poly\) here"):
+        mi.lmm("y ~ ordered(h) + (1 | g)", df)
+    with pytest.raises(mi.SpecError, match=r"R's binomial\(link='probit'\) is family='binomial', link='probit' here"):
+        mi.glmm("yb ~ x + (1 | g)", df, family="binomial(link='probit')")
+    with pytest.raises(mi.SpecError, match=r"a nested grouping needs the classifications .*cluster=\['g', 'h'\]"):
+        mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + (1 | g/h)")
     with pytest.raises(mi.SpecError, match=r"a term is not valid Python .*factor\(x\) is C\(x\)"):
         mi.lmm("y ~ as.factor(h) + (1 | g)", df)   # ast.parse's bare SyntaxError had escaped (helper 34)
     model = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ factor(h) + x + (1 | g)")
