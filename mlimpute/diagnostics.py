@@ -264,8 +264,11 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
             wheres.append("priors={" + ", ".join(f"{n!r}: mi.CovariancePrior(scale=...)" for n in names) + "} ("
                           + ", ".join(f"[model.priors.{_toml_key(n)}]" for n in names) + " in a TOML config)")
         if any(vp.matrix == "substantive" for vp in matrices):
+            default = ", ".join(f"{n[n.index('[') + 1:n.index(',')]} {p:.3g}" for vp in priors if vp.matrix == "substantive"
+                                for n, p in zip(vp.names, vp.psi))
             wheres.append("prior_substantive=mi.CovariancePrior(scale=...) ([model.prior_substantive] in a TOML "
-                          "config; one q × q scale, q the formula's random effects, block-diagonal by term)")
+                          "config; one q × q scale, q the formula's random effects, block-diagonal by term; "
+                          f"the default's diagonal, in that order: {default})")
         fix = (f"state {' and '.join(wheres)} with a smaller diagonal for these, on the data's scale (about a "
                "tenth of the variance you expect), and compare the results")
         whose = ("of the substantive model" if all(vp.matrix == "substantive" for vp in matrices) else

@@ -1,5 +1,6 @@
 """R-hat and ESS against ArviZ (reference values with provenance in fixtures/arviz)."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,7 @@ def test_prior_warning_of_the_substantive_models_variances():
     got = prior_warnings(two)
     assert len(got) == 1 and "y~cov[Intercept,Intercept]" in got[0] and "of the substantive model" in got[0]
     assert "prior_substantive=mi.CovariancePrior(scale=...)" in got[0]
+    assert re.search(r"the default's diagonal, in that order: Intercept \d", got[0])
     assert prior_warnings(mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + (1 | g)",
                                              prior_substantive=mi.CovariancePrior(scale=[[0.001]]))) == []
     crossed = mi.ImputationModel(cluster=mi.Crossed("g", "h"), variables={"x": "continuous"},
@@ -195,4 +197,6 @@ def test_prior_warning_of_the_substantive_models_variances():
     assert [(v.names, v.units) for v in vp] == [(("y~cov[Intercept|g,Intercept|g]",), J),
                                                  (("y~cov[Intercept|h,Intercept|h]",), 25)]
     got = prior_warnings(crossed)
-    assert len(got) == 1 and "y~cov[Intercept|g,Intercept|g]" in got[0] and "Intercept|h" not in got[0]
+    named = got[0].split("worst: ")[1].split(": the data")[0]
+    assert len(got) == 1 and "y~cov[Intercept|g,Intercept|g]" in named and "Intercept|h" not in named
+    assert re.search(r"in that order: Intercept\|g [\d.]+, Intercept\|h [\d.]+\)", got[0])
