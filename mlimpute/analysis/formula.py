@@ -290,6 +290,9 @@ def parse_formula(formula: str) -> ParsedFormula:
                     f"formula {formula!r}: {piece!r} mixes a random term with other terms; "
                     "random terms must stand alone in parentheses and be added with '+', like '+ (1 | g)'"
                 )
+            if piece.strip() == ".":
+                raise SpecError(f"formula {formula!r}: '.' (R's all other columns) is not read here; "
+                                "name the predictors, e.g. 'y ~ x1 + x2 + (1 | g)'")
             fixed.append((sign, piece))
             continue
         if sign == "-":

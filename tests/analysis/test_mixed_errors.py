@@ -35,6 +35,8 @@ def test_what_an_r_user_writes(df):
     formulaic's colour codes do not reach the message."""
     with pytest.raises(mi.DataError, match=r"column 'factor' .* R's factor\(x\) is C\(x\) here"):
         mi.lmm("y ~ factor(h) + (1 | g)", df)
+    with pytest.raises(mi.SpecError, match=r"'\.' \(R's all other columns\) is not read here; name the predictors"):
+        mi.lmm("y ~ . + (1 | g)", df)
     with pytest.raises(mi.DataError, match=r"R's ordered\(x\) is C\(x, contr.poly\) here"):
         mi.lmm("y ~ ordered(h) + (1 | g)", df)
     with pytest.raises(mi.SpecError, match=r"R's binomial\(link='probit'\) is family='binomial', link='probit' here"):
