@@ -223,7 +223,6 @@ class SamplerConfig(_Section):
         return self
 
 
-
 class AnalysisConfig(_Section):
     name: str
     formula: str = Field(min_length=3)

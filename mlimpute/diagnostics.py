@@ -207,8 +207,9 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
     and the pull 1 − T / E[Ω_kk]. It is noisier (a difference of like quantities: on the
     validation grid above 0.2 in a fifth of the runs of cells without excess), so it warns
     above ``PRIOR_PULL`` (a posterior mean more than twice T), and then counts as the share;
-    the message gives T (on the data's scale) beside the posterior mean. It is a warning about sensitivity to the prior, not a measure of bias
-    (``benchmarks/prior_warning_check.py`` measures both on the validation grid). Only variables
+    the message gives T (on the data's scale) beside the posterior mean. It is a warning about
+    sensitivity to the prior, not a measure of bias (``benchmarks/prior_warning_check.py``
+    measures both on the validation grid). Only variables
     with missing values are checked, and the substantive model's covariance blocks
     (``sampler.variance_priors``, ``sampler.sweep.substantive_priors``). ``draws``: (chains, draws,
     parameters). Priors the user stated are not checked, nor runs with fewer than
@@ -275,8 +276,9 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
                  "of incomplete variables" if all(vp.matrix != "substantive" for vp in matrices) else
                  "of incomplete variables and the substantive model")
         warnings.warn(
-            f"the inverse-Wishart prior's scale makes up more than {PRIOR_SHARE:.0%} (beside what the data say) of the posterior mean of "
-            f"{len(found)} random-effect variance(s) {whose}, worst: {worst}: the data "
+            f"the default inverse-Wishart prior holds up the posterior mean of {len(found)} random-effect "
+            f"variance(s) {whose} (its scale more than {PRIOR_SHARE:.0%} of it beside what the data say, or "
+            f"the mean more than {1 / (1 - PRIOR_PULL):.0f} times the variance the units' data say), worst: {worst}: the data "
             f"({', '.join(str(vp.units) for vp in matrices)} units) say little about a variance of this "
             "size, so the prior can hold it up, "
             "and the imputations then vary more between units than the data do; " + fix,

@@ -13,7 +13,6 @@ weights) and ``s_i = ∂ log p(y_i | η_i) / ∂η_i = (y − μ)(dμ/dη)/V(μ)
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 
 import numpy as np
