@@ -125,15 +125,25 @@ R_CALLS = {
                     "R's factor(x) is C(x) here (treatment contrasts; C(x, Sum) and others as in formulaic)."),
     "ordered": "R's ordered(x) is C(x, contr.poly) here (polynomial contrasts, as R's default for an "
                "ordered factor; C(x) gives treatment contrasts).",
+    "ns": "R's splines::ns(x, df) has no exact match here: formulaic's cr(x, df) is a natural cubic "
+          "regression spline basis, bs(x, df) a B-spline basis as splines::bs.",
     "cbind": "a binomial outcome is one 0/1 (or two-level) column per trial here, not cbind(successes, "
              "failures): give each trial its own row.",
 }
 
 
 def r_call_hint(name: str, formula: str) -> str:
-    """What to write instead when ``name`` is an R function called in ``formula`` ('' if not)."""
-    called = name in R_CALLS and re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", formula)
-    return R_CALLS[name] if called else ""
+    """What to write instead when ``name``, not a column, is called as a function in ``formula``
+    ('' if it is not called): R's functions of ``R_CALLS``, numpy's under ``np.``, else a
+    transform of the data."""
+    if name in ("offset", "weights") or not re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", formula):
+        return ""
+    if name in R_CALLS:
+        return R_CALLS[name]
+    if callable(getattr(np, name, None)):
+        return f"R's {name}(x) is np.{name}(x) here."
+    return (f"{name}() is not a function formulaic knows (it has np.*, log, exp, scale, center, poly, bs, cr, "
+            "C and I): transform the column in the data first.")
 
 
 def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:

@@ -37,6 +37,12 @@ def test_what_an_r_user_writes(df):
         mi.lmm("y ~ factor(h) + (1 | g)", df)
     with pytest.raises(mi.SpecError, match=r"'\.' \(R's all other columns\) is not read here; name the predictors"):
         mi.lmm("y ~ . + (1 | g)", df)
+    with pytest.raises(mi.DataError, match=r"R's sqrt\(x\) is np.sqrt\(x\) here"):
+        mi.lmm("y ~ sqrt(x) + (1 | g)", df)   # helper 35: "did you mean 'x'?"
+    with pytest.raises(mi.DataError, match=r"formulaic's cr\(x, df\) is a natural cubic"):
+        mi.lmm("y ~ ns(x, 3) + (1 | g)", df)
+    with pytest.raises(mi.DataError, match=r"mytransform\(\) is not a function formulaic knows"):
+        mi.lmm("y ~ mytransform(x) + (1 | g)", df)
     with pytest.raises(mi.DataError, match=r"R's ordered\(x\) is C\(x, contr.poly\) here"):
         mi.lmm("y ~ ordered(h) + (1 | g)", df)
     with pytest.raises(mi.SpecError, match=r"R's binomial\(link='probit'\) is family='binomial', link='probit' here"):
