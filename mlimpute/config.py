@@ -131,12 +131,11 @@ class MembershipConfig(_Section):
 
 def _r_family(v: Any) -> Any:
     """R's ``binomial(link = "probit")`` as a family value: what to write in the TOML table."""
-    from .analysis._family import r_family_hint
+    from .analysis._family import r_family_call
 
-    if isinstance(v, str) and r_family_hint(v):
-        m = re.fullmatch(r"\s*(\w+)\s*\(\s*(?:link\s*=\s*)?['\"]?(\w*)['\"]?\s*\)\s*", v)
-        link = f' and link = "{m.group(2)}"' if m.group(2) else ""
-        raise ValueError(f'R\'s {v} is written family = "{m.group(1)}"{link} here')
+    if isinstance(v, str) and (call := r_family_call(v)) is not None:
+        link = f' and link = "{call[1]}"' if call[1] else ""
+        raise ValueError(f'R\'s {v} is written family = "{call[0]}"{link} here')
     return v
 
 

@@ -241,7 +241,7 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
                 if sigma2 > 0:
                     info = np.asarray(vp.info[k], float) / sigma2
                     spread = float(np.sum(omega / (omega * info + 1.0)))
-                    data_says = _moment_variance(omega, omega * denom - vp.psi[k], info)
+                    data_says = _moment_variance(omega, omega * denom - vp.psi[k], info, spread)
             share = float(vp.psi[k] / max(omega * denom - spread, vp.psi[k]))
             pulled = False
             if data_says is not None:   # the prior's pull through the effects' spread (their posterior
@@ -287,15 +287,15 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
     return [(name, share) for share, name, _, _, _ in found]
 
 
-def _moment_variance(omega: float, s_mean: float, info: np.ndarray) -> float:
+def _moment_variance(omega: float, s_mean: float, info: np.ndarray, spread: float) -> float:
     """The variance the units' data say, T, read off E[S_kk] (``s_mean``) at the posterior mean
     Ω = ``omega``: each unit's effect has, given its data, mean r_j ȳ_j and variance V_j with
     r_j = Ω I_j / (Ω I_j + 1), V_j = Ω / (Ω I_j + 1) (I_j its information per unit of the
-    level-1 variance), and E[ȳ_j²] = T + 1/I_j, so E[S_kk] = Σ_j r_j² (T + 1/I_j) + Σ_j V_j; T
-    solves it (the fixed point of the effects' EM update at T is T itself). Without units that
-    carry information: 0 (the data say nothing)."""
+    level-1 variance; ``spread`` = Σ_j V_j), and E[ȳ_j²] = T + 1/I_j, so E[S_kk] = Σ_j r_j²
+    (T + 1/I_j) + Σ_j V_j; T solves it (the fixed point of the effects' EM update at T is T
+    itself). Without units that carry information: 0 (the data say nothing)."""
     r = omega * info / (omega * info + 1.0)
     rr = float(np.sum(r * r))
     if not rr > 0:
         return 0.0
-    return (s_mean - float(np.sum(omega / (omega * info + 1.0))) - float(np.sum(omega * r / (omega * info + 1.0)))) / rr
+    return (s_mean - spread - float(np.sum(omega * r / (omega * info + 1.0)))) / rr

@@ -622,8 +622,8 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
         raise SpecError(f"substantive={model.substantive!r}: offset() and weights terms are not supported in "
                         "the imputation's analysis model; leave them out")
     if missing_cols:
-        hint = next((r_call_hint(c, model.substantive) for c in missing_cols if r_call_hint(c, model.substantive)),
-                    f"available columns: {list(df.columns)[:20]}.")
+        hints = [h for c in missing_cols if (h := r_call_hint(c, model.substantive))]
+        hint = hints[0] if hints else f"available columns: {list(df.columns)[:20]}."
         raise DataError(
             f"column(s) {', '.join(map(repr, missing_cols))} of substantive={model.substantive!r} not "
             f"found in the data; {hint} Fix the formula or the data"

@@ -116,13 +116,23 @@ def test_prior_share_formula():
         d.warn_prior(draws, names, affine, vq)
 
 
+def _prior_warnings(df, model) -> list[str]:
+    """The PriorWarnings of a short run (2 chains of 300 + 50 sweeps)."""
+    import warnings
+
+    import mlimpute as mi
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        mi.impute(df, model, n_imputations=2, burn=300, between=50, chains=2, seed=1)
+    return [str(x.message) for x in w if x.category is mi.PriorWarning]
+
+
 def test_prior_warning_of_a_small_cluster_variance():
     """ICC 0.0025, 40 clusters of 15: the default prior holds Ω2's variance far above the
     truth; the run says so (PriorWarning naming it and prior_l2), and not once a smaller scale
     is stated; with a variance function (the general sampler) it names the classification's
     covariance and priors=, which then takes a smaller scale likewise."""
-    import warnings
-
     import mlimpute as mi
 
     rng = np.random.default_rng(7)
@@ -132,23 +142,16 @@ def test_prior_warning_of_a_small_cluster_variance():
     df = pd.DataFrame({"g": g, "x": x, "y": 1 + 0.5 * x + rng.normal(0, 0.05, J)[g] + rng.normal(size=J * n),
                        "s": rng.integers(0, 2, J * n).astype(float)})
     df.loc[rng.random(J * n) < 0.3, "y"] = np.nan
-    kw = dict(n_imputations=2, burn=300, between=50, chains=2, seed=1)
-
-    def prior_warnings(model):
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always")
-            mi.impute(df, model, **kw)
-        return [str(x.message) for x in w if x.category is mi.PriorWarning]
 
     base = dict(cluster="g", variables={"y": "continuous"}, covariates=["x"])
-    got = prior_warnings(mi.ImputationModel(**base))
+    got = _prior_warnings(df, mi.ImputationModel(**base))
     assert len(got) == 1 and "omega2[y:Intercept,y:Intercept]" in got[0] and "prior_l2=" in got[0]
-    assert prior_warnings(mi.ImputationModel(**base, prior_l2=mi.CovariancePrior(scale=[[0.002]]))) == []
+    assert _prior_warnings(df, mi.ImputationModel(**base, prior_l2=mi.CovariancePrior(scale=[[0.002]]))) == []
     vf = dict(cluster="g", variables={"y": mi.Variable("continuous", variance="~ s")}, covariates=["x", "s"])
-    got = prior_warnings(mi.ImputationModel(**vf))
+    got = _prior_warnings(df, mi.ImputationModel(**vf))
     assert len(got) == 1 and "omega[g][y,y]" in got[0] and "priors={'g': mi.CovariancePrior(scale=...)}" in got[0]
-    assert prior_warnings(mi.ImputationModel(**vf, priors={"g": mi.CovariancePrior(scale=[[0.002]])})) == []
-    assert len(prior_warnings(mi.ImputationModel(**vf, priors={"g": mi.CovariancePrior()}))) == 1   # the default, stated
+    assert _prior_warnings(df, mi.ImputationModel(**vf, priors={"g": mi.CovariancePrior(scale=[[0.002]])})) == []
+    assert len(_prior_warnings(df, mi.ImputationModel(**vf, priors={"g": mi.CovariancePrior()}))) == 1   # the default, stated
 
 
 def test_prior_warning_of_the_substantive_models_variances():
@@ -158,8 +161,6 @@ def test_prior_warning_of_the_substantive_models_variances():
     variance and prior_substantive (helper 33: the substantive Σ_b was not checked), in the
     two-level sampler and per classification in the general one; not once a scale is stated.
     The units' information: (1 | g)'s column is 1 on each row with an observed outcome."""
-    import warnings
-
     import mlimpute as mi
     from mlimpute.design import build
     from mlimpute.sampler import variance_priors
@@ -172,31 +173,24 @@ def test_prior_warning_of_the_substantive_models_variances():
                        "y": 1 + 0.5 * x + rng.normal(0, 0.03, J)[g] + rng.normal(0, 0.5, 25)[h] + rng.normal(size=J * n)})
     df.loc[rng.random(J * n) < 0.3, "x"] = np.nan
     df.loc[rng.random(J * n) < 0.1, "y"] = np.nan
-    kw = dict(n_imputations=2, burn=300, between=50, chains=2, seed=1)
-
-    def prior_warnings(model):
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always")
-            mi.impute(df, model, **kw)
-        return [str(x.message) for x in w if x.category is mi.PriorWarning]
 
     two = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + (1 | g)")
     vp = [v for v in variance_priors(build(df, two)) if v.matrix == "substantive"]
     assert [v.names for v in vp] == [("y~cov[Intercept,Intercept]",)] and vp[0].units == J
     assert vp[0].level1 == ("y~sigma2",)
     np.testing.assert_allclose(vp[0].info[0], np.bincount(g[df["y"].notna().to_numpy()], minlength=J))
-    got = prior_warnings(two)
+    got = _prior_warnings(df, two)
     assert len(got) == 1 and "y~cov[Intercept,Intercept]" in got[0] and "of the substantive model" in got[0]
     assert "prior_substantive=mi.CovariancePrior(scale=...)" in got[0]
     assert re.search(r"the default's diagonal, in that order: Intercept \d", got[0])
-    assert prior_warnings(mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + (1 | g)",
+    assert _prior_warnings(df, mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + (1 | g)",
                                              prior_substantive=mi.CovariancePrior(scale=[[0.001]]))) == []
     crossed = mi.ImputationModel(cluster=mi.Crossed("g", "h"), variables={"x": "continuous"},
                                  substantive="y ~ x + (1 | g) + (1 | h)")
     vp = [v for v in variance_priors(build(df, crossed)) if v.matrix == "substantive"]
     assert [(v.names, v.units) for v in vp] == [(("y~cov[Intercept|g,Intercept|g]",), J),
                                                  (("y~cov[Intercept|h,Intercept|h]",), 25)]
-    got = prior_warnings(crossed)
+    got = _prior_warnings(df, crossed)
     named = got[0].split("worst: ")[1].split(": the data")[0]
     assert len(got) == 1 and "y~cov[Intercept|g,Intercept|g]" in named and "Intercept|h" not in named
     assert re.search(r"in that order: Intercept\|g [\d.]+, Intercept\|h [\d.]+\)", got[0])

@@ -132,12 +132,17 @@ R_CALLS = {
 }
 
 
+UNSUPPORTED = "{}() terms are not supported: fit without it, or add its column as a predictor."
+
+
 def r_call_hint(name: str, formula: str) -> str:
     """What to write instead when ``name``, not a column, is called as a function in ``formula``
     ('' if it is not called): R's functions of ``R_CALLS``, numpy's under ``np.``, else a
     transform of the data."""
-    if name in ("offset", "weights") or not re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", formula):
+    if not re.search(rf"(?<![\w.]){re.escape(name)}\s*\(", formula):
         return ""
+    if name in ("offset", "weights"):
+        return UNSUPPORTED.format(name)
     if name in R_CALLS:
         return R_CALLS[name]
     if callable(getattr(np, name, None)):
@@ -153,9 +158,8 @@ def _check_columns(names: set[str], data: pd.DataFrame, formula: str) -> None:
             close = difflib.get_close_matches(name, columns, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"the data have {', '.join(columns[:12])}{' ...' if len(columns) > 12 else ''}"
             if name in ("offset", "weights"):
-                hint = f"{name}() terms are not supported: fit without it, or add its column as a predictor."
-            elif r_call_hint(name, formula):
-                hint = r_call_hint(name, formula)
+                hint = UNSUPPORTED.format(name)
+            hint = r_call_hint(name, formula) or hint
             raise DataError(f"column {name!r} in formula {formula!r} is not in the data; {hint} Fix the formula or the "
                             f"data.{_backticks(formula, data)}")
 
@@ -167,7 +171,7 @@ def formula_columns(rhs: str, what: str, columns=()) -> set[str]:
     try:
         required = _formula(rhs, what).required_variables
     except SyntaxError as exc:   # formulaic parses each term as Python: R's as.factor(x) is not
-        calls = [r_call_hint(c, rhs) for c in R_CALLS if r_call_hint(c, rhs)]
+        calls = [h for c in R_CALLS if (h := r_call_hint(c, rhs))]
         hint = (" " + calls[0]) if calls else " A name with a dot or other symbol is written in backticks (`my.var`)."
         raise SpecError(f"cannot read the {what} {rhs!r}: a term is not valid Python ({exc.msg});{hint} "
                         "Fix the formula") from None

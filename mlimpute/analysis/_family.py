@@ -81,13 +81,18 @@ def family_label(family: str | None, link: str | None) -> str:
     return family if not link or link == canonical else f"{family}, {link} link"
 
 
-def r_family_hint(family: object) -> str:
-    """For R's spelling ``binomial(link = 'probit')`` or ``binomial()``: what to write here
-    ('' for anything else)."""
+def r_family_call(family: object) -> tuple[str, str] | None:
+    """R's spelling ``binomial(link = 'probit')`` or ``binomial()`` read as (family, link; ''
+    where none is given); None for anything else."""
     m = re.fullmatch(r"\s*(\w+)\s*\(\s*(?:link\s*=\s*)?['\"]?(\w*)['\"]?\s*\)\s*", str(family))
-    if not m:
+    return (m.group(1), m.group(2)) if m else None
+
+
+def r_family_hint(family: object) -> str:
+    """For R's spelling ``binomial(link = 'probit')``: what to write here ('' for anything else)."""
+    if (call := r_family_call(family)) is None:
         return ""
-    return f"R's {family} is family={m.group(1)!r}" + (f", link={m.group(2)!r}" if m.group(2) else "") + " here"
+    return f"R's {family} is family={call[0]!r}" + (f", link={call[1]!r}" if call[1] else "") + " here"
 
 
 def get_family(family: str, link: str | None) -> Family:

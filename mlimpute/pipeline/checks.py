@@ -114,8 +114,6 @@ def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any, model: An
             close = difflib.get_close_matches(col, columns, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"the data have {', '.join(columns)}"
             hint = r_call_hint(col, a.formula) or hint
-            if col in ("offset", "weights") and f"{col}(" in a.formula.replace(" ", ""):
-                hint = f"{col}() terms are not supported: fit without it, or add its column as a predictor."
             where = f"formula {a.formula!r}" + ("" if a.dispersion is None else f" or dispersion {a.dispersion!r}")
             raise DataError(f"[[analysis]] {a.name!r}: column {col!r} of {where} is "
                             f"not in the data; {hint} Fix the formula or the data")

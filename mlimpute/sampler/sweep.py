@@ -293,18 +293,24 @@ class VariancePrior(NamedTuple):
     stated: bool = False                            # the user stated this prior (then not checked)
 
 
+def _unit_sums(rows: np.ndarray, unit: np.ndarray | None, ids, weights, n_units: int,
+               z2: np.ndarray) -> np.ndarray:
+    """Σ of z2 over each unit's ``rows`` (a boolean mask of all rows), a multiple membership's
+    rows counted for each unit with their weight squared."""
+    if unit is not None:
+        return np.bincount(unit[rows], weights=z2[rows], minlength=n_units)
+    out = np.zeros(n_units)
+    for k in range(ids.shape[1]):
+        ok = rows & (ids[:, k] >= 0)
+        out += np.bincount(ids[ok, k], weights=weights[ok, k] ** 2 * z2[ok], minlength=n_units)
+    return out
+
+
 def _unit_information(data: ModelData, unit: np.ndarray | None, ids, weights, n_units: int,
                       col: int, z: np.ndarray) -> np.ndarray:
     """Σ over each unit's rows where level-1 column ``col`` is observed of z² (weights² for a
     multiple membership)."""
-    seen = ~data.miss1[:, col]
-    if unit is not None:
-        return np.bincount(unit[seen], weights=z[seen] ** 2, minlength=n_units)
-    out = np.zeros(n_units)
-    for k in range(ids.shape[1]):
-        ok = seen & (ids[:, k] >= 0)
-        out += np.bincount(ids[ok, k], weights=(weights[ok, k] * z[ok]) ** 2, minlength=n_units)
-    return out
+    return _unit_sums(~data.miss1[:, col], unit, ids, weights, n_units, z ** 2)
 
 
 def substantive_priors(data: ModelData) -> list[VariancePrior]:
@@ -323,18 +329,15 @@ def substantive_priors(data: ModelData) -> list[VariancePrior]:
     from scipy.special import ndtri
     from scipy.stats import norm
 
-    D0 = od.program.evaluate(od.S0)[:, od.n_fixed:]
-    obs = od.observed.copy()
+    Z0 = np.nan_to_num(od.program.evaluate(od.S0)[:, od.n_fixed:], nan=0.0, posinf=0.0, neginf=0.0)
     if od.family == "gaussian":
         omega, level1 = 1.0, f"{od.name}~sigma2"
     else:
-        pbar = float(np.clip(np.mean(od.y[obs]), 1e-3, 1 - 1e-3))
+        pbar = float(np.clip(np.mean(od.y[od.observed]), 1e-3, 1 - 1e-3))
         omega = pbar * (1 - pbar) if od.link == "logit" else norm.pdf(ndtri(pbar)) ** 2 / (pbar * (1 - pbar))
         level1 = f"{od.name}~latent"   # not monitored: warn_prior takes 1
-    rows = np.flatnonzero(obs)
     classes = {cd.name: cd for cd in data.classes}
     stated = data.model.prior_substantive.scale is not None
-    names = outcome_trace_names(od)
     out = []
     for start, width in od.blocks:
         cls = classes.get(od.z_class[start]) if data.classes else None
@@ -342,20 +345,9 @@ def substantive_priors(data: ModelData) -> list[VariancePrior]:
             unit, ids, weights, n_units = data.cluster, None, None, data.n_clusters
         else:
             unit, ids, weights, n_units = cls.unit, cls.ids, cls.weights, cls.n_units
-        info = []
-        for k in range(start, start + width):
-            z2 = omega * np.where(np.isfinite(D0[rows, k]), D0[rows, k], 0.0) ** 2
-            if unit is not None:
-                info.append(np.bincount(unit[rows], weights=z2, minlength=n_units))
-            else:
-                acc = np.zeros(n_units)
-                for m in range(ids.shape[1]):
-                    ok = ids[rows, m] >= 0
-                    acc += np.bincount(ids[rows[ok], m], weights=z2[ok] * weights[rows[ok], m] ** 2,
-                                       minlength=n_units)
-                info.append(acc)
+        info = [_unit_sums(od.observed, unit, ids, weights, n_units, omega * Z0[:, k] ** 2)
+                for k in range(start, start + width)]
         diag = [f"{od.name}~cov[{od.z_names[k]},{od.z_names[k]}]" for k in range(start, start + width)]
-        assert all(n in names for n in diag)
         df = float(width if od.prior_df is None else od.prior_df)
         out.append(VariancePrior("substantive", tuple(diag), np.diag(od.prior_scale)[start:start + width].copy(),
                                  df, int(n_units), width, (level1,) * width, tuple(info), stated))
