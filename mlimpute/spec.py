@@ -282,7 +282,9 @@ class ImputationModel:
         listed in ``covariates``: those not listed are added to the covariates of the
         incomplete variables' model (to ``level2_covariates`` where constant within clusters),
         as jomo.lmer does — leaving them out would impute the incomplete covariates as if
-        independent of them.
+        independent of them; and the cluster means of those that vary within clusters (listed
+        or not) join the fixed part of the variables measured on clusters (or on a
+        classification's units), as ``mean(x|g)``, for the same reason.
     family : {"gaussian", "binomial"}
         The substantive model's outcome distribution (linear or binary mixed model).
     link : {"logit", "probit"}, optional

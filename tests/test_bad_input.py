@@ -195,6 +195,44 @@ def test_categorical_covariate_is_dummy_coded():
     assert data.x1_names == ("Intercept", "s[T.b]")
 
 
+def test_numbers_stored_as_text_in_a_covariate():
+    """A numeric covariate read as text became one dummy per value, and the error that followed
+    named a dummy ('z[T.-0.057976]' is zero on all rows ... merge its category; helper 36)."""
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"g": np.repeat(np.arange(10), 10), "y": rng.normal(size=100),
+                       "z": [f"{v:.6f}" for v in rng.normal(size=100)]})
+    df.loc[::7, "y"] = np.nan
+    m = mi.ImputationModel(cluster="g", variables={"y": "continuous"}, covariates=["z"])
+    with pytest.raises(mi.DataError, match=r"covariate 'z' is text \(dtype .*\) with 100 distinct values that "
+                                           r"read as numbers \(e.g. '.*'\): it would become 99 dummy columns. "
+                                           r"Convert it with pandas.to_numeric\(df\['z'\]\)"):
+        run(df, m)
+    df.loc[5, "z"] = "n/a"
+    with pytest.raises(mi.DataError, match=r"except 'n/a' in row 5, which does not"):
+        run(df, m)
+    df["z"] = np.array(list("abcdefghijklmnopqrstuvwxy"))[np.arange(100) % 25]   # text with many levels: dummies
+    from mlimpute.impute import prepare
+    assert len(prepare(df, m).x1_names) == 25
+
+
+def test_random_slope_of_a_cluster_level_covariate():
+    """A random slope of a covariate constant within every cluster was accepted; its variance came
+    from the prior alone (posterior mean 0.67 for a true 0) and split the intercept variance
+    (helper 36)."""
+    m = mi.ImputationModel(cluster="g", variables={"y": "continuous"}, covariates=["w", "s"], random_slopes=["w"])
+    with pytest.raises(mi.DataError, match=r"random slope 'w' is constant within every cluster of 'g': .* remove "
+                                           r"'w' from random_slopes \(keep it in covariates, or move it to "
+                                           r"level2_covariates\)"):
+        run(_df(), m)
+    df = _df()
+    df["s"] = np.where(df["g"] < 2, "a", "b")
+    m = mi.ImputationModel(cluster="g", variables={"y": "continuous"}, covariates=["x", "s"], random_slopes=["s"])
+    with pytest.raises(mi.DataError, match=r"random slope 's' \(its column 's\[T.b\]'\) is constant within"):
+        run(df, m)
+    df.loc[0, "s"] = "b"     # varies in one cluster: identified there, accepted
+    run(df, m)
+
+
 def _studies(seed=3):
     """24 clusters of 10 in three studies; study C never measured y."""
     rng = np.random.default_rng(seed)

@@ -457,6 +457,11 @@ def test_report_names_added_covariates_and_stated_priors():
         prior_substantive=mi.CovariancePrior(df=7)))
     assert "given <code>sex</code> and <code>stype</code> (read by the analysis model)" in text
     assert "<code>prior_substantive</code> df 7" in text
+    assert "cluster means" not in text   # no variable measured on clusters
+    text = describe_model(mi.ImputationModel(
+        cluster="school", variables={"w": mi.Variable("continuous", level=2)}, substantive="y ~ x * w + (1 | school)"))
+    assert ("given <code>x</code> (read by the analysis model), and the variables measured on clusters also given "
+            "the cluster means" in text)
 
 
 def test_membership_block_dense_and_sparse_draw_alike(monkeypatch):

@@ -103,6 +103,9 @@ def describe_model(model: ImputationModel) -> str:
         added = sorted(substantive_variables(parse_substantive(model)) - known)
         if added:
             cov = (cov + " and " if cov != "none" else "") + names(added) + " (read by the analysis model)"
+        if any(v.level != 1 for v in model.variables.values()):   # design.formula_unit_means
+            cov += (", and the variables measured on clusters also given the cluster means of the analysis "
+                    "model's complete columns that vary within clusters")
     joint = (f"the joint latent-normal multilevel model (Goldstein, Carpenter &amp; Browne) of "
              f"{names(model.variables)} given {cov}, {_structure(model)}"
              + (", with cluster-specific level-1 covariances" if model.covariance == "cluster" else "")
