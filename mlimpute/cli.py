@@ -110,6 +110,7 @@ def _run_config(config: Path, overrides: dict[str, Any], args: argparse.Namespac
                         "choose a folder you can write to") from None
     from .pipeline import runtime, shutdown, store
 
+    store.lock_output(cfg.output.dir).close()   # a folder in use is refused now (exit 2), not after Prefect's start-up
     runtime.ensure_home()
     url = os.environ.get("PREFECT_API_URL")
     _say(f"connecting to the Prefect API at {url}" if url else

@@ -360,6 +360,34 @@ def with_formula_covariates(df: pd.DataFrame, model: ImputationModel) -> Imputat
                    level2_covariates=(*model.level2_covariates, *level2))
 
 
+def declared_levels(model: ImputationModel | None) -> dict[str, list]:
+    """The categories declared for the model's categorical variables (``Variable(categories=)``),
+    by variable: the order formula terms such as ``C(ses)`` take them in
+    (``with_declared_levels``)."""
+    if model is None:
+        return {}
+    return {name: list(v.categories) for name, v in model.variables.items()
+            if v.is_categorical and v.categories is not None}
+
+
+def with_declared_levels(df: pd.DataFrame, levels: dict[str, list]) -> pd.DataFrame:
+    """``df`` with each column of ``levels`` that is stored as text (object or string dtype) as a
+    pandas Categorical of those levels in that order, so that a formula's ``C(ses)`` takes the
+    declared order (its first level the reference) as it does for a Categorical column. Text
+    levels are otherwise sorted alphabetically: the same data from a CSV (text) and from Parquet
+    (a Categorical) gave other reference levels, term names and imputations (helper 37). Numeric
+    columns are left alone (a term ``o`` reads their values as numbers)."""
+    cast = {}
+    for name, cats in levels.items():
+        if name not in df.columns:
+            continue
+        dt = df[name].dtype
+        if not isinstance(dt, pd.CategoricalDtype) and (pd.api.types.is_object_dtype(dt)
+                                                        or pd.api.types.is_string_dtype(dt)):
+            cast[name] = pd.Categorical(df[name].to_numpy(dtype=object), categories=cats)
+    return df.assign(**cast) if cast else df
+
+
 def formula_unit_means(df: pd.DataFrame, model: ImputationModel) -> tuple[str, ...]:
     """The complete columns that a substantive formula reads (listed as covariates or not),
     whose unit means join the fixed part of the variables measured on clusters (or on a

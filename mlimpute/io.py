@@ -51,7 +51,10 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
         try:
             df = pd.read_csv(p)
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-            raise DataError(f"{str(p)!r} is not a readable CSV file: {exc}") from None
+            raise DataError(f"{str(p)!r} is not a readable CSV file: {str(exc).strip()}{_separator_hint(p)}") from None
+        if df.shape[1] == 1 and any(sep in str(df.columns[0]) for sep in ";\t|"):
+            raise DataError(f"{str(p)!r} was read as a single column {str(df.columns[0])[:60]!r}"
+                            f"{_separator_hint(p) or '; mlimpute reads comma-separated CSV files'}")
         return df if columns is None else df[_known(columns, [str(c) for c in df.columns], p)]
     if p.is_dir():
         try:
@@ -63,6 +66,29 @@ def read_table(path: str | os.PathLike, columns: Sequence[str] | None = None) ->
         cols = None if columns is None else _known(columns, dataset.schema.names, p)
         return dataset.to_table(columns=cols).to_pandas()
     return read_parquet(p, columns)
+
+
+def _separator_hint(p: Path) -> str:
+    """What to do when a CSV file's first line is separated by something other than commas
+    (European spreadsheets write ';'): "" if it is not."""
+    try:
+        with open(p, "rb") as fh:
+            first = fh.readline(1 << 16)
+        if p.name.lower().endswith(".gz"):
+            import gzip
+            with gzip.open(p, "rb") as fh:
+                first = fh.readline(1 << 16)
+        line = first.decode("utf-8", "replace")
+    except OSError:
+        return ""
+    counts = {sep: line.count(sep) for sep in (";", "\t", "|")}
+    sep, n = max(counts.items(), key=lambda kv: kv[1])
+    if n <= line.count(","):
+        return ""
+    shown = {"\t": "tabs"}.get(sep, repr(sep))
+    return (f"; its first line is separated by {shown}, and mlimpute reads comma-separated CSV files: "
+            f"convert it, e.g. pandas.read_csv(path, sep={sep!r}).to_parquet('data.parquet') (with decimal=',' "
+            "where decimals are written with commas), and point [data] path at the result")
 
 
 def _kind(t: pa.DataType) -> str:
@@ -275,11 +301,30 @@ def write_imputations(df: pd.DataFrame, path: str | os.PathLike,
     return names
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Content hash of a file (or of every file under a directory, in sorted order)."""
+def dataset_files(path: str | os.PathLike) -> list[Path]:
+    """The files a path's table is read from: the file itself, or a folder's files in sorted
+    order without those pyarrow's dataset reader skips (a name in the path below the folder that
+    starts with "." or "_": ``_SUCCESS`` markers, ``.crc`` files of Spark and Hadoop writers)."""
     p = Path(path)
+    if p.is_file():
+        return [p]
+    return sorted(f for f in p.rglob("*") if f.is_file()
+                  and not any(part.startswith((".", "_")) for part in f.relative_to(p).parts))
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Content hash of a file (or of the data files under a folder, ``dataset_files``: a marker
+    file written beside them changed the hash, and with it every cache key; helper 37).
+
+    Raises
+    ------
+    DataError
+        If the path does not exist (it hashed as an empty folder)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file {str(p)!r} does not exist (it was moved or deleted); check the path")
     h = hashlib.sha256()
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    files = dataset_files(p)
     for f in files:
         if p.is_dir():
             h.update(str(f.relative_to(p)).encode())

@@ -587,10 +587,11 @@ def _assemble(comp: _Compiler, columns: list[list[tuple]], n_fixed: int) -> Prog
     )
 
 
-def probe_frame(sdf, names: list[str]) -> pd.DataFrame:
+def probe_frame(sdf, names: list[str], levels: dict | None = None) -> pd.DataFrame:
     """The used columns in sorted order, each missing cell filled with a random observed value of
     its column (a fixed stream: the result does not depend on any seed), so that formulaic sees
-    the dtypes and categories of a completed dataset and collinearity checks see real variation."""
+    the dtypes and categories of a completed dataset and collinearity checks see real variation;
+    text columns of ``levels`` as Categoricals in that order (``design.with_declared_levels``)."""
     rng = np.random.default_rng(0)
     out = {}
     for name in names:
@@ -603,7 +604,8 @@ def probe_frame(sdf, names: list[str]) -> pd.DataFrame:
         if pd.api.types.is_float_dtype(s.dtype) and s.dtype != np.float64:
             s = s.astype(np.float64)   # float32: formulaic would square it in float32 (helper 34)
         out[name] = s
-    return formula_frame(pd.DataFrame(out))
+    from .design import with_declared_levels
+    return formula_frame(with_declared_levels(pd.DataFrame(out), levels or {}))
 
 
 def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, make_codec, starts,
@@ -672,7 +674,8 @@ def build_outcome(df: pd.DataFrame, sdf, model: ImputationModel, codecs: tuple, 
             "out of the imputation"
         )
 
-    probe = probe_frame(sdf, sorted((used | {y_name}) - set(model.cluster_columns)))
+    from .design import declared_levels
+    probe = probe_frame(sdf, sorted((used | {y_name}) - set(model.cluster_columns)), declared_levels(model))
     comp = _Compiler(probe, incomplete, f"substantive={model.substantive!r}")
     fixed_cols, x_names, x_ref = _compile_rhs(comp, parsed.fixed, "fixed part")
     z_cols, z_names, z_refs, blocks, z_class = [], [], [], [], []
@@ -851,6 +854,8 @@ def _complete_case_start(model, sdf, used, y_name, x_names, z_names, blocks, z_o
     # row order (a fit near a boundary can land elsewhere when its rows are permuted)
     # (a membership's ids and weights are missing by design where a row has fewer units: not dropped)
     cc = pd.DataFrame({c: sdf[c].reset_index(drop=True) for c in cols}).dropna(subset=sorted(used | {y_name}))
+    from .design import declared_levels, with_declared_levels
+    cc = with_declared_levels(cc, declared_levels(model))   # C(ses) as in the sampler's design
     beta0 = np.zeros(len(x_names))
     est_cov = None
     if model.family == "gaussian":

@@ -213,6 +213,19 @@ def test_validate_reads_csv_and_a_parquet_folder(workdir, capsys, form):
         assert code == 2 and "is inside the input folder [data] path" in err and err.count("\n") == 1
 
 
+def test_a_folder_in_use_is_refused_before_prefect_starts(workdir, capsys):
+    """A second run into a busy folder was refused only once Prefect had started (about 25 s),
+    with exit 1 (helper 37): now at once, exit 2, nothing started."""
+    from mlimpute.pipeline import store
+
+    held = store.lock_output(workdir / "out")
+    try:
+        code, _, err = run_cli(["run", str(write_config(workdir))], capsys)
+    finally:
+        held.close()
+    assert code == 2 and "is in use by another run (pid" in err and "starting Prefect" not in err
+
+
 def test_output_folder_lock_and_an_input_replaced_during_a_run(tmp_path):
     """A second run into a folder in use is refused (two overlapping runs had left a manifest
     beside the other run's imputations); a task that read an input replaced since the run began
@@ -246,6 +259,9 @@ def test_output_folder_lock_and_an_input_replaced_during_a_run(tmp_path):
     store.same_input(cfg, sha)
     data.write_text("a\n2\n")
     with pytest.raises(mi.DataError, match="changed during the run"):
+        store.same_input(cfg, sha)
+    data.unlink()   # it was "changed" to the hash of nothing (helper 37)
+    with pytest.raises(mi.DataError, match=r"the input '.*d.csv' was moved or deleted during the run"):
         store.same_input(cfg, sha)
 
 

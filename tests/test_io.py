@@ -156,3 +156,37 @@ def test_outputs_honour_the_umask(tmp_path, umask):
              tmp_path / "imps" / "imputation-1.parquet"]
     assert {oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {oct(0o666 & ~umask)}
     assert oct(stat.S_IMODE((tmp_path / "imps").stat().st_mode)) == oct(0o777 & ~umask)
+
+
+def test_a_folders_hash_is_that_of_the_files_read(tmp_path):
+    """A marker written beside a Parquet folder's data (``_SUCCESS``, ``.part.crc``) changed its
+    hash, the key of every cache (helper 37); the reader skips such files, and so does the hash.
+    A path that is gone raises instead of hashing as an empty folder."""
+    long = pd.DataFrame({"imputation": np.repeat([1, 2], 3), "v": np.arange(6.0)})
+    folder = tmp_path / "data"
+    write_imputations(long, folder)
+    h = file_sha256(folder)
+    (folder / "_SUCCESS").write_text("")
+    (folder / ".imputation-1.parquet.crc").write_text("x")
+    assert file_sha256(folder) == h
+    pd.testing.assert_frame_equal(read_table(folder), long)
+    write_imputations(long.assign(v=long.v + 1), folder)
+    assert file_sha256(folder) != h
+    with pytest.raises(mi.DataError, match=r"data file '.*gone' does not exist \(it was moved or deleted\)"):
+        file_sha256(tmp_path / "gone")
+
+
+def test_a_csv_separated_by_semicolons_says_so(tmp_path):
+    """A ';'-separated file (a European spreadsheet's CSV) failed with pandas' "Expected 3 fields
+    in line 23, saw 4", or was read as one column, without a word about the separator (helper 37)."""
+    one = tmp_path / "one.csv"
+    one.write_text("g;y;x\n1;1,5;2\n1;2,5;3\n")
+    with pytest.raises(mi.DataError, match=r"read as a single column 'g;y;x'; its first line is separated by ';', "
+                                           r"and mlimpute reads comma-separated CSV files: convert it, e.g. "
+                                           r"pandas.read_csv\(path, sep=';'\)"):
+        read_table(one)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("g;y;x\n1;1,5;2\n1;2;3,4,5\n")
+    with pytest.raises(mi.DataError, match=r"not a readable CSV file: .*Expected 2 fields in line 3, saw 3; its "
+                                           r"first line is separated by ';'"):
+        read_table(ragged)

@@ -38,3 +38,22 @@ def test_fit_that_fails_numerically_names_the_analysis_and_imputation(failing_fi
                                                   r"numerically \(LinAlgError: Matrix is not positive definite\)"):
         tasks.fit_imputation.fn(AnalysisConfig(name="logit", formula="y ~ x + (1 | g)"), job)
     assert not (tmp_path / "fit.pkl").exists()
+
+
+def test_a_damaged_cache_file_is_deleted_and_its_job_redone(tmp_path):
+    """A truncated chain file (a copy of the output folder cut short) made every later run fail
+    with "File is not a zip file", naming no file (helper 37); the flow now asks
+    ``store.cache_entry`` and a damaged file is deleted, so that its job runs again."""
+    from mlimpute.impute import ChainResult
+    from mlimpute.pipeline import store
+
+    chain = ChainResult(chain=0, imputed={"y": np.zeros((2, 3))}, trace=np.ones((4, 2)), seconds=1.0)
+    path = store.save_chain(tmp_path / "chain-1-abc.npz", chain)
+    assert store.cache_entry(path) == "usable"
+    path.write_bytes(path.read_bytes()[:-40])
+    assert store.cache_entry(path) == "damaged" and not path.exists()
+    assert store.cache_entry(path) == "absent"
+    fit = store.save_pickle(tmp_path / "fit-abc.pkl", {"fit": 1})
+    assert store.cache_entry(fit) == "usable"
+    fit.write_bytes(fit.read_bytes()[:5])
+    assert store.cache_entry(fit) == "damaged" and not fit.exists()

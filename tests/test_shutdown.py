@@ -119,15 +119,63 @@ def test_stop_message_inside_the_publish_step(tmp_path):
     has no manifest, and the message says so instead of "keeps the last complete run's
     outputs" (helper 35); a stale ``replaced`` is cleared when the next run starts staging."""
     from mlimpute.pipeline import store
-    from mlimpute.pipeline.shutdown import stop_message
+    from mlimpute.pipeline.shutdown import expect_chains, stop_message
 
+    expect_chains([])
     cache = store.cache_dir(tmp_path)
     (cache / "chains").mkdir(parents=True)
     (cache / "chains" / "chain-1-abc.npz").write_bytes(b"")
     assert "keeps the last complete run's outputs" in stop_message("SIGTERM", cache)
     assert "(1 chain file(s) in" in stop_message("SIGTERM", cache)
+    # once the run's chains are known, the message counts those, not another seed's files
+    # (helper 37: "2 chain file(s)" kept where none of the stopped run's had finished)
+    expect_chains([str(cache / "chains" / "chain-1-new.npz"), str(cache / "chains" / "chain-2-new.npz")])
+    assert "(0 of this run's 2 chains finished, in" in stop_message("SIGTERM", cache)
+    (cache / "chains" / "chain-2-new.npz").write_bytes(b"")
+    assert "(1 of this run's 2 chains finished, in" in stop_message("SIGTERM", cache)
+    expect_chains([])
     (cache / "replaced").mkdir()
     text = stop_message("SIGTERM", cache)
     assert "being moved into place: it has no manifest.json" in text and "keeps the last" not in text
     store.stage_dir(tmp_path)
     assert not (cache / "replaced").exists() and (cache / "staging").is_dir()
+
+
+def test_a_failed_publish_puts_the_last_run_back(tmp_path, monkeypatch):
+    """A rename inside store.publish that fails (an output the user may not move) left the folder
+    half old, half new and without a manifest (helper 37); the renames before it are now undone
+    and the error says so."""
+    import os
+
+    import pytest
+
+    from mlimpute.pipeline import store
+
+    def write(root, tag):
+        (root / "imputations").mkdir(parents=True)
+        (root / "imputations" / "imputation-1.parquet").write_text(tag)
+        (root / "pooled").mkdir()
+        (root / "pooled" / "a.csv").write_text(tag)
+        (root / "diagnostics.csv").write_text(tag)
+        (root / "manifest.json").write_text(tag)
+
+    write(tmp_path, "old")
+    stage = store.stage_dir(tmp_path)
+    write(stage, "new")
+    real = os.replace
+
+    def refuse_pooled(src, dst):
+        if str(src).endswith(os.sep + "pooled") and "replaced" in str(dst):
+            raise PermissionError(1, "Operation not permitted", str(src))
+        return real(src, dst)
+
+    monkeypatch.setattr(store.os, "replace", refuse_pooled)
+    with pytest.raises(OSError, match=r"could not move this run's outputs into .*Operation not permitted.*the "
+                                      r"output folder holds the last complete run's outputs as before"):
+        store.publish(stage, tmp_path, "manifest.json")
+    for f in ("imputations/imputation-1.parquet", "pooled/a.csv", "diagnostics.csv", "manifest.json"):
+        assert (tmp_path / f).read_text() == "old", f
+    monkeypatch.setattr(store.os, "replace", real)
+    store.publish(stage, tmp_path, "manifest.json")      # the next try goes through
+    for f in ("imputations/imputation-1.parquet", "pooled/a.csv", "diagnostics.csv", "manifest.json"):
+        assert (tmp_path / f).read_text() == "new", f

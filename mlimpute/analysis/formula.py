@@ -234,9 +234,12 @@ def _parse_group(text: str, term: str) -> list[tuple[str, ...]]:
         names = tuple(name.strip() for name in part.split(":"))
         for name in names:
             if not _NAME.match(name):
+                quoted = re.fullmatch(r"""Q\(\s*(["'])(.+)\1\s*\)""", name)
+                hint = (f"; a name with spaces or symbols goes in backticks there: `{quoted.group(2)}`"
+                        if quoted else "")
                 raise SpecError(
                     f"grouping factor {name!r} in random term {term!r} is not a column name; "
-                    "write a column (school), an interaction (school:class) or nesting (school/class)"
+                    f"write a column (school), an interaction (school:class) or nesting (school/class){hint}"
                 )
         prefix = prefix + tuple(n.strip("`") for n in names)
         out.append(prefix)

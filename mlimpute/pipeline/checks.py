@@ -124,7 +124,7 @@ def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any, model: An
                 "imputed, so every completed dataset would still have holes; add it to "
                 "[model.variables] (or make it the outcome of [model] substantive) or drop it "
                 "from the formula")
-    _dry_design(a, df, imputed)
+    _dry_design(a, df, imputed, model)
     from mlimpute.analysis.formula import parse_formula
     from mlimpute.substantive import check_nested_grouping
 
@@ -132,7 +132,7 @@ def _check_analysis(a: AnalysisConfig, df: pd.DataFrame, imputed: Any, model: An
         check_nested_grouping(df, model, term, f"[[analysis]] {a.name!r}")        # class ids repeat across schools
 
 
-def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
+def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any, model: Any = None) -> None:
     """The analysis's design built (not fitted) on the data with the imputed columns' holes
     filled by observed values: what the fitter would refuse in every completed dataset (no
     random term, a response the family cannot take, dependent columns, a grouping factor of
@@ -144,8 +144,10 @@ def _dry_design(a: AnalysisConfig, df: pd.DataFrame, imputed: Any) -> None:
     from mlimpute.analysis.formula import parse_formula
     from mlimpute.substantive import probe_frame
 
+    from mlimpute.design import declared_levels
+
     names = list(imputed)
-    filled = df.assign(**probe_frame(df, names).set_axis(df.index))   # holes filled as the substantive set-up does
+    filled = df.assign(**probe_frame(df, names, declared_levels(model)).set_axis(df.index))   # holes filled as the substantive set-up does
     try:
         parsed = parse_formula(a.formula)
         if a.family == "gaussian":

@@ -32,9 +32,10 @@ from threadpoolctl import threadpool_limits
 
 import mlimpute
 from mlimpute.config import PipelineConfig, load_config
+from mlimpute.design import declared_levels
 from mlimpute.impute import split_imputations
 
-from . import checks, notices, store
+from . import checks, notices, shutdown, store
 from .outputs import MANIFEST, publish_artifacts, write_manifest, write_report
 from .progress import Progress, numba_cache_present
 from .runtime import task_runner
@@ -96,12 +97,13 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
             bar.note("compiling the sampler's numba kernels for the first chain: once per "
                      "installation, about 20 s on 2 cores")
         chain_jobs = _chain_jobs(cfg, data["sha256"], version)
+        shutdown.expect_chains([j["out"] for j in chain_jobs])   # what a stop says is kept
         # BLAS pinned to one thread in this process too: run_chain's own limit is restored
         # when a chain ends, which would un-pin a chain still running in another thread
         with threadpool_limits(limits=1, user_api="blas"), task_runner(
                 cfg.runner.kind, cfg.runner.workers, cfg.runner.address) as runner:
             t0 = time.perf_counter()
-            futures = [runner.submit(cached(sample_chain, out, refresh=not Path(j["out"]).exists()),
+            futures = [runner.submit(cached(sample_chain, out, refresh=_redo(j["out"], logger)),
                                      {"cfg": cfg, "job": j}) for j in chain_jobs]
             chain_states = _gather(futures, bar.stage("chains", len(futures)))
             # the files are where this run's jobs say: a cache record keeps the path it was made
@@ -116,7 +118,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
             t0 = time.perf_counter()
             fit_jobs = _fit_jobs(cfg, assembled["partitions"], version)
             analyses = {a.name: a for a in cfg.analysis}
-            futures = [runner.submit(cached(fit_imputation, out, refresh=not Path(j["out"]).exists()),
+            futures = [runner.submit(cached(fit_imputation, out, refresh=_redo(j["out"], logger)),
                                      {"analysis": analyses[j["analysis"]["name"]], "job": j})
                        for j in fit_jobs]
             _gather(futures, bar.stage("fits", len(futures)))
@@ -144,6 +146,7 @@ def pipeline(config_path: str, overrides: dict[str, Any] | None = None,
         manifest = str(out / MANIFEST)
         assembled, pooled, report = _published(assembled, pooled, report, stage, out)
         store.prune_cache(out, [*chain_paths, *fit_paths, *cc_paths.values()])
+        shutdown.expect_chains([])
         try:  # the run is complete and in place: Prefect's artifacts are a courtesy to its UI
             publish_artifacts(assembled, pooled, str(out))
         except Exception as exc:  # noqa: BLE001 - an API hiccup must not fail a published run
@@ -194,14 +197,15 @@ def _chain_jobs(cfg: Any, data_sha256: str, version: str) -> list[dict[str, Any]
 def _fit_jobs(cfg: Any, partitions: list[dict[str, Any]], version: str) -> list[dict[str, Any]]:
     """One record per analysis × imputation, keyed on the completed dataset's sha256."""
     jobs = []
+    levels = declared_levels(cfg.imputation_model())   # C(ses) in the declared order
     for a in cfg.analysis:
         rec = a.model_dump(mode="json")
         fit_rec = _fit_record(a)
         for p in partitions:
             key = store.digest({"what": "fit", "data_sha256": p["sha256"], "analysis": fit_rec,
-                                "version": version})
+                                "levels": levels, "version": version})
             jobs.append({
-                "key": key, "analysis": rec, "imputation": p["imputation"], "data_path": p["path"],
+                "key": key, "analysis": rec, "imputation": p["imputation"], "data_path": p["path"], "levels": levels,
                 "out": str(store.cache_dir(cfg.output.dir) / "fits" / a.name
                            / f"imputation-{p['imputation']}-{key[:16]}.pkl"),
             })
@@ -213,13 +217,22 @@ def _fit_record(a: Any) -> dict[str, Any]:
     return {k: v for k, v in a.model_dump(mode="json").items() if k not in ("name", "df_com", "conf_level")}
 
 
+def _redo(path: str, logger: Any) -> bool:
+    """Whether a cached job must run again although Prefect may hold a record of it: its work
+    file is gone, or damaged (then deleted, and said)."""
+    state = store.cache_entry(path)
+    if state == "damaged":
+        logger.warning(f"the cache file {path} was damaged (it did not read); it was deleted and its job runs again")
+    return state != "usable"
+
+
 def _complete_case_paths(cfg: Any, data_sha256: str, version: str) -> dict[str, str]:
     """Per analysis, the cache file of its complete-case fit, keyed on the input and the
     analysis (a re-run refitted it every time: 13 s of a 33 s cached re-run at 1,000,000 rows)."""
     out = {}
     for a in cfg.analysis:
         key = store.digest({"what": "complete_case", "data_sha256": data_sha256, "analysis": _fit_record(a),
-                            "version": version})
+                            "levels": declared_levels(cfg.imputation_model()), "version": version})
         out[a.name] = str(store.cache_dir(cfg.output.dir) / "fits" / a.name / f"complete-case-{key[:16]}.pkl")
     return out
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["run", "on_abort", "descendants"]
+__all__ = ["run", "on_abort", "descendants", "expect_chains", "stop_message"]
 
 T = TypeVar("T")
 _cleanups: list[Callable[[], None]] = []
@@ -87,11 +87,26 @@ def _alive(pid: int) -> bool:
         return False
 
 
+_chains: list[str] = []   # this run's chain files (``expect_chains``)
+
+
+def expect_chains(paths: list[str]) -> None:
+    """Name the chain files of the running run, so that a stop counts those (the cache also holds
+    other seeds' and configurations' chains: helper 37 saw "2 chain file(s)" kept where none of
+    the stopped run's had finished)."""
+    _chains[:] = [str(p) for p in paths]
+
+
 def stop_message(name: str, cache: str | os.PathLike | None) -> str:
-    """What a stopped run prints: what is kept (the chain files in ``cache``) and what the
-    output folder holds."""
-    kept = sorted(Path(cache, "chains").glob("*.npz")) if cache else []
-    where = f" ({len(kept)} chain file(s) in {Path(cache, 'chains')})" if cache else ""
+    """What a stopped run prints: what is kept (this run's finished chain files in ``cache``,
+    ``expect_chains``; before those are known, every chain file there) and what the output
+    folder holds."""
+    if _chains:
+        done = sum(Path(p).exists() for p in _chains)
+        where = f" ({done} of this run's {len(_chains)} chains finished, in {Path(_chains[0]).parent})"
+    else:
+        kept = sorted(Path(cache, "chains").glob("*.npz")) if cache else []
+        where = f" ({len(kept)} chain file(s) in {Path(cache, 'chains')})" if cache else ""
     if cache and Path(cache, "replaced").exists():   # inside store.publish's renames (milliseconds)
         folder = ("the output folder was stopped while this run's outputs were being moved into place: it "
                   "has no manifest.json until a run completes")

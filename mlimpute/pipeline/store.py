@@ -36,9 +36,9 @@ from mlimpute.config import ModelConfig, PipelineConfig
 from mlimpute.design import ModelData
 from mlimpute.impute import ChainResult, prepare
 from mlimpute.errors import DataError, SpecError
-from mlimpute.io import atomic_path, file_sha256, read_table
+from mlimpute.io import atomic_path, dataset_files, file_sha256, read_table
 
-__all__ = ["digest", "save_chain", "load_chain", "save_pickle", "load_pickle", "cache_dir",
+__all__ = ["digest", "save_chain", "load_chain", "cache_entry", "save_pickle", "load_pickle", "cache_dir",
            "read_input", "model_data", "prune_cache", "stage_dir", "publish", "OUTPUTS"]
 
 CACHE = ".cache"
@@ -69,25 +69,46 @@ def publish(stage: Path, output_dir: str | Path, manifest: str) -> None:
     """Move the run's outputs from ``stage`` into the output folder, in place of the last run's.
 
     Until here the folder holds the last complete run as it was (its manifest included): a run
-    that fails or is stopped before changes nothing a reader sees. The manifest goes first, the
+    that fails or is stopped before changes nothing a reader sees. The manifest is moved aside first, the
     last run's outputs are moved aside (an output this run did not make, such as the tables of an
     analysis no longer configured, goes with them), this run's renamed into place, and its
     manifest (staged with them) last: a folder with a manifest holds every file it lists.
     Renames on one file system: milliseconds for any size. A run killed inside them leaves a
     folder without a manifest (and ``.cache/replaced``, ``.cache/staging``, cleared by the next
-    run, which finds its chains and fits in the cache)."""
+    run, which finds its chains and fits in the cache).
+
+    A rename that fails (an output the run may not move: permissions, an immutable folder)
+    undoes the ones before it, in reverse, and raises an OSError saying so: the folder is the
+    last complete run's again, manifest included (helper 37: it was left half old, half new)."""
     out = Path(output_dir)
     aside = cache_dir(out) / "replaced"
     shutil.rmtree(aside, ignore_errors=True)
     aside.mkdir()
-    (out / manifest).unlink(missing_ok=True)
-    for name in OUTPUTS:
-        if (out / name).exists():
-            os.replace(out / name, aside / name)
-        if (stage / name).exists():
-            os.replace(stage / name, out / name)
-    if (stage / manifest).exists():
-        os.replace(stage / manifest, out / manifest)
+    done: list[tuple[Path, Path]] = []
+
+    def move(src: Path, dst: Path) -> None:
+        if src.exists():
+            os.replace(src, dst)
+            done.append((src, dst))
+
+    try:
+        move(out / manifest, aside / manifest)
+        for name in OUTPUTS:
+            move(out / name, aside / name)
+            move(stage / name, out / name)
+        move(stage / manifest, out / manifest)
+    except OSError as exc:
+        left = []
+        for src, dst in reversed(done):
+            try:
+                os.replace(dst, src)
+            except OSError:
+                left.append(str(src))
+        state = ("the output folder holds the last complete run's outputs as before" if not left else
+                 f"these could not be moved back, and the folder has no complete run: {left}")
+        raise OSError(exc.errno, f"could not move this run's outputs into {str(out)!r} ({exc}); {state}. Make "
+                      f"every output in the folder movable by this user (write permission on the folder and its "
+                      f"subfolders) and run again: finished chains and fits are in the cache") from exc
     shutil.rmtree(aside, ignore_errors=True)
     shutil.rmtree(stage, ignore_errors=True)
 
@@ -103,8 +124,7 @@ def digest(record: Any) -> str:
 # ------------------------------------------------------------------------------------------
 def _stamp(path: Path) -> tuple[int, int]:
     """Size and modification time of a file, or of the newest file of a dataset folder."""
-    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
-    stats = [f.stat() for f in files]
+    stats = [f.stat() for f in dataset_files(path)]
     return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
@@ -158,6 +178,27 @@ def load_chain(path: str | Path) -> ChainResult:
                            seconds=float(meta["seconds"]))
 
 
+def cache_entry(path: str | Path) -> str:
+    """"absent", "usable", or "damaged" (then deleted) for a work file of the cache: a chain file
+    whose archive does not open (truncated by a copy or a full disk) or a fit that does not
+    unpickle. A damaged file made every later run fail ("File is not a zip file", naming no file;
+    helper 37); deleted, its job runs again."""
+    p = Path(path)
+    if not p.exists():
+        return "absent"
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:   # the archive's directory, then its small members
+                json.loads(str(z["meta"]))
+                z["trace"]
+        else:
+            load_pickle(p)
+    except Exception:  # noqa: BLE001 - whatever a damaged file raises, the remedy is to redo it
+        p.unlink(missing_ok=True)
+        return "damaged"
+    return "usable"
+
+
 def save_pickle(path: str | Path, obj: Any) -> Path:
     """Pickle ``obj`` to ``path`` atomically (fit results, read back only by this pipeline)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -206,6 +247,9 @@ def same_input(cfg: PipelineConfig, sha256: str | None) -> None:
     before a task saves what it read."""
     if sha256 is None:
         return
+    if not Path(cfg.data.path).exists():
+        raise DataError(f"the input {str(cfg.data.path)!r} was moved or deleted during the run; nothing read from "
+                        "it since was kept: put it back and run again")
     now = file_sha256(cfg.data.path)
     if now != sha256:
         raise DataError(

@@ -31,9 +31,10 @@ from prefect.cache_policies import CacheKeyFnPolicy
 
 from mlimpute.analysis import glmm, lmm
 from mlimpute.config import AnalysisConfig, PipelineConfig
+from mlimpute.design import declared_levels, with_declared_levels
 from mlimpute.errors import ConvergenceError, DataError, MlimputeError, SpecError
 from mlimpute.impute import assemble, chain_seeds, run_chain
-from mlimpute.io import atomic_path, file_sha256, write_imputations, write_parquet
+from mlimpute.io import atomic_path, dataset_files, file_sha256, write_imputations, write_parquet
 from mlimpute.pooling import pool
 from mlimpute.substantive import dispersion_note
 
@@ -68,7 +69,7 @@ def ingest(data_path: str) -> dict[str, Any]:
     p = Path(data_path)
     if not p.exists():
         raise DataError(f"data file {data_path!r} does not exist; check [data] path")
-    size = p.stat().st_size if p.is_file() else sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    size = sum(f.stat().st_size for f in dataset_files(p))
     return {"path": str(p), "sha256": file_sha256(p), "bytes": size}
 
 
@@ -130,7 +131,7 @@ NUMERIC_FAILURES = (np.linalg.LinAlgError, ArithmeticError)
 @task(name="fit", retries=0, task_run_name="fit-{job[analysis][name]}-{job[imputation]}")
 def fit_imputation(analysis: AnalysisConfig, job: dict[str, Any]) -> str:
     """Fit one analysis on one completed dataset; the fit is pickled to ``job["out"]``."""
-    data = pd.read_parquet(job["data_path"]).drop(columns="imputation")
+    data = with_declared_levels(pd.read_parquet(job["data_path"]).drop(columns="imputation"), job.get("levels", {}))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -159,11 +160,12 @@ def _fit(a: AnalysisConfig, data: pd.DataFrame) -> Any:
     return glmm(a.formula, data, family=a.family, **a.fit_options())
 
 
-def complete_case(a: AnalysisConfig, df: pd.DataFrame) -> tuple[pd.DataFrame | None, int]:
+def complete_case(a: AnalysisConfig, df: pd.DataFrame, levels: dict | None = None) -> tuple[pd.DataFrame | None, int]:
     """The analysis on the rows with no missing value in its columns (the comparison the report
-    draws beside the pooled estimates), with Wald intervals; None if it cannot be fitted."""
+    draws beside the pooled estimates), with Wald intervals; None if it cannot be fitted.
+    ``levels``: the declared categories, whose order text columns take (as in the fits)."""
     used = checks.analysis_columns(a, df.columns) - checks.membership_columns(a)  # mm() ids/weights: missing by design
-    data = df.dropna(subset=sorted(used & {str(c) for c in df.columns}))
+    data = with_declared_levels(df.dropna(subset=sorted(used & {str(c) for c in df.columns})), levels or {})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the complete-case fit's warnings are not the run's
@@ -207,10 +209,10 @@ def pool_analysis(cfg: PipelineConfig, analysis: AnalysisConfig,
     if pooled.varcomp_pooled is not None:
         paths["pooled_varcomp"] = write_csv(pooled.varcomp(),
                                             out / "pooled" / f"{a.name}_varcomp.csv")
-    if cc_path is not None and Path(cc_path).exists():
+    if cc_path is not None and store.cache_entry(cc_path) == "usable":
         cc, cc_rows = store.load_pickle(cc_path)
     else:
-        cc, cc_rows = complete_case(a, store.read_input(cfg.data.path))
+        cc, cc_rows = complete_case(a, store.read_input(cfg.data.path), declared_levels(cfg.imputation_model()))
         store.same_input(cfg, data_sha256)
         if cc_path is not None:
             store.save_pickle(cc_path, (cc, cc_rows))

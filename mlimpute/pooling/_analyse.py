@@ -86,6 +86,8 @@ def analyse(
     if note:
         warnings.warn(note, PoolingWarning, stacklevel=2)
     data, col = _long_table(res, imputation_col)
+    from ..design import declared_levels, with_declared_levels
+    data = with_declared_levels(data, declared_levels(getattr(res, "model", None)))   # C(ses) in the declared order
     fit_one = _fitter(family)
     fits = []
     for k, data_k in _completed(data, col):

@@ -42,7 +42,9 @@ def pool(fits: Any, df_com: Any = None, *, conf_level: float = 0.95) -> PooledRe
         mean, should they differ), which gives Barnard & Rubin's (1999) small-sample df; for a
         table without ``df_resid`` the large-sample df is used with a :class:`PoolingWarning`.
         ``float('inf')``: Rubin's (1987) large-sample df, as mitml's ``testEstimates`` without
-        ``df.com``. A number (or one per term) overrides.
+        ``df.com``. A number (or one per term) overrides. It applies to the fixed effects: the
+        pooled variance components always take the large-sample df (they have no complete-data
+        df of that kind).
     conf_level : float, default 0.95
         Level of the intervals.
 

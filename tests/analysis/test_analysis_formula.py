@@ -58,6 +58,8 @@ def test_uncorrelated_slope_only_interaction_and_nesting():
         ("y ~ x + ( | g)", "needs an expression and a grouping factor"),
         ("y ~ x + (1 | )", "needs an expression and a grouping factor"),
         ("y ~ x + (1 | log(g))", "grouping factor 'log\\(g\\)' .* is not a column name"),
+        ('y ~ x + (1 | Q("Schule id"))', "is not a column name; .* with spaces or symbols goes in backticks there: "
+                                         "`Schule id`"),   # (helper 37: formulaic's Q() is not one here)
         ("y ~ x + (1 | g | h)", "more than one bar"),
         ("y ~ x + (1 | g", "unclosed '\\('"),
         ("y ~ x) + (1 | g)", "unmatched"),
