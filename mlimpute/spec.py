@@ -83,6 +83,15 @@ class Variable:
                     "'~ sex + (1 | school)'"
                     + (" (it is empty)" if isinstance(self.variance, str) and self.variance.strip() == "~" else "")
                 )
+            from .analysis.formula import intercept_dropped
+
+            kept = intercept_dropped(self.variance.strip()[1:].strip())
+            if kept is not None:
+                raise SpecError(
+                    f"variance={self.variance!r} removes the intercept, which is the baseline variance itself and "
+                    "is always there (the other terms are log-ratios to it): "
+                    + (f"write '~ {kept}'" if kept else "give covariates (~ sex) or a random effect (~ (1 | school))")
+                )
         if self.categories is not None:
             cats = tuple(self.categories)
             if self.kind == "continuous":

@@ -48,7 +48,7 @@ import pandas as pd
 
 from ..errors import DataError, SpecError
 from ._design import _check_columns, _check_rank, _matrix, formula_columns
-from .formula import _has_grouping_bar
+from .formula import _has_grouping_bar, intercept_dropped
 
 __all__ = ["DispersionDesign", "dispersion_rhs", "dispersion_columns", "build_dispersion"]
 
@@ -126,6 +126,13 @@ def dispersion_rhs(dispersion: str) -> str:
     rhs = rhs.strip()
     if not rhs:
         raise SpecError(f"dispersion {dispersion!r} is empty; write the predictors of the residual variance, like '~ sex'")
+    kept = intercept_dropped(rhs)
+    if kept is not None:
+        raise SpecError(
+            f"dispersion {dispersion!r} removes the intercept, which is the residual variance σ² itself and is "
+            "always there (the other terms are log-ratios to it): "
+            + (f"write '~ {kept}'" if kept else "leave dispersion out for a constant residual variance")
+        )
     if _has_grouping_bar(rhs):
         raise SpecError(
             f"dispersion {dispersion!r} has a random term ('|'); the analysis model's variance function is "

@@ -82,7 +82,8 @@ def _weights(df: pd.DataFrame, mm: Membership, present: np.ndarray, label: str, 
                             f"{_first(bad, labels)}; membership weights must be >= 0")
         bad = present[:, k] & ~has
         if bad.any():
-            unit = df[idc].to_numpy()[bad][0]
+            unit = df[idc][bad].iloc[0]     # as the column holds it (Int64: 6, not np.float64(6.0))
+            unit = unit.item() if isinstance(unit, np.generic) else unit
             raise DataError(f"weight column {wc!r} of {label} is missing at {_first(bad, labels)}, where {idc!r} gives "
                             f"the unit {unit!r}; give a weight for every membership (0 to ignore it)")
         bad = ~present[:, k] & has & (col != 0)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..errors import SpecError
 
-__all__ = ["Membership", "RandomTerm", "ParsedFormula", "parse_formula"]
+__all__ = ["Membership", "RandomTerm", "ParsedFormula", "parse_formula", "intercept_dropped"]
 
 _NAME = re.compile(r"^(?:(?:[^\W\d]|\.)[\w.]*|`[^`]+`)$")   # identifiers (Unicode too), R's dots, `anything`
 _MM = re.compile(r"^mm\s*\((.*)\)$", re.DOTALL)
@@ -146,6 +146,18 @@ def _split_top(rhs: str) -> list[tuple[str, str]]:
             sign, start = ch, i + 1
     pieces.append((sign, rhs[start:].strip()))
     return pieces
+
+
+def intercept_dropped(rhs: str) -> str | None:
+    """For a variance formula's right-hand side that removes the intercept (``0 + sex``,
+    ``sex - 1``), the same formula with the intercept kept (``sex``); None if it keeps it. A
+    variance function's intercept is the baseline variance itself, which cannot be left out."""
+    pieces = _split_top(rhs)
+    dropped = [(sg, p) for sg, p in pieces if (sg == "+" and p == "0") or (sg == "-" and p == "1")]
+    if not dropped:
+        return None
+    kept = [p if sg == "+" else f"- {p}" for sg, p in pieces if (sg, p) not in dropped and p]
+    return " + ".join(kept).replace("+ -", "-")
 
 
 def _bar_position(piece: str) -> tuple[int, int] | None:

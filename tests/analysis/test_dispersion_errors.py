@@ -52,8 +52,9 @@ def test_constant_column(df):
 def test_dependent_columns(df):
     with pytest.raises(mi.DataError, match=r"columns of dispersion formula '~ x \+ x2' .* linearly dependent: 'x2' is a combination of .*'x'"):
         mi.lmm(F, df, dispersion="~ x + x2")
-    # without the intercept both dummies of sex are there, and together they are the intercept (σ²)
-    with pytest.raises(mi.DataError, match=r"linearly dependent.*'sex\[(boy|girl)\]'"):
+    # without the intercept both dummies of sex are there, and together they are the intercept (σ²):
+    # refused before that, with what to write (test_malformed)
+    with pytest.raises(mi.SpecError, match=r"removes the intercept.*write '~ sex'"):
         mi.lmm(F, df, dispersion="~ 0 + sex")
 
 
@@ -63,6 +64,10 @@ def test_dependent_columns(df):
     ("~ ", "is empty"),
     ("~ 1", "no column besides the intercept, which is the residual variance"),
     ("~ sex +", "cannot read the dispersion formula"),
+    # the intercept is σ²: a fix "remove it from the formula" for one level of sex could not be followed (helper 39)
+    ("~ 0 + sex", r"removes the intercept, which is the residual variance σ² itself .*: write '~ sex'"),
+    ("~ sex - 1", r"removes the intercept.*: write '~ sex'"),
+    ("~ -1", r"removes the intercept.*: leave dispersion out"),
 ])
 def test_malformed(df, bad, match):
     with pytest.raises(mi.SpecError, match=match):
@@ -129,3 +134,13 @@ def test_a_variance_running_to_zero_is_named(level_rows, constant):
     p = fit.covariance_parameters()
     with pytest.raises(mi.DataError, match="numerically singular at these parameters"):
         fit.loglik_at(p["beta"], p["tau"], p["sigma2"], gamma=np.array([0.0, -60.0]))
+
+
+def test_variance_function_without_intercept():
+    """The imputation side's variance= likewise ("linearly dependent (with the intercept); drop
+    one" could not be followed either; helper 39)."""
+    with pytest.raises(mi.SpecError, match=r"variance='~ 0 \+ sex' removes the intercept, which is the baseline "
+                                           r"variance itself .*: write '~ sex'"):
+        mi.Variable("continuous", variance="~ 0 + sex")
+    with pytest.raises(mi.SpecError, match=r"write '~ sex \+ \(1 \| g\)'"):
+        mi.Variable("continuous", variance="~ sex + (1 | g) - 1")

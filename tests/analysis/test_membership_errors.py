@@ -51,6 +51,10 @@ def test_id_without_weight(df):
     with pytest.raises(mi.DataError, match=r"weight column 'w2' of mm\(s1, s2\) is missing at index label 104 "
                                            r"\(and 1 more rows\), where 's2' gives the unit .*; give a weight"):
         fit(df)
+    df["s2"] = df["s2"].astype("Int64")    # the unit as the column holds it: 6, not np.float64(6.0) (helper 39)
+    unit = int(df.loc[104, "s2"])
+    with pytest.raises(mi.DataError, match=rf"where 's2' gives the unit {unit}; give a weight"):
+        fit(df)
 
 
 def test_weight_without_id(df):
