@@ -8,6 +8,8 @@ the input rows: a shuffled input gets the same imputations, in its own order.
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -361,30 +363,41 @@ def with_formula_covariates(df: pd.DataFrame, model: ImputationModel) -> Imputat
 
 
 def declared_levels(model: ImputationModel | None) -> dict[str, list]:
-    """The categories declared for the model's categorical variables (``Variable(categories=)``),
-    by variable: the order formula terms such as ``C(ses)`` take them in
-    (``with_declared_levels``)."""
+    """The categories declared for the model's ordinal variables (``Variable("ordinal",
+    categories=)``), by variable: the order formula terms such as ``C(ses)`` take them in
+    (``with_declared_levels``). Only an ordinal's categories have an order; a binary or nominal
+    variable's declared categories are a set (a binary response's coding stays the data's)."""
     if model is None:
         return {}
     return {name: list(v.categories) for name, v in model.variables.items()
-            if v.is_categorical and v.categories is not None}
+            if v.kind == "ordinal" and v.categories is not None}
 
 
 def with_declared_levels(df: pd.DataFrame, levels: dict[str, list]) -> pd.DataFrame:
-    """``df`` with each column of ``levels`` that is stored as text (object or string dtype) as a
-    pandas Categorical of those levels in that order, so that a formula's ``C(ses)`` takes the
-    declared order (its first level the reference) as it does for a Categorical column. Text
-    levels are otherwise sorted alphabetically: the same data from a CSV (text) and from Parquet
-    (a Categorical) gave other reference levels, term names and imputations (helper 37). Numeric
-    columns are left alone (a term ``o`` reads their values as numbers)."""
+    """``df`` with each non-numeric column of ``levels`` (text, or a Categorical in another order)
+    as a pandas Categorical of the declared levels that it holds, in the declared order, so that
+    a formula's ``C(ses)`` takes that order (its first level the reference). Text levels are
+    otherwise sorted alphabetically, and a Categorical keeps its own order: the same data from a
+    CSV (text) and from Parquet (a Categorical) gave other reference levels, term names and
+    imputations (helper 37). A declared level that no row holds is left out (an all-zero dummy
+    would stop the fit; helper 40), and numeric columns are left alone (a term ``o`` reads their
+    values as numbers)."""
     cast = {}
     for name, cats in levels.items():
         if name not in df.columns:
             continue
-        dt = df[name].dtype
-        if not isinstance(dt, pd.CategoricalDtype) and (pd.api.types.is_object_dtype(dt)
-                                                        or pd.api.types.is_string_dtype(dt)):
-            cast[name] = pd.Categorical(df[name].to_numpy(dtype=object), categories=cats)
+        s = df[name]
+        if pd.api.types.is_numeric_dtype(s.dtype) and not isinstance(s.dtype, pd.CategoricalDtype):
+            continue
+        if not (isinstance(s.dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(s.dtype)
+                or pd.api.types.is_string_dtype(s.dtype)):
+            continue
+        values = s.to_numpy(dtype=object)
+        present = set(pd.unique(values[pd.notna(values)]))
+        order = [c for c in cats if c in present]
+        if isinstance(s.dtype, pd.CategoricalDtype) and list(s.cat.categories) == order:
+            continue
+        cast[name] = pd.Categorical(values, categories=order)
     return df.assign(**cast) if cast else df
 
 
@@ -470,7 +483,7 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
     listed = {*model.covariates, *model.level2_covariates}
     added = [c for c in (*widened.covariates, *widened.level2_covariates) if c not in listed]
     try:
-        return build_with(df, widened, formula_unit_means(df, model))
+        return _build_with_means(build_with, df, widened, formula_unit_means(df, model))
     except DataError as exc:
         text = str(exc).split("available columns:")[0]   # a name in the list of columns is not the culprit
         at = {c: min((i for i in (text.find(f"'{c}'"), text.find(f"'{c}[")) if i >= 0), default=-1) for c in added}
@@ -481,6 +494,26 @@ def build(df: pd.DataFrame, model: ImputationModel) -> ModelData:
             f"{exc} ({named[0]!r} is read by substantive= and so is a covariate of the incomplete "
             "variables' model too, as in jomo.lmer: remove it from the formula, or fix it in the data)"
         ) from None
+
+
+def _build_with_means(build_with, df: pd.DataFrame, model: ImputationModel, means: tuple[str, ...]) -> ModelData:
+    """``build_with(df, model, means)``; if a check refuses a model because of the unit means it
+    added (a cluster-level binary separated by ``mean(x|g)``: with flat priors its posterior
+    would be improper), the model without them, with a warning that says so and how to keep
+    them (helper 40: a model that ran before was refused over columns the user never wrote)."""
+    try:
+        return build_with(df, model, means)
+    except DataError as exc:
+        if not means or not re.search(r"mean\([^()]*\|[^()]*\)", str(exc)):
+            raise
+        first = str(exc).split(";")[0]
+        warnings.warn(
+            f"the cluster means of the analysis formula's complete columns ({', '.join(means)}) were left out of "
+            f"the model of the variables measured on clusters, which then ignores how those columns relate to "
+            f"them: with the means, {first}. Weakly informative priors keep them: ImputationModel(..., "
+            "categorical_prior_sd=5) (in a TOML config: categorical_prior_sd = 5 under [model])",
+            UserWarning, stacklevel=5)
+        return build_with(df, model, ())
 
 
 def _slope_varies(block: np.ndarray, names: list[str], starts: np.ndarray, name: str, cluster: str) -> None:

@@ -171,7 +171,7 @@ def test_a_failed_publish_puts_the_last_run_back(tmp_path, monkeypatch):
 
     monkeypatch.setattr(store.os, "replace", refuse_pooled)
     with pytest.raises(OSError, match=r"could not move this run's outputs into .*Operation not permitted.*the "
-                                      r"output folder holds the last complete run's outputs as before"):
+                                      r"output folder is as it was before this run"):
         store.publish(stage, tmp_path, "manifest.json")
     for f in ("imputations/imputation-1.parquet", "pooled/a.csv", "diagnostics.csv", "manifest.json"):
         assert (tmp_path / f).read_text() == "old", f

@@ -462,6 +462,11 @@ def test_report_names_added_covariates_and_stated_priors():
         cluster="school", variables={"w": mi.Variable("continuous", level=2)}, substantive="y ~ x * w + (1 | school)"))
     assert ("given <code>x</code> (read by the analysis model), and the variables measured on clusters also given "
             "the cluster means" in text)
+    model = mi.ImputationModel(cluster="school", variables={"w": mi.Variable("continuous", level=2)},
+                               substantive="y ~ x * w + (1 | school)")
+    held = describe_model(model, ["beta2[w:Intercept]", "beta2[w:mean(x|school)]", "omega2[w,w]"])
+    assert "also given <code>mean(x|school)</code> (cluster means of the analysis model's complete columns)" in held
+    assert "cluster means" not in describe_model(model, ["beta2[w:Intercept]", "omega2[w,w]"])   # none were added
 
 
 def test_membership_block_dense_and_sparse_draw_alike(monkeypatch):

@@ -2,6 +2,7 @@
 sampling (spec and data errors name the thing and the fix)."""
 
 import warnings
+from dataclasses import replace as replace_model
 
 import numpy as np
 import pandas as pd
@@ -292,6 +293,40 @@ def test_declared_categories_order_formula_terms_of_text_columns():
         assert text.completed(1)["ses"].dtype == df["ses"].dtype      # the output keeps the input's dtype
         terms = mi.analyse(text, "y ~ x + C(ses) + (1 | g)").tidy()["term"].tolist()
     assert terms == ["Intercept", "x", "C(ses)[T.mid]", "C(ses)[T.high]"]
+    # (helper 40) a Categorical in another order takes the declared one too; a declared level no row
+    # holds is left out (an all-zero dummy stopped the fit); a binary's categories are a set, not an
+    # order: a text binary response keeps the data's coding
+    from mlimpute.design import declared_levels, with_declared_levels
+    other = df.assign(ses=pd.Categorical(df["ses"]))                       # alphabetical categories
+    levels = declared_levels(model)
+    assert list(with_declared_levels(other, levels)["ses"].cat.categories) == ["low", "mid", "high"]
+    assert list(with_declared_levels(df[df["ses"] != "high"], levels)["ses"].cat.categories) == ["low", "mid"]
+    binary = mi.ImputationModel(cluster="g", variables={"smoke": mi.Variable("binary", categories=("yes", "no"))})
+    assert declared_levels(binary) == {}
+
+
+def test_cluster_means_that_separate_a_cluster_level_binary_are_left_out_with_a_warning():
+    """mean(x|g) that separates a cluster-level binary made a model that ran before refused over a
+    column the user never wrote (helper 40); it is left out, with a warning naming the remedy."""
+    rng = np.random.default_rng(4)
+    J = 40
+    g = np.repeat(np.arange(J), 8)
+    wj = rng.integers(0, 2, J)
+    x = 3.0 * wj[g] + rng.normal(0, 0.3, g.size)
+    df = pd.DataFrame({"g": g, "x": x, "w": wj[g].astype(float),
+                       "y": x + wj[g] + rng.normal(0, 0.5, J)[g] + rng.normal(size=g.size)})
+    df.loc[np.isin(g, rng.choice(J, 10, replace=False)), "w"] = np.nan
+    model = mi.ImputationModel(cluster="g", variables={"w": mi.Variable("binary", level=2)},
+                               substantive="y ~ x + w + (1 | g)")
+    with pytest.warns(UserWarning, match=r"the cluster means of the analysis formula's complete columns \(x\) were "
+                                         r"left out .*separated by its covariates \(mean\(x\|g\)\).* "
+                                         r"categorical_prior_sd=5"):
+        data = build(df, model)
+    assert data.x2_names == ("Intercept",)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept = build(df, replace_model(model, categorical_prior_sd=5.0))
+    assert kept.x2_names == ("Intercept", "mean(x|g)")
 
 
 def test_backticked_outcome_name():

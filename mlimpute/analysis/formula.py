@@ -154,7 +154,7 @@ def intercept_dropped(rhs: str) -> str | None:
     variance function's intercept is the baseline variance itself, which cannot be left out."""
     pieces = _split_top(rhs)
     dropped = [(sg, p) for sg, p in pieces if (sg == "+" and p == "0") or (sg == "-" and p == "1")]
-    if not dropped:
+    if not dropped or ("+", "1") in pieces:   # (``x - 1 + 1`` puts it back)
         return None
     kept = [p if sg == "+" else f"- {p}" for sg, p in pieces if (sg, p) not in dropped and p]
     return " + ".join(kept).replace("+ -", "-")

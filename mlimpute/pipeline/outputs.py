@@ -95,7 +95,7 @@ def write_report(cfg: PipelineConfig, ingest: dict[str, Any], assembled: dict[st
         parameter_names=assembled["parameters"], burn=s.burn,
         imputed=observed_vs_imputed(df, long, cfg.imputation_model()),
         warnings=notices.of_run(assembled, pooled), patterns=missing_patterns(df),
-        model_html=describe_model(cfg.imputation_model()))
+        model_html=describe_model(cfg.imputation_model(), assembled["parameters"]))
     path = cfg.output.dir / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(html, encoding="utf-8")

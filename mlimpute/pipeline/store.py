@@ -104,7 +104,7 @@ def publish(stage: Path, output_dir: str | Path, manifest: str) -> None:
                 os.replace(dst, src)
             except OSError:
                 left.append(str(src))
-        state = ("the output folder holds the last complete run's outputs as before" if not left else
+        state = ("the output folder is as it was before this run" if not left else
                  f"these could not be moved back, and the folder has no complete run: {left}")
         raise OSError(f"could not move this run's outputs into {str(out)!r} ({exc}); {state}. Make "
                       f"every output in the folder movable by this user (write permission on the folder and its "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,8 +93,10 @@ def _stated_priors(model: ImputationModel) -> str:
     return " Stated priors (on the data's scale): " + "; ".join(f"{k} {show(p)}" for k, p in stated) + "."
 
 
-def describe_model(model: ImputationModel) -> str:
-    """One paragraph (HTML) saying which imputation model ran."""
+def describe_model(model: ImputationModel, parameters: list[str] | None = None) -> str:
+    """One paragraph (HTML) saying which imputation model ran; ``parameters``, the sampler's
+    parameter names, say which cluster means of the formula's columns it holds (else it says
+    what it would hold)."""
     def names(cols):
         return ", ".join(f"<code>{html.escape(c)}</code>" for c in cols) or "none"
 
@@ -103,9 +106,14 @@ def describe_model(model: ImputationModel) -> str:
         added = sorted(substantive_variables(parse_substantive(model)) - known)
         if added:
             cov = (cov + " and " if cov != "none" else "") + names(added) + " (read by the analysis model)"
-        if any(v.level != 1 for v in model.variables.values()):   # design.formula_unit_means
+        if parameters is not None:   # design.formula_unit_means: the means the model holds
+            means = sorted({m for p in parameters for m in re.findall(r":(mean\([^()]*\|[^()]*\))\]$", p)})
+            if means:
+                cov += (", and the variables measured on clusters also given " + names(means)
+                        + " (cluster means of the analysis model's complete columns)")
+        elif any(v.level != 1 for v in model.variables.values()):
             cov += (", and the variables measured on clusters also given the cluster means of the analysis "
-                    "model's complete columns that vary within clusters")
+                    "model's complete columns that vary within clusters (where the clusters can carry them)")
     joint = (f"the joint latent-normal multilevel model (Goldstein, Carpenter &amp; Browne) of "
              f"{names(model.variables)} given {cov}, {_structure(model)}"
              + (", with cluster-specific level-1 covariances" if model.covariance == "cluster" else "")

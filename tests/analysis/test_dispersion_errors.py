@@ -144,3 +144,4 @@ def test_variance_function_without_intercept():
         mi.Variable("continuous", variance="~ 0 + sex")
     with pytest.raises(mi.SpecError, match=r"write '~ sex \+ \(1 \| g\)'"):
         mi.Variable("continuous", variance="~ sex + (1 | g) - 1")
+    mi.Variable("continuous", variance="~ sex - 1 + 1")   # put back: accepted (helper 40)
