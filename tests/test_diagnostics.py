@@ -194,3 +194,34 @@ def test_prior_warning_of_the_substantive_models_variances():
     named = got[0].split("worst: ")[1].split(": the data")[0]
     assert len(got) == 1 and "y~cov[Intercept|g,Intercept|g]" in named and "Intercept|h" not in named
     assert re.search(r"in that order: Intercept\|g [\d.]+, Intercept\|h [\d.]+\)", got[0])
+
+
+def test_prior_warning_of_a_nested_classifications_variable():
+    """A class-level variable's school effect (three levels): its units see it through their
+    classes where it is observed (``VariancePrior.info``: the count of those classes, per unit of
+    its class-level variance). With no school variance in c and 3 classes a school, the default
+    prior holds omega[school][c,c] near 0.26 (helper 38: no warning, its info was None); the
+    run names it and priors={'school': ...}, and is silent on it once a small scale is stated."""
+    import mlimpute as mi
+    from mlimpute.design import build
+    from mlimpute.sampler import variance_priors
+
+    rng = np.random.default_rng(7000)
+    S, C, n = 30, 3, 8
+    sch, cls = np.repeat(np.arange(S), C * n), np.tile(np.repeat(np.arange(C), n), S)
+    key = sch * C + cls
+    c = rng.normal(size=S * C)[key]
+    y = 0.5 * c + rng.normal(0, 0.55, S)[sch] + rng.normal(0, 0.45, S * C)[key] + rng.normal(size=len(sch))
+    df = pd.DataFrame({"school": sch, "klass": cls, "y": y, "c": c})
+    df.loc[np.isin(key, rng.choice(S * C, 31, replace=False)), "c"] = np.nan
+    base = dict(cluster=["school", "klass"], variables={"y": "continuous", "c": mi.Variable("continuous", level="klass")})
+
+    vp = {v.matrix: v for v in variance_priors(build(df, mi.ImputationModel(**base)))}["omega[school]"]
+    k = vp.names.index("omega[school][c,c]")
+    assert vp.level1[k] == "omega[klass][c,c]"
+    observed = df.groupby(["school", "klass"])["c"].first().notna().groupby(level=0).sum().to_numpy()
+    np.testing.assert_array_equal(vp.info[k], observed)
+    got = _prior_warnings(df, mi.ImputationModel(**base))
+    assert len(got) == 1 and "omega[school][c,c]" in got[0] and "priors={'school': mi.CovariancePrior(scale=...)}" in got[0]
+    small = mi.ImputationModel(**base, priors={"school": mi.CovariancePrior(scale=np.diag([0.05, 0.05]))})
+    assert not any("omega[school][c,c]" in m for m in _prior_warnings(df, small))

@@ -280,7 +280,9 @@ class VariancePrior(NamedTuple):
     and the dimension (the user states it with ``prior_l2`` or ``priors``); for a level-1
     variable's effect, the name of its level-1 variance and each unit's information about the
     effect per unit of that variance (Σ z² over the unit's rows where the variable is observed,
-    multiple membership: Σ w² z²), from which the effects' own posterior spread in S is judged."""
+    multiple membership: Σ w² z²), from which the effects' own posterior spread in S is judged;
+    for the effect of a variable measured on a nested classification (a class-level variable's
+    school effect), its variance there and the count of the unit's inner units observing it."""
 
     matrix: str
     names: tuple[str | None, ...]   # None: a complete variable's coordinate (not checked)
@@ -376,9 +378,15 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
                           *(bool(miss1[v.col]) for v in data.variances if v.re == ci),
                           *cd.miss.any(axis=0)]
             scale, df = class_prior(data, ci)
-            level1 = tuple(f"omega1[{v},{v}]" for v in data.y1_names) + (None,) * (len(coords) - p1)
-            info = tuple(_unit_information(data, cd.unit, cd.ids, cd.weights, cd.n_units, c, ones)
-                         for c in range(p1)) + (None,) * (len(coords) - p1)
+            level1 = [f"omega1[{v},{v}]" for v in data.y1_names]
+            info = [_unit_information(data, cd.unit, cd.ids, cd.weights, cd.n_units, c, ones) for c in range(p1)]
+            for b, up in cd.parent.items():   # a nested classification's variable: its effect here is
+                inner = data.classes[b]       # seen through the inner units where it is observed
+                level1 += [f"omega[{inner.name}][{v},{v}]" for v in inner.y_names]
+                info += [np.bincount(up[~inner.miss[:, k]], minlength=cd.n_units).astype(float)
+                         for k in range(len(inner.y_names))]
+            level1 = tuple(level1) + (None,) * (len(coords) - len(level1))
+            info = tuple(info) + (None,) * (len(coords) - len(info))
             out.append(VariancePrior(f"omega[{cd.name}]", tuple(f"omega[{cd.name}][{c},{c}]" if m else None
                                                                 for c, m in zip(coords, incomplete)),
                                      np.diag(scale).copy(), df, int(cd.n_units), len(coords), level1, info,
