@@ -236,3 +236,68 @@ def test_scale_move_target_is_the_posterior_along_the_group(slope, per_cluster):
         direct = (log_post(u1 * alpha, om2 * np.outer(at, at)) + (J + dim + 1) * np.log(alpha).sum()
                   - log_post(u1, om2))
         assert _scale_target(Q, h, PL, nu, at, d1) - base == pytest.approx(direct, rel=1e-9, abs=1e-8)
+
+
+def test_probit_scale_move_target_is_the_posterior_along_the_group(monkeypatch):
+    """The substantive probit outcome's scale move (``outcome.probit_scale``): its target in
+    u = log α² (the coordinate in which the group's Haar measure dα/α is Lebesgue) equals
+    log π(gθ) + log |J_g(θ)| written out with scipy's densities:
+    each observed row's N(αy*; αη, 1) (the truncation by y holds for α > 0), each cluster's
+    N(αb_j; 0, α²Σ) per block, the inverse-Wishart prior of each block at α²Σ_b, a flat prior
+    on β, and the Jacobian α^(n + f + Jq + q(q+1)) of (y*, β, b, Σ) → α·(y*, β, b) and α²Σ; two
+    blocks of different width and df."""
+    from types import SimpleNamespace
+
+    from mlimpute.sampler import outcome
+
+    rng = np.random.default_rng(4)
+    n, f, J, N = 30, 3, 5, 34
+    obs = np.sort(rng.choice(N, n, replace=False))
+    bstart, bwidth, bdf = np.array([0, 2]), np.array([2, 1]), np.array([2.0, 3.5])
+    q = 3
+    psi = np.zeros((q, q))
+    psi[:2, :2] = _spd(rng, 2)
+    psi[2, 2] = 0.7
+    cov = np.zeros((q, q))
+    cov[:2, :2] = _spd(rng, 2)
+    cov[2, 2] = 0.4
+    ystar, eta = rng.normal(size=N), rng.normal(size=N)
+    b = rng.normal(size=(J, q))
+    ost = SimpleNamespace(obs_rows=obs, od=SimpleNamespace(prior_scale=psi, n_fixed=f),
+                          bstart=bstart, bwidth=bwidth, bdf=bdf)
+    seen = {}
+    monkeypatch.setattr(outcome, "gig_log_step", lambda rng, lam, chi, ps: seen.update(lam=lam, chi=chi, psi=ps) or 0.0)
+    outcome.probit_scale(rng, ost, ystar, eta, cov)
+
+    def log_post(a):   # the terms of log π that the move changes, at α = a
+        total = stats.norm.logpdf(a * ystar[obs], a * eta[obs]).sum()
+        for s, w, nu in zip(bstart, bwidth, bdf):
+            blk = slice(s, s + w)
+            C, P = a ** 2 * cov[blk, blk], psi[blk, blk]
+            total += sum(stats.multivariate_normal(np.zeros(w), C).logpdf(a * b[j, blk]) for j in range(J))
+            total += stats.invwishart(df=nu, scale=P).logpdf(C if w > 1 else C[0, 0])
+        return total + (n + f + J * q + 2 * (3 + 1)) * np.log(a)   # Σ's free elements: 3 + 1
+
+    def target(u):
+        return seen["lam"] * u - 0.5 * (seen["psi"] * np.exp(u) + seen["chi"] * np.exp(-u))
+
+    for a in (0.6, 0.93, 1.4, 2.2):
+        assert target(2 * np.log(a)) - target(0.0) == pytest.approx(log_post(a) - log_post(1.0), rel=1e-9, abs=1e-8)
+
+
+@pytest.mark.parametrize("lam,chi,psi", [(-0.5, 2.0, 0.3), (3.0, 0.5, 4.0), (400.0, 2.0, 600.0)])
+def test_generalized_inverse_gaussian_step_keeps_its_target(lam, chi, psi):
+    """``outcome.gig_log_step``'s chain (an independence Metropolis–Hastings sampler) has the
+    generalized inverse Gaussian as its stationary law: 20,000 steps against as many exact
+    draws of scipy's geninvgauss (two-sample Kolmogorov–Smirnov on every 10th step, means
+    within 4 MC SEs)."""
+    from mlimpute.sampler.outcome import gig_log_step
+
+    rng = np.random.default_rng(11)
+    u, draws = 0.0, np.empty(20_000)
+    for t in range(draws.size):
+        u = gig_log_step(rng, lam, chi, psi, u)
+        draws[t] = np.exp(u)
+    exact = stats.geninvgauss(lam, np.sqrt(chi * psi), scale=np.sqrt(chi / psi)).rvs(20_000, random_state=rng)
+    assert stats.ks_2samp(draws[::10], exact).pvalue > 1e-3
+    assert abs(draws.mean() - exact.mean()) < 4 * exact.std() * np.sqrt(3 / draws.size + 1 / exact.size)

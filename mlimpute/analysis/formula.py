@@ -153,10 +153,13 @@ def intercept_dropped(rhs: str) -> str | None:
     ``sex - 1``), the same formula with the intercept kept (``sex``); None if it keeps it. A
     variance function's intercept is the baseline variance itself, which cannot be left out."""
     pieces = _split_top(rhs)
-    dropped = [(sg, p) for sg, p in pieces if (sg == "+" and p == "0") or (sg == "-" and p == "1")]
-    if not dropped or ("+", "1") in pieces:   # (``x - 1 + 1`` puts it back)
+    marks = {("+", "0"): False, ("-", "1"): False, ("+", "1"): True, ("-", "0"): True}
+    kept_intercept = True
+    for piece in pieces:   # the last mark wins, as in R: ``x - 1 + 1`` keeps it, ``x + 1 - 1`` not
+        kept_intercept = marks.get(piece, kept_intercept)
+    if kept_intercept:
         return None
-    kept = [p if sg == "+" else f"- {p}" for sg, p in pieces if (sg, p) not in dropped and p]
+    kept = [p if sg == "+" else f"- {p}" for sg, p in pieces if p and (sg, p) not in marks]
     return " + ".join(kept).replace("+ -", "-")
 
 

@@ -455,8 +455,76 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
         sigma2 = float((od.sigma2_prior + sse) / rng.chisquare(1.0 + ost.obs_rows.size))
     else:
         ok.linear_predictor(o.D, nf, beta, b, data.cluster, ost.obs_rows, eta)
+        if ost.link == "probit" and PROBIT_SCALE:
+            alpha = probit_scale(rng, ost, aux, eta, cov)
+            beta, b, cov = beta * alpha, b * alpha, cov * alpha ** 2
+            aux *= alpha
+            eta *= alpha
     return OutcomeState(beta, b, cov, sigma2, o.aux, o.S, o.D, eta,   # (_replace: 3× slower)
                         tuned_steps(o.steps, adapt_at, mh))
+
+
+PROBIT_SCALE = True   # switched off only to measure what the move gives (benchmarks)
+
+
+def probit_scale(rng, ost: OutcomeStatic, ystar: np.ndarray, eta: np.ndarray, cov: np.ndarray) -> float:
+    """The probit outcome's scale move: y* → αy*, β → αβ, b → αb, Σ_b → α²Σ_b together, α drawn
+    by Metropolis–Hastings from the posterior along that group (Liu & Sabatti 2000; the parameter-expanded
+    data augmentation of probit regression, Liu & Wu 1999, with the model's own priors kept).
+
+    Why: y* | η has variance 1 and pins η, and (β, b) | y* pins them in turn, so the overall
+    scale of the linear predictor, and with it Σ_b, moves by small steps of a Gibbs scan (a
+    random slope's variance had R-hat above 1.1 in 70 % of an outside check's runs). The sign of
+    α y* is y*'s, so every truncation holds. With n the rows with an observed outcome, f the fixed
+    effects (flat prior) and blocks of width w, df ν and scale Ψ, the target at the moved point
+    times the move's Jacobian is α^(n + f − Σ wν) exp(−½ α² R − ½ α⁻² T), R = Σ (y* − η)²,
+    T = Σ tr(Ψ_b Σ_b⁻¹), a density on the group's Haar measure dα/α: s = α² is generalized
+    inverse Gaussian with λ = (n + f − Σ wν)/2, χ = T, ψ = R (``tests/test_sampler_math.py``
+    checks it against the density written out), taken by one step of ``gig_log_step``. The general sampler's component (``outcome_multi``) takes the same move
+    with every classification's effects and blocks."""
+    rows = ost.obs_rows
+    r = ystar[rows] - eta[rows]
+    T, wnu = prior_trace(ost.od.prior_scale, cov, ost.bstart, ost.bwidth, ost.bdf)
+    lam = 0.5 * (rows.size + ost.od.n_fixed - wnu)
+    return float(np.exp(0.5 * gig_log_step(rng, lam, T, float(r @ r))))
+
+
+def prior_trace(psi: np.ndarray, cov: np.ndarray, bstart, bwidth, bdf) -> tuple[float, float]:
+    """Σ over covariance blocks of tr(Ψ_b Σ_b⁻¹), and Σ w_b ν_b."""
+    T, wnu = 0.0, 0.0
+    for start, width, df in zip(bstart, bwidth, bdf):
+        s, w = int(start), int(width)
+        if w == 1:
+            T += psi[s, s] / cov[s, s]
+        elif w == 2:   # tr(Ψ Σ⁻¹) of a 2 × 2 block written out (a sweep's call: solve costs 5 µs)
+            a, b, d = cov[s, s], cov[s, s + 1], cov[s + 1, s + 1]
+            T += (psi[s, s] * d - 2.0 * psi[s, s + 1] * b + psi[s + 1, s + 1] * a) / (a * d - b * b)
+        else:
+            blk = slice(s, s + w)
+            T += float(np.trace(np.linalg.solve(cov[blk, blk], psi[blk, blk])))
+        wnu += w * float(df)
+    return float(T), wnu
+
+
+def gig_log_step(rng, lam: float, chi: float, psi: float, u: float = 0.0) -> float:
+    """One Metropolis–Hastings step, from u, on u = log s for s generalized inverse Gaussian
+    (density ∝ s^(λ−1) exp(−(ψ s + χ/s)/2), so u's is ∝ exp(λu − (ψ e^u + χ e^−u)/2), log-concave):
+    an independence proposal from the normal at u's mode with 1.25 times its curvature's SD.
+    With hundreds of rows the target is that normal to within a few percent and nearly every
+    proposal is taken; scipy's exact sampler costs about 150 µs a call, a sweep's worth."""
+    mode = np.log((lam + np.hypot(lam, np.sqrt(chi * psi))) / psi) if lam >= 0 else \
+        np.log(chi / (np.hypot(lam, np.sqrt(chi * psi)) - lam))
+    sd = 1.25 / np.sqrt(0.5 * (psi * np.exp(mode) + chi * np.exp(-mode)))
+    prop = mode + sd * rng.standard_normal()
+
+    def log_target(v: float) -> float:
+        return lam * v - 0.5 * (psi * np.exp(v) + chi * np.exp(-v))
+
+    def log_q(v: float) -> float:
+        return -0.5 * ((v - mode) / sd) ** 2
+
+    log_ratio = log_target(prop) - log_target(u) + log_q(u) - log_q(prop)
+    return float(prop) if np.log(rng.random()) < log_ratio else float(u)
 
 
 def tuned_steps(steps: np.ndarray, adapt_at: int | None, mh: tuple | None) -> np.ndarray:

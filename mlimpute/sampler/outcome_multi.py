@@ -49,6 +49,7 @@ from scipy.special import expit, ndtr
 
 from ..design import ModelData
 from . import _outcome_kernels as ok
+from . import outcome
 from .outcome import (_augment, _columns, _Columns, _needs_uniforms, _padded_cuts, _pseudo, block_dfs, held_codes,
                       singular_outcome, source_values, tuned_steps)
 
@@ -408,6 +409,18 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
             ok.set_coefficients(R, b, term.unit, term.cols)
     eta = o.eta
     ok.linear_predictor(o.D, nf, beta, R, ost.identity, obs, eta)
+    if ost.family == "binomial" and ost.link == "probit" and outcome.PROBIT_SCALE:
+        T, wnu = 0.0, 0.0
+        for t, term in enumerate(ost.terms):
+            cov_t = cov[np.ix_(term.cols, term.cols)]
+            t_t, w_t = outcome.prior_trace(term.prior_scale, cov_t, term.bstart, term.bwidth, term.bdf)
+            T, wnu = T + t_t, wnu + w_t
+        r = aux[obs] - eta[obs]
+        alpha = float(np.exp(0.5 * outcome.gig_log_step(rng, 0.5 * (obs.size + nf - wnu), T, float(r @ r))))
+        beta, bs, cov = beta * alpha, [b * alpha for b in bs], cov * alpha ** 2
+        R *= alpha
+        aux *= alpha
+        eta *= alpha
     sigma2 = o.sigma2
     if ost.family == "gaussian":
         res = ost.yobs - eta[obs]

@@ -68,6 +68,7 @@ def test_dependent_columns(df):
     ("~ 0 + sex", r"removes the intercept, which is the residual variance σ² itself .*: write '~ sex'"),
     ("~ sex - 1", r"removes the intercept.*: write '~ sex'"),
     ("~ -1", r"removes the intercept.*: leave dispersion out"),
+    ("~ sex + 1 - 1", r"removes the intercept.*: write '~ sex'"),   # the last mark wins, as in R
 ])
 def test_malformed(df, bad, match):
     with pytest.raises(mi.SpecError, match=match):
