@@ -207,7 +207,8 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
     and the pull 1 − T / E[Ω_kk]. It is noisier (a difference of like quantities: on the
     validation grid above 0.2 in a fifth of the runs of cells without excess), so it warns
     above ``PRIOR_PULL`` (a posterior mean more than twice T), and then counts as the share;
-    the message gives T (on the data's scale) beside the posterior mean. It is a warning about
+    the message gives T (on the data's scale) beside the posterior mean (not for a nested
+    classification's variable, ``VariancePrior.share_only``). It is a warning about
     sensitivity to the prior, not a measure of bias (``benchmarks/prior_warning_check.py``
     measures both on the validation grid). Only variables
     with missing values are checked, and the substantive model's covariance blocks
@@ -241,7 +242,8 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
                 if sigma2 > 0:
                     info = np.asarray(vp.info[k], float) / sigma2
                     spread = float(np.sum(omega / (omega * info + 1.0)))
-                    data_says = _moment_variance(omega, omega * denom - vp.psi[k], info, spread)
+                    if not (vp.share_only and vp.share_only[k]):
+                        data_says = _moment_variance(omega, omega * denom - vp.psi[k], info, spread)
             share = float(vp.psi[k] / max(omega * denom - spread, vp.psi[k]))
             pulled = False
             if data_says is not None:   # the prior's pull through the effects' spread (their posterior

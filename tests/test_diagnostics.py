@@ -223,5 +223,8 @@ def test_prior_warning_of_a_nested_classifications_variable():
     np.testing.assert_array_equal(vp.info[k], observed)
     got = _prior_warnings(df, mi.ImputationModel(**base))
     assert len(got) == 1 and "omega[school][c,c]" in got[0] and "priors={'school': mi.CovariancePrior(scale=...)}" in got[0]
+    # the share reading only: the variance "the data alone say" would leave out what the classes
+    # missing c say through y (helper 41: 0.04-0.12 for a true 0.5)
+    assert re.search(r"omega\[school\]\[c,c\] = [\d.]+ \(about \d+% from the prior\)", got[0])
     small = mi.ImputationModel(**base, priors={"school": mi.CovariancePrior(scale=np.diag([0.05, 0.05]))})
     assert not any("omega[school][c,c]" in m for m in _prior_warnings(df, small))
