@@ -468,23 +468,27 @@ PROBIT_SCALE = True   # switched off only to measure what the move gives (benchm
 
 
 def probit_scale(rng, ost: OutcomeStatic, ystar: np.ndarray, eta: np.ndarray, cov: np.ndarray) -> float:
-    """The probit outcome's scale move: y* → αy*, β → αβ, b → αb, Σ_b → α²Σ_b together, α drawn
-    by Metropolis–Hastings from the posterior along that group (Liu & Sabatti 2000; the parameter-expanded
-    data augmentation of probit regression, Liu & Wu 1999, with the model's own priors kept).
+    """The probit outcome's scale move: y* → αy*, β → αβ, b → αb, Σ_b → α²Σ_b together, α
+    drawn by Metropolis–Hastings from the posterior along that group (Liu & Sabatti 2000; the
+    parameter-expanded data augmentation of probit regression, Liu & Wu 1999, with the model's
+    own priors kept).
 
     Why: y* | η has variance 1 and pins η, and (β, b) | y* pins them in turn, so the overall
     scale of the linear predictor, and with it Σ_b, moves by small steps of a Gibbs scan. In long
-    runs the move raises the smallest ESS of the outcome's parameters (``benchmarks/
-    probit_scale_ab.py``: median 181 against 133 of 4,000 draws, lowest 112 against 43), at 5–13 %
-    more CPU; it does not cure short runs' R-hat (a random slope's variance above 1.1 in most
-    runs of M = 5–10 imputations 100 sweeps apart, with or without it: the imputed x and the
-    slopes are the slow direction there). The sign of α y* is y*'s, so every truncation holds. With n the rows with an observed outcome, f the fixed
-    effects (flat prior) and blocks of width w, df ν and scale Ψ, the target at the moved point
-    times the move's Jacobian is α^(n + f − Σ wν) exp(−½ α² R − ½ α⁻² T), R = Σ (y* − η)²,
-    T = Σ tr(Ψ_b Σ_b⁻¹), a density on the group's Haar measure dα/α: s = α² is generalized
-    inverse Gaussian with λ = (n + f − Σ wν)/2, χ = T, ψ = R (``tests/test_sampler_math.py``
-    checks it against the density written out), taken by one step of ``gig_log_step``. The general sampler's component (``outcome_multi``) takes the same move
-    with every classification's effects and blocks."""
+    runs the move raises the smallest ESS of the outcome's parameters
+    (``benchmarks/probit_scale_ab.py``: median 181 against 133 of 4,000 draws, lowest 112
+    against 43), at 5–13 % more CPU; it does not cure short runs' R-hat (a random slope's
+    variance above 1.1 in most runs of M = 5–10 imputations 100 sweeps apart, with or without
+    it: the imputed x and the slopes are the slow direction there).
+
+    The sign of α y* is y*'s, so every truncation holds. With n the rows with an observed
+    outcome, f the fixed effects (flat prior) and blocks of width w, df ν and scale Ψ, the target
+    at the moved point times the move's Jacobian is α^(n + f − Σ wν) exp(−½ α² R − ½ α⁻² T),
+    R = Σ (y* − η)², T = Σ tr(Ψ_b Σ_b⁻¹), a density on the group's Haar measure dα/α: s = α² is
+    generalized inverse Gaussian with λ = (n + f − Σ wν)/2, χ = T, ψ = R
+    (``tests/test_sampler_math.py`` checks it against the density written out), taken by one
+    step of ``gig_log_step``. The general sampler's component (``outcome_multi``) takes the same
+    move with every classification's effects and blocks."""
     rows = ost.obs_rows
     r = ystar[rows] - eta[rows]
     T, wnu = prior_trace(ost.od.prior_scale, cov, ost.bstart, ost.bwidth, ost.bdf)
