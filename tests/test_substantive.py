@@ -214,3 +214,49 @@ def test_cluster_specific_covariance_with_a_substantive_model():
     res = _run(df, model, n_imputations=2, burn=100, between=20)
     assert not res.data[["x", "a"]].isna().any().any()
     assert "omega1_df" in res.parameter_names and "y~beta[x:z]" in res.parameter_names
+
+
+def test_probit_scale_move_keeps_the_state_consistent(monkeypatch):
+    """The two-level sampler's probit scale move, forced to α = 1.3 every sweep: after each
+    parameter draw η = Dβ + D_z·b_j on the observed rows, y* on y's side of 0 and Σ (y* − η)²
+    grown by α² (y*, η, β and b all moved; ``test_sampler_math`` checks the move's target)."""
+    import importlib
+
+    from mlimpute.sampler import outcome
+
+    sweep = importlib.import_module("mlimpute.sampler.sweep")   # (the package exports a function of that name)
+    rng = np.random.default_rng(8)
+    N, J = 400, 30
+    g = rng.integers(0, J, N)
+    x = rng.normal(size=N)
+    eta = 0.3 + 0.6 * x + rng.normal(0, 0.6, J)[g] + rng.normal(0, 0.4, J)[g] * x
+    df = pd.DataFrame({"g": g, "x": x, "y": (eta + rng.normal(size=N) > 0).astype(int)})
+    df.loc[rng.random(N) < 0.3, "x"] = np.nan
+    model = mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + (1 + x | g)",
+                               family="binomial", link="probit")
+    before, checked = [], []
+
+    def forced(rng, lam, chi, psi):
+        before.append(psi)
+        return 2 * np.log(1.3)
+
+    original = sweep.draw_parameters
+
+    def checking(rng, ost, o, data, *args):
+        out = original(rng, ost, o, data, *args)
+        obs, nf = ost.obs_rows, ost.od.n_fixed
+        D = out.D[obs]
+        np.testing.assert_allclose(out.eta[obs], D[:, :nf] @ out.beta
+                                   + np.sum(D[:, nf:] * out.b[data.cluster[obs]], axis=1), rtol=1e-9, atol=1e-9)
+        assert np.all((out.aux[obs] > 0) == (ost.od.y[obs] == 1))
+        r = out.aux[obs] - out.eta[obs]
+        assert r @ r == pytest.approx(1.3 ** 2 * before[-1], rel=1e-9)
+        checked.append(1)
+        return out
+
+    monkeypatch.setattr(outcome, "gig_log_step", forced)
+    monkeypatch.setattr(sweep, "draw_parameters", checking)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mi.impute(df, model, n_imputations=1, burn=10, between=5, chains=1, seed=2)
+    assert len(checked) >= 15

@@ -543,3 +543,60 @@ def test_membership_formula_advice(formula, match):
     with pytest.raises(mi.SpecError, match=match):
         mi.ImputationModel(variables={"x": "continuous"}, substantive=formula,
                            cluster=mi.Membership(["s1", "s2"], ["w1", "w2"], name="school"))
+
+
+@pytest.mark.parametrize("kind", ["crossed", "membership"])
+def test_probit_scale_move_keeps_the_general_state_consistent(monkeypatch, kind):
+    """The probit outcome's scale move in the general sampler, forced to α = 1.3 every sweep:
+    after each parameter draw the linear predictors, the rows' random coefficients R, every
+    term's effects and the latents still agree (η = Dβ + D_z·R on the observed rows, R read
+    off the effects, y* on y's side of 0, Σ (y* − η)² grown by α²), so no array was left on the
+    old scale."""
+    from mlimpute.sampler import multi, outcome
+    from mlimpute.sampler import outcome_multi as om
+
+    rng = np.random.default_rng(8)
+    if kind == "crossed":
+        N = 400
+        g, h = rng.integers(0, 25, N), rng.integers(0, 12, N)
+        x = rng.normal(size=N)
+        eta = 0.3 + 0.6 * x + rng.normal(0, 0.6, 25)[g] + rng.normal(0, 0.4, 25)[g] * x + rng.normal(0, 0.5, 12)[h]
+        df = pd.DataFrame({"g": g, "h": h, "x": x, "y": (eta + rng.normal(size=N) > 0).astype(int)})
+        formula, cluster = "y ~ x + (1 + x | g) + (1 | h)", mi.Crossed("g", "h")
+    else:
+        full, df = _membership(rng, K=20, N=300)
+        df = df.assign(y=(full.y > full.y.median()).astype(int))
+        formula = "y ~ x + (1 + x | mm(s1, s2, weights = (w1, w2)))"
+        cluster = mi.Membership(["s1", "s2"], ["w1", "w2"], name="school")
+    df.loc[rng.random(len(df)) < 0.3, "x"] = np.nan
+    model = mi.ImputationModel(cluster=cluster, variables={"x": "continuous"}, substantive=formula,
+                               family="binomial", link="probit")
+    before = []   # Σ (y* − η)² over the observed rows as the move found it
+
+    def forced(rng, lam, chi, psi):
+        before.append(psi)
+        return 2 * np.log(1.3)
+
+    monkeypatch.setattr(outcome, "gig_log_step", forced)
+    original, checked = multi.draw_general_parameters, []
+
+    def checking(rng, ost, o, *args):
+        out = original(rng, ost, o, *args)
+        obs, nf = ost.obs_rows, ost.od.n_fixed
+        D = out.D[obs]
+        np.testing.assert_allclose(out.eta[obs], D[:, :nf] @ out.beta + np.sum(D[:, nf:] * out.R[obs], axis=1),
+                                   rtol=1e-9, atol=1e-9)
+        for term, b in zip(ost.terms, out.b):
+            R = om._membership_sums(b, term.ids, term.weights) if term.unit is None else b[term.unit]
+            np.testing.assert_allclose(out.R[:, term.cols], R, rtol=1e-9, atol=1e-12)
+        assert np.all((out.aux[obs] > 0) == (ost.od.y[obs] == 1))
+        r = out.aux[obs] - out.eta[obs]
+        assert r @ r == pytest.approx(1.3 ** 2 * before[-1], rel=1e-9)   # y* and η both moved
+        checked.append(float(out.cov[0, 0]))
+        return out
+
+    monkeypatch.setattr(multi, "draw_general_parameters", checking)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mi.impute(df, model, n_imputations=1, burn=10, between=5, chains=1, seed=2)
+    assert len(checked) >= 15 and checked[-1] > 0
