@@ -241,6 +241,11 @@ def warn_prior(draws: np.ndarray, names, affine, priors, stacklevel: int = 2) ->
                 sigma2 = 1.0 if sigma2 is None else sigma2   # not monitored: a categorical latent's, fixed at 1
                 if sigma2 > 0:
                     info = np.asarray(vp.info[k], float) / sigma2
+                    if vp.inner and vp.inner[k] is not None:   # through the inner units' effects
+                        tau2_name, up, counts = vp.inner[k]
+                        tau2 = internal(tau2_name)
+                        if tau2 is not None and tau2 > 0:
+                            info = np.bincount(up, weights=counts / (sigma2 + counts * tau2), minlength=vp.units)
                     spread = float(np.sum(omega / (omega * info + 1.0)))
                     if not (vp.share_only and vp.share_only[k]):
                         data_says = _moment_variance(omega, omega * denom - vp.psi[k], info, spread)

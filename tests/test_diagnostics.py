@@ -221,6 +221,10 @@ def test_prior_warning_of_a_nested_classifications_variable():
     assert vp.level1[k] == "omega[klass][c,c]"
     observed = df.groupby(["school", "klass"])["c"].first().notna().groupby(level=0).sum().to_numpy()
     np.testing.assert_array_equal(vp.info[k], observed)
+    # y's school effect reaches the rows through its class effects: each class's count of rows
+    name, up, counts = vp.inner[0]
+    assert name == "omega[klass][y,y]" and vp.inner[k] is None
+    np.testing.assert_array_equal(np.bincount(up, weights=counts), np.full(S, C * n))
     got = _prior_warnings(df, mi.ImputationModel(**base))
     assert len(got) == 1 and "omega[school][c,c]" in got[0] and "priors={'school': mi.CovariancePrior(scale=...)}" in got[0]
     # the share reading only: the variance "the data alone say" would leave out what the classes
@@ -228,3 +232,29 @@ def test_prior_warning_of_a_nested_classifications_variable():
     assert re.search(r"omega\[school\]\[c,c\] = [\d.]+ \(about \d+% from the prior\)", got[0])
     small = mi.ImputationModel(**base, priors={"school": mi.CovariancePrior(scale=np.diag([0.05, 0.05]))})
     assert not any("omega[school][c,c]" in m for m in _prior_warnings(df, small))
+
+
+def test_prior_share_through_inner_units():
+    """A level-1 variable's effect at a classification nesting another: each unit's
+    information is Σ_k n_k / (σ² + n_k τ²) over its inner units k (τ² the variable's variance
+    there), not Σ n_k / σ²; the share is Ψ / (E[Ω](ν + J − d − 1) − Σ_j V_j) with
+    V_j = 1 / (1/Ω + I_j), computed here by hand."""
+    from mlimpute.errors import PriorWarning
+    from mlimpute.sampler.sweep import VariancePrior
+
+    J, K = 30, 3
+    up = np.repeat(np.arange(J), K)
+    counts = np.tile([8.0, 6.0, 4.0], J)
+    names = ["omega[school][y,y]", "omega1[y,y]", "omega[klass][y,y]"]
+    omega, sigma2, tau2, psi, df = 0.25, 1.0, 0.3, 1.0, 2.0
+    draws = np.broadcast_to(np.array([omega, sigma2, tau2]), (2, 10, 3))
+    vp = VariancePrior("omega[school]", ("omega[school][y,y]",), np.array([psi]), df, J, 1, ("omega1[y,y]",),
+                       (np.bincount(up, weights=counts),), share_only=(True,),   # (the first reading alone)
+                       inner=(("omega[klass][y,y]", up, counts),))
+    info = np.bincount(up, weights=counts / (sigma2 + counts * tau2))
+    want = psi / (omega * (df + J - 2) - np.sum(1 / (1 / omega + info)))
+    with pytest.warns(PriorWarning):
+        found = d.warn_prior(draws, names, None, [vp])
+    assert found[0][1] == pytest.approx(want)
+    plain = psi / (omega * (df + J - 2) - np.sum(1 / (1 / omega + np.bincount(up, weights=counts) / sigma2)))
+    assert want > 0.2 > plain   # the rows alone would have said the data were ample

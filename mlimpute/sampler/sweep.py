@@ -286,7 +286,12 @@ class VariancePrior(NamedTuple):
     count leaves out what the inner units where it is missing say through the variables they
     share (y's class effects): enough for the effects' spread, not for ``warn_prior``'s second
     reading (the variance the data say), which read 0.04–0.12 for a true 0.5 on 30 schools × 3
-    classes (helper 41), so those coordinates are ``share_only``."""
+    classes (helper 41), so those coordinates are ``share_only``. A level-1 variable's effect at a
+    classification that nests another (schools of classes) reaches the rows through the inner
+    units' effects: ``inner`` holds the name of the variable's variance there, each inner unit's
+    outer unit and its count of rows observing the variable, and ``warn_prior`` takes the unit's
+    information as Σ_k n_k / (σ² + n_k τ²) (τ² that variance; the innermost nested
+    classification only), where Σ n_k / σ² overstated it and made the check lenient."""
 
     matrix: str
     names: tuple[str | None, ...]   # None: a complete variable's coordinate (not checked)
@@ -298,6 +303,7 @@ class VariancePrior(NamedTuple):
     info: tuple[np.ndarray | None, ...] = ()        # per coordinate: (units,) or None
     stated: bool = False                            # the user stated this prior (then not checked)
     share_only: tuple[bool, ...] = ()               # per coordinate: no second reading (see above)
+    inner: tuple = ()                               # per coordinate: (variance name, unit map, counts) or None
 
 
 def _unit_sums(rows: np.ndarray, unit: np.ndarray | None, ids, weights, n_units: int,
@@ -385,6 +391,14 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
             scale, df = class_prior(data, ci)
             level1 = [f"omega1[{v},{v}]" for v in data.y1_names]
             info = [_unit_information(data, cd.unit, cd.ids, cd.weights, cd.n_units, c, ones) for c in range(p1)]
+            through = []
+            nested = [b for b in cd.parent if not data.classes[b].membership]
+            if nested:   # the innermost: the level-1 variables' effects here reach the rows through its
+                b = max(nested, key=lambda b: data.classes[b].n_units)
+                ic = data.classes[b]
+                through = [(f"omega[{ic.name}][{v},{v}]", cd.parent[b],
+                          np.bincount(ic.unit[~data.miss1[:, c]], minlength=ic.n_units).astype(float))
+                         for c, v in enumerate(data.y1_names)]
             for b, up in cd.parent.items():   # a nested classification's variable: its effect here is
                 inner = data.classes[b]       # seen through the inner units where it is observed
                 level1 += [f"omega[{inner.name}][{v},{v}]" for v in inner.y_names]
@@ -393,11 +407,12 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
             share_only = (False,) * p1 + (True,) * (len(level1) - p1) + (False,) * (len(coords) - len(level1))
             level1 = tuple(level1) + (None,) * (len(coords) - len(level1))
             info = tuple(info) + (None,) * (len(coords) - len(info))
+            through = tuple(through) + (None,) * (len(coords) - len(through))
             out.append(VariancePrior(f"omega[{cd.name}]", tuple(f"omega[{cd.name}][{c},{c}]" if m else None
                                                                 for c, m in zip(coords, incomplete)),
                                      np.diag(scale).copy(), df, int(cd.n_units), len(coords), level1, info,
                                      data.model.priors.get(cd.name, CovariancePrior()) != CovariancePrior(),
-                                     share_only))
+                                     share_only, through))
         return out + substantive_priors(data)
     d = data.y1.shape[1] * data.z.shape[1] + data.y2.shape[1]
     if not d or con2 is not None:
