@@ -246,8 +246,6 @@ def test_probit_scale_move_target_is_the_posterior_along_the_group(monkeypatch):
     N(αb_j; 0, α²Σ) per block, the inverse-Wishart prior of each block at α²Σ_b, a flat prior
     on β, and the Jacobian α^(n + f + Jq + q(q+1)) of (y*, β, b, Σ) → α·(y*, β, b) and α²Σ; two
     blocks of different width and df."""
-    from types import SimpleNamespace
-
     from mlimpute.sampler import outcome
 
     rng = np.random.default_rng(4)
@@ -263,11 +261,9 @@ def test_probit_scale_move_target_is_the_posterior_along_the_group(monkeypatch):
     cov[2, 2] = 0.4
     ystar, eta = rng.normal(size=N), rng.normal(size=N)
     b = rng.normal(size=(J, q))
-    ost = SimpleNamespace(obs_rows=obs, od=SimpleNamespace(prior_scale=psi, n_fixed=f),
-                          bstart=bstart, bwidth=bwidth, bdf=bdf)
     seen = {}
     monkeypatch.setattr(outcome, "gig_log_step", lambda rng, lam, chi, ps: seen.update(lam=lam, chi=chi, psi=ps) or 0.0)
-    outcome.probit_scale(rng, ost, ystar, eta, cov)
+    outcome.probit_scale(rng, ystar[obs] - eta[obs], f, [(psi, cov, bstart, bwidth, bdf)])
 
     def log_post(a):   # the terms of log π that the move changes, at α = a
         total = stats.norm.logpdf(a * ystar[obs], a * eta[obs]).sum()

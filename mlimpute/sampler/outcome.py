@@ -456,7 +456,8 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
     else:
         ok.linear_predictor(o.D, nf, beta, b, data.cluster, ost.obs_rows, eta)
         if ost.link == "probit" and PROBIT_SCALE:
-            alpha = probit_scale(rng, ost, aux, eta, cov)
+            rows = ost.obs_rows
+            alpha = probit_scale(rng, aux[rows] - eta[rows], nf, [(od.prior_scale, cov, ost.bstart, ost.bwidth, ost.bdf)])
             beta, b, cov = beta * alpha, b * alpha, cov * alpha ** 2
             aux *= alpha
             eta *= alpha
@@ -467,7 +468,7 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
 PROBIT_SCALE = True   # switched off only to measure what the move gives (benchmarks)
 
 
-def probit_scale(rng, ost: OutcomeStatic, ystar: np.ndarray, eta: np.ndarray, cov: np.ndarray) -> float:
+def probit_scale(rng, resid: np.ndarray, n_fixed: int, blocks) -> float:
     """The probit outcome's scale move: y* → αy*, β → αβ, b → αb, Σ_b → α²Σ_b together, α
     drawn by Metropolis–Hastings from the posterior along that group (Liu & Sabatti 2000; the
     parameter-expanded data augmentation of probit regression, Liu & Wu 1999, with the model's
@@ -488,12 +489,17 @@ def probit_scale(rng, ost: OutcomeStatic, ystar: np.ndarray, eta: np.ndarray, co
     generalized inverse Gaussian with λ = (n + f − Σ wν)/2, χ = T, ψ = R
     (``tests/test_sampler_math.py`` checks it against the density written out), taken by one
     step of ``gig_log_step``. The general sampler's component (``outcome_multi``) takes the same
-    move with every classification's effects and blocks."""
-    rows = ost.obs_rows
-    r = ystar[rows] - eta[rows]
-    T, wnu = prior_trace(ost.od.prior_scale, cov, ost.bstart, ost.bwidth, ost.bdf)
-    lam = 0.5 * (rows.size + ost.od.n_fixed - wnu)
-    return float(np.exp(0.5 * gig_log_step(rng, lam, T, float(r @ r))))
+    move with every classification's effects and blocks.
+
+    ``resid``: y* − η on the observed rows; ``blocks``: per random-effect covariance, (Ψ, Σ_b,
+    block starts, widths, dfs) as ``prior_trace`` reads them (one entry in the two-level sampler,
+    one per formula term in the general one). Returns α."""
+    T, wnu = 0.0, 0.0
+    for psi, cov, bstart, bwidth, bdf in blocks:
+        t, w = prior_trace(psi, cov, bstart, bwidth, bdf)
+        T, wnu = T + t, wnu + w
+    lam = 0.5 * (resid.size + n_fixed - wnu)
+    return float(np.exp(0.5 * gig_log_step(rng, lam, T, float(resid @ resid))))
 
 
 def prior_trace(psi: np.ndarray, cov: np.ndarray, bstart, bwidth, bdf) -> tuple[float, float]:

@@ -410,13 +410,9 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
     eta = o.eta
     ok.linear_predictor(o.D, nf, beta, R, ost.identity, obs, eta)
     if ost.family == "binomial" and ost.link == "probit" and outcome.PROBIT_SCALE:
-        T, wnu = 0.0, 0.0
-        for t, term in enumerate(ost.terms):
-            cov_t = cov[np.ix_(term.cols, term.cols)]
-            t_t, w_t = outcome.prior_trace(term.prior_scale, cov_t, term.bstart, term.bwidth, term.bdf)
-            T, wnu = T + t_t, wnu + w_t
-        r = aux[obs] - eta[obs]
-        alpha = float(np.exp(0.5 * outcome.gig_log_step(rng, 0.5 * (obs.size + nf - wnu), T, float(r @ r))))
+        alpha = outcome.probit_scale(rng, aux[obs] - eta[obs], nf,
+                                     [(term.prior_scale, cov[np.ix_(term.cols, term.cols)], term.bstart, term.bwidth,
+                                       term.bdf) for term in ost.terms])
         beta, bs, cov = beta * alpha, [b * alpha for b in bs], cov * alpha ** 2
         R *= alpha
         aux *= alpha

@@ -397,8 +397,8 @@ def variance_priors(data: ModelData) -> list[VariancePrior]:
                 b = max(nested, key=lambda b: data.classes[b].n_units)
                 ic = data.classes[b]
                 through = [(f"omega[{ic.name}][{v},{v}]", cd.parent[b],
-                          np.bincount(ic.unit[~data.miss1[:, c]], minlength=ic.n_units).astype(float))
-                         for c, v in enumerate(data.y1_names)]
+                            _unit_information(data, ic.unit, None, None, ic.n_units, c, ones))
+                           for c, v in enumerate(data.y1_names)]
             for b, up in cd.parent.items():   # a nested classification's variable: its effect here is
                 inner = data.classes[b]       # seen through the inner units where it is observed
                 level1 += [f"omega[{inner.name}][{v},{v}]" for v in inner.y_names]
