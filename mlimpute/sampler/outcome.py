@@ -14,6 +14,10 @@ default df = its dimension, Ψ centred on the complete-case estimate: ``substant
 Steps (each leaves the joint posterior invariant; the component meets the rest of the sampler
 only through the completed covariates and the linear predictor):
 
+0. Binomial outcomes: the collapsed block (``outcome_collapsed``): each cluster's effects, β
+   and each random-effect coordinate's scale with Σ_b's row and column, by Newton-preconditioned
+   Metropolis–Hastings with the augmentation integrated out (the rows' Φ(±η) or logistic
+   likelihood), step 1 following at once.
 1. Augmentation: probit, y* ~ N(η, 1) truncated by y (Albert & Chib 1993); logit,
    ω ~ PG(1, η) (Polson, Scott & Windle 2013). Given it every outcome is a Gaussian
    pseudo-response ``ytil`` with row precisions ``w``.
@@ -55,12 +59,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import math
+
 import numpy as np
 from scipy.special import expit, ndtr
 
 from ..design import ModelData
 from ..substantive import OutcomeData
 from . import _outcome_kernels as ok
+from . import outcome_collapsed as oc
 from .latent import latents_to_codes
 
 __all__ = ["OutcomeState", "OutcomeStatic", "prepare_outcome", "initial_outcome", "draw_cells",
@@ -137,6 +144,9 @@ class OutcomeStatic:
     bdf: np.ndarray             # and prior df (the prior's for one block, else the width)
     chi_df: np.ndarray          # df − i of each Bartlett χ² of the blocks' draws, before adding J
     chi_df_list: tuple          # the same as floats
+    sign: np.ndarray            # binomial: 2y − 1 at every row (0 where missing)
+    coord_df: np.ndarray        # each random-effect coordinate's block df
+    zeros_n: np.ndarray         # zeros at every row (the collapsed block's offsets)
     yy: float                   # gaussian: Σ y² over the rows with an observed outcome
     n_lower: int                # normals below the Bartlett diagonals
 
@@ -244,6 +254,8 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
         zeros2=np.zeros(clusters2.size, np.int64), bstart=bstart, bwidth=bwidth, bdf=bdf,
         chi_df=np.concatenate([d - np.arange(w) for d, w in zip(bdf, bwidth)]),
         chi_df_list=tuple(float(v) for d, w in zip(bdf, bwidth) for v in d - np.arange(w)),
+        sign=np.where(od.observed, 2.0 * np.nan_to_num(od.y) - 1.0, 0.0) if od.family == "binomial" else np.zeros(0),
+        coord_df=np.repeat(bdf.astype(float), bwidth), zeros_n=np.zeros(od.y.size),
         yy=float(np.sum(od.y[obs] ** 2)) if od.family == "gaussian" else 0.0,
         n_lower=int(sum(w * (w - 1) // 2 for w in bwidth)),
     )
@@ -434,6 +446,8 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
     od = ost.od
     aux = o.aux
     if ost.family == "binomial":
+        if oc.ENABLED:
+            o = collapsed_block(rng, ost, o, data)
         aux = _augment(rng, ost, o.eta, aux)
         o = o._replace(aux=aux)
     ytil, w, wconst = _pseudo(ost, o)
@@ -465,6 +479,18 @@ def draw_parameters(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData,
                         tuned_steps(o.steps, adapt_at, mh))
 
 
+def collapsed_block(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData) -> OutcomeState:
+    """A binomial outcome's (b, β, effects' scales) with the augmentation integrated out
+    (``outcome_collapsed``); the augmentation must be redrawn next."""
+    od = ost.od
+    J, q, nf = data.n_clusters, od.q, od.n_fixed
+    beta, b, cov = oc.block(oc.link_code(ost.link), o.D, nf, np.arange(q), data.cluster, ost.obs_rows, ost.sign,
+                            ost.zeros_n, o.beta, o.b, o.cov, od.prior_scale, ost.coord_df,
+                            rng.standard_normal((J, q)), np.log(rng.random(J)), rng.standard_normal(nf),
+                            math.log(rng.random()), rng.standard_normal(q), np.log(rng.random(q)), o.eta)
+    return o._replace(beta=beta, b=b, cov=cov)
+
+
 PROBIT_SCALE = True   # switched off only to measure what the move gives (benchmarks)
 
 
@@ -476,11 +502,10 @@ def probit_scale(rng, resid: np.ndarray, n_fixed: int, blocks) -> float:
 
     Why: y* | η has variance 1 and pins η, and (β, b) | y* pins them in turn, so the overall
     scale of the linear predictor, and with it Σ_b, moves by small steps of a Gibbs scan. In long
-    runs the move raises the smallest ESS of the outcome's parameters
-    (``benchmarks/probit_scale_ab.py``: median 181 against 133 of 4,000 draws, lowest 112
-    against 43), at 5–13 % more CPU; it does not cure short runs' R-hat (a random slope's
-    variance above 1.1 in most runs of M = 5–10 imputations 100 sweeps apart, with or without
-    it: the imputed x and the slopes are the slow direction there).
+    runs the move raised the smallest ESS of the outcome's parameters (``python
+    benchmarks/binomial_moves_ab.py --move scale``, before the collapsed block: median 181
+    against 133 of 4,000 draws, lowest 112 against 43), at 5–13 % more CPU; the collapsed block
+    (``outcome_collapsed``), which integrates y* out, does more.
 
     The sign of α y* is y*'s, so every truncation holds. With n the rows with an observed
     outcome, f the fixed effects (flat prior) and blocks of width w, df ν and scale Ψ, the target

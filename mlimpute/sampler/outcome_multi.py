@@ -14,6 +14,9 @@ sampler's; the two meet only through the completed covariates and the linear pre
 
 Steps, each an exact Gibbs or Metropolis–Hastings step of the joint posterior:
 
+0. Binomial outcomes: the collapsed block of ``outcome_collapsed`` for each classification of
+   single membership in turn (the other classifications' effects in the offset; a multiple
+   membership's effects get steps 2's exact block and expansion move only).
 1. Augmentation (binomial) as ``outcome``.
 2. For each classification c of the formula in turn: (β, b^(c)) as one exact block given the
    other classifications' effects (their part of the linear predictor is an offset), by the
@@ -41,6 +44,7 @@ holds them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -50,6 +54,7 @@ from scipy.special import expit, ndtr
 from ..design import ModelData
 from . import _outcome_kernels as ok
 from . import outcome
+from . import outcome_collapsed as oc
 from .outcome import (_augment, _columns, _Columns, _needs_uniforms, _padded_cuts, _pseudo, block_dfs, held_codes,
                       singular_outcome, source_values, tuned_steps)
 
@@ -92,6 +97,7 @@ class Term:
     chi_df_list: tuple
     n_lower: int
     prior_scale: np.ndarray
+    coord_df: np.ndarray     # each of its columns' block df (the collapsed block's scale steps)
     stat0: tuple             # zero cross-products (every row's are formed each sweep)
     ids: np.ndarray | None = None       # multiple membership: (N, m) units (−1: none) and weights
     weights: np.ndarray | None = None
@@ -134,6 +140,7 @@ class GeneralOutcomeStatic:
     scales: dict             # level → (centre, scale) of its latent columns
     identity: np.ndarray     # 0..N−1: every row its own "cluster" of R
     yobs: np.ndarray         # the observed outcomes (gaussian)
+    sign: np.ndarray         # binomial: 2y − 1 at every row (0 where missing)
 
     @property
     def family(self) -> str:
@@ -207,6 +214,7 @@ def prepare_general_outcome(data: ModelData) -> GeneralOutcomeStatic:
             chi_df_list=tuple(float(v) for d, w in zip(bdf, bwidth) for v in d - np.arange(w)),
             n_lower=int(sum(w * (w - 1) // 2 for w in bwidth)),
             prior_scale=np.ascontiguousarray(od.prior_scale[np.ix_(cols, cols)]),
+            coord_df=np.repeat(bdf.astype(float), bwidth),
             stat0=(np.zeros((nf, nf)), np.zeros(nf), np.zeros((K, qc, qc)), np.zeros((K, qc, nf)),
                    np.zeros((K, qc)))))
     if sum(t.cols.size for t in terms) != od.q:   # (term_classification names only these)
@@ -257,6 +265,7 @@ def prepare_general_outcome(data: ModelData) -> GeneralOutcomeStatic:
         src_level=tuple(None if s.codec is None else level_of[s.codec] for s in od.sources),
         scales=scales, identity=np.arange(n, dtype=np.int64),
         yobs=od.y[obs] if od.family == "gaussian" else np.zeros(0),
+        sign=np.where(od.observed, 2.0 * np.nan_to_num(od.y) - 1.0, 0.0) if od.family == "binomial" else np.zeros(0),
     )
 
 
@@ -370,6 +379,8 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
     obs = ost.obs_rows
     aux = o.aux
     if ost.family == "binomial":
+        if oc.ENABLED:
+            o = _collapsed_blocks(rng, ost, o)
         aux = _augment(rng, ost, o.eta, aux)
         o = o._replace(aux=aux)
     ytil, w, wconst = _pseudo(ost, o)
@@ -422,6 +433,32 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
         res = ost.yobs - eta[obs]
         sigma2 = float((od.sigma2_prior + res @ res) / rng.chisquare(1.0 + obs.size))
     return GeneralOutcomeState(beta, tuple(bs), cov, sigma2, aux, o.S, o.D, eta, tuned_steps(o.steps, adapt_at, mh), R)
+
+
+def _collapsed_blocks(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeState) -> GeneralOutcomeState:
+    """``outcome.collapsed_block`` for each classification of single membership in turn, the
+    other classifications' effects in the offset (a multiple membership's effects get the exact
+    block and the expansion move only); the augmentation must be redrawn next."""
+    od = ost.od
+    nf, obs, D, R = od.n_fixed, ost.obs_rows, o.D, o.R
+    beta, bs, cov = o.beta, list(o.b), o.cov.copy()
+    for t, term in enumerate(ost.terms):
+        if term.unit is None:
+            continue
+        qc = term.cols.size
+        other = np.ones(od.q, bool)
+        other[term.cols] = False
+        off = np.einsum("ik,ik->i", D[:, nf:][:, other], R[:, other]) if other.any() else np.zeros(D.shape[0])
+        at = np.ix_(term.cols, term.cols)
+        beta, b, cov_t = oc.block(oc.link_code(ost.link), D, nf, term.cols, term.unit, obs, ost.sign, off, beta, bs[t],
+                                  np.ascontiguousarray(cov[at]), term.prior_scale, term.coord_df,
+                                  rng.standard_normal((term.n_units, qc)), np.log(rng.random(term.n_units)),
+                                  rng.standard_normal(nf), math.log(rng.random()), rng.standard_normal(qc),
+                                  np.log(rng.random(qc)), o.eta)
+        bs[t] = b
+        cov[at] = cov_t
+        ok.set_coefficients(R, b, term.unit, term.cols)
+    return o._replace(beta=beta, b=tuple(bs), cov=cov)
 
 
 def impute_general_outcome(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeState, data: ModelData, y1, ys,
