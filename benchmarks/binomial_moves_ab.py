@@ -2,7 +2,7 @@
 move and without, same data and seed, side by side.
 
     python benchmarks/binomial_moves_ab.py [--move collapsed|scale] [--link probit|logit]
-        [--seeds 0 1 2 ...] [--sweeps 2000] [--burn 500] [--imputations 2] [--crossed]
+        [--seeds 0 1 2 ...] [--sweeps 2000] [--burn 500] [--imputations 2] [--crossed | --rare]
 
 ``--move collapsed`` (the default): the block with the augmentation integrated out
 (``outcome_collapsed``); ``--move scale``: the probit outcome's scale move
@@ -31,6 +31,21 @@ import pandas as pd
 
 import mlimpute as mi
 from mlimpute.sampler import outcome, outcome_collapsed
+
+
+def simulate_rare(rng: np.random.Generator, link: str) -> tuple[pd.DataFrame, mi.ImputationModel]:
+    """``--rare``: 100 clusters of 30 rows, P(y = 1) = F(−2.2 + 0.4x + 0.3z + u0), Var u0 = 0.25
+    (about 5 % ones), x missing completely at random for 25 %; ``y ~ x + z + (1 | g)``."""
+    J, n = 100, 30
+    g = np.repeat(np.arange(J), n)
+    N = g.size
+    z = rng.normal(size=N)
+    x = 0.4 * z + rng.normal(0, 0.5, J)[g] + rng.normal(size=N)
+    y = (-2.2 + 0.4 * x + 0.3 * z + rng.normal(0, 0.5, J)[g] + rng.normal(size=N) > 0).astype(int)
+    df = pd.DataFrame({"g": g, "y": y, "x": x, "z": z})
+    df.loc[rng.random(N) < 0.25, "x"] = np.nan
+    return df, mi.ImputationModel(cluster="g", variables={"x": "continuous"}, substantive="y ~ x + z + (1 | g)",
+                                  family="binomial", link=link)
 
 
 def simulate(rng: np.random.Generator, crossed: bool, link: str = "probit") -> tuple[pd.DataFrame, mi.ImputationModel]:
@@ -78,6 +93,7 @@ def main() -> None:
     ap.add_argument("--burn", type=int, default=500)
     ap.add_argument("--imputations", type=int, default=2, help="M per run, M/2 from each of the 2 chains")
     ap.add_argument("--crossed", action="store_true")
+    ap.add_argument("--rare", action="store_true", help="the rare outcome's design (simulate_rare)")
     ap.add_argument("--move", choices=["collapsed", "scale"], default="collapsed")
     ap.add_argument("--link", choices=["probit", "logit"], default="probit")
     a = ap.parse_args()
@@ -91,7 +107,8 @@ def main() -> None:
         mi.impute(df, model, n_imputations=1, burn=2, between=2, chains=1, seed=0)
     rows = []
     for seed in a.seeds:
-        df, model = simulate(np.random.default_rng(1000 + seed), a.crossed, a.link)
+        rng = np.random.default_rng(1000 + seed)
+        df, model = simulate_rare(rng, a.link) if a.rare else simulate(rng, a.crossed, a.link)
         on, off = run(df, model, seed, a, True), run(df, model, seed, a, False)
         rows.append((on, off))
         print(f"seed {seed}: smallest ESS {on[1]:.0f} ({on[0]}) → {off[1]:.0f} ({off[0]}) of 2 × {a.sweeps}; "
