@@ -59,8 +59,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import math
-
 import numpy as np
 from scipy.special import expit, ndtr
 
@@ -486,8 +484,7 @@ def collapsed_block(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData) -
     J, q, nf = data.n_clusters, od.q, od.n_fixed
     beta, b, cov = oc.block(oc.link_code(ost.link), o.D, nf, np.arange(q), data.cluster, ost.obs_rows, ost.sign,
                             ost.zeros_n, o.beta, o.b, o.cov, od.prior_scale, ost.coord_df,
-                            rng.standard_normal((J, q)), np.log(rng.random(J)), rng.standard_normal(nf),
-                            math.log(rng.random()), rng.standard_normal(q), np.log(rng.random(q)), o.eta)
+                            *oc.random_numbers(rng, J, q, nf), o.eta)
     return o._replace(beta=beta, b=b, cov=cov)
 
 

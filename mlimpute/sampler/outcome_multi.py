@@ -15,8 +15,9 @@ sampler's; the two meet only through the completed covariates and the linear pre
 Steps, each an exact Gibbs or Metropolis–Hastings step of the joint posterior:
 
 0. Binomial outcomes: the collapsed block of ``outcome_collapsed`` for each classification of
-   single membership in turn (the other classifications' effects in the offset; a multiple
-   membership's effects get steps 2's exact block and expansion move only).
+   single membership in turn (the other classifications' effects in the offset). A multiple
+   membership's effects get step 2's exact block and expansion move only (a formula with a
+   multiple membership has no other random term, so the block does not run there).
 1. Augmentation (binomial) as ``outcome``.
 2. For each classification c of the formula in turn: (β, b^(c)) as one exact block given the
    other classifications' effects (their part of the linear predictor is an offset), by the
@@ -44,7 +45,6 @@ holds them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -437,8 +437,9 @@ def draw_general_parameters(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeSta
 
 def _collapsed_blocks(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeState) -> GeneralOutcomeState:
     """``outcome.collapsed_block`` for each classification of single membership in turn, the
-    other classifications' effects in the offset (a multiple membership's effects get the exact
-    block and the expansion move only); the augmentation must be redrawn next."""
+    other classifications' effects in the offset (a multiple membership, which a formula takes
+    only on its own, gets the exact block and the expansion move only); the augmentation must be
+    redrawn next."""
     od = ost.od
     nf, obs, D, R = od.n_fixed, ost.obs_rows, o.D, o.R
     beta, bs, cov = o.beta, list(o.b), o.cov.copy()
@@ -452,9 +453,7 @@ def _collapsed_blocks(rng, ost: GeneralOutcomeStatic, o: GeneralOutcomeState) ->
         at = np.ix_(term.cols, term.cols)
         beta, b, cov_t = oc.block(oc.link_code(ost.link), D, nf, term.cols, term.unit, obs, ost.sign, off, beta, bs[t],
                                   np.ascontiguousarray(cov[at]), term.prior_scale, term.coord_df,
-                                  rng.standard_normal((term.n_units, qc)), np.log(rng.random(term.n_units)),
-                                  rng.standard_normal(nf), math.log(rng.random()), rng.standard_normal(qc),
-                                  np.log(rng.random(qc)), o.eta)
+                                  *oc.random_numbers(rng, term.n_units, qc, nf), o.eta)
         bs[t] = b
         cov[at] = cov_t
         ok.set_coefficients(R, b, term.unit, term.cols)
