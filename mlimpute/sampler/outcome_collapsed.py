@@ -27,7 +27,8 @@ y* or ω from its conditional, so that nothing conditions on the augmentation it
 
 Each pass evaluates log F and its first two derivatives at every row with an observed outcome;
 the rows' terms at the current state are carried from step to step, so the block costs 3 + q
-such passes (and 1 + q that only add up the carried terms). The rows whose outcome is missing do not enter (their outcome integrates out).
+such passes (and 1 + q that only add up the carried terms). The rows whose outcome is missing
+do not enter (their outcome integrates out).
 
 References
 ----------
