@@ -144,7 +144,6 @@ class OutcomeStatic:
     chi_df_list: tuple          # the same as floats
     sign: np.ndarray            # binomial: 2y − 1 at every row (0 where missing)
     coord_df: np.ndarray        # each random-effect coordinate's block df
-    zeros_n: np.ndarray         # zeros at every row (the collapsed block's offsets)
     yy: float                   # gaussian: Σ y² over the rows with an observed outcome
     n_lower: int                # normals below the Bartlett diagonals
 
@@ -253,7 +252,7 @@ def prepare_outcome(data: ModelData) -> OutcomeStatic:
         chi_df=np.concatenate([d - np.arange(w) for d, w in zip(bdf, bwidth)]),
         chi_df_list=tuple(float(v) for d, w in zip(bdf, bwidth) for v in d - np.arange(w)),
         sign=np.where(od.observed, 2.0 * np.nan_to_num(od.y) - 1.0, 0.0) if od.family == "binomial" else np.zeros(0),
-        coord_df=np.repeat(bdf.astype(float), bwidth), zeros_n=np.zeros(od.y.size),
+        coord_df=np.repeat(bdf.astype(float), bwidth),
         yy=float(np.sum(od.y[obs] ** 2)) if od.family == "gaussian" else 0.0,
         n_lower=int(sum(w * (w - 1) // 2 for w in bwidth)),
     )
@@ -483,7 +482,7 @@ def collapsed_block(rng, ost: OutcomeStatic, o: OutcomeState, data: ModelData) -
     od = ost.od
     J, q, nf = data.n_clusters, od.q, od.n_fixed
     beta, b, cov = oc.block(oc.link_code(ost.link), o.D, nf, np.arange(q), data.cluster, ost.obs_rows, ost.sign,
-                            ost.zeros_n, o.beta, o.b, o.cov, od.prior_scale, ost.coord_df,
+                            np.zeros(o.D.shape[0]), o.beta, o.b, o.cov, od.prior_scale, ost.coord_df,
                             *oc.random_numbers(rng, J, q, nf), o.eta)
     return o._replace(beta=beta, b=b, cov=cov)
 

@@ -159,10 +159,25 @@ def effects_terms(link, D, nf, cols, cl, rows, sgn, base, b, rl, r1, r2):
             for c in range(a + 1):
                 H[j, a, c] -= za * D[i, nf + cols[c]] * r2[i]
     for j in range(J):
-        for a in range(q):
-            for c in range(a):
-                H[j, c, a] = H[j, a, c]
+        _mirror(H[j])
     return lp, g, H
+
+
+@njit(cache=True, inline="always")
+def _add_row(D, i, nf, d1, d2, g, H):
+    """Row i's part of the fixed effects' gradient and minus Hessian: g += x_i d1, lower
+    triangle of H −= x_i x_i' d2 (``_mirror`` fills the upper)."""
+    for a in range(nf):
+        g[a] += D[i, a] * d1
+        for c in range(a + 1):
+            H[a, c] -= D[i, a] * D[i, c] * d2
+
+
+@njit(cache=True, inline="always")
+def _mirror(H):
+    for a in range(H.shape[0]):
+        for c in range(a):
+            H[c, a] = H[a, c]
 
 
 @njit(cache=True)
@@ -179,13 +194,8 @@ def fixed_terms(link, D, nf, rows, sgn, beta, add, fx, rl, r1, r2):
         fx[i] = f
         rl[i], r1[i], r2[i] = _terms(link, sgn[i], f + add[i])
         lp += rl[i]
-        for a in range(nf):
-            g[a] += D[i, a] * r1[i]
-            for c in range(a + 1):
-                H[a, c] -= D[i, a] * D[i, c] * r2[i]
-    for a in range(nf):
-        for c in range(a):
-            H[c, a] = H[a, c]
+        _add_row(D, i, nf, r1[i], r2[i], g, H)
+    _mirror(H)
     return lp, g, H
 
 
@@ -271,13 +281,8 @@ def block(link, D, nf, cols, cl, rows, sgn, off, beta, b, cov, psi, nus, eps_u, 
         rz[i] = r
         add[i] = off[i] + r
         w0 += rl[i]
-        for a in range(nf):
-            gb[a] += D[i, a] * r1[i]
-            for c in range(a + 1):
-                Hb[a, c] -= D[i, a] * D[i, c] * r2[i]
-    for a in range(nf):
-        for c in range(a):
-            Hb[c, a] = Hb[a, c]
+        _add_row(D, i, nf, r1[i], r2[i], gb, Hb)
+    _mirror(Hb)
     zero = np.zeros((nf, nf))
     Lb0, Lb1 = np.zeros((nf, nf)), np.zeros((nf, nf))
     mb0, mb1, pb, back_b = np.empty(nf), np.empty(nf), np.empty(nf), np.empty(nf)
